@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# tests/test_examples.sh - end-to-end checks of the example programs.
+#
+# Run from the repository root after `make examples` has built
+# examples/cifar10_cnn, examples/evaluate and examples/predict.
+# Prints one "PASS name" or "FAIL name: why" line per check and exits
+# non-zero when any check failed. Needs only bash, coreutils and gzip: the
+# test images are written here as PGM/PPM files (real Fashion-MNIST test
+# images when /usr/share/datasets/fashion-mnist exists, random pixels
+# otherwise). About 20 s on 2 cores.
+
+set -u
+EX=examples
+FM=/usr/share/datasets/fashion-mnist
+T=$(mktemp -d "${TMPDIR:-/tmp}/cnn_examples.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT
+failed=0
+
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+
+# Run a command with a time limit; stdout in $T/out, stderr in $T/err, status in $rc.
+run() {
+    timeout 300 "$@" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+}
+
+# expect_error NAME CMD...: status 1 or 2 and exactly one line on stderr.
+expect_error() {
+    local name=$1 lines
+    shift
+    run "$@"
+    lines=$(grep -c '' "$T/err")
+    if [ "$rc" -ge 124 ]; then
+        fail "$name" "status $rc (crash or hang): $(head -c 200 "$T/err" | tr '\n' '|')"
+    elif [ "$rc" -ne 1 ] && [ "$rc" -ne 2 ]; then
+        fail "$name" "status $rc, expected 1 or 2"
+    elif [ "$lines" -ne 1 ]; then
+        fail "$name" "$lines lines on stderr, expected 1: $(head -c 300 "$T/err" | tr '\n' '|')"
+    else
+        pass "$name"
+    fi
+}
+
+# expect_ok NAME CMD...: status 0 (the output stays in $T/out for more checks).
+expect_ok() {
+    local name=$1
+    shift
+    run "$@"
+    if [ "$rc" -eq 0 ]; then
+        pass "$name"
+        return 0
+    fi
+    fail "$name" "status $rc: $(tail -c 300 "$T/err" | tr '\n' '|')"
+    return 1
+}
+
+# check NAME CONDITION-COMMAND... WHY: PASS when the command succeeds.
+check() {
+    local name=$1 why=${!#}
+    set -- "${@:2:$#-2}"
+    if "$@"; then pass "$name"; else fail "$name" "$why"; fi
+}
+
+for p in cifar10_cnn evaluate predict; do
+    if [ ! -x "$EX/$p" ]; then
+        fail "examples_built" "$EX/$p is missing (run make examples first)"
+        exit 1
+    fi
+done
+
+# ---------------------------------------------------------------- fixtures
+# $T/fm: 200 labelled 28x28 grey images in class folders 0..9 (PGM).
+mkdir -p "$T/fm"
+if [ -f "$FM/t10k-images-idx3-ubyte.gz" ] && [ -f "$FM/t10k-labels-idx1-ubyte.gz" ]; then
+    have_fm=1
+    gzip -dc "$FM/t10k-images-idx3-ubyte.gz" 2>/dev/null | tail -c +17 | head -c $((784 * 200)) >"$T/raw"
+    gzip -dc "$FM/t10k-labels-idx1-ubyte.gz" 2>/dev/null | tail -c +9 | head -c 200 |
+        od -An -v -tu1 -w1 | tr -d ' ' >"$T/labels"
+else
+    have_fm=0
+    head -c $((784 * 200)) /dev/urandom >"$T/raw"
+    for ((i = 0; i < 200; i++)); do echo $((i % 10)); done >"$T/labels"
+fi
+i=0
+while read -r label; do
+    mkdir -p "$T/fm/$label"
+    { printf 'P5\n28 28\n255\n'; dd if="$T/raw" bs=784 skip=$i count=1 status=none; } >"$T/fm/$label/$i.pgm"
+    i=$((i + 1))
+done <"$T/labels"
+# $T/rgb: 32x32 colour images of two classes (PPM), the CIFAR-10 shape.
+for cls in a b; do
+    mkdir -p "$T/rgb/$cls"
+    for j in 1 2 3; do
+        { printf 'P6\n32 32\n255\n'; head -c 3072 /dev/urandom; } >"$T/rgb/$cls/$j.ppm"
+    done
+done
+# $T/one: a folder with a single class (nothing to tell apart); $T/empty: nothing.
+mkdir -p "$T/one/only" "$T/empty"
+cp "$T/rgb/a/1.ppm" "$T/rgb/a/2.ppm" "$T/one/only/"
+# Files that are not what they claim to be.
+head -c 4096 /dev/urandom >"$T/garbage.cnn"
+{ printf 'CNNMODEL'; head -c 200 /dev/urandom; } >"$T/badmagic.cnn"
+echo "this is not an image" >"$T/notimage.png"
+
+# ------------------------------------------------------------------ --help
+for p in cifar10_cnn evaluate predict; do
+    if expect_ok "${p}_help" "$EX/$p" --help; then
+        grep -q '^usage:' "$T/out" || fail "${p}_help_usage" "--help prints no usage line"
+    fi
+done
+
+# ----------------------------------------------- cifar10_cnn: bad input
+C=$EX/cifar10_cnn
+expect_error train_unknown_option "$C" --bogus
+expect_error train_epochs_not_a_number "$C" --epochs abc
+expect_error train_epochs_negative "$C" --epochs -1
+expect_error train_epochs_missing_value "$C" --epochs
+expect_error train_batch_size_zero "$C" --batch-size 0
+expect_error train_val_split_out_of_range "$C" --val-split 1.5
+expect_error train_seed_negative "$C" --seed -3
+expect_error train_verbose_out_of_range "$C" --verbose 3
+expect_error train_split_and_val_data "$C" --val-split 0.2 --val-data "$T/fm"
+expect_error train_data_missing "$C" --data /nonexistent
+expect_error train_data_empty_folder "$C" --data "$T/empty" --epochs 1
+expect_error train_data_one_class "$C" --data "$T/one" --epochs 1
+expect_error train_val_data_shape "$C" --data "$T/fm" --val-data "$T/rgb" --epochs 1
+expect_error train_save_unwritable "$C" --save /nonexistent/dir/x.cnn
+
+# ------------------------------------------------- cifar10_cnn: a real run
+# The offline default: Fashion-MNIST (or the fixture folder without it).
+data_opt=()
+[ "$have_fm" = 1 ] || data_opt=(--data "$T/fm")
+if expect_ok train_fashion_mnist "$C" "${data_opt[@]}" --limit 600 --epochs 1 --verbose 2 \
+    --threads 2 --save "$T/x.cnn" --history "$T/x.csv" --plot "$T/x.png"; then
+    cp "$T/out" "$T/train.out"
+    missing=""
+    for layer in conv_1 batch_norm_1 pool_1 conv_2 batch_norm_2 pool_2 flatten fc1 dropout1 fc2 dropout2 softmax; do
+        grep -qw "$layer" "$T/train.out" || missing="$missing $layer"
+    done
+    check train_summary_layers [ -z "$missing" ] "summary lacks:$missing"
+    check train_verbose2_line grep -q -e ' - loss: .* - val_accuracy: ' "$T/train.out" \
+        "no epoch line with ' - loss: ' and ' - val_accuracy: '"
+    check train_best_val_accuracy grep -Eq '^best val_accuracy: [0-9.]+ at epoch 1$' "$T/train.out" \
+        "no 'best val_accuracy: X at epoch 1' line"
+    check train_throughput grep -Eq '^throughput: [0-9.]+ img/s$' "$T/train.out" \
+        "no 'throughput: X img/s' line"
+    check train_saved_model [ -s "$T/x.cnn" ] "--save wrote no model"
+    check train_plot_png [ "$(head -c 4 "$T/x.png" 2>/dev/null | tail -c 3)" = "PNG" ] \
+        "--plot wrote no PNG file"
+    check train_csv_header [ "$(head -n 1 "$T/x.csv" 2>/dev/null)" = "epoch,accuracy,loss,val_accuracy,val_loss" ] \
+        "csv header is '$(head -n 1 "$T/x.csv" 2>/dev/null)'"
+    check train_csv_rows [ "$(grep -c '' "$T/x.csv" 2>/dev/null)" = 2 ] \
+        "csv has $(grep -c '' "$T/x.csv" 2>/dev/null) lines, expected header + 1 row"
+fi
+
+# An image folder, validation from another folder, and the same seed twice.
+if expect_ok train_image_folder_val_data "$C" --data "$T/fm" --val-data "$T/fm" --epochs 2 \
+    --batch-size 16 --threads 2 --seed 7 --verbose 0 --history "$T/a.csv"; then
+    check train_val_data_reported grep -Eq '^best val_accuracy: [0-9.]+ at epoch [12]$' "$T/out" \
+        "no best val_accuracy line"
+fi
+if expect_ok train_same_seed_again "$C" --data "$T/fm" --val-data "$T/fm" --epochs 2 \
+    --batch-size 16 --threads 2 --seed 7 --verbose 0 --history "$T/b.csv"; then
+    check train_deterministic cmp -s "$T/a.csv" "$T/b.csv" "two runs with --seed 7 differ"
+fi
+if expect_ok train_no_validation "$C" --data "$T/fm" --val-split 0 --limit 50 --epochs 1 \
+    --threads 2 --verbose 0 --save "$T/fm.cnn"; then
+    check train_no_validation_report grep -Eq '^final accuracy: [0-9.]+' "$T/out" \
+        "no final accuracy line without validation"
+fi
+# CIFAR-10 binary format: one batch file of 10000 records (label 0, black images).
+head -c $((3073 * 10000)) /dev/zero >"$T/data_batch_1.bin"
+expect_ok train_cifar10_binary "$C" --data "$T/data_batch_1.bin" --limit 64 --epochs 1 \
+    --threads 2 --verbose 0 --save "$T/rgb.cnn"
+
+# ------------------------------------------------------------- evaluate
+E=$EX/evaluate
+[ -s "$T/x.cnn" ] || cp "$T/fm.cnn" "$T/x.cnn" 2>/dev/null
+head -c 100 "$T/x.cnn" >"$T/truncated.cnn" 2>/dev/null
+expect_error eval_unknown_option "$E" --bogus
+expect_error eval_no_model "$E" --data "$T/fm"
+expect_error eval_no_data "$E" --model "$T/x.cnn"
+expect_error eval_batch_size_zero "$E" --model "$T/x.cnn" --data "$T/fm" --batch-size 0
+expect_error eval_batch_size_not_a_number "$E" --model "$T/x.cnn" --data "$T/fm" --batch-size x
+expect_error eval_model_missing "$E" --model /nonexistent --data "$T/fm"
+expect_error eval_model_garbage "$E" --model "$T/garbage.cnn" --data "$T/fm"
+expect_error eval_model_bad_payload "$E" --model "$T/badmagic.cnn" --data "$T/fm"
+expect_error eval_model_truncated "$E" --model "$T/truncated.cnn" --data "$T/fm"
+expect_error eval_data_missing "$E" --model "$T/x.cnn" --data /nonexistent
+# A 28x28x1 model cannot read 32x32x3 images: a clean error, not a crash.
+expect_error eval_shape_mismatch_folder "$E" --model "$T/x.cnn" --data "$T/rgb"
+expect_error eval_shape_mismatch_cifar10 "$E" --model "$T/x.cnn" --data "$T/data_batch_1.bin"
+
+if expect_ok eval_report "$E" --model "$T/x.cnn" --data "$T/fm" --batch-size 64; then
+    last=$(tail -n 1 "$T/out")
+    check eval_last_line grep -Eq '^loss: [0-9.]+ - accuracy: [0-9.]+$' <<<"$last" \
+        "last line is '$last'"
+    check eval_report_rows grep -q 'weighted avg' "$T/out" "no classification report"
+    check eval_confusion_matrix grep -q '^confusion matrix' "$T/out" "no confusion matrix"
+    report_acc=$(awk '$1 == "accuracy" { print $2 }' "$T/out")
+    final_acc=$(sed -n 's/^loss: .* - accuracy: //p' <<<"$last")
+    check eval_accuracy_agrees [ "${report_acc:-none}" = "$final_acc" ] \
+        "report accuracy '$report_acc' but evaluate says '$final_acc'"
+fi
+if [ -s "$T/rgb.cnn" ]; then
+    expect_ok eval_rgb_model "$E" --model "$T/rgb.cnn" --data "$T/rgb"
+fi
+
+# -------------------------------------------------------------- predict
+P=$EX/predict
+imgs=("$T"/fm/*/*.pgm)
+img1=${imgs[0]}
+img2=${imgs[${#imgs[@]} - 1]}
+expect_error predict_unknown_option "$P" --bogus --model "$T/x.cnn" "$img1"
+expect_error predict_no_model "$P" "$img1"
+expect_error predict_no_images "$P" --model "$T/x.cnn"
+expect_error predict_top_not_a_number "$P" --model "$T/x.cnn" --top abc "$img1"
+expect_error predict_top_zero "$P" --model "$T/x.cnn" --top 0 "$img1"
+expect_error predict_model_missing "$P" --model /nonexistent "$img1"
+expect_error predict_model_garbage "$P" --model "$T/garbage.cnn" "$img1"
+expect_error predict_not_an_image "$P" --model "$T/x.cnn" "$T/notimage.png"
+expect_error predict_image_missing "$P" --model "$T/x.cnn" /nonexistent.png
+
+p3='[0-9]\.[0-9]{4}'
+if expect_ok predict_top3 "$P" --model "$T/x.cnn" "$img1" "$img2"; then
+    check predict_top3_format [ "$(grep -Ec "^.+: .+ $p3, .+ $p3, .+ $p3\$" "$T/out")" = 2 ] \
+        "output is '$(head -c 300 "$T/out" | tr '\n' '|')'"
+fi
+# A 32x32 colour image for a 28x28 grey model: converted and resized.
+if expect_ok predict_resize_top1 "$P" --model "$T/x.cnn" --top 1 "$T/rgb/a/1.ppm"; then
+    check predict_top1_format grep -Eq "^.+/1\.ppm: .+ $p3\$" "$T/out" \
+        "output is '$(head -c 300 "$T/out" | tr '\n' '|')'"
+fi
+if [ -s "$T/rgb.cnn" ]; then
+    expect_ok predict_grey_to_rgb "$P" --model "$T/rgb.cnn" "$img1"
+fi
+
+echo "# test_examples: $failed failed"
+[ "$failed" -eq 0 ]
