@@ -557,3 +557,3214 @@ CNN_DEF int cnn_input_gradient(cnn_model *m, const float *x, const float *y, int
 }
 #endif
 #endif /* CNN_H_INCLUDED */
+
+/* ######################################################################## */
+/* #                          IMPLEMENTATION                              # */
+/* ######################################################################## */
+#ifdef CNN_IMPLEMENTATION
+#ifndef CNN_IMPLEMENTATION_INCLUDED
+#define CNN_IMPLEMENTATION_INCLUDED
+
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/time.h>
+#include <unistd.h>
+#define CNN__POSIX 1
+#ifndef __cplusplus
+extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
+#endif
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#define CNN__OMP(x) _Pragma(#x)
+#else
+#define CNN__OMP(x) /* without OpenMP everything runs on one thread */
+#endif
+
+#ifndef CNN_MALLOC
+#define CNN_MALLOC(sz) malloc(sz)
+#define CNN_REALLOC(p, sz) realloc((p), (sz))
+#define CNN_FREE(p) free(p)
+#endif
+#ifndef CNN_ASSERT
+#include <assert.h>
+#define CNN_ASSERT(x) assert(x)
+#endif
+
+#ifdef CNN_STATIC
+#define CNN_IMPL static
+#else
+#define CNN_IMPL
+#endif
+
+#if defined(__cplusplus)
+#define CNN__THREAD_LOCAL thread_local
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && !defined(__STDC_NO_THREADS__)
+#define CNN__THREAD_LOCAL _Thread_local
+#elif defined(__GNUC__) || defined(__clang__)
+#define CNN__THREAD_LOCAL __thread
+#elif defined(_MSC_VER)
+#define CNN__THREAD_LOCAL __declspec(thread)
+#else
+#define CNN__THREAD_LOCAL /* no thread-local storage: one error message per process */
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CNN__RESTRICT __restrict__
+#else
+#define CNN__RESTRICT
+#endif
+
+/* ======================================================================== */
+/* Errors, memory, time, threads                                            */
+/* ======================================================================== */
+
+static CNN__THREAD_LOCAL char cnn__error[512];
+
+CNN_IMPL const char *cnn_last_error(void) { return cnn__error; }
+
+CNN_IMPL int cnn_set_error(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cnn__error, sizeof cnn__error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static void *cnn__calloc(size_t count, size_t size) {
+    if (size && count > (size_t)-1 / size) return NULL;
+    size_t bytes = count * size;
+    void *p = CNN_MALLOC(bytes ? bytes : 1);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+/* calloc that sets the error when it fails; `what` names the allocation */
+static void *cnn__alloc(size_t count, size_t size, const char *what) {
+    void *p = cnn__calloc(count, size);
+    if (!p) cnn_set_error(CNN_ERR_MEMORY, "out of memory allocating %s (%zu bytes)", what, count * size);
+    return p;
+}
+
+static char *cnn__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)CNN_MALLOC(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static double cnn__now(void) {
+#if defined(_OPENMP)
+    return omp_get_wtime();
+#elif defined(CNN__POSIX)
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec * 1e-6;
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
+
+CNN_IMPL void cnn_set_num_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+#else
+    (void)n;
+#endif
+}
+
+CNN_IMPL int cnn_get_num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ======================================================================== */
+/* Random numbers: splitmix64 for streams, a stateless hash for dropout     */
+/* ======================================================================== */
+
+static uint64_t cnn__mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct cnn__rng { uint64_t state; } cnn__rng;
+
+static uint64_t cnn__rng_next(cnn__rng *r) {
+    r->state += 0x9e3779b97f4a7c15ULL;
+    return cnn__mix64(r->state);
+}
+
+/* uniform in [0, 1) with 24 bits */
+static float cnn__rng_uniform(cnn__rng *r) { return (float)(cnn__rng_next(r) >> 40) * (1.0f / 16777216.0f); }
+
+/* uniform integer in [0, n) */
+static uint64_t cnn__rng_below(cnn__rng *r, uint64_t n) { return cnn__rng_next(r) % n; }
+
+/* a uniform float in [0,1) that depends only on its four keys */
+static float cnn__hash_uniform(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+    uint64_t h = cnn__mix64(a + 0x9e3779b97f4a7c15ULL);
+    h = cnn__mix64(h ^ (b + 0x632be59bd9b4e019ULL));
+    h = cnn__mix64(h ^ (c + 0x85ebca77c2b2ae63ULL));
+    h = cnn__mix64(h ^ d);
+    return (float)(h >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ======================================================================== */
+/* Datasets and raw loaders                                                 */
+/* ======================================================================== */
+
+CNN_IMPL cnn_dataset *cnn_dataset_new(int n, int h, int w, int c, int num_classes) {
+    if (n < 0 || h <= 0 || w <= 0 || c <= 0 || num_classes < 0) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_dataset_new: bad size n=%d h=%d w=%d c=%d classes=%d", n, h, w, c,
+                      num_classes);
+        return NULL;
+    }
+    cnn_dataset *d = (cnn_dataset *)cnn__alloc(1, sizeof *d, "a dataset");
+    if (!d) return NULL;
+    d->n = n; d->h = h; d->w = w; d->c = c; d->num_classes = num_classes;
+    d->images = (unsigned char *)cnn__alloc((size_t)n * h * w * c, 1, "dataset images");
+    d->labels = (int *)cnn__alloc((size_t)n, sizeof(int), "dataset labels");
+    if (!d->images || !d->labels) { cnn_dataset_free(d); return NULL; }
+    return d;
+}
+
+static void cnn__free_names(char **names, int count) {
+    if (!names) return;
+    for (int i = 0; i < count; i++) CNN_FREE(names[i]);
+    CNN_FREE(names);
+}
+
+/* copy `count` strings; NULL and an error on failure */
+static char **cnn__copy_names(const char *const *names, int count) {
+    char **copy = (char **)cnn__alloc((size_t)count, sizeof(char *), "class names");
+    if (!copy) return NULL;
+    for (int i = 0; i < count; i++) {
+        if (!names[i]) { cnn_set_error(CNN_ERR_ARG, "class name %d is NULL", i); cnn__free_names(copy, i); return NULL; }
+        copy[i] = cnn__strdup(names[i]);
+        if (!copy[i]) { cnn_set_error(CNN_ERR_MEMORY, "out of memory copying class names"); cnn__free_names(copy, i); return NULL; }
+    }
+    return copy;
+}
+
+CNN_IMPL void cnn_dataset_free(cnn_dataset *d) {
+    if (!d) return;
+    CNN_FREE(d->images);
+    CNN_FREE(d->labels);
+    cnn__free_names(d->class_names, d->num_classes);
+    CNN_FREE(d);
+}
+
+CNN_IMPL int cnn_dataset_set_class_names(cnn_dataset *d, const char *const *names, int count) {
+    if (!d || !names) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: NULL %s", d ? "names" : "dataset");
+    if (count != d->num_classes)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: %d names for %d classes", count, d->num_classes);
+    char **copy = cnn__copy_names(names, count);
+    if (!copy) return cnn_set_error(CNN_ERR_MEMORY, "%s", cnn_last_error());
+    cnn__free_names(d->class_names, d->num_classes);
+    d->class_names = copy;
+    return CNN_OK;
+}
+
+static int cnn__check_dataset(const cnn_dataset *d, const char *fn) {
+    if (!d) return cnn_set_error(CNN_ERR_ARG, "%s: the dataset is NULL", fn);
+    if (d->n <= 0) return cnn_set_error(CNN_ERR_ARG, "%s: the dataset is empty", fn);
+    if (!d->images || !d->labels || d->h <= 0 || d->w <= 0 || d->c <= 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: the dataset has no images or labels", fn);
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_dataset_shuffle(cnn_dataset *d, uint64_t seed) {
+    int rc = cnn__check_dataset(d, "cnn_dataset_shuffle");
+    if (rc) return rc;
+    size_t sz = (size_t)d->h * d->w * d->c;
+    unsigned char *tmp = (unsigned char *)cnn__alloc(sz, 1, "a shuffle buffer");
+    if (!tmp) return CNN_ERR_MEMORY;
+    cnn__rng r = {cnn__mix64(seed ^ 0x5348554646ULL)};
+    for (int i = d->n - 1; i > 0; i--) { /* Fisher-Yates */
+        int j = (int)cnn__rng_below(&r, (uint64_t)i + 1);
+        memcpy(tmp, d->images + i * sz, sz);
+        memcpy(d->images + i * sz, d->images + j * sz, sz);
+        memcpy(d->images + j * sz, tmp, sz);
+        int t = d->labels[i]; d->labels[i] = d->labels[j]; d->labels[j] = t;
+    }
+    CNN_FREE(tmp);
+    return CNN_OK;
+}
+
+CNN_IMPL cnn_dataset *cnn_dataset_subset(const cnn_dataset *d, int start, int count) {
+    if (!d) { cnn_set_error(CNN_ERR_ARG, "cnn_dataset_subset: the dataset is NULL"); return NULL; }
+    if (start < 0 || count < 0 || start > d->n || count > d->n - start) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_dataset_subset: range %d..%d outside the %d images", start, start + count, d->n);
+        return NULL;
+    }
+    cnn_dataset *s = cnn_dataset_new(count, d->h, d->w, d->c, d->num_classes);
+    if (!s) return NULL;
+    size_t sz = (size_t)d->h * d->w * d->c;
+    if (count) {
+        memcpy(s->images, d->images + (size_t)start * sz, (size_t)count * sz);
+        memcpy(s->labels, d->labels + start, (size_t)count * sizeof(int));
+    }
+    if (d->class_names && cnn_dataset_set_class_names(s, (const char *const *)d->class_names, d->num_classes)) {
+        cnn_dataset_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+CNN_IMPL int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset **first, cnn_dataset **second) {
+    if (!first || !second) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split: NULL output pointer");
+    *first = *second = NULL;
+    int rc = cnn__check_dataset(d, "cnn_dataset_split");
+    if (rc) return rc;
+    if (!(fraction >= 0.0f && fraction < 1.0f))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split: fraction %g is not in [0, 1)", fraction);
+    int n2 = (int)floor((double)d->n * fraction + 0.5);
+    *first = cnn_dataset_subset(d, 0, d->n - n2);
+    *second = cnn_dataset_subset(d, d->n - n2, n2);
+    if (!*first || !*second) {
+        cnn_dataset_free(*first); cnn_dataset_free(*second);
+        *first = *second = NULL;
+        return CNN_ERR_MEMORY;
+    }
+    return CNN_OK;
+}
+
+/* Read a whole file; NULL and an error naming it on failure. */
+static unsigned char *cnn__read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { cnn_set_error(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(errno)); return NULL; }
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *buf = (unsigned char *)CNN_MALLOC(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        unsigned char *nb = (unsigned char *)CNN_REALLOC(buf, cap * 2);
+        if (!nb) { CNN_FREE(buf); buf = NULL; break; }
+        buf = nb; cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf) { cnn_set_error(CNN_ERR_MEMORY, "out of memory reading '%s'", path); return NULL; }
+    if (err) { CNN_FREE(buf); cnn_set_error(CNN_ERR_IO, "cannot read '%s'", path); return NULL; }
+    *len = n;
+    return buf;
+}
+
+static const char *cnn__cifar10_names[10] = {"airplane", "automobile", "bird", "cat", "deer",
+                                             "dog", "frog", "horse", "ship", "truck"};
+
+/* Append CIFAR-10 records (1 label byte + 3072 planar RGB bytes) to d at index at. */
+static void cnn__cifar10_records(cnn_dataset *d, int at, const unsigned char *buf, int count) {
+    for (int i = 0; i < count; i++) {
+        const unsigned char *r = buf + (size_t)i * 3073;
+        unsigned char *img = d->images + (size_t)(at + i) * 3072;
+        d->labels[at + i] = r[0];
+        for (int p = 0; p < 1024; p++) /* planar R, G, B -> interleaved NHWC */
+            for (int ch = 0; ch < 3; ch++) img[p * 3 + ch] = r[1 + ch * 1024 + p];
+    }
+}
+
+static int cnn__cifar10_check(const unsigned char *buf, size_t len, const char *path) {
+    if (len == 0 || len % 3073) return cnn_set_error(CNN_ERR_FORMAT, "'%s' is not a CIFAR-10 binary batch (size %zu is not a multiple of 3073)", path, len);
+    for (size_t i = 0; i < len; i += 3073)
+        if (buf[i] > 9) return cnn_set_error(CNN_ERR_FORMAT, "'%s': record %zu has label %d, not 0..9", path, i / 3073, buf[i]);
+    return CNN_OK;
+}
+
+CNN_IMPL cnn_dataset *cnn_load_cifar10_file(const char *path) {
+    if (!path) { cnn_set_error(CNN_ERR_ARG, "cnn_load_cifar10_file: path is NULL"); return NULL; }
+    size_t len = 0;
+    unsigned char *buf = cnn__read_file(path, &len);
+    if (!buf) return NULL;
+    cnn_dataset *d = NULL;
+    if (!cnn__cifar10_check(buf, len, path) && (d = cnn_dataset_new((int)(len / 3073), 32, 32, 3, 10))) {
+        cnn__cifar10_records(d, 0, buf, d->n);
+        if (cnn_dataset_set_class_names(d, cnn__cifar10_names, 10)) { cnn_dataset_free(d); d = NULL; }
+    }
+    CNN_FREE(buf);
+    return d;
+}
+
+static int cnn__file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+CNN_IMPL int cnn_is_cifar10_dir(const char *dir) {
+    if (!dir) return 0;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/data_batch_1.bin", dir);
+    if (cnn__file_exists(p)) return 1;
+    snprintf(p, sizeof p, "%s/test_batch.bin", dir);
+    return cnn__file_exists(p);
+}
+
+/* Class names from batches.meta.txt (one per line), if it has ten. */
+static void cnn__cifar10_meta(cnn_dataset *d, const char *dir) {
+    char p[4096], line[256], *names[10];
+    int count = 0;
+    snprintf(p, sizeof p, "%s/batches.meta.txt", dir);
+    FILE *f = fopen(p, "r");
+    if (!f) return;
+    while (count < 10 && fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\r\n");
+        line[n] = 0;
+        if (n == 0) continue;
+        names[count++] = cnn__strdup(line);
+    }
+    fclose(f);
+    if (count == 10) cnn_dataset_set_class_names(d, (const char *const *)names, 10);
+    for (int i = 0; i < count; i++) CNN_FREE(names[i]);
+}
+
+CNN_IMPL cnn_dataset *cnn_load_cifar10(const char *dir, int train) {
+    if (!dir) { cnn_set_error(CNN_ERR_ARG, "cnn_load_cifar10: dir is NULL"); return NULL; }
+    const int nfiles = train ? 5 : 1;
+    unsigned char *bufs[5] = {0};
+    size_t lens[5] = {0}, total = 0;
+    char p[4096];
+    cnn_dataset *d = NULL;
+    for (int i = 0; i < nfiles; i++) {
+        if (train) snprintf(p, sizeof p, "%s/data_batch_%d.bin", dir, i + 1);
+        else snprintf(p, sizeof p, "%s/test_batch.bin", dir);
+        bufs[i] = cnn__read_file(p, &lens[i]);
+        if (!bufs[i] || cnn__cifar10_check(bufs[i], lens[i], p)) goto done;
+        total += lens[i] / 3073;
+    }
+    d = cnn_dataset_new((int)total, 32, 32, 3, 10);
+    if (d) {
+        int at = 0;
+        for (int i = 0; i < nfiles; i++) {
+            cnn__cifar10_records(d, at, bufs[i], (int)(lens[i] / 3073));
+            at += (int)(lens[i] / 3073);
+        }
+        if (cnn_dataset_set_class_names(d, cnn__cifar10_names, 10)) { cnn_dataset_free(d); d = NULL; goto done; }
+        cnn__cifar10_meta(d, dir);
+    }
+done:
+    for (int i = 0; i < nfiles; i++) CNN_FREE(bufs[i]);
+    return d;
+}
+
+static uint32_t cnn__be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+CNN_IMPL cnn_dataset *cnn_load_idx_memory(const unsigned char *images, size_t images_len,
+                                          const unsigned char *labels, size_t labels_len) {
+    if (!images || !labels) { cnn_set_error(CNN_ERR_ARG, "cnn_load_idx_memory: NULL %s", images ? "labels" : "images"); return NULL; }
+    /* images: 00 00 08 ndim, dims (big-endian u32), data; labels: 00 00 08 01, n, data */
+    if (images_len < 4 || images[0] || images[1] || images[2] != 0x08 || images[3] < 2 || images[3] > 4) {
+        cnn_set_error(CNN_ERR_FORMAT, "IDX images: bad magic (want unsigned-byte data with 2 to 4 dimensions)");
+        return NULL;
+    }
+    int ndim = images[3];
+    if (images_len < 4 + 4 * (size_t)ndim) { cnn_set_error(CNN_ERR_FORMAT, "IDX images: truncated header"); return NULL; }
+    uint32_t dims[4] = {1, 1, 1, 1};
+    for (int i = 0; i < ndim; i++) dims[i] = cnn__be32(images + 4 + 4 * i);
+    uint32_t n = dims[0], h = dims[1], w = ndim >= 3 ? dims[2] : 1, c = ndim == 4 ? dims[3] : 1;
+    if (!n || !h || !w || !c || n > INT_MAX || h > 65536 || w > 65536 || c > 4096) {
+        cnn_set_error(CNN_ERR_FORMAT, "IDX images: bad dimensions %ux%ux%ux%u", n, h, w, c);
+        return NULL;
+    }
+    size_t need = 4 + 4 * (size_t)ndim + (size_t)n * h * w * c;
+    if (images_len < need) { cnn_set_error(CNN_ERR_FORMAT, "IDX images: truncated (%zu bytes, need %zu)", images_len, need); return NULL; }
+    if (labels_len < 8 || labels[0] || labels[1] || labels[2] != 0x08 || labels[3] != 1) {
+        cnn_set_error(CNN_ERR_FORMAT, "IDX labels: bad magic (want unsigned-byte data with 1 dimension)");
+        return NULL;
+    }
+    if (cnn__be32(labels + 4) != n) { cnn_set_error(CNN_ERR_FORMAT, "IDX labels: %u labels for %u images", cnn__be32(labels + 4), n); return NULL; }
+    if (labels_len < 8 + (size_t)n) { cnn_set_error(CNN_ERR_FORMAT, "IDX labels: truncated"); return NULL; }
+    int classes = 0;
+    for (uint32_t i = 0; i < n; i++) if (labels[8 + i] + 1 > classes) classes = labels[8 + i] + 1;
+    cnn_dataset *d = cnn_dataset_new((int)n, (int)h, (int)w, (int)c, classes);
+    if (!d) return NULL;
+    memcpy(d->images, images + 4 + 4 * ndim, (size_t)n * h * w * c);
+    for (uint32_t i = 0; i < n; i++) d->labels[i] = labels[8 + i];
+    return d;
+}
+
+CNN_IMPL cnn_dataset *cnn_load_idx(const char *images_path, const char *labels_path) {
+    if (!images_path || !labels_path) { cnn_set_error(CNN_ERR_ARG, "cnn_load_idx: NULL path"); return NULL; }
+    size_t il = 0, ll = 0;
+    unsigned char *ib = cnn__read_file(images_path, &il), *lb = NULL;
+    cnn_dataset *d = NULL;
+    if (ib && (lb = cnn__read_file(labels_path, &ll))) {
+        d = cnn_load_idx_memory(ib, il, lb, ll);
+        if (!d) cnn_set_error(CNN_ERR_FORMAT, "'%s' / '%s': %s", images_path, labels_path, cnn_last_error());
+    }
+    CNN_FREE(ib);
+    CNN_FREE(lb);
+    return d;
+}
+
+/* ======================================================================== */
+/* Model structures                                                         */
+/* ======================================================================== */
+/* Shape legend used below: B = batch, H/W/C = a layer's input height, width,
+   channels, Ho/Wo/Co = its output, K = kh*kw*C (one im2col row). */
+
+enum cnn__layer_type {
+    CNN__INPUT, CNN__CONV2D, CNN__DENSE, CNN__BATCH_NORM, CNN__MAX_POOL, CNN__AVG_POOL,
+    CNN__GLOBAL_AVG_POOL, CNN__FLATTEN, CNN__DROPOUT, CNN__ACTIVATION, CNN__ADD, CNN__CONCAT,
+    CNN__LAYER_TYPES
+};
+
+#define CNN__MAX_INPUTS 16
+#define CNN__NAME_MAX 64
+
+struct cnn_node {
+    cnn_model *model;
+    int index, type;
+    char name[CNN__NAME_MAX];
+    int n_inputs, inputs[CNN__MAX_INPUTS]; /* node indices, all smaller than index */
+    int h, w, c;                           /* output shape of one sample */
+    /* options; which ones matter depends on the type */
+    int units;                  /* Conv2D filters, Dense units */
+    int kh, kw, sh, sw;         /* kernel / pool window and strides */
+    int padding, pad_top, pad_left;
+    int activation;             /* fused activation (Conv2D, Dense, Activation) */
+    float alpha;                /* leaky_relu / elu parameter */
+    int use_bias;
+    float l1, l2;               /* kernel regularizer */
+    float rate;                 /* Dropout */
+    float momentum, epsilon;    /* BatchNormalization */
+    int trainable;
+    /* parameters in model->params: kernel then bias, or gamma then beta */
+    size_t p_off, p_count, kernel_count;
+    /* non-trainable state in model->state: BatchNorm moving mean then variance */
+    size_t s_off, s_count;
+    /* per-batch buffers, sized for model->cap_batch samples */
+    float *out;                 /* [B][h][w][c] */
+    float *dout;                /* [B][h][w][c] gradient of the loss w.r.t. out */
+    float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K]; BatchNorm: xhat; Dropout: mask */
+    float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
+    int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
+};
+
+struct cnn_model {
+    cnn_node **nodes;
+    int n_nodes, cap_nodes;
+    int input, output;          /* node indices; -1 until set */
+    int built;
+    uint64_t seed;
+    /* all trainable parameters, gradients and optimizer slots: the same layout */
+    float *params, *grads, *slot1, *slot2;
+    size_t n_params;
+    float *state;               /* non-trainable state (BatchNorm moving statistics) */
+    size_t n_state;
+    /* compile */
+    int compiled;
+    cnn_optimizer opt;
+    cnn_loss loss;
+    int metrics;
+    long long step;             /* optimizer steps taken */
+    /* input preprocessing for uint8 data */
+    float rescale;
+    float *mean, *std;          /* [c] or NULL */
+    int stats_c;
+    char **class_names;
+    int n_class_names;
+    /* run-time */
+    int cap_batch;
+    float *scratch;             /* Conv2D backward: d(im2col) and transposed kernels */
+    size_t scratch_size;
+    int training;               /* BatchNorm batch statistics, dropout on */
+    int dropout_off;            /* training-mode pass without dropout (checks) */
+    int update_moving;          /* update BatchNorm moving statistics in this pass */
+    uint64_t dropout_epoch, dropout_sample; /* keys of the dropout masks */
+    float *x_in;                /* the batch being processed [B][h][w][c], not owned */
+    float *dx_in;               /* where to put d loss / d input, or NULL */
+};
+
+static size_t cnn__node_size(const cnn_node *n) { return (size_t)n->h * n->w * n->c; }
+
+static cnn_node *cnn__in(const cnn_node *n, int i) { return n->model->nodes[n->inputs[i]]; }
+
+/* The input buffer of node n's i-th input ([B][size]) */
+static const float *cnn__in_out(const cnn_node *n, int i) {
+    const cnn_node *p = cnn__in(n, i);
+    return p->type == CNN__INPUT ? n->model->x_in : p->out;
+}
+
+/* ======================================================================== */
+/* Graph construction                                                       */
+/* ======================================================================== */
+
+static const char *cnn__type_names[CNN__LAYER_TYPES] = {
+    "InputLayer", "Conv2D", "Dense", "BatchNormalization", "MaxPooling2D", "AveragePooling2D",
+    "GlobalAveragePooling2D", "Flatten", "Dropout", "Activation", "Add", "Concatenate"};
+/* prefixes of automatic names, as Keras makes them */
+static const char *cnn__auto_names[CNN__LAYER_TYPES] = {
+    "input", "conv2d", "dense", "batch_normalization", "max_pooling2d", "average_pooling2d",
+    "global_average_pooling2d", "flatten", "dropout", "activation", "add", "concatenate"};
+
+CNN_IMPL cnn_model *cnn_model_new(void) {
+    cnn_model *m = (cnn_model *)cnn__alloc(1, sizeof *m, "a model");
+    if (!m) return NULL;
+    m->input = m->output = -1;
+    m->rescale = 1.0f;
+    return m;
+}
+
+static void cnn__free_buffers(cnn_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        cnn_node *n = m->nodes[i];
+        CNN_FREE(n->out); CNN_FREE(n->dout); CNN_FREE(n->aux); CNN_FREE(n->stat); CNN_FREE(n->argmax);
+        n->out = n->dout = n->aux = n->stat = NULL;
+        n->argmax = NULL;
+    }
+    CNN_FREE(m->scratch);
+    m->scratch = NULL;
+    m->scratch_size = 0;
+    m->cap_batch = 0;
+}
+
+CNN_IMPL void cnn_model_free(cnn_model *m) {
+    if (!m) return;
+    cnn__free_buffers(m);
+    for (int i = 0; i < m->n_nodes; i++) CNN_FREE(m->nodes[i]);
+    CNN_FREE(m->nodes);
+    CNN_FREE(m->params); CNN_FREE(m->grads); CNN_FREE(m->slot1); CNN_FREE(m->slot2); CNN_FREE(m->state);
+    CNN_FREE(m->mean); CNN_FREE(m->std);
+    cnn__free_names(m->class_names, m->n_class_names);
+    CNN_FREE(m);
+}
+
+static cnn_node *cnn__find(const cnn_model *m, const char *name) {
+    for (int i = 0; i < m->n_nodes; i++)
+        if (!strcmp(m->nodes[i]->name, name)) return m->nodes[i];
+    return NULL;
+}
+
+/* Check the model and the inputs of a new layer of `type`; on success return a
+   new node (not yet in the graph) with its name set. */
+static cnn_node *cnn__new_node(cnn_model *m, int type, cnn_node *const *inputs, int n_inputs, const char *name) {
+    const char *kind = cnn__type_names[type];
+    const char *shown = name ? name : cnn__auto_names[type];
+    if (!m) { cnn_set_error(CNN_ERR_ARG, "%s '%s': the model is NULL", kind, shown); return NULL; }
+    if (m->built) { cnn_set_error(CNN_ERR_STATE, "%s '%s': the model's output is already set; layers cannot be added", kind, shown); return NULL; }
+    if (n_inputs > CNN__MAX_INPUTS) { cnn_set_error(CNN_ERR_ARG, "%s '%s': at most %d inputs", kind, shown, CNN__MAX_INPUTS); return NULL; }
+    for (int i = 0; i < n_inputs; i++) {
+        if (!inputs[i]) {
+            cnn_set_error(CNN_ERR_ARG, "%s '%s': input %d is NULL (did the layer before it fail? %s)", kind, shown, i,
+                          cnn_last_error()[0] ? "see the earlier error" : "no earlier error");
+            return NULL;
+        }
+        if (inputs[i]->model != m || inputs[i]->index >= m->n_nodes || m->nodes[inputs[i]->index] != inputs[i]) {
+            cnn_set_error(CNN_ERR_ARG, "%s '%s': input '%s' belongs to another model", kind, shown, inputs[i]->name);
+            return NULL;
+        }
+    }
+    if (name && (!name[0] || strlen(name) >= CNN__NAME_MAX)) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the name must have 1 to %d characters", kind, CNN__NAME_MAX - 1);
+        return NULL;
+    }
+    if (name && cnn__find(m, name)) { cnn_set_error(CNN_ERR_ARG, "%s '%s': a layer with this name already exists", kind, name); return NULL; }
+    cnn_node *n = (cnn_node *)cnn__alloc(1, sizeof *n, "a layer");
+    if (!n) return NULL;
+    n->model = m;
+    n->type = type;
+    n->trainable = 1;
+    n->n_inputs = n_inputs;
+    for (int i = 0; i < n_inputs; i++) n->inputs[i] = inputs[i]->index;
+    if (name) {
+        strcpy(n->name, name);
+    } else { /* Keras style: conv2d, conv2d_1, conv2d_2, ... */
+        for (int k = 0;; k++) {
+            if (k == 0) snprintf(n->name, sizeof n->name, "%s", cnn__auto_names[type]);
+            else snprintf(n->name, sizeof n->name, "%s_%d", cnn__auto_names[type], k);
+            if (!cnn__find(m, n->name)) break;
+        }
+    }
+    return n;
+}
+
+/* Append a finished node to the graph (takes ownership). */
+static cnn_node *cnn__push(cnn_model *m, cnn_node *n) {
+    if (m->n_nodes == m->cap_nodes) {
+        int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
+        cnn_node **nn = (cnn_node **)CNN_REALLOC(m->nodes, (size_t)cap * sizeof *nn);
+        if (!nn) { CNN_FREE(n); cnn_set_error(CNN_ERR_MEMORY, "out of memory adding layer '%s'", n->name); return NULL; }
+        m->nodes = nn;
+        m->cap_nodes = cap;
+    }
+    n->index = m->n_nodes;
+    m->nodes[m->n_nodes++] = n;
+    return n;
+}
+
+static cnn_node *cnn__fail(cnn_node *n) { CNN_FREE(n); return NULL; }
+
+static int cnn__check_activation(int a, float *alpha, const char *layer) {
+    if (a < CNN_LINEAR || a > CNN_ELU) return cnn_set_error(CNN_ERR_ARG, "layer '%s': unknown activation %d", layer, a);
+    if (*alpha == 0.0f) *alpha = a == CNN_LEAKY_RELU ? 0.3f : 1.0f;
+    if (!(*alpha > 0.0f) || !isfinite(*alpha)) return cnn_set_error(CNN_ERR_ARG, "layer '%s': activation alpha must be > 0", layer);
+    return CNN_OK;
+}
+
+static int cnn__check_regularizer(cnn_regularizer r, const char *layer) {
+    if (!(r.l1 >= 0.0f) || !(r.l2 >= 0.0f) || !isfinite(r.l1) || !isfinite(r.l2))
+        return cnn_set_error(CNN_ERR_ARG, "layer '%s': regularizer factors must be finite and >= 0", layer);
+    return CNN_OK;
+}
+
+/* Output size and leading padding of a window sliding over `in` (Keras rules:
+   'same' pads ceil(in/s) outputs, the odd pixel at the bottom/right). */
+static int cnn__window(int in, int k, int s, int padding, int *pad_before) {
+    if (padding == CNN_SAME) {
+        int out = (in + s - 1) / s;
+        int total = (out - 1) * s + k - in;
+        *pad_before = total > 0 ? total / 2 : 0;
+        return out;
+    }
+    *pad_before = 0;
+    return in >= k ? (in - k) / s + 1 : 0;
+}
+
+CNN_IMPL cnn_node *cnn_input(cnn_model *m, int h, int w, int c, const char *name) {
+    cnn_node *n = cnn__new_node(m, CNN__INPUT, NULL, 0, name);
+    if (!n) return NULL;
+    if (m->input >= 0) { cnn_set_error(CNN_ERR_ARG, "Input '%s': the model already has an input ('%s'); one input is supported", n->name, m->nodes[m->input]->name); return cnn__fail(n); }
+    if (h <= 0 || w <= 0 || c <= 0) { cnn_set_error(CNN_ERR_SHAPE, "Input '%s': shape %dx%dx%d must be positive", n->name, h, w, c); return cnn__fail(n); }
+    n->h = h; n->w = w; n->c = c;
+    n = cnn__push(m, n);
+    if (n) m->input = n->index;
+    return n;
+}
+
+CNN_IMPL cnn_node *cnn_conv2d_opt(cnn_model *m, cnn_node *x, const cnn_conv2d_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__CONV2D, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    if (!o) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': options are NULL", n->name); return cnn__fail(n); }
+    n->units = o->filters;
+    n->kh = o->kernel_size[0]; n->kw = o->kernel_size[1];
+    n->sh = o->strides[0] ? o->strides[0] : 1;
+    n->sw = o->strides[1] ? o->strides[1] : 1;
+    n->padding = o->padding;
+    n->activation = o->activation;
+    n->alpha = o->alpha;
+    n->use_bias = !o->no_bias;
+    n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
+    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': filters must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
+    if (n->kh <= 0 || n->kw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': kernel_size must be positive (got %dx%d)", n->name, n->kh, n->kw); return cnn__fail(n); }
+    if (n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': strides must be positive", n->name); return cnn__fail(n); }
+    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': padding must be CNN_VALID or CNN_SAME", n->name); return cnn__fail(n); }
+    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
+    if (x->h == 1 && x->w == 1 && cnn__in(n, 0)->type == CNN__FLATTEN) { cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': input '%s' is flat; Conv2D needs an image", n->name, x->name); return cnn__fail(n); }
+    n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
+    n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
+    n->c = n->units;
+    if (n->h <= 0 || n->w <= 0) {
+        cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': kernel %dx%d does not fit input '%s' of %dx%dx%d", n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
+        return cnn__fail(n);
+    }
+    n->kernel_count = (size_t)n->kh * n->kw * x->c * n->units;
+    n->p_count = n->kernel_count + (n->use_bias ? (size_t)n->units : 0);
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_dense_opt(cnn_model *m, cnn_node *x, const cnn_dense_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__DENSE, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    if (!o) { cnn_set_error(CNN_ERR_ARG, "Dense '%s': options are NULL", n->name); return cnn__fail(n); }
+    n->units = o->units;
+    n->activation = o->activation;
+    n->alpha = o->alpha;
+    n->use_bias = !o->no_bias;
+    n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
+    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Dense '%s': units must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
+    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
+    if (x->h != 1 || x->w != 1) {
+        /* Keras applies Dense to the last axis of an image; we ask for an explicit Flatten */
+        cnn_set_error(CNN_ERR_SHAPE, "Dense '%s': input '%s' has shape %dx%dx%d; add a Flatten or GlobalAveragePooling2D between them", n->name, x->name, x->h, x->w, x->c);
+        return cnn__fail(n);
+    }
+    n->h = n->w = 1;
+    n->c = n->units;
+    n->kernel_count = (size_t)x->c * n->units;
+    n->p_count = n->kernel_count + (n->use_bias ? (size_t)n->units : 0);
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_batch_norm_opt(cnn_model *m, cnn_node *x, const cnn_batch_norm_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__BATCH_NORM, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->momentum = o && o->momentum != 0.0f ? o->momentum : 0.99f;
+    n->epsilon = o && o->epsilon != 0.0f ? o->epsilon : 1e-3f;
+    if (!(n->momentum >= 0.0f && n->momentum <= 1.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': momentum %g is not in [0, 1]", n->name, n->momentum); return cnn__fail(n); }
+    if (!(n->epsilon > 0.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': epsilon must be > 0", n->name); return cnn__fail(n); }
+    n->h = x->h; n->w = x->w; n->c = x->c;
+    n->p_count = 2 * (size_t)n->c;   /* gamma, beta */
+    n->s_count = 2 * (size_t)n->c;   /* moving mean, moving variance */
+    return cnn__push(m, n);
+}
+
+static cnn_node *cnn__pool(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o, int type) {
+    cnn_node *n = cnn__new_node(m, type, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    const char *kind = cnn__type_names[type];
+    n->kh = o && o->pool_size[0] ? o->pool_size[0] : 2;
+    n->kw = o && o->pool_size[1] ? o->pool_size[1] : 2;
+    n->sh = o && o->strides[0] ? o->strides[0] : n->kh;
+    n->sw = o && o->strides[1] ? o->strides[1] : n->kw;
+    n->padding = o ? o->padding : CNN_VALID;
+    if (n->kh <= 0 || n->kw <= 0 || n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "%s '%s': pool_size and strides must be positive", kind, n->name); return cnn__fail(n); }
+    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "%s '%s': padding must be CNN_VALID or CNN_SAME", kind, n->name); return cnn__fail(n); }
+    n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
+    n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
+    n->c = x->c;
+    if (n->h <= 0 || n->w <= 0) {
+        cnn_set_error(CNN_ERR_SHAPE, "%s '%s': window %dx%d does not fit input '%s' of %dx%dx%d", kind, n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
+        return cnn__fail(n);
+    }
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_max_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__MAX_POOL); }
+CNN_IMPL cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__AVG_POOL); }
+
+CNN_IMPL cnn_node *cnn_global_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__GLOBAL_AVG_POOL, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->h = n->w = 1;
+    n->c = x->c;
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_flatten_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__FLATTEN, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->h = n->w = 1;
+    n->c = x->h * x->w * x->c; /* NHWC order, as Keras channels_last */
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_dropout_opt(cnn_model *m, cnn_node *x, const cnn_dropout_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__DROPOUT, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->rate = o ? o->rate : 0.0f;
+    if (!(n->rate >= 0.0f && n->rate < 1.0f)) { cnn_set_error(CNN_ERR_ARG, "Dropout '%s': rate %g is not in [0, 1)", n->name, n->rate); return cnn__fail(n); }
+    n->h = x->h; n->w = x->w; n->c = x->c;
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_activation_opt(cnn_model *m, cnn_node *x, const cnn_activation_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__ACTIVATION, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->activation = o ? o->activation : CNN_LINEAR;
+    n->alpha = o ? o->alpha : 0.0f;
+    if (cnn__check_activation(n->activation, &n->alpha, n->name)) return cnn__fail(n);
+    n->h = x->h; n->w = x->w; n->c = x->c;
+    return cnn__push(m, n);
+}
+
+static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, const cnn_name_opts *o, int type) {
+    const char *kind = cnn__type_names[type];
+    if (!inputs || count < 2) {
+        if (m) cnn_set_error(CNN_ERR_ARG, "%s '%s': needs a list of at least 2 inputs (got %d)", kind, o && o->name ? o->name : cnn__auto_names[type], inputs ? count : 0);
+        else cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", kind);
+        return NULL;
+    }
+    cnn_node *n = cnn__new_node(m, type, inputs, count, o ? o->name : NULL);
+    if (!n) return NULL;
+    const cnn_node *a = inputs[0];
+    n->h = a->h; n->w = a->w; n->c = a->c;
+    for (int i = 1; i < count; i++) {
+        const cnn_node *b = inputs[i];
+        int same = type == CNN__ADD ? (b->h == a->h && b->w == a->w && b->c == a->c) : (b->h == a->h && b->w == a->w);
+        if (!same) {
+            cnn_set_error(CNN_ERR_SHAPE, "%s '%s': input '%s' (%dx%dx%d) does not match input '%s' (%dx%dx%d)", kind, n->name, a->name, a->h, a->w, a->c, b->name, b->h, b->w, b->c);
+            return cnn__fail(n);
+        }
+        if (type == CNN__CONCAT) n->c += b->c;
+    }
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_add_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__ADD); }
+CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__CONCAT); }
+
+/* ======================================================================== */
+/* GEMM kernels (row-major, OpenMP over output rows)                        */
+/* ======================================================================== */
+/* Each output element is summed by one thread in a fixed order, so results do
+   not depend on the thread count. */
+
+/* C[M][N] (+)= A[M][K] * B[K][N]; four rows of C share each row of B. */
+static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT B,
+                         int ldb, float *CNN__RESTRICT C, int ldc, int accumulate) {
+    enum { NB = 256 }; /* columns per block: 4 rows x 256 floats of C stay in L1 */
+    int blocks = (M + 3) / 4;
+CNN__OMP(omp parallel for schedule(static))
+    for (int blk = 0; blk < blocks; blk++) {
+        int i = blk * 4, rows = M - i < 4 ? M - i : 4;
+        for (int j0 = 0; j0 < N; j0 += NB) {
+            int nb = N - j0 < NB ? N - j0 : NB;
+            float *c0 = C + (size_t)i * ldc + j0, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
+            if (!accumulate)
+                for (int r = 0; r < rows; r++) memset(c0 + (size_t)r * ldc, 0, (size_t)nb * sizeof(float));
+            if (rows == 4) {
+                const float *a0 = A + (size_t)i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+                for (int k = 0; k < K; k++) {
+                    const float *b = B + (size_t)k * ldb + j0;
+                    float x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
+                    for (int j = 0; j < nb; j++) {
+                        float bj = b[j];
+                        c0[j] += x0 * bj; c1[j] += x1 * bj; c2[j] += x2 * bj; c3[j] += x3 * bj;
+                    }
+                }
+            } else {
+                for (int r = 0; r < rows; r++) {
+                    const float *a = A + (size_t)(i + r) * lda;
+                    float *c = c0 + (size_t)r * ldc;
+                    for (int k = 0; k < K; k++) {
+                        const float *b = B + (size_t)k * ldb + j0;
+                        float x = a[k];
+                        for (int j = 0; j < nb; j++) c[j] += x * b[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* C[K][N] += A[M][K]^T * D[M][N]: weight gradients. Threads own rows of C; rows
+   of A and D are visited in chunks so each chunk of D stays in cache. */
+static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT D,
+                         int ldd, float *CNN__RESTRICT C, int ldc) {
+    enum { MB = 128 };
+    int blocks = (K + 3) / 4;
+CNN__OMP(omp parallel)
+    {
+        int tid = 0, nt = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        int b_lo = (int)((long long)blocks * tid / nt), b_hi = (int)((long long)blocks * (tid + 1) / nt);
+        for (int m0 = 0; m0 < M; m0 += MB) {
+            int m1 = M - m0 < MB ? M : m0 + MB;
+            for (int blk = b_lo; blk < b_hi; blk++) {
+                int k = blk * 4, rows = K - k < 4 ? K - k : 4;
+                float *c0 = C + (size_t)k * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
+                if (rows == 4) {
+                    for (int mm = m0; mm < m1; mm++) {
+                        const float *a = A + (size_t)mm * lda + k, *d = D + (size_t)mm * ldd;
+                        float x0 = a[0], x1 = a[1], x2 = a[2], x3 = a[3];
+                        for (int j = 0; j < N; j++) {
+                            float dj = d[j];
+                            c0[j] += x0 * dj; c1[j] += x1 * dj; c2[j] += x2 * dj; c3[j] += x3 * dj;
+                        }
+                    }
+                } else {
+                    for (int mm = m0; mm < m1; mm++) {
+                        const float *d = D + (size_t)mm * ldd;
+                        for (int r = 0; r < rows; r++) {
+                            float x = A[(size_t)mm * lda + k + r];
+                            float *c = c0 + (size_t)r * ldc;
+                            for (int j = 0; j < N; j++) c[j] += x * d[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* T[N][K] = W[K][N]^T */
+static void cnn__transpose(int K, int N, const float *W, float *T) {
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) T[(size_t)n * K + k] = W[(size_t)k * N + n];
+}
+
+/* ======================================================================== */
+/* Activations (applied in place on a layer's output)                       */
+/* ======================================================================== */
+
+/* y [rows][c]: softmax over the last axis of each row */
+static void cnn__softmax_rows(float *y, size_t rows, int c) {
+CNN__OMP(omp parallel for schedule(static))
+    for (long long r = 0; r < (long long)rows; r++) {
+        float *v = y + (size_t)r * c, mx = v[0], sum = 0;
+        for (int i = 1; i < c; i++) mx = v[i] > mx ? v[i] : mx;
+        for (int i = 0; i < c; i++) { v[i] = expf(v[i] - mx); sum += v[i]; }
+        float inv = 1.0f / sum;
+        for (int i = 0; i < c; i++) v[i] *= inv;
+    }
+}
+
+static void cnn__activate(float *y, size_t count, int c, int act, float alpha) {
+    long long n = (long long)count;
+    switch (act) {
+    case CNN_RELU:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0;
+        break;
+    case CNN_SIGMOID:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-y[i]));
+        break;
+    case CNN_TANH:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) y[i] = tanhf(y[i]);
+        break;
+    case CNN_LEAKY_RELU:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : alpha * y[i];
+        break;
+    case CNN_ELU:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : alpha * expm1f(y[i]);
+        break;
+    case CNN_SOFTMAX: cnn__softmax_rows(y, count / c, c); break;
+    default: break;
+    }
+}
+
+/* dy := dy * act'(.) given the activation's output y (every activation here has
+   a derivative expressible through its output). */
+static void cnn__activate_backward(const float *y, float *dy, size_t count, int c, int act, float alpha) {
+    long long n = (long long)count;
+    switch (act) {
+    case CNN_RELU:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : 0;
+        break;
+    case CNN_SIGMOID:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) dy[i] *= y[i] * (1 - y[i]);
+        break;
+    case CNN_TANH:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) dy[i] *= 1 - y[i] * y[i];
+        break;
+    case CNN_LEAKY_RELU:
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : alpha * dy[i];
+        break;
+    case CNN_ELU: /* y = alpha*(e^x - 1) for x <= 0, so dy/dx = y + alpha */
+CNN__OMP(omp parallel for schedule(static))
+        for (long long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : dy[i] * (y[i] + alpha);
+        break;
+    case CNN_SOFTMAX: {
+        long long rows = (long long)(count / c);
+CNN__OMP(omp parallel for schedule(static))
+        for (long long r = 0; r < rows; r++) {
+            const float *p = y + (size_t)r * c;
+            float *d = dy + (size_t)r * c, dot = 0;
+            for (int i = 0; i < c; i++) dot += d[i] * p[i];
+            for (int i = 0; i < c; i++) d[i] = p[i] * (d[i] - dot);
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+/* ======================================================================== */
+/* Layers: forward and backward                                             */
+/* ======================================================================== */
+/* forward(n, B) fills n->out from its inputs; backward(n, B) reads n->dout
+   (which it may overwrite) and ADDS the gradients of its inputs into their dout
+   (several layers may feed from one) and of its parameters into model->grads. */
+
+/* The gradient buffer of node n's i-th input, or NULL when nobody needs it. */
+static float *cnn__in_dout(const cnn_node *n, int i) {
+    const cnn_node *p = cnn__in(n, i);
+    return p->type == CNN__INPUT ? n->model->dx_in : p->dout;
+}
+
+/* ---- Conv2D: im2col + GEMM --------------------------------------------- */
+
+/* col [B*Ho*Wo][K] from x [B][H][W][C]; K index = (ky*kw + kx)*C + ci */
+static void cnn__im2col(const cnn_node *n, const cnn_node *in, const float *x, float *col, int B) {
+    const int H = in->h, W = in->w, C = in->c, Ho = n->h, Wo = n->w, K = n->kh * n->kw * C;
+CNN__OMP(omp parallel for schedule(static))
+    for (long long r = 0; r < (long long)B * Ho; r++) {
+        int b = (int)(r / Ho), oy = (int)(r % Ho);
+        for (int ox = 0; ox < Wo; ox++) {
+            float *dst = col + ((size_t)r * Wo + ox) * K;
+            for (int ky = 0; ky < n->kh; ky++) {
+                int iy = oy * n->sh - n->pad_top + ky;
+                for (int kx = 0; kx < n->kw; kx++, dst += C) {
+                    int ix = ox * n->sw - n->pad_left + kx;
+                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(dst, 0, (size_t)C * sizeof(float));
+                    else memcpy(dst, x + (((size_t)b * H + iy) * W + ix) * C, (size_t)C * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+/* dx [B][H][W][C] += scatter of dcol [B*Ho*Wo][K]; threads own samples */
+static void cnn__col2im(const cnn_node *n, const cnn_node *in, const float *dcol, float *dx, int B) {
+    const int H = in->h, W = in->w, C = in->c, Ho = n->h, Wo = n->w, K = n->kh * n->kw * C;
+CNN__OMP(omp parallel for schedule(static))
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                const float *src = dcol + (((size_t)b * Ho + oy) * Wo + ox) * K;
+                for (int ky = 0; ky < n->kh; ky++) {
+                    int iy = oy * n->sh - n->pad_top + ky;
+                    for (int kx = 0; kx < n->kw; kx++, src += C) {
+                        int ix = ox * n->sw - n->pad_left + kx;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                        float *d = dx + (((size_t)b * H + iy) * W + ix) * C;
+                        for (int ci = 0; ci < C; ci++) d[ci] += src[ci];
+                    }
+                }
+            }
+}
+
+/* out[M][N] += bias[N] */
+static void cnn__add_bias(float *out, const float *bias, size_t M, int N) {
+CNN__OMP(omp parallel for schedule(static))
+    for (long long r = 0; r < (long long)M; r++)
+        for (int j = 0; j < N; j++) out[(size_t)r * N + j] += bias[j];
+}
+
+/* db[N] += column sums of d[M][N] (fixed order) */
+static void cnn__bias_grad(const float *d, float *db, size_t M, int N) {
+    for (size_t r = 0; r < M; r++)
+        for (int j = 0; j < N; j++) db[j] += d[r * N + j];
+}
+
+static void cnn__conv_forward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const cnn_node *in = cnn__in(n, 0);
+    const int K = n->kh * n->kw * in->c, M = B * n->h * n->w, N = n->units;
+    const float *W = m->params + n->p_off;
+    const float *x = cnn__in_out(n, 0);
+    const float *A = x;
+    if (!(n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1)) { /* a 1x1 convolution needs no im2col */
+        cnn__im2col(n, in, x, n->aux, B);
+        A = n->aux;
+    }
+    cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0);
+    if (n->use_bias) cnn__add_bias(n->out, W + n->kernel_count, (size_t)M, N);
+    cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
+}
+
+static void cnn__conv_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const cnn_node *in = cnn__in(n, 0);
+    const int K = n->kh * n->kw * in->c, M = B * n->h * n->w, N = n->units;
+    const int direct = n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1;
+    const float *A = direct ? cnn__in_out(n, 0) : n->aux;
+    float *dy = n->dout; /* becomes d(pre-activation) */
+    cnn__activate_backward(n->out, dy, (size_t)M * N, N, n->activation, n->alpha);
+    if (n->trainable) {
+        float *gW = m->grads + n->p_off;
+        cnn__gemm_tn(M, N, K, A, K, dy, N, gW, N);
+        if (n->use_bias) cnn__bias_grad(dy, gW + n->kernel_count, (size_t)M, N);
+    }
+    float *dx = cnn__in_dout(n, 0);
+    if (!dx) return;
+    float *WT = m->scratch;                      /* [N][K] */
+    cnn__transpose(K, N, m->params + n->p_off, WT);
+    if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, 1); return; }
+    float *dcol = m->scratch + (size_t)N * K;    /* [M][K] */
+    cnn__gemm_nn(M, K, N, dy, N, WT, K, dcol, K, 0);
+    cnn__col2im(n, in, dcol, dx, B);
+}
+
+/* ---- Dense ------------------------------------------------------------- */
+
+static void cnn__dense_forward(cnn_node *n, int B) {
+    const float *W = n->model->params + n->p_off;
+    const int K = cnn__in(n, 0)->c, N = n->units;
+    cnn__gemm_nn(B, N, K, cnn__in_out(n, 0), K, W, N, n->out, N, 0);
+    if (n->use_bias) cnn__add_bias(n->out, W + n->kernel_count, (size_t)B, N);
+    cnn__activate(n->out, (size_t)B * N, N, n->activation, n->alpha);
+}
+
+static void cnn__dense_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int K = cnn__in(n, 0)->c, N = n->units;
+    float *dy = n->dout;
+    cnn__activate_backward(n->out, dy, (size_t)B * N, N, n->activation, n->alpha);
+    if (n->trainable) {
+        float *gW = m->grads + n->p_off;
+        cnn__gemm_tn(B, N, K, cnn__in_out(n, 0), K, dy, N, gW, N);
+        if (n->use_bias) cnn__bias_grad(dy, gW + n->kernel_count, (size_t)B, N);
+    }
+    float *dx = cnn__in_dout(n, 0);
+    if (!dx) return;
+    float *WT = m->scratch; /* [N][K] */
+    cnn__transpose(K, N, m->params + n->p_off, WT);
+    cnn__gemm_nn(B, K, N, dy, N, WT, K, dx, K, 1);
+}
+
+/* ---- BatchNormalization (axis -1) --------------------------------------- */
+
+/* batch statistics when training (and trainable), moving statistics otherwise */
+static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && n->trainable; }
+
+static void cnn__bn_forward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int C = n->c;
+    const size_t M = (size_t)B * n->h * n->w;
+    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *beta = gamma + C;
+    float *mmean = m->state + n->s_off, *mvar = mmean + C;
+    float *mean = n->stat, *inv = n->stat + C;
+    if (cnn__bn_uses_batch(n)) {
+        /* two passes in double, in row order: exact enough and thread-count independent */
+        double *acc = (double *)cnn__calloc((size_t)2 * C, sizeof(double));
+        if (!acc) return; /* cannot happen for sane C; the loss becomes NaN-free garbage otherwise */
+        for (size_t r = 0; r < M; r++)
+            for (int c = 0; c < C; c++) acc[c] += x[r * C + c];
+        for (int c = 0; c < C; c++) mean[c] = (float)(acc[c] / M);
+        for (size_t r = 0; r < M; r++)
+            for (int c = 0; c < C; c++) { double d = x[r * C + c] - mean[c]; acc[C + c] += d * d; }
+        for (int c = 0; c < C; c++) {
+            double var = acc[C + c] / M;
+            inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
+            if (m->update_moving) { /* moving variance from the unbiased batch variance */
+                double unbiased = M > 1 ? acc[C + c] / (M - 1) : var;
+                mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mean[c]);
+                mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * unbiased);
+            }
+        }
+        CNN_FREE(acc);
+    } else {
+        for (int c = 0; c < C; c++) { mean[c] = mmean[c]; inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon); }
+    }
+    float *xhat = n->aux, *y = n->out;
+CNN__OMP(omp parallel for schedule(static))
+    for (long long r = 0; r < (long long)M; r++)
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            xhat[i] = (x[i] - mean[c]) * inv[c];
+            y[i] = gamma[c] * xhat[i] + beta[c];
+        }
+}
+
+static void cnn__bn_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int C = n->c;
+    const size_t M = (size_t)B * n->h * n->w;
+    const float *gamma = m->params + n->p_off, *inv = n->stat + C, *xhat = n->aux, *dy = n->dout;
+    float *dx = cnn__in_dout(n, 0);
+    if (!cnn__bn_uses_batch(n)) { /* frozen or inference: an affine map */
+        if (dx)
+            for (size_t r = 0; r < M; r++)
+                for (int c = 0; c < C; c++) dx[r * C + c] += dy[r * C + c] * gamma[c] * inv[c];
+        return;
+    }
+    double *s = (double *)cnn__calloc((size_t)2 * C, sizeof(double)); /* sum dy, sum dy*xhat */
+    if (!s) return;
+    for (size_t r = 0; r < M; r++)
+        for (int c = 0; c < C; c++) { s[c] += dy[r * C + c]; s[C + c] += (double)dy[r * C + c] * xhat[r * C + c]; }
+    float *g = m->grads + n->p_off;
+    for (int c = 0; c < C; c++) { g[c] += (float)s[C + c]; g[C + c] += (float)s[c]; }
+    if (dx) {
+        float *k1 = (float *)cnn__calloc((size_t)3 * C, sizeof(float)), *k2 = k1 + C, *k3 = k1 + 2 * C;
+        if (!k1) { CNN_FREE(s); return; }
+        for (int c = 0; c < C; c++) { /* dx = gamma*inv/M * (M*dy - sum dy - xhat * sum dy*xhat) */
+            k1[c] = gamma[c] * inv[c];
+            k2[c] = (float)(s[c] / M);
+            k3[c] = (float)(s[C + c] / M);
+        }
+CNN__OMP(omp parallel for schedule(static))
+        for (long long r = 0; r < (long long)M; r++)
+            for (int c = 0; c < C; c++) {
+                size_t i = (size_t)r * C + c;
+                dx[i] += k1[c] * (dy[i] - k2[c] - xhat[i] * k3[c]);
+            }
+        CNN_FREE(k1);
+    }
+    CNN_FREE(s);
+}
+
+/* ---- Pooling ------------------------------------------------------------ */
+
+static void cnn__maxpool_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const int H = in->h, W = in->w, C = n->c;
+    const float *x = cnn__in_out(n, 0);
+CNN__OMP(omp parallel for schedule(static))
+    for (long long r = 0; r < (long long)B * n->h; r++) {
+        int b = (int)(r / n->h), oy = (int)(r % n->h);
+        for (int ox = 0; ox < n->w; ox++) {
+            float *y = n->out + ((size_t)r * n->w + ox) * C;
+            int *am = n->argmax + ((size_t)r * n->w + ox) * C;
+            for (int c = 0; c < C; c++) { y[c] = -FLT_MAX; am[c] = -1; }
+            for (int ky = 0; ky < n->kh; ky++) {
+                int iy = oy * n->sh - n->pad_top + ky;
+                if (iy < 0 || iy >= H) continue;
+                for (int kx = 0; kx < n->kw; kx++) {
+                    int ix = ox * n->sw - n->pad_left + kx;
+                    if (ix < 0 || ix >= W) continue;
+                    size_t off = (((size_t)b * H + iy) * W + ix) * C;
+                    for (int c = 0; c < C; c++)
+                        if (am[c] < 0 || x[off + c] > y[c]) { y[c] = x[off + c]; am[c] = (int)(off + c - (size_t)b * H * W * C); }
+                }
+            }
+        }
+    }
+}
+
+static void cnn__maxpool_backward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    float *dx = cnn__in_dout(n, 0);
+    if (!dx) return;
+    const size_t per_out = cnn__node_size(n), per_in = cnn__node_size(in);
+CNN__OMP(omp parallel for schedule(static))
+    for (int b = 0; b < B; b++)
+        for (size_t i = 0; i < per_out; i++) {
+            int a = n->argmax[b * per_out + i];
+            if (a >= 0) dx[b * per_in + a] += n->dout[b * per_out + i];
+        }
+}
+
+/* number of window cells inside the input (Keras' average excludes padding) */
+static int cnn__avg_count(const cnn_node *n, const cnn_node *in, int oy, int ox) {
+    int cnt = 0;
+    for (int ky = 0; ky < n->kh; ky++)
+        for (int kx = 0; kx < n->kw; kx++) {
+            int iy = oy * n->sh - n->pad_top + ky, ix = ox * n->sw - n->pad_left + kx;
+            cnt += iy >= 0 && iy < in->h && ix >= 0 && ix < in->w;
+        }
+    return cnt;
+}
+
+/* forward (dir 0): out = mean of window; backward (dir 1): dx += dout / count */
+static void cnn__avgpool_pass(cnn_node *n, int B, int backward) {
+    const cnn_node *in = cnn__in(n, 0);
+    const int H = in->h, W = in->w, C = n->c;
+    const float *x = cnn__in_out(n, 0);
+    float *dx = backward ? cnn__in_dout(n, 0) : NULL;
+    if (backward && !dx) return;
+CNN__OMP(omp parallel for schedule(static))
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++) {
+                size_t o = (((size_t)b * n->h + oy) * n->w + ox) * C;
+                float scale = 1.0f / (float)cnn__avg_count(n, in, oy, ox);
+                if (!backward) for (int c = 0; c < C; c++) n->out[o + c] = 0;
+                for (int ky = 0; ky < n->kh; ky++) {
+                    int iy = oy * n->sh - n->pad_top + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int kx = 0; kx < n->kw; kx++) {
+                        int ix = ox * n->sw - n->pad_left + kx;
+                        if (ix < 0 || ix >= W) continue;
+                        size_t i = (((size_t)b * H + iy) * W + ix) * C;
+                        if (backward) for (int c = 0; c < C; c++) dx[i + c] += n->dout[o + c] * scale;
+                        else for (int c = 0; c < C; c++) n->out[o + c] += x[i + c];
+                    }
+                }
+                if (!backward) for (int c = 0; c < C; c++) n->out[o + c] *= scale;
+            }
+}
+static void cnn__avgpool_forward(cnn_node *n, int B) { cnn__avgpool_pass(n, B, 0); }
+static void cnn__avgpool_backward(cnn_node *n, int B) { cnn__avgpool_pass(n, B, 1); }
+
+static void cnn__gap_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const size_t P = (size_t)in->h * in->w;
+    const int C = n->c;
+    const float *x = cnn__in_out(n, 0);
+    for (int b = 0; b < B; b++) {
+        float *y = n->out + (size_t)b * C;
+        for (int c = 0; c < C; c++) y[c] = 0;
+        for (size_t p = 0; p < P; p++)
+            for (int c = 0; c < C; c++) y[c] += x[((size_t)b * P + p) * C + c];
+        for (int c = 0; c < C; c++) y[c] /= (float)P;
+    }
+}
+
+static void cnn__gap_backward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const size_t P = (size_t)in->h * in->w;
+    const int C = n->c;
+    float *dx = cnn__in_dout(n, 0);
+    if (!dx) return;
+    for (int b = 0; b < B; b++)
+        for (size_t p = 0; p < P; p++)
+            for (int c = 0; c < C; c++) dx[((size_t)b * P + p) * C + c] += n->dout[(size_t)b * C + c] / (float)P;
+}
+
+/* ---- Flatten, Dropout, Activation, Add, Concatenate --------------------- */
+
+static void cnn__copy_forward(cnn_node *n, int B) {
+    memcpy(n->out, cnn__in_out(n, 0), (size_t)B * cnn__node_size(n) * sizeof(float));
+}
+
+/* dx += dout, element-wise, for input i */
+static void cnn__pass_backward(cnn_node *n, int B, int i) {
+    float *dx = cnn__in_dout(n, i);
+    if (!dx) return;
+    const long long count = (long long)B * (long long)cnn__node_size(n);
+CNN__OMP(omp parallel for schedule(static))
+    for (long long k = 0; k < count; k++) dx[k] += n->dout[k];
+}
+
+static void cnn__copy_backward(cnn_node *n, int B) { cnn__pass_backward(n, B, 0); }
+
+/* Dropout masks depend on (seed, layer, epoch, sample position, element) only. */
+static void cnn__dropout_forward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const size_t per = cnn__node_size(n);
+    const float *x = cnn__in_out(n, 0);
+    if (!m->training || m->dropout_off || n->rate == 0.0f) {
+        memcpy(n->out, x, (size_t)B * per * sizeof(float));
+        for (size_t i = 0; i < (size_t)B * per; i++) n->aux[i] = 1.0f;
+        return;
+    }
+    const float keep = 1.0f / (1.0f - n->rate);
+    const uint64_t layer_key = m->seed * 1000003ULL + (uint64_t)n->index;
+CNN__OMP(omp parallel for schedule(static))
+    for (int b = 0; b < B; b++)
+        for (size_t i = 0; i < per; i++) {
+            size_t k = (size_t)b * per + i;
+            float u = cnn__hash_uniform(layer_key, m->dropout_epoch, m->dropout_sample + (uint64_t)b, i);
+            n->aux[k] = u < n->rate ? 0.0f : keep;
+            n->out[k] = x[k] * n->aux[k];
+        }
+}
+
+static void cnn__dropout_backward(cnn_node *n, int B) {
+    float *dx = cnn__in_dout(n, 0);
+    if (!dx) return;
+    const long long count = (long long)B * (long long)cnn__node_size(n);
+CNN__OMP(omp parallel for schedule(static))
+    for (long long k = 0; k < count; k++) dx[k] += n->dout[k] * n->aux[k];
+}
+
+static void cnn__activation_forward(cnn_node *n, int B) {
+    cnn__copy_forward(n, B);
+    cnn__activate(n->out, (size_t)B * cnn__node_size(n), n->c, n->activation, n->alpha);
+}
+
+static void cnn__activation_backward(cnn_node *n, int B) {
+    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), n->c, n->activation, n->alpha);
+    cnn__pass_backward(n, B, 0);
+}
+
+static void cnn__add_forward(cnn_node *n, int B) {
+    const long long count = (long long)B * (long long)cnn__node_size(n);
+    cnn__copy_forward(n, B);
+    for (int i = 1; i < n->n_inputs; i++) {
+        const float *x = cnn__in_out(n, i);
+CNN__OMP(omp parallel for schedule(static))
+        for (long long k = 0; k < count; k++) n->out[k] += x[k];
+    }
+}
+
+static void cnn__add_backward(cnn_node *n, int B) {
+    for (int i = 0; i < n->n_inputs; i++) cnn__pass_backward(n, B, i);
+}
+
+/* forward copies each input's channels into its slice; backward adds them back */
+static void cnn__concat_pass(cnn_node *n, int B, int backward) {
+    const size_t P = (size_t)B * n->h * n->w;
+    int c0 = 0;
+    for (int i = 0; i < n->n_inputs; i++) {
+        const int ci = cnn__in(n, i)->c;
+        const float *x = cnn__in_out(n, i);
+        float *dx = cnn__in_dout(n, i);
+        if (!backward)
+            for (size_t p = 0; p < P; p++) memcpy(n->out + p * n->c + c0, x + p * ci, (size_t)ci * sizeof(float));
+        else if (dx)
+            for (size_t p = 0; p < P; p++)
+                for (int c = 0; c < ci; c++) dx[p * ci + c] += n->dout[p * n->c + c0 + c];
+        c0 += ci;
+    }
+}
+static void cnn__concat_forward(cnn_node *n, int B) { cnn__concat_pass(n, B, 0); }
+static void cnn__concat_backward(cnn_node *n, int B) { cnn__concat_pass(n, B, 1); }
+
+static void cnn__input_pass(cnn_node *n, int B) { (void)n; (void)B; }
+
+/* The layer table: adding a layer = one constructor + one row here. */
+typedef struct cnn__layer_kind {
+    void (*forward)(cnn_node *n, int B);
+    void (*backward)(cnn_node *n, int B);
+} cnn__layer_kind;
+
+static const cnn__layer_kind cnn__layers[CNN__LAYER_TYPES] = {
+    /* INPUT      */ {cnn__input_pass, cnn__input_pass},
+    /* CONV2D     */ {cnn__conv_forward, cnn__conv_backward},
+    /* DENSE      */ {cnn__dense_forward, cnn__dense_backward},
+    /* BATCH_NORM */ {cnn__bn_forward, cnn__bn_backward},
+    /* MAX_POOL   */ {cnn__maxpool_forward, cnn__maxpool_backward},
+    /* AVG_POOL   */ {cnn__avgpool_forward, cnn__avgpool_backward},
+    /* GAP        */ {cnn__gap_forward, cnn__gap_backward},
+    /* FLATTEN    */ {cnn__copy_forward, cnn__copy_backward},
+    /* DROPOUT    */ {cnn__dropout_forward, cnn__dropout_backward},
+    /* ACTIVATION */ {cnn__activation_forward, cnn__activation_backward},
+    /* ADD        */ {cnn__add_forward, cnn__add_backward},
+    /* CONCAT     */ {cnn__concat_forward, cnn__concat_backward},
+};
+
+/* ======================================================================== */
+/* Building: parameters, initialisation, batch buffers                      */
+/* ======================================================================== */
+
+/* glorot_uniform kernels, zero biases, gamma 1, beta 0, moving mean 0 / var 1 */
+static void cnn__init_params(cnn_model *m) {
+    cnn__rng r = {cnn__mix64(m->seed ^ 0x494e4954ULL)};
+    for (int i = 0; i < m->n_nodes; i++) {
+        cnn_node *n = m->nodes[i];
+        float *p = m->params + n->p_off;
+        if (n->type == CNN__CONV2D || n->type == CNN__DENSE) {
+            int in_c = cnn__in(n, 0)->c;
+            double rf = n->type == CNN__CONV2D ? (double)n->kh * n->kw : 1.0; /* receptive field */
+            double limit = sqrt(6.0 / (rf * in_c + rf * n->units));
+            for (size_t k = 0; k < n->kernel_count; k++) p[k] = (float)((2.0 * cnn__rng_uniform(&r) - 1.0) * limit);
+            for (size_t k = n->kernel_count; k < n->p_count; k++) p[k] = 0.0f;
+        } else if (n->type == CNN__BATCH_NORM) {
+            for (int c = 0; c < n->c; c++) { p[c] = 1.0f; p[n->c + c] = 0.0f; }
+            float *s = m->state + n->s_off;
+            for (int c = 0; c < n->c; c++) { s[c] = 0.0f; s[n->c + c] = 1.0f; }
+        }
+    }
+    if (m->slot1) memset(m->slot1, 0, m->n_params * sizeof(float));
+    if (m->slot2) memset(m->slot2, 0, m->n_params * sizeof(float));
+    m->step = 0;
+}
+
+CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the model is NULL");
+    if (!output) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output layer is NULL (did building it fail? %s)", cnn_last_error());
+    if (output->model != m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: layer '%s' belongs to another model", output->name);
+    if (m->built) return cnn_set_error(CNN_ERR_STATE, "cnn_model_set_output: the output is already set");
+    if (m->input < 0) return cnn_set_error(CNN_ERR_STATE, "cnn_model_set_output: the model has no Input layer");
+    if (output->type == CNN__INPUT) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output '%s' is the input itself", output->name);
+    /* Keep only what the output depends on: layers built but unused would cost time. */
+    char *used = (char *)cnn__alloc((size_t)m->n_nodes, 1, "a layer mask");
+    if (!used) return CNN_ERR_MEMORY;
+    used[output->index] = 1;
+    for (int i = output->index; i >= 0; i--)
+        if (used[i])
+            for (int k = 0; k < m->nodes[i]->n_inputs; k++) used[m->nodes[i]->inputs[k]] = 1;
+    if (!used[m->input]) {
+        CNN_FREE(used);
+        return cnn_set_error(CNN_ERR_SHAPE, "cnn_model_set_output: output '%s' is not connected to input '%s'", output->name, m->nodes[m->input]->name);
+    }
+    int *remap = (int *)cnn__alloc((size_t)m->n_nodes, sizeof(int), "a layer map");
+    if (!remap) { CNN_FREE(used); return CNN_ERR_MEMORY; }
+    int kept = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        cnn_node *n = m->nodes[i];
+        if (!used[i]) { CNN_FREE(n); continue; } /* handles to dropped layers become invalid */
+        remap[i] = kept;
+        for (int k = 0; k < n->n_inputs; k++) n->inputs[k] = remap[n->inputs[k]];
+        n->index = kept;
+        m->nodes[kept++] = n;
+    }
+    m->input = remap[m->input];
+    m->output = remap[output->index];
+    m->n_nodes = kept;
+    CNN_FREE(used);
+    CNN_FREE(remap);
+    size_t np = 0, ns = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        cnn_node *n = m->nodes[i];
+        n->p_off = np; np += n->p_count;
+        n->s_off = ns; ns += n->s_count;
+    }
+    m->n_params = np;
+    m->n_state = ns;
+    m->params = (float *)cnn__alloc(np, sizeof(float), "parameters");
+    m->grads = (float *)cnn__alloc(np, sizeof(float), "gradients");
+    m->state = (float *)cnn__alloc(ns, sizeof(float), "BatchNorm statistics");
+    if (!m->params || !m->grads || !m->state) {
+        CNN_FREE(m->params); CNN_FREE(m->grads); CNN_FREE(m->state);
+        m->params = m->grads = m->state = NULL;
+        return CNN_ERR_MEMORY;
+    }
+    m->built = 1;
+    cnn__init_params(m);
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_model_set_seed(cnn_model *m, uint64_t seed) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_seed: the model is NULL");
+    m->seed = seed;
+    if (m->built) cnn__init_params(m);
+    return CNN_OK;
+}
+
+static int cnn__check_built(const cnn_model *m, const char *fn) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", fn);
+    if (!m->built) return cnn_set_error(CNN_ERR_STATE, "%s: the model has no output yet (call cnn_model_set_output)", fn);
+    return CNN_OK;
+}
+
+static int cnn__check_compiled(const cnn_model *m, const char *fn) {
+    int rc = cnn__check_built(m, fn);
+    if (rc) return rc;
+    if (!m->compiled) return cnn_set_error(CNN_ERR_STATE, "%s: the model is not compiled (call cnn_compile)", fn);
+    return CNN_OK;
+}
+
+/* Size the batch buffers for B samples (grow only). */
+static int cnn__ensure_batch(cnn_model *m, int B) {
+    if (B <= m->cap_batch) return CNN_OK;
+    cnn__free_buffers(m);
+    size_t scratch = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        cnn_node *n = m->nodes[i];
+        size_t sz = (size_t)B * cnn__node_size(n);
+        if (n->type == CNN__INPUT) continue;
+        n->out = (float *)cnn__calloc(sz, sizeof(float));
+        n->dout = (float *)cnn__calloc(sz, sizeof(float));
+        int ok = n->out && n->dout;
+        if (n->type == CNN__CONV2D) {
+            size_t K = (size_t)n->kh * n->kw * cnn__in(n, 0)->c, M = (size_t)B * n->h * n->w;
+            n->aux = (float *)cnn__calloc(M * K, sizeof(float));
+            ok = ok && n->aux;
+            if (K * n->units + M * K > scratch) scratch = K * n->units + M * K;
+        } else if (n->type == CNN__DENSE) {
+            size_t K = (size_t)cnn__in(n, 0)->c;
+            if (K * n->units > scratch) scratch = K * n->units;
+        } else if (n->type == CNN__BATCH_NORM || n->type == CNN__DROPOUT) {
+            n->aux = (float *)cnn__calloc(sz, sizeof(float));
+            ok = ok && n->aux;
+            if (n->type == CNN__BATCH_NORM) ok = ok && (n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float)));
+        } else if (n->type == CNN__MAX_POOL) {
+            ok = ok && (n->argmax = (int *)cnn__calloc(sz, sizeof(int)));
+        }
+        if (!ok) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name); }
+    }
+    m->scratch = (float *)cnn__calloc(scratch, sizeof(float));
+    if (!m->scratch) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d", B); }
+    m->scratch_size = scratch;
+    m->cap_batch = B;
+    return CNN_OK;
+}
+
+/* ======================================================================== */
+/* Forward, loss, backward                                                  */
+/* ======================================================================== */
+
+static void cnn__forward(cnn_model *m, const float *x, int B) {
+    m->x_in = (float *)x;
+    for (int i = 0; i < m->n_nodes; i++) cnn__layers[m->nodes[i]->type].forward(m->nodes[i], B);
+}
+
+static const float *cnn__output(const cnn_model *m) { return m->nodes[m->output]->out; }
+
+static int cnn__argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* class index of target row t (y_width 1: the value itself; else its argmax) */
+static int cnn__target_class(const float *t, int y_width) { return y_width == 1 ? (int)t[0] : cnn__argmax(t, y_width); }
+
+/* Validate targets y [B][y_width] against the model's output width U. */
+static int cnn__check_targets(const cnn_model *m, const float *y, int B, int y_width, const char *fn) {
+    const int U = cnn_model_output_size(m);
+    if (!y) return cnn_set_error(CNN_ERR_ARG, "%s: the targets are NULL", fn);
+    if (y_width != 1 && y_width != U)
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: targets have width %d; the output '%s' has %d units (give 1 class index per sample or %d values)", fn, y_width, m->nodes[m->output]->name, U, U);
+    int sparse = y_width == 1 && (m->loss == CNN_CATEGORICAL_CROSSENTROPY || m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY || (m->loss == CNN_MSE && U > 1));
+    if (m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY && y_width != 1)
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: sparse_categorical_crossentropy takes one class index per sample (y_width 1), not %d", fn, y_width);
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < y_width; j++) {
+            float v = y[(size_t)b * y_width + j];
+            if (!isfinite(v)) return cnn_set_error(CNN_ERR_ARG, "%s: target %d of sample %d is not finite", fn, j, b);
+            if (sparse && (v < 0 || v >= U || v != floorf(v)))
+                return cnn_set_error(CNN_ERR_ARG, "%s: label %g of sample %d is not a class index in 0..%d", fn, v, b, U - 1);
+        }
+    return CNN_OK;
+}
+
+/* Loss (mean over the batch, weighted per sample), accuracy, and d loss/d output
+   written into the output node's dout (already d(pre-activation) when the
+   softmax/sigmoid is fused with cross-entropy: *fused is set). y_width as in
+   cnn_batch_source; weights [num classes] or NULL. */
+static void cnn__loss(cnn_model *m, const float *y, int B, int y_width, const float *class_weight, int want_grad,
+                      double *loss_out, double *acc_out, int *fused) {
+    const cnn_node *o = m->nodes[m->output];
+    const int U = (int)cnn__node_size(o);
+    const float *p = o->out;
+    float *d = o->dout;
+    const float eps = 1e-7f;
+    double loss = 0, correct = 0;
+    int sparse_targets = y_width == 1 && U > 1;
+    *fused = (m->loss == CNN_CATEGORICAL_CROSSENTROPY || m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY) && o->activation == CNN_SOFTMAX &&
+             o->type != CNN__ACTIVATION && (o->type == CNN__DENSE || o->type == CNN__CONV2D);
+    if (m->loss == CNN_BINARY_CROSSENTROPY && o->activation == CNN_SIGMOID && (o->type == CNN__DENSE || o->type == CNN__CONV2D)) *fused = 1;
+    for (int b = 0; b < B; b++) {
+        const float *pb = p + (size_t)b * U, *tb = y + (size_t)b * y_width;
+        float *db = d + (size_t)b * U;
+        int label = cnn__target_class(tb, y_width);
+        double w = class_weight && (U > 1 || y_width == 1) ? class_weight[U > 1 ? label : (tb[0] > 0.5f)] : 1.0;
+        double l = 0;
+        float scale = (float)(w / B);
+        switch (m->loss) {
+        case CNN_CATEGORICAL_CROSSENTROPY:
+        case CNN_SPARSE_CATEGORICAL_CROSSENTROPY:
+            for (int j = 0; j < U; j++) {
+                float t = sparse_targets ? (j == label) : tb[j];
+                float pc = pb[j] < eps ? eps : pb[j] > 1 - eps ? 1 - eps : pb[j];
+                if (t != 0) l -= t * log(pc);
+                if (want_grad) db[j] = *fused ? (pb[j] - t) * scale : (pb[j] > eps && pb[j] < 1 - eps ? -t / pc * scale : 0.0f);
+            }
+            correct += cnn__argmax(pb, U) == label;
+            break;
+        case CNN_BINARY_CROSSENTROPY:
+            for (int j = 0; j < U; j++) {
+                float t = sparse_targets ? (j == label) : tb[y_width == 1 ? 0 : j];
+                float pc = pb[j] < eps ? eps : pb[j] > 1 - eps ? 1 - eps : pb[j];
+                l -= (t * log(pc) + (1 - t) * log(1 - pc)) / U;
+                if (want_grad) db[j] = *fused ? (pb[j] - t) * scale / U : (pb[j] > eps && pb[j] < 1 - eps ? (pc - t) / (pc * (1 - pc)) * scale / U : 0.0f);
+                correct += (double)((pb[j] > 0.5f) == (t > 0.5f)) / U;
+            }
+            break;
+        case CNN_MSE:
+        default:
+            for (int j = 0; j < U; j++) {
+                float t = sparse_targets ? (j == label) : tb[y_width == 1 ? 0 : j];
+                float e = pb[j] - t;
+                l += (double)e * e / U;
+                if (want_grad) db[j] = 2 * e * scale / U;
+            }
+            correct += U > 1 ? cnn__argmax(pb, U) == label : (pb[0] > 0.5f) == (tb[0] > 0.5f);
+            break;
+        }
+        loss += w * l;
+    }
+    *loss_out = loss / B;
+    *acc_out = correct / B;
+}
+
+/* L1/L2 penalties of the kernels; adds their gradient when grad != 0 */
+static double cnn__regularize(cnn_model *m, int grad) {
+    double total = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *n = m->nodes[i];
+        if (n->l1 == 0 && n->l2 == 0) continue;
+        const float *w = m->params + n->p_off;
+        float *g = m->grads + n->p_off;
+        for (size_t k = 0; k < n->kernel_count; k++) {
+            total += n->l1 * fabs(w[k]) + n->l2 * (double)w[k] * w[k];
+            if (grad && n->trainable) g[k] += n->l1 * (float)((w[k] > 0) - (w[k] < 0)) + 2 * n->l2 * w[k];
+        }
+    }
+    return total;
+}
+
+static void cnn__backward(cnn_model *m, int B, int fused) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        cnn_node *n = m->nodes[i];
+        if (n->dout && i != m->output) memset(n->dout, 0, (size_t)B * cnn__node_size(n) * sizeof(float));
+    }
+    cnn_node *o = m->nodes[m->output];
+    int act = o->activation;
+    if (fused) o->activation = CNN_LINEAR; /* dout already holds d(pre-activation) */
+    for (int i = m->n_nodes - 1; i >= 0; i--) cnn__layers[m->nodes[i]->type].backward(m->nodes[i], B);
+    o->activation = act;
+}
+
+/* forward (training mode) + loss + backward; grads are overwritten */
+static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, int B, int y_width,
+                                  const float *class_weight, double *loss, double *acc) {
+    int rc = cnn__ensure_batch(m, B);
+    if (rc) return rc;
+    int fused;
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    m->training = 1;
+    cnn__forward(m, x, B);
+    cnn__loss(m, y, B, y_width, class_weight, 1, loss, acc, &fused);
+    *loss += cnn__regularize(m, 1);
+    cnn__backward(m, B, fused);
+    m->training = 0;
+    return CNN_OK;
+}
+
+/* ======================================================================== */
+/* Optimizers: one loop over the flat parameter buffer                      */
+/* ======================================================================== */
+
+static void cnn__optimizer_step(cnn_model *m) {
+    const cnn_optimizer *o = &m->opt;
+    const float lr = o->learning_rate;
+    m->step++;
+    /* Adam (Keras): lr_t = lr*sqrt(1-b2^t)/(1-b1^t); m = b1 m + (1-b1) g;
+       v = b2 v + (1-b2) g^2; p -= lr_t * m / (sqrt(v) + eps) */
+    const float b1 = o->beta_1, b2 = o->beta_2, eps = o->epsilon;
+    const float lr_t = (float)(lr * sqrt(1.0 - pow(b2, (double)m->step)) / (1.0 - pow(b1, (double)m->step)));
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *n = m->nodes[i];
+        if (!n->trainable || !n->p_count) continue;
+        float *CNN__RESTRICT p = m->params + n->p_off, *CNN__RESTRICT g = m->grads + n->p_off;
+        float *CNN__RESTRICT s1 = m->slot1 + n->p_off, *CNN__RESTRICT s2 = m->slot2 + n->p_off;
+        const long long count = (long long)n->p_count;
+        switch (o->type) {
+        case CNN_ADAM:
+CNN__OMP(omp parallel for schedule(static))
+            for (long long k = 0; k < count; k++) {
+                s1[k] = b1 * s1[k] + (1 - b1) * g[k];
+                s2[k] = b2 * s2[k] + (1 - b2) * g[k] * g[k];
+                p[k] -= lr_t * s1[k] / (sqrtf(s2[k]) + eps);
+            }
+            break;
+        case CNN_SGD: /* Keras: v = momentum*v - lr*g; p += v (nesterov: p += momentum*v - lr*g) */
+CNN__OMP(omp parallel for schedule(static))
+            for (long long k = 0; k < count; k++) {
+                if (o->momentum == 0.0f) { p[k] -= lr * g[k]; continue; }
+                s1[k] = o->momentum * s1[k] - lr * g[k];
+                p[k] += o->nesterov ? o->momentum * s1[k] - lr * g[k] : s1[k];
+            }
+            break;
+        case CNN_RMSPROP: /* v = rho v + (1-rho) g^2; step = lr g / (sqrt(v) + eps), with momentum optional */
+CNN__OMP(omp parallel for schedule(static))
+            for (long long k = 0; k < count; k++) {
+                s2[k] = o->rho * s2[k] + (1 - o->rho) * g[k] * g[k];
+                float stepk = lr * g[k] / (sqrtf(s2[k]) + eps);
+                if (o->momentum != 0.0f) { s1[k] = o->momentum * s1[k] + stepk; stepk = s1[k]; }
+                p[k] -= stepk;
+            }
+            break;
+        }
+    }
+}
+
+CNN_IMPL int cnn_compile_opt(cnn_model *m, const cnn_compile_opts *o) {
+    int rc = cnn__check_built(m, "cnn_compile");
+    if (rc) return rc;
+    if (!o) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: options are NULL");
+    if (o->loss < CNN_CATEGORICAL_CROSSENTROPY || o->loss > CNN_MSE) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown or missing loss (%d)", (int)o->loss);
+    if (o->metrics & ~CNN_ACCURACY) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown metrics bits 0x%x", (unsigned)o->metrics);
+    cnn_optimizer opt = o->optimizer;
+    if (opt.type < CNN_ADAM || opt.type > CNN_RMSPROP) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown optimizer type %d", (int)opt.type);
+    if (opt.learning_rate == 0.0f) opt.learning_rate = opt.type == CNN_SGD ? 0.01f : 0.001f;
+    if (opt.beta_1 == 0.0f) opt.beta_1 = 0.9f;
+    if (opt.beta_2 == 0.0f) opt.beta_2 = 0.999f;
+    if (opt.epsilon == 0.0f) opt.epsilon = 1e-7f;
+    if (opt.rho == 0.0f) opt.rho = 0.9f;
+    if (!(opt.learning_rate > 0) || !isfinite(opt.learning_rate)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: learning_rate must be > 0");
+    if (!(opt.beta_1 > 0 && opt.beta_1 < 1 && opt.beta_2 > 0 && opt.beta_2 < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: Adam betas must be in (0, 1)");
+    if (!(opt.epsilon > 0)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: epsilon must be > 0");
+    if (!(opt.momentum >= 0 && opt.momentum < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: momentum must be in [0, 1)");
+    if (!(opt.rho > 0 && opt.rho < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: rho must be in (0, 1)");
+    if (!m->slot1) {
+        float *s1 = (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots");
+        float *s2 = s1 ? (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots") : NULL;
+        if (!s2) { CNN_FREE(s1); return CNN_ERR_MEMORY; }
+        m->slot1 = s1; m->slot2 = s2;
+    } else { /* a new optimizer starts fresh, as in Keras */
+        memset(m->slot1, 0, m->n_params * sizeof(float));
+        memset(m->slot2, 0, m->n_params * sizeof(float));
+    }
+    m->step = 0;
+    m->opt = opt;
+    m->loss = o->loss;
+    m->metrics = o->metrics;
+    m->compiled = 1;
+    return CNN_OK;
+}
+
+CNN_IMPL float cnn_get_learning_rate(const cnn_model *m) { return m && m->compiled ? m->opt.learning_rate : 0.0f; }
+
+CNN_IMPL int cnn_set_learning_rate(cnn_model *m, float lr) {
+    int rc = cnn__check_compiled(m, "cnn_set_learning_rate");
+    if (rc) return rc;
+    if (!(lr > 0) || !isfinite(lr)) return cnn_set_error(CNN_ERR_ARG, "cnn_set_learning_rate: %g is not a positive learning rate", lr);
+    m->opt.learning_rate = lr;
+    return CNN_OK;
+}
+
+/* ======================================================================== */
+/* Train on a batch, predict, evaluate                                      */
+/* ======================================================================== */
+
+static int cnn__check_batch(const cnn_model *m, const void *x, int n, const char *fn) {
+    if (!x) return cnn_set_error(CNN_ERR_ARG, "%s: the inputs are NULL", fn);
+    if (n <= 0) return cnn_set_error(CNN_ERR_ARG, "%s: the number of samples must be > 0 (got %d)", fn, n);
+    (void)m;
+    return CNN_OK;
+}
+
+/* one optimizer step; class_weight may be NULL */
+static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, int y_width, const float *class_weight,
+                           double *loss, double *acc) {
+    m->update_moving = 1;
+    int rc = cnn__compute_gradients(m, x, y, B, y_width, class_weight, loss, acc);
+    m->update_moving = 0;
+    if (rc) return rc;
+    cnn__optimizer_step(m);
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_train_on_batch(cnn_model *m, const float *x, const float *y, int n, int y_width, float *loss, float *accuracy) {
+    int rc = cnn__check_compiled(m, "cnn_train_on_batch");
+    if (!rc) rc = cnn__check_batch(m, x, n, "cnn_train_on_batch");
+    if (!rc) rc = cnn__check_targets(m, y, n, y_width, "cnn_train_on_batch");
+    if (rc) return rc;
+    double l, a;
+    rc = cnn__train_step(m, x, y, n, y_width, NULL, &l, &a);
+    if (rc) return rc;
+    m->dropout_sample += (uint64_t)n; /* fresh dropout masks for the next call */
+    if (loss) *loss = (float)l;
+    if (accuracy) *accuracy = (float)a;
+    return CNN_OK;
+}
+
+/* inference in chunks of batch_size; out [n][U] */
+CNN_IMPL int cnn_predict(cnn_model *m, const float *x, int n, int batch_size, float *out) {
+    int rc = cnn__check_built(m, "cnn_predict");
+    if (!rc) rc = cnn__check_batch(m, x, n, "cnn_predict");
+    if (rc) return rc;
+    if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_predict: the output buffer is NULL");
+    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_predict: batch_size %d is negative", batch_size);
+    if (batch_size == 0) batch_size = 32;
+    const cnn_node *in = m->nodes[m->input];
+    const size_t per_in = cnn__node_size(in), U = (size_t)cnn_model_output_size(m);
+    int B = batch_size < n ? batch_size : n;
+    if ((rc = cnn__ensure_batch(m, B))) return rc;
+    m->training = 0;
+    for (int s = 0; s < n; s += B) {
+        int b = n - s < B ? n - s : B;
+        cnn__forward(m, x + (size_t)s * per_in, b);
+        memcpy(out + (size_t)s * U, cnn__output(m), (size_t)b * U * sizeof(float));
+    }
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_preprocess(const cnn_model *m, const unsigned char *images, int n, float *x) {
+    int rc = cnn__check_built(m, "cnn_preprocess");
+    if (!rc) rc = cnn__check_batch(m, images, n, "cnn_preprocess");
+    if (rc) return rc;
+    if (!x) return cnn_set_error(CNN_ERR_ARG, "cnn_preprocess: the output buffer is NULL");
+    const cnn_node *in = m->nodes[m->input];
+    const size_t count = (size_t)n * cnn__node_size(in);
+    const int C = in->c;
+    for (size_t i = 0; i < count; i++) {
+        float v = images[i] * m->rescale;
+        if (m->mean) v = (v - m->mean[i % C]) / m->std[i % C];
+        x[i] = v;
+    }
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_predict_images(cnn_model *m, const unsigned char *images, int n, int batch_size, float *out) {
+    int rc = cnn__check_built(m, "cnn_predict_images");
+    if (!rc) rc = cnn__check_batch(m, images, n, "cnn_predict_images");
+    if (rc) return rc;
+    if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_predict_images: the output buffer is NULL");
+    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_predict_images: batch_size %d is negative", batch_size);
+    if (batch_size == 0) batch_size = 32;
+    const size_t per_in = cnn__node_size(m->nodes[m->input]), U = (size_t)cnn_model_output_size(m);
+    int B = batch_size < n ? batch_size : n;
+    float *x = (float *)cnn__alloc((size_t)B * per_in, sizeof(float), "an input batch");
+    if (!x) return CNN_ERR_MEMORY;
+    for (int s = 0; s < n && !rc; s += B) {
+        int b = n - s < B ? n - s : B;
+        rc = cnn_preprocess(m, images + (size_t)s * per_in, b, x);
+        if (!rc) rc = cnn_predict(m, x, b, b, out + (size_t)s * U);
+    }
+    CNN_FREE(x);
+    return rc;
+}
+
+/* ---- the dataset as a batch source (used by fit and evaluate) ----------- */
+
+typedef struct cnn__array_source {
+    const cnn_dataset *d;
+    const cnn_model *m;
+    int *order;      /* [n] sample order of the current pass */
+    int pos, shuffle;
+    uint64_t seed;
+} cnn__array_source;
+
+static int cnn__array_reset(void *ctx, int epoch) {
+    cnn__array_source *s = (cnn__array_source *)ctx;
+    for (int i = 0; i < s->d->n; i++) s->order[i] = i;
+    if (s->shuffle) { /* a fresh permutation per epoch, from the seed */
+        cnn__rng r = {cnn__mix64(s->seed ^ (0x45504f4348ULL + (uint64_t)epoch * 0x9e3779b97f4a7c15ULL))};
+        for (int i = s->d->n - 1; i > 0; i--) {
+            int j = (int)cnn__rng_below(&r, (uint64_t)i + 1), t = s->order[i];
+            s->order[i] = s->order[j]; s->order[j] = t;
+        }
+    }
+    s->pos = 0;
+    return CNN_OK;
+}
+
+static int cnn__array_next(void *ctx, int max_count, float *x, float *y) {
+    cnn__array_source *s = (cnn__array_source *)ctx;
+    const cnn_dataset *d = s->d;
+    const size_t per = (size_t)d->h * d->w * d->c;
+    int count = d->n - s->pos < max_count ? d->n - s->pos : max_count;
+    for (int i = 0; i < count; i++) {
+        int k = s->order[s->pos + i];
+        cnn_preprocess(s->m, d->images + (size_t)k * per, 1, x + (size_t)i * per);
+        y[i] = (float)d->labels[k];
+    }
+    s->pos += count;
+    return count;
+}
+
+static int cnn__check_dataset_fits(const cnn_model *m, const cnn_dataset *d, const char *fn) {
+    int rc = cnn__check_dataset(d, fn);
+    if (rc) return rc;
+    const cnn_node *in = m->nodes[m->input];
+    if (d->h != in->h || d->w != in->w || d->c != in->c)
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: images are %dx%dx%d but input '%s' expects %dx%dx%d", fn, d->h, d->w, d->c, in->name, in->h, in->w, in->c);
+    const int U = cnn_model_output_size(m);
+    for (int i = 0; i < d->n; i++) {
+        int limit = (m->loss == CNN_BINARY_CROSSENTROPY && U == 1) ? 2 : U;
+        if (d->labels[i] < 0 || d->labels[i] >= limit)
+            return cnn_set_error(CNN_ERR_ARG, "%s: label %d of image %d is out of range for output '%s' with %d units", fn, d->labels[i], i, m->nodes[m->output]->name, U);
+    }
+    return CNN_OK;
+}
+
+/* set up src to stream d (NULL order on failure) */
+static int cnn__array_source_init(cnn_batch_source *src, cnn__array_source *s, const cnn_model *m, const cnn_dataset *d, int shuffle, uint64_t seed) {
+    memset(src, 0, sizeof *src);
+    memset(s, 0, sizeof *s);
+    s->d = d; s->m = m; s->shuffle = shuffle; s->seed = seed;
+    s->order = (int *)cnn__alloc((size_t)d->n, sizeof(int), "a sample order");
+    if (!s->order) return CNN_ERR_MEMORY;
+    src->ctx = s;
+    src->samples = d->n;
+    src->h = d->h; src->w = d->w; src->c = d->c;
+    src->y_width = 1;
+    src->reset = cnn__array_reset;
+    src->next = cnn__array_next;
+    return CNN_OK;
+}
+
+static int cnn__check_source(const cnn_model *m, const cnn_batch_source *src, const char *fn) {
+    if (!src) return cnn_set_error(CNN_ERR_ARG, "%s: the batch source is NULL", fn);
+    if (!src->next || !src->reset) return cnn_set_error(CNN_ERR_ARG, "%s: the batch source has no next/reset functions", fn);
+    const cnn_node *in = m->nodes[m->input];
+    if (src->h != in->h || src->w != in->w || src->c != in->c)
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: the batch source gives %dx%dx%d images but input '%s' expects %dx%dx%d", fn, src->h, src->w, src->c, in->name, in->h, in->w, in->c);
+    int U = cnn_model_output_size(m);
+    if (src->y_width != 1 && src->y_width != U)
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: the batch source gives targets of width %d; output '%s' has %d units", fn, src->y_width, m->nodes[m->output]->name, U);
+    return CNN_OK;
+}
+
+/* Loss/accuracy over `steps` batches of a source (0 = one pass), inference mode. */
+static int cnn__evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_size, int steps, cnn_eval_result *r) {
+    const size_t per_in = cnn__node_size(m->nodes[m->input]);
+    float *x = (float *)cnn__alloc((size_t)batch_size * per_in, sizeof(float), "an evaluation batch");
+    float *y = (float *)cnn__alloc((size_t)batch_size * src->y_width, sizeof(float), "evaluation targets");
+    int rc = (x && y) ? cnn__ensure_batch(m, batch_size) : CNN_ERR_MEMORY;
+    double loss_sum = 0, acc_sum = 0;
+    long long seen = 0;
+    if (!rc) rc = src->reset(src->ctx, 0);
+    for (int step = 0; !rc && (steps <= 0 || step < steps); step++) {
+        int got = src->next(src->ctx, batch_size, x, y);
+        if (got < 0) { rc = got; break; }
+        if (got == 0) break;
+        if (got > batch_size) { rc = cnn_set_error(CNN_ERR_ARG, "batch source returned %d samples for a batch of %d", got, batch_size); break; }
+        if ((rc = cnn__check_targets(m, y, got, src->y_width, "evaluate"))) break;
+        double l, a;
+        int fused;
+        m->training = 0;
+        cnn__forward(m, x, got);
+        cnn__loss(m, y, got, src->y_width, NULL, 0, &l, &a, &fused);
+        loss_sum += l * got;
+        acc_sum += a * got;
+        seen += got;
+    }
+    CNN_FREE(x);
+    CNN_FREE(y);
+    if (rc) return rc;
+    if (!seen) return cnn_set_error(CNN_ERR_ARG, "evaluate: the batch source gave no samples");
+    r->loss = loss_sum / seen + cnn__regularize(m, 0);
+    r->accuracy = acc_sum / seen;
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_size, int steps, cnn_eval_result *r) {
+    int rc = cnn__check_compiled(m, "cnn_evaluate_source");
+    if (!rc) rc = cnn__check_source(m, src, "cnn_evaluate_source");
+    if (rc) return rc;
+    if (!r) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate_source: the result pointer is NULL");
+    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate_source: batch_size %d is negative", batch_size);
+    return cnn__evaluate_source(m, src, batch_size ? batch_size : 32, steps, r);
+}
+
+CNN_IMPL int cnn_evaluate(cnn_model *m, const cnn_dataset *d, int batch_size, cnn_eval_result *r) {
+    int rc = cnn__check_compiled(m, "cnn_evaluate");
+    if (!rc) rc = cnn__check_dataset_fits(m, d, "cnn_evaluate");
+    if (rc) return rc;
+    if (!r) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate: the result pointer is NULL");
+    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate: batch_size %d is negative", batch_size);
+    cnn_batch_source src;
+    cnn__array_source s;
+    if ((rc = cnn__array_source_init(&src, &s, m, d, 0, 0))) return rc;
+    rc = cnn__evaluate_source(m, &src, batch_size ? batch_size : 32, 0, r);
+    CNN_FREE(s.order);
+    return rc;
+}
+
+/* ======================================================================== */
+/* Queries, weights by name, preprocessing, class names, summary            */
+/* ======================================================================== */
+
+CNN_IMPL int cnn_model_input_shape(const cnn_model *m, int *h, int *w, int *c) {
+    if (!m || m->input < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_model_input_shape: %s", m ? "the model has no input" : "the model is NULL");
+    const cnn_node *in = m->nodes[m->input];
+    if (h) *h = in->h;
+    if (w) *w = in->w;
+    if (c) *c = in->c;
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_model_output_size(const cnn_model *m) {
+    if (!m || m->output < 0) return cnn_set_error(CNN_ERR_STATE, "cnn_model_output_size: %s", m ? "the model has no output" : "the model is NULL");
+    return (int)cnn__node_size(m->nodes[m->output]);
+}
+
+CNN_IMPL size_t cnn_model_param_count(const cnn_model *m) { return m ? m->n_params + m->n_state : 0; }
+
+CNN_IMPL int cnn_node_shape(const cnn_node *x, int *h, int *w, int *c) {
+    if (!x) return cnn_set_error(CNN_ERR_ARG, "cnn_node_shape: the layer is NULL");
+    if (h) *h = x->h;
+    if (w) *w = x->w;
+    if (c) *c = x->c;
+    return CNN_OK;
+}
+
+CNN_IMPL const char *cnn_node_name(const cnn_node *x) { return x ? x->name : NULL; }
+
+/* a pointer to tensor `which` of layer `layer` and its size; NULL + error if none */
+static float *cnn__tensor(const cnn_model *m, const char *layer, const char *which, size_t *count, const char *fn) {
+    if (!m || !layer || !which) { cnn_set_error(CNN_ERR_ARG, "%s: NULL %s", fn, !m ? "model" : !layer ? "layer name" : "tensor name"); return NULL; }
+    if (!m->built) { cnn_set_error(CNN_ERR_STATE, "%s: the model has no output yet (call cnn_model_set_output)", fn); return NULL; }
+    cnn_node *n = cnn__find(m, layer);
+    if (!n) { cnn_set_error(CNN_ERR_ARG, "%s: no layer named '%s'", fn, layer); return NULL; }
+    float *p = m->params + n->p_off;
+    size_t bias = n->p_count - n->kernel_count;
+    if ((n->type == CNN__CONV2D || n->type == CNN__DENSE) && !strcmp(which, "kernel")) { *count = n->kernel_count; return p; }
+    if ((n->type == CNN__CONV2D || n->type == CNN__DENSE) && !strcmp(which, "bias") && bias) { *count = bias; return p + n->kernel_count; }
+    if (n->type == CNN__BATCH_NORM) {
+        size_t C = (size_t)n->c;
+        *count = C;
+        if (!strcmp(which, "gamma")) return p;
+        if (!strcmp(which, "beta")) return p + C;
+        if (!strcmp(which, "moving_mean")) return m->state + n->s_off;
+        if (!strcmp(which, "moving_variance")) return m->state + n->s_off + C;
+    }
+    cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (%s) has no tensor '%s'", fn, layer, cnn__type_names[n->type], which);
+    return NULL;
+}
+
+CNN_IMPL float *cnn_layer_weights(cnn_model *m, const char *layer, const char *which, size_t *count) {
+    size_t n = 0;
+    float *p = cnn__tensor(m, layer, which, &n, "cnn_layer_weights");
+    if (count) *count = p ? n : 0;
+    return p;
+}
+
+CNN_IMPL int cnn_get_weights(const cnn_model *m, const char *layer, const char *which, float *out, size_t count) {
+    size_t n = 0;
+    const float *p = cnn__tensor(m, layer, which, &n, "cnn_get_weights");
+    if (!p) return CNN_ERR_ARG;
+    if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_get_weights: the output buffer is NULL");
+    if (count != n) return cnn_set_error(CNN_ERR_SHAPE, "cnn_get_weights: '%s' of layer '%s' has %zu values, not %zu", which, layer, n, count);
+    memcpy(out, p, n * sizeof(float));
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_set_weights(cnn_model *m, const char *layer, const char *which, const float *in, size_t count) {
+    size_t n = 0;
+    float *p = cnn__tensor(m, layer, which, &n, "cnn_set_weights");
+    if (!p) return CNN_ERR_ARG;
+    if (!in) return cnn_set_error(CNN_ERR_ARG, "cnn_set_weights: the input buffer is NULL");
+    if (count != n) return cnn_set_error(CNN_ERR_SHAPE, "cnn_set_weights: '%s' of layer '%s' has %zu values, not %zu", which, layer, n, count);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(in[i])) return cnn_set_error(CNN_ERR_ARG, "cnn_set_weights: value %zu for '%s' of layer '%s' is not finite", i, which, layer);
+    if (!strcmp(which, "moving_variance"))
+        for (size_t i = 0; i < n; i++)
+            if (in[i] < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_set_weights: moving_variance of layer '%s' must be >= 0", layer);
+    memcpy(p, in, n * sizeof(float));
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_set_trainable(cnn_model *m, const char *layer, int trainable) {
+    if (!m || !layer) return cnn_set_error(CNN_ERR_ARG, "cnn_set_trainable: NULL %s", m ? "layer name" : "model");
+    cnn_node *n = cnn__find(m, layer);
+    if (!n) return cnn_set_error(CNN_ERR_ARG, "cnn_set_trainable: no layer named '%s'", layer);
+    n->trainable = trainable != 0;
+    return CNN_OK;
+}
+
+CNN_IMPL float *cnn_model_params(cnn_model *m, size_t *count) {
+    if (count) *count = m && m->built ? m->n_params : 0;
+    if (cnn__check_built(m, "cnn_model_params")) return NULL;
+    return m->params;
+}
+
+CNN_IMPL float *cnn_model_grads(cnn_model *m, size_t *count) {
+    if (count) *count = m && m->built ? m->n_params : 0;
+    if (cnn__check_built(m, "cnn_model_grads")) return NULL;
+    return m->grads;
+}
+
+CNN_IMPL int cnn_model_set_rescale(cnn_model *m, float rescale) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_rescale: the model is NULL");
+    if (!(rescale != 0.0f) || !isfinite(rescale)) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_rescale: rescale %g must be finite and non-zero", rescale);
+    m->rescale = rescale;
+    return CNN_OK;
+}
+
+CNN_IMPL float cnn_model_rescale(const cnn_model *m) { return m ? m->rescale : 0.0f; }
+
+CNN_IMPL int cnn_model_set_featurewise(cnn_model *m, const float *mean, const float *std, int c) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_featurewise: the model is NULL");
+    if (!mean && !std) { CNN_FREE(m->mean); CNN_FREE(m->std); m->mean = m->std = NULL; m->stats_c = 0; return CNN_OK; }
+    if (!mean || !std) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_featurewise: give both mean and std, or neither");
+    if (m->input < 0 || c != m->nodes[m->input]->c)
+        return cnn_set_error(CNN_ERR_SHAPE, "cnn_model_set_featurewise: %d channels, but the input has %d", c, m->input < 0 ? 0 : m->nodes[m->input]->c);
+    for (int i = 0; i < c; i++)
+        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i])) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_featurewise: channel %d needs a finite mean and a std > 0", i);
+    float *nm = (float *)cnn__alloc((size_t)c, sizeof(float), "featurewise mean");
+    float *ns = (float *)cnn__alloc((size_t)c, sizeof(float), "featurewise std");
+    if (!nm || !ns) { CNN_FREE(nm); CNN_FREE(ns); return CNN_ERR_MEMORY; }
+    memcpy(nm, mean, (size_t)c * sizeof(float));
+    memcpy(ns, std, (size_t)c * sizeof(float));
+    CNN_FREE(m->mean); CNN_FREE(m->std);
+    m->mean = nm; m->std = ns; m->stats_c = c;
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_model_set_class_names(cnn_model *m, const char *const *names, int count) {
+    if (!m || !names) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: NULL %s", m ? "names" : "model");
+    if (count <= 0) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: count %d must be > 0", count);
+    char **copy = cnn__copy_names(names, count);
+    if (!copy) return CNN_ERR_MEMORY;
+    cnn__free_names(m->class_names, m->n_class_names);
+    m->class_names = copy;
+    m->n_class_names = count;
+    return CNN_OK;
+}
+
+CNN_IMPL const char *cnn_model_class_name(const cnn_model *m, int k) {
+    return m && k >= 0 && k < m->n_class_names ? m->class_names[k] : NULL;
+}
+
+CNN_IMPL int cnn_model_num_class_names(const cnn_model *m) { return m ? m->n_class_names : 0; }
+
+CNN_IMPL int cnn_summary(const cnn_model *m, FILE *out) {
+    int rc = cnn__check_built(m, "cnn_summary");
+    if (rc) return rc;
+    if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_summary: the output stream is NULL");
+    const char *rule = "_________________________________________________________________";
+    const char *dbl = "=================================================================";
+    size_t trainable = 0, frozen = 0;
+    fprintf(out, "Model: \"model\"\n%s\n", rule);
+    fprintf(out, " %-28s %-24s %-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *n = m->nodes[i];
+        char label[128], shape[64];
+        snprintf(label, sizeof label, "%s (%s)", n->name, cnn__type_names[n->type]);
+        int flat = n->type == CNN__DENSE || n->type == CNN__FLATTEN || n->type == CNN__GLOBAL_AVG_POOL ||
+                   (n->h == 1 && n->w == 1 && n->type != CNN__INPUT && n->type != CNN__CONV2D && cnn__in(n, 0)->h == 1 && cnn__in(n, 0)->w == 1);
+        if (flat) snprintf(shape, sizeof shape, "(None, %d)", n->c);
+        else snprintf(shape, sizeof shape, "(None, %d, %d, %d)", n->h, n->w, n->c);
+        size_t params = n->p_count + n->s_count;
+        fprintf(out, " %-28s %-24s %-10zu\n", label, shape, params);
+        if (n->n_inputs > 1)
+            for (int k = 0; k < n->n_inputs; k++) fprintf(out, " %-28s <- %s\n", "", cnn__in(n, k)->name);
+        fprintf(out, "%s\n", i + 1 < m->n_nodes ? "" : dbl);
+        if (n->trainable) trainable += n->p_count; else frozen += n->p_count;
+        frozen += n->s_count;
+    }
+    fprintf(out, "Total params: %zu\nTrainable params: %zu\nNon-trainable params: %zu\n%s\n", trainable + frozen, trainable, frozen, rule);
+    return CNN_OK;
+}
+
+/* ======================================================================== */
+/* History                                                                  */
+/* ======================================================================== */
+
+CNN_IMPL const double *cnn_history_get(const cnn_history *h, const char *key) {
+    if (!h || !key) return NULL;
+    for (int k = 0; k < h->n_keys; k++)
+        if (!strcmp(h->keys[k], key)) return h->values[k];
+    return NULL;
+}
+
+CNN_IMPL void cnn_history_free(cnn_history *h) {
+    if (!h) return;
+    for (int k = 0; k < h->n_keys; k++) CNN_FREE(h->values[k]);
+    CNN_FREE(h);
+}
+
+/* record `value` for `key` at epoch index h->epochs (the epoch being finished) */
+static int cnn__history_put(cnn_history *h, const char *key, double value) {
+    int k = 0;
+    while (k < h->n_keys && strcmp(h->keys[k], key)) k++;
+    if (k == h->n_keys) {
+        if (k == CNN_HISTORY_MAX_KEYS) return cnn_set_error(CNN_ERR_ARG, "history: too many keys (adding '%s')", key);
+        snprintf(h->keys[k], sizeof h->keys[k], "%s", key);
+        h->values[k] = (double *)cnn__alloc((size_t)(h->capacity > 0 ? h->capacity : 1), sizeof(double), "history");
+        if (!h->values[k]) return CNN_ERR_MEMORY;
+        for (int e = 0; e < h->capacity; e++) h->values[k][e] = NAN;
+        h->n_keys++;
+    }
+    if (h->epochs >= h->capacity) {
+        int cap = h->capacity ? h->capacity * 2 : 16;
+        for (int j = 0; j < h->n_keys; j++) {
+            double *v = (double *)CNN_REALLOC(h->values[j], (size_t)cap * sizeof(double));
+            if (!v) return cnn_set_error(CNN_ERR_MEMORY, "out of memory growing the history");
+            for (int e = h->capacity; e < cap; e++) v[e] = NAN;
+            h->values[j] = v;
+        }
+        h->capacity = cap;
+    }
+    h->values[k][h->epochs] = value;
+    return CNN_OK;
+}
+
+/* ======================================================================== */
+/* Callbacks                                                                */
+/* ======================================================================== */
+
+enum { CNN__CB_CHECKPOINT, CNN__CB_EARLY_STOP, CNN__CB_REDUCE_LR, CNN__CB_CSV, CNN__CB_SCHEDULER, CNN__CB_NAN, CNN__CB_LAMBDA };
+
+struct cnn_callback {
+    int kind;
+    char monitor[24];
+    int mode_max;                 /* 1: larger is better */
+    float min_delta;
+    int patience, cooldown, verbose;
+    double best;
+    int wait, cooldown_left, best_epoch;
+    /* checkpoint */
+    char *filepath;
+    int save_best_only;
+    /* early stopping */
+    int restore_best;
+    float *best_params, *best_state;
+    /* reduce lr */
+    float factor, min_lr;
+    /* csv */
+    char *filename;
+    char separator;
+    int append;
+    FILE *csv;
+    int csv_header_done;
+    cnn_lr_scheduler_opts sched;
+    cnn_lambda_opts lambda;
+};
+
+static cnn_callback *cnn__callback_new(int kind, const char *monitor, cnn_monitor_mode mode) {
+    cnn_callback *cb = (cnn_callback *)cnn__alloc(1, sizeof *cb, "a callback");
+    if (!cb) return NULL;
+    cb->kind = kind;
+    if (!monitor) monitor = "val_loss";
+    if (strlen(monitor) >= sizeof cb->monitor) { cnn_set_error(CNN_ERR_ARG, "callback: monitor name '%s' is too long", monitor); CNN_FREE(cb); return NULL; }
+    strcpy(cb->monitor, monitor);
+    if (mode < CNN_MODE_AUTO || mode > CNN_MODE_MAX) { cnn_set_error(CNN_ERR_ARG, "callback: unknown mode %d", (int)mode); CNN_FREE(cb); return NULL; }
+    /* Keras' auto mode: metrics with "acc" in their name are maximised */
+    cb->mode_max = mode == CNN_MODE_MAX || (mode == CNN_MODE_AUTO && strstr(monitor, "acc") != NULL);
+    cb->best = cb->mode_max ? -INFINITY : INFINITY;
+    cb->best_epoch = -1;
+    return cb;
+}
+
+CNN_IMPL cnn_callback *cnn_model_checkpoint_opt(const cnn_checkpoint_opts *o) {
+    if (!o || !o->filepath || !o->filepath[0]) { cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: filepath is missing"); return NULL; }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_CHECKPOINT, o->monitor, o->mode);
+    if (!cb) return NULL;
+    cb->filepath = cnn__strdup(o->filepath);
+    if (!cb->filepath) { CNN_FREE(cb); cnn_set_error(CNN_ERR_MEMORY, "out of memory"); return NULL; }
+    cb->save_best_only = o->save_best_only;
+    cb->verbose = o->verbose;
+    return cb;
+}
+
+CNN_IMPL cnn_callback *cnn_early_stopping_opt(const cnn_early_stopping_opts *o) {
+    cnn_early_stopping_opts d;
+    memset(&d, 0, sizeof d);
+    if (!o) o = &d;
+    if (o->patience < 0 || !(o->min_delta >= 0)) { cnn_set_error(CNN_ERR_ARG, "EarlyStopping: patience and min_delta must be >= 0"); return NULL; }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_EARLY_STOP, o->monitor, o->mode);
+    if (!cb) return NULL;
+    cb->min_delta = o->min_delta;
+    cb->patience = o->patience;
+    cb->restore_best = o->restore_best_weights;
+    cb->verbose = o->verbose;
+    return cb;
+}
+
+CNN_IMPL cnn_callback *cnn_reduce_lr_on_plateau_opt(const cnn_reduce_lr_opts *o) {
+    cnn_reduce_lr_opts d;
+    memset(&d, 0, sizeof d);
+    if (!o) o = &d;
+    float factor = o->factor == 0.0f ? 0.1f : o->factor;
+    if (!(factor > 0 && factor < 1)) { cnn_set_error(CNN_ERR_ARG, "ReduceLROnPlateau: factor %g must be in (0, 1)", factor); return NULL; }
+    if (o->patience < 0 || o->cooldown < 0 || !(o->min_lr >= 0) || !(o->min_delta >= 0)) { cnn_set_error(CNN_ERR_ARG, "ReduceLROnPlateau: patience, cooldown, min_lr and min_delta must be >= 0"); return NULL; }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_REDUCE_LR, o->monitor, o->mode);
+    if (!cb) return NULL;
+    cb->factor = factor;
+    cb->patience = o->patience ? o->patience : 10;
+    cb->min_delta = o->min_delta == 0.0f ? 1e-4f : o->min_delta;
+    cb->cooldown = o->cooldown;
+    cb->min_lr = o->min_lr;
+    cb->verbose = o->verbose;
+    return cb;
+}
+
+CNN_IMPL cnn_callback *cnn_csv_logger_opt(const cnn_csv_logger_opts *o) {
+    if (!o || !o->filename || !o->filename[0]) { cnn_set_error(CNN_ERR_ARG, "CSVLogger: filename is missing"); return NULL; }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_CSV, NULL, CNN_MODE_AUTO);
+    if (!cb) return NULL;
+    cb->filename = cnn__strdup(o->filename);
+    if (!cb->filename) { CNN_FREE(cb); cnn_set_error(CNN_ERR_MEMORY, "out of memory"); return NULL; }
+    cb->separator = o->separator ? o->separator : ',';
+    cb->append = o->append;
+    return cb;
+}
+
+CNN_IMPL cnn_callback *cnn_lr_scheduler_opt(const cnn_lr_scheduler_opts *o) {
+    if (!o || !o->schedule) { cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule function is missing"); return NULL; }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_SCHEDULER, NULL, CNN_MODE_AUTO);
+    if (cb) { cb->sched = *o; cb->verbose = o->verbose; }
+    return cb;
+}
+
+CNN_IMPL cnn_callback *cnn_terminate_on_nan(void) { return cnn__callback_new(CNN__CB_NAN, NULL, CNN_MODE_AUTO); }
+
+CNN_IMPL cnn_callback *cnn_lambda_callback_opt(const cnn_lambda_opts *o) {
+    if (!o || (!o->on_epoch_begin && !o->on_epoch_end && !o->on_batch_end)) { cnn_set_error(CNN_ERR_ARG, "LambdaCallback: no hook given"); return NULL; }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_LAMBDA, NULL, CNN_MODE_AUTO);
+    if (cb) cb->lambda = *o;
+    return cb;
+}
+
+CNN_IMPL void cnn_callback_free(cnn_callback *cb) {
+    if (!cb) return;
+    if (cb->csv) fclose(cb->csv);
+    CNN_FREE(cb->filepath);
+    CNN_FREE(cb->filename);
+    CNN_FREE(cb->best_params);
+    CNN_FREE(cb->best_state);
+    CNN_FREE(cb);
+}
+
+/* Keras filepath templates: "{epoch:02d}", "{val_accuracy:.4f}", "{loss}" */
+static int cnn__format_path(const char *tmpl, int epoch1, const cnn_history *h, char *out, size_t cap) {
+    size_t o = 0;
+    for (const char *p = tmpl; *p;) {
+        if (*p != '{') { if (o + 1 >= cap) goto too_long; out[o++] = *p++; continue; }
+        const char *close = strchr(p, '}');
+        if (!close) return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: unclosed '{' in filepath '%s'", tmpl);
+        char key[64] = {0}, spec[32] = {0}, fmt[40];
+        const char *colon = (const char *)memchr(p, ':', (size_t)(close - p));
+        size_t klen = (size_t)((colon ? colon : close) - p - 1);
+        if (klen == 0 || klen >= sizeof key) return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: bad field in filepath '%s'", tmpl);
+        memcpy(key, p + 1, klen);
+        if (colon) {
+            size_t slen = (size_t)(close - colon - 1);
+            if (slen >= sizeof spec || strspn(colon + 1, "0123456789.dfeg") < slen) return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: bad format in field '{%s}' of '%s'", key, tmpl);
+            memcpy(spec, colon + 1, slen);
+        }
+        char piece[128];
+        if (!strcmp(key, "epoch")) {
+            char last = spec[0] ? spec[strlen(spec) - 1] : 'd';
+            if (last == 'd') { snprintf(fmt, sizeof fmt, "%%%s", spec[0] ? spec : "d"); snprintf(piece, sizeof piece, fmt, epoch1); }
+            else { snprintf(fmt, sizeof fmt, "%%%s", spec); snprintf(piece, sizeof piece, fmt, (double)epoch1); }
+        } else {
+            const double *v = cnn_history_get(h, key);
+            if (!v) return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: filepath '%s' names '%s', which is not in the logs", tmpl, key);
+            char last = spec[0] ? spec[strlen(spec) - 1] : 'g';
+            if (last == 'd') snprintf(piece, sizeof piece, "%d", (int)v[h->epochs - 1]);
+            else { snprintf(fmt, sizeof fmt, "%%%s", spec[0] ? spec : ".6g"); snprintf(piece, sizeof piece, fmt, v[h->epochs - 1]); }
+        }
+        size_t pl = strlen(piece);
+        if (o + pl >= cap) goto too_long;
+        memcpy(out + o, piece, pl);
+        o += pl;
+        p = close + 1;
+    }
+    out[o] = 0;
+    return CNN_OK;
+too_long:
+    return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: the path made from '%s' is too long", tmpl);
+}
+
+/* is `current` better than `best` by more than min_delta? */
+static int cnn__improved(const cnn_callback *cb, double current, double best) {
+    return cb->mode_max ? current - cb->min_delta > best : current + cb->min_delta < best;
+}
+
+/* training state shared by fit and its callbacks */
+typedef struct cnn__fit_state {
+    cnn_model *m;
+    cnn_history *h;
+    FILE *out;
+    int stop;
+} cnn__fit_state;
+
+static int cnn__csv_write(cnn_callback *cb, const cnn_history *h, int epoch0) {
+    if (!cb->csv) {
+        int existed = cb->append && cnn__file_exists(cb->filename);
+        cb->csv = fopen(cb->filename, cb->append ? "a" : "w");
+        if (!cb->csv) return cnn_set_error(CNN_ERR_IO, "CSVLogger: cannot open '%s': %s", cb->filename, strerror(errno));
+        cb->csv_header_done = existed;
+    }
+    int order[CNN_HISTORY_MAX_KEYS], n = h->n_keys;
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = 1; i < n; i++) /* keys sorted, as Keras writes them */
+        for (int j = i; j > 0 && strcmp(h->keys[order[j - 1]], h->keys[order[j]]) > 0; j--) { int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t; }
+    if (!cb->csv_header_done) {
+        fprintf(cb->csv, "epoch");
+        for (int i = 0; i < n; i++) fprintf(cb->csv, "%c%s", cb->separator, h->keys[order[i]]);
+        fprintf(cb->csv, "\n");
+        cb->csv_header_done = 1;
+    }
+    fprintf(cb->csv, "%d", epoch0);
+    for (int i = 0; i < n; i++) fprintf(cb->csv, "%c%.17g", cb->separator, h->values[order[i]][h->epochs - 1]);
+    fprintf(cb->csv, "\n");
+    fflush(cb->csv);
+    return ferror(cb->csv) ? cnn_set_error(CNN_ERR_IO, "CSVLogger: cannot write '%s'", cb->filename) : CNN_OK;
+}
+
+static int cnn__snapshot(cnn_callback *cb, const cnn_model *m) {
+    if (!cb->best_params) {
+        cb->best_params = (float *)cnn__alloc(m->n_params, sizeof(float), "best weights");
+        cb->best_state = (float *)cnn__alloc(m->n_state, sizeof(float), "best weights");
+        if (!cb->best_params || !cb->best_state) return CNN_ERR_MEMORY;
+    }
+    memcpy(cb->best_params, m->params, m->n_params * sizeof(float));
+    memcpy(cb->best_state, m->state, m->n_state * sizeof(float));
+    return CNN_OK;
+}
+
+static void cnn__restore(const cnn_callback *cb, cnn_model *m, FILE *out) {
+    if (!cb->best_params) return;
+    memcpy(m->params, cb->best_params, m->n_params * sizeof(float));
+    memcpy(m->state, cb->best_state, m->n_state * sizeof(float));
+    if (cb->verbose) fprintf(out, "Restoring model weights from the end of the best epoch: %d.\n", cb->best_epoch + 1);
+}
+
+/* on_epoch_end of one callback; epoch0 is 0-based. Returns <0 on error. */
+static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epoch0) {
+    cnn_model *m = st->m;
+    const cnn_history *h = st->h;
+    const double *series = cnn_history_get(h, cb->monitor);
+    double cur = series ? series[h->epochs - 1] : NAN;
+    int needs_monitor = cb->kind == CNN__CB_EARLY_STOP || cb->kind == CNN__CB_REDUCE_LR || (cb->kind == CNN__CB_CHECKPOINT && cb->save_best_only);
+    if (needs_monitor && !series) {
+        fprintf(st->out, "WARNING: callback monitors '%s', which is not available (keys:", cb->monitor);
+        for (int k = 0; k < h->n_keys; k++) fprintf(st->out, " %s", h->keys[k]);
+        fprintf(st->out, "); skipping it.\n");
+        return CNN_OK;
+    }
+    switch (cb->kind) {
+    case CNN__CB_CHECKPOINT: {
+        char path[4096];
+        int rc = cnn__format_path(cb->filepath, epoch0 + 1, h, path, sizeof path);
+        if (rc) return rc;
+        if (cb->save_best_only) {
+            if (!(cb->mode_max ? cur > cb->best : cur < cb->best)) {
+                if (cb->verbose) fprintf(st->out, "\nEpoch %d: %s did not improve from %.5f\n", epoch0 + 1, cb->monitor, cb->best);
+                return CNN_OK;
+            }
+            if (cb->verbose) fprintf(st->out, "\nEpoch %d: %s improved from %.5f to %.5f, saving model to %s\n", epoch0 + 1, cb->monitor, cb->best, cur, path);
+            cb->best = cur;
+        } else if (cb->verbose) fprintf(st->out, "\nEpoch %d: saving model to %s\n", epoch0 + 1, path);
+        return cnn_save(m, path);
+    }
+    case CNN__CB_EARLY_STOP:
+        cb->wait++;
+        if (cnn__improved(cb, cur, cb->best) || cb->best_epoch < 0) {
+            cb->best = cur;
+            cb->best_epoch = epoch0;
+            cb->wait = 0;
+            if (cb->restore_best && cnn__snapshot(cb, m)) return CNN_ERR_MEMORY;
+        }
+        if (cb->wait >= cb->patience && epoch0 > 0) {
+            st->stop = 1;
+            st->h->stopped_early = 1;
+            if (cb->verbose) fprintf(st->out, "Epoch %d: early stopping\n", epoch0 + 1);
+            if (cb->restore_best) cnn__restore(cb, m, st->out);
+        }
+        return CNN_OK;
+    case CNN__CB_REDUCE_LR:
+        if (cb->cooldown_left > 0) { cb->cooldown_left--; cb->wait = 0; }
+        if (cnn__improved(cb, cur, cb->best)) { cb->best = cur; cb->wait = 0; }
+        else if (cb->cooldown_left <= 0 && ++cb->wait >= cb->patience) {
+            float old = m->opt.learning_rate;
+            if (old > cb->min_lr) {
+                float lr = old * cb->factor;
+                if (lr < cb->min_lr) lr = cb->min_lr;
+                m->opt.learning_rate = lr;
+                if (cb->verbose) fprintf(st->out, "\nEpoch %d: ReduceLROnPlateau reducing learning rate to %g.\n", epoch0 + 1, lr);
+                cb->cooldown_left = cb->cooldown;
+                cb->wait = 0;
+            }
+        }
+        return CNN_OK;
+    case CNN__CB_CSV: return cnn__csv_write(cb, h, epoch0);
+    case CNN__CB_LAMBDA:
+        if (cb->lambda.on_epoch_end && cb->lambda.on_epoch_end(m, epoch0, h, cb->lambda.user)) st->stop = 1;
+        return CNN_OK;
+    default: return CNN_OK;
+    }
+}
+
+/* ======================================================================== */
+/* fit: the training loop, progress bar, Ctrl-C                             */
+/* ======================================================================== */
+
+static volatile sig_atomic_t cnn__sigint_seen;
+static void cnn__on_sigint(int sig) { (void)sig; cnn__sigint_seen = 1; }
+
+static void cnn__format_duration(char *buf, size_t cap, double s) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, (t % 3600) / 60, t % 60);
+    else if (t >= 60) snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+    else snprintf(buf, cap, "%lds", t);
+}
+
+/* Keras' Progbar line: " 32/1563 [>.....] - ETA: 1:23 - loss: ..." or the final form */
+static void cnn__progress(FILE *out, int step, int steps, double elapsed, int final, int dynamic, double loss,
+                          double acc, int has_acc, const char *val) {
+    char line[512];
+    int len = 0, digits = 1;
+    for (int s = steps; s >= 10; s /= 10) digits++;
+    len += snprintf(line + len, sizeof line - len, "%*d/%d [", digits, step, steps);
+    int filled = steps > 0 ? (int)(30.0 * step / steps) : 30;
+    for (int i = 0; i < 30; i++) line[len++] = i < filled - 1 || (i == filled - 1 && step >= steps) ? '=' : i == filled - 1 ? '>' : '.';
+    len += snprintf(line + len, sizeof line - len, "]");
+    if (final) {
+        double per = step > 0 ? elapsed / step : 0;
+        char unit[32];
+        if (per >= 1) snprintf(unit, sizeof unit, "%.0fs/step", per);
+        else if (per >= 1e-3) snprintf(unit, sizeof unit, "%.0fms/step", per * 1e3);
+        else snprintf(unit, sizeof unit, "%.0fus/step", per * 1e6);
+        len += snprintf(line + len, sizeof line - len, " - %.0fs %s", elapsed, unit);
+    } else {
+        char eta[32];
+        cnn__format_duration(eta, sizeof eta, step > 0 ? elapsed / step * (steps - step) : 0);
+        len += snprintf(line + len, sizeof line - len, " - ETA: %s", eta);
+    }
+    len += snprintf(line + len, sizeof line - len, " - loss: %.4f", loss);
+    if (has_acc) len += snprintf(line + len, sizeof line - len, " - accuracy: %.4f", acc);
+    if (val) snprintf(line + len, sizeof line - len, "%s", val);
+    if (dynamic) fprintf(out, "\r%s\033[K%s", line, final ? "\n" : "");
+    else if (final) fprintf(out, "%s\n", line);
+    fflush(out);
+}
+
+static int cnn__is_tty(FILE *f) {
+#ifdef CNN__POSIX
+    return isatty(fileno(f));
+#else
+    (void)f;
+    return 0;
+#endif
+}
+
+/* The loop behind cnn_fit and cnn_fit_source. val may be NULL. */
+static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val, const cnn_fit_opts *o, const float *class_weight) {
+    const int bs = o->batch_size ? o->batch_size : 32, epochs = o->epochs ? o->epochs : 1;
+    const int per_pass = (src->samples + bs - 1) / bs;
+    const int steps = o->steps_per_epoch ? o->steps_per_epoch : per_pass;
+    const int has_acc = (m->metrics & CNN_ACCURACY) != 0;
+    FILE *out = o->out ? o->out : stdout;
+    const int dynamic = o->verbose == 1 && cnn__is_tty(out);
+    const size_t per_in = cnn__node_size(m->nodes[m->input]);
+    cnn__fit_state st;
+    memset(&st, 0, sizeof st);
+    st.m = m;
+    st.out = out;
+    st.h = (cnn_history *)cnn__alloc(1, sizeof(cnn_history), "a history");
+    float *x = (float *)cnn__alloc((size_t)bs * per_in, sizeof(float), "a training batch");
+    float *y = (float *)cnn__alloc((size_t)bs * src->y_width, sizeof(float), "training targets");
+    int rc = (st.h && x && y) ? cnn__ensure_batch(m, bs) : CNN_ERR_MEMORY;
+    if (steps <= 0 && !rc) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gives no batches");
+#if !defined(CNN_NO_SIGINT)
+    void (*old_handler)(int) = SIG_ERR;
+    if (!rc) { cnn__sigint_seen = 0; old_handler = signal(SIGINT, cnn__on_sigint); }
+#endif
+    int pass = o->initial_epoch; /* passes over the source so far, for reshuffling */
+    if (!rc) rc = src->reset(src->ctx, pass);
+    for (int epoch = o->initial_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
+        for (cnn_callback **c = o->callbacks; c && *c; c++) {
+            if ((*c)->kind == CNN__CB_SCHEDULER) {
+                float lr = (*c)->sched.schedule(epoch, m->opt.learning_rate, (*c)->sched.user);
+                if (!(lr > 0) || !isfinite(lr)) { rc = cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule returned %g for epoch %d", lr, epoch); break; }
+                m->opt.learning_rate = lr;
+                if ((*c)->verbose) fprintf(out, "\nEpoch %d: LearningRateScheduler setting learning rate to %g.\n", epoch + 1, lr);
+            }
+            if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin && (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user)) st.stop = 1;
+        }
+        if (rc || st.stop) break;
+        if (o->verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, epochs);
+        if (!o->steps_per_epoch && epoch != o->initial_epoch && (rc = src->reset(src->ctx, ++pass))) break;
+        double t0 = cnn__now(), last_draw = 0, loss_sum = 0, acc_sum = 0;
+        long long seen = 0;
+        int step = 0;
+        for (; step < steps; step++) {
+            int got = src->next(src->ctx, bs, x, y);
+            if (got == 0 && o->steps_per_epoch) { /* sampling continues across passes */
+                if ((rc = src->reset(src->ctx, ++pass))) break;
+                got = src->next(src->ctx, bs, x, y);
+            }
+            if (got < 0) { rc = got; break; }
+            if (got == 0) break;
+            if (got > bs) { rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch source returned %d samples for a batch of %d", got, bs); break; }
+            if ((rc = cnn__check_targets(m, y, got, src->y_width, "cnn_fit"))) break;
+            double l, a;
+            m->dropout_epoch = (uint64_t)epoch;
+            m->dropout_sample = (uint64_t)step * bs;
+            if ((rc = cnn__train_step(m, x, y, got, src->y_width, class_weight, &l, &a))) break;
+            loss_sum += l * got;
+            acc_sum += a * got;
+            seen += got;
+            for (cnn_callback **c = o->callbacks; c && *c; c++) {
+                if ((*c)->kind == CNN__CB_NAN && !isfinite(l)) {
+                    fprintf(out, "Batch %d: Invalid loss, terminating training\n", step);
+                    st.stop = 1;
+                    st.h->stopped_early = 1;
+                }
+                if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_batch_end && (*c)->lambda.on_batch_end(m, epoch, step, (float)l, (*c)->lambda.user)) st.stop = 1;
+            }
+            double now = cnn__now();
+            if (dynamic && (now - last_draw > 0.1 || step + 1 == steps)) {
+                cnn__progress(out, step + 1, steps, now - t0, 0, 1, loss_sum / seen, acc_sum / seen, has_acc, NULL);
+                last_draw = now;
+            }
+#if !defined(CNN_NO_SIGINT)
+            if (cnn__sigint_seen) { st.stop = 1; st.h->interrupted = 1; }
+#endif
+            if (st.stop) { step++; break; }
+        }
+        if (rc || !seen) {
+            if (!rc && !seen) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gave no samples in epoch %d", epoch + 1);
+            break;
+        }
+        double elapsed = cnn__now() - t0;
+        if ((rc = cnn__history_put(st.h, "loss", loss_sum / seen))) break;
+        if (has_acc && (rc = cnn__history_put(st.h, "accuracy", acc_sum / seen))) break;
+        char vtext[160] = "";
+        if (val && !st.h->interrupted) {
+            cnn_eval_result r;
+            if ((rc = cnn__evaluate_source(m, val, bs, o->validation_steps, &r))) break;
+            if ((rc = cnn__history_put(st.h, "val_loss", r.loss))) break;
+            if (has_acc && (rc = cnn__history_put(st.h, "val_accuracy", r.accuracy))) break;
+            if (has_acc) snprintf(vtext, sizeof vtext, " - val_loss: %.4f - val_accuracy: %.4f", r.loss, r.accuracy);
+            else snprintf(vtext, sizeof vtext, " - val_loss: %.4f", r.loss);
+        }
+        if (o->verbose == 1) cnn__progress(out, step, steps, elapsed, 1, dynamic, loss_sum / seen, acc_sum / seen, has_acc, vtext);
+        else if (o->verbose == 2) {
+            fprintf(out, "%d/%d - %.0fs - loss: %.4f", step, steps, elapsed, loss_sum / seen);
+            if (has_acc) fprintf(out, " - accuracy: %.4f", acc_sum / seen);
+            fprintf(out, "%s\n", vtext);
+            fflush(out);
+        }
+        /* lr is logged after the epoch's callbacks may have changed it, as Keras does */
+        int track_lr = 0;
+        for (cnn_callback **c = o->callbacks; c && *c; c++) track_lr |= (*c)->kind == CNN__CB_REDUCE_LR || (*c)->kind == CNN__CB_SCHEDULER;
+        if (track_lr && (rc = cnn__history_put(st.h, "lr", m->opt.learning_rate))) break;
+        st.h->epochs++;
+        for (cnn_callback **c = o->callbacks; c && *c && !rc; c++) rc = cnn__callback_epoch_end(*c, &st, epoch);
+        if (st.h->interrupted && o->verbose) fprintf(out, "Interrupted: training stopped after batch %d of epoch %d.\n", step, epoch + 1);
+    }
+    /* EarlyStopping with restore_best_weights also restores when training simply ends */
+    for (cnn_callback **c = o->callbacks; !rc && c && *c; c++)
+        if ((*c)->kind == CNN__CB_EARLY_STOP && (*c)->restore_best && !st.h->stopped_early && (*c)->best_epoch >= 0 && (*c)->best_epoch != st.h->epochs - 1 + o->initial_epoch)
+            cnn__restore(*c, m, out);
+#if !defined(CNN_NO_SIGINT)
+    if (old_handler != SIG_ERR) signal(SIGINT, old_handler);
+#endif
+    CNN_FREE(x);
+    CNN_FREE(y);
+    for (cnn_callback **c = o->callbacks; c && *c; c++) /* close CSV files; callbacks stay reusable */
+        if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; (*c)->append = 1; }
+    if (rc) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", cnn_last_error());
+        cnn_history_free(st.h);
+        cnn_set_error(rc, "%s", msg);
+        return NULL;
+    }
+    return st.h;
+}
+
+static int cnn__check_fit_opts(const cnn_model *m, const cnn_fit_opts *o) {
+    if (!o) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: options are NULL");
+    if (o->batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch_size %d must be > 0", o->batch_size);
+    if (o->epochs < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: epochs %d must be > 0", o->epochs);
+    if (o->initial_epoch < 0 || o->initial_epoch >= (o->epochs ? o->epochs : 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: initial_epoch %d must be in [0, epochs)", o->initial_epoch);
+    if (o->steps_per_epoch < 0 || o->validation_steps < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: steps_per_epoch and validation_steps must be >= 0");
+    if (o->verbose < 0 || o->verbose > 2) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: verbose %d must be 0, 1 or 2", o->verbose);
+    if (!(o->validation_split >= 0 && o->validation_split < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g is not in [0, 1)", o->validation_split);
+    int nval = (o->validation_split > 0) + (o->validation_data != NULL) + (o->validation_source != NULL);
+    if (nval > 1) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: give only one of validation_split, validation_data, validation_source");
+    if (o->class_weight) {
+        int U = cnn_model_output_size(m), k = U > 1 ? U : 2;
+        for (int i = 0; i < k; i++)
+            if (!(o->class_weight[i] >= 0) || !isfinite(o->class_weight[i])) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: class_weight[%d] must be finite and >= 0", i);
+    }
+    return CNN_OK;
+}
+
+CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const cnn_fit_opts *o) {
+    if (cnn__check_compiled(m, "cnn_fit") || cnn__check_fit_opts(m, o) || cnn__check_dataset_fits(m, train, "cnn_fit")) return NULL;
+    if (o->validation_data && cnn__check_dataset_fits(m, o->validation_data, "cnn_fit (validation_data)")) return NULL;
+    if (o->validation_source && cnn__check_source(m, o->validation_source, "cnn_fit (validation_source)")) return NULL;
+    /* validation_split takes the last fraction of the data before shuffling, as Keras does */
+    int n_val = o->validation_split > 0 ? (int)((double)train->n * o->validation_split) : 0;
+    if (o->validation_split > 0 && (n_val == 0 || n_val == train->n)) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g of %d images leaves an empty part", o->validation_split, train->n);
+        return NULL;
+    }
+    if (!m->class_names && train->class_names && train->num_classes > 0)
+        cnn_model_set_class_names(m, (const char *const *)train->class_names, train->num_classes);
+    cnn_dataset tr = *train, va = *train;
+    tr.n = train->n - n_val;
+    va.n = n_val;
+    va.images = train->images + (size_t)tr.n * train->h * train->w * train->c;
+    va.labels = train->labels + tr.n;
+    cnn_batch_source src, vsrc, *val = o->validation_source;
+    cnn__array_source s, vs;
+    memset(&vs, 0, sizeof vs);
+    if (cnn__array_source_init(&src, &s, m, &tr, !o->no_shuffle, m->seed)) return NULL;
+    const cnn_dataset *vd = n_val ? &va : o->validation_data;
+    if (vd) {
+        if (cnn__array_source_init(&vsrc, &vs, m, vd, 0, 0)) { CNN_FREE(s.order); return NULL; }
+        val = &vsrc;
+    }
+    cnn_history *h = cnn__fit(m, &src, val, o, o->class_weight);
+    CNN_FREE(s.order);
+    CNN_FREE(vs.order);
+    return h;
+}
+
+CNN_IMPL cnn_history *cnn_fit_source_opt(cnn_model *m, cnn_batch_source *train, const cnn_fit_opts *o) {
+    if (cnn__check_compiled(m, "cnn_fit_source") || cnn__check_fit_opts(m, o) || cnn__check_source(m, train, "cnn_fit_source")) return NULL;
+    if (o->validation_split > 0) { cnn_set_error(CNN_ERR_ARG, "cnn_fit_source: validation_split needs arrays; give validation_data or validation_source"); return NULL; }
+    if (o->validation_data && cnn__check_dataset_fits(m, o->validation_data, "cnn_fit_source (validation_data)")) return NULL;
+    if (o->validation_source && cnn__check_source(m, o->validation_source, "cnn_fit_source (validation_source)")) return NULL;
+    if (train->samples <= 0 && !o->steps_per_epoch) { cnn_set_error(CNN_ERR_ARG, "cnn_fit_source: the source does not know its size; give steps_per_epoch"); return NULL; }
+    if (train->rescale != 0.0f) cnn_model_set_rescale(m, train->rescale);
+    if (train->mean && train->std) cnn_model_set_featurewise(m, train->mean, train->std, train->c);
+    cnn_batch_source vsrc, *val = o->validation_source;
+    cnn__array_source vs;
+    memset(&vs, 0, sizeof vs);
+    if (o->validation_data) {
+        if (cnn__array_source_init(&vsrc, &vs, m, o->validation_data, 0, 0)) return NULL;
+        val = &vsrc;
+    }
+    cnn_history *h = cnn__fit(m, train, val, o, o->class_weight);
+    CNN_FREE(vs.order);
+    return h;
+}
+
+/* ======================================================================== */
+/* Save / load (format described at the top of this file)                   */
+/* ======================================================================== */
+
+#define CNN__FORMAT_VERSION 1u
+
+typedef struct cnn__buf { unsigned char *p; size_t len, cap; int failed; } cnn__buf;
+
+static void cnn__put(cnn__buf *b, const void *src, size_t n) {
+    if (b->failed) return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        unsigned char *np = (unsigned char *)CNN_REALLOC(b->p, cap);
+        if (!np) { b->failed = 1; return; }
+        b->p = np; b->cap = cap;
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+static void cnn__put_u32(cnn__buf *b, uint32_t v) { unsigned char t[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)}; cnn__put(b, t, 4); }
+static void cnn__put_u64(cnn__buf *b, uint64_t v) { cnn__put_u32(b, (uint32_t)v); cnn__put_u32(b, (uint32_t)(v >> 32)); }
+static void cnn__put_f32(cnn__buf *b, float f) { uint32_t u; memcpy(&u, &f, 4); cnn__put_u32(b, u); }
+static void cnn__put_str(cnn__buf *b, const char *s) { cnn__put_u32(b, (uint32_t)strlen(s)); cnn__put(b, s, strlen(s)); }
+static void cnn__put_floats(cnn__buf *b, const float *f, size_t n) { for (size_t i = 0; i < n; i++) cnn__put_f32(b, f[i]); }
+
+typedef struct cnn__reader { const unsigned char *p; size_t len, pos; int failed; } cnn__reader;
+
+static int cnn__get(cnn__reader *r, void *dst, size_t n) {
+    if (r->failed || n > r->len - r->pos) { r->failed = 1; if (dst) memset(dst, 0, n); return 0; }
+    if (dst) memcpy(dst, r->p + r->pos, n);
+    r->pos += n;
+    return 1;
+}
+static uint32_t cnn__get_u32(cnn__reader *r) { unsigned char t[4]; cnn__get(r, t, 4); return (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24; }
+static uint64_t cnn__get_u64(cnn__reader *r) { uint64_t lo = cnn__get_u32(r); return lo | (uint64_t)cnn__get_u32(r) << 32; }
+static float cnn__get_f32(cnn__reader *r) { uint32_t u = cnn__get_u32(r); float f; memcpy(&f, &u, 4); return f; }
+static int cnn__get_str(cnn__reader *r, char *dst, size_t cap) {
+    uint32_t n = cnn__get_u32(r);
+    if (r->failed || n >= cap) { r->failed = 1; return 0; }
+    cnn__get(r, dst, n);
+    dst[n] = 0;
+    return !r->failed;
+}
+static void cnn__get_floats(cnn__reader *r, float *f, size_t n) {
+    if (r->failed || n > (r->len - r->pos) / 4) { r->failed = 1; return; }
+    for (size_t i = 0; i < n; i++) f[i] = cnn__get_f32(r);
+}
+
+static uint32_t cnn__crc32(const unsigned char *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
+    cnn__put_u32(b, (uint32_t)m->n_nodes);
+    cnn__put_u32(b, (uint32_t)m->input);
+    cnn__put_u32(b, (uint32_t)m->output);
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *n = m->nodes[i];
+        cnn__put_u32(b, (uint32_t)n->type);
+        cnn__put_str(b, n->name);
+        cnn__put_u32(b, (uint32_t)n->n_inputs);
+        for (int k = 0; k < n->n_inputs; k++) cnn__put_u32(b, (uint32_t)n->inputs[k]);
+        int ints[12] = {n->h, n->w, n->c, n->units, n->kh, n->kw, n->sh, n->sw, n->padding, n->activation, n->use_bias, n->trainable};
+        for (int k = 0; k < 12; k++) cnn__put_u32(b, (uint32_t)ints[k]);
+        float floats[6] = {n->alpha, n->l1, n->l2, n->rate, n->momentum, n->epsilon};
+        cnn__put_floats(b, floats, 6);
+    }
+    cnn__put_u64(b, m->seed);
+    cnn__put_f32(b, m->rescale);
+    cnn__put_u32(b, (uint32_t)(m->mean ? m->stats_c : 0));
+    if (m->mean) { cnn__put_floats(b, m->mean, (size_t)m->stats_c); cnn__put_floats(b, m->std, (size_t)m->stats_c); }
+    cnn__put_u32(b, (uint32_t)m->n_class_names);
+    for (int i = 0; i < m->n_class_names; i++) cnn__put_str(b, m->class_names[i]);
+    cnn__put_u32(b, (uint32_t)m->compiled);
+    if (m->compiled) {
+        const cnn_optimizer *o = &m->opt;
+        cnn__put_u32(b, (uint32_t)m->loss);
+        cnn__put_u32(b, (uint32_t)m->metrics);
+        cnn__put_u32(b, (uint32_t)o->type);
+        float f[6] = {o->learning_rate, o->beta_1, o->beta_2, o->epsilon, o->momentum, o->rho};
+        cnn__put_floats(b, f, 6);
+        cnn__put_u32(b, (uint32_t)o->nesterov);
+        cnn__put_u64(b, (uint64_t)m->step);
+    }
+    cnn__put_u64(b, m->n_params);
+    cnn__put_floats(b, m->params, m->n_params);
+    cnn__put_u64(b, m->n_state);
+    cnn__put_floats(b, m->state, m->n_state);
+    cnn__put_u32(b, m->compiled && m->slot1 ? 1u : 0u);
+    if (m->compiled && m->slot1) { cnn__put_floats(b, m->slot1, m->n_params); cnn__put_floats(b, m->slot2, m->n_params); }
+}
+
+CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
+    int rc = cnn__check_built(m, "cnn_save");
+    if (rc) return rc;
+    if (!path || !path[0]) return cnn_set_error(CNN_ERR_ARG, "cnn_save: the path is empty");
+    cnn__buf payload, file;
+    memset(&payload, 0, sizeof payload);
+    memset(&file, 0, sizeof file);
+    cnn__serialize(m, &payload);
+    cnn__put(&file, "CNNMODEL", 8);
+    cnn__put_u32(&file, CNN__FORMAT_VERSION);
+    cnn__put_u64(&file, payload.len);
+    cnn__put(&file, payload.p, payload.len);
+    cnn__put_u32(&file, cnn__crc32(payload.p, payload.len));
+    CNN_FREE(payload.p);
+    if (payload.failed || file.failed) { CNN_FREE(file.p); return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory serialising the model"); }
+    /* write a temporary file beside the target, then rename it over the target */
+    size_t plen = strlen(path);
+    char *tmp = (char *)CNN_MALLOC(plen + 32);
+    if (!tmp) { CNN_FREE(file.p); return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory"); }
+#ifdef CNN__POSIX
+    snprintf(tmp, plen + 32, "%s.tmp%ld", path, (long)getpid());
+#else
+    snprintf(tmp, plen + 32, "%s.tmp", path);
+#endif
+    int ok;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) { rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot create '%s': %s", tmp, strerror(errno)); goto done; }
+    ok = fwrite(file.p, 1, file.len, f) == file.len && fflush(f) == 0;
+#ifdef CNN__POSIX
+    ok = ok && fsync(fileno(f)) == 0;
+#endif
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) { remove(tmp); rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot write '%s': %s", tmp, strerror(errno)); goto done; }
+    if (rename(tmp, path) != 0) { remove(tmp); rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot rename '%s' to '%s': %s", tmp, path, strerror(errno)); goto done; }
+done:
+    CNN_FREE(tmp);
+    CNN_FREE(file.p);
+    return rc;
+}
+
+/* rebuild node i from its stored description; NULL on error */
+static cnn_node *cnn__rebuild_node(cnn_model *m, int type, const char *name, cnn_node **ins, int n_in, const int *v, const float *f) {
+    cnn_node *x = n_in > 0 ? ins[0] : NULL;
+    cnn_regularizer reg = {f[1], f[2]};
+    switch (type) {
+    case CNN__INPUT: return cnn_input(m, v[0], v[1], v[2], name);
+    case CNN__CONV2D: {
+        cnn_conv2d_opts o;
+        memset(&o, 0, sizeof o);
+        o.filters = v[3]; o.kernel_size[0] = v[4]; o.kernel_size[1] = v[5]; o.strides[0] = v[6]; o.strides[1] = v[7];
+        o.padding = (cnn_padding)v[8]; o.activation = (cnn_activation_type)v[9]; o.alpha = f[0]; o.no_bias = !v[10];
+        o.kernel_regularizer = reg; o.name = name;
+        return cnn_conv2d_opt(m, x, &o);
+    }
+    case CNN__DENSE: {
+        cnn_dense_opts o;
+        memset(&o, 0, sizeof o);
+        o.units = v[3]; o.activation = (cnn_activation_type)v[9]; o.alpha = f[0]; o.no_bias = !v[10];
+        o.kernel_regularizer = reg; o.name = name;
+        return cnn_dense_opt(m, x, &o);
+    }
+    case CNN__BATCH_NORM: { cnn_batch_norm_opts o = {f[4], f[5], name}; return cnn_batch_norm_opt(m, x, &o); }
+    case CNN__MAX_POOL: case CNN__AVG_POOL: {
+        cnn_pool2d_opts o;
+        memset(&o, 0, sizeof o);
+        o.pool_size[0] = v[4]; o.pool_size[1] = v[5]; o.strides[0] = v[6]; o.strides[1] = v[7]; o.padding = (cnn_padding)v[8]; o.name = name;
+        return type == CNN__MAX_POOL ? cnn_max_pool2d_opt(m, x, &o) : cnn_avg_pool2d_opt(m, x, &o);
+    }
+    case CNN__GLOBAL_AVG_POOL: { cnn_name_opts o = {name}; return cnn_global_avg_pool2d_opt(m, x, &o); }
+    case CNN__FLATTEN: { cnn_name_opts o = {name}; return cnn_flatten_opt(m, x, &o); }
+    case CNN__DROPOUT: { cnn_dropout_opts o = {f[3], name}; return cnn_dropout_opt(m, x, &o); }
+    case CNN__ACTIVATION: { cnn_activation_opts o = {(cnn_activation_type)v[9], f[0], name}; return cnn_activation_opt(m, x, &o); }
+    case CNN__ADD: { cnn_name_opts o = {name}; return cnn_add_opt(m, ins, n_in, &o); }
+    case CNN__CONCAT: { cnn_name_opts o = {name}; return cnn_concatenate_opt(m, ins, n_in, &o); }
+    default: cnn_set_error(CNN_ERR_FORMAT, "unknown layer type %d", type); return NULL;
+    }
+}
+
+/* fill the empty model m from the payload; an error code on failure */
+static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
+    uint32_t n_nodes = cnn__get_u32(r), input = cnn__get_u32(r), output = cnn__get_u32(r);
+    if (r->failed || n_nodes == 0 || n_nodes > 100000 || input >= n_nodes || output >= n_nodes) { cnn_set_error(CNN_ERR_FORMAT, "bad layer count"); return CNN_ERR_FORMAT; }
+    for (uint32_t i = 0; i < n_nodes; i++) {
+        char name[CNN__NAME_MAX];
+        uint32_t type = cnn__get_u32(r);
+        if (!cnn__get_str(r, name, sizeof name)) { cnn_set_error(CNN_ERR_FORMAT, "layer %u: bad name", i); return CNN_ERR_FORMAT; }
+        uint32_t n_in = cnn__get_u32(r);
+        cnn_node *ins[CNN__MAX_INPUTS];
+        if (r->failed || n_in > CNN__MAX_INPUTS || type >= CNN__LAYER_TYPES) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': bad type or inputs", name); return CNN_ERR_FORMAT; }
+        for (uint32_t k = 0; k < n_in; k++) {
+            uint32_t idx = cnn__get_u32(r);
+            if (idx >= i) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': input %u is not an earlier layer", name, idx); return CNN_ERR_FORMAT; }
+            ins[k] = m->nodes[idx];
+        }
+        int v[12];
+        float f[6];
+        for (int k = 0; k < 12; k++) v[k] = (int)cnn__get_u32(r);
+        cnn__get_floats(r, f, 6);
+        if (r->failed) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': truncated", name); return CNN_ERR_FORMAT; }
+        cnn_node *n = cnn__rebuild_node(m, (int)type, name, ins, (int)n_in, v, f);
+        if (!n) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': %s", name, cnn_last_error()); return CNN_ERR_FORMAT; }
+        if (n->h != v[0] || n->w != v[1] || n->c != v[2]) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': stored shape does not match", name); return CNN_ERR_FORMAT; }
+        n->trainable = v[11] != 0;
+    }
+    if ((int)input != m->input) { cnn_set_error(CNN_ERR_FORMAT, "bad input index"); return CNN_ERR_FORMAT; }
+    if (cnn_model_set_output(m, m->nodes[output]) || m->n_nodes != (int)n_nodes) { cnn_set_error(CNN_ERR_FORMAT, "the stored graph is inconsistent"); return CNN_ERR_FORMAT; }
+    m->seed = cnn__get_u64(r);
+    m->rescale = cnn__get_f32(r);
+    uint32_t sc = cnn__get_u32(r);
+    if (r->failed || !isfinite(m->rescale) || m->rescale == 0 || (sc && (int)sc != m->nodes[m->input]->c)) { cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing"); return CNN_ERR_FORMAT; }
+    if (sc) {
+        float mean[4096], stdv[4096];
+        if (sc > 4096) { cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing"); return CNN_ERR_FORMAT; }
+        cnn__get_floats(r, mean, sc);
+        cnn__get_floats(r, stdv, sc);
+        if (r->failed || cnn_model_set_featurewise(m, mean, stdv, (int)sc)) { cnn_set_error(CNN_ERR_FORMAT, "bad featurewise statistics"); return CNN_ERR_FORMAT; }
+    }
+    uint32_t nc = cnn__get_u32(r);
+    if (r->failed || nc > 100000) { cnn_set_error(CNN_ERR_FORMAT, "bad class names"); return CNN_ERR_FORMAT; }
+    if (nc) {
+        m->class_names = (char **)cnn__alloc(nc, sizeof(char *), "class names");
+        if (!m->class_names) return CNN_ERR_MEMORY;
+        for (uint32_t i = 0; i < nc; i++) {
+            char name[1024];
+            if (!cnn__get_str(r, name, sizeof name) || !(m->class_names[i] = cnn__strdup(name))) { cnn_set_error(CNN_ERR_FORMAT, "bad class name %u", i); return CNN_ERR_FORMAT; }
+            m->n_class_names = (int)i + 1;
+        }
+    }
+    uint32_t compiled = cnn__get_u32(r);
+    uint64_t step = 0;
+    if (compiled) {
+        cnn_compile_opts co;
+        memset(&co, 0, sizeof co);
+        co.loss = (cnn_loss)cnn__get_u32(r);
+        co.metrics = (int)cnn__get_u32(r);
+        co.optimizer.type = (cnn_optimizer_type)cnn__get_u32(r);
+        float f[6];
+        cnn__get_floats(r, f, 6);
+        co.optimizer.learning_rate = f[0]; co.optimizer.beta_1 = f[1]; co.optimizer.beta_2 = f[2];
+        co.optimizer.epsilon = f[3]; co.optimizer.momentum = f[4]; co.optimizer.rho = f[5];
+        co.optimizer.nesterov = (int)cnn__get_u32(r);
+        step = cnn__get_u64(r);
+        if (r->failed || cnn_compile_opt(m, &co)) { cnn_set_error(CNN_ERR_FORMAT, "bad compile settings: %s", cnn_last_error()); return CNN_ERR_FORMAT; }
+    }
+    if (cnn__get_u64(r) != m->n_params) { cnn_set_error(CNN_ERR_FORMAT, "parameter count does not match the layers"); return CNN_ERR_FORMAT; }
+    cnn__get_floats(r, m->params, m->n_params);
+    if (cnn__get_u64(r) != m->n_state) { cnn_set_error(CNN_ERR_FORMAT, "state count does not match the layers"); return CNN_ERR_FORMAT; }
+    cnn__get_floats(r, m->state, m->n_state);
+    uint32_t slots = cnn__get_u32(r);
+    if (slots && !compiled) { cnn_set_error(CNN_ERR_FORMAT, "optimizer state without compile settings"); return CNN_ERR_FORMAT; }
+    if (slots) { cnn__get_floats(r, m->slot1, m->n_params); cnn__get_floats(r, m->slot2, m->n_params); }
+    m->step = (long long)step;
+    if (r->failed) { cnn_set_error(CNN_ERR_FORMAT, "truncated weights"); return CNN_ERR_FORMAT; }
+    if (r->pos != r->len) { cnn_set_error(CNN_ERR_FORMAT, "%zu unexpected bytes after the weights", r->len - r->pos); return CNN_ERR_FORMAT; }
+    return CNN_OK;
+}
+
+CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
+    const unsigned char *p = (const unsigned char *)data;
+    if (!p) { cnn_set_error(CNN_ERR_ARG, "cnn_load_memory: data is NULL"); return NULL; }
+    if (len == 0) { cnn_set_error(CNN_ERR_FORMAT, "model file is empty"); return NULL; }
+    if (len < 24 || memcmp(p, "CNNMODEL", 8)) { cnn_set_error(CNN_ERR_FORMAT, "not a cnn.h model file (bad magic)"); return NULL; }
+    cnn__reader r = {p + 8, len - 8, 0, 0};
+    uint32_t version = cnn__get_u32(&r);
+    if (version != CNN__FORMAT_VERSION) { cnn_set_error(CNN_ERR_FORMAT, "model file version %u is not supported (this cnn.h reads version %u)", version, CNN__FORMAT_VERSION); return NULL; }
+    uint64_t plen = cnn__get_u64(&r);
+    if (plen != len - 24) { cnn_set_error(CNN_ERR_FORMAT, "model file is truncated or has trailing data (%zu payload bytes, header says %llu)", len < 24 ? 0 : len - 24, (unsigned long long)plen); return NULL; }
+    const unsigned char *payload = p + 20;
+    uint32_t crc = (uint32_t)payload[plen] | (uint32_t)payload[plen + 1] << 8 | (uint32_t)payload[plen + 2] << 16 | (uint32_t)payload[plen + 3] << 24;
+    if (crc != cnn__crc32(payload, (size_t)plen)) { cnn_set_error(CNN_ERR_FORMAT, "model file is corrupted (checksum mismatch)"); return NULL; }
+    cnn__reader pr = {payload, (size_t)plen, 0, 0};
+    cnn_model *m = cnn_model_new();
+    if (m && cnn__deserialize(m, &pr)) { cnn_model_free(m); m = NULL; }
+    if (!m) { char msg[512]; snprintf(msg, sizeof msg, "%s", cnn_last_error()); cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", msg); }
+    return m;
+}
+
+CNN_IMPL cnn_model *cnn_load(const char *path) {
+    if (!path) { cnn_set_error(CNN_ERR_ARG, "cnn_load: path is NULL"); return NULL; }
+    size_t len = 0;
+    unsigned char *buf = cnn__read_file(path, &len);
+    if (!buf) return NULL;
+    cnn_model *m = cnn_load_memory(buf, len);
+    if (!m) { char msg[512]; snprintf(msg, sizeof msg, "%s", cnn_last_error()); cnn_set_error(CNN_ERR_FORMAT, "'%s': %s", path, msg); }
+    CNN_FREE(buf);
+    return m;
+}
+
+/* ======================================================================== */
+/* Debugging aids: input gradient, finite-difference gradient check         */
+/* ======================================================================== */
+
+CNN_IMPL int cnn_input_gradient(cnn_model *m, const float *x, const float *y, int n, int y_width, float *dx, float *loss) {
+    int rc = cnn__check_compiled(m, "cnn_input_gradient");
+    if (!rc) rc = cnn__check_batch(m, x, n, "cnn_input_gradient");
+    if (!rc) rc = cnn__check_targets(m, y, n, y_width, "cnn_input_gradient");
+    if (rc) return rc;
+    if (!dx) return cnn_set_error(CNN_ERR_ARG, "cnn_input_gradient: dx is NULL");
+    memset(dx, 0, (size_t)n * cnn__node_size(m->nodes[m->input]) * sizeof(float));
+    double l, a;
+    m->dx_in = dx;
+    m->dropout_off = 1;
+    rc = cnn__compute_gradients(m, x, y, n, y_width, NULL, &l, &a);
+    m->dx_in = NULL;
+    m->dropout_off = 0;
+    if (!rc && loss) *loss = (float)l;
+    return rc;
+}
+
+/* loss in training mode (dropout off, moving statistics untouched) */
+static double cnn__loss_at(cnn_model *m, const float *x, const float *y, int B, int y_width) {
+    double l, a;
+    int fused;
+    m->training = 1;
+    cnn__forward(m, x, B);
+    cnn__loss(m, y, B, y_width, NULL, 0, &l, &a, &fused);
+    m->training = 0;
+    return l + cnn__regularize(m, 0);
+}
+
+CNN_IMPL double cnn_gradient_check(cnn_model *m, const float *x, const float *y, int n, int y_width, int samples, double step) {
+    int rc = cnn__check_compiled(m, "cnn_gradient_check");
+    if (!rc) rc = cnn__check_batch(m, x, n, "cnn_gradient_check");
+    if (!rc) rc = cnn__check_targets(m, y, n, y_width, "cnn_gradient_check");
+    if (!rc && (samples <= 0 || !(step > 0))) rc = cnn_set_error(CNN_ERR_ARG, "cnn_gradient_check: samples and step must be > 0");
+    if (rc) return rc;
+    double l, a, worst = 0;
+    m->dropout_off = 1;
+    rc = cnn__compute_gradients(m, x, y, n, y_width, NULL, &l, &a);
+    if (rc) { m->dropout_off = 0; return rc; }
+    float *analytic = (float *)cnn__alloc(m->n_params, sizeof(float), "gradient copy");
+    if (!analytic) { m->dropout_off = 0; return CNN_ERR_MEMORY; }
+    memcpy(analytic, m->grads, m->n_params * sizeof(float));
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *nd = m->nodes[i];
+        if (!nd->trainable) continue;
+        size_t count = nd->p_count, take = count < (size_t)samples ? count : (size_t)samples;
+        for (size_t s = 0; s < take; s++) {
+            size_t k = nd->p_off + (take == count ? s : (s * 7919u) % count);
+            float keep = m->params[k];
+            m->params[k] = (float)(keep + step);
+            double lp = cnn__loss_at(m, x, y, n, y_width);
+            m->params[k] = (float)(keep - step);
+            double lm = cnn__loss_at(m, x, y, n, y_width);
+            m->params[k] = keep;
+            double num = (lp - lm) / (2 * step), ana = analytic[k];
+            double scale = fabs(num) > fabs(ana) ? fabs(num) : fabs(ana);
+            double err = fabs(num - ana) / (scale > 1e-3 ? scale : 1e-3);
+            if (err > worst) worst = err;
+        }
+    }
+    memcpy(m->grads, analytic, m->n_params * sizeof(float));
+    CNN_FREE(analytic);
+    m->dropout_off = 0;
+    return worst;
+}
+
+#endif /* CNN_IMPLEMENTATION_INCLUDED */
+#endif /* CNN_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+This software is available under 2 licenses -- choose whichever you prefer.
+------------------------------------------------------------------------------
+ALTERNATIVE A - MIT License
+Copyright (c) 2026 the cnn.h authors
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+ALTERNATIVE B - Public Domain (www.unlicense.org)
+This is free and unencumbered software released into the public domain.
+Anyone is free to copy, modify, publish, use, compile, sell, or distribute this
+software, either in source code form or as a compiled binary, for any purpose,
+commercial or non-commercial, and by any means.
+In jurisdictions that recognize copyright laws, the author or authors of this
+software dedicate any and all copyright interest in the software to the public
+domain. We make this dedication in perpetuity for the benefit of the public at
+large and to the detriment of our heirs and successors. We intend this
+dedication to be an overt act of relinquishment in perpetuity of all present
+and future rights to this software under copyright law.
+------------------------------------------------------------------------------
+*/
