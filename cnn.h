@@ -1199,7 +1199,7 @@ static cnn_node *cnn__push(cnn_model *m, cnn_node *n) {
     if (m->n_nodes == m->cap_nodes) {
         int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
         cnn_node **nn = (cnn_node **)CNN_REALLOC(m->nodes, (size_t)cap * sizeof *nn);
-        if (!nn) { CNN_FREE(n); cnn_set_error(CNN_ERR_MEMORY, "out of memory adding layer '%s'", n->name); return NULL; }
+        if (!nn) { cnn_set_error(CNN_ERR_MEMORY, "out of memory adding layer '%s'", n->name); CNN_FREE(n); return NULL; }
         m->nodes = nn;
         m->cap_nodes = cap;
     }
@@ -2768,11 +2768,11 @@ CNN_IMPL int cnn_summary(const cnn_model *m, FILE *out) {
     int rc = cnn__check_built(m, "cnn_summary");
     if (rc) return rc;
     if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_summary: the output stream is NULL");
-    const char *rule = "_________________________________________________________________";
-    const char *dbl = "=================================================================";
+    const char *rule = "_______________________________________________________________________";
+    const char *dbl = "=======================================================================";
     size_t trainable = 0, frozen = 0;
     fprintf(out, "Model: \"model\"\n%s\n", rule);
-    fprintf(out, " %-28s %-24s %-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
+    fprintf(out, " %-34s %-22s %-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *n = m->nodes[i];
         char label[128], shape[64];
@@ -2782,9 +2782,9 @@ CNN_IMPL int cnn_summary(const cnn_model *m, FILE *out) {
         if (flat) snprintf(shape, sizeof shape, "(None, %d)", n->c);
         else snprintf(shape, sizeof shape, "(None, %d, %d, %d)", n->h, n->w, n->c);
         size_t params = n->p_count + n->s_count;
-        fprintf(out, " %-28s %-24s %-10zu\n", label, shape, params);
+        fprintf(out, " %-34s %-22s %-10zu\n", label, shape, params);
         if (n->n_inputs > 1)
-            for (int k = 0; k < n->n_inputs; k++) fprintf(out, " %-28s <- %s\n", "", cnn__in(n, k)->name);
+            for (int k = 0; k < n->n_inputs; k++) fprintf(out, " %-34s <- %s\n", "", cnn__in(n, k)->name);
         fprintf(out, "%s\n", i + 1 < m->n_nodes ? "" : dbl);
         if (n->trainable) trainable += n->p_count; else frozen += n->p_count;
         frozen += n->s_count;

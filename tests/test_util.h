@@ -25,6 +25,9 @@ static void test_begin(const char *name) { test_end(); test_current_name = name;
     printf(__VA_ARGS__); printf("\n"); test_current_failed = 1; } } while (0)
 
 /* ||a - b|| / ||b|| (or ||a|| when b is all zero) */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
 static double test_rel_err(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) { double d = (double)a[i] - b[i]; num += d * d; den += (double)b[i] * b[i]; }
