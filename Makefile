@@ -1,0 +1,34 @@
+# cnn.h - build, test, demo.  `make test` runs the whole suite; `make demo`
+# trains the tutorial network on the offline default dataset (Fashion-MNIST).
+CC       ?= gcc
+CFLAGS   ?= -O3 -march=native
+OMPFLAGS ?= -fopenmp
+WARN      = -Wall -Wextra
+HEADERS   = cnn.h cnn_augment.h
+EXAMPLES  = examples/cifar10_cnn examples/evaluate examples/predict
+DEMO_EPOCHS ?= 5
+
+.PHONY: all test demo examples deps clean
+
+all: examples
+
+deps:
+	@scripts/ensure-deps.sh
+
+examples: deps $(EXAMPLES)
+
+examples/%: examples/%.c $(HEADERS) $(wildcard examples/*.h)
+	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -o $@
+
+# The suite: unit tests (optimised with OpenMP, then under ASan/UBSan),
+# compile checks (C99, C11, C++, clang, CNN_STATIC), the drop-in build and the
+# examples. Ends with "N passed, N failed".
+test: $(EXAMPLES)
+	@scripts/ensure-deps.sh test
+	@tests/run.sh
+
+demo: examples
+	examples/cifar10_cnn --epochs $(DEMO_EPOCHS) --save demo.cnn --history demo.csv --plot demo.png
+
+clean:
+	rm -rf build $(EXAMPLES) demo.cnn demo.csv demo.png

@@ -1,0 +1,28 @@
+#!/bin/sh
+# ensure-deps.sh - install the Debian packages the build and tests need.
+# As root it runs one `apt-get update` and `apt-get install -y` for what is
+# missing; otherwise it prints the exact command to run and fails.
+#   usage: scripts/ensure-deps.sh [test|demo|bench]
+set -e
+need=""
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_cmd gcc || need="$need gcc"
+have_cmd g++ || need="$need g++"
+have_cmd make || need="$need make"
+[ -f /usr/include/stb/stb_image.h ] || need="$need libstb-dev"
+# gcc's OpenMP runtime ships with gcc itself (libgomp); nothing else to add.
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$need dataset-fashion-mnist"
+case "$1" in
+  test) have_cmd clang || need="$need clang" ;;
+  bench) [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null || need="$need python3-torch python3-numpy" ;;
+esac
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" = 0 ] && have_cmd apt-get; then
+  echo "ensure-deps: installing:$need"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+else
+  echo "ensure-deps: missing Debian packages. Run as root:" >&2
+  echo "  apt-get update && apt-get install -y$need" >&2
+  exit 1
+fi

@@ -1,0 +1,78 @@
+#!/bin/bash
+# run.sh - the test suite behind `make test`. Every step prints PASS/FAIL lines;
+# the last line sums them: "N passed, N failed".
+cd "$(dirname "$0")/.." || exit 2
+B=build/tests
+mkdir -p "$B"
+log=$B/all.log
+: > "$log"
+CC=${CC:-gcc}
+UNIT="test_grad test_parity test_api test_fit test_augment_io"
+# tests that are fast enough to repeat under the sanitizers
+SAN="test_grad test_parity test_api test_augment_io"
+
+# run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
+run() {
+  local name=$1; shift
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  printf '%s\n' "$out" | grep -E '^(PASS|FAIL)' | tee -a "$log"
+  if [ $rc -ne 0 ] && ! printf '%s\n' "$out" | grep -q '^FAIL'; then
+    echo "FAIL $name: exit status $rc" | tee -a "$log"
+    printf '%s\n' "$out" | tail -20
+  fi
+}
+
+# compile NAME CMD...: a compile that must succeed with no warnings
+compile() {
+  local name=$1; shift
+  local out
+  if out=$("$@" 2>&1) && [ -z "$out" ]; then echo "PASS $name" | tee -a "$log"
+  else echo "FAIL $name" | tee -a "$log"; printf '%s\n' "$out" | head -20; fi
+}
+
+echo "== unit tests (-O2, OpenMP)"
+for t in $UNIT; do
+  [ -f tests/$t.c ] || { echo "FAIL $t: tests/$t.c missing" | tee -a "$log"; continue; }
+  compile "build $t" $CC -std=c99 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/$t.c -lm -o $B/$t
+  [ -x $B/$t ] && run $t $B/$t
+done
+
+echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+for t in $SAN; do
+  [ -f tests/$t.c ] || continue
+  compile "build $t (asan+ubsan)" $CC -std=c99 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+    -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/$t.c -lm -o $B/$t.san
+  [ -x $B/$t.san ] && ASAN_OPTIONS=detect_leaks=1 run "$t (asan+ubsan)" $B/$t.san
+done
+
+echo "== compile checks (-Wall -Wextra, no warnings allowed)"
+cat > $B/impl.c <<'C'
+#define CNN_IMPLEMENTATION
+#define CNN_AUGMENT_IMPLEMENTATION
+#define CNN_AUGMENT_STB_IMPLEMENTATION
+#include "cnn.h"
+#include "cnn_augment.h"
+int main(void) { cnn_model *m = cnn_model_new(); cnn_model_free(m); return cnn_last_error()[0] != 0; }
+C
+cp $B/impl.c $B/impl.cpp
+compile "compiles as C99 (gcc)" gcc -std=c99 -Wall -Wextra -I. -c $B/impl.c -o $B/c99.o
+compile "compiles as C11 with OpenMP (gcc)" gcc -std=c11 -fopenmp -Wall -Wextra -I. -c $B/impl.c -o $B/c11.o
+compile "compiles as C++ (g++)" g++ -std=c++11 -Wall -Wextra -I. -c $B/impl.cpp -o $B/cpp.o
+compile "compiles as C99 (clang)" clang -std=c99 -Wall -Wextra -I. -c $B/impl.c -o $B/clang.o
+compile "compiles as C++ (clang++)" clang++ -std=c++11 -Wall -Wextra -I. -c $B/impl.cpp -o $B/clangpp.o
+compile "compiles with CNN_STATIC" gcc -std=c99 -DCNN_STATIC -Wall -Wextra -Wno-unused-function -I. $B/impl.c -lm -o $B/static
+compile "declarations only (no implementation)" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_augment.h
+compile "build tests/cpp_user.cpp (the C++ API)" g++ -std=c++11 -O1 -Wall -Wextra -I. tests/cpp_user.cpp -lm -o $B/cpp_user
+[ -x $B/cpp_user ] && run cpp_user $B/cpp_user
+
+echo "== drop-in build"
+run drop-in bash tests/test_dropin.sh
+
+echo "== examples"
+if [ -x examples/cifar10_cnn ] && [ -f tests/test_examples.sh ]; then run examples bash tests/test_examples.sh
+else echo "FAIL examples: not built (run make examples)" | tee -a "$log"; fi
+
+p=$(grep -c '^PASS' "$log"); f=$(grep -c '^FAIL' "$log")
+echo "$p passed, $f failed"
+[ "$f" -eq 0 ]
