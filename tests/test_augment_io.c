@@ -1,0 +1,703 @@
+/* test_augment_io.c - cnn_augment.h: gzip'd IDX, Fashion-MNIST, image folders,
+   cnn_load_dataset, PNG writing and the training-history plot.
+
+   Everything it writes lives in a mkdtemp folder under /tmp that is removed at the end. */
+#ifndef _XOPEN_SOURCE
+#define _XOPEN_SOURCE 700 /* mkdtemp, symlink, lstat under -std=c99 */
+#endif
+#define CNN_IMPLEMENTATION
+#define CNN_AUGMENT_IMPLEMENTATION
+#define CNN_AUGMENT_STB_IMPLEMENTATION
+#include "cnn_augment.h"
+#include "test_util.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmp_root[64];
+
+/* ---------------------------------------------------------------- helpers */
+
+static const char *P(char *buf, size_t size, const char *rel) {
+    snprintf(buf, size, "%s/%s", tmp_root, rel);
+    return buf;
+}
+#define PATH(rel) P(pathbuf, sizeof pathbuf, (rel))
+
+static int write_bytes(const char *path, const unsigned char *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    size_t w = n ? fwrite(data, 1, n, f) : 0;
+    return fclose(f) == 0 && w == n;
+}
+
+static unsigned char *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = (unsigned char *)malloc(len > 0 ? (size_t)len : 1);
+    *n = p && len > 0 ? fread(p, 1, (size_t)len, f) : 0;
+    fclose(f);
+    return p;
+}
+
+static uint32_t test_crc32(const unsigned char *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static void put_le32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+}
+
+/* A gzip file made of stored (uncompressed) deflate blocks, with every optional
+   header field (FEXTRA, FNAME, FCOMMENT, FHCRC) so that the header parser is exercised.
+   Returns the malloc'd bytes. */
+static unsigned char *make_stored_gzip(const unsigned char *data, size_t n, size_t *out_n) {
+    size_t cap = 64 + n + 5 * (n / 65535 + 1) + 8, k = 0;
+    unsigned char *g = (unsigned char *)malloc(cap);
+    const unsigned char head[10] = {0x1f, 0x8b, 8, 2 | 4 | 8 | 16, 0, 0, 0, 0, 0, 255};
+    memcpy(g, head, 10); k = 10;
+    g[k++] = 3; g[k++] = 0; g[k++] = 'x'; g[k++] = 'y'; g[k++] = 'z';  /* FEXTRA: 3 bytes */
+    memcpy(g + k, "data.idx", 9); k += 9;                               /* FNAME */
+    memcpy(g + k, "a comment", 10); k += 10;                            /* FCOMMENT */
+    uint32_t hcrc = test_crc32(g, k);                                   /* FHCRC */
+    g[k++] = (unsigned char)hcrc; g[k++] = (unsigned char)(hcrc >> 8);
+    size_t off = 0;
+    do {
+        size_t chunk = n - off > 65535 ? 65535 : n - off;
+        g[k++] = (unsigned char)(off + chunk == n); /* BFINAL, BTYPE 00 */
+        g[k++] = (unsigned char)chunk; g[k++] = (unsigned char)(chunk >> 8);
+        g[k++] = (unsigned char)~chunk; g[k++] = (unsigned char)(~chunk >> 8);
+        memcpy(g + k, data + off, chunk); k += chunk; off += chunk;
+    } while (off < n);
+    put_le32(g + k, test_crc32(data, n)); k += 4;
+    put_le32(g + k, (uint32_t)n); k += 4;
+    *out_n = k;
+    return g;
+}
+
+static int has_error(void) { return cnn_last_error() && cnn_last_error()[0] != 0; }
+static int error_mentions(const char *s) { return strstr(cnn_last_error(), s) != NULL; }
+
+/* The synthetic IDX pair: n images of rows x cols, pixel (i*31 + p*7) & 255, label i % 3. */
+enum { IDX_N = 7, IDX_ROWS = 5, IDX_COLS = 4 };
+static void make_idx(unsigned char *img, size_t *img_n, unsigned char *lab, size_t *lab_n) {
+    const unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0, IDX_N, 0, 0, 0, IDX_ROWS, 0, 0, 0, IDX_COLS};
+    const unsigned char lh[8] = {0, 0, 8, 1, 0, 0, 0, IDX_N};
+    memcpy(img, ih, 16);
+    memcpy(lab, lh, 8);
+    for (int i = 0; i < IDX_N; i++) {
+        for (int p = 0; p < IDX_ROWS * IDX_COLS; p++) img[16 + i * IDX_ROWS * IDX_COLS + p] = (unsigned char)((i * 31 + p * 7) & 255);
+        lab[8 + i] = (unsigned char)(i % 3);
+    }
+    *img_n = 16 + IDX_N * IDX_ROWS * IDX_COLS;
+    *lab_n = 8 + IDX_N;
+}
+
+static int same_idx(const cnn_dataset *d, const unsigned char *img) {
+    if (!d || d->n != IDX_N || d->h != IDX_ROWS || d->w != IDX_COLS || d->c != 1) return 0;
+    if (memcmp(d->images, img + 16, IDX_N * IDX_ROWS * IDX_COLS) != 0) return 0;
+    for (int i = 0; i < IDX_N; i++) if (d->labels[i] != i % 3) return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------ gzip'd IDX */
+
+static void test_idx_gz(void) {
+    char pathbuf[256], p2[256], cmd[700];
+    unsigned char img[16 + IDX_N * IDX_ROWS * IDX_COLS], lab[8 + IDX_N];
+    size_t img_n, lab_n, gi_n, gl_n;
+    make_idx(img, &img_n, lab, &lab_n);
+
+    test_begin("crc32 reference value");
+    CHECK(test_crc32((const unsigned char *)"123456789", 9) == 0xCBF43926u, "crc32 mismatch");
+
+    test_begin("idx raw files load");
+    write_bytes(PATH("img.idx"), img, img_n);
+    write_bytes(PATH("lab.idx"), lab, lab_n);
+    cnn_dataset *raw = cnn_load_idx_gz(PATH("img.idx"), P(p2, sizeof p2, "lab.idx"));
+    CHECK(raw != NULL, "raw IDX: %s", cnn_last_error());
+    CHECK(same_idx(raw, img), "raw IDX content differs");
+
+    test_begin("idx gzip stored blocks with all header fields equals raw");
+    unsigned char *gi = make_stored_gzip(img, img_n, &gi_n), *gl = make_stored_gzip(lab, lab_n, &gl_n);
+    write_bytes(PATH("img_stored.gz"), gi, gi_n);
+    write_bytes(PATH("lab_stored.gz"), gl, gl_n);
+    cnn_dataset *st = cnn_load_idx_gz(PATH("img_stored.gz"), P(p2, sizeof p2, "lab_stored.gz"));
+    CHECK(st != NULL, "stored gzip: %s", cnn_last_error());
+    CHECK(same_idx(st, img), "stored gzip content differs from raw");
+    cnn_dataset_free(st);
+
+    test_begin("idx gzip stored, 200 KB over several blocks");
+    {
+        size_t big_n = 16 + 2000 * 100, bg_n, bl_n;
+        unsigned char *big = (unsigned char *)malloc(big_n), bl[8 + 2000];
+        const unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0x07, 0xD0, 0, 0, 0, 10, 0, 0, 0, 10};
+        const unsigned char lh[8] = {0, 0, 8, 1, 0, 0, 0x07, 0xD0};
+        memcpy(big, ih, 16);
+        memcpy(bl, lh, 8);
+        for (size_t i = 16; i < big_n; i++) big[i] = (unsigned char)(i * 13 + (i >> 9));
+        for (int i = 0; i < 2000; i++) bl[8 + i] = (unsigned char)(i % 10);
+        unsigned char *bg = make_stored_gzip(big, big_n, &bg_n);
+        write_bytes(PATH("big.gz"), bg, bg_n);
+        write_bytes(PATH("bl.idx"), bl, 8 + 2000);
+        cnn_dataset *d = cnn_load_idx_gz(PATH("big.gz"), P(p2, sizeof p2, "bl.idx"));
+        bl_n = 0;
+        CHECK(d && d->n == 2000 && d->h == 10 && d->w == 10, "big stored gzip: %s", cnn_last_error());
+        if (d) {
+            CHECK(memcmp(d->images, big + 16, big_n - 16) == 0, "big stored gzip pixels differ");
+            for (int i = 0; i < 2000; i++) bl_n += d->labels[i] != i % 10;
+            CHECK(bl_n == 0, "big stored gzip: %zu labels differ", bl_n);
+        }
+        cnn_dataset_free(d);
+        free(bg);
+        free(big);
+    }
+
+    test_begin("idx gzip by the gzip program equals raw");
+    snprintf(cmd, sizeof cmd, "gzip -9 -c '%s/img.idx' > '%s/img.idx.gz' && gzip -c '%s/lab.idx' > '%s/lab.idx.gz'",
+             tmp_root, tmp_root, tmp_root, tmp_root);
+    if (system(cmd) == 0) {
+        cnn_dataset *gz = cnn_load_idx_gz(PATH("img.idx.gz"), P(p2, sizeof p2, "lab.idx.gz"));
+        CHECK(gz != NULL, "gzip'd IDX: %s", cnn_last_error());
+        CHECK(same_idx(gz, img), "gzip'd IDX content differs from raw");
+        cnn_dataset_free(gz);
+        /* mixed: gzip'd images, raw labels */
+        gz = cnn_load_idx_gz(PATH("img.idx.gz"), P(p2, sizeof p2, "lab.idx"));
+        CHECK(same_idx(gz, img), "gzip'd images + raw labels: %s", cnn_last_error());
+        cnn_dataset_free(gz);
+    } else {
+        printf("# gzip program not available: the stored-block gzip covers the format\n");
+    }
+    cnn_dataset_free(raw);
+
+    test_begin("idx gzip bad inputs give errors");
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_load_idx_gz(NULL, PATH("lab.idx")) == NULL && has_error(), "NULL images path");
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_load_idx_gz(PATH("img.idx"), NULL) == NULL && has_error(), "NULL labels path");
+    CHECK(cnn_load_idx_gz(PATH("missing.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && error_mentions("missing.gz"),
+          "missing file: '%s'", cnn_last_error());
+    /* truncated: half of the stored gzip, and one without its last 3 bytes */
+    write_bytes(PATH("trunc.gz"), gi, gi_n / 2);
+    CHECK(cnn_load_idx_gz(PATH("trunc.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && error_mentions("trunc.gz"),
+          "truncated gzip (half): '%s'", cnn_last_error());
+    write_bytes(PATH("trunc2.gz"), gi, gi_n - 3);
+    CHECK(cnn_load_idx_gz(PATH("trunc2.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && error_mentions("trunc2.gz"),
+          "truncated gzip (trailer): '%s'", cnn_last_error());
+    write_bytes(PATH("trunc3.gz"), gi, 12);
+    CHECK(cnn_load_idx_gz(PATH("trunc3.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && has_error(),
+          "truncated gzip (header)");
+    if (access(PATH("img.idx.gz"), F_OK) == 0) {
+        size_t n = 0;
+        unsigned char *real = read_bytes(PATH("img.idx.gz"), &n);
+        write_bytes(PATH("trunc4.gz"), real, n / 2);
+        CHECK(cnn_load_idx_gz(PATH("trunc4.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && error_mentions("trunc4.gz"),
+              "truncated compressed gzip: '%s'", cnn_last_error());
+        free(real);
+    }
+    /* damaged: one data byte flipped -> CRC-32 mismatch */
+    gi[gi_n - 20] ^= 0x40;
+    write_bytes(PATH("crc.gz"), gi, gi_n);
+    CHECK(cnn_load_idx_gz(PATH("crc.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && error_mentions("CRC"),
+          "damaged gzip: '%s'", cnn_last_error());
+    gi[gi_n - 20] ^= 0x40;
+    /* damaged header CRC */
+    gi[30] ^= 1;
+    write_bytes(PATH("hcrc.gz"), gi, gi_n);
+    CHECK(cnn_load_idx_gz(PATH("hcrc.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && has_error(), "bad header CRC");
+    gi[30] ^= 1;
+    /* bad compression method, reserved flags */
+    gi[2] = 7;
+    write_bytes(PATH("method.gz"), gi, gi_n);
+    CHECK(cnn_load_idx_gz(PATH("method.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && error_mentions("method"),
+          "bad gzip method: '%s'", cnn_last_error());
+    gi[2] = 8;
+    gi[3] |= 0x80;
+    write_bytes(PATH("flags.gz"), gi, gi_n);
+    CHECK(cnn_load_idx_gz(PATH("flags.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && has_error(), "reserved flags");
+    /* a bad magic is not gzip: read as raw bytes, which are not IDX */
+    gi[3] &= 0x7f;
+    gi[1] = 0x8c;
+    write_bytes(PATH("magic.gz"), gi, gi_n);
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_load_idx_gz(PATH("magic.gz"), P(p2, sizeof p2, "lab.idx")) == NULL && error_mentions("magic.gz"),
+          "bad gzip magic: '%s'", cnn_last_error());
+    /* empty file, a folder */
+    write_bytes(PATH("empty.idx"), img, 0);
+    CHECK(cnn_load_idx_gz(PATH("empty.idx"), P(p2, sizeof p2, "lab.idx")) == NULL && has_error(), "empty file");
+    CHECK(cnn_load_idx_gz(tmp_root, P(p2, sizeof p2, "lab.idx")) == NULL && has_error(), "a folder");
+    free(gi);
+    free(gl);
+}
+
+/* ---------------------------------------------------------- Fashion-MNIST */
+
+static void test_fashion_mnist(void) {
+    char pathbuf[256];
+    struct stat st;
+    test_begin("fashion-mnist real files");
+    if (stat(CNN_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz", &st) != 0) {
+        printf("# %s not installed: skipped\n", CNN_FASHION_MNIST_DIR);
+    } else {
+        cnn_dataset *tr = cnn_load_fashion_mnist(NULL, 1), *te = cnn_load_fashion_mnist(NULL, 0);
+        CHECK(tr != NULL, "train: %s", cnn_last_error());
+        CHECK(te != NULL, "test: %s", cnn_last_error());
+        if (tr && te) {
+            int count[10] = {0}, bad = 0;
+            long sum = 0;
+            CHECK(tr->n == 60000 && te->n == 10000, "n %d %d", tr->n, te->n);
+            CHECK(tr->h == 28 && tr->w == 28 && tr->c == 1 && te->h == 28 && te->w == 28 && te->c == 1,
+                  "shape %dx%dx%d", tr->h, tr->w, tr->c);
+            CHECK(tr->num_classes == 10 && te->num_classes == 10, "classes %d", tr->num_classes);
+            for (int i = 0; i < tr->n; i++) {
+                if (tr->labels[i] < 0 || tr->labels[i] >= 10) bad++;
+                else count[tr->labels[i]]++;
+            }
+            for (int i = 0; i < te->n; i++) bad += te->labels[i] < 0 || te->labels[i] >= 10;
+            CHECK(bad == 0, "%d labels out of range", bad);
+            for (int k = 0; k < 10; k++) CHECK(count[k] == 6000, "class %d has %d training images", k, count[k]);
+            for (size_t i = 0; i < (size_t)28 * 28 * 100; i++) sum += tr->images[i];
+            CHECK(sum > 100 * 28 * 28 * 20, "images look empty (sum %ld)", sum);
+            CHECK(tr->class_names && !strcmp(tr->class_names[0], "T-shirt/top") &&
+                      !strcmp(tr->class_names[9], "Ankle boot") && !strcmp(te->class_names[7], "Sneaker"),
+                  "class names");
+        }
+        cnn_dataset_free(tr);
+        cnn_dataset_free(te);
+    }
+
+    test_begin("fashion-mnist from a folder of raw files, and errors");
+    {   /* the synthetic IDX pair named as Fashion-MNIST's test files, uncompressed */
+        unsigned char img[16 + IDX_N * IDX_ROWS * IDX_COLS], lab[8 + IDX_N];
+        size_t img_n, lab_n;
+        make_idx(img, &img_n, lab, &lab_n);
+        mkdir(PATH("fm"), 0700);
+        write_bytes(PATH("fm/t10k-images-idx3-ubyte"), img, img_n);
+        write_bytes(PATH("fm/t10k-labels-idx1-ubyte"), lab, lab_n);
+        cnn_dataset *d = cnn_load_fashion_mnist(PATH("fm"), 0);
+        CHECK(same_idx(d, img), "raw files: %s", cnn_last_error());
+        CHECK(d && d->num_classes == 10 && d->class_names && !strcmp(d->class_names[1], "Trouser"),
+              "10 class names even when the labels use 3");
+        cnn_dataset_free(d);
+        CHECK(cnn_load_fashion_mnist(PATH("fm"), 1) == NULL && error_mentions("train-images-idx3-ubyte"),
+              "missing train files: '%s'", cnn_last_error());
+        CHECK(cnn_load_fashion_mnist(PATH("no_such_dir"), 0) == NULL && error_mentions("no_such_dir"),
+              "missing folder: '%s'", cnn_last_error());
+    }
+}
+
+/* ----------------------------------------------------------- image folders */
+
+enum { IW = 6, IH = 4 };
+static void pattern(unsigned char *px, int c, int seed) {
+    for (int y = 0; y < IH; y++)
+        for (int x = 0; x < IW; x++)
+            for (int ch = 0; ch < c; ch++) px[(y * IW + x) * c + ch] = (unsigned char)((seed * 37 + y * 53 + x * 17 + ch * 91) & 255);
+}
+
+/* Image i of d equals px (exactly, or within tol for JPEG)? */
+static int image_is(const cnn_dataset *d, int i, const unsigned char *px, int tol) {
+    size_t n = (size_t)d->h * d->w * d->c;
+    for (size_t k = 0; k < n; k++) {
+        int diff = (int)d->images[i * n + k] - (int)px[k];
+        if (diff > tol || diff < -tol) return 0;
+    }
+    return 1;
+}
+
+/* bird/y.jpg: what stbi_write_jpg (quality 95) makes of a 6x4 image of colour
+   (90, 160, 220). Embedded because stb_image_write's JPEG writer shifts a signed
+   int past its range, which -fsanitize=undefined reports. */
+static const unsigned char jpeg_6x4[] = {
+    255,216,255,224,0,16,74,70,73,70,0,1,1,0,0,1,0,1,0,0,255,219,0,132,0,2,1,1,1,1,1,2,1,1,1,2,2,2,
+    2,2,4,3,2,2,2,2,5,4,4,3,4,6,5,6,6,6,5,6,6,6,7,9,8,6,7,9,7,6,6,8,11,8,9,10,10,10,10,10,6,8,11,12,
+    11,10,12,9,10,10,10,1,2,2,2,2,2,2,5,3,3,5,10,7,6,7,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,
+    10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,10,
+    10,10,10,255,192,0,17,8,0,4,0,6,3,1,17,0,2,17,1,3,17,1,255,196,1,162,0,0,1,5,1,1,1,1,1,1,0,0,0,
+    0,0,0,0,0,1,2,3,4,5,6,7,8,9,10,11,16,0,2,1,3,3,2,4,3,5,5,4,4,0,0,1,125,1,2,3,0,4,17,5,18,33,49,
+    65,6,19,81,97,7,34,113,20,50,129,145,161,8,35,66,177,193,21,82,209,240,36,51,98,114,130,9,10,22,
+    23,24,25,26,37,38,39,40,41,42,52,53,54,55,56,57,58,67,68,69,70,71,72,73,74,83,84,85,86,87,88,89,
+    90,99,100,101,102,103,104,105,106,115,116,117,118,119,120,121,122,131,132,133,134,135,136,137,
+    138,146,147,148,149,150,151,152,153,154,162,163,164,165,166,167,168,169,170,178,179,180,181,182,
+    183,184,185,186,194,195,196,197,198,199,200,201,202,210,211,212,213,214,215,216,217,218,225,226,
+    227,228,229,230,231,232,233,234,241,242,243,244,245,246,247,248,249,250,1,0,3,1,1,1,1,1,1,1,1,1,
+    0,0,0,0,0,0,1,2,3,4,5,6,7,8,9,10,11,17,0,2,1,2,4,4,3,4,7,5,4,4,0,1,2,119,0,1,2,3,17,4,5,33,49,6,
+    18,65,81,7,97,113,19,34,50,129,8,20,66,145,161,177,193,9,35,51,82,240,21,98,114,209,10,22,36,52,
+    225,37,241,23,24,25,26,38,39,40,41,42,53,54,55,56,57,58,67,68,69,70,71,72,73,74,83,84,85,86,87,
+    88,89,90,99,100,101,102,103,104,105,106,115,116,117,118,119,120,121,122,130,131,132,133,134,135,
+    136,137,138,146,147,148,149,150,151,152,153,154,162,163,164,165,166,167,168,169,170,178,179,180,
+    181,182,183,184,185,186,194,195,196,197,198,199,200,201,202,210,211,212,213,214,215,216,217,218,
+    226,227,228,229,230,231,232,233,234,242,243,244,245,246,247,248,249,250,255,218,0,12,3,1,0,2,17,
+    3,17,0,63,0,244,138,254,167,63,151,207,255,217
+};
+
+static void make_image_tree(void) {
+    char pathbuf[256];
+    unsigned char px[IW * IH * 4];
+    const char *dirs[] = {"imgs", "imgs/cat", "imgs/cat/sub", "imgs/bird", "imgs/dog", "imgs/.hidden_class",
+                          "outside", "outside/more"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) mkdir(PATH(dirs[i]), 0700);
+    pattern(px, 3, 1); stbi_write_png(PATH("imgs/cat/a.png"), IW, IH, 3, px, IW * 3);
+    pattern(px, 3, 2); stbi_write_bmp(PATH("imgs/cat/b.BMP"), IW, IH, 3, px);
+    pattern(px, 3, 3); stbi_write_png(PATH("imgs/cat/sub/c.png"), IW, IH, 3, px, IW * 3);
+    pattern(px, 3, 4); stbi_write_png(PATH("imgs/bird/x.png"), IW, IH, 3, px, IW * 3);
+    write_bytes(PATH("imgs/bird/y.jpg"), jpeg_6x4, sizeof jpeg_6x4);
+    for (int k = 0; k < IW * IH; k++) { px[3 * k] = 200; px[3 * k + 1] = 100; px[3 * k + 2] = 50; }
+    stbi_write_png(PATH("imgs/dog/z.png"), IW, IH, 3, px, IW * 3);
+    pattern(px, 3, 5); stbi_write_png(PATH("outside/more/linked.png"), IW, IH, 3, px, IW * 3);
+    write_bytes(PATH("imgs/cat/notes.txt"), (const unsigned char *)"not an image", 12);
+    write_bytes(PATH("imgs/readme.txt"), (const unsigned char *)"not a class", 11);
+    write_bytes(PATH("imgs/bird/.hidden.png"), (const unsigned char *)"junk", 4);
+    write_bytes(PATH("imgs/.hidden_class/h.png"), (const unsigned char *)"junk", 4);
+    char target[256];
+    snprintf(target, sizeof target, "%s/outside", tmp_root);
+    CHECK(symlink(target, PATH("imgs/cat/link")) == 0, "symlink");
+}
+
+static void test_image_dir(void) {
+    char pathbuf[256], p2[256];
+    unsigned char px[IW * IH * 4];
+    cnn_image_dir_opts o;
+    cnn_dataset *d;
+
+    test_begin("image folder: classes, order, labels, pixels");
+    make_image_tree();
+    memset(&o, 0, sizeof o);
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d != NULL, "%s", cnn_last_error());
+    if (d) {
+        /* bird: x.png y.jpg | cat: a.png b.BMP sub/c.png | dog: z.png */
+        static const int want_labels[6] = {0, 0, 1, 1, 1, 2};
+        CHECK(d->n == 6 && d->h == IH && d->w == IW && d->c == 3, "got n %d, %dx%dx%d", d->n, d->h, d->w, d->c);
+        CHECK(d->num_classes == 3 && d->class_names && !strcmp(d->class_names[0], "bird") &&
+                  !strcmp(d->class_names[1], "cat") && !strcmp(d->class_names[2], "dog"),
+              "classes (%d)", d->num_classes);
+        for (int i = 0; i < d->n && i < 6; i++) CHECK(d->labels[i] == want_labels[i], "label %d = %d", i, d->labels[i]);
+        if (d->n == 6) {
+            pattern(px, 3, 4); CHECK(image_is(d, 0, px, 0), "bird/x.png pixels");
+            for (int k = 0; k < IW * IH; k++) { px[3 * k] = 90; px[3 * k + 1] = 160; px[3 * k + 2] = 220; }
+            CHECK(image_is(d, 1, px, 8), "bird/y.jpg pixels (JPEG, within 8)");
+            pattern(px, 3, 1); CHECK(image_is(d, 2, px, 0), "cat/a.png pixels");
+            pattern(px, 3, 2); CHECK(image_is(d, 3, px, 0), "cat/b.BMP pixels");
+            pattern(px, 3, 3); CHECK(image_is(d, 4, px, 0), "cat/sub/c.png pixels");
+            for (int k = 0; k < IW * IH; k++) { px[3 * k] = 200; px[3 * k + 1] = 100; px[3 * k + 2] = 50; }
+            CHECK(image_is(d, 5, px, 0), "dog/z.png pixels");
+        }
+    }
+    cnn_dataset_free(d);
+
+    test_begin("image folder: follow_links");
+    o.follow_links = 1;
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d && d->n == 7 && d->labels[5] == 1, "with links: %s", d ? "wrong count" : cnn_last_error());
+    if (d && d->n == 7) { pattern(px, 3, 5); CHECK(image_is(d, 4, px, 0), "cat/link/more/linked.png is 5th"); }
+    cnn_dataset_free(d);
+    o.follow_links = 0;
+
+    test_begin("image folder: resize and channel conversion");
+    o.height = 8; o.width = 12; o.channels = 1;
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d && d->n == 6 && d->h == 8 && d->w == 12 && d->c == 1, "upsized grey: %s", cnn_last_error());
+    if (d && d->n == 6) { /* dog/z.png is one colour: stb's grey (77 r + 150 g + 29 b) >> 8 everywhere */
+        int grey = (77 * 200 + 150 * 100 + 29 * 50) >> 8, off = 0;
+        for (int k = 0; k < 8 * 12; k++) off += abs(d->images[5 * 96 + k] - grey) > 1;
+        CHECK(off == 0, "%d resized pixels differ from grey %d", off, grey);
+    }
+    cnn_dataset_free(d);
+    o.height = 2; o.width = 3; o.channels = 4;
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d && d->n == 6 && d->h == 2 && d->w == 3 && d->c == 4, "downsized RGBA: %s", cnn_last_error());
+    if (d && d->n == 6) {
+        int off = 0;
+        for (int k = 0; k < 6; k++) {
+            const unsigned char *q = d->images + 5 * 24 + 4 * k;
+            off += abs(q[0] - 200) > 1 || abs(q[1] - 100) > 1 || abs(q[2] - 50) > 1 || q[3] != 255;
+        }
+        CHECK(off == 0, "%d downsized RGBA pixels wrong", off);
+        /* the mean of a resized image stays close to the source mean */
+        pattern(px, 4, 1);
+        double ms = 0, md = 0;
+        for (int k = 0; k < IW * IH; k++) ms += px[4 * k];
+        for (int k = 0; k < 6; k++) md += d->images[2 * 24 + 4 * k];
+        CHECK(fabs(ms / (IW * IH) - md / 6) < 40, "downsized mean %.1f vs %.1f", md / 6, ms / (IW * IH));
+    }
+    cnn_dataset_free(d);
+    o.height = 0; o.width = 5; o.channels = 0; /* only the width given */
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d && d->h == IH && d->w == 5 && d->c == 3, "width only: %s", cnn_last_error());
+    cnn_dataset_free(d);
+#ifndef __cplusplus
+    d = cnn_load_image_dir(PATH("imgs"), .height = 4, .width = 4, .channels = 3);
+    CHECK(d && d->n == 6 && d->h == 4 && d->w == 4, "keyword macro: %s", cnn_last_error());
+    cnn_dataset_free(d);
+#endif
+    d = cnn_load_image_dir_opt(PATH("imgs"), NULL);
+    CHECK(d && d->n == 6, "NULL options: %s", cnn_last_error());
+    cnn_dataset_free(d);
+
+    test_begin("image folder: corrupt image is an error naming it, or skipped");
+    write_bytes(PATH("imgs/dog/bad.png"), (const unsigned char *)"\x89PNG\r\n\x1a\nthis is not a png", 26);
+    memset(&o, 0, sizeof o);
+    cnn_set_error(0, "%s", "");
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d == NULL && error_mentions("bad.png"), "corrupt png: '%s'", cnn_last_error());
+    cnn_dataset_free(d);
+    o.skip_bad = 1;
+    printf("# a warning about bad.png is expected next:\n");
+    fflush(stdout);
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d && d->n == 6 && d->labels[5] == 2 && d->num_classes == 3 && d->class_names &&
+              !strcmp(d->class_names[2], "dog"),
+          "skip_bad: %s", d ? "wrong content" : cnn_last_error());
+    cnn_dataset_free(d);
+    /* a bad file first in order, with the size taken from the first image */
+    write_bytes(PATH("imgs/bird/a_bad.jpg"), (const unsigned char *)"\xff\xd8\xff junk", 9);
+    o.skip_bad = 0;
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d == NULL && error_mentions("a_bad.jpg"), "first image corrupt: '%s'", cnn_last_error());
+    o.skip_bad = 1;
+    printf("# warnings about a_bad.jpg and bad.png are expected next:\n");
+    fflush(stdout);
+    d = cnn_load_image_dir_opt(PATH("imgs"), &o);
+    CHECK(d && d->n == 6 && d->h == IH && d->w == IW, "first image corrupt, skipped: %s", cnn_last_error());
+    cnn_dataset_free(d);
+    remove(PATH("imgs/bird/a_bad.jpg"));
+    remove(PATH("imgs/dog/bad.png"));
+
+    test_begin("image folder: bad inputs");
+    memset(&o, 0, sizeof o);
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_load_image_dir_opt(NULL, &o) == NULL && has_error(), "NULL folder");
+    CHECK(cnn_load_image_dir_opt(PATH("nope"), &o) == NULL && error_mentions("nope"), "missing: '%s'", cnn_last_error());
+    CHECK(cnn_load_image_dir_opt(PATH("imgs/readme.txt"), &o) == NULL && error_mentions("readme.txt"),
+          "a file: '%s'", cnn_last_error());
+    mkdir(PATH("empty"), 0700);
+    CHECK(cnn_load_image_dir_opt(PATH("empty"), &o) == NULL && error_mentions("no class"),
+          "empty folder: '%s'", cnn_last_error());
+    mkdir(PATH("noimg"), 0700);
+    mkdir(PATH("noimg/a"), 0700);
+    mkdir(PATH("noimg/b"), 0700);
+    write_bytes(PATH("noimg/b/x.txt"), (const unsigned char *)"x", 1);
+    CHECK(cnn_load_image_dir_opt(PATH("noimg"), &o) == NULL && error_mentions("no image"),
+          "classes without images: '%s'", cnn_last_error());
+    mkdir(PATH("allbad"), 0700);
+    mkdir(PATH("allbad/a"), 0700);
+    write_bytes(PATH("allbad/a/x.png"), (const unsigned char *)"x", 1);
+    CHECK(cnn_load_image_dir_opt(PATH("allbad"), &o) == NULL && error_mentions("x.png"), "only a bad image: '%s'",
+          cnn_last_error());
+    o.skip_bad = 1;
+    printf("# a warning about allbad/a/x.png is expected next:\n");
+    fflush(stdout);
+    CHECK(cnn_load_image_dir_opt(PATH("allbad"), &o) == NULL && has_error(), "only a bad image, skipped");
+    o.skip_bad = 0;
+    o.channels = 2;
+    CHECK(cnn_load_image_dir_opt(PATH("imgs"), &o) == NULL && error_mentions("channels"), "channels 2: '%s'",
+          cnn_last_error());
+    o.channels = 5;
+    CHECK(cnn_load_image_dir_opt(PATH("imgs"), &o) == NULL && has_error(), "channels 5");
+    o.channels = 0;
+    o.height = -1;
+    CHECK(cnn_load_image_dir_opt(PATH("imgs"), &o) == NULL && has_error(), "negative height");
+    (void)p2;
+}
+
+/* ------------------------------------------------------- cnn_load_dataset */
+
+static void test_load_dataset(void) {
+    char pathbuf[256];
+    test_begin("cnn_load_dataset: image folder");
+    cnn_dataset *d = cnn_load_dataset(PATH("imgs"));
+    CHECK(d && d->n == 6 && d->h == IH && d->w == IW && d->c == 3 && d->num_classes == 3, "image folder: %s",
+          cnn_last_error());
+    cnn_dataset_free(d);
+
+    test_begin("cnn_load_dataset: CIFAR-10 folder with only test_batch.bin, and a .bin file");
+    {
+        enum { N = 10000, REC = 3073 };
+        unsigned char *b = (unsigned char *)malloc((size_t)N * REC);
+        for (size_t i = 0; i < N; i++) {
+            b[i * REC] = (unsigned char)(i % 10);
+            for (int j = 1; j < REC; j++) b[i * REC + j] = (unsigned char)(i + j);
+        }
+        mkdir(PATH("cifar"), 0700);
+        CHECK(write_bytes(PATH("cifar/test_batch.bin"), b, (size_t)N * REC), "write");
+        free(b);
+        for (int pass = 0; pass < 2; pass++) {
+            d = cnn_load_dataset(pass ? PATH("cifar/test_batch.bin") : PATH("cifar"));
+            CHECK(d != NULL, "%s: %s", pass ? "file" : "folder", cnn_last_error());
+            if (!d) continue;
+            CHECK(d->n == N && d->h == 32 && d->w == 32 && d->c == 3, "shape %d %dx%dx%d", d->n, d->h, d->w, d->c);
+            CHECK(d->labels[0] == 0 && d->labels[13] == 3 && d->labels[N - 1] == 9, "labels");
+            /* record 5, pixel (y 2, x 3), green: planar byte 1 + 1024 + 2*32 + 3 */
+            CHECK(d->images[(size_t)5 * 3072 + (2 * 32 + 3) * 3 + 1] == (unsigned char)(5 + 1 + 1024 + 67),
+                  "pixel layout");
+            cnn_dataset_free(d);
+        }
+    }
+
+    test_begin("cnn_load_dataset: bad inputs");
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_load_dataset(NULL) == NULL && has_error(), "NULL");
+    CHECK(cnn_load_dataset(PATH("does_not_exist")) == NULL && error_mentions("does_not_exist"), "missing: '%s'",
+          cnn_last_error());
+    CHECK(cnn_load_dataset(PATH("imgs/readme.txt")) == NULL && error_mentions("readme.txt"), "not a dataset: '%s'",
+          cnn_last_error());
+    CHECK(cnn_load_dataset(PATH("empty")) == NULL && has_error(), "empty folder");
+}
+
+/* ------------------------------------------------------------------- PNG */
+
+static void test_write_png(void) {
+    char pathbuf[256];
+    unsigned char px[3 * 2 * 4];
+    test_begin("cnn_write_png round trip");
+    for (int i = 0; i < 24; i++) px[i] = (unsigned char)(i * 11);
+    for (int c = 1; c <= 4; c++) {
+        int w, h, comp;
+        CHECK(cnn_write_png(PATH("w.png"), 3, 2, c, px) == CNN_OK, "c=%d: %s", c, cnn_last_error());
+        unsigned char *back = stbi_load(PATH("w.png"), &w, &h, &comp, 0);
+        CHECK(back && w == 3 && h == 2 && comp == c && memcmp(back, px, (size_t)6 * c) == 0, "read back c=%d", c);
+        stbi_image_free(back);
+    }
+    test_begin("cnn_write_png bad inputs");
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_write_png(NULL, 3, 2, 3, px) == CNN_ERR_ARG && has_error(), "NULL path");
+    CHECK(cnn_write_png(PATH("w.png"), 3, 2, 3, NULL) == CNN_ERR_ARG, "NULL pixels");
+    CHECK(cnn_write_png(PATH("w.png"), 0, 2, 3, px) == CNN_ERR_ARG, "zero width");
+    CHECK(cnn_write_png(PATH("w.png"), 3, -2, 3, px) == CNN_ERR_ARG, "negative height");
+    CHECK(cnn_write_png(PATH("w.png"), 3, 2, 5, px) == CNN_ERR_ARG, "5 channels");
+    CHECK(cnn_write_png(PATH("no/such/dir/w.png"), 3, 2, 3, px) == CNN_ERR_IO && error_mentions("no/such/dir"),
+          "unwritable: '%s'", cnn_last_error());
+}
+
+/* A history as cnn_fit makes it: values arrays from malloc, freed by cnn_history_free. */
+static cnn_history *make_history(int epochs, const char *const *keys, int n_keys) {
+    cnn_history *h = (cnn_history *)calloc(1, sizeof *h);
+    h->epochs = epochs;
+    h->capacity = epochs;
+    h->n_keys = n_keys;
+    for (int k = 0; k < n_keys; k++) {
+        snprintf(h->keys[k], sizeof h->keys[k], "%s", keys[k]);
+        h->values[k] = (double *)malloc(sizeof(double) * (epochs > 0 ? epochs : 1));
+        for (int e = 0; e < epochs; e++) {
+            double t = epochs > 1 ? (double)e / (epochs - 1) : 0;
+            int acc = strstr(keys[k], "acc") != NULL, val = strncmp(keys[k], "val_", 4) == 0;
+            h->values[k][e] = acc ? 0.35 + 0.5 * t - 0.08 * val * t : 1.9 - 1.2 * t + 0.3 * val * t * t;
+        }
+    }
+    return h;
+}
+
+/* Counts of non-white, blue-ish (train) and orange-ish (validation) pixels. */
+static void count_colours(const unsigned char *p, int n, int *ink, int *blue, int *orange) {
+    *ink = *blue = *orange = 0;
+    for (int i = 0; i < n; i++, p += 3) {
+        *ink += p[0] < 250 || p[1] < 250 || p[2] < 250;
+        *blue += p[2] > p[0] + 80 && p[2] > 120;
+        *orange += p[0] > p[2] + 120 && p[1] > 80;
+    }
+}
+
+static void test_plot(void) {
+    char pathbuf[256];
+    static const char *const all[4] = {"loss", "accuracy", "val_loss", "val_accuracy"};
+    int w, h, comp, ink, blue, orange;
+    unsigned char *img;
+
+    test_begin("history plot: 30 epochs with a NaN");
+    cnn_history *hist = make_history(30, all, 4);
+    hist->values[2][7] = NAN;
+    hist->values[3][0] = NAN;
+    CHECK(cnn_history_plot_png(hist, PATH("plot.png")) == CNN_OK, "%s", cnn_last_error());
+    img = stbi_load(PATH("plot.png"), &w, &h, &comp, 3);
+    CHECK(img && w == 1000 && h == 400, "read back %dx%d", w, h);
+    if (img) {
+        count_colours(img, w * h, &ink, &blue, &orange);
+        CHECK(ink > 5000 && blue > 400 && orange > 400, "ink %d blue %d orange %d", ink, blue, orange);
+        /* the left half (loss) and right half (accuracy) both have curves */
+        int lb = 0, rb = 0;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                const unsigned char *q = img + 3 * (y * w + x);
+                if (q[2] > q[0] + 80 && q[2] > 120) *(x < w / 2 ? &lb : &rb) += 1;
+            }
+        CHECK(lb > 200 && rb > 200, "curves in both panels (%d, %d)", lb, rb);
+        stbi_image_free(img);
+    }
+    if (getenv("CNN_TEST_PLOT")) cnn_history_plot_png(hist, getenv("CNN_TEST_PLOT"));
+    cnn_history_free(hist);
+
+    test_begin("history plot: 1 epoch, train only, all NaN, large values");
+    hist = make_history(1, all, 4);
+    CHECK(cnn_history_plot_png(hist, PATH("plot1.png")) == CNN_OK, "1 epoch: %s", cnn_last_error());
+    img = stbi_load(PATH("plot1.png"), &w, &h, &comp, 3);
+    CHECK(img != NULL, "1 epoch read back");
+    if (img) {
+        count_colours(img, w * h, &ink, &blue, &orange);
+        CHECK(blue > 20 && orange > 20, "1 epoch: points drawn (blue %d, orange %d)", blue, orange);
+        stbi_image_free(img);
+    }
+    cnn_history_free(hist);
+    hist = make_history(12, all, 2); /* loss and accuracy only: no validation legend entry */
+    CHECK(cnn_history_plot_png(hist, PATH("plot2.png")) == CNN_OK, "train only: %s", cnn_last_error());
+    img = stbi_load(PATH("plot2.png"), &w, &h, &comp, 3);
+    if (img) {
+        count_colours(img, w * h, &ink, &blue, &orange);
+        CHECK(blue > 200 && orange == 0, "train only: blue %d orange %d", blue, orange);
+        stbi_image_free(img);
+    }
+    for (int e = 0; e < 12; e++) hist->values[0][e] = hist->values[1][e] = NAN;
+    CHECK(cnn_history_plot_png(hist, PATH("plot3.png")) == CNN_OK, "all NaN: %s", cnn_last_error());
+    for (int e = 0; e < 12; e++) { hist->values[0][e] = 1e9 * (e + 1); hist->values[1][e] = INFINITY; }
+    hist->values[1][3] = 0.5;
+    CHECK(cnn_history_plot_png(hist, PATH("plot4.png")) == CNN_OK, "large values: %s", cnn_last_error());
+    cnn_history_free(hist);
+    hist = make_history(400, all, 4); /* many epochs */
+    CHECK(cnn_history_plot_png(hist, PATH("plot5.png")) == CNN_OK, "400 epochs: %s", cnn_last_error());
+    cnn_history_free(hist);
+
+    test_begin("history plot: bad inputs");
+    hist = make_history(3, all, 4);
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_history_plot_png(NULL, PATH("p.png")) == CNN_ERR_ARG && has_error(), "NULL history");
+    CHECK(cnn_history_plot_png(hist, NULL) == CNN_ERR_ARG, "NULL path");
+    CHECK(cnn_history_plot_png(hist, PATH("no/such/dir/p.png")) == CNN_ERR_IO && error_mentions("no/such/dir"),
+          "unwritable: '%s'", cnn_last_error());
+    cnn_history_free(hist);
+    hist = make_history(0, all, 4);
+    CHECK(cnn_history_plot_png(hist, PATH("p.png")) == CNN_ERR_ARG && error_mentions("empty"), "no epochs: '%s'",
+          cnn_last_error());
+    cnn_history_free(hist);
+    static const char *const other[1] = {"lr"};
+    hist = make_history(3, other, 1);
+    CHECK(cnn_history_plot_png(hist, PATH("p.png")) == CNN_ERR_ARG, "no loss/accuracy keys");
+    cnn_history_free(hist);
+    hist = make_history(3, other, 0);
+    CHECK(cnn_history_plot_png(hist, PATH("p.png")) == CNN_ERR_ARG, "no keys");
+    cnn_history_free(hist);
+}
+
+int main(void) {
+    (void)test_rel_err;
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/cnn_augment_XXXXXX");
+    if (!mkdtemp(tmp_root)) { printf("FAIL mkdtemp\n"); return 1; }
+    test_idx_gz();
+    test_fashion_mnist();
+    test_image_dir();
+    test_load_dataset();
+    test_write_png();
+    test_plot();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+    if (system(cmd) != 0) printf("# could not remove %s\n", tmp_root);
+    return test_finish();
+}
