@@ -1400,87 +1400,90 @@ CNN_IMPL cnn_node *cnn_add_opt(cnn_model *m, cnn_node *const *inputs, int n, con
 CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__CONCAT); }
 
 /* ======================================================================== */
-/* GEMM kernels (row-major, OpenMP over output rows)                        */
+/* GEMM kernels (row-major, register-blocked, OpenMP over output tiles)     */
 /* ======================================================================== */
-/* Each output element is summed by one thread in a fixed order, so results do
-   not depend on the thread count. */
+/* Both products the layers need reduce to one micro-kernel that keeps a
+   CNN__MR x CNN__NR tile of C in registers while it walks the shared dimension:
+     NN: C[M][N] (+)= A[M][K] * B[K][N]        (forward, input gradients)
+     TN: C[K][N] +=   A[M][K]^T * D[M][N]      (weight gradients)
+   Each element of C is summed by one thread in a fixed order, so the results
+   do not depend on the thread count. */
 
-/* C[M][N] (+)= A[M][K] * B[K][N]; four rows of C share each row of B. */
+#define CNN__MR 4
+#if defined(__AVX512F__)
+#define CNN__NR 32 /* 4 x 32 floats = 8 zmm accumulators */
+#else
+#define CNN__NR 16 /* 4 x 16 floats = 8 ymm (AVX) or 16 xmm accumulators */
+#endif
+
+/* c[r][j] += sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for r < rows, j < cols.
+   The full-tile path has constant trip counts, so the compiler unrolls it and
+   keeps acc in vector registers. */
+static void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
+                      size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols) {
+    if (rows == CNN__MR && cols == CNN__NR) {
+        float acc[CNN__MR][CNN__NR];
+        for (int r = 0; r < CNN__MR; r++)
+            for (int j = 0; j < CNN__NR; j++) acc[r][j] = c[r * ldc + j];
+        for (int k = 0; k < K; k++) {
+            const float *bk = b + (size_t)k * ldb;
+            const float *ak = a + (size_t)k * a_ks;
+            for (int r = 0; r < CNN__MR; r++) {
+                const float ar = ak[r * a_rs];
+                for (int j = 0; j < CNN__NR; j++) acc[r][j] += ar * bk[j];
+            }
+        }
+        for (int r = 0; r < CNN__MR; r++)
+            for (int j = 0; j < CNN__NR; j++) c[r * ldc + j] = acc[r][j];
+        return;
+    }
+    for (int r = 0; r < rows; r++) /* edges */
+        for (int k = 0; k < K; k++) {
+            const float ar = a[r * a_rs + (size_t)k * a_ks];
+            const float *bk = b + (size_t)k * ldb;
+            float *cr = c + r * ldc;
+            for (int j = 0; j < cols; j++) cr[j] += ar * bk[j];
+        }
+}
+
 static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate) {
-    enum { NB = 256 }; /* columns per block: 4 rows x 256 floats of C stay in L1 */
-    int blocks = (M + 3) / 4;
-CNN__OMP(omp parallel for schedule(static))
-    for (int blk = 0; blk < blocks; blk++) {
-        int i = blk * 4, rows = M - i < 4 ? M - i : 4;
-        for (int j0 = 0; j0 < N; j0 += NB) {
-            int nb = N - j0 < NB ? N - j0 : NB;
-            float *c0 = C + (size_t)i * ldc + j0, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
-            if (!accumulate)
-                for (int r = 0; r < rows; r++) memset(c0 + (size_t)r * ldc, 0, (size_t)nb * sizeof(float));
-            if (rows == 4) {
-                const float *a0 = A + (size_t)i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-                for (int k = 0; k < K; k++) {
-                    const float *b = B + (size_t)k * ldb + j0;
-                    float x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
-                    for (int j = 0; j < nb; j++) {
-                        float bj = b[j];
-                        c0[j] += x0 * bj; c1[j] += x1 * bj; c2[j] += x2 * bj; c3[j] += x3 * bj;
-                    }
-                }
-            } else {
-                for (int r = 0; r < rows; r++) {
-                    const float *a = A + (size_t)(i + r) * lda;
-                    float *c = c0 + (size_t)r * ldc;
-                    for (int k = 0; k < K; k++) {
-                        const float *b = B + (size_t)k * ldb + j0;
-                        float x = a[k];
-                        for (int j = 0; j < nb; j++) c[j] += x * b[j];
-                    }
-                }
-            }
+    enum { KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
+    const int row_tiles = (M + CNN__MR - 1) / CNN__MR;
+    CNN__OMP(omp parallel for schedule(static))
+    for (int t = 0; t < row_tiles; t++) {
+        const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
+        float *c = C + (size_t)i * ldc;
+        if (!accumulate)
+            for (int r = 0; r < rows; r++) memset(c + (size_t)r * ldc, 0, (size_t)N * sizeof(float));
+        for (int k0 = 0; k0 < K; k0 += KB) {
+            const int kb = K - k0 < KB ? K - k0 : KB;
+            for (int j = 0; j < N; j += CNN__NR)
+                cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
+                          rows, N - j < CNN__NR ? N - j : CNN__NR);
         }
     }
 }
 
-/* C[K][N] += A[M][K]^T * D[M][N]: weight gradients. Threads own rows of C; rows
-   of A and D are visited in chunks so each chunk of D stays in cache. */
 static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT D,
                          int ldd, float *CNN__RESTRICT C, int ldc) {
-    enum { MB = 128 };
-    int blocks = (K + 3) / 4;
-CNN__OMP(omp parallel)
+    enum { MB = 256 }; /* rows of A and D visited per pass, so they stay in cache */
+    const int row_tiles = (K + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
+    const int tiles = row_tiles * col_tiles;
+    CNN__OMP(omp parallel)
     {
         int tid = 0, nt = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        int b_lo = (int)((long long)blocks * tid / nt), b_hi = (int)((long long)blocks * (tid + 1) / nt);
+        const int lo = (int)((long long)tiles * tid / nt), hi = (int)((long long)tiles * (tid + 1) / nt);
         for (int m0 = 0; m0 < M; m0 += MB) {
-            int m1 = M - m0 < MB ? M : m0 + MB;
-            for (int blk = b_lo; blk < b_hi; blk++) {
-                int k = blk * 4, rows = K - k < 4 ? K - k : 4;
-                float *c0 = C + (size_t)k * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
-                if (rows == 4) {
-                    for (int mm = m0; mm < m1; mm++) {
-                        const float *a = A + (size_t)mm * lda + k, *d = D + (size_t)mm * ldd;
-                        float x0 = a[0], x1 = a[1], x2 = a[2], x3 = a[3];
-                        for (int j = 0; j < N; j++) {
-                            float dj = d[j];
-                            c0[j] += x0 * dj; c1[j] += x1 * dj; c2[j] += x2 * dj; c3[j] += x3 * dj;
-                        }
-                    }
-                } else {
-                    for (int mm = m0; mm < m1; mm++) {
-                        const float *d = D + (size_t)mm * ldd;
-                        for (int r = 0; r < rows; r++) {
-                            float x = A[(size_t)mm * lda + k + r];
-                            float *c = c0 + (size_t)r * ldc;
-                            for (int j = 0; j < N; j++) c[j] += x * d[j];
-                        }
-                    }
-                }
+            const int mb = M - m0 < MB ? M - m0 : MB;
+            for (int t = lo; t < hi; t++) {
+                const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
+                cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
+                          C + (size_t)k * ldc + j, (size_t)ldc, K - k < CNN__MR ? K - k : CNN__MR, N - j < CNN__NR ? N - j : CNN__NR);
             }
         }
     }
