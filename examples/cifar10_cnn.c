@@ -30,6 +30,8 @@
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
+#elif defined(__unix__) || defined(__APPLE__)
+#include <sys/time.h>
 #endif
 
 static const char *usage =
@@ -56,8 +58,12 @@ static const char *usage =
 static double now_seconds(void) {
 #ifdef _OPENMP
     return omp_get_wtime();
+#elif defined(__unix__) || defined(__APPLE__)
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec * 1e-6;
 #else
-    return (double)clock() / CLOCKS_PER_SEC; /* one thread: CPU time = wall time */
+    return (double)clock() / CLOCKS_PER_SEC; /* CPU time: right for one thread */
 #endif
 }
 

@@ -6,7 +6,9 @@
      2  the command line (unknown option, missing or malformed value)
      1  everything else (a file that is missing or not what we expected)
 
-   Options are written "--name VALUE" or "--name=VALUE". */
+   Options are written "--name VALUE" or "--name=VALUE". The helpers are
+   "static inline" only so that a program using some of them gets no
+   unused-function warning for the others. */
 #ifndef EXAMPLES_COMMON_H
 #define EXAMPLES_COMMON_H
 
@@ -31,7 +33,7 @@ static const char *prog_name = "example"; /* set by main, starts every error */
 
 /* Print "prog_name: message" as a single line and exit with `status`.
    Newlines inside the message (from a library error, say) become spaces. */
-static EX_NORETURN EX_PRINTF(2, 3) void fail(int status, const char *fmt, ...) {
+static inline EX_NORETURN EX_PRINTF(2, 3) void fail(int status, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -45,7 +47,7 @@ static EX_NORETURN EX_PRINTF(2, 3) void fail(int status, const char *fmt, ...) {
 
 /* If argv[*i] is option `name`, return its value ("--name V" consumes the next
    argument, "--name=V" does not); otherwise return NULL. */
-static const char *arg_value(int argc, char **argv, int *i, const char *name) {
+static inline const char *arg_value(int argc, char **argv, int *i, const char *name) {
     size_t n = strlen(name);
     if (strncmp(argv[*i], name, n) != 0) return NULL;
     if (argv[*i][n] == '=') return argv[*i] + n + 1;
@@ -55,7 +57,7 @@ static const char *arg_value(int argc, char **argv, int *i, const char *name) {
 }
 
 /* An integer in [lo, hi], or a usage error naming the option. */
-static long arg_int(const char *opt, const char *s, long lo, long hi) {
+static inline long arg_int(const char *opt, const char *s, long lo, long hi) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -66,7 +68,7 @@ static long arg_int(const char *opt, const char *s, long lo, long hi) {
 }
 
 /* A non-negative 64-bit integer (seeds). */
-static uint64_t arg_u64(const char *opt, const char *s) {
+static inline uint64_t arg_u64(const char *opt, const char *s) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
@@ -76,7 +78,7 @@ static uint64_t arg_u64(const char *opt, const char *s) {
 }
 
 /* A number in [lo, hi] (written so that NaN is rejected too). */
-static double arg_float(const char *opt, const char *s, double lo, double hi) {
+static inline double arg_float(const char *opt, const char *s, double lo, double hi) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -88,7 +90,7 @@ static double arg_float(const char *opt, const char *s, double lo, double hi) {
 
 /* Fail now, not after an hour of training, when `path` cannot be written.
    A file that did not exist before is removed again. */
-static void check_writable(const char *opt, const char *path) {
+static inline void check_writable(const char *opt, const char *path) {
     FILE *f = fopen(path, "rb");
     int existed = f != NULL;
     if (f) fclose(f);
@@ -100,7 +102,7 @@ static void check_writable(const char *opt, const char *path) {
 
 /* The display name of class k: the model's own name, else the dataset's, else
    "class k". `buf` holds the fallback text. */
-static const char *class_label(const cnn_model *m, const cnn_dataset *d, int k, char *buf, size_t size) {
+static inline const char *class_label(const cnn_model *m, const cnn_dataset *d, int k, char *buf, size_t size) {
     const char *name = m ? cnn_model_class_name(m, k) : NULL;
     if (!name && d && d->class_names && k < d->num_classes) name = d->class_names[k];
     if (!name) {

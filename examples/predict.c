@@ -82,8 +82,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_images; i++) {
         /* 2. decode; the last argument asks stb_image for exactly c channels
            (a colour photo becomes grey for a Fashion-MNIST model) */
+        FILE *f = fopen(images[i], "rb");
+        if (!f) fail(EXIT_FAILURE, "cannot open %s: %s", images[i], strerror(errno));
         int iw, ih, file_channels;
-        unsigned char *pixels = stbi_load(images[i], &iw, &ih, &file_channels, c);
+        unsigned char *pixels = stbi_load_from_file(f, &iw, &ih, &file_channels, c);
+        fclose(f);
         if (!pixels) fail(EXIT_FAILURE, "cannot read image %s: %s", images[i], stbi_failure_reason());
 
         /* 3. resize to h x w when needed (the whole picture is squeezed in,
