@@ -227,6 +227,11 @@ CNN_DEF int cnn_write_png(const char *path, int w, int h, int c, const unsigned 
 
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic push
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wunknown-warning-option"
+#else
+#pragma GCC diagnostic ignored "-Wpragmas"
+#endif
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
@@ -784,8 +789,10 @@ CNN__AUG_IMPL int cnn_write_png(const char *path, int w, int h, int c, const uns
     if (w <= 0 || h <= 0 || c < 1 || c > 4 || w > INT_MAX / c)
         return cnn_set_error(CNN_ERR_ARG, "cnn_write_png: bad image size %dx%d with %d channel(s) ('%s'); "
                              "channels must be 1..4", w, h, c, path);
+    errno = 0;
     if (!stbi_write_png(path, w, h, c, pixels, w * c))
-        return cnn_set_error(CNN_ERR_IO, "cnn_write_png: cannot write '%s': %s", path, strerror(errno));
+        return cnn_set_error(CNN_ERR_IO, "cnn_write_png: cannot write '%s': %s", path,
+                             errno ? strerror(errno) : "out of memory or disk full");
     return CNN_OK;
 }
 
@@ -1023,9 +1030,12 @@ CNN__AUG_IMPL int cnn_history_plot_png(const cnn_history *h, const char *path) {
     memset(cv.px, 255, (size_t)W * H * 3);
     cnn__aug_panel(&cv, 72, 44, PANEL - 16, H - 48, "loss", loss, h->epochs);
     cnn__aug_panel(&cv, PANEL + 72, 44, W - 16, H - 48, "accuracy", acc, h->epochs);
+    errno = 0;
     ok = stbi_write_png(path, W, H, 3, cv.px, W * 3);
     CNN_FREE(cv.px);
-    if (!ok) return cnn_set_error(CNN_ERR_IO, "cnn_history_plot_png: cannot write '%s': %s", path, strerror(errno));
+    if (!ok)
+        return cnn_set_error(CNN_ERR_IO, "cnn_history_plot_png: cannot write '%s': %s", path,
+                             errno ? strerror(errno) : "out of memory or disk full");
     return CNN_OK;
 }
 
