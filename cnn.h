@@ -599,7 +599,9 @@ extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
 #define CNN_ASSERT(x) assert(x)
 #endif
 
-#ifdef CNN_STATIC
+#if defined(CNN_STATIC) && (defined(__GNUC__) || defined(__clang__))
+#define CNN_IMPL static __attribute__((unused)) /* a program need not call everything */
+#elif defined(CNN_STATIC)
 #define CNN_IMPL static
 #else
 #define CNN_IMPL

@@ -61,7 +61,7 @@ compile "compiles as C11 with OpenMP (gcc)" gcc -std=c11 -fopenmp -Wall -Wextra 
 compile "compiles as C++ (g++)" g++ -std=c++11 -Wall -Wextra -I. -c $B/impl.cpp -o $B/cpp.o
 compile "compiles as C99 (clang)" clang -std=c99 -Wall -Wextra -I. -c $B/impl.c -o $B/clang.o
 compile "compiles as C++ (clang++)" clang++ -std=c++11 -Wall -Wextra -I. -c $B/impl.cpp -o $B/clangpp.o
-compile "compiles with CNN_STATIC" gcc -std=c99 -DCNN_STATIC -Wall -Wextra -Wno-unused-function -I. $B/impl.c -lm -o $B/static
+compile "compiles with CNN_STATIC" gcc -std=c99 -DCNN_STATIC -Wall -Wextra -I. $B/impl.c -lm -o $B/static
 compile "declarations only (no implementation)" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_augment.h
 compile "build tests/cpp_user.cpp (the C++ API)" g++ -std=c++11 -O1 -Wall -Wextra -I. tests/cpp_user.cpp -lm -o $B/cpp_user
 [ -x $B/cpp_user ] && run cpp_user $B/cpp_user
