@@ -588,6 +588,12 @@ extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
 #else
 #define CNN__OMP(x) /* without OpenMP everything runs on one thread */
 #endif
+/* Loops with less work than this many multiply-adds run on one thread: waking
+   threads costs more than it saves, and far more when the cores are busy. */
+#ifndef CNN__PARALLEL_MIN
+#define CNN__PARALLEL_MIN 32768
+#endif
+#define CNN__PARALLEL_FOR(work) CNN__OMP(omp parallel for schedule(static) if((work) > CNN__PARALLEL_MIN))
 
 #ifndef CNN_MALLOC
 #define CNN_MALLOC(sz) malloc(sz)
@@ -634,10 +640,12 @@ static CNN__THREAD_LOCAL char cnn__error[512];
 CNN_IMPL const char *cnn_last_error(void) { return cnn__error; }
 
 CNN_IMPL int cnn_set_error(int code, const char *fmt, ...) {
+    char msg[sizeof cnn__error]; /* the arguments may include cnn_last_error() itself */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cnn__error, sizeof cnn__error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(cnn__error, msg, sizeof msg);
     return code;
 }
 
@@ -733,6 +741,11 @@ CNN_IMPL cnn_dataset *cnn_dataset_new(int n, int h, int w, int c, int num_classe
                       num_classes);
         return NULL;
     }
+    size_t per = (size_t)h * w * c;
+    if ((size_t)h * w / w != (size_t)h || per / c != (size_t)h * w || (n && per > SIZE_MAX / (size_t)n)) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_dataset_new: %d images of %dx%dx%d do not fit in memory", n, h, w, c);
+        return NULL;
+    }
     cnn_dataset *d = (cnn_dataset *)cnn__alloc(1, sizeof *d, "a dataset");
     if (!d) return NULL;
     d->n = n; d->h = h; d->w = w; d->c = c; d->num_classes = num_classes;
@@ -772,8 +785,10 @@ CNN_IMPL int cnn_dataset_set_class_names(cnn_dataset *d, const char *const *name
     if (!d || !names) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: NULL %s", d ? "names" : "dataset");
     if (count != d->num_classes)
         return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: %d names for %d classes", count, d->num_classes);
+    for (int i = 0; i < count; i++)
+        if (!names[i]) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: class name %d is NULL", i);
     char **copy = cnn__copy_names(names, count);
-    if (!copy) return cnn_set_error(CNN_ERR_MEMORY, "%s", cnn_last_error());
+    if (!copy) return CNN_ERR_MEMORY;
     cnn__free_names(d->class_names, d->num_classes);
     d->class_names = copy;
     return CNN_OK;
@@ -832,7 +847,7 @@ CNN_IMPL int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset
     if (rc) return rc;
     if (!(fraction >= 0.0f && fraction < 1.0f))
         return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split: fraction %g is not in [0, 1)", fraction);
-    int n2 = (int)floor((double)d->n * fraction + 0.5);
+    int n2 = d->n - (int)floor((double)d->n * (1.0 - fraction)); /* as Keras' validation_split */
     *first = cnn_dataset_subset(d, 0, d->n - n2);
     *second = cnn_dataset_subset(d, d->n - n2, n2);
     if (!*first || !*second) {
@@ -983,7 +998,9 @@ CNN_IMPL cnn_dataset *cnn_load_idx_memory(const unsigned char *images, size_t im
         cnn_set_error(CNN_ERR_FORMAT, "IDX images: bad dimensions %ux%ux%ux%u", n, h, w, c);
         return NULL;
     }
-    size_t need = 4 + 4 * (size_t)ndim + (size_t)n * h * w * c;
+    size_t per = (size_t)h * w * c; /* h, w <= 65536 and c <= 4096: no overflow here */
+    if (per > (SIZE_MAX - 64) / n) { cnn_set_error(CNN_ERR_FORMAT, "IDX images: %u images of %u bytes are too many", n, (unsigned)per); return NULL; }
+    size_t need = 4 + 4 * (size_t)ndim + (size_t)n * per;
     if (images_len < need) { cnn_set_error(CNN_ERR_FORMAT, "IDX images: truncated (%zu bytes, need %zu)", images_len, need); return NULL; }
     if (labels_len < 8 || labels[0] || labels[1] || labels[2] != 0x08 || labels[3] != 1) {
         cnn_set_error(CNN_ERR_FORMAT, "IDX labels: bad magic (want unsigned-byte data with 1 dimension)");
@@ -1452,7 +1469,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int 
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate) {
     enum { KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
     const int row_tiles = (M + CNN__MR - 1) / CNN__MR;
-    CNN__OMP(omp parallel for schedule(static))
+    CNN__PARALLEL_FOR((long long)M * N * K)
     for (int t = 0; t < row_tiles; t++) {
         const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
         float *c = C + (size_t)i * ldc;
@@ -1472,7 +1489,7 @@ static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int 
     enum { MB = 256 }; /* rows of A and D visited per pass, so they stay in cache */
     const int row_tiles = (K + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
     const int tiles = row_tiles * col_tiles;
-    CNN__OMP(omp parallel)
+    CNN__OMP(omp parallel if(((long long)M * N * K) > CNN__PARALLEL_MIN))
     {
         int tid = 0, nt = 1;
 #ifdef _OPENMP
@@ -1503,7 +1520,7 @@ static void cnn__transpose(int K, int N, const float *W, float *T) {
 
 /* y [rows][c]: softmax over the last axis of each row */
 static void cnn__softmax_rows(float *y, size_t rows, int c) {
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)rows * c)
     for (long long r = 0; r < (long long)rows; r++) {
         float *v = y + (size_t)r * c, mx = v[0], sum = 0;
         for (int i = 1; i < c; i++) mx = v[i] > mx ? v[i] : mx;
@@ -1517,23 +1534,23 @@ static void cnn__activate(float *y, size_t count, int c, int act, float alpha) {
     long long n = (long long)count;
     switch (act) {
     case CNN_RELU:
-CNN__OMP(omp parallel for schedule(static))
-        for (long long i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0;
+CNN__PARALLEL_FOR(n)
+        for (long long i = 0; i < n; i++) y[i] = y[i] < 0 ? 0 : y[i]; /* NaN stays NaN */
         break;
     case CNN_SIGMOID:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-y[i]));
         break;
     case CNN_TANH:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) y[i] = tanhf(y[i]);
         break;
     case CNN_LEAKY_RELU:
-CNN__OMP(omp parallel for schedule(static))
-        for (long long i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : alpha * y[i];
+CNN__PARALLEL_FOR(n)
+        for (long long i = 0; i < n; i++) y[i] = y[i] < 0 ? alpha * y[i] : y[i];
         break;
     case CNN_ELU:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : alpha * expm1f(y[i]);
         break;
     case CNN_SOFTMAX: cnn__softmax_rows(y, count / c, c); break;
@@ -1547,28 +1564,28 @@ static void cnn__activate_backward(const float *y, float *dy, size_t count, int 
     long long n = (long long)count;
     switch (act) {
     case CNN_RELU:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : 0;
         break;
     case CNN_SIGMOID:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) dy[i] *= y[i] * (1 - y[i]);
         break;
     case CNN_TANH:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) dy[i] *= 1 - y[i] * y[i];
         break;
     case CNN_LEAKY_RELU:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : alpha * dy[i];
         break;
     case CNN_ELU: /* y = alpha*(e^x - 1) for x <= 0, so dy/dx = y + alpha */
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(n)
         for (long long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : dy[i] * (y[i] + alpha);
         break;
     case CNN_SOFTMAX: {
         long long rows = (long long)(count / c);
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)count)
         for (long long r = 0; r < rows; r++) {
             const float *p = y + (size_t)r * c;
             float *d = dy + (size_t)r * c, dot = 0;
@@ -1599,7 +1616,7 @@ static float *cnn__in_dout(const cnn_node *n, int i) {
 /* col [B*Ho*Wo][K] from x [B][H][W][C]; K index = (ky*kw + kx)*C + ci */
 static void cnn__im2col(const cnn_node *n, const cnn_node *in, const float *x, float *col, int B) {
     const int H = in->h, W = in->w, C = in->c, Ho = n->h, Wo = n->w, K = n->kh * n->kw * C;
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)B * Ho * Wo * K)
     for (long long r = 0; r < (long long)B * Ho; r++) {
         int b = (int)(r / Ho), oy = (int)(r % Ho);
         for (int ox = 0; ox < Wo; ox++) {
@@ -1619,7 +1636,7 @@ CNN__OMP(omp parallel for schedule(static))
 /* dx [B][H][W][C] += scatter of dcol [B*Ho*Wo][K]; threads own samples */
 static void cnn__col2im(const cnn_node *n, const cnn_node *in, const float *dcol, float *dx, int B) {
     const int H = in->h, W = in->w, C = in->c, Ho = n->h, Wo = n->w, K = n->kh * n->kw * C;
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)B * Ho * Wo * K)
     for (int b = 0; b < B; b++)
         for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) {
@@ -1638,7 +1655,7 @@ CNN__OMP(omp parallel for schedule(static))
 
 /* out[M][N] += bias[N] */
 static void cnn__add_bias(float *out, const float *bias, size_t M, int N) {
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)M * N)
     for (long long r = 0; r < (long long)M; r++)
         for (int j = 0; j < N; j++) out[(size_t)r * N + j] += bias[j];
 }
@@ -1750,7 +1767,7 @@ static void cnn__bn_forward(cnn_node *n, int B) {
         for (int c = 0; c < C; c++) { mean[c] = mmean[c]; inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon); }
     }
     float *xhat = n->aux, *y = n->out;
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)M * C)
     for (long long r = 0; r < (long long)M; r++)
         for (int c = 0; c < C; c++) {
             size_t i = (size_t)r * C + c;
@@ -1785,7 +1802,7 @@ static void cnn__bn_backward(cnn_node *n, int B) {
             k2[c] = (float)(s[c] / M);
             k3[c] = (float)(s[C + c] / M);
         }
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)M * C)
         for (long long r = 0; r < (long long)M; r++)
             for (int c = 0; c < C; c++) {
                 size_t i = (size_t)r * C + c;
@@ -1802,7 +1819,7 @@ static void cnn__maxpool_forward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
     const int H = in->h, W = in->w, C = n->c;
     const float *x = cnn__in_out(n, 0);
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
     for (long long r = 0; r < (long long)B * n->h; r++) {
         int b = (int)(r / n->h), oy = (int)(r % n->h);
         for (int ox = 0; ox < n->w; ox++) {
@@ -1829,7 +1846,7 @@ static void cnn__maxpool_backward(cnn_node *n, int B) {
     float *dx = cnn__in_dout(n, 0);
     if (!dx) return;
     const size_t per_out = cnn__node_size(n), per_in = cnn__node_size(in);
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)B * per_out)
     for (int b = 0; b < B; b++)
         for (size_t i = 0; i < per_out; i++) {
             int a = n->argmax[b * per_out + i];
@@ -1855,7 +1872,7 @@ static void cnn__avgpool_pass(cnn_node *n, int B, int backward) {
     const float *x = cnn__in_out(n, 0);
     float *dx = backward ? cnn__in_dout(n, 0) : NULL;
     if (backward && !dx) return;
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
     for (int b = 0; b < B; b++)
         for (int oy = 0; oy < n->h; oy++)
             for (int ox = 0; ox < n->w; ox++) {
@@ -1915,7 +1932,7 @@ static void cnn__pass_backward(cnn_node *n, int B, int i) {
     float *dx = cnn__in_dout(n, i);
     if (!dx) return;
     const long long count = (long long)B * (long long)cnn__node_size(n);
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(count)
     for (long long k = 0; k < count; k++) dx[k] += n->dout[k];
 }
 
@@ -1933,7 +1950,7 @@ static void cnn__dropout_forward(cnn_node *n, int B) {
     }
     const float keep = 1.0f / (1.0f - n->rate);
     const uint64_t layer_key = m->seed * 1000003ULL + (uint64_t)n->index;
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR((long long)B * per)
     for (int b = 0; b < B; b++)
         for (size_t i = 0; i < per; i++) {
             size_t k = (size_t)b * per + i;
@@ -1947,7 +1964,7 @@ static void cnn__dropout_backward(cnn_node *n, int B) {
     float *dx = cnn__in_dout(n, 0);
     if (!dx) return;
     const long long count = (long long)B * (long long)cnn__node_size(n);
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(count)
     for (long long k = 0; k < count; k++) dx[k] += n->dout[k] * n->aux[k];
 }
 
@@ -1966,7 +1983,7 @@ static void cnn__add_forward(cnn_node *n, int B) {
     cnn__copy_forward(n, B);
     for (int i = 1; i < n->n_inputs; i++) {
         const float *x = cnn__in_out(n, i);
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(count)
         for (long long k = 0; k < count; k++) n->out[k] += x[k];
     }
 }
@@ -2318,7 +2335,7 @@ static void cnn__optimizer_step(cnn_model *m) {
         const long long count = (long long)n->p_count;
         switch (o->type) {
         case CNN_ADAM:
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(count)
             for (long long k = 0; k < count; k++) {
                 s1[k] = b1 * s1[k] + (1 - b1) * g[k];
                 s2[k] = b2 * s2[k] + (1 - b2) * g[k] * g[k];
@@ -2326,7 +2343,7 @@ CNN__OMP(omp parallel for schedule(static))
             }
             break;
         case CNN_SGD: /* Keras: v = momentum*v - lr*g; p += v (nesterov: p += momentum*v - lr*g) */
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(count)
             for (long long k = 0; k < count; k++) {
                 if (o->momentum == 0.0f) { p[k] -= lr * g[k]; continue; }
                 s1[k] = o->momentum * s1[k] - lr * g[k];
@@ -2334,7 +2351,7 @@ CNN__OMP(omp parallel for schedule(static))
             }
             break;
         case CNN_RMSPROP: /* v = rho v + (1-rho) g^2; step = lr g / (sqrt(v) + eps), with momentum optional */
-CNN__OMP(omp parallel for schedule(static))
+CNN__PARALLEL_FOR(count)
             for (long long k = 0; k < count; k++) {
                 s2[k] = o->rho * s2[k] + (1 - o->rho) * g[k] * g[k];
                 float stepk = lr * g[k] / (sqrtf(s2[k]) + eps);
@@ -2635,7 +2652,8 @@ CNN_IMPL int cnn_model_input_shape(const cnn_model *m, int *h, int *w, int *c) {
 }
 
 CNN_IMPL int cnn_model_output_size(const cnn_model *m) {
-    if (!m || m->output < 0) return cnn_set_error(CNN_ERR_STATE, "cnn_model_output_size: %s", m ? "the model has no output" : "the model is NULL");
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_output_size: the model is NULL");
+    if (m->output < 0) return cnn_set_error(CNN_ERR_STATE, "cnn_model_output_size: the model has no output");
     return (int)cnn__node_size(m->nodes[m->output]);
 }
 
@@ -2755,6 +2773,8 @@ CNN_IMPL int cnn_model_set_featurewise(cnn_model *m, const float *mean, const fl
 CNN_IMPL int cnn_model_set_class_names(cnn_model *m, const char *const *names, int count) {
     if (!m || !names) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: NULL %s", m ? "names" : "model");
     if (count <= 0) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: count %d must be > 0", count);
+    for (int i = 0; i < count; i++)
+        if (!names[i]) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: class name %d is NULL", i);
     char **copy = cnn__copy_names(names, count);
     if (!copy) return CNN_ERR_MEMORY;
     cnn__free_names(m->class_names, m->n_class_names);
@@ -3124,7 +3144,7 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
         return CNN_OK;
     case CNN__CB_CSV: return cnn__csv_write(cb, h, epoch0);
     case CNN__CB_LAMBDA:
-        if (cb->lambda.on_epoch_end && cb->lambda.on_epoch_end(m, epoch0, h, cb->lambda.user)) st->stop = 1;
+        if (cb->lambda.on_epoch_end && cb->lambda.on_epoch_end(m, epoch0, h, cb->lambda.user)) st->stop = st->h->stopped_early = 1;
         return CNN_OK;
     default: return CNN_OK;
     }
@@ -3205,6 +3225,15 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     void (*old_handler)(int) = SIG_ERR;
     if (!rc) { cnn__sigint_seen = 0; old_handler = signal(SIGINT, cnn__on_sigint); }
 #endif
+    for (cnn_callback **c = o->callbacks; c && *c; c++) /* a new run, as Keras' on_train_begin */
+        if ((*c)->kind == CNN__CB_EARLY_STOP || (*c)->kind == CNN__CB_REDUCE_LR) {
+            (*c)->wait = (*c)->cooldown_left = 0;
+            (*c)->best = (*c)->mode_max ? -INFINITY : INFINITY;
+            (*c)->best_epoch = -1;
+            CNN_FREE((*c)->best_params);
+            CNN_FREE((*c)->best_state);
+            (*c)->best_params = (*c)->best_state = NULL;
+        }
     int pass = o->initial_epoch; /* passes over the source so far, for reshuffling */
     if (!rc) rc = src->reset(src->ctx, pass);
     for (int epoch = o->initial_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
@@ -3215,7 +3244,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
                 m->opt.learning_rate = lr;
                 if ((*c)->verbose) fprintf(out, "\nEpoch %d: LearningRateScheduler setting learning rate to %g.\n", epoch + 1, lr);
             }
-            if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin && (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user)) st.stop = 1;
+            if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin && (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user)) st.stop = st.h->stopped_early = 1;
         }
         if (rc || st.stop) break;
         if (o->verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, epochs);
@@ -3246,7 +3275,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
                     st.stop = 1;
                     st.h->stopped_early = 1;
                 }
-                if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_batch_end && (*c)->lambda.on_batch_end(m, epoch, step, (float)l, (*c)->lambda.user)) st.stop = 1;
+                if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_batch_end && (*c)->lambda.on_batch_end(m, epoch, step, (float)l, (*c)->lambda.user)) st.stop = st.h->stopped_early = 1;
             }
             double now = cnn__now();
             if (dynamic && (now - last_draw > 0.1 || step + 1 == steps)) {
@@ -3281,7 +3310,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             fprintf(out, "%s\n", vtext);
             fflush(out);
         }
-        /* lr is logged after the epoch's callbacks may have changed it, as Keras does */
+        /* lr as used in this epoch (callbacks below may change it for the next), as Keras logs it */
         int track_lr = 0;
         for (cnn_callback **c = o->callbacks; c && *c; c++) track_lr |= (*c)->kind == CNN__CB_REDUCE_LR || (*c)->kind == CNN__CB_SCHEDULER;
         if (track_lr && (rc = cnn__history_put(st.h, "lr", m->opt.learning_rate))) break;
@@ -3333,7 +3362,7 @@ CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const 
     if (o->validation_data && cnn__check_dataset_fits(m, o->validation_data, "cnn_fit (validation_data)")) return NULL;
     if (o->validation_source && cnn__check_source(m, o->validation_source, "cnn_fit (validation_source)")) return NULL;
     /* validation_split takes the last fraction of the data before shuffling, as Keras does */
-    int n_val = o->validation_split > 0 ? (int)((double)train->n * o->validation_split) : 0;
+    int n_val = o->validation_split > 0 ? train->n - (int)floor((double)train->n * (1.0 - o->validation_split)) : 0;
     if (o->validation_split > 0 && (n_val == 0 || n_val == train->n)) {
         cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g of %d images leaves an empty part", o->validation_split, train->n);
         return NULL;

@@ -915,7 +915,11 @@ static void test_fit_errors(void) {
     ERR_HIST(cnn_fit(m, d, .validation_split = -0.1f), "validation_split");
     ERR_HIST(cnn_fit(m, d, .validation_split = NAN), "validation_split");
     ERR_HIST(cnn_fit(m, d, .validation_split = 1.0f), "validation_split");
-    ERR_HIST(cnn_fit(m, d, .validation_split = 0.01f), "validation_split"); /* leaves 0 images */
+    {   /* one image split in two leaves an empty training part */
+        cnn_dataset *one = cnn_dataset_subset(d, 0, 1);
+        ERR_HIST(cnn_fit(m, one, .validation_split = 0.5f), "validation_split");
+        cnn_dataset_free(one);
+    }
     ERR_HIST(cnn_fit(m, d, .validation_split = 0.2f, .validation_data = d), "validation_split");
     ERR_HIST(cnn_fit(m, d, .validation_data = wrong), "validation_data");
     ERR_HIST(cnn_fit(m, d, .validation_data = badlab), "label 5");

@@ -62,7 +62,7 @@ static void check(const char *name, int h, int w, int c, builder body, int units
     cnn_node *x = cnn_input(m, h, w, c, "input");
     x = body(m, x);
     if (units > 0) {
-        int oh, ow, oc;
+        int oh = 0, ow = 0, oc = 0;
         cnn_node_shape(x, &oh, &ow, &oc);
         if (oh != 1 || ow != 1) x = cnn_flatten(m, x, .name = "flat");
         x = cnn_dense(m, x, .units = units, .activation = head_act, .name = "head");
