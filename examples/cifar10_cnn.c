@@ -147,18 +147,18 @@ int main(int argc, char **argv) {
         } else if ((v = arg_value(argc, argv, &i, "--val-data"))) {
             val_dir = v;
         } else if ((v = arg_value(argc, argv, &i, "--epochs"))) {
-            epochs = (int)arg_int(a, v, 1, 1000000);
+            epochs = (int)arg_int("--epochs", v, 1, 1000000);
         } else if ((v = arg_value(argc, argv, &i, "--batch-size"))) {
-            batch_size = (int)arg_int(a, v, 1, 1 << 20);
+            batch_size = (int)arg_int("--batch-size", v, 1, 1 << 20);
         } else if ((v = arg_value(argc, argv, &i, "--limit"))) {
-            limit = (int)arg_int(a, v, 1, 2147483647L);
+            limit = (int)arg_int("--limit", v, 1, 2147483647L);
         } else if ((v = arg_value(argc, argv, &i, "--val-split"))) {
-            val_split = arg_float(a, v, 0.0, 0.99);
+            val_split = arg_float("--val-split", v, 0.0, 0.99);
             val_split_given = 1;
         } else if ((v = arg_value(argc, argv, &i, "--seed"))) {
-            seed = arg_u64(a, v);
+            seed = arg_u64("--seed", v);
         } else if ((v = arg_value(argc, argv, &i, "--threads"))) {
-            threads = (int)arg_int(a, v, 1, 4096);
+            threads = (int)arg_int("--threads", v, 1, 4096);
         } else if ((v = arg_value(argc, argv, &i, "--save"))) {
             save_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--history"))) {
@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
         } else if ((v = arg_value(argc, argv, &i, "--plot"))) {
             plot_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--verbose"))) {
-            verbose = (int)arg_int(a, v, 0, 2);
+            verbose = (int)arg_int("--verbose", v, 0, 2);
         } else {
             fail(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         }

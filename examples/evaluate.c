@@ -132,7 +132,7 @@ int main(int argc, char **argv) {
         } else if ((v = arg_value(argc, argv, &i, "--data"))) {
             data_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--batch-size"))) {
-            batch_size = (int)arg_int(a, v, 1, 1 << 20);
+            batch_size = (int)arg_int("--batch-size", v, 1, 1 << 20);
         } else {
             fail(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         }

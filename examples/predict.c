@@ -52,11 +52,12 @@ int main(int argc, char **argv) {
             only_images = 1; /* the rest are file names, even "-x.png" */
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(usage, stdout);
+            free(images);
             return 0;
         } else if ((v = arg_value(argc, argv, &i, "--model"))) {
             model_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--top"))) {
-            top = (int)arg_int(a, v, 1, 1000000);
+            top = (int)arg_int("--top", v, 1, 1000000);
         } else {
             fail(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         }
