@@ -23,8 +23,9 @@ examples/%: examples/%.c $(HEADERS) $(wildcard examples/*.h)
 # The suite: unit tests (optimised with OpenMP, then under ASan/UBSan),
 # compile checks (C99, C11, C++, clang, CNN_STATIC), the drop-in build and the
 # examples. Ends with "N passed, N failed".
-test: $(EXAMPLES)
+test:
 	@scripts/ensure-deps.sh test
+	@$(MAKE) --no-print-directory $(EXAMPLES)
 	@tests/run.sh
 
 demo: examples

@@ -405,7 +405,7 @@ typedef struct cnn_history {
     double *values[CNN_HISTORY_MAX_KEYS]; /* values[k][epoch] */
     int capacity;
     int stopped_early;                    /* a callback stopped training */
-    int interrupted;                      /* Ctrl-C stopped training */
+    int interrupted;                      /* Ctrl-C stopped training (the cut epoch is not recorded) */
 } cnn_history;
 
 /* The values of key per epoch (history->epochs of them), or NULL. */
@@ -840,6 +840,13 @@ CNN_IMPL cnn_dataset *cnn_dataset_subset(const cnn_dataset *d, int start, int co
     return s;
 }
 
+/* Keras' split point: floor(n * (1 - fraction)). The float fraction is first
+   rounded to 6 decimals, so 0.1f means 0.1 as it does in Python. */
+static int cnn__split_at(int n, float fraction) {
+    double f = floor((double)fraction * 1e6 + 0.5) / 1e6;
+    return (int)floor((double)n * (1.0 - f));
+}
+
 CNN_IMPL int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset **first, cnn_dataset **second) {
     if (!first || !second) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split: NULL output pointer");
     *first = *second = NULL;
@@ -847,7 +854,7 @@ CNN_IMPL int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset
     if (rc) return rc;
     if (!(fraction >= 0.0f && fraction < 1.0f))
         return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split: fraction %g is not in [0, 1)", fraction);
-    int n2 = d->n - (int)floor((double)d->n * (1.0 - fraction)); /* as Keras' validation_split */
+    int n2 = d->n - cnn__split_at(d->n, fraction);
     *first = cnn_dataset_subset(d, 0, d->n - n2);
     *second = cnn_dataset_subset(d, d->n - n2, n2);
     if (!*first || !*second) {
@@ -1072,6 +1079,8 @@ struct cnn_node {
     float *dout;                /* [B][h][w][c] gradient of the loss w.r.t. out */
     float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K]; BatchNorm: xhat; Dropout: mask */
     float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
+    double *acc;                /* BatchNorm: per-channel sums [2c] */
+    float *coef;                /* BatchNorm backward: per-channel coefficients [3c] */
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
 };
 
@@ -1144,7 +1153,9 @@ static void cnn__free_buffers(cnn_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
         CNN_FREE(n->out); CNN_FREE(n->dout); CNN_FREE(n->aux); CNN_FREE(n->stat); CNN_FREE(n->argmax);
-        n->out = n->dout = n->aux = n->stat = NULL;
+        CNN_FREE(n->acc); CNN_FREE(n->coef);
+        n->out = n->dout = n->aux = n->stat = n->coef = NULL;
+        n->acc = NULL;
         n->argmax = NULL;
     }
     CNN_FREE(m->scratch);
@@ -1179,9 +1190,8 @@ static cnn_node *cnn__new_node(cnn_model *m, int type, cnn_node *const *inputs, 
     if (m->built) { cnn_set_error(CNN_ERR_STATE, "%s '%s': the model's output is already set; layers cannot be added", kind, shown); return NULL; }
     if (n_inputs > CNN__MAX_INPUTS) { cnn_set_error(CNN_ERR_ARG, "%s '%s': at most %d inputs", kind, shown, CNN__MAX_INPUTS); return NULL; }
     for (int i = 0; i < n_inputs; i++) {
-        if (!inputs[i]) {
-            cnn_set_error(CNN_ERR_ARG, "%s '%s': input %d is NULL (did the layer before it fail? %s)", kind, shown, i,
-                          cnn_last_error()[0] ? "see the earlier error" : "no earlier error");
+        if (!inputs[i]) { /* an earlier layer failed: keep its message, the root cause */
+            if (!cnn__error[0]) cnn_set_error(CNN_ERR_ARG, "%s '%s': input %d is NULL", kind, shown, i);
             return NULL;
         }
         if (inputs[i]->model != m || inputs[i]->index >= m->n_nodes || m->nodes[inputs[i]->index] != inputs[i]) {
@@ -1224,6 +1234,7 @@ static cnn_node *cnn__push(cnn_model *m, cnn_node *n) {
     }
     n->index = m->n_nodes;
     m->nodes[m->n_nodes++] = n;
+    cnn__error[0] = 0; /* so that a later NULL input reports the failure that caused it */
     return n;
 }
 
@@ -1746,8 +1757,8 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     float *mean = n->stat, *inv = n->stat + C;
     if (cnn__bn_uses_batch(n)) {
         /* two passes in double, in row order: exact enough and thread-count independent */
-        double *acc = (double *)cnn__calloc((size_t)2 * C, sizeof(double));
-        if (!acc) return; /* cannot happen for sane C; the loss becomes NaN-free garbage otherwise */
+        double *acc = n->acc;
+        memset(acc, 0, (size_t)2 * C * sizeof(double));
         for (size_t r = 0; r < M; r++)
             for (int c = 0; c < C; c++) acc[c] += x[r * C + c];
         for (int c = 0; c < C; c++) mean[c] = (float)(acc[c] / M);
@@ -1762,7 +1773,6 @@ static void cnn__bn_forward(cnn_node *n, int B) {
                 mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * unbiased);
             }
         }
-        CNN_FREE(acc);
     } else {
         for (int c = 0; c < C; c++) { mean[c] = mmean[c]; inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon); }
     }
@@ -1788,15 +1798,14 @@ static void cnn__bn_backward(cnn_node *n, int B) {
                 for (int c = 0; c < C; c++) dx[r * C + c] += dy[r * C + c] * gamma[c] * inv[c];
         return;
     }
-    double *s = (double *)cnn__calloc((size_t)2 * C, sizeof(double)); /* sum dy, sum dy*xhat */
-    if (!s) return;
+    double *s = n->acc; /* sum dy, sum dy*xhat */
+    memset(s, 0, (size_t)2 * C * sizeof(double));
     for (size_t r = 0; r < M; r++)
         for (int c = 0; c < C; c++) { s[c] += dy[r * C + c]; s[C + c] += (double)dy[r * C + c] * xhat[r * C + c]; }
     float *g = m->grads + n->p_off;
     for (int c = 0; c < C; c++) { g[c] += (float)s[C + c]; g[C + c] += (float)s[c]; }
     if (dx) {
-        float *k1 = (float *)cnn__calloc((size_t)3 * C, sizeof(float)), *k2 = k1 + C, *k3 = k1 + 2 * C;
-        if (!k1) { CNN_FREE(s); return; }
+        float *k1 = n->coef, *k2 = k1 + C, *k3 = k1 + 2 * C;
         for (int c = 0; c < C; c++) { /* dx = gamma*inv/M * (M*dy - sum dy - xhat * sum dy*xhat) */
             k1[c] = gamma[c] * inv[c];
             k2[c] = (float)(s[c] / M);
@@ -1808,9 +1817,7 @@ CNN__PARALLEL_FOR((long long)M * C)
                 size_t i = (size_t)r * C + c;
                 dx[i] += k1[c] * (dy[i] - k2[c] - xhat[i] * k3[c]);
             }
-        CNN_FREE(k1);
     }
-    CNN_FREE(s);
 }
 
 /* ---- Pooling ------------------------------------------------------------ */
@@ -2063,7 +2070,8 @@ static void cnn__init_params(cnn_model *m) {
 
 CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
     if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the model is NULL");
-    if (!output) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output layer is NULL (did building it fail? %s)", cnn_last_error());
+    if (!output) /* keep the message of the layer that failed, if any */
+        return cnn__error[0] ? CNN_ERR_ARG : cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output layer is NULL");
     if (output->model != m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: layer '%s' belongs to another model", output->name);
     if (m->built) return cnn_set_error(CNN_ERR_STATE, "cnn_model_set_output: the output is already set");
     if (m->input < 0) return cnn_set_error(CNN_ERR_STATE, "cnn_model_set_output: the model has no Input layer");
@@ -2159,7 +2167,10 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
         } else if (n->type == CNN__BATCH_NORM || n->type == CNN__DROPOUT) {
             n->aux = (float *)cnn__calloc(sz, sizeof(float));
             ok = ok && n->aux;
-            if (n->type == CNN__BATCH_NORM) ok = ok && (n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float)));
+            if (n->type == CNN__BATCH_NORM)
+                ok = ok && (n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float))) &&
+                     (n->acc = (double *)cnn__calloc(2 * (size_t)n->c, sizeof(double))) &&
+                     (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
         } else if (n->type == CNN__MAX_POOL) {
             ok = ok && (n->argmax = (int *)cnn__calloc(sz, sizeof(int)));
         }
@@ -2198,7 +2209,7 @@ static int cnn__check_targets(const cnn_model *m, const float *y, int B, int y_w
     if (!y) return cnn_set_error(CNN_ERR_ARG, "%s: the targets are NULL", fn);
     if (y_width != 1 && y_width != U)
         return cnn_set_error(CNN_ERR_SHAPE, "%s: targets have width %d; the output '%s' has %d units (give 1 class index per sample or %d values)", fn, y_width, m->nodes[m->output]->name, U, U);
-    int sparse = y_width == 1 && (m->loss == CNN_CATEGORICAL_CROSSENTROPY || m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY || (m->loss == CNN_MSE && U > 1));
+    int sparse = y_width == 1 && U > 1; /* one class index per sample */
     if (m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY && y_width != 1)
         return cnn_set_error(CNN_ERR_SHAPE, "%s: sparse_categorical_crossentropy takes one class index per sample (y_width 1), not %d", fn, y_width);
     for (int b = 0; b < B; b++)
@@ -3042,13 +3053,22 @@ typedef struct cnn__fit_state {
     int stop;
 } cnn__fit_state;
 
-static int cnn__csv_write(cnn_callback *cb, const cnn_history *h, int epoch0) {
-    if (!cb->csv) {
-        int existed = cb->append && cnn__file_exists(cb->filename);
-        cb->csv = fopen(cb->filename, cb->append ? "a" : "w");
-        if (!cb->csv) return cnn_set_error(CNN_ERR_IO, "CSVLogger: cannot open '%s': %s", cb->filename, strerror(errno));
-        cb->csv_header_done = existed;
+/* at the start of each fit, as Keras' on_train_begin: truncate, or append */
+static int cnn__csv_open(cnn_callback *cb) {
+    if (cb->csv) fclose(cb->csv);
+    long size = 0;
+    if (cb->append) {
+        FILE *f = fopen(cb->filename, "rb");
+        if (f) { fseek(f, 0, SEEK_END); size = ftell(f); fclose(f); }
     }
+    cb->csv = fopen(cb->filename, cb->append ? "a" : "w");
+    if (!cb->csv) return cnn_set_error(CNN_ERR_IO, "CSVLogger: cannot open '%s': %s", cb->filename, strerror(errno));
+    cb->csv_header_done = size > 0; /* appending to a log that has its header */
+    return CNN_OK;
+}
+
+static int cnn__csv_write(cnn_callback *cb, const cnn_history *h, int epoch0) {
+    if (!cb->csv) return cnn_set_error(CNN_ERR_STATE, "CSVLogger: '%s' is not open", cb->filename);
     int order[CNN_HISTORY_MAX_KEYS], n = h->n_keys;
     for (int i = 0; i < n; i++) order[i] = i;
     for (int i = 1; i < n; i++) /* keys sorted, as Keras writes them */
@@ -3067,7 +3087,9 @@ static int cnn__csv_write(cnn_callback *cb, const cnn_history *h, int epoch0) {
 }
 
 static int cnn__snapshot(cnn_callback *cb, const cnn_model *m) {
-    if (!cb->best_params) {
+    if (!cb->best_params || !cb->best_state) {
+        CNN_FREE(cb->best_params);
+        CNN_FREE(cb->best_state);
         cb->best_params = (float *)cnn__alloc(m->n_params, sizeof(float), "best weights");
         cb->best_state = (float *)cnn__alloc(m->n_state, sizeof(float), "best weights");
         if (!cb->best_params || !cb->best_state) return CNN_ERR_MEMORY;
@@ -3113,12 +3135,15 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
         return cnn_save(m, path);
     }
     case CNN__CB_EARLY_STOP:
+        /* Keras 3 logic: an improving epoch never stops training (Keras 2 stopped
+           at patience=0 even while improving) */
         cb->wait++;
         if (cnn__improved(cb, cur, cb->best) || cb->best_epoch < 0) {
             cb->best = cur;
             cb->best_epoch = epoch0;
             cb->wait = 0;
             if (cb->restore_best && cnn__snapshot(cb, m)) return CNN_ERR_MEMORY;
+            return CNN_OK;
         }
         if (cb->wait >= cb->patience && epoch0 > 0) {
             st->stop = 1;
@@ -3205,7 +3230,9 @@ static int cnn__is_tty(FILE *f) {
 
 /* The loop behind cnn_fit and cnn_fit_source. val may be NULL. */
 static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val, const cnn_fit_opts *o, const float *class_weight) {
-    const int bs = o->batch_size ? o->batch_size : 32, epochs = o->epochs ? o->epochs : 1;
+    const int want_bs = o->batch_size ? o->batch_size : 32, epochs = o->epochs ? o->epochs : 1;
+    /* a batch larger than the data is the whole data: size the buffers for that */
+    const int bs = src->samples > 0 && src->samples < want_bs && !o->steps_per_epoch ? src->samples : want_bs;
     const int per_pass = (src->samples + bs - 1) / bs;
     const int steps = o->steps_per_epoch ? o->steps_per_epoch : per_pass;
     const int has_acc = (m->metrics & CNN_ACCURACY) != 0;
@@ -3234,6 +3261,8 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             CNN_FREE((*c)->best_state);
             (*c)->best_params = (*c)->best_state = NULL;
         }
+    for (cnn_callback **c = o->callbacks; !rc && c && *c; c++)
+        if ((*c)->kind == CNN__CB_CSV) rc = cnn__csv_open(*c);
     int pass = o->initial_epoch; /* passes over the source so far, for reshuffling */
     if (!rc) rc = src->reset(src->ctx, pass);
     for (int epoch = o->initial_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
@@ -3264,7 +3293,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             if ((rc = cnn__check_targets(m, y, got, src->y_width, "cnn_fit"))) break;
             double l, a;
             m->dropout_epoch = (uint64_t)epoch;
-            m->dropout_sample = (uint64_t)step * bs;
+            m->dropout_sample = (uint64_t)m->step * bs; /* unique across fit calls */
             if ((rc = cnn__train_step(m, x, y, got, src->y_width, class_weight, &l, &a))) break;
             loss_sum += l * got;
             acc_sum += a * got;
@@ -3286,6 +3315,10 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             if (cnn__sigint_seen) { st.stop = 1; st.h->interrupted = 1; }
 #endif
             if (st.stop) { step++; break; }
+        }
+        if (!rc && st.h->interrupted) { /* the History keeps the completed epochs only */
+            if (o->verbose) fprintf(out, "%sInterrupted: training stopped after batch %d of epoch %d.\n", dynamic ? "\n" : "", step, epoch + 1);
+            break;
         }
         if (rc || !seen) {
             if (!rc && !seen) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gave no samples in epoch %d", epoch + 1);
@@ -3316,7 +3349,6 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
         if (track_lr && (rc = cnn__history_put(st.h, "lr", m->opt.learning_rate))) break;
         st.h->epochs++;
         for (cnn_callback **c = o->callbacks; c && *c && !rc; c++) rc = cnn__callback_epoch_end(*c, &st, epoch);
-        if (st.h->interrupted && o->verbose) fprintf(out, "Interrupted: training stopped after batch %d of epoch %d.\n", step, epoch + 1);
     }
     /* EarlyStopping with restore_best_weights also restores when training simply ends */
     for (cnn_callback **c = o->callbacks; !rc && c && *c; c++)
@@ -3328,7 +3360,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     CNN_FREE(x);
     CNN_FREE(y);
     for (cnn_callback **c = o->callbacks; c && *c; c++) /* close CSV files; callbacks stay reusable */
-        if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; (*c)->append = 1; }
+        if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; }
     if (rc) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", cnn_last_error());
@@ -3362,7 +3394,7 @@ CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const 
     if (o->validation_data && cnn__check_dataset_fits(m, o->validation_data, "cnn_fit (validation_data)")) return NULL;
     if (o->validation_source && cnn__check_source(m, o->validation_source, "cnn_fit (validation_source)")) return NULL;
     /* validation_split takes the last fraction of the data before shuffling, as Keras does */
-    int n_val = o->validation_split > 0 ? train->n - (int)floor((double)train->n * (1.0 - o->validation_split)) : 0;
+    int n_val = o->validation_split > 0 ? train->n - cnn__split_at(train->n, o->validation_split) : 0;
     if (o->validation_split > 0 && (n_val == 0 || n_val == train->n)) {
         cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g of %d images leaves an empty part", o->validation_split, train->n);
         return NULL;
@@ -3377,7 +3409,8 @@ CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const 
     cnn_batch_source src, vsrc, *val = o->validation_source;
     cnn__array_source s, vs;
     memset(&vs, 0, sizeof vs);
-    if (cnn__array_source_init(&src, &s, m, &tr, !o->no_shuffle, m->seed)) return NULL;
+    /* the shuffle seed moves on with every step taken, so repeated fit calls see new orders */
+    if (cnn__array_source_init(&src, &s, m, &tr, !o->no_shuffle, m->seed ^ cnn__mix64((uint64_t)m->step))) return NULL;
     const cnn_dataset *vd = n_val ? &va : o->validation_data;
     if (vd) {
         if (cnn__array_source_init(&vsrc, &vs, m, vd, 0, 0)) { CNN_FREE(s.order); return NULL; }

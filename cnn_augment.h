@@ -134,10 +134,19 @@ CNN_DEF cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_image_dir
 #define cnn_load_image_dir(dir, ...) cnn_load_image_dir_opt((dir), &(cnn_image_dir_opts){__VA_ARGS__})
 #endif
 
-/* Either a CIFAR-10 binary folder (train batches, or test_batch.bin when it is
-   the only batch there), a single CIFAR-10 .bin file, or an image folder with
-   class subfolders (loaded at its own size). */
+/* Any dataset the examples take, by what the path holds:
+     - a CIFAR-10 binary folder: the training batches (data_batch_1..5.bin), or
+       test_batch.bin when it is the only batch there;
+     - a single CIFAR-10 .bin file;
+     - an IDX folder in the (Fashion-)MNIST layout ({train,t10k}-images-idx3-ubyte
+       and -labels-idx1-ubyte, gzip'd or not): its training part, with the
+       Fashion-MNIST class names;
+     - an image folder with class subfolders (loaded at its own size). */
 CNN_DEF cnn_dataset *cnn_load_dataset(const char *path);
+/* The same, choosing the part of a CIFAR-10 or IDX folder: train != 0 as above,
+   train == 0 the test part (test_batch.bin, t10k-*). Files and image folders
+   have one part: both calls load them whole. */
+CNN_DEF cnn_dataset *cnn_load_dataset_part(const char *path, int train);
 
 /* ======================================================================== */
 /* PNG output: images and training plots                                    */
@@ -754,7 +763,22 @@ done:
 #endif
 }
 
-CNN__AUG_IMPL cnn_dataset *cnn_load_dataset(const char *path) {
+/* Does dir hold an IDX image file of the (Fashion-)MNIST layout, raw or gzip'd? */
+static int cnn__aug_is_idx_dir(const char *dir) {
+    static const char *const names[4] = {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz",
+                                         "t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"};
+    for (int i = 0; i < 4; i++) {
+        char *p = cnn__aug_join(dir, names[i]);
+        int found = p && cnn__aug_file_exists(p);
+        CNN_FREE(p);
+        if (found) return 1;
+    }
+    return 0;
+}
+
+CNN__AUG_IMPL cnn_dataset *cnn_load_dataset(const char *path) { return cnn_load_dataset_part(path, 1); }
+
+CNN__AUG_IMPL cnn_dataset *cnn_load_dataset_part(const char *path, int train) {
     struct stat st;
     if (!path) { cnn_set_error(CNN_ERR_ARG, "cnn_load_dataset: the path is NULL"); return NULL; }
     if (stat(path, &st) != 0) {
@@ -764,12 +788,13 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_dataset(const char *path) {
     if (S_ISDIR(st.st_mode)) {
         if (cnn_is_cifar10_dir(path)) {
             char *first = cnn__aug_join(path, "data_batch_1.bin");
-            int train;
+            int has_train;
             if (!first) return NULL;
-            train = cnn__aug_file_exists(first);
+            has_train = cnn__aug_file_exists(first);
             CNN_FREE(first);
-            return cnn_load_cifar10(path, train);
+            return cnn_load_cifar10(path, train && has_train);
         }
+        if (cnn__aug_is_idx_dir(path)) return cnn_load_fashion_mnist(path, train);
         return cnn_load_image_dir_opt(path, NULL);
     }
     if (S_ISREG(st.st_mode) && cnn__aug_ends_with(path, ".bin")) return cnn_load_cifar10_file(path);

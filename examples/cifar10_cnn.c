@@ -45,7 +45,8 @@ static const char *usage =
     "  --batch-size N    images per optimizer step (default 32)\n"
     "  --limit N         train on only N images (after shuffling)\n"
     "  --val-split F     fraction held out for validation (default 0.1, 0 = none)\n"
-    "  --val-data DIR    validation images from another folder (no split)\n"
+    "  --val-data DIR    validation images from another folder, no split (the\n"
+    "                    test part of a CIFAR-10 or IDX folder)\n"
     "  --seed S          seed for shuffling, initialisation and dropout (default 1)\n"
     "  --threads T       CPU threads (default: all cores)\n"
     "  --save FILE       save the trained model to FILE\n"
@@ -204,7 +205,7 @@ int main(int argc, char **argv) {
 
     cnn_dataset *train = NULL, *val = NULL;
     if (val_dir) {
-        val = cnn_load_dataset(val_dir);
+        val = cnn_load_dataset_part(val_dir, 0); /* the test part of a CIFAR-10 or IDX folder */
         if (!val) fail(EXIT_FAILURE, "cannot load %s: %s", val_dir, cnn_last_error());
         if (val->h != all->h || val->w != all->w || val->c != all->c)
             fail(EXIT_FAILURE, "validation images are %dx%dx%d but training images are %dx%dx%d",

@@ -6,7 +6,7 @@
 
    Run:
      examples/evaluate --model cifar.cnn --data cifar-10-batches-bin
-     examples/evaluate --model fashion.cnn --data /tmp/fashion-test --batch-size 256
+     examples/evaluate --model demo.cnn --data /usr/share/datasets/fashion-mnist --batch-size 256
 
    The lesson:
      1. load a model saved by cifar10_cnn (weights, preprocessing, class names)
@@ -31,8 +31,9 @@ static const char *usage =
     "F1, the confusion matrix, then the loss and accuracy.\n"
     "\n"
     "  --model FILE      a model saved by cifar10_cnn --save\n"
-    "  --data DIR        CIFAR-10 binary folder (or .bin file), or an image\n"
-    "                    folder with one subfolder per class\n"
+    "  --data DIR        CIFAR-10 binary folder (its test_batch.bin) or .bin\n"
+    "                    file, an IDX folder such as Fashion-MNIST (its t10k\n"
+    "                    part), or an image folder with one subfolder per class\n"
     "  --batch-size N    images per forward pass (default 32)\n"
     "  --help            show this help\n";
 
@@ -150,7 +151,7 @@ int main(int argc, char **argv) {
     if (k < 1) fail(EXIT_FAILURE, "model %s has no outputs: %s", model_path, cnn_last_error());
 
     /* 2. the images, which must have the shape the model was trained on */
-    cnn_dataset *d = cnn_load_dataset(data_path);
+    cnn_dataset *d = cnn_load_dataset_part(data_path, 0); /* the test part of a CIFAR-10 or IDX folder */
     if (!d) fail(EXIT_FAILURE, "cannot load %s: %s", data_path, cnn_last_error());
     if (d->n < 1) fail(EXIT_FAILURE, "no images in %s", data_path);
     if (d->h != h || d->w != w || d->c != c)

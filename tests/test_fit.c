@@ -744,10 +744,10 @@ static void test_sigint(void) {
     CHECK(h != NULL, "fit: %s", cnn_last_error());
     if (h) {
         CHECK(h->interrupted == 1, "history->interrupted %d", h->interrupted);
-        CHECK(h->epochs == 2, "%d epochs recorded, want 2 (one whole, one interrupted)", h->epochs);
+        CHECK(h->epochs == 1, "%d epochs recorded, want 1 (the History keeps completed epochs)", h->epochs);
         CHECK(rec.batches[1] == 4 && rec.batches[2] == 0, "epoch 1 ran %d batches (want 4), epoch 2 ran %d", rec.batches[1], rec.batches[2]);
         const double *loss = cnn_history_get(h, "loss");
-        CHECK(loss && isfinite(loss[0]) && isfinite(loss[1]), "losses of the recorded epochs");
+        CHECK(loss && isfinite(loss[0]), "loss of the recorded epoch");
     }
     CHECK(my_sigint_count == 0, "the user's handler ran during fit");
     sigaction(SIGINT, NULL, &now);
