@@ -1114,7 +1114,7 @@ struct cnn_model {
     int training;               /* BatchNorm batch statistics, dropout on */
     int dropout_off;            /* training-mode pass without dropout (checks) */
     int update_moving;          /* update BatchNorm moving statistics in this pass */
-    uint64_t dropout_epoch, dropout_sample; /* keys of the dropout masks */
+    uint64_t dropout_epoch, dropout_sample; /* keys of the dropout masks: step, first sample */
     float *x_in;                /* the batch being processed [B][h][w][c], not owned */
     float *dx_in;               /* where to put d loss / d input, or NULL */
 };
@@ -2433,6 +2433,10 @@ static int cnn__check_batch(const cnn_model *m, const void *x, int n, const char
 /* one optimizer step; class_weight may be NULL */
 static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, int y_width, const float *class_weight,
                            double *loss, double *acc) {
+    /* Dropout masks are keyed by the step (saved with the model, so training
+       resumes identically after a load) and the sample's place in the batch. */
+    m->dropout_epoch = (uint64_t)m->step;
+    m->dropout_sample = 0;
     m->update_moving = 1;
     int rc = cnn__compute_gradients(m, x, y, B, y_width, class_weight, loss, acc);
     m->update_moving = 0;
@@ -2449,7 +2453,6 @@ CNN_IMPL int cnn_train_on_batch(cnn_model *m, const float *x, const float *y, in
     double l, a;
     rc = cnn__train_step(m, x, y, n, y_width, NULL, &l, &a);
     if (rc) return rc;
-    m->dropout_sample += (uint64_t)n; /* fresh dropout masks for the next call */
     if (loss) *loss = (float)l;
     if (accuracy) *accuracy = (float)a;
     return CNN_OK;
@@ -3183,7 +3186,7 @@ static volatile sig_atomic_t cnn__sigint_seen;
 static void cnn__on_sigint(int sig) { (void)sig; cnn__sigint_seen = 1; }
 
 static void cnn__format_duration(char *buf, size_t cap, double s) {
-    long t = (long)(s + 0.5);
+    long t = (long)s; /* truncated, as Keras prints it */
     if (t >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, (t % 3600) / 60, t % 60);
     else if (t >= 60) snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
     else snprintf(buf, cap, "%lds", t);
@@ -3292,8 +3295,6 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             if (got > bs) { rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch source returned %d samples for a batch of %d", got, bs); break; }
             if ((rc = cnn__check_targets(m, y, got, src->y_width, "cnn_fit"))) break;
             double l, a;
-            m->dropout_epoch = (uint64_t)epoch;
-            m->dropout_sample = (uint64_t)m->step * bs; /* unique across fit calls */
             if ((rc = cnn__train_step(m, x, y, got, src->y_width, class_weight, &l, &a))) break;
             loss_sum += l * got;
             acc_sum += a * got;

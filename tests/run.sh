@@ -7,9 +7,9 @@ mkdir -p "$B"
 log=$B/all.log
 : > "$log"
 CC=${CC:-gcc}
-UNIT="test_grad test_parity test_api test_fit test_augment_io"
+UNIT="test_core test_grad test_parity test_api test_fit test_augment_io"
 # tests that are fast enough to repeat under the sanitizers
-SAN="test_grad test_parity test_api test_augment_io"
+SAN="test_core test_grad test_parity test_api test_fit test_augment_io"
 
 # run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
 run() {

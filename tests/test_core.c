@@ -1,0 +1,305 @@
+/* test_core.c - pieces the other tests do not reach: the SGD and RMSprop update
+   rules, Dropout in training mode, the summary's totals, the progress bar, the
+   CIFAR-10 binary loader, and save/load of a branching graph with every layer
+   kind, featurewise statistics, frozen layers and the optimizer state. White-box
+   where it must be: the implementation is compiled into this file. */
+#define _XOPEN_SOURCE 700 /* mkdtemp, rmdir */
+#define CNN_IMPLEMENTATION
+#include "cnn.h"
+#include "test_util.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static float frand(unsigned *s) { *s = *s * 1664525u + 1013904223u; return (float)((*s >> 8) & 0xffffff) / 8388608.0f - 1.0f; }
+
+/* input 3x3x2 -> flatten -> dense(3) -> loss mse: a model small enough to
+   predict its optimizer step by hand */
+static cnn_model *tiny_dense(cnn_optimizer opt) {
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 3, 3, 2, "input");
+    x = cnn_flatten(m, x, .name = "flatten");
+    x = cnn_dense(m, x, .units = 3, .name = "dense");
+    cnn_model_set_output(m, x);
+    cnn_compile(m, .optimizer = opt, .loss = CNN_MSE);
+    return m;
+}
+
+/* Two steps of an optimizer against its formula, written out here in double. */
+static void check_optimizer(const char *name, cnn_optimizer opt) {
+    test_begin(name);
+    cnn_model *m = tiny_dense(opt);
+    size_t n;
+    float *p = cnn_model_params(m, &n), *g = cnn_model_grads(m, NULL);
+    float x[4 * 18], y[4 * 3];
+    unsigned s = 11;
+    for (int i = 0; i < 4 * 18; i++) x[i] = frand(&s);
+    for (int i = 0; i < 4 * 3; i++) y[i] = frand(&s);
+    double *w = (double *)calloc(n, sizeof(double)), *v1 = (double *)calloc(n, sizeof(double)), *v2 = (double *)calloc(n, sizeof(double));
+    for (size_t i = 0; i < n; i++) w[i] = p[i];
+    const double lr = m->opt.learning_rate, mom = m->opt.momentum, rho = m->opt.rho, eps = m->opt.epsilon;
+    double worst = 0;
+    for (int step = 0; step < 2; step++) {
+        float loss;
+        CHECK(cnn_train_on_batch(m, x, y, 4, 3, &loss, NULL) == CNN_OK, "%s", cnn_last_error());
+        for (size_t i = 0; i < n; i++) { /* g holds the gradient the step used */
+            double gi = g[i];
+            if (opt.type == CNN_SGD) {
+                if (mom == 0) w[i] -= lr * gi;
+                else {
+                    v1[i] = mom * v1[i] - lr * gi;
+                    w[i] += opt.nesterov ? mom * v1[i] - lr * gi : v1[i];
+                }
+            } else { /* RMSprop */
+                v2[i] = rho * v2[i] + (1 - rho) * gi * gi;
+                double inc = lr * gi / (sqrt(v2[i]) + eps);
+                if (mom != 0) { v1[i] = mom * v1[i] + inc; inc = v1[i]; }
+                w[i] -= inc;
+            }
+            double e = fabs(w[i] - p[i]) / (fabs(w[i]) > 1e-3 ? fabs(w[i]) : 1e-3);
+            if (e > worst) worst = e;
+            w[i] = p[i]; /* follow the float trajectory */
+        }
+    }
+    CHECK(worst < 1e-5, "largest relative gap to the formula %.3g", worst);
+    free(w); free(v1); free(v2);
+    cnn_model_free(m);
+}
+
+static void test_dropout_training(void) {
+    test_begin("Dropout: inverted scaling in training, identity in inference, masks from the seed");
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 1, 1, 4000, "input");
+    x = cnn_dropout(m, x, .rate = 0.25f, .name = "drop");
+    cnn_model_set_output(m, x);
+    cnn_compile(m, .loss = CNN_MSE);
+    float *in = (float *)malloc(2 * 4000 * sizeof(float)), *out = (float *)malloc(2 * 4000 * sizeof(float));
+    for (int i = 0; i < 8000; i++) in[i] = 1.0f + (float)(i % 7);
+    cnn__ensure_batch(m, 2);
+    m->training = 1;
+    cnn__forward(m, in, 2);
+    const float *y = m->nodes[m->output]->out;
+    int dropped = 0, bad = 0;
+    for (int i = 0; i < 8000; i++) {
+        if (y[i] == 0.0f) dropped++;
+        else if (fabsf(y[i] - in[i] / 0.75f) > 1e-5f * in[i]) bad++;
+    }
+    CHECK(bad == 0, "%d kept values are not x / (1 - rate)", bad);
+    CHECK(dropped > 8000 * 0.22 && dropped < 8000 * 0.28, "dropped %d of 8000 at rate 0.25", dropped);
+    /* the mask depends on the sample position: the two samples differ */
+    int same = 0;
+    for (int i = 0; i < 4000; i++) same += (y[i] == 0) == (y[4000 + i] == 0);
+    CHECK(same < 3900, "both samples got the same mask");
+    /* the same keys give the same mask */
+    float *first = (float *)malloc(8000 * sizeof(float));
+    memcpy(first, y, 8000 * sizeof(float));
+    cnn__forward(m, in, 2);
+    CHECK(!memcmp(first, m->nodes[m->output]->out, 8000 * sizeof(float)), "same seed, epoch and sample gave another mask");
+    /* backward passes the gradient through the same mask */
+    memset(m->nodes[m->output]->dout, 0, 8000 * sizeof(float));
+    for (int i = 0; i < 8000; i++) m->nodes[m->output]->dout[i] = 1.0f;
+    float *dx = (float *)calloc(8000, sizeof(float));
+    m->dx_in = dx;
+    cnn__backward(m, 2, 0);
+    m->dx_in = NULL;
+    m->training = 0;
+    int mismatch = 0;
+    for (int i = 0; i < 8000; i++) mismatch += (first[i] == 0) != (dx[i] == 0) || (dx[i] != 0 && fabsf(dx[i] - 1 / 0.75f) > 1e-6f);
+    CHECK(mismatch == 0, "%d gradients do not follow the mask", mismatch);
+    CHECK(cnn_predict(m, in, 2, 2, out) == CNN_OK && !memcmp(out, in, 8000 * sizeof(float)), "inference must be the identity");
+    free(in); free(out); free(first); free(dx);
+    cnn_model_free(m);
+}
+
+static cnn_model *tutorial(int classes) {
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 32, 32, 3, "input");
+    x = cnn_conv2d(m, x, .filters = 64, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_1");
+    x = cnn_batch_norm(m, x, .name = "batch_norm_1");
+    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_1");
+    x = cnn_conv2d(m, x, .filters = 32, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_2");
+    x = cnn_batch_norm(m, x, .name = "batch_norm_2");
+    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_2");
+    x = cnn_flatten(m, x, .name = "flatten");
+    x = cnn_dense(m, x, .units = 512, .activation = CNN_RELU, .name = "fc1");
+    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout1");
+    x = cnn_dense(m, x, .units = 256, .activation = CNN_RELU, .name = "fc2");
+    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout2");
+    x = cnn_dense(m, x, .units = classes, .activation = CNN_SOFTMAX, .name = "softmax");
+    cnn_model_set_output(m, x);
+    return m;
+}
+
+static void test_summary(void) {
+    test_begin("summary: shapes and the tutorial's parameter totals");
+    cnn_model *m = tutorial(10);
+    FILE *f = tmpfile();
+    CHECK(cnn_summary(m, f) == CNN_OK, "%s", cnn_last_error());
+    char text[8192] = {0};
+    rewind(f);
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    text[len] = 0;
+    fclose(f);
+    /* counted by hand from the layer sizes: conv 3*3*3*64+64, BN 4*64, conv
+       3*3*64*32+32, BN 4*32, dense 1152*512+512, 512*256+256, 256*10+10 */
+    long conv1 = 3 * 3 * 3 * 64 + 64, conv2 = 3 * 3 * 64 * 32 + 32, fc1 = 1152L * 512 + 512, fc2 = 512L * 256 + 256, sm = 256 * 10 + 10;
+    long frozen = 2 * 64 + 2 * 32, total = conv1 + 4 * 64 + conv2 + 4 * 32 + fc1 + fc2 + sm;
+    char want[128];
+    snprintf(want, sizeof want, "Total params: %ld", total);
+    CHECK(strstr(text, want) != NULL, "no '%s' in the summary", want);
+    snprintf(want, sizeof want, "Trainable params: %ld", total - frozen);
+    CHECK(strstr(text, want) != NULL, "no '%s'", want);
+    snprintf(want, sizeof want, "Non-trainable params: %ld", frozen);
+    CHECK(strstr(text, want) != NULL, "no '%s'", want);
+    CHECK(strstr(text, "(None, 30, 30, 64)") && strstr(text, "(None, 15, 15, 64)") && strstr(text, "(None, 13, 13, 32)") &&
+              strstr(text, "(None, 6, 6, 32)") && strstr(text, "(None, 1152)"),
+          "output shapes missing");
+    CHECK(cnn_model_param_count(m) == (size_t)total, "param count %zu, want %ld", cnn_model_param_count(m), total);
+    cnn_model_free(m);
+}
+
+static void test_progress_bar(void) {
+    test_begin("progress bar: Keras' layout while running and at the end");
+    FILE *f = tmpfile();
+    cnn__progress(f, 32, 1563, 10.0, 0, 0, 1.0, 0.5, 1, NULL);  /* non-dynamic: nothing until the end */
+    cnn__progress(f, 1563, 1563, 12.3, 1, 0, 0.81234, 0.71409, 1, " - val_loss: 0.9012 - val_accuracy: 0.6870");
+    cnn__progress(f, 100, 1563, 10.0, 0, 1, 2.3, 0.1, 1, NULL); /* dynamic: redrawn with \r */
+    cnn__progress(f, 20, 1563, 1.0, 0, 1, 2.3, 0.1, 0, NULL);   /* under 1/30 done: no arrow yet */
+    char text[1024] = {0};
+    rewind(f);
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    text[len] = 0;
+    fclose(f);
+    const char *final = "1563/1563 [==============================] - 12s 8ms/step - loss: 0.8123 - accuracy: 0.7141 - val_loss: 0.9012 - val_accuracy: 0.6870\n";
+    CHECK(!strncmp(text, final, strlen(final)), "final line:\n%s\nwant:\n%s", text, final);
+    /* ETA = 10 s / 100 steps * 1463 steps left = 146.3 s */
+    const char *running = "\r 100/1563 [>.............................] - ETA: 2:26 - loss: 2.3000 - accuracy: 0.1000";
+    CHECK(strstr(text, running) != NULL, "running line:\n%s\nwant:\n%s", text + strlen(final), running);
+    const char *start = "\r  20/1563 [..............................] - ETA: 1:17 - loss: 2.3000\033[K";
+    CHECK(strstr(text, start) != NULL, "first line:\n%s\nwant:\n%s", text + strlen(final), start);
+}
+
+/* Five CIFAR-10 batches of 3 records each, plus batches.meta.txt */
+static void test_cifar10_loader(void) {
+    test_begin("CIFAR-10 binary folder: five batches, planar to NHWC, labels, meta names");
+    char dir[] = "/tmp/cnn_cifar_XXXXXX";
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    char path[256];
+    unsigned char rec[3073];
+    for (int b = 1; b <= 5; b++) {
+        snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, b);
+        FILE *f = fopen(path, "wb");
+        for (int r = 0; r < 3; r++) {
+            int idx = (b - 1) * 3 + r;
+            rec[0] = (unsigned char)(idx % 10);
+            for (int ch = 0; ch < 3; ch++)
+                for (int p = 0; p < 1024; p++) rec[1 + ch * 1024 + p] = (unsigned char)(idx * 7 + ch * 50 + p);
+            fwrite(rec, 1, sizeof rec, f);
+        }
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/batches.meta.txt", dir);
+    FILE *f = fopen(path, "w");
+    for (int k = 0; k < 10; k++) fprintf(f, "class%d\n", k);
+    fclose(f);
+    CHECK(cnn_is_cifar10_dir(dir), "folder not recognised");
+    cnn_dataset *d = cnn_load_cifar10(dir, 1);
+    CHECK(d != NULL, "%s", cnn_last_error());
+    if (d) {
+        CHECK(d->n == 15 && d->h == 32 && d->w == 32 && d->c == 3 && d->num_classes == 10, "shape %dx%dx%dx%d", d->n, d->h, d->w, d->c);
+        int bad = 0;
+        for (int i = 0; i < 15; i++) {
+            bad += d->labels[i] != i % 10;
+            for (int p = 0; p < 1024; p++)
+                for (int ch = 0; ch < 3; ch++) bad += d->images[(size_t)i * 3072 + p * 3 + ch] != (unsigned char)(i * 7 + ch * 50 + p);
+        }
+        CHECK(bad == 0, "%d wrong pixels or labels", bad);
+        CHECK(d->class_names && !strcmp(d->class_names[3], "class3"), "class names from batches.meta.txt");
+        cnn_dataset_free(d);
+    }
+    d = cnn_load_cifar10(dir, 0);
+    CHECK(d == NULL && strstr(cnn_last_error(), "test_batch.bin"), "a missing test batch must be named: %s", cnn_last_error());
+    for (int b = 1; b <= 5; b++) { snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, b); remove(path); }
+    snprintf(path, sizeof path, "%s/batches.meta.txt", dir);
+    remove(path);
+    rmdir(dir);
+}
+
+/* every layer kind in one branching graph */
+static cnn_model *branchy(void) {
+    cnn_model *m = cnn_model_new();
+    cnn_model_set_seed(m, 5);
+    cnn_node *in = cnn_input(m, 8, 8, 3, "input");
+    cnn_node *a = cnn_conv2d(m, in, .filters = 4, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_LEAKY_RELU, .alpha = 0.2f, .name = "a");
+    cnn_node *b = cnn_conv2d(m, in, .filters = 4, .kernel_size = {1, 1}, .no_bias = 1, .kernel_regularizer = {0.001f, 0.01f}, .name = "b");
+    cnn_node *s = cnn_add(m, ((cnn_node *[]){a, b}), 2, .name = "sum");
+    cnn_node *n = cnn_batch_norm(m, s, .momentum = 0.9f, .epsilon = 1e-2f, .name = "bn");
+    cnn_node *p1 = cnn_max_pool2d(m, n, .pool_size = {2, 2}, .name = "maxp");
+    cnn_node *p2 = cnn_avg_pool2d(m, n, .pool_size = {3, 3}, .strides = {2, 2}, .padding = CNN_SAME, .name = "avgp");
+    cnn_node *c = cnn_concatenate(m, ((cnn_node *[]){p1, p2}), 2, .name = "cat");
+    cnn_node *e = cnn_conv2d(m, c, .filters = 6, .kernel_size = {2, 2}, .strides = {2, 2}, .activation = CNN_ELU, .name = "strided");
+    cnn_node *g = cnn_global_avg_pool2d(m, e, .name = "gap");
+    cnn_node *t = cnn_activation(m, g, .activation = CNN_TANH, .name = "tanh");
+    cnn_node *d = cnn_dropout(m, t, .rate = 0.1f, .name = "drop");
+    cnn_node *o = cnn_dense(m, d, .units = 3, .activation = CNN_SOFTMAX, .name = "out");
+    cnn_model_set_output(m, o);
+    cnn_compile(m, .optimizer = cnn_adam(.learning_rate = 0.01f), .loss = CNN_SPARSE_CATEGORICAL_CROSSENTROPY, .metrics = CNN_ACCURACY);
+    return m;
+}
+
+static void test_save_load_roundtrip(void) {
+    test_begin("save/load: every layer kind, preprocessing, frozen layers, optimizer state");
+    cnn_model *m = branchy();
+    const float mean[3] = {0.1f, 0.2f, 0.3f}, sd[3] = {1.5f, 2.0f, 0.5f};
+    const char *names[3] = {"red", "green", "blue"};
+    CHECK(cnn_model_set_featurewise(m, mean, sd, 3) == CNN_OK, "%s", cnn_last_error());
+    cnn_model_set_rescale(m, 1.0f / 255);
+    cnn_model_set_class_names(m, names, 3);
+    cnn_set_trainable(m, "b", 0);
+    float x[6 * 192], y[6];
+    unsigned s = 3;
+    for (int i = 0; i < 6 * 192; i++) x[i] = frand(&s);
+    for (int i = 0; i < 6; i++) y[i] = (float)(i % 3);
+    for (int k = 0; k < 3; k++) cnn_train_on_batch(m, x, y, 6, 1, NULL, NULL);
+    const char *path = "/tmp/cnn_test_core_roundtrip.cnn";
+    CHECK(cnn_save(m, path) == CNN_OK, "%s", cnn_last_error());
+    cnn_model *l = cnn_load(path);
+    CHECK(l != NULL, "%s", cnn_last_error());
+    if (!l) { cnn_model_free(m); return; }
+    CHECK(l->n_nodes == m->n_nodes && l->n_params == m->n_params, "graph differs");
+    CHECK(!memcmp(l->params, m->params, m->n_params * sizeof(float)) && !memcmp(l->state, m->state, m->n_state * sizeof(float)), "weights differ");
+    CHECK(!memcmp(l->slot1, m->slot1, m->n_params * sizeof(float)) && !memcmp(l->slot2, m->slot2, m->n_params * sizeof(float)) && l->step == m->step, "optimizer state differs");
+    CHECK(l->mean && l->std && !memcmp(l->mean, mean, sizeof mean) && !memcmp(l->std, sd, sizeof sd) && l->rescale == m->rescale, "preprocessing differs");
+    CHECK(!cnn__find(l, "b")->trainable && cnn__find(l, "a")->trainable, "trainable flags differ");
+    CHECK(cnn_model_num_class_names(l) == 3 && !strcmp(cnn_model_class_name(l, 2), "blue"), "class names differ");
+    unsigned char img[2 * 192];
+    for (int i = 0; i < 2 * 192; i++) img[i] = (unsigned char)(i * 13);
+    float p1[6], p2[6];
+    cnn_predict_images(m, img, 2, 2, p1);
+    cnn_predict_images(l, img, 2, 2, p2);
+    CHECK(!memcmp(p1, p2, sizeof p1), "predictions differ");
+    /* training on from the file is training on from memory */
+    for (int k = 0; k < 2; k++) {
+        cnn_train_on_batch(m, x, y, 6, 1, NULL, NULL);
+        cnn_train_on_batch(l, x, y, 6, 1, NULL, NULL);
+    }
+    CHECK(!memcmp(l->params, m->params, m->n_params * sizeof(float)), "continued training diverges after load");
+    remove(path);
+    cnn_model_free(l);
+    cnn_model_free(m);
+}
+
+int main(void) {
+    cnn_set_num_threads(1);
+    check_optimizer("SGD (plain) follows p -= lr*g", cnn_sgd(.learning_rate = 0.1f));
+    check_optimizer("SGD momentum follows Keras' velocity rule", cnn_sgd(.learning_rate = 0.1f, .momentum = 0.9f));
+    check_optimizer("SGD nesterov follows Keras' rule", cnn_sgd(.learning_rate = 0.1f, .momentum = 0.9f, .nesterov = 1));
+    check_optimizer("RMSprop follows its rule", cnn_rmsprop());
+    check_optimizer("RMSprop with momentum", cnn_rmsprop(.momentum = 0.5f));
+    test_dropout_training();
+    test_summary();
+    test_progress_bar();
+    test_cifar10_loader();
+    test_save_load_roundtrip();
+    return test_finish();
+}
