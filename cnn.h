@@ -279,7 +279,11 @@ CNN_DEF cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int
 #endif
 
 /* Finish the graph: the model computes `output` from its (single) input.
-   Allocates and initialises the parameters (glorot_uniform, zero biases). */
+   Allocates and initialises the parameters (glorot_uniform, zero biases).
+   Layers the output does not depend on are dropped; their cnn_node handles
+   become invalid. When a layer call fails it returns NULL, and every later call
+   given that NULL keeps the first failure's message, so checking this call's
+   result is enough to learn what went wrong. */
 CNN_DEF int cnn_model_set_output(cnn_model *m, cnn_node *output);
 /* Seed for initialisation, shuffling and dropout (default 0). Set it before
    cnn_model_set_output; afterwards it re-initialises the weights. */
@@ -436,7 +440,7 @@ typedef struct cnn_early_stopping_opts {
 typedef struct cnn_reduce_lr_opts {
     const char *monitor;      /* NULL = "val_loss" */
     float factor;             /* 0 = 0.1 */
-    int patience;             /* 0 = 10 */
+    int patience;             /* 0 = 10 (Keras' default; use 1 for the shortest wait) */
     cnn_monitor_mode mode;
     float min_delta;          /* 0 = 1e-4 */
     int cooldown;
@@ -2188,6 +2192,7 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
 /* ======================================================================== */
 
 static void cnn__forward(cnn_model *m, const float *x, int B) {
+    CNN_ASSERT(m->built && B > 0 && B <= m->cap_batch); /* callers size the buffers first */
     m->x_in = (float *)x;
     for (int i = 0; i < m->n_nodes; i++) cnn__layers[m->nodes[i]->type].forward(m->nodes[i], B);
 }
@@ -2299,6 +2304,7 @@ static double cnn__regularize(cnn_model *m, int grad) {
 }
 
 static void cnn__backward(cnn_model *m, int B, int fused) {
+    CNN_ASSERT(B <= m->cap_batch);
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
         if (n->dout && i != m->output) memset(n->dout, 0, (size_t)B * cnn__node_size(n) * sizeof(float));
@@ -2430,6 +2436,14 @@ static int cnn__check_batch(const cnn_model *m, const void *x, int n, const char
     return CNN_OK;
 }
 
+/* a compiled model, n > 0 inputs and valid targets */
+static int cnn__check_xy(const cnn_model *m, const float *x, const float *y, int n, int y_width, const char *fn) {
+    int rc = cnn__check_compiled(m, fn);
+    if (!rc) rc = cnn__check_batch(m, x, n, fn);
+    if (!rc) rc = cnn__check_targets(m, y, n, y_width, fn);
+    return rc;
+}
+
 /* one optimizer step; class_weight may be NULL */
 static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, int y_width, const float *class_weight,
                            double *loss, double *acc) {
@@ -2446,9 +2460,7 @@ static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, 
 }
 
 CNN_IMPL int cnn_train_on_batch(cnn_model *m, const float *x, const float *y, int n, int y_width, float *loss, float *accuracy) {
-    int rc = cnn__check_compiled(m, "cnn_train_on_batch");
-    if (!rc) rc = cnn__check_batch(m, x, n, "cnn_train_on_batch");
-    if (!rc) rc = cnn__check_targets(m, y, n, y_width, "cnn_train_on_batch");
+    int rc = cnn__check_xy(m, x, y, n, y_width, "cnn_train_on_batch");
     if (rc) return rc;
     double l, a;
     rc = cnn__train_step(m, x, y, n, y_width, NULL, &l, &a);
@@ -3362,11 +3374,8 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     CNN_FREE(y);
     for (cnn_callback **c = o->callbacks; c && *c; c++) /* close CSV files; callbacks stay reusable */
         if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; }
-    if (rc) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", cnn_last_error());
+    if (rc) { /* the error is set where it happened */
         cnn_history_free(st.h);
-        cnn_set_error(rc, "%s", msg);
         return NULL;
     }
     return st.h;
@@ -3714,7 +3723,7 @@ CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
     cnn__reader pr = {payload, (size_t)plen, 0, 0};
     cnn_model *m = cnn_model_new();
     if (m && cnn__deserialize(m, &pr)) { cnn_model_free(m); m = NULL; }
-    if (!m) { char msg[512]; snprintf(msg, sizeof msg, "%s", cnn_last_error()); cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", msg); }
+    if (!m) cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", cnn_last_error());
     return m;
 }
 
@@ -3724,7 +3733,7 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
     unsigned char *buf = cnn__read_file(path, &len);
     if (!buf) return NULL;
     cnn_model *m = cnn_load_memory(buf, len);
-    if (!m) { char msg[512]; snprintf(msg, sizeof msg, "%s", cnn_last_error()); cnn_set_error(CNN_ERR_FORMAT, "'%s': %s", path, msg); }
+    if (!m) cnn_set_error(CNN_ERR_FORMAT, "'%s': %s", path, cnn_last_error());
     CNN_FREE(buf);
     return m;
 }
@@ -3734,9 +3743,7 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
 /* ======================================================================== */
 
 CNN_IMPL int cnn_input_gradient(cnn_model *m, const float *x, const float *y, int n, int y_width, float *dx, float *loss) {
-    int rc = cnn__check_compiled(m, "cnn_input_gradient");
-    if (!rc) rc = cnn__check_batch(m, x, n, "cnn_input_gradient");
-    if (!rc) rc = cnn__check_targets(m, y, n, y_width, "cnn_input_gradient");
+    int rc = cnn__check_xy(m, x, y, n, y_width, "cnn_input_gradient");
     if (rc) return rc;
     if (!dx) return cnn_set_error(CNN_ERR_ARG, "cnn_input_gradient: dx is NULL");
     memset(dx, 0, (size_t)n * cnn__node_size(m->nodes[m->input]) * sizeof(float));
@@ -3762,9 +3769,7 @@ static double cnn__loss_at(cnn_model *m, const float *x, const float *y, int B, 
 }
 
 CNN_IMPL double cnn_gradient_check(cnn_model *m, const float *x, const float *y, int n, int y_width, int samples, double step) {
-    int rc = cnn__check_compiled(m, "cnn_gradient_check");
-    if (!rc) rc = cnn__check_batch(m, x, n, "cnn_gradient_check");
-    if (!rc) rc = cnn__check_targets(m, y, n, y_width, "cnn_gradient_check");
+    int rc = cnn__check_xy(m, x, y, n, y_width, "cnn_gradient_check");
     if (!rc && (samples <= 0 || !(step > 0))) rc = cnn_set_error(CNN_ERR_ARG, "cnn_gradient_check: samples and step must be > 0");
     if (rc) return rc;
     double l, a, worst = 0;
