@@ -28,8 +28,11 @@ test:
 	@$(MAKE) --no-print-directory $(EXAMPLES)
 	@tests/run.sh
 
+bench/train_bench: bench/train_bench.c cnn.h
+	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -o $@
+
 demo: examples
 	examples/cifar10_cnn --epochs $(DEMO_EPOCHS) --save demo.cnn --history demo.csv --plot demo.png
 
 clean:
-	rm -rf build $(EXAMPLES) demo.cnn demo.csv demo.png
+	rm -rf build $(EXAMPLES) bench/train_bench demo.cnn demo.csv demo.png
