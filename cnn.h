@@ -557,6 +557,22 @@ CNN_DEF double cnn_gradient_check(cnn_model *m, const float *x, const float *y, 
 CNN_DEF int cnn_input_gradient(cnn_model *m, const float *x, const float *y, int n, int y_width,
                                float *dx, float *loss);
 
+/* Per-layer time and arithmetic of the passes run while profiling is on. */
+typedef struct cnn_layer_profile {
+    const char *name, *type;           /* "conv_1", "Conv2D" */
+    double forward_s, backward_s;      /* wall-clock seconds in the layer's passes */
+    double forward_flop, backward_flop;/* floating-point operations (a multiply-add is 2) of
+                                          the layer's products; 0 for layers without any */
+    long long forward_calls, backward_calls;
+} cnn_layer_profile;
+
+/* Switch profiling on (resetting the counters) or off. It costs two clock
+   reads per layer and pass. */
+CNN_DEF int cnn_set_profiling(cnn_model *m, int on);
+CNN_DEF int cnn_model_num_layers(const cnn_model *m);
+/* The counters of layer i (0 = the input layer, in graph order). */
+CNN_DEF int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p);
+
 #ifdef __cplusplus
 }
 #endif
@@ -1083,9 +1099,10 @@ struct cnn_node {
     float *dout;                /* [B][h][w][c] gradient of the loss w.r.t. out */
     float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K]; BatchNorm: xhat; Dropout: mask */
     float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
-    double *acc;                /* BatchNorm: per-channel sums [2c] */
+    double *acc;                /* BatchNorm: sums [2c], squares [2c], partial sums [CNN__CHUNKS][2c] */
     float *coef;                /* BatchNorm backward: per-channel coefficients [3c] */
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
+    cnn_layer_profile prof;     /* filled while model->profiling */
 };
 
 struct cnn_model {
@@ -1121,6 +1138,7 @@ struct cnn_model {
     uint64_t dropout_epoch, dropout_sample; /* keys of the dropout masks: step, first sample */
     float *x_in;                /* the batch being processed [B][h][w][c], not owned */
     float *dx_in;               /* where to put d loss / d input, or NULL */
+    int profiling;
 };
 
 static size_t cnn__node_size(const cnn_node *n) { return (size_t)n->h * n->w * n->c; }
@@ -1443,11 +1461,25 @@ CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, in
    Each element of C is summed by one thread in a fixed order, so the results
    do not depend on the thread count. */
 
+#ifndef CNN__MR
+#if defined(__AVX512F__)
+#define CNN__MR 8 /* 8 x 32 floats = 16 of the 32 zmm registers */
+#else
 #define CNN__MR 4
+#endif
+#endif
 #if defined(__AVX512F__)
 #define CNN__NR 32 /* 4 x 32 floats = 8 zmm accumulators */
 #else
 #define CNN__NR 16 /* 4 x 16 floats = 8 ymm (AVX) or 16 xmm accumulators */
+#endif
+
+/* a*b + c in one rounding where the machine has FMA: ISO C modes (-std=c99)
+   forbid the compiler to fuse a*b+c by itself, which would halve the speed */
+#ifdef FP_FAST_FMAF
+#define CNN__FMA(a, b, c) fmaf((a), (b), (c))
+#else
+#define CNN__FMA(a, b, c) ((a) * (b) + (c))
 #endif
 
 /* c[r][j] += sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for r < rows, j < cols.
@@ -1464,7 +1496,7 @@ static void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a
             const float *ak = a + (size_t)k * a_ks;
             for (int r = 0; r < CNN__MR; r++) {
                 const float ar = ak[r * a_rs];
-                for (int j = 0; j < CNN__NR; j++) acc[r][j] += ar * bk[j];
+                for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
             }
         }
         for (int r = 0; r < CNN__MR; r++)
@@ -1476,14 +1508,32 @@ static void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a
             const float ar = a[r * a_rs + (size_t)k * a_ks];
             const float *bk = b + (size_t)k * ldb;
             float *cr = c + r * ldc;
-            for (int j = 0; j < cols; j++) cr[j] += ar * bk[j];
+            for (int j = 0; j < cols; j++) cr[j] = CNN__FMA(ar, bk[j], cr[j]);
         }
 }
 
 static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate) {
     enum { KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
-    const int row_tiles = (M + CNN__MR - 1) / CNN__MR;
+    const int row_tiles = (M + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
+    if (M < 64 * CNN__MR) {
+        /* Few rows (a Dense layer's batch): threads take column panels, so each
+           panel of B is read from memory once and serves every row. The sums run
+           in the same order as below. */
+        CNN__PARALLEL_FOR((long long)M * N * K)
+        for (int ct = 0; ct < col_tiles; ct++) {
+            const int j = ct * CNN__NR, cols = N - j < CNN__NR ? N - j : CNN__NR;
+            if (!accumulate)
+                for (int r = 0; r < M; r++) memset(C + (size_t)r * ldc + j, 0, (size_t)cols * sizeof(float));
+            for (int k0 = 0; k0 < K; k0 += KB) {
+                const int kb = K - k0 < KB ? K - k0 : KB;
+                for (int i = 0; i < M; i += CNN__MR)
+                    cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb,
+                              C + (size_t)i * ldc + j, (size_t)ldc, M - i < CNN__MR ? M - i : CNN__MR, cols);
+            }
+        }
+        return;
+    }
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int t = 0; t < row_tiles; t++) {
         const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
@@ -1742,12 +1792,47 @@ static void cnn__dense_backward(cnn_node *n, int B) {
     }
     float *dx = cnn__in_dout(n, 0);
     if (!dx) return;
-    float *WT = m->scratch; /* [N][K] */
-    cnn__transpose(K, N, m->params + n->p_off, WT);
-    cnn__gemm_nn(B, K, N, dy, N, WT, K, dx, K, 1);
+    /* dx = dy W^T, computed as dx^T[K][B] = W[K][N] dy^T[N][B]: the kernel is
+       then read once, row by row, instead of transposed every step */
+    float *dyT = m->scratch, *dxT = m->scratch + (size_t)N * B;
+    cnn__transpose(B, N, dy, dyT);
+    cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0);
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < K; k++) dx[(size_t)b * K + k] += dxT[(size_t)k * B + b];
 }
 
 /* ---- BatchNormalization (axis -1) --------------------------------------- */
+
+/* Per-channel sums over the rows of a [M][C] tensor, in double, into out[2C]:
+     b != NULL:     out[c] = sum a,              out[C+c] = sum a*b
+     shift != NULL: out[c] = sum (a - shift)^2
+     neither:       out[c] = sum a
+   The rows are cut into a fixed number of chunks summed in parallel and then
+   added in chunk order, so the result does not depend on the thread count.
+   part holds CNN__CHUNKS x 2C doubles. */
+#define CNN__CHUNKS 32
+static void cnn__channel_sums(const float *a, const float *b, const float *shift, size_t M, int C, double *part, double *out) {
+    CNN__PARALLEL_FOR((long long)M * C)
+    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
+        const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
+        double *CNN__RESTRICT p = part + (size_t)ch * 2 * C, *CNN__RESTRICT q = p + C;
+        for (int c = 0; c < 2 * C; c++) p[c] = 0;
+        for (size_t r = r0; r < r1; r++) {
+            const float *ar = a + r * C;
+            if (b) {
+                const float *br = b + r * C;
+                for (int c = 0; c < C; c++) { p[c] += ar[c]; q[c] += (double)ar[c] * br[c]; }
+            } else if (shift) {
+                for (int c = 0; c < C; c++) { double d = (double)ar[c] - shift[c]; p[c] += d * d; }
+            } else {
+                for (int c = 0; c < C; c++) p[c] += ar[c];
+            }
+        }
+    }
+    for (int c = 0; c < 2 * C; c++) out[c] = 0;
+    for (int ch = 0; ch < CNN__CHUNKS; ch++)
+        for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)ch * 2 * C + c];
+}
 
 /* batch statistics when training (and trainable), moving statistics otherwise */
 static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && n->trainable; }
@@ -1760,19 +1845,16 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     float *mmean = m->state + n->s_off, *mvar = mmean + C;
     float *mean = n->stat, *inv = n->stat + C;
     if (cnn__bn_uses_batch(n)) {
-        /* two passes in double, in row order: exact enough and thread-count independent */
-        double *acc = n->acc;
-        memset(acc, 0, (size_t)2 * C * sizeof(double));
-        for (size_t r = 0; r < M; r++)
-            for (int c = 0; c < C; c++) acc[c] += x[r * C + c];
-        for (int c = 0; c < C; c++) mean[c] = (float)(acc[c] / M);
-        for (size_t r = 0; r < M; r++)
-            for (int c = 0; c < C; c++) { double d = x[r * C + c] - mean[c]; acc[C + c] += d * d; }
+        /* mean, then the centred sum of squares: two passes in double */
+        double *sum = n->acc, *sq = n->acc + 2 * C, *part = n->acc + 4 * C;
+        cnn__channel_sums(x, NULL, NULL, M, C, part, sum);
+        for (int c = 0; c < C; c++) mean[c] = (float)(sum[c] / M);
+        cnn__channel_sums(x, NULL, mean, M, C, part, sq);
         for (int c = 0; c < C; c++) {
-            double var = acc[C + c] / M;
+            double var = sq[c] / M;
             inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
             if (m->update_moving) { /* moving variance from the unbiased batch variance */
-                double unbiased = M > 1 ? acc[C + c] / (M - 1) : var;
+                double unbiased = M > 1 ? sq[c] / (M - 1) : var;
                 mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mean[c]);
                 mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * unbiased);
             }
@@ -1803,9 +1885,7 @@ static void cnn__bn_backward(cnn_node *n, int B) {
         return;
     }
     double *s = n->acc; /* sum dy, sum dy*xhat */
-    memset(s, 0, (size_t)2 * C * sizeof(double));
-    for (size_t r = 0; r < M; r++)
-        for (int c = 0; c < C; c++) { s[c] += dy[r * C + c]; s[C + c] += (double)dy[r * C + c] * xhat[r * C + c]; }
+    cnn__channel_sums(dy, xhat, NULL, M, C, n->acc + 4 * C, s);
     float *g = m->grads + n->p_off;
     for (int c = 0; c < C; c++) { g[c] += (float)s[C + c]; g[C + c] += (float)s[c]; }
     if (dx) {
@@ -2165,15 +2245,15 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
             n->aux = (float *)cnn__calloc(M * K, sizeof(float));
             ok = ok && n->aux;
             if (K * n->units + M * K > scratch) scratch = K * n->units + M * K;
-        } else if (n->type == CNN__DENSE) {
+        } else if (n->type == CNN__DENSE) { /* dy^T [N][B] and dx^T [K][B] */
             size_t K = (size_t)cnn__in(n, 0)->c;
-            if (K * n->units > scratch) scratch = K * n->units;
+            if ((K + n->units) * B > scratch) scratch = (K + n->units) * B;
         } else if (n->type == CNN__BATCH_NORM || n->type == CNN__DROPOUT) {
             n->aux = (float *)cnn__calloc(sz, sizeof(float));
             ok = ok && n->aux;
             if (n->type == CNN__BATCH_NORM)
                 ok = ok && (n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float))) &&
-                     (n->acc = (double *)cnn__calloc(2 * (size_t)n->c, sizeof(double))) &&
+                     (n->acc = (double *)cnn__calloc((CNN__CHUNKS + 2) * 2 * (size_t)n->c, sizeof(double))) &&
                      (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
         } else if (n->type == CNN__MAX_POOL) {
             ok = ok && (n->argmax = (int *)cnn__calloc(sz, sizeof(int)));
@@ -2191,10 +2271,26 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
 /* Forward, loss, backward                                                  */
 /* ======================================================================== */
 
+/* multiply-adds x 2 of a layer's forward products for B samples; the backward
+   pass does twice that (weight gradient and input gradient) */
+static double cnn__layer_flop(const cnn_node *n, int B) {
+    if (n->type != CNN__CONV2D && n->type != CNN__DENSE) return 0;
+    return 2.0 * B * n->h * n->w * (double)n->kernel_count;
+}
+
 static void cnn__forward(cnn_model *m, const float *x, int B) {
     CNN_ASSERT(m->built && B > 0 && B <= m->cap_batch); /* callers size the buffers first */
     m->x_in = (float *)x;
-    for (int i = 0; i < m->n_nodes; i++) cnn__layers[m->nodes[i]->type].forward(m->nodes[i], B);
+    for (int i = 0; i < m->n_nodes; i++) {
+        cnn_node *n = m->nodes[i];
+        double t0 = m->profiling ? cnn__now() : 0;
+        cnn__layers[n->type].forward(n, B);
+        if (m->profiling) {
+            n->prof.forward_s += cnn__now() - t0;
+            n->prof.forward_flop += cnn__layer_flop(n, B);
+            n->prof.forward_calls++;
+        }
+    }
 }
 
 static const float *cnn__output(const cnn_model *m) { return m->nodes[m->output]->out; }
@@ -2312,7 +2408,17 @@ static void cnn__backward(cnn_model *m, int B, int fused) {
     cnn_node *o = m->nodes[m->output];
     int act = o->activation;
     if (fused) o->activation = CNN_LINEAR; /* dout already holds d(pre-activation) */
-    for (int i = m->n_nodes - 1; i >= 0; i--) cnn__layers[m->nodes[i]->type].backward(m->nodes[i], B);
+    for (int i = m->n_nodes - 1; i >= 0; i--) {
+        cnn_node *n = m->nodes[i];
+        double t0 = m->profiling ? cnn__now() : 0;
+        cnn__layers[n->type].backward(n, B);
+        if (m->profiling) {
+            int input_grad = n->n_inputs > 0 && cnn__in_dout(n, 0) != NULL;
+            n->prof.backward_s += cnn__now() - t0;
+            n->prof.backward_flop += cnn__layer_flop(n, B) * (input_grad ? 2 : 1);
+            n->prof.backward_calls++;
+        }
+    }
     o->activation = act;
 }
 
@@ -3739,8 +3845,34 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
 }
 
 /* ======================================================================== */
-/* Debugging aids: input gradient, finite-difference gradient check         */
+/* Debugging aids: profile, input gradient, finite-difference gradient check */
 /* ======================================================================== */
+
+CNN_IMPL int cnn_set_profiling(cnn_model *m, int on) {
+    int rc = cnn__check_built(m, "cnn_set_profiling");
+    if (rc) return rc;
+    m->profiling = on != 0;
+    if (on)
+        for (int i = 0; i < m->n_nodes; i++) memset(&m->nodes[i]->prof, 0, sizeof m->nodes[i]->prof);
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_model_num_layers(const cnn_model *m) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_num_layers: the model is NULL");
+    return m->n_nodes;
+}
+
+CNN_IMPL int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p) {
+    int rc = cnn__check_built(m, "cnn_get_profile");
+    if (rc) return rc;
+    if (!p) return cnn_set_error(CNN_ERR_ARG, "cnn_get_profile: the result pointer is NULL");
+    if (i < 0 || i >= m->n_nodes) return cnn_set_error(CNN_ERR_ARG, "cnn_get_profile: layer %d is not in 0..%d", i, m->n_nodes - 1);
+    const cnn_node *n = m->nodes[i];
+    *p = n->prof;
+    p->name = n->name;
+    p->type = cnn__type_names[n->type];
+    return CNN_OK;
+}
 
 CNN_IMPL int cnn_input_gradient(cnn_model *m, const float *x, const float *y, int n, int y_width, float *dx, float *loss) {
     int rc = cnn__check_xy(m, x, y, n, y_width, "cnn_input_gradient");

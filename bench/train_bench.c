@@ -4,6 +4,7 @@
      --batch-size B  training batch (default 32)
      --threads T     OpenMP threads (default: all cores)
      --infer         time prediction with batch 256 instead of training
+     --profile       print each layer's time and GFLOP/s (forward, backward)
    Prints "img/s: X" as its last line. */
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
@@ -41,12 +42,13 @@ static int arg_int(const char *v, const char *name) {
 }
 
 int main(int argc, char **argv) {
-    int images = 2048, batch = 32, threads = 0, infer = 0;
+    int images = 2048, batch = 32, threads = 0, infer = 0, profile = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--images")) images = arg_int(argv[++i < argc ? i : 0], "--images");
         else if (!strcmp(argv[i], "--batch-size")) batch = arg_int(argv[++i < argc ? i : 0], "--batch-size");
         else if (!strcmp(argv[i], "--threads")) threads = arg_int(argv[++i < argc ? i : 0], "--threads");
         else if (!strcmp(argv[i], "--infer")) infer = 1;
+        else if (!strcmp(argv[i], "--profile")) profile = 1;
         else { fprintf(stderr, "train_bench: unknown option %s\n", argv[i]); return 2; }
     }
     if (threads) cnn_set_num_threads(threads);
@@ -59,6 +61,7 @@ int main(int argc, char **argv) {
     float loss;
     /* warm-up: first-touch of buffers, caches */
     for (int i = 0; i < 3; i++) infer ? cnn_predict(m, x, B, B, y + 0 * 0 + 0 * B) : cnn_train_on_batch(m, x, y, B, 1, &loss, NULL);
+    if (profile) cnn_set_profiling(m, 1);
     double t0 = cnn__now();
     int done = 0;
     float *out = (float *)malloc((size_t)B * 10 * sizeof(float));
@@ -68,6 +71,17 @@ int main(int argc, char **argv) {
         done += B;
     }
     double dt = cnn__now() - t0;
+    if (profile) {
+        printf("%-14s %-20s %9s %9s %9s %9s\n", "layer", "type", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s");
+        for (int i = 0; i < cnn_model_num_layers(m); i++) {
+            cnn_layer_profile p = {0};
+            cnn_get_profile(m, i, &p);
+            double calls = p.forward_calls ? (double)p.forward_calls : 1;
+            printf("%-14s %-20s %9.3f %9.1f %9.3f %9.1f\n", p.name, p.type, 1e3 * p.forward_s / calls,
+                   p.forward_s > 0 ? p.forward_flop / p.forward_s * 1e-9 : 0, 1e3 * p.backward_s / calls,
+                   p.backward_s > 0 ? p.backward_flop / p.backward_s * 1e-9 : 0);
+        }
+    }
     printf("threads: %d  batch: %d  mode: %s\n", cnn_get_num_threads(), B, infer ? "inference" : "training");
     printf("img/s: %.1f\n", done / dt);
     free(x); free(y); free(out);
