@@ -1097,10 +1097,10 @@ struct cnn_node {
     /* per-batch buffers, sized for model->cap_batch samples */
     float *out;                 /* [B][h][w][c] */
     float *dout;                /* [B][h][w][c] gradient of the loss w.r.t. out */
-    float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K]; BatchNorm: xhat; Dropout: mask */
+    float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K]; Dropout: mask */
     float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
-    double *acc;                /* BatchNorm: sums [2c], squares [2c], partial sums [CNN__CHUNKS][2c] */
-    float *coef;                /* BatchNorm backward: per-channel coefficients [3c] */
+    double *acc;                /* BatchNorm: sums [2c], then partial sums [CNN__CHUNKS][2c] */
+    float *coef;                /* BatchNorm: per-channel coefficients [3c] of the current pass */
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
     cnn_layer_profile prof;     /* filled while model->profiling */
 };
@@ -1482,15 +1482,19 @@ CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, in
 #define CNN__FMA(a, b, c) ((a) * (b) + (c))
 #endif
 
-/* c[r][j] += sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for r < rows, j < cols.
-   The full-tile path has constant trip counts, so the compiler unrolls it and
-   keeps acc in vector registers. */
+/* The epilogue applied as a finished tile is stored: + bias[j], then ReLU.
+   Fusing them saves two passes over a layer's output. */
+typedef struct cnn__epilogue { const float *bias; int relu; } cnn__epilogue;
+
+/* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
+   r < rows, j < cols, then the epilogue ep (NULL = none). The full-tile path has
+   constant trip counts, so the compiler unrolls it and keeps acc in registers. */
 static void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
-                      size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols) {
+                      size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
     if (rows == CNN__MR && cols == CNN__NR) {
         float acc[CNN__MR][CNN__NR];
         for (int r = 0; r < CNN__MR; r++)
-            for (int j = 0; j < CNN__NR; j++) acc[r][j] = c[r * ldc + j];
+            for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
         for (int k = 0; k < K; k++) {
             const float *bk = b + (size_t)k * ldb;
             const float *ak = a + (size_t)k * a_ks;
@@ -1499,21 +1503,40 @@ static void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a
                 for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
             }
         }
+        if (ep && ep->bias)
+            for (int r = 0; r < CNN__MR; r++)
+                for (int j = 0; j < CNN__NR; j++) acc[r][j] += ep->bias[j];
+        if (ep && ep->relu)
+            for (int r = 0; r < CNN__MR; r++)
+                for (int j = 0; j < CNN__NR; j++) acc[r][j] = acc[r][j] < 0 ? 0.0f : acc[r][j];
         for (int r = 0; r < CNN__MR; r++)
             for (int j = 0; j < CNN__NR; j++) c[r * ldc + j] = acc[r][j];
         return;
     }
-    for (int r = 0; r < rows; r++) /* edges */
+    for (int r = 0; r < rows; r++) { /* edges */
+        float *cr = c + r * ldc;
+        if (!load)
+            for (int j = 0; j < cols; j++) cr[j] = 0.0f;
         for (int k = 0; k < K; k++) {
             const float ar = a[r * a_rs + (size_t)k * a_ks];
             const float *bk = b + (size_t)k * ldb;
-            float *cr = c + r * ldc;
             for (int j = 0; j < cols; j++) cr[j] = CNN__FMA(ar, bk[j], cr[j]);
         }
+        if (ep && ep->bias)
+            for (int j = 0; j < cols; j++) cr[j] += ep->bias[j];
+        if (ep && ep->relu)
+            for (int j = 0; j < cols; j++) cr[j] = cr[j] < 0 ? 0.0f : cr[j];
+    }
+}
+
+/* the epilogue with its bias moved to column j, for the last slice of K only */
+static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
+    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0};
+    return e;
 }
 
 static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT B,
-                         int ldb, float *CNN__RESTRICT C, int ldc, int accumulate) {
+                         int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep) {
     enum { KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
     const int row_tiles = (M + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
     if (M < 64 * CNN__MR) {
@@ -1523,13 +1546,13 @@ static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int 
         CNN__PARALLEL_FOR((long long)M * N * K)
         for (int ct = 0; ct < col_tiles; ct++) {
             const int j = ct * CNN__NR, cols = N - j < CNN__NR ? N - j : CNN__NR;
-            if (!accumulate)
-                for (int r = 0; r < M; r++) memset(C + (size_t)r * ldc + j, 0, (size_t)cols * sizeof(float));
+            const cnn__epilogue e = cnn__epilogue_at(ep, j);
             for (int k0 = 0; k0 < K; k0 += KB) {
                 const int kb = K - k0 < KB ? K - k0 : KB;
                 for (int i = 0; i < M; i += CNN__MR)
                     cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb,
-                              C + (size_t)i * ldc + j, (size_t)ldc, M - i < CNN__MR ? M - i : CNN__MR, cols);
+                              C + (size_t)i * ldc + j, (size_t)ldc, M - i < CNN__MR ? M - i : CNN__MR, cols,
+                              accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
             }
         }
         return;
@@ -1538,13 +1561,13 @@ static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int 
     for (int t = 0; t < row_tiles; t++) {
         const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
         float *c = C + (size_t)i * ldc;
-        if (!accumulate)
-            for (int r = 0; r < rows; r++) memset(c + (size_t)r * ldc, 0, (size_t)N * sizeof(float));
         for (int k0 = 0; k0 < K; k0 += KB) {
             const int kb = K - k0 < KB ? K - k0 : KB;
-            for (int j = 0; j < N; j += CNN__NR)
+            for (int j = 0; j < N; j += CNN__NR) {
+                const cnn__epilogue e = cnn__epilogue_at(ep, j);
                 cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
-                          rows, N - j < CNN__NR ? N - j : CNN__NR);
+                          rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
+            }
         }
     }
 }
@@ -1567,7 +1590,8 @@ static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int 
             for (int t = lo; t < hi; t++) {
                 const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
                 cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
-                          C + (size_t)k * ldc + j, (size_t)ldc, K - k < CNN__MR ? K - k : CNN__MR, N - j < CNN__NR ? N - j : CNN__NR);
+                          C + (size_t)k * ldc + j, (size_t)ldc, K - k < CNN__MR ? K - k : CNN__MR, N - j < CNN__NR ? N - j : CNN__NR,
+                          1, NULL);
             }
         }
     }
@@ -1718,23 +1742,56 @@ CNN__PARALLEL_FOR((long long)B * Ho * Wo * K)
             }
 }
 
-/* out[M][N] += bias[N] */
-static void cnn__add_bias(float *out, const float *bias, size_t M, int N) {
-CNN__PARALLEL_FOR((long long)M * N)
-    for (long long r = 0; r < (long long)M; r++)
-        for (int j = 0; j < N; j++) out[(size_t)r * N + j] += bias[j];
+/* Per-channel sums over the rows of a [M][C] tensor, in double, into out[2C]:
+     b != NULL:     out[c] = sum a,  out[C+c] = sum a * (b - shift) * scale
+                    (shift, scale [C]: BatchNorm's x-hat computed on the fly)
+     otherwise:     out[c] = sum a,  out[C+c] = sum a^2
+   The rows are cut into a fixed number of chunks summed in parallel and then
+   added in chunk order, so the result does not depend on the thread count.
+   part holds CNN__CHUNKS x 2C doubles. */
+#define CNN__CHUNKS 32
+static void cnn__channel_sums(const float *a, const float *b, const float *shift, const float *scale, size_t M, int C,
+                              double *part, double *out) {
+    CNN__PARALLEL_FOR((long long)M * C)
+    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
+        const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
+        double *CNN__RESTRICT p = part + (size_t)ch * 2 * C, *CNN__RESTRICT q = p + C;
+        for (int c = 0; c < 2 * C; c++) p[c] = 0;
+        for (size_t r = r0; r < r1; r++) {
+            const float *ar = a + r * C;
+            if (b) {
+                const float *br = b + r * C;
+                for (int c = 0; c < C; c++) { p[c] += ar[c]; q[c] += (double)ar[c] * ((br[c] - shift[c]) * scale[c]); }
+            } else {
+                for (int c = 0; c < C; c++) { p[c] += ar[c]; q[c] += (double)ar[c] * ar[c]; }
+            }
+        }
+    }
+    for (int c = 0; c < 2 * C; c++) out[c] = 0;
+    for (int ch = 0; ch < CNN__CHUNKS; ch++)
+        for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)ch * 2 * C + c];
 }
 
-/* db[N] += column sums of d[M][N] (fixed order) */
-static void cnn__bias_grad(const float *d, float *db, size_t M, int N) {
-    for (size_t r = 0; r < M; r++)
-        for (int j = 0; j < N; j++) db[j] += d[r * N + j];
+/* db[N] += column sums of d[M][N]; the model's scratch holds the partial sums */
+static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, int N) {
+    double *sums = (double *)m->scratch, *part = sums + 2 * N;
+    cnn__channel_sums(d, NULL, NULL, NULL, M, N, part, sums);
+    for (int j = 0; j < N; j++) db[j] += (float)sums[j];
+}
+
+/* out[M][units] = act(A[M][K] W[K][units] + bias): Conv2D (A = im2col rows) and
+   Dense (A = the inputs); bias and ReLU ride along in the GEMM's stores */
+static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W) {
+    const int N = n->units;
+    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU};
+    cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep);
+    if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }
 
 static void cnn__conv_forward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
-    const int K = n->kh * n->kw * in->c, M = B * n->h * n->w, N = n->units;
+    const int K = n->kh * n->kw * in->c, M = B * n->h * n->w;
     const float *W = m->params + n->p_off;
     const float *x = cnn__in_out(n, 0);
     const float *A = x;
@@ -1742,9 +1799,7 @@ static void cnn__conv_forward(cnn_node *n, int B) {
         cnn__im2col(n, in, x, n->aux, B);
         A = n->aux;
     }
-    cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0);
-    if (n->use_bias) cnn__add_bias(n->out, W + n->kernel_count, (size_t)M, N);
-    cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
+    cnn__linear_forward(n, M, K, A, W);
 }
 
 static void cnn__conv_backward(cnn_node *n, int B) {
@@ -1758,15 +1813,15 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     if (n->trainable) {
         float *gW = m->grads + n->p_off;
         cnn__gemm_tn(M, N, K, A, K, dy, N, gW, N);
-        if (n->use_bias) cnn__bias_grad(dy, gW + n->kernel_count, (size_t)M, N);
+        if (n->use_bias) cnn__bias_grad(m, dy, gW + n->kernel_count, (size_t)M, N);
     }
     float *dx = cnn__in_dout(n, 0);
     if (!dx) return;
     float *WT = m->scratch;                      /* [N][K] */
     cnn__transpose(K, N, m->params + n->p_off, WT);
-    if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, 1); return; }
+    if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, 1, NULL); return; }
     float *dcol = m->scratch + (size_t)N * K;    /* [M][K] */
-    cnn__gemm_nn(M, K, N, dy, N, WT, K, dcol, K, 0);
+    cnn__gemm_nn(M, K, N, dy, N, WT, K, dcol, K, 0, NULL);
     cnn__col2im(n, in, dcol, dx, B);
 }
 
@@ -1774,10 +1829,8 @@ static void cnn__conv_backward(cnn_node *n, int B) {
 
 static void cnn__dense_forward(cnn_node *n, int B) {
     const float *W = n->model->params + n->p_off;
-    const int K = cnn__in(n, 0)->c, N = n->units;
-    cnn__gemm_nn(B, N, K, cnn__in_out(n, 0), K, W, N, n->out, N, 0);
-    if (n->use_bias) cnn__add_bias(n->out, W + n->kernel_count, (size_t)B, N);
-    cnn__activate(n->out, (size_t)B * N, N, n->activation, n->alpha);
+    const int K = cnn__in(n, 0)->c;
+    cnn__linear_forward(n, B, K, cnn__in_out(n, 0), W);
 }
 
 static void cnn__dense_backward(cnn_node *n, int B) {
@@ -1788,7 +1841,7 @@ static void cnn__dense_backward(cnn_node *n, int B) {
     if (n->trainable) {
         float *gW = m->grads + n->p_off;
         cnn__gemm_tn(B, N, K, cnn__in_out(n, 0), K, dy, N, gW, N);
-        if (n->use_bias) cnn__bias_grad(dy, gW + n->kernel_count, (size_t)B, N);
+        if (n->use_bias) cnn__bias_grad(m, dy, gW + n->kernel_count, (size_t)B, N);
     }
     float *dx = cnn__in_dout(n, 0);
     if (!dx) return;
@@ -1796,43 +1849,12 @@ static void cnn__dense_backward(cnn_node *n, int B) {
        then read once, row by row, instead of transposed every step */
     float *dyT = m->scratch, *dxT = m->scratch + (size_t)N * B;
     cnn__transpose(B, N, dy, dyT);
-    cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0);
+    cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0, NULL);
     for (int b = 0; b < B; b++)
         for (int k = 0; k < K; k++) dx[(size_t)b * K + k] += dxT[(size_t)k * B + b];
 }
 
 /* ---- BatchNormalization (axis -1) --------------------------------------- */
-
-/* Per-channel sums over the rows of a [M][C] tensor, in double, into out[2C]:
-     b != NULL:     out[c] = sum a,              out[C+c] = sum a*b
-     shift != NULL: out[c] = sum (a - shift)^2
-     neither:       out[c] = sum a
-   The rows are cut into a fixed number of chunks summed in parallel and then
-   added in chunk order, so the result does not depend on the thread count.
-   part holds CNN__CHUNKS x 2C doubles. */
-#define CNN__CHUNKS 32
-static void cnn__channel_sums(const float *a, const float *b, const float *shift, size_t M, int C, double *part, double *out) {
-    CNN__PARALLEL_FOR((long long)M * C)
-    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
-        const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
-        double *CNN__RESTRICT p = part + (size_t)ch * 2 * C, *CNN__RESTRICT q = p + C;
-        for (int c = 0; c < 2 * C; c++) p[c] = 0;
-        for (size_t r = r0; r < r1; r++) {
-            const float *ar = a + r * C;
-            if (b) {
-                const float *br = b + r * C;
-                for (int c = 0; c < C; c++) { p[c] += ar[c]; q[c] += (double)ar[c] * br[c]; }
-            } else if (shift) {
-                for (int c = 0; c < C; c++) { double d = (double)ar[c] - shift[c]; p[c] += d * d; }
-            } else {
-                for (int c = 0; c < C; c++) p[c] += ar[c];
-            }
-        }
-    }
-    for (int c = 0; c < 2 * C; c++) out[c] = 0;
-    for (int ch = 0; ch < CNN__CHUNKS; ch++)
-        for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)ch * 2 * C + c];
-}
 
 /* batch statistics when training (and trainable), moving statistics otherwise */
 static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && n->trainable; }
@@ -1845,16 +1867,17 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     float *mmean = m->state + n->s_off, *mvar = mmean + C;
     float *mean = n->stat, *inv = n->stat + C;
     if (cnn__bn_uses_batch(n)) {
-        /* mean, then the centred sum of squares: two passes in double */
-        double *sum = n->acc, *sq = n->acc + 2 * C, *part = n->acc + 4 * C;
-        cnn__channel_sums(x, NULL, NULL, M, C, part, sum);
-        for (int c = 0; c < C; c++) mean[c] = (float)(sum[c] / M);
-        cnn__channel_sums(x, NULL, mean, M, C, part, sq);
+        /* sum and sum of squares in one pass, in double: E[x^2] - E[x]^2 keeps
+           float-level accuracy for activations of any reasonable scale */
+        double *sum = n->acc, *sq = n->acc + C, *part = n->acc + 2 * C;
+        cnn__channel_sums(x, NULL, NULL, NULL, M, C, part, sum);
         for (int c = 0; c < C; c++) {
-            double var = sq[c] / M;
+            double mu = sum[c] / M, var = sq[c] / M - mu * mu;
+            if (var < 0) var = 0;
+            mean[c] = (float)mu;
             inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
             if (m->update_moving) { /* moving variance from the unbiased batch variance */
-                double unbiased = M > 1 ? sq[c] / (M - 1) : var;
+                double unbiased = M > 1 ? var * M / (M - 1) : var;
                 mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mean[c]);
                 mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * unbiased);
             }
@@ -1862,21 +1885,19 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     } else {
         for (int c = 0; c < C; c++) { mean[c] = mmean[c]; inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon); }
     }
-    float *xhat = n->aux, *y = n->out;
+    /* y = gamma * (x - mean) * inv + beta = x * k + (beta - mean * k) */
+    float *k = n->coef, *shift = n->coef + C, *y = n->out;
+    for (int c = 0; c < C; c++) { k[c] = gamma[c] * inv[c]; shift[c] = beta[c] - mean[c] * k[c]; }
 CNN__PARALLEL_FOR((long long)M * C)
     for (long long r = 0; r < (long long)M; r++)
-        for (int c = 0; c < C; c++) {
-            size_t i = (size_t)r * C + c;
-            xhat[i] = (x[i] - mean[c]) * inv[c];
-            y[i] = gamma[c] * xhat[i] + beta[c];
-        }
+        for (int c = 0; c < C; c++) y[(size_t)r * C + c] = x[(size_t)r * C + c] * k[c] + shift[c];
 }
 
 static void cnn__bn_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const int C = n->c;
     const size_t M = (size_t)B * n->h * n->w;
-    const float *gamma = m->params + n->p_off, *inv = n->stat + C, *xhat = n->aux, *dy = n->dout;
+    const float *gamma = m->params + n->p_off, *mean = n->stat, *inv = n->stat + C, *x = cnn__in_out(n, 0), *dy = n->dout;
     float *dx = cnn__in_dout(n, 0);
     if (!cnn__bn_uses_batch(n)) { /* frozen or inference: an affine map */
         if (dx)
@@ -1884,8 +1905,8 @@ static void cnn__bn_backward(cnn_node *n, int B) {
                 for (int c = 0; c < C; c++) dx[r * C + c] += dy[r * C + c] * gamma[c] * inv[c];
         return;
     }
-    double *s = n->acc; /* sum dy, sum dy*xhat */
-    cnn__channel_sums(dy, xhat, NULL, M, C, n->acc + 4 * C, s);
+    double *s = n->acc; /* sum dy, sum dy*xhat, with xhat = (x - mean) * inv */
+    cnn__channel_sums(dy, x, mean, inv, M, C, n->acc + 2 * C, s);
     float *g = m->grads + n->p_off;
     for (int c = 0; c < C; c++) { g[c] += (float)s[C + c]; g[C + c] += (float)s[c]; }
     if (dx) {
@@ -1899,7 +1920,7 @@ CNN__PARALLEL_FOR((long long)M * C)
         for (long long r = 0; r < (long long)M; r++)
             for (int c = 0; c < C; c++) {
                 size_t i = (size_t)r * C + c;
-                dx[i] += k1[c] * (dy[i] - k2[c] - xhat[i] * k3[c]);
+                dx[i] += k1[c] * (dy[i] - k2[c] - (x[i] - mean[c]) * inv[c] * k3[c]);
             }
     }
 }
@@ -2240,6 +2261,10 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
         n->out = (float *)cnn__calloc(sz, sizeof(float));
         n->dout = (float *)cnn__calloc(sz, sizeof(float));
         int ok = n->out && n->dout;
+        if (n->type == CNN__CONV2D || n->type == CNN__DENSE) { /* bias gradient partial sums (doubles) */
+            size_t bias_sums = (size_t)(CNN__CHUNKS + 1) * 4 * n->units;
+            if (bias_sums > scratch) scratch = bias_sums;
+        }
         if (n->type == CNN__CONV2D) {
             size_t K = (size_t)n->kh * n->kw * cnn__in(n, 0)->c, M = (size_t)B * n->h * n->w;
             n->aux = (float *)cnn__calloc(M * K, sizeof(float));
@@ -2249,11 +2274,10 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
             size_t K = (size_t)cnn__in(n, 0)->c;
             if ((K + n->units) * B > scratch) scratch = (K + n->units) * B;
         } else if (n->type == CNN__BATCH_NORM || n->type == CNN__DROPOUT) {
-            n->aux = (float *)cnn__calloc(sz, sizeof(float));
-            ok = ok && n->aux;
+            if (n->type == CNN__DROPOUT) ok = ok && (n->aux = (float *)cnn__calloc(sz, sizeof(float)));
             if (n->type == CNN__BATCH_NORM)
                 ok = ok && (n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float))) &&
-                     (n->acc = (double *)cnn__calloc((CNN__CHUNKS + 2) * 2 * (size_t)n->c, sizeof(double))) &&
+                     (n->acc = (double *)cnn__calloc((CNN__CHUNKS + 1) * 2 * (size_t)n->c, sizeof(double))) &&
                      (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
         } else if (n->type == CNN__MAX_POOL) {
             ok = ok && (n->argmax = (int *)cnn__calloc(sz, sizeof(int)));
