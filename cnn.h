@@ -1710,12 +1710,17 @@ CNN__PARALLEL_FOR((long long)B * Ho * Wo * K)
         int b = (int)(r / Ho), oy = (int)(r % Ho);
         for (int ox = 0; ox < Wo; ox++) {
             float *dst = col + ((size_t)r * Wo + ox) * K;
-            for (int ky = 0; ky < n->kh; ky++) {
-                int iy = oy * n->sh - n->pad_top + ky;
-                for (int kx = 0; kx < n->kw; kx++, dst += C) {
-                    int ix = ox * n->sw - n->pad_left + kx;
-                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(dst, 0, (size_t)C * sizeof(float));
-                    else memcpy(dst, x + (((size_t)b * H + iy) * W + ix) * C, (size_t)C * sizeof(float));
+            const int ix0 = ox * n->sw - n->pad_left, row = n->kw * C;
+            for (int ky = 0; ky < n->kh; ky++, dst += row) {
+                const int iy = oy * n->sh - n->pad_top + ky;
+                if (iy >= 0 && iy < H && ix0 >= 0 && ix0 + n->kw <= W) { /* one contiguous run of kw*C */
+                    memcpy(dst, x + (((size_t)b * H + iy) * W + ix0) * C, (size_t)row * sizeof(float));
+                    continue;
+                }
+                for (int kx = 0; kx < n->kw; kx++) { /* at the border: zero what lies outside */
+                    const int ix = ix0 + kx;
+                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(dst + kx * C, 0, (size_t)C * sizeof(float));
+                    else memcpy(dst + kx * C, x + (((size_t)b * H + iy) * W + ix) * C, (size_t)C * sizeof(float));
                 }
             }
         }
