@@ -1103,6 +1103,7 @@ struct cnn_node {
     float *coef;                /* BatchNorm: per-channel coefficients [3c] of the current pass */
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
     cnn_layer_profile prof;     /* filled while model->profiling */
+    int dout_written;           /* backward: a consumer has written dout in this pass */
 };
 
 struct cnn_model {
@@ -1138,6 +1139,7 @@ struct cnn_model {
     uint64_t dropout_epoch, dropout_sample; /* keys of the dropout masks: step, first sample */
     float *x_in;                /* the batch being processed [B][h][w][c], not owned */
     float *dx_in;               /* where to put d loss / d input, or NULL */
+    int dx_in_written;          /* as cnn_node.dout_written, for dx_in */
     int profiling;
 };
 
@@ -1700,6 +1702,25 @@ static float *cnn__in_dout(const cnn_node *n, int i) {
     return p->type == CNN__INPUT ? n->model->dx_in : p->dout;
 }
 
+/* The same, claimed for writing: *add is 0 for the first layer to write it in
+   this backward pass (which overwrites, so no buffer needs clearing first) and
+   1 for later ones (a layer feeding several others sums their gradients). */
+static float *cnn__in_grad(cnn_node *n, int i, int *add) {
+    cnn_node *p = cnn__in(n, i);
+    int *written = p->type == CNN__INPUT ? &n->model->dx_in_written : &p->dout_written;
+    *add = *written;
+    *written = 1;
+    return cnn__in_dout(n, i);
+}
+
+/* first writers of a scatter (pooling, col2im) start from zero */
+static float *cnn__in_grad_zeroed(cnn_node *n, int i, int B) {
+    int add;
+    float *dx = cnn__in_grad(n, i, &add);
+    if (dx && !add) memset(dx, 0, (size_t)B * cnn__node_size(cnn__in(n, i)) * sizeof(float));
+    return dx;
+}
+
 /* ---- Conv2D: im2col + GEMM --------------------------------------------- */
 
 /* col [B*Ho*Wo][K] from x [B][H][W][C]; K index = (ky*kw + kx)*C + ci */
@@ -1820,11 +1841,12 @@ static void cnn__conv_backward(cnn_node *n, int B) {
         cnn__gemm_tn(M, N, K, A, K, dy, N, gW, N);
         if (n->use_bias) cnn__bias_grad(m, dy, gW + n->kernel_count, (size_t)M, N);
     }
-    float *dx = cnn__in_dout(n, 0);
+    int add;
+    float *dx = direct ? cnn__in_grad(n, 0, &add) : cnn__in_grad_zeroed(n, 0, B);
     if (!dx) return;
     float *WT = m->scratch;                      /* [N][K] */
     cnn__transpose(K, N, m->params + n->p_off, WT);
-    if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, 1, NULL); return; }
+    if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, add, NULL); return; }
     float *dcol = m->scratch + (size_t)N * K;    /* [M][K] */
     cnn__gemm_nn(M, K, N, dy, N, WT, K, dcol, K, 0, NULL);
     cnn__col2im(n, in, dcol, dx, B);
@@ -1848,7 +1870,8 @@ static void cnn__dense_backward(cnn_node *n, int B) {
         cnn__gemm_tn(B, N, K, cnn__in_out(n, 0), K, dy, N, gW, N);
         if (n->use_bias) cnn__bias_grad(m, dy, gW + n->kernel_count, (size_t)B, N);
     }
-    float *dx = cnn__in_dout(n, 0);
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
     if (!dx) return;
     /* dx = dy W^T, computed as dx^T[K][B] = W[K][N] dy^T[N][B]: the kernel is
        then read once, row by row, instead of transposed every step */
@@ -1856,7 +1879,7 @@ static void cnn__dense_backward(cnn_node *n, int B) {
     cnn__transpose(B, N, dy, dyT);
     cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0, NULL);
     for (int b = 0; b < B; b++)
-        for (int k = 0; k < K; k++) dx[(size_t)b * K + k] += dxT[(size_t)k * B + b];
+        for (int k = 0; k < K; k++) dx[(size_t)b * K + k] = (add ? dx[(size_t)b * K + k] : 0.0f) + dxT[(size_t)k * B + b];
 }
 
 /* ---- BatchNormalization (axis -1) --------------------------------------- */
@@ -1903,11 +1926,12 @@ static void cnn__bn_backward(cnn_node *n, int B) {
     const int C = n->c;
     const size_t M = (size_t)B * n->h * n->w;
     const float *gamma = m->params + n->p_off, *mean = n->stat, *inv = n->stat + C, *x = cnn__in_out(n, 0), *dy = n->dout;
-    float *dx = cnn__in_dout(n, 0);
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
     if (!cnn__bn_uses_batch(n)) { /* frozen or inference: an affine map */
         if (dx)
             for (size_t r = 0; r < M; r++)
-                for (int c = 0; c < C; c++) dx[r * C + c] += dy[r * C + c] * gamma[c] * inv[c];
+                for (int c = 0; c < C; c++) dx[r * C + c] = (add ? dx[r * C + c] : 0.0f) + dy[r * C + c] * gamma[c] * inv[c];
         return;
     }
     double *s = n->acc; /* sum dy, sum dy*xhat, with xhat = (x - mean) * inv */
@@ -1925,7 +1949,7 @@ CNN__PARALLEL_FOR((long long)M * C)
         for (long long r = 0; r < (long long)M; r++)
             for (int c = 0; c < C; c++) {
                 size_t i = (size_t)r * C + c;
-                dx[i] += k1[c] * (dy[i] - k2[c] - (x[i] - mean[c]) * inv[c] * k3[c]);
+                dx[i] = (add ? dx[i] : 0.0f) + k1[c] * (dy[i] - k2[c] - (x[i] - mean[c]) * inv[c] * k3[c]);
             }
     }
 }
@@ -1960,7 +1984,7 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
 
 static void cnn__maxpool_backward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
-    float *dx = cnn__in_dout(n, 0);
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
     if (!dx) return;
     const size_t per_out = cnn__node_size(n), per_in = cnn__node_size(in);
 CNN__PARALLEL_FOR((long long)B * per_out)
@@ -1987,7 +2011,7 @@ static void cnn__avgpool_pass(cnn_node *n, int B, int backward) {
     const cnn_node *in = cnn__in(n, 0);
     const int H = in->h, W = in->w, C = n->c;
     const float *x = cnn__in_out(n, 0);
-    float *dx = backward ? cnn__in_dout(n, 0) : NULL;
+    float *dx = backward ? cnn__in_grad_zeroed(n, 0, B) : NULL;
     if (backward && !dx) return;
 CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
     for (int b = 0; b < B; b++)
@@ -2031,7 +2055,7 @@ static void cnn__gap_backward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
     const size_t P = (size_t)in->h * in->w;
     const int C = n->c;
-    float *dx = cnn__in_dout(n, 0);
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
     if (!dx) return;
     for (int b = 0; b < B; b++)
         for (size_t p = 0; p < P; p++)
@@ -2044,13 +2068,14 @@ static void cnn__copy_forward(cnn_node *n, int B) {
     memcpy(n->out, cnn__in_out(n, 0), (size_t)B * cnn__node_size(n) * sizeof(float));
 }
 
-/* dx += dout, element-wise, for input i */
+/* dx (+)= dout, element-wise, for input i */
 static void cnn__pass_backward(cnn_node *n, int B, int i) {
-    float *dx = cnn__in_dout(n, i);
+    int add;
+    float *dx = cnn__in_grad(n, i, &add);
     if (!dx) return;
     const long long count = (long long)B * (long long)cnn__node_size(n);
 CNN__PARALLEL_FOR(count)
-    for (long long k = 0; k < count; k++) dx[k] += n->dout[k];
+    for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k];
 }
 
 static void cnn__copy_backward(cnn_node *n, int B) { cnn__pass_backward(n, B, 0); }
@@ -2078,11 +2103,12 @@ CNN__PARALLEL_FOR((long long)B * per)
 }
 
 static void cnn__dropout_backward(cnn_node *n, int B) {
-    float *dx = cnn__in_dout(n, 0);
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
     if (!dx) return;
     const long long count = (long long)B * (long long)cnn__node_size(n);
 CNN__PARALLEL_FOR(count)
-    for (long long k = 0; k < count; k++) dx[k] += n->dout[k] * n->aux[k];
+    for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k] * n->aux[k];
 }
 
 static void cnn__activation_forward(cnn_node *n, int B) {
@@ -2116,12 +2142,13 @@ static void cnn__concat_pass(cnn_node *n, int B, int backward) {
     for (int i = 0; i < n->n_inputs; i++) {
         const int ci = cnn__in(n, i)->c;
         const float *x = cnn__in_out(n, i);
-        float *dx = cnn__in_dout(n, i);
+        int add = 0;
+        float *dx = backward ? cnn__in_grad(n, i, &add) : NULL;
         if (!backward)
             for (size_t p = 0; p < P; p++) memcpy(n->out + p * n->c + c0, x + p * ci, (size_t)ci * sizeof(float));
         else if (dx)
             for (size_t p = 0; p < P; p++)
-                for (int c = 0; c < ci; c++) dx[p * ci + c] += n->dout[p * n->c + c0 + c];
+                for (int c = 0; c < ci; c++) dx[p * ci + c] = (add ? dx[p * ci + c] : 0.0f) + n->dout[p * n->c + c0 + c];
         c0 += ci;
     }
 }
@@ -2430,10 +2457,8 @@ static double cnn__regularize(cnn_model *m, int grad) {
 
 static void cnn__backward(cnn_model *m, int B, int fused) {
     CNN_ASSERT(B <= m->cap_batch);
-    for (int i = 0; i < m->n_nodes; i++) {
-        cnn_node *n = m->nodes[i];
-        if (n->dout && i != m->output) memset(n->dout, 0, (size_t)B * cnn__node_size(n) * sizeof(float));
-    }
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i]->dout_written = 0; /* consumers overwrite, then add */
+    m->dx_in_written = 0;
     cnn_node *o = m->nodes[m->output];
     int act = o->activation;
     if (fused) o->activation = CNN_LINEAR; /* dout already holds d(pre-activation) */
