@@ -1984,9 +1984,32 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
 
 static void cnn__maxpool_backward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
-    float *dx = cnn__in_grad_zeroed(n, 0, B);
-    if (!dx) return;
     const size_t per_out = cnn__node_size(n), per_in = cnn__node_size(in);
+    const int C = n->c, H = in->h, W = in->w;
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
+    if (!dx) return;
+    if (!add && n->sh == n->kh && n->sw == n->kw && n->padding == CNN_VALID && H == n->h * n->kh && W == n->w * n->kw) {
+        /* the windows tile the input: write every input once, the maximum its
+           gradient and the rest zero, instead of clearing and scattering */
+CNN__PARALLEL_FOR((long long)B * per_in)
+        for (long long r = 0; r < (long long)B * n->h; r++) {
+            const int b = (int)(r / n->h), oy = (int)(r % n->h);
+            for (int ox = 0; ox < n->w; ox++) {
+                const size_t o = ((size_t)r * n->w + ox) * C;
+                const int *CNN__RESTRICT am = n->argmax + o;
+                const float *CNN__RESTRICT g = n->dout + o;
+                for (int ky = 0; ky < n->kh; ky++)
+                    for (int kx = 0; kx < n->kw; kx++) {
+                        const int off = ((oy * n->kh + ky) * W + ox * n->kw + kx) * C;
+                        float *CNN__RESTRICT d = dx + (size_t)b * per_in + off;
+                        for (int c = 0; c < C; c++) d[c] = am[c] == off + c ? g[c] : 0.0f;
+                    }
+            }
+        }
+        return;
+    }
+    if (!add) memset(dx, 0, (size_t)B * per_in * sizeof(float));
 CNN__PARALLEL_FOR((long long)B * per_out)
     for (int b = 0; b < B; b++)
         for (size_t i = 0; i < per_out; i++) {

@@ -570,11 +570,11 @@ static const char cnn__aug_dir_who[] = "cnn_load_image_dir";
 
 #ifndef CNN__AUG_NO_DIRENT
 /* Append the image files under folder `path` (recursively) to out. */
-static int cnn__aug_scan_images(const char *path, int depth, int follow_links, cnn__aug_strlist *out) {
+static int cnn__aug_scan_images(const char *who, const char *path, int depth, int follow_links, cnn__aug_strlist *out) {
     DIR *dp = opendir(path);
     struct dirent *e;
     int rc = CNN_OK;
-    if (!dp) return cnn_set_error(CNN_ERR_IO, "%s: cannot open folder '%s': %s", cnn__aug_dir_who, path, strerror(errno));
+    if (!dp) return cnn_set_error(CNN_ERR_IO, "%s: cannot open folder '%s': %s", who, path, strerror(errno));
     while (rc == CNN_OK && (e = readdir(dp)) != NULL) {
         struct stat st;
         int is_link = 0;
@@ -593,7 +593,7 @@ static int cnn__aug_scan_images(const char *path, int depth, int follow_links, c
 #endif
         if (S_ISDIR(st.st_mode)) {
             if ((!is_link || follow_links) && depth < CNN__AUG_MAX_DEPTH)
-                rc = cnn__aug_scan_images(child, depth + 1, follow_links, out);
+                rc = cnn__aug_scan_images(who, child, depth + 1, follow_links, out);
             CNN_FREE(child);
         } else if (S_ISREG(st.st_mode) && cnn__aug_is_image_name(e->d_name)) {
             rc = cnn__aug_push(out, child);
@@ -606,11 +606,11 @@ static int cnn__aug_scan_images(const char *path, int depth, int follow_links, c
 }
 
 /* Sorted names of the class subfolders of dir. */
-static int cnn__aug_list_classes(const char *dir, cnn__aug_strlist *classes) {
+static int cnn__aug_list_classes(const char *who, const char *dir, cnn__aug_strlist *classes) {
     DIR *dp = opendir(dir);
     struct dirent *e;
     int rc = CNN_OK;
-    if (!dp) return cnn_set_error(CNN_ERR_IO, "%s: cannot open folder '%s': %s", cnn__aug_dir_who, dir, strerror(errno));
+    if (!dp) return cnn_set_error(CNN_ERR_IO, "%s: cannot open folder '%s': %s", who, dir, strerror(errno));
     while (rc == CNN_OK && (e = readdir(dp)) != NULL) {
         struct stat st;
         char *child;
@@ -623,21 +623,21 @@ static int cnn__aug_list_classes(const char *dir, cnn__aug_strlist *classes) {
     closedir(dp);
     if (rc == CNN_OK && classes->n == 0)
         rc = cnn_set_error(CNN_ERR_FORMAT, "%s: '%s' has no class subfolders (expected one folder of images per class)",
-                           cnn__aug_dir_who, dir);
+                           who, dir);
     if (rc == CNN_OK) qsort(classes->v, (size_t)classes->n, sizeof(char *), cnn__aug_strcmp);
     return rc;
 }
 #endif
 
 /* The error (or warning, with skip_bad) for an image stb_image cannot read. */
-static int cnn__aug_bad_image(const char *path, int skip_bad) {
+static int cnn__aug_bad_image(const char *who, const char *path, int skip_bad) {
     const char *why = stbi_failure_reason();
     if (!why) why = "unknown reason";
     if (skip_bad) {
-        fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", cnn__aug_dir_who, path, why);
+        fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", who, path, why);
         return CNN_OK;
     }
-    return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__aug_dir_who, path, why);
+    return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", who, path, why);
 }
 
 CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_image_dir_opts *o) {
@@ -667,13 +667,13 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
                       cnn__aug_dir_who, opt.channels, dir);
         return NULL;
     }
-    if (cnn__aug_list_classes(dir, &classes) < 0) goto done;
+    if (cnn__aug_list_classes(cnn__aug_dir_who, dir, &classes) < 0) goto done;
     files = (cnn__aug_strlist *)CNN_MALLOC((size_t)classes.n * sizeof *files);
     if (!files) { cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory ('%s')", cnn__aug_dir_who, dir); goto done; }
     memset(files, 0, (size_t)classes.n * sizeof *files);
     for (int ci = 0; ci < classes.n; ci++) {
         char *cdir = cnn__aug_join(dir, classes.v[ci]);
-        int rc = cdir ? cnn__aug_scan_images(cdir, 0, opt.follow_links, &files[ci]) : CNN_ERR_MEMORY;
+        int rc = cdir ? cnn__aug_scan_images(cnn__aug_dir_who, cdir, 0, opt.follow_links, &files[ci]) : CNN_ERR_MEMORY;
         CNN_FREE(cdir);
         if (rc < 0) goto done;
         if (files[ci].n > 1) qsort(files[ci].v, (size_t)files[ci].n, sizeof(char *), cnn__aug_strcmp);
@@ -701,7 +701,7 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
                 if (!w) w = x;
                 if (!c) c = comp == 2 ? 4 : comp;
             } else if (!opt.skip_bad) {
-                cnn__aug_bad_image(files[ci].v[fi], 0);
+                cnn__aug_bad_image(cnn__aug_dir_who, files[ci].v[fi], 0);
                 goto done;
             }
         }
@@ -721,7 +721,7 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
             unsigned char *px = stbi_load(path, &x, &y, &comp, c);
             unsigned char *dst = d->images + (size_t)k * img_size;
             if (!px) {
-                if (cnn__aug_bad_image(path, opt.skip_bad) < 0) goto done;
+                if (cnn__aug_bad_image(cnn__aug_dir_who, path, opt.skip_bad) < 0) goto done;
                 continue;
             }
             if (x == w && y == h) {
