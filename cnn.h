@@ -1963,19 +1963,29 @@ static void cnn__maxpool_forward(cnn_node *n, int B) {
 CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
     for (long long r = 0; r < (long long)B * n->h; r++) {
         int b = (int)(r / n->h), oy = (int)(r % n->h);
+        const float *CNN__RESTRICT xb = x + (size_t)b * H * W * C; /* this sample */
         for (int ox = 0; ox < n->w; ox++) {
-            float *y = n->out + ((size_t)r * n->w + ox) * C;
-            int *am = n->argmax + ((size_t)r * n->w + ox) * C;
-            for (int c = 0; c < C; c++) { y[c] = -FLT_MAX; am[c] = -1; }
+            float *CNN__RESTRICT y = n->out + ((size_t)r * n->w + ox) * C;
+            int *CNN__RESTRICT am = n->argmax + ((size_t)r * n->w + ox) * C;
+            int first = 1;
             for (int ky = 0; ky < n->kh; ky++) {
                 int iy = oy * n->sh - n->pad_top + ky;
                 if (iy < 0 || iy >= H) continue;
                 for (int kx = 0; kx < n->kw; kx++) {
                     int ix = ox * n->sw - n->pad_left + kx;
                     if (ix < 0 || ix >= W) continue;
-                    size_t off = (((size_t)b * H + iy) * W + ix) * C;
-                    for (int c = 0; c < C; c++)
-                        if (am[c] < 0 || x[off + c] > y[c]) { y[c] = x[off + c]; am[c] = (int)(off + c - (size_t)b * H * W * C); }
+                    const int off = (iy * W + ix) * C; /* offset inside the sample */
+                    if (first) { /* the window's first cell seeds the maximum (NaN included) */
+                        for (int c = 0; c < C; c++) { y[c] = xb[off + c]; am[c] = off + c; }
+                        first = 0;
+                        continue;
+                    }
+                    for (int c = 0; c < C; c++) {
+                        const float v = xb[off + c];
+                        const int better = v > y[c];
+                        y[c] = better ? v : y[c];
+                        am[c] = better ? off + c : am[c];
+                    }
                 }
             }
         }
