@@ -1591,9 +1591,21 @@ static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int 
             const int mb = M - m0 < MB ? M - m0 : MB;
             for (int t = lo; t < hi; t++) {
                 const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
+                const int rows = K - k < CNN__MR ? K - k : CNN__MR, cols = N - j < CNN__NR ? N - j : CNN__NR;
+                if (rows < CNN__MR && cols == CNN__NR) {
+                    /* the last rows of C (K % MR of them, e.g. 3 of conv_1's 27): copy their
+                       columns of A into a zero-padded block so the register kernel runs */
+                    float apad[MB * CNN__MR], cpad[CNN__MR * CNN__NR];
+                    for (int mm = 0; mm < mb; mm++)
+                        for (int r = 0; r < CNN__MR; r++) apad[mm * CNN__MR + r] = r < rows ? A[(size_t)(m0 + mm) * lda + k + r] : 0.0f;
+                    for (int r = 0; r < CNN__MR; r++)
+                        for (int jj = 0; jj < CNN__NR; jj++) cpad[r * CNN__NR + jj] = r < rows ? C[(size_t)(k + r) * ldc + j + jj] : 0.0f;
+                    cnn__tile(mb, apad, 1, CNN__MR, D + (size_t)m0 * ldd + j, (size_t)ldd, cpad, CNN__NR, CNN__MR, CNN__NR, 1, NULL);
+                    for (int r = 0; r < rows; r++) memcpy(C + (size_t)(k + r) * ldc + j, cpad + r * CNN__NR, CNN__NR * sizeof(float));
+                    continue;
+                }
                 cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
-                          C + (size_t)k * ldc + j, (size_t)ldc, K - k < CNN__MR ? K - k : CNN__MR, N - j < CNN__NR ? N - j : CNN__NR,
-                          1, NULL);
+                          C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, 1, NULL);
             }
         }
     }
