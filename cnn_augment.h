@@ -160,8 +160,212 @@ CNN_DEF int cnn_history_plot_png(const cnn_history *h, const char *path);
 CNN_DEF int cnn_write_png(const char *path, int w, int h, int c, const unsigned char *pixels);
 
 /* ======================================================================== */
-/* ImageDataGenerator (to come)                                             */
+/* ImageDataGenerator: options, random transforms, standardization          */
 /* ======================================================================== */
+
+/* How a transform fills the points that fall outside the input image. */
+typedef enum cnn_fill_mode {
+    CNN_FILL_NEAREST = 0, /* aaaa|abcd|dddd  (Keras' default) */
+    CNN_FILL_CONSTANT,    /* kkkk|abcd|kkkk  with k = cval */
+    CNN_FILL_REFLECT,     /* dcba|abcd|dcba */
+    CNN_FILL_WRAP         /* abcd|abcd|abcd */
+} cnn_fill_mode;
+
+/* Interpolation: of the random transforms (default bilinear, Keras'
+   interpolation_order=1) and of flow_from_directory's resizing (default
+   nearest, as Keras). */
+typedef enum cnn_interpolation {
+    CNN_INTERP_DEFAULT = 0,
+    CNN_INTERP_NEAREST,
+    CNN_INTERP_BILINEAR
+} cnn_interpolation;
+
+/* Keras' preprocessing_function: changes one image [h][w][c] in place; returns 0,
+   or non-zero to stop the flow with an error. Runs on the flow's worker threads:
+   it must be thread-safe. */
+typedef int (*cnn_preprocessing_fn)(float *image, int h, int w, int c, void *user);
+
+typedef struct cnn_datagen_opts {
+    int featurewise_center;            /* subtract the per-channel mean of the fitted data */
+    int samplewise_center;             /* subtract each image's mean */
+    int featurewise_std_normalization; /* divide by the per-channel std (+1e-6) of the fitted data */
+    int samplewise_std_normalization;  /* divide each image by its std (+1e-6) */
+    int zca_whitening;                 /* multiply by the fitted ZCA matrix (turns featurewise_center
+                                          on and featurewise_std_normalization off, as Keras does) */
+    float zca_epsilon;                 /* 0 = 1e-6 */
+    float rotation_range;              /* degrees: theta uniform in [-r, r] */
+    float width_shift_range;           /* horizontal shift: a fraction of the width when < 1,
+                                          pixels when >= 1; uniform in [-r, r] */
+    float height_shift_range;          /* vertical shift, the same way */
+    float brightness_range[2];         /* {lo, hi}: a factor uniform in [lo, hi]; {0, 0} = none */
+    float shear_range;                 /* degrees: shear uniform in [-r, r] */
+    float zoom_range[2];               /* {z}: zoom_x, zoom_y uniform in [1-z, 1+z] (0 <= z < 1);
+                                          {lo, hi}: in [lo, hi] (0 < lo <= hi); {0, 0} = none */
+    float channel_shift_range;         /* intensity uniform in [-r, r] added to every channel */
+    cnn_fill_mode fill_mode;           /* default nearest */
+    float cval;                        /* the value of CNN_FILL_CONSTANT */
+    int horizontal_flip, vertical_flip;/* flip with probability 0.5 */
+    float rescale;                     /* multiply by this (0 = none, Keras' None) */
+    cnn_preprocessing_fn preprocessing_function; /* NULL = none */
+    void *preprocessing_user;          /* passed to preprocessing_function */
+    float validation_split;            /* fraction held out for subset = CNN_SUBSET_VALIDATION */
+    cnn_interpolation interpolation;   /* of the transform: default bilinear, or nearest */
+} cnn_datagen_opts;
+
+typedef struct cnn_datagen cnn_datagen;
+
+/* A generator, or NULL (a bad parameter: cnn_last_error names it). */
+CNN_DEF cnn_datagen *cnn_datagen_new_opt(const cnn_datagen_opts *o);
+CNN_DEF void cnn_datagen_free(cnn_datagen *g);
+/* The options in force (after defaults and the zca_whitening adjustments). */
+CNN_DEF const cnn_datagen_opts *cnn_datagen_options(const cnn_datagen *g);
+
+typedef struct cnn_datagen_fit_opts {
+    int augment;     /* fit on randomly transformed images */
+    int rounds;      /* with augment: passes over the data (0 = 1) */
+    uint64_t seed;   /* the augmentation draws */
+} cnn_datagen_fit_opts;
+
+/* Keras' fit(x, augment, rounds, seed): the per-channel mean and std (ddof 0,
+   over N, H and W) and the ZCA matrix of the data after rescale (and the random
+   transforms with augment). Only what the options ask for is computed. */
+CNN_DEF int cnn_datagen_fit_opt(cnn_datagen *g, const cnn_dataset *x, const cnn_datagen_fit_opts *o);
+/* The same on float images x [n][h][w][c]. */
+CNN_DEF int cnn_datagen_fit_float_opt(cnn_datagen *g, const float *x, int n, int h, int w, int c,
+                                      const cnn_datagen_fit_opts *o);
+/* The fitted statistics: mean and std [c] (NULL before fit), their channel count. */
+CNN_DEF int cnn_datagen_stats(const cnn_datagen *g, const float **mean, const float **std, int *c);
+/* The fitted ZCA matrix [d][d] (d = h*w*c), or NULL. */
+CNN_DEF const float *cnn_datagen_zca_matrix(const cnn_datagen *g, int *d);
+/* Set the statistics yourself (as assigning Keras' datagen.mean / .std); std may
+   be NULL when only the mean is used. */
+CNN_DEF int cnn_datagen_set_stats(cnn_datagen *g, const float *mean, const float *std, int c);
+
+/* The explicit parameters of one transform; the zero value is the identity.
+   Conventions (see "TRANSFORMS" above): the centre is ((w-1)/2, (h-1)/2). */
+typedef struct cnn_transform {
+    float theta;            /* degrees; positive turns the picture counter-clockwise as displayed */
+    float shift_x, shift_y; /* pixels; positive moves the content right (x) and down (y) */
+    float shear;            /* degrees; positive moves the lower half right, the upper half left */
+    float zoom_x, zoom_y;   /* scale of the sampling grid (0 = 1); above 1 zooms out */
+    int flip_horizontal;    /* mirror left-right */
+    int flip_vertical;      /* mirror top-bottom */
+    float channel_shift;    /* added to every value, clipped to the image's min..max (0 = none) */
+    float brightness;       /* factor (0 = none) */
+} cnn_transform;
+
+/* Keras' get_random_transform: the parameters drawn for an h x w image from seed. */
+CNN_DEF int cnn_datagen_get_random_transform(const cnn_datagen *g, int h, int w, uint64_t seed,
+                                             cnn_transform *t);
+/* Keras' apply_transform: out = the transformed image x [h][w][c] (out may be x).
+   Uses the generator's fill_mode, cval and interpolation. */
+CNN_DEF int cnn_datagen_apply_transform_opt(const cnn_datagen *g, const float *x, int h, int w, int c,
+                                            const cnn_transform *t, float *out);
+/* Keras' random_transform: get_random_transform(seed) then apply_transform. */
+CNN_DEF int cnn_datagen_random_transform(const cnn_datagen *g, const float *x, int h, int w, int c,
+                                         uint64_t seed, float *out);
+/* Keras' standardize, in place on n images [n][h][w][c]: preprocessing_function,
+   rescale, samplewise center, samplewise std, featurewise center, featurewise
+   std, ZCA. Featurewise steps need fit (or set_stats) first. */
+CNN_DEF int cnn_datagen_standardize(const cnn_datagen *g, float *x, int n, int h, int w, int c);
+
+/* ======================================================================== */
+/* ImageDataGenerator: flow and flow_from_directory                         */
+/* ======================================================================== */
+
+typedef enum cnn_subset {
+    CNN_SUBSET_ALL = 0,      /* Keras' subset=None */
+    CNN_SUBSET_TRAINING,     /* all but the validation part */
+    CNN_SUBSET_VALIDATION    /* the first validation_split of the data (of each class folder) */
+} cnn_subset;
+
+typedef struct cnn_flow_opts {
+    int batch_size;          /* 0 = 32 */
+    int no_shuffle;          /* 1 = shuffle=False; by default every pass has a new order */
+    uint64_t seed;           /* the order and the random transforms */
+    const char *save_to_dir; /* also write each augmented image there (NULL = no) */
+    const char *save_prefix; /* NULL = "" */
+    const char *save_format; /* "png" (NULL), "jpeg" ("jpg") or "bmp" */
+    cnn_subset subset;       /* needs the generator's validation_split */
+    int one_hot;             /* targets one-hot over num_classes (default: the class index) */
+    const float *y;          /* explicit targets [n][y_width] instead of the labels */
+    int y_width;
+    int workers;             /* threads making batches ahead: 0 = 1, -1 = none (made inside next) */
+    int max_queue_size;      /* batches made ahead: 0 = 10 */
+} cnn_flow_opts;
+
+typedef enum cnn_color_mode { CNN_COLOR_RGB = 0, CNN_COLOR_GRAYSCALE, CNN_COLOR_RGBA } cnn_color_mode;
+
+typedef enum cnn_class_mode {
+    CNN_CLASS_CATEGORICAL = 0, /* one-hot targets (y_width = number of classes) */
+    CNN_CLASS_BINARY,          /* 0 or 1 (y_width 1); needs exactly two classes */
+    CNN_CLASS_SPARSE,          /* the class index (y_width 1) */
+    CNN_CLASS_INPUT,           /* the images themselves (autoencoders; y_width = h*w*c) */
+    CNN_CLASS_NONE             /* no targets (y_width 0) */
+} cnn_class_mode;
+
+typedef struct cnn_directory_flow_opts {
+    int target_size[2];          /* {height, width}; {0, 0} = {256, 256} */
+    cnn_color_mode color_mode;   /* rgb (3 channels), grayscale (1), rgba (4) */
+    const char *const *classes;  /* subfolder names in label order, NULL-terminated;
+                                    NULL = every subfolder, sorted */
+    cnn_class_mode class_mode;   /* default categorical */
+    int batch_size;              /* 0 = 32 */
+    int no_shuffle;
+    uint64_t seed;
+    const char *save_to_dir, *save_prefix, *save_format;
+    int follow_links;            /* follow symbolic links to folders inside class folders */
+    cnn_subset subset;
+    cnn_interpolation interpolation; /* resizing to target_size: nearest (default) or bilinear */
+    int skip_bad;                /* skip files that do not decode, with a warning on stderr */
+    int lazy;                    /* decode the files batch by batch on the workers (for folders
+                                    larger than memory) instead of all at the start */
+    int workers, max_queue_size; /* as in cnn_flow_opts */
+} cnn_directory_flow_opts;
+
+typedef struct cnn_flow cnn_flow;
+
+/* Keras' flow(x, y): batches of the dataset's images, transformed and
+   standardized, with their labels. The dataset (and opts->y) must outlive the flow;
+   the generator need not (the flow keeps a copy of it). */
+CNN_DEF cnn_flow *cnn_datagen_flow_opt(const cnn_datagen *g, const cnn_dataset *d, const cnn_flow_opts *o);
+/* The same from float images x [n][h][w][c] (targets from o->y, or none). */
+CNN_DEF cnn_flow *cnn_datagen_flow_float_opt(const cnn_datagen *g, const float *x, int n, int h, int w,
+                                             int c, const cnn_flow_opts *o);
+/* Keras' flow_from_directory: one subfolder of images per class. */
+CNN_DEF cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g, const char *dir,
+                                                      const cnn_directory_flow_opts *o);
+
+/* The flow as the batch source cnn_fit_source / cnn_evaluate_source consume. */
+CNN_DEF cnn_batch_source *cnn_flow_source(cnn_flow *f);
+/* The next batch: *x [count][h][w][c] and *y [count][y_width] point into the flow
+   and stay valid until the next call (y may be NULL). Returns count, 0 once at the
+   end of each pass (the call after that starts the next pass), or a negative
+   cnn_status. */
+CNN_DEF int cnn_flow_next(cnn_flow *f, const float **x, const float **y);
+/* Start pass `pass` (0-based) from its first batch. */
+CNN_DEF int cnn_flow_reset(cnn_flow *f, int pass);
+CNN_DEF int cnn_flow_len(const cnn_flow *f);         /* batches per pass: ceil(samples / batch_size) */
+CNN_DEF int cnn_flow_samples(const cnn_flow *f);     /* images in one pass */
+CNN_DEF int cnn_flow_num_classes(const cnn_flow *f); /* 0 when the targets are not labels */
+CNN_DEF const char *cnn_flow_class_name(const cnn_flow *f, int k); /* NULL if none */
+CNN_DEF const int *cnn_flow_classes(const cnn_flow *f);            /* [samples] labels, or NULL */
+CNN_DEF const char *cnn_flow_filename(const cnn_flow *f, int i);   /* directory flows, else NULL */
+CNN_DEF void cnn_flow_free(cnn_flow *f);
+
+#ifndef __cplusplus
+#define cnn_datagen_new(...) cnn_datagen_new_opt(&(cnn_datagen_opts){__VA_ARGS__})
+#define cnn_datagen_fit(g, x, ...) cnn_datagen_fit_opt((g), (x), &(cnn_datagen_fit_opts){__VA_ARGS__})
+#define cnn_datagen_fit_float(g, x, n, h, w, c, ...) \
+    cnn_datagen_fit_float_opt((g), (x), (n), (h), (w), (c), &(cnn_datagen_fit_opts){__VA_ARGS__})
+#define cnn_datagen_apply_transform(g, x, h, w, c, out, ...) \
+    cnn_datagen_apply_transform_opt((g), (x), (h), (w), (c), &(cnn_transform){__VA_ARGS__}, (out))
+#define cnn_datagen_flow(g, d, ...) cnn_datagen_flow_opt((g), (d), &(cnn_flow_opts){__VA_ARGS__})
+#define cnn_datagen_flow_float(g, x, n, h, w, c, ...) \
+    cnn_datagen_flow_float_opt((g), (x), (n), (h), (w), (c), &(cnn_flow_opts){__VA_ARGS__})
+#define cnn_datagen_flow_from_directory(g, dir, ...) \
+    cnn_datagen_flow_from_directory_opt((g), (dir), &(cnn_directory_flow_opts){__VA_ARGS__})
+#endif
 
 #ifdef __cplusplus
 }
@@ -1065,8 +1269,1975 @@ CNN__AUG_IMPL int cnn_history_plot_png(const cnn_history *h, const char *path) {
 }
 
 /* ======================================================================== */
-/* ImageDataGenerator (to come)                                             */
+/* ImageDataGenerator: threads, random numbers, options                     */
 /* ======================================================================== */
+
+#if !defined(CNN_AUGMENT_NO_THREADS) && (defined(__unix__) || defined(__APPLE__))
+#include <pthread.h>
+#define CNN__IDG_THREADS 1 /* background workers; without them batches are made inside next */
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#define CNN__IDG_OMP(x) _Pragma(#x)
+#else
+#define CNN__IDG_OMP(x)
+#endif
+
+/* splitmix64's finaliser: every random number here is a hash of a counter, so a
+   draw depends only on (seed, pass, sample), never on which thread makes it. */
+static uint64_t cnn__idg_mix(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct cnn__idg_rng {
+    uint64_t s;
+} cnn__idg_rng;
+
+/* uniform in [lo, hi) with 53 random bits */
+static double cnn__idg_uniform(cnn__idg_rng *r, double lo, double hi) {
+    r->s += 0x9e3779b97f4a7c15ULL;
+    return lo + (hi - lo) * ((double)(cnn__idg_mix(r->s) >> 11) * (1.0 / 9007199254740992.0));
+}
+
+/* The seed of one image: sample `pos` of pass `pass` (fit: round and index). */
+static uint64_t cnn__idg_sample_key(uint64_t seed, uint64_t pass, uint64_t pos) {
+    return cnn__idg_mix(cnn__idg_mix(cnn__idg_mix(seed ^ 0x494d475345454431ULL) ^ pass) ^ pos);
+}
+
+/* Position i of a pseudo-random permutation of 0..n-1 chosen by key: a 4-round
+   Feistel network on the smallest even number of bits covering n, walked until
+   it lands below n (fewer than 4 steps on average). No table: any batch of any
+   pass can be made by any thread in any order. */
+static int cnn__idg_permute(int i, int n, uint64_t key) {
+    int bits = 2;
+    uint64_t v = (uint64_t)i, mask;
+    while (((uint64_t)1 << bits) < (uint64_t)n) bits += 2;
+    mask = ((uint64_t)1 << (bits / 2)) - 1;
+    do {
+        uint64_t l = v >> (bits / 2), r = v & mask;
+        for (int round = 0; round < 4; round++) {
+            uint64_t nl = r;
+            r = l ^ (cnn__idg_mix(key + (uint64_t)round * 0x2545f4914f6cdd1dULL + r) & mask);
+            l = nl;
+        }
+        v = (l << (bits / 2)) | r;
+    } while (v >= (uint64_t)n);
+    return (int)v;
+}
+
+static uint64_t cnn__idg_order_key(uint64_t seed, int pass) {
+    return cnn__idg_mix(cnn__idg_mix(seed ^ 0x53485546464c4521ULL) ^ (uint64_t)pass);
+}
+
+struct cnn_datagen {
+    cnn_datagen_opts o;
+    double zoom_lo, zoom_hi;  /* zoom factors drawn from [lo, hi]; both 1 = no zoom */
+    int c;                    /* channels of mean/std; 0 = not fitted */
+    float *mean, *std;        /* [c] */
+    int d;                    /* size of the ZCA matrix; 0 = none */
+    float *pc;                /* [d][d] */
+};
+
+static int cnn__idg_range(const char *who, const char *name, float v) {
+    if (!(v >= 0) || !cnn__aug_finite(v))
+        return cnn_set_error(CNN_ERR_ARG, "%s: %s must be a finite number >= 0, not %g", who, name, (double)v);
+    return CNN_OK;
+}
+
+/* Does the generator draw anything at random? */
+static int cnn__idg_is_random(const cnn_datagen *g) {
+    const cnn_datagen_opts *o = &g->o;
+    return o->rotation_range != 0 || o->width_shift_range != 0 || o->height_shift_range != 0 ||
+           o->shear_range != 0 || !(g->zoom_lo == 1 && g->zoom_hi == 1) || o->channel_shift_range != 0 ||
+           o->brightness_range[0] != 0 || o->brightness_range[1] != 0 || o->horizontal_flip || o->vertical_flip;
+}
+
+CNN__AUG_IMPL cnn_datagen *cnn_datagen_new_opt(const cnn_datagen_opts *o) {
+    static const char who[] = "cnn_datagen_new";
+    cnn_datagen_opts op;
+    cnn_datagen *g;
+    double lo = 1, hi = 1;
+    if (o) op = *o;
+    else memset(&op, 0, sizeof op);
+    if (cnn__idg_range(who, "rotation_range", op.rotation_range) ||
+        cnn__idg_range(who, "width_shift_range", op.width_shift_range) ||
+        cnn__idg_range(who, "height_shift_range", op.height_shift_range) ||
+        cnn__idg_range(who, "shear_range", op.shear_range) ||
+        cnn__idg_range(who, "channel_shift_range", op.channel_shift_range) ||
+        cnn__idg_range(who, "zca_epsilon", op.zca_epsilon))
+        return NULL;
+    if (!cnn__aug_finite(op.zoom_range[0]) || !cnn__aug_finite(op.zoom_range[1])) {
+        cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} is not finite", who, (double)op.zoom_range[0],
+                      (double)op.zoom_range[1]);
+        return NULL;
+    }
+    if (op.zoom_range[1] == 0) { /* the float form z: [1-z, 1+z] */
+        if (!(op.zoom_range[0] >= 0 && op.zoom_range[0] < 1)) {
+            cnn_set_error(CNN_ERR_ARG, "%s: zoom_range %g must be in [0, 1): zoom factors 1-z .. 1+z must stay > 0 "
+                          "(or give {lo, hi} with 0 < lo <= hi)", who, (double)op.zoom_range[0]);
+            return NULL;
+        }
+        lo = 1.0 - op.zoom_range[0];
+        hi = 1.0 + op.zoom_range[0];
+    } else {
+        if (!(op.zoom_range[0] > 0 && op.zoom_range[1] >= op.zoom_range[0])) {
+            cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} must have 0 < lo <= hi (zoom factors <= 0 are "
+                          "not images)", who, (double)op.zoom_range[0], (double)op.zoom_range[1]);
+            return NULL;
+        }
+        lo = op.zoom_range[0];
+        hi = op.zoom_range[1];
+    }
+    if ((op.brightness_range[0] != 0 || op.brightness_range[1] != 0) &&
+        !(op.brightness_range[0] >= 0 && op.brightness_range[1] >= op.brightness_range[0] &&
+          cnn__aug_finite(op.brightness_range[1]))) {
+        cnn_set_error(CNN_ERR_ARG, "%s: brightness_range {%g, %g} must have 0 <= lo <= hi", who,
+                      (double)op.brightness_range[0], (double)op.brightness_range[1]);
+        return NULL;
+    }
+    if ((int)op.fill_mode < (int)CNN_FILL_NEAREST || (int)op.fill_mode > (int)CNN_FILL_WRAP) {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown fill_mode %d (CNN_FILL_NEAREST, CNN_FILL_CONSTANT, CNN_FILL_REFLECT "
+                      "or CNN_FILL_WRAP)", who, (int)op.fill_mode);
+        return NULL;
+    }
+    if ((int)op.interpolation < (int)CNN_INTERP_DEFAULT || (int)op.interpolation > (int)CNN_INTERP_BILINEAR) {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST)", who,
+                      (int)op.interpolation);
+        return NULL;
+    }
+    if (!cnn__aug_finite(op.cval) || !cnn__aug_finite(op.rescale)) {
+        cnn_set_error(CNN_ERR_ARG, "%s: %s %g is not finite", who, cnn__aug_finite(op.cval) ? "rescale" : "cval",
+                      (double)(cnn__aug_finite(op.cval) ? op.rescale : op.cval));
+        return NULL;
+    }
+    if (!(op.validation_split >= 0 && op.validation_split < 1)) {
+        cnn_set_error(CNN_ERR_ARG, "%s: validation_split %g must be in [0, 1)", who, (double)op.validation_split);
+        return NULL;
+    }
+    if (op.zca_epsilon == 0) op.zca_epsilon = 1e-6f;
+    if (op.interpolation == CNN_INTERP_DEFAULT) op.interpolation = CNN_INTERP_BILINEAR;
+    if (op.zca_whitening) { /* as Keras: ZCA implies centering and replaces std normalization */
+        op.featurewise_center = 1;
+        op.featurewise_std_normalization = 0;
+    }
+    g = (cnn_datagen *)CNN_MALLOC(sizeof *g);
+    if (!g) {
+        cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+        return NULL;
+    }
+    memset(g, 0, sizeof *g);
+    g->o = op;
+    g->zoom_lo = lo;
+    g->zoom_hi = hi;
+    return g;
+}
+
+CNN__AUG_IMPL void cnn_datagen_free(cnn_datagen *g) {
+    if (!g) return;
+    CNN_FREE(g->mean);
+    CNN_FREE(g->std);
+    CNN_FREE(g->pc);
+    CNN_FREE(g);
+}
+
+CNN__AUG_IMPL const cnn_datagen_opts *cnn_datagen_options(const cnn_datagen *g) {
+    if (!g) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_datagen_options: the generator is NULL");
+        return NULL;
+    }
+    return &g->o;
+}
+
+CNN__AUG_IMPL int cnn_datagen_stats(const cnn_datagen *g, const float **mean, const float **std, int *c) {
+    if (!g) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_stats: the generator is NULL");
+    if (mean) *mean = g->mean;
+    if (std) *std = g->std;
+    if (c) *c = g->c;
+    return CNN_OK;
+}
+
+CNN__AUG_IMPL const float *cnn_datagen_zca_matrix(const cnn_datagen *g, int *d) {
+    if (d) *d = g ? g->d : 0;
+    if (!g) cnn_set_error(CNN_ERR_ARG, "cnn_datagen_zca_matrix: the generator is NULL");
+    return g ? g->pc : NULL;
+}
+
+CNN__AUG_IMPL int cnn_datagen_set_stats(cnn_datagen *g, const float *mean, const float *std, int c) {
+    static const char who[] = "cnn_datagen_set_stats";
+    float *m = NULL, *s = NULL;
+    if (!g) return cnn_set_error(CNN_ERR_ARG, "%s: the generator is NULL", who);
+    if (!mean && !std) {
+        CNN_FREE(g->mean);
+        CNN_FREE(g->std);
+        g->mean = g->std = NULL;
+        g->c = 0;
+        return CNN_OK;
+    }
+    if (c < 1 || c > 4096) return cnn_set_error(CNN_ERR_ARG, "%s: channel count %d must be in 1..4096", who, c);
+    for (int k = 0; k < c; k++)
+        if ((mean && !cnn__aug_finite(mean[k])) || (std && !(std[k] >= 0 && cnn__aug_finite(std[k]))))
+            return cnn_set_error(CNN_ERR_ARG, "%s: %s[%d] must be finite%s", who, mean && !cnn__aug_finite(mean[k]) ?
+                                 "mean" : "std", k, mean && !cnn__aug_finite(mean[k]) ? "" : " and >= 0");
+    m = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+    s = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+    if (!m || !s) {
+        CNN_FREE(m);
+        CNN_FREE(s);
+        return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+    }
+    for (int k = 0; k < c; k++) {
+        m[k] = mean ? mean[k] : 0.0f;
+        s[k] = std ? std[k] : 1.0f;
+    }
+    CNN_FREE(g->mean);
+    CNN_FREE(g->std);
+    g->mean = m;
+    g->std = s;
+    g->c = c;
+    return CNN_OK;
+}
+
+/* ======================================================================== */
+/* ImageDataGenerator: one image (affine resample, colour, standardize)     */
+/* ======================================================================== */
+
+/* The pull map: output pixel (x, y) samples the input at
+   (a*x + b*y + tx, c*x + d*y + ty); x is the column, y the row. */
+typedef struct cnn__idg_affine {
+    double a, b, c, d, tx, ty;
+} cnn__idg_affine;
+
+/* Per-thread buffers, allocated once: nothing is allocated per image. */
+typedef struct cnn__idg_scratch {
+    int *xi, *yi;        /* [w] integer sample coordinates of one output row */
+    float *fx, *fy;      /* [w] their fractions */
+    float *zca;          /* [h*w*c] when whitening */
+    unsigned char *img8; /* [h*w*c] a file decoded by a lazy flow, or an image being saved */
+} cnn__idg_scratch;
+
+static void cnn__idg_scratch_free(cnn__idg_scratch *s) {
+    CNN_FREE(s->xi);
+    CNN_FREE(s->yi);
+    CNN_FREE(s->fx);
+    CNN_FREE(s->fy);
+    CNN_FREE(s->zca);
+    CNN_FREE(s->img8);
+    memset(s, 0, sizeof *s);
+}
+
+static int cnn__idg_scratch_init(cnn__idg_scratch *s, int h, int w, int c, int zca, int bytes) {
+    const size_t n = (size_t)h * (size_t)w * (size_t)c;
+    memset(s, 0, sizeof *s);
+    s->xi = (int *)CNN_MALLOC((size_t)w * sizeof(int));
+    s->yi = (int *)CNN_MALLOC((size_t)w * sizeof(int));
+    s->fx = (float *)CNN_MALLOC((size_t)w * sizeof(float));
+    s->fy = (float *)CNN_MALLOC((size_t)w * sizeof(float));
+    if (zca) s->zca = (float *)CNN_MALLOC(n * sizeof(float));
+    if (bytes) s->img8 = (unsigned char *)CNN_MALLOC(n);
+    if (!s->xi || !s->yi || !s->fx || !s->fy || (zca && !s->zca) || (bytes && !s->img8)) {
+        cnn__idg_scratch_free(s);
+        return cnn_set_error(CNN_ERR_MEMORY, "out of memory allocating transform buffers for %dx%dx%d images", h, w, c);
+    }
+    return CNN_OK;
+}
+
+/* sin and cos of an angle in degrees, exact at multiples of 90 */
+static void cnn__idg_sincos(double deg, double *s, double *c) {
+    double r = fmod(deg, 360.0);
+    if (r < 0) r += 360.0;
+    if (r == 0) { *s = 0; *c = 1; }
+    else if (r == 90) { *s = 1; *c = 0; }
+    else if (r == 180) { *s = 0; *c = -1; }
+    else if (r == 270) { *s = -1; *c = 0; }
+    else {
+        double t = deg * (3.14159265358979323846 / 180.0);
+        *s = sin(t);
+        *c = cos(t);
+    }
+}
+
+/* matrix = rotation x shift x shear x zoom about the centre, flips folded in:
+     in = R * (Sh * Z * (out - ctr) - shift) + ctr,   ctr = ((w-1)/2, (h-1)/2)
+   R = [cos -sin; sin cos] (pulling through it turns the picture counter-clockwise
+   as displayed, rows going down), Sh = [1 -sin(shear); 0 cos(shear)],
+   Z = diag(zoom_x, zoom_y). A flip after the transform mirrors `out` about the
+   centre, i.e. negates a column of the matrix. */
+static void cnn__idg_affine_of(const cnn_transform *t, int h, int w, cnn__idg_affine *A) {
+    const double zx = t->zoom_x != 0 ? t->zoom_x : 1.0, zy = t->zoom_y != 0 ? t->zoom_y : 1.0;
+    const double cx = (w - 1) * 0.5, cy = (h - 1) * 0.5;
+    double st, ct, ss, cs, m01, m11, a, b, c, d;
+    cnn__idg_sincos(t->theta, &st, &ct);
+    cnn__idg_sincos(t->shear, &ss, &cs);
+    m01 = -ss * zy; /* Sh * Z = [zx m01; 0 m11] */
+    m11 = cs * zy;
+    a = ct * zx;
+    b = ct * m01 - st * m11;
+    c = st * zx;
+    d = st * m01 + ct * m11;
+    if (t->flip_horizontal) { a = -a; c = -c; }
+    if (t->flip_vertical) { b = -b; d = -d; }
+    A->a = a;
+    A->b = b;
+    A->c = c;
+    A->d = d;
+    A->tx = cx - (a * cx + b * cy) - (ct * t->shift_x - st * t->shift_y);
+    A->ty = cy - (c * cx + d * cy) - (st * t->shift_x + ct * t->shift_y);
+}
+
+/* The index that sample i of an n-long line reads under a fill mode; -1 = cval. */
+static int cnn__idg_map(int i, int n, int mode) {
+    int p;
+    if ((unsigned)i < (unsigned)n) return i;
+    switch (mode) {
+    case CNN_FILL_CONSTANT: return -1;
+    case CNN_FILL_REFLECT:  /* period 2n: abcd|dcba */
+        p = 2 * n;
+        i %= p;
+        if (i < 0) i += p;
+        return i < n ? i : p - 1 - i;
+    case CNN_FILL_WRAP:     /* period n */
+        i %= n;
+        return i < 0 ? i + n : i;
+    default:                /* nearest */
+        return i < 0 ? 0 : n - 1;
+    }
+}
+
+/* Sample coordinates of output row oy: integer part (floor) and fraction. The
+   coordinates are computed in double (no drift across the row), then clamped far
+   outside the image so that the conversion to int cannot overflow. */
+static void cnn__idg_coords(const cnn__idg_affine *A, int oy, int w, int nearest, int *xi, int *yi, float *fx,
+                            float *fy) {
+    const double half = nearest ? 0.5 : 0.0; /* order 0 rounds: floor(v + 0.5) */
+    const double bx = A->b * oy + A->tx + half, by = A->d * oy + A->ty + half, a = A->a, c = A->c;
+    for (int ox = 0; ox < w; ox++) {
+        double X = a * ox + bx, Y = c * ox + by;
+        int x0, y0;
+        X = X < -1e9 ? -1e9 : (X > 1e9 ? 1e9 : X);
+        Y = Y < -1e9 ? -1e9 : (Y > 1e9 ? 1e9 : Y);
+        x0 = (int)X;
+        y0 = (int)Y;
+        x0 -= X < x0; /* floor */
+        y0 -= Y < y0;
+        xi[ox] = x0;
+        yi[ox] = y0;
+        fx[ox] = nearest ? 0.0f : (float)(X - x0);
+        fy[ox] = nearest ? 0.0f : (float)(Y - y0);
+    }
+}
+
+/* bilinear blend of channel k from the 2x2 neighbourhood at p (row stride R, pixel stride C) */
+#define CNN__IDG_BLEND(k, C, R)                                                            \
+    do {                                                                                   \
+        const float s00_ = (float)p[k], s01_ = (float)p[(C) + (k)];                        \
+        const float s10_ = (float)p[(R) + (k)], s11_ = (float)p[(R) + (C) + (k)];          \
+        const float t0_ = s00_ + wx * (s01_ - s00_), t1_ = s10_ + wx * (s11_ - s10_);      \
+        o[k] = t0_ + wy * (t1_ - t0_);                                                     \
+    } while (0)
+
+/* One output row from source type T: the inside of the image takes the fast path
+   (four neighbours in range), the border maps each of the four indices. */
+#define CNN__IDG_DEFINE_GATHER(NAME, T)                                                                   \
+    static void NAME(const T *src, int h, int w, int C, const int *xi, const int *yi, const float *fx,     \
+                     const float *fy, int mode, float cval, float *o) {                                   \
+        const size_t row = (size_t)w * (size_t)C;                                                         \
+        for (int ox = 0; ox < w; ox++, o += C) {                                                          \
+            const int x0 = xi[ox], y0 = yi[ox];                                                           \
+            const float wx = fx[ox], wy = fy[ox];                                                         \
+            if ((unsigned)x0 < (unsigned)(w - 1) && (unsigned)y0 < (unsigned)(h - 1)) {                   \
+                const T *p = src + (size_t)y0 * row + (size_t)x0 * (size_t)C;                             \
+                if (C == 3) {                                                                             \
+                    CNN__IDG_BLEND(0, 3, row);                                                            \
+                    CNN__IDG_BLEND(1, 3, row);                                                            \
+                    CNN__IDG_BLEND(2, 3, row);                                                            \
+                } else if (C == 1) {                                                                      \
+                    CNN__IDG_BLEND(0, 1, row);                                                            \
+                } else {                                                                                  \
+                    for (int k = 0; k < C; k++) CNN__IDG_BLEND(k, C, row);                                \
+                }                                                                                         \
+            } else {                                                                                      \
+                const int xa = cnn__idg_map(x0, w, mode), xb = cnn__idg_map(x0 + 1, w, mode);             \
+                const int ya = cnn__idg_map(y0, h, mode), yb = cnn__idg_map(y0 + 1, h, mode);             \
+                const T *q00 = ya >= 0 && xa >= 0 ? src + (size_t)ya * row + (size_t)xa * C : NULL;       \
+                const T *q01 = ya >= 0 && xb >= 0 ? src + (size_t)ya * row + (size_t)xb * C : NULL;       \
+                const T *q10 = yb >= 0 && xa >= 0 ? src + (size_t)yb * row + (size_t)xa * C : NULL;       \
+                const T *q11 = yb >= 0 && xb >= 0 ? src + (size_t)yb * row + (size_t)xb * C : NULL;       \
+                for (int k = 0; k < C; k++) {                                                             \
+                    const float s00 = q00 ? (float)q00[k] : cval, s01 = q01 ? (float)q01[k] : cval;       \
+                    const float s10 = q10 ? (float)q10[k] : cval, s11 = q11 ? (float)q11[k] : cval;       \
+                    const float t0 = s00 + wx * (s01 - s00), t1 = s10 + wx * (s11 - s10);                 \
+                    o[k] = t0 + wy * (t1 - t0);                                                           \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+CNN__IDG_DEFINE_GATHER(cnn__idg_gather_u8, unsigned char)
+CNN__IDG_DEFINE_GATHER(cnn__idg_gather_f32, float)
+#undef CNN__IDG_DEFINE_GATHER
+#undef CNN__IDG_BLEND
+
+static void cnn__idg_minmax(const float *x, size_t n, float *mn, float *mx) {
+    float lo = x[0], hi = x[0];
+    for (size_t i = 1; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+/* Keras' channel shift (one intensity for every channel, clipped to the image's
+   range) and brightness (a factor, clipped to 0..255; an image outside 0..255 is
+   mapped to it and back). Flips commute with both, so they live in the matrix. */
+static void cnn__idg_color(const cnn_transform *t, float *x, size_t n) {
+    float mn, mx;
+    if (t->channel_shift != 0) {
+        const float s = t->channel_shift;
+        cnn__idg_minmax(x, n, &mn, &mx);
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i] + s;
+            x[i] = v < mn ? mn : (v > mx ? mx : v);
+        }
+    }
+    if (t->brightness != 0) {
+        const float b = t->brightness;
+        cnn__idg_minmax(x, n, &mn, &mx);
+        if (mn >= 0 && mx <= 255) {
+            for (size_t i = 0; i < n; i++) {
+                float v = x[i] * b;
+                x[i] = v > 255 ? 255 : v;
+            }
+        } else if (mx > mn) {
+            const float span = mx - mn;
+            for (size_t i = 0; i < n; i++) {
+                float v = (x[i] - mn) / span * 255 * b;
+                v = v > 255 ? 255 : v;
+                x[i] = v / 255 * span + mn;
+            }
+        }
+    }
+}
+
+/* The random transform and colour change of one image: x8 (uint8) or xf (float)
+   [h][w][c] -> out (float, never aliasing the input). */
+static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, const float *xf, int h, int w, int c,
+                               const cnn_transform *t, cnn__idg_scratch *s, float *out) {
+    const size_t n = (size_t)h * (size_t)w * (size_t)c, row = (size_t)w * (size_t)c;
+    const int nearest = g->o.interpolation == CNN_INTERP_NEAREST, mode = (int)g->o.fill_mode;
+    const float cval = g->o.cval;
+    cnn__idg_affine A;
+    cnn__idg_affine_of(t, h, w, &A);
+    if (A.a == 1 && A.b == 0 && A.c == 0 && A.d == 1 && A.tx == 0 && A.ty == 0) {
+        if (x8) for (size_t i = 0; i < n; i++) out[i] = (float)x8[i];
+        else memcpy(out, xf, n * sizeof(float));
+    } else {
+        for (int oy = 0; oy < h; oy++) {
+            cnn__idg_coords(&A, oy, w, nearest, s->xi, s->yi, s->fx, s->fy);
+            if (x8) cnn__idg_gather_u8(x8, h, w, c, s->xi, s->yi, s->fx, s->fy, mode, cval, out + (size_t)oy * row);
+            else cnn__idg_gather_f32(xf, h, w, c, s->xi, s->yi, s->fx, s->fy, mode, cval, out + (size_t)oy * row);
+        }
+    }
+    cnn__idg_color(t, out, n);
+}
+
+/* Keras' get_random_transform, drawing in Keras' order. */
+static void cnn__idg_draw(const cnn_datagen *g, int h, int w, uint64_t seed, cnn_transform *t) {
+    const cnn_datagen_opts *o = &g->o;
+    cnn__idg_rng r;
+    r.s = cnn__idg_mix(seed);
+    memset(t, 0, sizeof *t);
+    if (o->rotation_range != 0) t->theta = (float)cnn__idg_uniform(&r, -o->rotation_range, o->rotation_range);
+    if (o->width_shift_range != 0) {
+        double v = cnn__idg_uniform(&r, -o->width_shift_range, o->width_shift_range);
+        t->shift_x = (float)(o->width_shift_range < 1 ? v * w : v);
+    }
+    if (o->height_shift_range != 0) {
+        double v = cnn__idg_uniform(&r, -o->height_shift_range, o->height_shift_range);
+        t->shift_y = (float)(o->height_shift_range < 1 ? v * h : v);
+    }
+    if (o->shear_range != 0) t->shear = (float)cnn__idg_uniform(&r, -o->shear_range, o->shear_range);
+    if (!(g->zoom_lo == 1 && g->zoom_hi == 1)) {
+        t->zoom_x = (float)cnn__idg_uniform(&r, g->zoom_lo, g->zoom_hi);
+        t->zoom_y = (float)cnn__idg_uniform(&r, g->zoom_lo, g->zoom_hi);
+    }
+    if (o->horizontal_flip) t->flip_horizontal = cnn__idg_uniform(&r, 0, 1) < 0.5;
+    if (o->vertical_flip) t->flip_vertical = cnn__idg_uniform(&r, 0, 1) < 0.5;
+    if (o->channel_shift_range != 0)
+        t->channel_shift = (float)cnn__idg_uniform(&r, -o->channel_shift_range, o->channel_shift_range);
+    if (o->brightness_range[0] != 0 || o->brightness_range[1] != 0)
+        t->brightness = (float)cnn__idg_uniform(&r, o->brightness_range[0], o->brightness_range[1]);
+}
+
+/* Keras' standardize of one image, in place. tmp: [h*w*c] for ZCA. `index`
+   names the image in an error. */
+static int cnn__idg_standardize_one(const cnn_datagen *g, float *x, int h, int w, int c, float *tmp, long long index) {
+    const cnn_datagen_opts *o = &g->o;
+    const size_t n = (size_t)h * (size_t)w * (size_t)c, pixels = (size_t)h * (size_t)w;
+    if (o->preprocessing_function) {
+        int r = o->preprocessing_function(x, h, w, c, o->preprocessing_user);
+        if (r) return cnn_set_error(CNN_ERR_ARG, "preprocessing_function returned %d for image %lld", r, index);
+    }
+    if (o->rescale != 0) {
+        const float r = o->rescale;
+        for (size_t i = 0; i < n; i++) x[i] *= r;
+    }
+    if (o->samplewise_center || o->samplewise_std_normalization) {
+        double sum = 0, ss = 0, mean;
+        for (size_t i = 0; i < n; i++) sum += x[i];
+        mean = sum / (double)n;
+        if (o->samplewise_center) {
+            const float m = (float)mean;
+            for (size_t i = 0; i < n; i++) x[i] -= m;
+            mean -= m; /* what is left of the mean after subtracting it in float */
+        }
+        if (o->samplewise_std_normalization) {
+            float div;
+            for (size_t i = 0; i < n; i++) {
+                double dv = x[i] - mean;
+                ss += dv * dv;
+            }
+            div = (float)sqrt(ss / (double)n) + 1e-6f;
+            for (size_t i = 0; i < n; i++) x[i] /= div;
+        }
+    }
+    if (o->featurewise_center)
+        for (size_t p = 0; p < pixels; p++)
+            for (int k = 0; k < c; k++) x[p * (size_t)c + (size_t)k] -= g->mean[k];
+    if (o->featurewise_std_normalization)
+        for (size_t p = 0; p < pixels; p++)
+            for (int k = 0; k < c; k++) x[p * (size_t)c + (size_t)k] /= g->std[k] + 1e-6f;
+    if (o->zca_whitening) { /* x (a row) times the matrix */
+        memset(tmp, 0, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            const float xi = x[i];
+            const float *prow = g->pc + i * n;
+            for (size_t j = 0; j < n; j++) tmp[j] += xi * prow[j];
+        }
+        memcpy(x, tmp, n * sizeof(float));
+    }
+    return CNN_OK;
+}
+
+/* Is the generator ready to standardize h x w x c images? */
+static int cnn__idg_check_ready(const cnn_datagen *g, int h, int w, int c, const char *who) {
+    const cnn_datagen_opts *o = &g->o;
+    if ((o->featurewise_center || o->featurewise_std_normalization) && !g->mean)
+        return cnn_set_error(CNN_ERR_STATE, "%s: the generator has %s but no statistics yet: call cnn_datagen_fit "
+                             "(or cnn_datagen_set_stats) first", who,
+                             o->zca_whitening ? "zca_whitening" : o->featurewise_center ? "featurewise_center"
+                                                                                         : "featurewise_std_normalization");
+    if ((o->featurewise_center || o->featurewise_std_normalization) && g->c != c)
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: the generator's statistics have %d channel(s), the images %d", who,
+                             g->c, c);
+    if (o->zca_whitening && !g->pc)
+        return cnn_set_error(CNN_ERR_STATE, "%s: the generator has zca_whitening but no ZCA matrix yet: call "
+                             "cnn_datagen_fit first", who);
+    if (o->zca_whitening && (size_t)g->d != (size_t)h * (size_t)w * (size_t)c)
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: the ZCA matrix was fitted on images of %d values, these have %dx%dx%d",
+                             who, g->d, h, w, c);
+    return CNN_OK;
+}
+
+static int cnn__idg_check_shape(int h, int w, int c, const char *who) {
+    if (h <= 0 || w <= 0 || c <= 0 || (double)h * w * c > (double)(INT_MAX / 4))
+        return cnn_set_error(CNN_ERR_ARG, "%s: bad image shape %dx%dx%d", who, h, w, c);
+    return CNN_OK;
+}
+
+static int cnn__idg_check_transform(const cnn_transform *t, const char *who) {
+    const float v[8] = {t->theta, t->shift_x, t->shift_y, t->shear, t->zoom_x, t->zoom_y, t->channel_shift,
+                        t->brightness};
+    static const char *const names[8] = {"theta", "shift_x", "shift_y", "shear", "zoom_x", "zoom_y",
+                                         "channel_shift", "brightness"};
+    for (int i = 0; i < 8; i++)
+        if (!cnn__aug_finite(v[i])) return cnn_set_error(CNN_ERR_ARG, "%s: %s is not finite", who, names[i]);
+    if (t->zoom_x < 0 || t->zoom_y < 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: zoom %s %g must be > 0 (0 means 1)", who,
+                             t->zoom_x < 0 ? "zoom_x" : "zoom_y", (double)(t->zoom_x < 0 ? t->zoom_x : t->zoom_y));
+    if (t->brightness < 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: brightness %g must be >= 0 (0 means none)", who, (double)t->brightness);
+    return CNN_OK;
+}
+
+CNN__AUG_IMPL int cnn_datagen_get_random_transform(const cnn_datagen *g, int h, int w, uint64_t seed,
+                                                   cnn_transform *t) {
+    static const char who[] = "cnn_datagen_get_random_transform";
+    if (!g || !t) return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "transform" : "generator");
+    if (cnn__idg_check_shape(h, w, 1, who)) return CNN_ERR_ARG;
+    cnn__idg_draw(g, h, w, seed, t);
+    return CNN_OK;
+}
+
+CNN__AUG_IMPL int cnn_datagen_apply_transform_opt(const cnn_datagen *g, const float *x, int h, int w, int c,
+                                                  const cnn_transform *t, float *out) {
+    static const char who[] = "cnn_datagen_apply_transform";
+    cnn__idg_scratch s;
+    cnn_transform id;
+    float *copy = NULL;
+    int rc;
+    if (!g || !x || !out)
+        return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, !g ? "generator" : !x ? "image" : "output");
+    if ((rc = cnn__idg_check_shape(h, w, c, who))) return rc;
+    if (!t) {
+        memset(&id, 0, sizeof id);
+        t = &id;
+    }
+    if ((rc = cnn__idg_check_transform(t, who))) return rc;
+    if ((rc = cnn__idg_scratch_init(&s, h, w, c, 0, 0))) return rc;
+    if (x == out) { /* the resample reads everywhere: work from a copy */
+        const size_t n = (size_t)h * (size_t)w * (size_t)c;
+        copy = (float *)CNN_MALLOC(n * sizeof(float));
+        if (!copy) {
+            cnn__idg_scratch_free(&s);
+            return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+        }
+        memcpy(copy, x, n * sizeof(float));
+        x = copy;
+    }
+    cnn__idg_transform(g, NULL, x, h, w, c, t, &s, out);
+    CNN_FREE(copy);
+    cnn__idg_scratch_free(&s);
+    return CNN_OK;
+}
+
+CNN__AUG_IMPL int cnn_datagen_random_transform(const cnn_datagen *g, const float *x, int h, int w, int c,
+                                               uint64_t seed, float *out) {
+    cnn_transform t;
+    if (!g) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_random_transform: the generator is NULL");
+    if (cnn__idg_check_shape(h, w, c, "cnn_datagen_random_transform")) return CNN_ERR_ARG;
+    cnn__idg_draw(g, h, w, seed, &t);
+    return cnn_datagen_apply_transform_opt(g, x, h, w, c, &t, out);
+}
+
+CNN__AUG_IMPL int cnn_datagen_standardize(const cnn_datagen *g, float *x, int n, int h, int w, int c) {
+    static const char who[] = "cnn_datagen_standardize";
+    const size_t per = (size_t)h * (size_t)w * (size_t)c;
+    float *tmp = NULL;
+    int rc;
+    if (!g || !x) return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "image array" : "generator");
+    if (n < 0) return cnn_set_error(CNN_ERR_ARG, "%s: image count %d is negative", who, n);
+    if ((rc = cnn__idg_check_shape(h, w, c, who)) || (rc = cnn__idg_check_ready(g, h, w, c, who))) return rc;
+    if (g->o.zca_whitening && !(tmp = (float *)CNN_MALLOC(per * sizeof(float))))
+        return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+    for (int i = 0; i < n && !rc; i++) rc = cnn__idg_standardize_one(g, x + (size_t)i * per, h, w, c, tmp, i);
+    CNN_FREE(tmp);
+    return rc;
+}
+
+/* ======================================================================== */
+/* ImageDataGenerator: fit (statistics, ZCA)                                */
+/* ======================================================================== */
+
+/* Symmetric eigendecomposition (Householder tridiagonalisation, then the
+   implicit QL method; EISPACK's tred2/tql2). On entry v [n][n] holds the
+   symmetric matrix; on return z [n][n] holds the eigenvectors as ROWS and d [n]
+   the eigenvalues. e [n] is scratch. Returns 0, or -1 if QL did not converge. */
+static int cnn__idg_eigen(double *v, double *z, double *d, double *e, int n) {
+#define V_(i, j) v[(size_t)(i) * (size_t)n + (size_t)(j)]
+    for (int j = 0; j < n; j++) d[j] = V_(n - 1, j);
+    for (int i = n - 1; i > 0; i--) { /* Householder reduction to tridiagonal form */
+        double scale = 0, h = 0;
+        for (int k = 0; k < i; k++) scale += fabs(d[k]);
+        if (scale == 0) {
+            e[i] = d[i - 1];
+            for (int j = 0; j < i; j++) {
+                d[j] = V_(i - 1, j);
+                V_(i, j) = 0;
+                V_(j, i) = 0;
+            }
+        } else {
+            double f, g, hh;
+            for (int k = 0; k < i; k++) {
+                d[k] /= scale;
+                h += d[k] * d[k];
+            }
+            f = d[i - 1];
+            g = sqrt(h);
+            if (f > 0) g = -g;
+            e[i] = scale * g;
+            h -= f * g;
+            d[i - 1] = f - g;
+            for (int j = 0; j < i; j++) e[j] = 0;
+            for (int j = 0; j < i; j++) {
+                f = d[j];
+                V_(j, i) = f;
+                g = e[j] + V_(j, j) * f;
+                for (int k = j + 1; k <= i - 1; k++) {
+                    g += V_(k, j) * d[k];
+                    e[k] += V_(k, j) * f;
+                }
+                e[j] = g;
+            }
+            f = 0;
+            for (int j = 0; j < i; j++) {
+                e[j] /= h;
+                f += e[j] * d[j];
+            }
+            hh = f / (h + h);
+            for (int j = 0; j < i; j++) e[j] -= hh * d[j];
+            for (int j = 0; j < i; j++) {
+                f = d[j];
+                g = e[j];
+                for (int k = j; k <= i - 1; k++) V_(k, j) -= (f * e[k] + g * d[k]);
+                d[j] = V_(i - 1, j);
+                V_(i, j) = 0;
+            }
+        }
+        d[i] = h;
+    }
+    for (int i = 0; i < n - 1; i++) { /* accumulate the transformations */
+        double h;
+        V_(n - 1, i) = V_(i, i);
+        V_(i, i) = 1;
+        h = d[i + 1];
+        if (h != 0) {
+            for (int k = 0; k <= i; k++) d[k] = V_(k, i + 1) / h;
+            for (int j = 0; j <= i; j++) {
+                double g = 0;
+                for (int k = 0; k <= i; k++) g += V_(k, i + 1) * V_(k, j);
+                for (int k = 0; k <= i; k++) V_(k, j) -= g * d[k];
+            }
+        }
+        for (int k = 0; k <= i; k++) V_(k, i + 1) = 0;
+    }
+    for (int j = 0; j < n; j++) {
+        d[j] = V_(n - 1, j);
+        V_(n - 1, j) = 0;
+    }
+    V_(n - 1, n - 1) = 1;
+    e[0] = 0;
+    /* z = v transposed: QL's rotations then touch two contiguous rows */
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) z[(size_t)j * n + i] = V_(i, j);
+#undef V_
+    for (int i = 1; i < n; i++) e[i - 1] = e[i];
+    e[n - 1] = 0;
+    {
+        double f = 0, tst1 = 0;
+        const double eps = 2.220446049250313e-16;
+        for (int l = 0; l < n; l++) {
+            int m = l, iter = 0;
+            tst1 = fmax(tst1, fabs(d[l]) + fabs(e[l]));
+            while (m < n - 1 && fabs(e[m]) > eps * tst1) m++;
+            if (m > l) {
+                do {
+                    double g = d[l], p = (d[l + 1] - g) / (2.0 * e[l]), r = hypot(p, 1.0), dl1, h, c = 1, c2 = 1,
+                           c3 = 1, el1, s = 0, s2 = 0;
+                    if (++iter > 60) return -1;
+                    if (p < 0) r = -r;
+                    d[l] = e[l] / (p + r);
+                    d[l + 1] = e[l] * (p + r);
+                    dl1 = d[l + 1];
+                    h = g - d[l];
+                    for (int i = l + 2; i < n; i++) d[i] -= h;
+                    f += h;
+                    p = d[m];
+                    el1 = e[l + 1];
+                    for (int i = m - 1; i >= l; i--) {
+                        double *zi = z + (size_t)i * n, *zi1 = zi + n;
+                        c3 = c2;
+                        c2 = c;
+                        s2 = s;
+                        g = c * e[i];
+                        h = c * p;
+                        r = hypot(p, e[i]);
+                        e[i + 1] = s * r;
+                        s = e[i] / r;
+                        c = p / r;
+                        p = c * d[i] - s * g;
+                        d[i + 1] = h + s * (c * g + s * d[i]);
+                        for (int k = 0; k < n; k++) {
+                            double t = zi1[k];
+                            zi1[k] = s * zi[k] + c * t;
+                            zi[k] = c * zi[k] - s * t;
+                        }
+                    }
+                    p = -s * s2 * c3 * el1 * e[l] / dl1;
+                    e[l] = s * p;
+                    d[l] = c * p;
+                } while (fabs(e[l]) > eps * tst1);
+            }
+            d[l] += f;
+            e[l] = 0;
+        }
+    }
+    return 0;
+}
+
+/* sigma (upper triangle) += xt^T xt over nb of the B columns of xt [n][B] */
+static void cnn__idg_syrk(double *sigma, const double *xt, int n, int B, int nb) {
+    CNN__IDG_OMP(omp parallel for schedule(dynamic, 8) if (n >= 256))
+    for (int i = 0; i < n; i++) {
+        const double *xi = xt + (size_t)i * (size_t)B;
+        double *row = sigma + (size_t)i * (size_t)n;
+        for (int j = i; j < n; j++) {
+            const double *xj = xt + (size_t)j * (size_t)B;
+            double s = 0;
+            for (int b = 0; b < nb; b++) s += xi[b] * xj[b];
+            row[j] += s;
+        }
+    }
+}
+
+/* The ZCA matrix from sigma [d][d] (upper triangle, already divided by N):
+   pc = U diag(1 / sqrt(lambda + eps)) U^T, the same as Keras' SVD formula. */
+static int cnn__idg_zca_matrix(double *sigma, int d, double eps, float *pc, const char *who) {
+    double *z = (double *)CNN_MALLOC((size_t)d * (size_t)d * sizeof(double));
+    double *ev = (double *)CNN_MALLOC((size_t)d * sizeof(double)), *e = (double *)CNN_MALLOC((size_t)d * sizeof(double));
+    int rc = CNN_OK;
+    if (!z || !ev || !e) {
+        rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for the ZCA matrix (%d x %d)", who, d, d);
+        goto done;
+    }
+    for (int i = 0; i < d; i++) /* mirror the upper triangle */
+        for (int j = 0; j < i; j++) sigma[(size_t)i * d + j] = sigma[(size_t)j * d + i];
+    if (cnn__idg_eigen(sigma, z, ev, e, d) != 0) {
+        rc = cnn_set_error(CNN_ERR_ARG, "%s: the eigendecomposition for ZCA did not converge (non-finite data?)", who);
+        goto done;
+    }
+    for (int j = 0; j < d; j++) { /* row j of z scaled by (lambda_j + eps)^(-1/4) ... */
+        double s = 1.0 / sqrt(sqrt((ev[j] > 0 ? ev[j] : 0) + eps));
+        for (int k = 0; k < d; k++) z[(size_t)j * d + k] *= s;
+    }
+    for (int a = 0; a < d; a++) /* ... transposed into sigma, so pc[a][b] is a dot product of two rows */
+        for (int j = 0; j < d; j++) sigma[(size_t)a * d + j] = z[(size_t)j * d + a];
+    CNN__IDG_OMP(omp parallel for schedule(dynamic, 8) if (d >= 256))
+    for (int a = 0; a < d; a++) {
+        const double *ra = sigma + (size_t)a * d;
+        for (int b = a; b < d; b++) {
+            const double *rb = sigma + (size_t)b * d;
+            double s = 0;
+            for (int j = 0; j < d; j++) s += ra[j] * rb[j];
+            pc[(size_t)a * d + b] = pc[(size_t)b * d + a] = (float)s;
+        }
+    }
+done:
+    CNN_FREE(z);
+    CNN_FREE(ev);
+    CNN_FREE(e);
+    return rc;
+}
+
+/* Image i of fit round r as fit sees it: rescaled, then (augment) transformed. */
+static void cnn__idg_fit_image(const cnn_datagen *g, const unsigned char *x8, const float *xf, int h, int w, int c,
+                               int r, int i, int augment, uint64_t seed, cnn__idg_scratch *s, float *tmp, float *img) {
+    const size_t n = (size_t)h * (size_t)w * (size_t)c;
+    const float scale = g->o.rescale != 0 ? g->o.rescale : 1.0f;
+    float *dst = augment ? tmp : img;
+    if (x8) for (size_t k = 0; k < n; k++) dst[k] = (float)x8[(size_t)i * n + k] * scale;
+    else for (size_t k = 0; k < n; k++) dst[k] = xf[(size_t)i * n + k] * scale;
+    if (augment) {
+        cnn_transform t;
+        cnn__idg_draw(g, h, w, cnn__idg_sample_key(seed ^ 0x464954ULL, (uint64_t)r, (uint64_t)i), &t);
+        cnn__idg_transform(g, NULL, tmp, h, w, c, &t, s, img);
+    }
+}
+
+static int cnn__idg_fit(cnn_datagen *g, const unsigned char *x8, const float *xf, int n, int h, int w, int c,
+                        const cnn_datagen_fit_opts *fo, const char *who) {
+    enum { B = 32 }; /* images per rank-B update of the covariance */
+    const cnn_datagen_opts *o = &g->o;
+    const int augment = fo ? fo->augment : 0, rounds = augment && fo->rounds ? fo->rounds : 1;
+    const uint64_t seed = fo ? fo->seed : 0;
+    const size_t per = (size_t)h * (size_t)w * (size_t)c;
+    const int zca = o->zca_whitening;
+    double *sum = NULL, *ss = NULL, *sigma = NULL, *xt = NULL, count;
+    float *img = NULL, *tmp = NULL, *mean = NULL, *std = NULL, *pc = NULL;
+    cnn__idg_scratch s;
+    int rc = CNN_OK, nb = 0;
+    memset(&s, 0, sizeof s);
+    if (fo && fo->rounds < 0) return cnn_set_error(CNN_ERR_ARG, "%s: rounds %d must be >= 1 (0 = 1)", who, fo->rounds);
+    if (n <= 0) return cnn_set_error(CNN_ERR_ARG, "%s: no images to fit on (n = %d)", who, n);
+    if ((rc = cnn__idg_check_shape(h, w, c, who))) return rc;
+    if ((double)n * rounds > (double)INT_MAX) return cnn_set_error(CNN_ERR_ARG, "%s: %d rounds of %d images are too many", who, rounds, n);
+    if (!o->featurewise_center && !o->featurewise_std_normalization && !zca) return CNN_OK; /* nothing to compute */
+    if (zca && per > 32768)
+        return cnn_set_error(CNN_ERR_ARG, "%s: ZCA of %dx%dx%d images needs a %zu x %zu matrix; at most 32768 values per "
+                             "image are supported", who, h, w, c, per, per);
+    sum = (double *)CNN_MALLOC((size_t)c * sizeof(double));
+    ss = (double *)CNN_MALLOC((size_t)c * sizeof(double));
+    img = (float *)CNN_MALLOC(per * sizeof(float));
+    tmp = (float *)CNN_MALLOC(per * sizeof(float));
+    mean = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+    std = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+    if (!sum || !ss || !img || !tmp || !mean || !std) { rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who); goto done; }
+    if (zca) {
+        sigma = (double *)CNN_MALLOC(per * per * sizeof(double));
+        xt = (double *)CNN_MALLOC(per * B * sizeof(double));
+        pc = (float *)CNN_MALLOC(per * per * sizeof(float));
+        if (!sigma || !xt || !pc) {
+            rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for the ZCA matrix (%zu x %zu)", who, per, per);
+            goto done;
+        }
+        memset(sigma, 0, per * per * sizeof(double));
+    }
+    if (augment && (rc = cnn__idg_scratch_init(&s, h, w, c, 0, 0))) goto done;
+    memset(sum, 0, (size_t)c * sizeof(double));
+    memset(ss, 0, (size_t)c * sizeof(double));
+    count = (double)rounds * n * h * w;
+    for (int r = 0; r < rounds; r++) /* pass 1: the mean */
+        for (int i = 0; i < n; i++) {
+            cnn__idg_fit_image(g, x8, xf, h, w, c, r, i, augment, seed, &s, tmp, img);
+            for (size_t p = 0; p < per; p += (size_t)c)
+                for (int k = 0; k < c; k++) sum[k] += img[p + (size_t)k];
+        }
+    for (int k = 0; k < c; k++) mean[k] = (float)(sum[k] / count);
+    for (int r = 0; r < rounds; r++) /* pass 2: the std and the covariance of the centred data */
+        for (int i = 0; i < n; i++) {
+            cnn__idg_fit_image(g, x8, xf, h, w, c, r, i, augment, seed, &s, tmp, img);
+            for (size_t p = 0; p < per; p += (size_t)c)
+                for (int k = 0; k < c; k++) {
+                    double v = (double)img[p + (size_t)k] - mean[k];
+                    ss[k] += v * v;
+                    if (zca) xt[(p + (size_t)k) * B + (size_t)nb] = (double)(img[p + (size_t)k] - mean[k]);
+                }
+            if (zca && ++nb == B) {
+                cnn__idg_syrk(sigma, xt, (int)per, B, nb);
+                nb = 0;
+            }
+        }
+    if (zca && nb) cnn__idg_syrk(sigma, xt, (int)per, B, nb);
+    for (int k = 0; k < c; k++) std[k] = (float)sqrt(ss[k] / count);
+    if (zca) {
+        const double inv = 1.0 / ((double)rounds * n);
+        for (size_t i = 0; i < per; i++)
+            for (size_t j = i; j < per; j++) sigma[i * per + j] *= inv;
+        if ((rc = cnn__idg_zca_matrix(sigma, (int)per, o->zca_epsilon, pc, who))) goto done;
+        CNN_FREE(g->pc);
+        g->pc = pc;
+        g->d = (int)per;
+        pc = NULL;
+    }
+    CNN_FREE(g->mean);
+    CNN_FREE(g->std);
+    g->mean = mean;
+    g->std = std;
+    g->c = c;
+    mean = std = NULL;
+done:
+    cnn__idg_scratch_free(&s);
+    CNN_FREE(sum);
+    CNN_FREE(ss);
+    CNN_FREE(img);
+    CNN_FREE(tmp);
+    CNN_FREE(mean);
+    CNN_FREE(std);
+    CNN_FREE(sigma);
+    CNN_FREE(xt);
+    CNN_FREE(pc);
+    return rc;
+}
+
+CNN__AUG_IMPL int cnn_datagen_fit_opt(cnn_datagen *g, const cnn_dataset *x, const cnn_datagen_fit_opts *o) {
+    if (!g || !x) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit: the %s is NULL", g ? "dataset" : "generator");
+    if (!x->images) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit: the dataset has no images");
+    return cnn__idg_fit(g, x->images, NULL, x->n, x->h, x->w, x->c, o, "cnn_datagen_fit");
+}
+
+CNN__AUG_IMPL int cnn_datagen_fit_float_opt(cnn_datagen *g, const float *x, int n, int h, int w, int c,
+                                            const cnn_datagen_fit_opts *o) {
+    if (!g || !x) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit_float: the %s is NULL", g ? "image array" : "generator");
+    return cnn__idg_fit(g, NULL, x, n, h, w, c, o, "cnn_datagen_fit_float");
+}
+
+/* ======================================================================== */
+/* ImageDataGenerator: flows (batches made ahead on worker threads)         */
+/* ======================================================================== */
+
+/* A flow is an endless stream of batches, numbered seq = 0, 1, 2, ... from the
+   pass it was (re)started at: batch seq is batch (seq % per_pass) of pass
+   start_pass + seq / per_pass. A batch is a pure function of (seed, pass, batch),
+   so workers may make them in any order; they fill a ring of max_queue_size
+   slots, at most that many batches ahead of the consumer, and run on across the
+   end of a pass (the next pass is what fit asks for next). A reset to anything
+   else discards what was made ahead and restarts the stream. */
+
+enum { CNN__IDG_FREE = 0, CNN__IDG_BUSY, CNN__IDG_READY };
+enum { CNN__IDG_Y_NONE = 0, CNN__IDG_Y_INDEX, CNN__IDG_Y_ONEHOT, CNN__IDG_Y_GIVEN, CNN__IDG_Y_INPUT };
+enum { CNN__IDG_PNG = 0, CNN__IDG_JPEG, CNN__IDG_BMP };
+
+typedef struct cnn__idg_slot {
+    float *x, *y;      /* [batch][h][w][c], [batch][y_width] */
+    long long seq;     /* which batch it holds when READY */
+    int count, state;
+    int err;           /* the batch failed: the error and its message */
+    char msg[512];
+} cnn__idg_slot;
+
+typedef struct cnn__idg_worker_arg {
+    cnn_flow *f;
+    cnn__idg_scratch *s;
+} cnn__idg_worker_arg;
+
+struct cnn_flow {
+    cnn_batch_source src;      /* what cnn_flow_source hands out */
+    cnn_datagen g;             /* a private copy of the generator */
+    int n, h, w, c;            /* samples per pass and their shape */
+    const unsigned char *x8;   /* uint8 images of the subset, or NULL */
+    const float *xf;           /* float images of the subset, or NULL */
+    cnn_dataset *own;          /* decoded images of a directory flow */
+    char **files;              /* [n] paths of a directory flow */
+    int lazy, resize_nearest;  /* directory flows decoding per batch */
+    int *labels;               /* [n], or NULL */
+    const float *y;            /* explicit targets of the subset */
+    int y_mode, y_width, num_classes;
+    char **class_names;        /* [num_classes], or NULL */
+    int bs, per_pass, shuffle, random, pass_free;
+    uint64_t seed;
+    char *save_dir, *save_prefix;
+    int save_fmt;
+    float *rec_mean, *rec_std; /* featurewise statistics as the model records them */
+    int Q;                     /* slots */
+    cnn__idg_slot *slots;
+    int start_pass, cur_pass, at_end, held, held_off, started;
+    long long cons_seq, prod_seq;
+    int nworkers, nthreads, busy, quit;
+    unsigned gen_id;
+    cnn__idg_scratch *scratch; /* [nworkers + 1]: one per worker, the last for inline work */
+#ifdef CNN__IDG_THREADS
+    pthread_t *threads;
+    cnn__idg_worker_arg *args;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, done_cv;
+    int sync_made;
+#endif
+};
+
+static const char *const cnn__idg_fmt_ext[3] = {"png", "jpg", "bmp"};
+
+/* Keras' array_to_img(scale=True) then a file: min..max stretched to 0..255. */
+static int cnn__idg_save(const cnn_flow *f, const float *x, int index, uint64_t key, unsigned char *buf) {
+    const size_t n = (size_t)f->h * (size_t)f->w * (size_t)f->c;
+    char path[4096];
+    float mn, mx, shift;
+    int ok, len;
+    cnn__idg_minmax(x, n, &mn, &mx);
+    shift = mn < 0 ? -mn : 0;
+    mx += shift;
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] + shift;
+        if (mx != 0) v /= mx;
+        v *= 255;
+        buf[i] = (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
+    }
+    len = snprintf(path, sizeof path, "%s/%s_%d_%d.%s", f->save_dir, f->save_prefix, index,
+                   (int)(cnn__idg_mix(key ^ 0x5341564555ULL) % 10000000u), cnn__idg_fmt_ext[f->save_fmt]);
+    if (len < 0 || (size_t)len >= sizeof path)
+        return cnn_set_error(CNN_ERR_ARG, "save_to_dir: the file name under '%s' is too long", f->save_dir);
+    errno = 0;
+    if (f->save_fmt == CNN__IDG_JPEG) ok = stbi_write_jpg(path, f->w, f->h, f->c, buf, 75);
+    else if (f->save_fmt == CNN__IDG_BMP) ok = stbi_write_bmp(path, f->w, f->h, f->c, buf);
+    else ok = stbi_write_png(path, f->w, f->h, f->c, buf, f->w * f->c);
+    if (!ok)
+        return cnn_set_error(CNN_ERR_IO, "save_to_dir: cannot write '%s': %s", path,
+                             errno ? strerror(errno) : "out of memory or disk full");
+    return CNN_OK;
+}
+
+/* Resize uint8 pixels: nearest as PIL (source pixel floor((x + 0.5) * sw / dw)),
+   or bilinear (stb_image_resize's triangle filter, area-averaging when shrinking). */
+static int cnn__idg_resize(const unsigned char *src, int sw, int sh, unsigned char *dst, int dw, int dh, int c,
+                           int nearest) {
+    if (sw == dw && sh == dh) {
+        memcpy(dst, src, (size_t)sw * (size_t)sh * (size_t)c);
+        return CNN_OK;
+    }
+    if (nearest) {
+        for (int y = 0; y < dh; y++) {
+            int sy = (int)(((double)y + 0.5) * sh / dh);
+            if (sy > sh - 1) sy = sh - 1;
+            for (int x = 0; x < dw; x++) {
+                int sx = (int)(((double)x + 0.5) * sw / dw);
+                if (sx > sw - 1) sx = sw - 1;
+                memcpy(dst + ((size_t)y * dw + x) * c, src + ((size_t)sy * sw + sx) * c, (size_t)c);
+            }
+        }
+        return CNN_OK;
+    }
+    if (!stbir_resize_uint8_generic(src, sw, sh, 0, dst, dw, dh, 0, c, c == 4 ? 3 : STBIR_ALPHA_CHANNEL_NONE, 0,
+                                    STBIR_EDGE_CLAMP, STBIR_FILTER_TRIANGLE, STBIR_COLORSPACE_LINEAR, NULL))
+        return CNN_ERR_MEMORY;
+    return CNN_OK;
+}
+
+static const char cnn__idg_dir_who[] = "cnn_datagen_flow_from_directory";
+
+/* Decode and resize file `path` into dst [h][w][c]. */
+static int cnn__idg_load_image(const char *path, int h, int w, int c, int nearest, unsigned char *dst) {
+    int x, y, comp, rc;
+    unsigned char *px = stbi_load(path, &x, &y, &comp, c);
+    if (!px)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path,
+                             stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+    rc = cnn__idg_resize(px, x, y, dst, w, h, c, nearest);
+    stbi_image_free(px);
+    if (rc) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory resizing '%s'", cnn__idg_dir_who, path);
+    return CNN_OK;
+}
+
+/* Make batch b of pass `pass` into slot (on any thread). */
+static int cnn__idg_fill(cnn_flow *f, cnn__idg_scratch *s, int pass, int b, cnn__idg_slot *slot) {
+    const int first = b * f->bs, count = f->n - first < f->bs ? f->n - first : f->bs;
+    const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c;
+    const int key_pass = f->pass_free ? 0 : pass;
+    const uint64_t order = cnn__idg_order_key(f->seed, key_pass);
+    int rc = CNN_OK;
+    for (int i = 0; i < count && !rc; i++) {
+        const int pos = first + i, j = f->shuffle ? cnn__idg_permute(pos, f->n, order) : pos;
+        const uint64_t key = cnn__idg_sample_key(f->seed, (uint64_t)key_pass, (uint64_t)pos);
+        const unsigned char *img8 = NULL;
+        const float *imgf = NULL;
+        float *x = slot->x + (size_t)i * per, *y = slot->y + (size_t)i * (size_t)f->y_width;
+        cnn_transform t;
+        if (f->x8) img8 = f->x8 + (size_t)j * per;
+        else if (f->xf) imgf = f->xf + (size_t)j * per;
+        else {
+            if ((rc = cnn__idg_load_image(f->files[j], f->h, f->w, f->c, f->resize_nearest, s->img8))) break;
+            img8 = s->img8;
+        }
+        if (f->random) cnn__idg_draw(&f->g, f->h, f->w, key, &t);
+        else memset(&t, 0, sizeof t);
+        cnn__idg_transform(&f->g, img8, imgf, f->h, f->w, f->c, &t, s, x);
+        if ((rc = cnn__idg_standardize_one(&f->g, x, f->h, f->w, f->c, s->zca, j))) break;
+        switch (f->y_mode) {
+        case CNN__IDG_Y_INDEX: y[0] = (float)f->labels[j]; break;
+        case CNN__IDG_Y_ONEHOT:
+            memset(y, 0, (size_t)f->y_width * sizeof(float));
+            y[f->labels[j]] = 1.0f;
+            break;
+        case CNN__IDG_Y_GIVEN: memcpy(y, f->y + (size_t)j * (size_t)f->y_width, (size_t)f->y_width * sizeof(float)); break;
+        case CNN__IDG_Y_INPUT: memcpy(y, x, per * sizeof(float)); break;
+        default: break;
+        }
+    }
+    slot->err = rc;
+    slot->count = rc ? 0 : count;
+    if (rc) snprintf(slot->msg, sizeof slot->msg, "%s", cnn_last_error());
+    return rc;
+}
+
+/* save_to_dir: the images of batch b of pass `pass`, as handed out (consumer side). */
+static void cnn__idg_save_batch(cnn_flow *f, int pass, int b, cnn__idg_slot *slot) {
+    const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c;
+    const int key_pass = f->pass_free ? 0 : pass;
+    const uint64_t order = cnn__idg_order_key(f->seed, key_pass);
+    for (int i = 0; i < slot->count && !slot->err; i++) {
+        const int pos = b * f->bs + i, j = f->shuffle ? cnn__idg_permute(pos, f->n, order) : pos;
+        const uint64_t key = cnn__idg_sample_key(f->seed, (uint64_t)key_pass, (uint64_t)pos);
+        if ((slot->err = cnn__idg_save(f, slot->x + (size_t)i * per, j, key, f->scratch[f->nworkers].img8)))
+            snprintf(slot->msg, sizeof slot->msg, "%s", cnn_last_error());
+    }
+}
+
+#ifdef CNN__IDG_THREADS
+static void *cnn__idg_worker(void *arg) {
+    cnn__idg_worker_arg *wa = (cnn__idg_worker_arg *)arg;
+    cnn_flow *f = wa->f;
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        long long seq;
+        unsigned gen;
+        int pass, b;
+        cnn__idg_slot *slot;
+        while (!f->quit && f->prod_seq >= f->cons_seq + f->Q) pthread_cond_wait(&f->work_cv, &f->mu);
+        if (f->quit) break;
+        seq = f->prod_seq++;
+        slot = &f->slots[seq % f->Q];
+        slot->state = CNN__IDG_BUSY;
+        f->busy++;
+        gen = f->gen_id;
+        pass = f->start_pass + (int)(seq / f->per_pass);
+        b = (int)(seq % f->per_pass);
+        pthread_mutex_unlock(&f->mu);
+        cnn__idg_fill(f, wa->s, pass, b, slot);
+        pthread_mutex_lock(&f->mu);
+        f->busy--;
+        if (gen == f->gen_id) {
+            slot->seq = seq;
+            slot->state = CNN__IDG_READY;
+        } else {
+            slot->state = CNN__IDG_FREE; /* made for a stream that was restarted */
+        }
+        pthread_cond_broadcast(&f->done_cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+#endif
+
+static void cnn__idg_lock(cnn_flow *f) {
+#ifdef CNN__IDG_THREADS
+    if (f->nthreads) pthread_mutex_lock(&f->mu);
+#else
+    (void)f;
+#endif
+}
+
+static void cnn__idg_unlock(cnn_flow *f, int wake_workers) {
+#ifdef CNN__IDG_THREADS
+    if (f->nthreads) {
+        if (wake_workers) pthread_cond_broadcast(&f->work_cv);
+        pthread_mutex_unlock(&f->mu);
+    }
+#else
+    (void)f;
+    (void)wake_workers;
+#endif
+}
+
+/* Start the workers (on first use). If no thread starts, batches are made inline. */
+static void cnn__idg_start(cnn_flow *f) {
+    f->started = 1;
+#ifdef CNN__IDG_THREADS
+    if (f->sync_made)
+        for (int i = 0; i < f->nworkers; i++) {
+            f->args[i].f = f;
+            f->args[i].s = &f->scratch[i];
+            if (pthread_create(&f->threads[i], NULL, cnn__idg_worker, &f->args[i]) != 0) break;
+            f->nthreads++;
+        }
+#endif
+}
+
+/* Hand back the batch the consumer held. */
+static void cnn__idg_release(cnn_flow *f) {
+    cnn__idg_slot *slot = &f->slots[f->cons_seq % f->Q];
+    cnn__idg_lock(f);
+    slot->state = CNN__IDG_FREE;
+    f->cons_seq++;
+    f->held = 0;
+    cnn__idg_unlock(f, 1);
+}
+
+/* Restart the stream at pass `pass`, discarding what was made ahead. */
+static void cnn__idg_restart(cnn_flow *f, int pass) {
+    cnn__idg_lock(f);
+    f->gen_id++;
+#ifdef CNN__IDG_THREADS
+    while (f->nthreads && f->busy) pthread_cond_wait(&f->done_cv, &f->mu);
+#endif
+    for (int i = 0; i < f->Q; i++) f->slots[i].state = CNN__IDG_FREE;
+    f->prod_seq = f->cons_seq = 0;
+    f->start_pass = f->cur_pass = pass;
+    f->held = f->at_end = 0;
+    cnn__idg_unlock(f, 1);
+}
+
+/* The next batch of the current pass into *out (held until the next fetch):
+   its count, 0 at the end of the pass, or an error. */
+static int cnn__idg_fetch(cnn_flow *f, cnn__idg_slot **out) {
+    cnn__idg_slot *slot;
+    long long c;
+    if (f->held) cnn__idg_release(f);
+    c = f->cons_seq;
+    if (f->start_pass + c / f->per_pass > f->cur_pass) {
+        f->at_end = 1;
+        return 0;
+    }
+    if (!f->started) cnn__idg_start(f);
+    slot = &f->slots[c % f->Q];
+#ifdef CNN__IDG_THREADS
+    if (f->nthreads) {
+        pthread_mutex_lock(&f->mu);
+        while (!(slot->state == CNN__IDG_READY && slot->seq == c)) pthread_cond_wait(&f->done_cv, &f->mu);
+        pthread_mutex_unlock(&f->mu);
+    } else
+#endif
+    if (!(slot->state == CNN__IDG_READY && slot->seq == c)) {
+        cnn__idg_fill(f, &f->scratch[f->nworkers], f->start_pass + (int)(c / f->per_pass), (int)(c % f->per_pass), slot);
+        slot->seq = c;
+        slot->state = CNN__IDG_READY;
+    }
+    f->held = 1;
+    f->held_off = 0;
+    *out = slot;
+    if (!slot->err && f->save_dir) /* only batches handed out, not those made ahead */
+        cnn__idg_save_batch(f, f->start_pass + (int)(c / f->per_pass), (int)(c % f->per_pass), slot);
+    if (slot->err) {
+        f->held_off = slot->count;
+        return cnn_set_error(slot->err, "%s", slot->msg);
+    }
+    return slot->count;
+}
+
+CNN__AUG_IMPL int cnn_flow_reset(cnn_flow *f, int pass) {
+    long long begin, boundary;
+    if (!f) return cnn_set_error(CNN_ERR_ARG, "cnn_flow_reset: the flow is NULL");
+    if (pass < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_flow_reset: pass %d is negative", pass);
+    if (f->held && f->held_off >= f->slots[f->cons_seq % f->Q].count) cnn__idg_release(f);
+    begin = (long long)(f->cur_pass - f->start_pass) * f->per_pass;
+    boundary = begin + f->per_pass;
+    if (!f->held && f->cons_seq == begin && (pass == f->cur_pass || f->pass_free)) { /* nothing taken yet */
+        f->at_end = 0;
+        return CNN_OK;
+    }
+    if (!f->held && f->cons_seq == boundary && (pass == f->cur_pass + 1 || f->pass_free)) { /* on to the next */
+        f->cur_pass++;
+        f->at_end = 0;
+        return CNN_OK;
+    }
+    cnn__idg_restart(f, pass);
+    return CNN_OK;
+}
+
+CNN__AUG_IMPL int cnn_flow_next(cnn_flow *f, const float **x, const float **y) {
+    cnn__idg_slot *slot = NULL;
+    int got;
+    if (x) *x = NULL;
+    if (y) *y = NULL;
+    if (!f) return cnn_set_error(CNN_ERR_ARG, "cnn_flow_next: the flow is NULL");
+    if (f->at_end && f->cur_pass < INT_MAX) cnn_flow_reset(f, f->cur_pass + 1);
+    got = cnn__idg_fetch(f, &slot);
+    if (got > 0) {
+        f->held_off = got;
+        if (x) *x = slot->x;
+        if (y) *y = f->y_width ? slot->y : NULL;
+    }
+    return got;
+}
+
+static int cnn__idg_src_reset(void *ctx, int epoch) { return cnn_flow_reset((cnn_flow *)ctx, epoch); }
+
+/* The batch source's next: copies up to max_count samples of the current batch. */
+static int cnn__idg_src_next(void *ctx, int max_count, float *x, float *y) {
+    cnn_flow *f = (cnn_flow *)ctx;
+    const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c;
+    cnn__idg_slot *slot = f->held ? &f->slots[f->cons_seq % f->Q] : NULL;
+    int k;
+    if (max_count <= 0 || !x) return cnn_set_error(CNN_ERR_ARG, "cnn_flow: next needs max_count > 0 and a buffer");
+    if (!slot || f->held_off >= slot->count) {
+        int got = cnn__idg_fetch(f, &slot);
+        if (got <= 0) return got;
+    }
+    k = slot->count - f->held_off < max_count ? slot->count - f->held_off : max_count;
+    memcpy(x, slot->x + (size_t)f->held_off * per, (size_t)k * per * sizeof(float));
+    if (f->y_width && y)
+        memcpy(y, slot->y + (size_t)f->held_off * (size_t)f->y_width, (size_t)k * (size_t)f->y_width * sizeof(float));
+    f->held_off += k;
+    return k;
+}
+
+CNN__AUG_IMPL void cnn_flow_free(cnn_flow *f) {
+    if (!f) return;
+#ifdef CNN__IDG_THREADS
+    if (f->nthreads) {
+        pthread_mutex_lock(&f->mu);
+        f->quit = 1;
+        pthread_cond_broadcast(&f->work_cv);
+        pthread_mutex_unlock(&f->mu);
+        for (int i = 0; i < f->nthreads; i++) pthread_join(f->threads[i], NULL);
+    }
+    if (f->sync_made) {
+        pthread_mutex_destroy(&f->mu);
+        pthread_cond_destroy(&f->work_cv);
+        pthread_cond_destroy(&f->done_cv);
+    }
+    CNN_FREE(f->threads);
+    CNN_FREE(f->args);
+#endif
+    if (f->slots)
+        for (int i = 0; i < f->Q; i++) {
+            CNN_FREE(f->slots[i].x);
+            CNN_FREE(f->slots[i].y);
+        }
+    CNN_FREE(f->slots);
+    if (f->scratch)
+        for (int i = 0; i <= f->nworkers; i++) cnn__idg_scratch_free(&f->scratch[i]);
+    CNN_FREE(f->scratch);
+    CNN_FREE(f->g.mean);
+    CNN_FREE(f->g.std);
+    CNN_FREE(f->g.pc);
+    cnn_dataset_free(f->own);
+    if (f->files)
+        for (int i = 0; i < f->n; i++) CNN_FREE(f->files[i]);
+    CNN_FREE(f->files);
+    CNN_FREE(f->labels);
+    if (f->class_names)
+        for (int k = 0; k < f->num_classes; k++) CNN_FREE(f->class_names[k]);
+    CNN_FREE(f->class_names);
+    CNN_FREE(f->save_dir);
+    CNN_FREE(f->save_prefix);
+    CNN_FREE(f->rec_mean);
+    CNN_FREE(f->rec_std);
+    CNN_FREE(f);
+}
+
+/* The options every flow shares. */
+typedef struct cnn__idg_common {
+    int batch_size, no_shuffle;
+    uint64_t seed;
+    const char *save_to_dir, *save_prefix, *save_format;
+    int workers, max_queue_size;
+} cnn__idg_common;
+
+/* A new flow over n samples of h x w x c (data, targets and names set by the
+   caller afterwards, before cnn__idg_flow_finish). */
+static cnn_flow *cnn__idg_flow_new(const cnn_datagen *g, int n, int h, int w, int c, const cnn__idg_common *o,
+                                   const char *who) {
+    cnn_flow *f;
+    const char *fmt = o->save_format ? o->save_format : "png";
+    int save_fmt;
+    struct stat st;
+    if (!g) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the generator is NULL", who);
+        return NULL;
+    }
+    if (cnn__idg_check_shape(h, w, c, who) || cnn__idg_check_ready(g, h, w, c, who)) return NULL;
+    if (n <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: no samples to flow (n = %d)", who, n);
+        return NULL;
+    }
+    if (o->batch_size < 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: batch_size %d must be > 0 (0 = 32)", who, o->batch_size);
+        return NULL;
+    }
+    if (o->workers < -1 || o->workers > 256 || o->max_queue_size < 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: workers %d must be in -1..256 and max_queue_size %d >= 0", who, o->workers,
+                      o->max_queue_size);
+        return NULL;
+    }
+    if (!strcmp(fmt, "png")) save_fmt = CNN__IDG_PNG;
+    else if (!strcmp(fmt, "jpeg") || !strcmp(fmt, "jpg")) save_fmt = CNN__IDG_JPEG;
+    else if (!strcmp(fmt, "bmp")) save_fmt = CNN__IDG_BMP;
+    else {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown save_format '%s' (png, jpeg or bmp)", who, fmt);
+        return NULL;
+    }
+    if (o->save_to_dir && (stat(o->save_to_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        cnn_set_error(CNN_ERR_IO, "%s: save_to_dir '%s' is not a folder", who, o->save_to_dir);
+        return NULL;
+    }
+    if (o->save_to_dir && c != 1 && c != 3 && c != 4) {
+        cnn_set_error(CNN_ERR_ARG, "%s: save_to_dir writes images of 1, 3 or 4 channels, not %d", who, c);
+        return NULL;
+    }
+    f = (cnn_flow *)CNN_MALLOC(sizeof *f);
+    if (!f) {
+        cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+        return NULL;
+    }
+    memset(f, 0, sizeof *f);
+    f->g = *g; /* statistics copied below */
+    f->g.mean = f->g.std = f->g.pc = NULL;
+    f->n = n;
+    f->h = h;
+    f->w = w;
+    f->c = c;
+    f->bs = o->batch_size ? o->batch_size : 32;
+    f->per_pass = (int)(((long long)n + f->bs - 1) / f->bs);
+    f->shuffle = !o->no_shuffle;
+    f->random = cnn__idg_is_random(g);
+    f->pass_free = !f->shuffle && !f->random;
+    f->seed = o->seed;
+    f->save_fmt = save_fmt;
+    f->nworkers = o->workers == 0 ? 1 : (o->workers < 0 ? 0 : o->workers);
+#ifndef CNN__IDG_THREADS
+    f->nworkers = 0;
+#endif
+    f->Q = o->max_queue_size ? o->max_queue_size : 10;
+    if (o->save_to_dir && (!(f->save_dir = cnn__aug_strdup(o->save_to_dir)) ||
+                           !(f->save_prefix = cnn__aug_strdup(o->save_prefix ? o->save_prefix : "")))) {
+        cnn_flow_free(f);
+        return NULL;
+    }
+    if (g->mean) {
+        f->g.mean = (float *)CNN_MALLOC((size_t)g->c * sizeof(float));
+        f->g.std = (float *)CNN_MALLOC((size_t)g->c * sizeof(float));
+        if (!f->g.mean || !f->g.std) goto oom;
+        memcpy(f->g.mean, g->mean, (size_t)g->c * sizeof(float));
+        if (g->std) memcpy(f->g.std, g->std, (size_t)g->c * sizeof(float));
+        else for (int k = 0; k < g->c; k++) f->g.std[k] = 1.0f;
+    }
+    if (g->pc && g->o.zca_whitening) {
+        f->g.pc = (float *)CNN_MALLOC((size_t)g->d * (size_t)g->d * sizeof(float));
+        if (!f->g.pc) goto oom;
+        memcpy(f->g.pc, g->pc, (size_t)g->d * (size_t)g->d * sizeof(float));
+    } else {
+        f->g.d = 0;
+    }
+    if ((g->o.featurewise_center || g->o.featurewise_std_normalization) && !g->o.zca_whitening) {
+        f->rec_mean = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+        f->rec_std = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+        if (!f->rec_mean || !f->rec_std) goto oom;
+        for (int k = 0; k < c; k++) {
+            f->rec_mean[k] = g->o.featurewise_center ? g->mean[k] : 0.0f;
+            f->rec_std[k] = g->o.featurewise_std_normalization ? g->std[k] + 1e-6f : 1.0f;
+        }
+    }
+    return f;
+oom:
+    cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+    cnn_flow_free(f);
+    return NULL;
+}
+
+/* Buffers, threads and the batch-source view, once data and targets are set. */
+static cnn_flow *cnn__idg_flow_finish(cnn_flow *f, const char *who) {
+    const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c, batch_bytes = (size_t)f->bs * per * sizeof(float);
+    const int bytes = f->lazy || f->save_dir;
+    if (f->nworkers == 0) f->Q = 1;
+    else if (f->Q > 2 && (size_t)f->Q * batch_bytes > ((size_t)64 << 20)) { /* keep the default queue under 64 MB */
+        size_t q = ((size_t)64 << 20) / (batch_bytes ? batch_bytes : 1);
+        f->Q = q < 2 ? 2 : (int)q;
+    }
+    f->slots = (cnn__idg_slot *)CNN_MALLOC((size_t)f->Q * sizeof(cnn__idg_slot));
+    f->scratch = (cnn__idg_scratch *)CNN_MALLOC((size_t)(f->nworkers + 1) * sizeof(cnn__idg_scratch));
+    if (!f->slots || !f->scratch) goto oom;
+    memset(f->slots, 0, (size_t)f->Q * sizeof(cnn__idg_slot));
+    memset(f->scratch, 0, (size_t)(f->nworkers + 1) * sizeof(cnn__idg_scratch));
+    for (int i = 0; i < f->Q; i++) {
+        f->slots[i].x = (float *)CNN_MALLOC(batch_bytes);
+        f->slots[i].y = (float *)CNN_MALLOC((size_t)f->bs * (size_t)(f->y_width ? f->y_width : 1) * sizeof(float));
+        if (!f->slots[i].x || !f->slots[i].y) goto oom;
+    }
+    for (int i = 0; i <= f->nworkers; i++)
+        if (cnn__idg_scratch_init(&f->scratch[i], f->h, f->w, f->c, f->g.o.zca_whitening, bytes)) {
+            cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for transform buffers", who);
+            cnn_flow_free(f);
+            return NULL;
+        }
+#ifdef CNN__IDG_THREADS
+    if (f->nworkers) {
+        f->threads = (pthread_t *)CNN_MALLOC((size_t)f->nworkers * sizeof(pthread_t));
+        f->args = (cnn__idg_worker_arg *)CNN_MALLOC((size_t)f->nworkers * sizeof(cnn__idg_worker_arg));
+        if (!f->threads || !f->args) goto oom;
+        if (pthread_mutex_init(&f->mu, NULL) == 0) {
+            if (pthread_cond_init(&f->work_cv, NULL) == 0) {
+                if (pthread_cond_init(&f->done_cv, NULL) == 0) f->sync_made = 1;
+                else pthread_cond_destroy(&f->work_cv);
+            }
+            if (!f->sync_made) pthread_mutex_destroy(&f->mu);
+        }
+    }
+#endif
+    f->src.ctx = f;
+    f->src.samples = f->n;
+    f->src.h = f->h;
+    f->src.w = f->w;
+    f->src.c = f->c;
+    f->src.y_width = f->y_width;
+    f->src.reset = cnn__idg_src_reset;
+    f->src.next = cnn__idg_src_next;
+    f->src.rescale = f->g.o.rescale != 0 ? f->g.o.rescale : 1.0f;
+    f->src.mean = f->rec_mean;
+    f->src.std = f->rec_std;
+    return f;
+oom:
+    cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for %d batches of %d images of %dx%dx%d", who, f->Q, f->bs, f->h,
+                  f->w, f->c);
+    cnn_flow_free(f);
+    return NULL;
+}
+
+/* Keras' int(n * validation_split), reading the float as the decimal it was
+   written as (0.7f * 10 is 6.99..., Python's 0.7 * 10 is 7.000...1). */
+static int cnn__idg_split_at(float split, int n) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", (double)split);
+    return (int)(strtod(buf, NULL) * n);
+}
+
+/* [*start, *start + *count) of n samples for a subset */
+static int cnn__idg_subset(const cnn_datagen *g, cnn_subset subset, int n, int *start, int *count, const char *who) {
+    int split;
+    *start = 0;
+    *count = n;
+    if (subset == CNN_SUBSET_ALL) return CNN_OK;
+    if ((int)subset < 0 || (int)subset > (int)CNN_SUBSET_VALIDATION)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown subset %d (CNN_SUBSET_ALL, CNN_SUBSET_TRAINING or "
+                             "CNN_SUBSET_VALIDATION)", who, (int)subset);
+    if (g->o.validation_split <= 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: a subset needs the generator's validation_split > 0", who);
+    split = cnn__idg_split_at(g->o.validation_split, n);
+    if (subset == CNN_SUBSET_VALIDATION) *count = split;
+    else {
+        *start = split;
+        *count = n - split;
+    }
+    return CNN_OK;
+}
+
+static cnn__idg_common cnn__idg_common_of(const cnn_flow_opts *o) {
+    cnn__idg_common c;
+    c.batch_size = o->batch_size;
+    c.no_shuffle = o->no_shuffle;
+    c.seed = o->seed;
+    c.save_to_dir = o->save_to_dir;
+    c.save_prefix = o->save_prefix;
+    c.save_format = o->save_format;
+    c.workers = o->workers;
+    c.max_queue_size = o->max_queue_size;
+    return c;
+}
+
+/* Copy class names into the flow. */
+static int cnn__idg_copy_names(cnn_flow *f, char *const *names, int count) {
+    if (!names || count <= 0) return CNN_OK;
+    f->class_names = (char **)CNN_MALLOC((size_t)count * sizeof(char *));
+    if (!f->class_names) return cnn_set_error(CNN_ERR_MEMORY, "out of memory copying class names");
+    memset(f->class_names, 0, (size_t)count * sizeof(char *));
+    for (int k = 0; k < count; k++)
+        if (!(f->class_names[k] = cnn__aug_strdup(names[k] ? names[k] : ""))) return CNN_ERR_MEMORY;
+    return CNN_OK;
+}
+
+/* flow over uint8 (d) or float (xf) images */
+static cnn_flow *cnn__idg_flow_arrays(const cnn_datagen *g, const cnn_dataset *d, const float *xf, int n, int h,
+                                      int w, int c, const cnn_flow_opts *o, const char *who) {
+    cnn_flow_opts none;
+    cnn__idg_common co;
+    cnn_flow *f;
+    int start, count;
+    const int *labels = d ? d->labels : NULL;
+    if (!o) {
+        memset(&none, 0, sizeof none);
+        o = &none;
+    }
+    if (!g) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the generator is NULL", who);
+        return NULL;
+    }
+    if (o->y && o->y_width <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: explicit targets y need y_width > 0 (got %d)", who, o->y_width);
+        return NULL;
+    }
+    if (!o->y && o->y_width) {
+        cnn_set_error(CNN_ERR_ARG, "%s: y_width %d given without targets y", who, o->y_width);
+        return NULL;
+    }
+    if (o->one_hot && (o->y || !labels)) {
+        cnn_set_error(CNN_ERR_ARG, "%s: one_hot needs the dataset's labels (not explicit y)", who);
+        return NULL;
+    }
+    if (n <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: no samples to flow (n = %d)", who, n);
+        return NULL;
+    }
+    if (cnn__idg_subset(g, o->subset, n, &start, &count, who)) return NULL;
+    if (count <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the %s subset of %d images with validation_split %g is empty", who,
+                      o->subset == CNN_SUBSET_VALIDATION ? "validation" : "training", n, (double)g->o.validation_split);
+        return NULL;
+    }
+    if (labels && !o->y && o->subset != CNN_SUBSET_ALL) { /* Keras refuses splits that lose classes */
+        int split = o->subset == CNN_SUBSET_VALIDATION ? count : start, nc = 0, differ = 0;
+        unsigned char *seen;
+        for (int i = 0; i < n; i++) nc = labels[i] + 1 > nc ? labels[i] + 1 : nc;
+        seen = (unsigned char *)CNN_MALLOC((size_t)(nc > 0 ? nc : 1));
+        if (!seen) {
+            cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+            return NULL;
+        }
+        memset(seen, 0, (size_t)(nc > 0 ? nc : 1));
+        for (int i = 0; i < n; i++)
+            if (labels[i] >= 0) seen[labels[i]] |= (unsigned char)(i < split ? 1 : 2);
+        for (int k = 0; k < nc; k++) differ |= seen[k] == 1 || seen[k] == 2;
+        CNN_FREE(seen);
+        if (differ) {
+            cnn_set_error(CNN_ERR_ARG, "%s: the training and validation subsets have different classes after the split "
+                          "at %d of %d images (sorted by label? shuffle the dataset first)", who, split, n);
+            return NULL;
+        }
+    }
+    co = cnn__idg_common_of(o);
+    f = cnn__idg_flow_new(g, count, h, w, c, &co, who);
+    if (!f) return NULL;
+    if (d) f->x8 = d->images + (size_t)start * (size_t)h * (size_t)w * (size_t)c;
+    else f->xf = xf + (size_t)start * (size_t)h * (size_t)w * (size_t)c;
+    if (o->y) {
+        f->y = o->y + (size_t)start * (size_t)o->y_width;
+        f->y_mode = CNN__IDG_Y_GIVEN;
+        f->y_width = o->y_width;
+    } else if (labels) {
+        f->labels = (int *)CNN_MALLOC((size_t)count * sizeof(int));
+        if (!f->labels) {
+            cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+            cnn_flow_free(f);
+            return NULL;
+        }
+        memcpy(f->labels, labels + start, (size_t)count * sizeof(int));
+        f->num_classes = d->num_classes;
+        for (int i = 0; i < count; i++)
+            if (f->labels[i] < 0 || (o->one_hot && f->labels[i] >= d->num_classes)) {
+                cnn_set_error(CNN_ERR_ARG, "%s: label %d of image %d is outside 0..%d", who, f->labels[i], start + i,
+                              d->num_classes - 1);
+                cnn_flow_free(f);
+                return NULL;
+            }
+        f->y_mode = o->one_hot ? CNN__IDG_Y_ONEHOT : CNN__IDG_Y_INDEX;
+        f->y_width = o->one_hot ? d->num_classes : 1;
+        if (d->class_names && cnn__idg_copy_names(f, d->class_names, d->num_classes)) {
+            cnn_flow_free(f);
+            return NULL;
+        }
+    }
+    return cnn__idg_flow_finish(f, who);
+}
+
+CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_opt(const cnn_datagen *g, const cnn_dataset *d, const cnn_flow_opts *o) {
+    if (!d || !d->images) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_datagen_flow: the dataset is NULL or has no images");
+        return NULL;
+    }
+    return cnn__idg_flow_arrays(g, d, NULL, d->n, d->h, d->w, d->c, o, "cnn_datagen_flow");
+}
+
+CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_float_opt(const cnn_datagen *g, const float *x, int n, int h, int w, int c,
+                                                   const cnn_flow_opts *o) {
+    if (!x) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_datagen_flow_float: the image array is NULL");
+        return NULL;
+    }
+    return cnn__idg_flow_arrays(g, NULL, x, n, h, w, c, o, "cnn_datagen_flow_float");
+}
+
+/* ---- flow_from_directory -------------------------------------------------- */
+
+CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g, const char *dir,
+                                                            const cnn_directory_flow_opts *o) {
+#ifdef CNN__AUG_NO_DIRENT
+    (void)g;
+    (void)o;
+    cnn_set_error(CNN_ERR_STATE, "%s: folder listing (dirent.h) is not available on this system ('%s')",
+                  cnn__idg_dir_who, dir ? dir : "NULL");
+    return NULL;
+#else
+    const char *who = cnn__idg_dir_who;
+    cnn_directory_flow_opts op;
+    cnn__aug_strlist classes = {NULL, 0, 0}, all = {NULL, 0, 0}, files = {NULL, 0, 0};
+    cnn__idg_common co;
+    cnn_flow *f = NULL;
+    cnn_dataset *d = NULL;
+    int *labels = NULL, *keep = NULL;
+    int th, tw, ch, k = 0, ok = 0, cap = 0;
+    if (o) op = *o;
+    else memset(&op, 0, sizeof op);
+    if (!g || !dir) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "folder" : "generator");
+        return NULL;
+    }
+    th = op.target_size[0];
+    tw = op.target_size[1];
+    if (th == 0 && tw == 0) th = tw = 256;
+    if (th <= 0 || tw <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: target_size {%d, %d} must have height and width > 0 (or both 0 for Keras' "
+                      "256 x 256) ('%s')", who, op.target_size[0], op.target_size[1], dir);
+        return NULL;
+    }
+    if ((int)op.color_mode < 0 || (int)op.color_mode > (int)CNN_COLOR_RGBA) {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown color_mode %d (CNN_COLOR_RGB, CNN_COLOR_GRAYSCALE or CNN_COLOR_RGBA)",
+                      who, (int)op.color_mode);
+        return NULL;
+    }
+    if ((int)op.class_mode < 0 || (int)op.class_mode > (int)CNN_CLASS_NONE) {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown class_mode %d (CNN_CLASS_CATEGORICAL, _BINARY, _SPARSE, _INPUT or "
+                      "_NONE)", who, (int)op.class_mode);
+        return NULL;
+    }
+    if ((int)op.interpolation < 0 || (int)op.interpolation > (int)CNN_INTERP_BILINEAR) {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST or CNN_INTERP_BILINEAR)", who,
+                      (int)op.interpolation);
+        return NULL;
+    }
+    if ((int)op.subset < 0 || (int)op.subset > (int)CNN_SUBSET_VALIDATION || (op.subset && g->o.validation_split <= 0)) {
+        cnn_set_error(CNN_ERR_ARG, "%s: %s", who, op.subset && (int)op.subset <= (int)CNN_SUBSET_VALIDATION
+                      ? "a subset needs the generator's validation_split > 0" : "unknown subset");
+        return NULL;
+    }
+    ch = op.color_mode == CNN_COLOR_GRAYSCALE ? 1 : op.color_mode == CNN_COLOR_RGBA ? 4 : 3;
+
+    /* classes: given (in label order), or the sorted subfolders */
+    if (op.classes) {
+        for (const char *const *p = op.classes; *p; p++) {
+            struct stat st;
+            char *cdir;
+            if (!**p || strchr(*p, '/')) {
+                cnn_set_error(CNN_ERR_ARG, "%s: class name '%s' is not a subfolder name", who, *p);
+                goto done;
+            }
+            for (int i = 0; i < classes.n; i++)
+                if (!strcmp(classes.v[i], *p)) {
+                    cnn_set_error(CNN_ERR_ARG, "%s: class '%s' is listed twice", who, *p);
+                    goto done;
+                }
+            if (!(cdir = cnn__aug_join(dir, *p))) goto done;
+            if (stat(cdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                cnn_set_error(CNN_ERR_IO, "%s: class folder '%s' does not exist", who, cdir);
+                CNN_FREE(cdir);
+                goto done;
+            }
+            CNN_FREE(cdir);
+            if (cnn__aug_push(&classes, cnn__aug_strdup(*p)) < 0) goto done;
+        }
+        if (classes.n == 0) {
+            cnn_set_error(CNN_ERR_ARG, "%s: the classes list is empty", who);
+            goto done;
+        }
+    } else if (cnn__aug_list_classes(who, dir, &classes) < 0) {
+        goto done;
+    }
+    if (op.class_mode == CNN_CLASS_BINARY && classes.n != 2) {
+        cnn_set_error(CNN_ERR_ARG, "%s: class_mode binary needs exactly 2 classes, '%s' has %d", who, dir, classes.n);
+        goto done;
+    }
+
+    /* files: per class, sorted, the subset's slice of each */
+    for (int ci = 0; ci < classes.n; ci++) {
+        char *cdir = cnn__aug_join(dir, classes.v[ci]);
+        int rc = cdir ? cnn__aug_scan_images(who, cdir, 0, op.follow_links, &files) : CNN_ERR_MEMORY;
+        int lo = 0, hi = files.n;
+        CNN_FREE(cdir);
+        if (rc < 0) goto done;
+        if (files.n > 1) qsort(files.v, (size_t)files.n, sizeof(char *), cnn__aug_strcmp);
+        if (op.subset) {
+            int split = cnn__idg_split_at(g->o.validation_split, files.n);
+            if (op.subset == CNN_SUBSET_VALIDATION) hi = split;
+            else lo = split;
+        }
+        for (int i = 0; i < files.n; i++) {
+            if (i < lo || i >= hi) {
+                CNN_FREE(files.v[i]);
+                continue;
+            }
+            if (all.n == cap) {
+                int ncap = cap ? cap * 2 : 256;
+                int *nl = ncap > 0 ? (int *)CNN_REALLOC(labels, (size_t)ncap * sizeof(int)) : NULL;
+                if (!nl) {
+                    for (int r = i; r < files.n; r++) CNN_FREE(files.v[r]);
+                    files.n = 0;
+                    cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory listing '%s'", who, dir);
+                    goto done;
+                }
+                labels = nl;
+                cap = ncap;
+            }
+            labels[all.n] = ci;
+            if (cnn__aug_push(&all, files.v[i]) < 0) {
+                for (int r = i + 1; r < files.n; r++) CNN_FREE(files.v[r]);
+                files.n = 0;
+                goto done;
+            }
+        }
+        files.n = 0; /* the names now belong to `all` (or were freed) */
+    }
+    if (all.n == 0) {
+        cnn_set_error(CNN_ERR_FORMAT, "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %s%d class "
+                      "folder%s of '%s'", who, op.subset == CNN_SUBSET_VALIDATION ? "validation part of the " :
+                      op.subset == CNN_SUBSET_TRAINING ? "training part of the " : "", classes.n,
+                      classes.n == 1 ? "" : "s", dir);
+        goto done;
+    }
+
+    /* decode now (or just check the headers when lazy) */
+    keep = (int *)CNN_MALLOC((size_t)all.n * sizeof(int));
+    if (!keep) {
+        cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+        goto done;
+    }
+    if (!op.lazy && !(d = cnn_dataset_new(all.n, th, tw, ch, classes.n))) goto done;
+    for (int i = 0; i < all.n; i++) {
+        int x, y, comp, rc;
+        if (op.lazy) rc = stbi_info(all.v[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
+        else rc = cnn__idg_load_image(all.v[i], th, tw, ch, op.interpolation != CNN_INTERP_BILINEAR,
+                                      d->images + (size_t)k * (size_t)th * (size_t)tw * (size_t)ch);
+        if (rc == CNN_ERR_MEMORY) goto done;
+        if (rc) {
+            if (op.skip_bad) {
+                fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", who, all.v[i],
+                        stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+                continue;
+            }
+            cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", who, all.v[i],
+                          stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+            goto done;
+        }
+        keep[k++] = i;
+    }
+    if (k == 0) {
+        cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", who, all.n, dir);
+        goto done;
+    }
+    if (d) d->n = k;
+
+    co.batch_size = op.batch_size;
+    co.no_shuffle = op.no_shuffle;
+    co.seed = op.seed;
+    co.save_to_dir = op.save_to_dir;
+    co.save_prefix = op.save_prefix;
+    co.save_format = op.save_format;
+    co.workers = op.workers;
+    co.max_queue_size = op.max_queue_size;
+    if (!(f = cnn__idg_flow_new(g, k, th, tw, ch, &co, who))) goto done;
+    f->files = (char **)CNN_MALLOC((size_t)k * sizeof(char *));
+    f->labels = (int *)CNN_MALLOC((size_t)k * sizeof(int));
+    if (!f->files || !f->labels) {
+        CNN_FREE(f->files);
+        f->files = NULL;
+        cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+        goto done;
+    }
+    for (int i = 0; i < k; i++) { /* the kept names move into the flow */
+        f->files[i] = all.v[keep[i]];
+        all.v[keep[i]] = NULL;
+        f->labels[i] = labels[keep[i]];
+    }
+    f->num_classes = classes.n;
+    if (cnn__idg_copy_names(f, classes.v, classes.n)) goto done;
+    f->lazy = op.lazy;
+    f->resize_nearest = op.interpolation != CNN_INTERP_BILINEAR;
+    if (d) {
+        f->own = d;
+        f->x8 = d->images;
+        d = NULL;
+    }
+    switch (op.class_mode) {
+    case CNN_CLASS_CATEGORICAL: f->y_mode = CNN__IDG_Y_ONEHOT; f->y_width = classes.n; break;
+    case CNN_CLASS_BINARY:
+    case CNN_CLASS_SPARSE: f->y_mode = CNN__IDG_Y_INDEX; f->y_width = 1; break;
+    case CNN_CLASS_INPUT: f->y_mode = CNN__IDG_Y_INPUT; f->y_width = th * tw * ch; break;
+    default: f->y_mode = CNN__IDG_Y_NONE; f->y_width = 0; break;
+    }
+    f = cnn__idg_flow_finish(f, who);
+    ok = f != NULL;
+done:
+    if (!ok) {
+        cnn_flow_free(f);
+        f = NULL;
+    }
+    cnn_dataset_free(d);
+    for (int i = 0; i < all.n; i++) CNN_FREE(all.v[i]);
+    CNN_FREE(all.v);
+    cnn__aug_strlist_free(&files);
+    cnn__aug_strlist_free(&classes);
+    CNN_FREE(labels);
+    CNN_FREE(keep);
+    return f;
+#endif
+}
+
+/* ---- flow queries ---------------------------------------------------------- */
+
+CNN__AUG_IMPL cnn_batch_source *cnn_flow_source(cnn_flow *f) {
+    if (!f) cnn_set_error(CNN_ERR_ARG, "cnn_flow_source: the flow is NULL");
+    return f ? &f->src : NULL;
+}
+
+CNN__AUG_IMPL int cnn_flow_len(const cnn_flow *f) { return f ? f->per_pass : 0; }
+CNN__AUG_IMPL int cnn_flow_samples(const cnn_flow *f) { return f ? f->n : 0; }
+CNN__AUG_IMPL int cnn_flow_num_classes(const cnn_flow *f) { return f && f->labels ? f->num_classes : 0; }
+
+CNN__AUG_IMPL const char *cnn_flow_class_name(const cnn_flow *f, int k) {
+    return f && f->class_names && k >= 0 && k < f->num_classes ? f->class_names[k] : NULL;
+}
+
+CNN__AUG_IMPL const int *cnn_flow_classes(const cnn_flow *f) { return f ? f->labels : NULL; }
+
+CNN__AUG_IMPL const char *cnn_flow_filename(const cnn_flow *f, int i) {
+    return f && f->files && i >= 0 && i < f->n ? f->files[i] : NULL;
+}
 
 #endif /* CNN_AUGMENT_IMPLEMENTATION_INCLUDED */
 #endif /* CNN_AUGMENT_IMPLEMENTATION */
