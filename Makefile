@@ -8,7 +8,7 @@ HEADERS   = cnn.h cnn_augment.h
 EXAMPLES  = examples/cifar10_cnn examples/evaluate examples/predict
 DEMO_EPOCHS ?= 5
 
-.PHONY: all test demo examples deps clean
+.PHONY: all test demo examples deps bench clean
 
 all: examples
 
@@ -31,8 +31,16 @@ test:
 bench/train_bench: bench/train_bench.c cnn.h
 	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -o $@
 
+bench/peak: bench/peak.c
+	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) $< -o $@
+
+# cnn.h against PyTorch, side by side; figures go to bench/README.md
+bench: bench/train_bench bench/peak examples
+	@scripts/ensure-deps.sh bench
+	@bench/run_bench.sh
+
 demo: examples
 	examples/cifar10_cnn --epochs $(DEMO_EPOCHS) --save demo.cnn --history demo.csv --plot demo.png
 
 clean:
-	rm -rf build $(EXAMPLES) bench/train_bench demo.cnn demo.csv demo.png
+	rm -rf build $(EXAMPLES) bench/train_bench bench/peak demo.cnn demo.csv demo.png

@@ -159,6 +159,10 @@ CNN_DEF cnn_dataset *cnn_dataset_subset(const cnn_dataset *d, int start, int cou
    the first n - round(n*fraction) images, *second the rest. Both new. */
 CNN_DEF int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset **first,
                               cnn_dataset **second);
+/* The same split without copying the larger part: the last `fraction` moves to
+   a new *tail and d keeps (and shrinks to) the rest. Peak memory stays near the
+   dataset's own size. */
+CNN_DEF int cnn_dataset_split_off(cnn_dataset *d, float fraction, cnn_dataset **tail);
 
 /* CIFAR-10 binary format (the official cifar-10-batches-bin folder): train != 0
    loads data_batch_1..5.bin, train == 0 loads test_batch.bin. Class names come
@@ -882,6 +886,26 @@ CNN_IMPL int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset
         *first = *second = NULL;
         return CNN_ERR_MEMORY;
     }
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_dataset_split_off(cnn_dataset *d, float fraction, cnn_dataset **tail) {
+    if (!tail) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split_off: NULL output pointer");
+    *tail = NULL;
+    int rc = cnn__check_dataset(d, "cnn_dataset_split_off");
+    if (rc) return rc;
+    if (!(fraction >= 0.0f && fraction < 1.0f))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split_off: fraction %g is not in [0, 1)", fraction);
+    int keep = cnn__split_at(d->n, fraction);
+    *tail = cnn_dataset_subset(d, keep, d->n - keep);
+    if (!*tail) return CNN_ERR_MEMORY;
+    size_t per = (size_t)d->h * d->w * d->c;
+    d->n = keep;
+    /* shrink in place; a failed shrink leaves the larger blocks, which is harmless */
+    unsigned char *img = keep ? (unsigned char *)CNN_REALLOC(d->images, (size_t)keep * per) : NULL;
+    int *lab = keep ? (int *)CNN_REALLOC(d->labels, (size_t)keep * sizeof(int)) : NULL;
+    if (img) d->images = img;
+    if (lab) d->labels = lab;
     return CNN_OK;
 }
 

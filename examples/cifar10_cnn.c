@@ -215,9 +215,10 @@ int main(int argc, char **argv) {
                  val->num_classes, all->num_classes);
         train = all;
     } else if (val_split > 0) {
-        if (cnn_dataset_split(all, (float)val_split, &train, &val) != CNN_OK)
+        /* the last fraction moves out; the rest stays where it is (no copy) */
+        if (cnn_dataset_split_off(all, (float)val_split, &val) != CNN_OK)
             fail(EXIT_FAILURE, "%s", cnn_last_error());
-        cnn_dataset_free(all);
+        train = all;
         if (train->n < 1 || val->n < 1)
             fail(EXIT_FAILURE, "%d images are too few to split off %g for validation",
                  train->n + val->n, val_split);

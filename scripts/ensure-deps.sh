@@ -14,7 +14,8 @@ have_cmd make || need="$need make"
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$need dataset-fashion-mnist"
 case "$1" in
   test) have_cmd clang || need="$need clang" ;;
-  bench) [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null || need="$need python3-torch python3-numpy" ;;
+  bench) { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; } || need="$need python3-torch python3-numpy"
+         [ -x /usr/bin/time ] || need="$need time" ;;
 esac
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ] && have_cmd apt-get; then

@@ -289,6 +289,22 @@ static void test_save_load_roundtrip(void) {
     cnn_model_free(m);
 }
 
+static void test_split_off(void) {
+    test_begin("cnn_dataset_split_off: Keras' split point, no copy of the kept part, bad input");
+    cnn_dataset *d = cnn_dataset_new(50, 2, 2, 1, 5), *tail = NULL, *a = NULL, *b = NULL;
+    for (int i = 0; i < 50; i++) { d->labels[i] = i % 5; for (int p = 0; p < 4; p++) d->images[i * 4 + p] = (unsigned char)i; }
+    CHECK(cnn_dataset_split(d, 0.1f, &a, &b) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_dataset_split_off(d, 0.1f, &tail) == CNN_OK, "%s", cnn_last_error());
+    CHECK(d->n == 45 && tail && tail->n == 5 && a->n == 45 && b->n == 5, "sizes %d + %d", d->n, tail ? tail->n : -1);
+    CHECK(tail && tail->images[0] == 45 && tail->labels[4] == 49 % 5 && !memcmp(d->images, a->images, 45 * 4), "contents differ from cnn_dataset_split");
+    cnn_dataset *t2 = (cnn_dataset *)1;
+    CHECK(cnn_dataset_split_off(d, 1.0f, &t2) < 0 && t2 == NULL && strstr(cnn_last_error(), "fraction"), "fraction 1: %s", cnn_last_error());
+    CHECK(cnn_dataset_split_off(NULL, 0.1f, &t2) < 0 && strstr(cnn_last_error(), "NULL"), "NULL dataset: %s", cnn_last_error());
+    CHECK(cnn_dataset_split_off(d, 0.1f, NULL) < 0 && strstr(cnn_last_error(), "NULL"), "NULL output: %s", cnn_last_error());
+    CHECK(d->n == 45, "failed calls must leave the dataset alone");
+    cnn_dataset_free(d); cnn_dataset_free(tail); cnn_dataset_free(a); cnn_dataset_free(b);
+}
+
 int main(void) {
     cnn_set_num_threads(1);
     check_optimizer("SGD (plain) follows p -= lr*g", cnn_sgd(.learning_rate = 0.1f));
@@ -301,5 +317,6 @@ int main(void) {
     test_progress_bar();
     test_cifar10_loader();
     test_save_load_roundtrip();
+    test_split_off();
     return test_finish();
 }

@@ -1,0 +1,51 @@
+#!/bin/bash
+# run_bench.sh - `make bench`: cnn.h against PyTorch on the tutorial network, side by side.
+#   PAIRS=3 (alternating runs of ours and the reference), THREADS=2, IMAGES=4096 (ours),
+#   TORCH_IMAGES=2048, CIFAR_DIR=/tmp/cifar/train (an image folder of the 50,000 CIFAR-10
+#   training images, for the memory comparison; skipped when missing).
+cd "$(dirname "$0")/.." || exit 2
+PAIRS=${PAIRS:-3} THREADS=${THREADS:-2} IMAGES=${IMAGES:-4096} TORCH_IMAGES=${TORCH_IMAGES:-2048}
+CIFAR_DIR=${CIFAR_DIR:-/tmp/cifar/train}
+PY=/usr/bin/python3 # Debian's python3-torch is importable only by the system interpreter
+
+last_rate() { awk '/^img\/s:/ {v=$2} END {print v}'; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+echo "# cnn.h vs PyTorch $($PY -c 'import torch; print(torch.__version__)'), tutorial network, batch 32, $THREADS threads, $(nproc) cores"
+echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+peak=$(bench/peak --threads "$THREADS" | awk '/GFLOP\/s:/ {v=$2} END {print v}')
+echo "measured FMA peak: $peak GFLOP/s ($THREADS threads, bench/peak)"
+
+declare -a ours_t torch_t ours_i torch_i
+for p in $(seq "$PAIRS"); do
+  ours_t+=("$(bench/train_bench --images "$IMAGES" --threads "$THREADS" | last_rate)")
+  torch_t+=("$($PY bench/torch_reference.py --images "$TORCH_IMAGES" --threads "$THREADS" | last_rate)")
+  ours_i+=("$(bench/train_bench --images $((IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
+  torch_i+=("$($PY bench/torch_reference.py --images $((TORCH_IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
+  echo "pair $p: train ours ${ours_t[-1]} torch ${torch_t[-1]} | infer ours ${ours_i[-1]} torch ${torch_i[-1]} img/s"
+done
+mo=$(printf '%s\n' "${ours_t[@]}" | median); mt=$(printf '%s\n' "${torch_t[@]}" | median)
+io=$(printf '%s\n' "${ours_i[@]}" | median); it=$(printf '%s\n' "${torch_i[@]}" | median)
+echo
+echo "| images/s (median of $PAIRS) | cnn.h | PyTorch | ratio |"
+echo "|---|---|---|---|"
+awk -v o="$mo" -v t="$mt" 'BEGIN {printf "| training, batch 32 | %.0f | %.0f | %.2fx |\n", o, t, o / t}'
+awk -v o="$io" -v t="$it" 'BEGIN {printf "| inference, batch 256 | %.0f | %.0f | %.2fx |\n", o, t, o / t}'
+awk -v o="$mo" 'BEGIN {printf "| training GFLOP/s (32 MFLOP/image) | %.0f | | |\n", o * 0.032}'
+
+echo
+echo "| layer | forward ms | forward GFLOP/s | backward ms | backward GFLOP/s | % of peak (fwd / bwd) |"
+echo "|---|---|---|---|---|---|"
+bench/train_bench --images "$IMAGES" --threads "$THREADS" --profile |
+  awk -v peak="$peak" '$1 == "layer" {on = 1; next} /^threads:/ {on = 0} on && $2 != "InputLayer" {
+    pct = ($2 == "Conv2D" || $2 == "Dense") ? sprintf("%.0f%% / %.0f%%", 100 * $4 / peak, 100 * $6 / peak) : "";
+    printf "| %s (%s) | %.3f | %s | %.3f | %s | %s |\n", $1, $2, $3, ($4 > 0 ? $4 : ""), $5, ($6 > 0 ? $6 : ""), pct }'
+
+if [ -d "$CIFAR_DIR" ] && [ -x examples/cifar10_cnn ]; then
+  echo
+  echo "peak RSS, one epoch on all images of $CIFAR_DIR (bench/rss_cifar.sh):"
+  bash bench/rss_cifar.sh "$CIFAR_DIR"
+else
+  echo
+  echo "(memory comparison skipped: unpack the CIFAR-10 images to $CIFAR_DIR and run make examples)"
+fi
