@@ -7,11 +7,19 @@ cd "$(dirname "$0")/.." || exit 2
 PAIRS=${PAIRS:-3} THREADS=${THREADS:-2} IMAGES=${IMAGES:-4096} TORCH_IMAGES=${TORCH_IMAGES:-2048}
 CIFAR_DIR=${CIFAR_DIR:-/tmp/cifar/train}
 PY=/usr/bin/python3 # Debian's python3-torch is importable only by the system interpreter
+# Debian's torch multiplies through libblas.so.3; point it at OpenBLAS (one thread: torch
+# runs its own threads) so the reference is PyTorch at its best on this system.
+OPENBLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread
+if [ -e "$OPENBLAS/libblas.so.3" ]; then
+  torch_env=(env LD_LIBRARY_PATH="$OPENBLAS" OPENBLAS_NUM_THREADS=1); blas="OpenBLAS"
+else
+  torch_env=(env); blas="the system's libblas.so.3"
+fi
 
 last_rate() { awk '/^img\/s:/ {v=$2} END {print v}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-echo "# cnn.h vs PyTorch $($PY -c 'import torch; print(torch.__version__)'), tutorial network, batch 32, $THREADS threads, $(nproc) cores"
+echo "# cnn.h vs PyTorch $($PY -c 'import torch; print(torch.__version__)') with $blas, tutorial network, $THREADS threads, $(nproc) cores"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 peak=$(bench/peak --threads "$THREADS" | awk '/GFLOP\/s:/ {v=$2} END {print v}')
 echo "measured FMA peak: $peak GFLOP/s ($THREADS threads, bench/peak)"
@@ -19,9 +27,9 @@ echo "measured FMA peak: $peak GFLOP/s ($THREADS threads, bench/peak)"
 declare -a ours_t torch_t ours_i torch_i
 for p in $(seq "$PAIRS"); do
   ours_t+=("$(bench/train_bench --images "$IMAGES" --threads "$THREADS" | last_rate)")
-  torch_t+=("$($PY bench/torch_reference.py --images "$TORCH_IMAGES" --threads "$THREADS" | last_rate)")
+  torch_t+=("$("${torch_env[@]}" $PY bench/torch_reference.py --images "$TORCH_IMAGES" --threads "$THREADS" | last_rate)")
   ours_i+=("$(bench/train_bench --images $((IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
-  torch_i+=("$($PY bench/torch_reference.py --images $((TORCH_IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
+  torch_i+=("$("${torch_env[@]}" $PY bench/torch_reference.py --images $((TORCH_IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
   echo "pair $p: train ours ${ours_t[-1]} torch ${torch_t[-1]} | infer ours ${ours_i[-1]} torch ${torch_i[-1]} img/s"
 done
 mo=$(printf '%s\n' "${ours_t[@]}" | median); mt=$(printf '%s\n' "${torch_t[@]}" | median)

@@ -15,7 +15,9 @@ have_cmd make || need="$need make"
 case "$1" in
   test) have_cmd clang || need="$need clang" ;;
   bench) { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; } || need="$need python3-torch python3-numpy"
-         [ -x /usr/bin/time ] || need="$need time" ;;
+         [ -x /usr/bin/time ] || need="$need time"
+         [ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ] || need="$need libopenblas0-pthread"
+         /usr/bin/python3 -c 'import PIL' 2>/dev/null || need="$need python3-pil" ;;
 esac
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ] && have_cmd apt-get; then
