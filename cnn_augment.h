@@ -1512,17 +1512,19 @@ typedef struct cnn__idg_affine {
 
 /* Per-thread buffers, allocated once: nothing is allocated per image. */
 typedef struct cnn__idg_scratch {
-    int *xi, *yi;        /* [w] integer sample coordinates of one output row */
-    float *fx, *fy;      /* [w] their fractions */
+    int *off;            /* [w] where each pixel of an output row reads: offset into pad */
+    float *fx, *fy;      /* [w] the fractions of its sample coordinates */
+    float *pad;          /* [h+3][w+3][c] (+4 spare) the input as float, extended by the fill
+                            rule: one pixel above and left, two below and right */
     float *zca;          /* [h*w*c] when whitening */
     unsigned char *img8; /* [h*w*c] a file decoded by a lazy flow, or an image being saved */
 } cnn__idg_scratch;
 
 static void cnn__idg_scratch_free(cnn__idg_scratch *s) {
-    CNN_FREE(s->xi);
-    CNN_FREE(s->yi);
+    CNN_FREE(s->off);
     CNN_FREE(s->fx);
     CNN_FREE(s->fy);
+    CNN_FREE(s->pad);
     CNN_FREE(s->zca);
     CNN_FREE(s->img8);
     memset(s, 0, sizeof *s);
@@ -1531,13 +1533,13 @@ static void cnn__idg_scratch_free(cnn__idg_scratch *s) {
 static int cnn__idg_scratch_init(cnn__idg_scratch *s, int h, int w, int c, int zca, int bytes) {
     const size_t n = (size_t)h * (size_t)w * (size_t)c;
     memset(s, 0, sizeof *s);
-    s->xi = (int *)CNN_MALLOC((size_t)w * sizeof(int));
-    s->yi = (int *)CNN_MALLOC((size_t)w * sizeof(int));
+    s->off = (int *)CNN_MALLOC((size_t)w * sizeof(int));
     s->fx = (float *)CNN_MALLOC((size_t)w * sizeof(float));
     s->fy = (float *)CNN_MALLOC((size_t)w * sizeof(float));
+    s->pad = (float *)CNN_MALLOC(((size_t)(h + 3) * (size_t)(w + 3) * (size_t)c + 4) * sizeof(float));
     if (zca) s->zca = (float *)CNN_MALLOC(n * sizeof(float));
     if (bytes) s->img8 = (unsigned char *)CNN_MALLOC(n);
-    if (!s->xi || !s->yi || !s->fx || !s->fy || (zca && !s->zca) || (bytes && !s->img8)) {
+    if (!s->off || !s->fx || !s->fy || !s->pad || (zca && !s->zca) || (bytes && !s->img8)) {
         cnn__idg_scratch_free(s);
         return cnn_set_error(CNN_ERR_MEMORY, "out of memory allocating transform buffers for %dx%dx%d images", h, w, c);
     }
@@ -1606,77 +1608,234 @@ static int cnn__idg_map(int i, int n, int mode) {
     }
 }
 
-/* Sample coordinates of output row oy: integer part (floor) and fraction. The
-   coordinates are computed in double (no drift across the row), then clamped far
-   outside the image so that the conversion to int cannot overflow. */
-static void cnn__idg_coords(const cnn__idg_affine *A, int oy, int w, int nearest, int *xi, int *yi, float *fx,
-                            float *fy) {
-    const double half = nearest ? 0.5 : 0.0; /* order 0 rounds: floor(v + 0.5) */
-    const double bx = A->b * oy + A->tx + half, by = A->d * oy + A->ty + half, a = A->a, c = A->c;
-    for (int ox = 0; ox < w; ox++) {
-        double X = a * ox + bx, Y = c * ox + by;
-        int x0, y0;
-        X = X < -1e9 ? -1e9 : (X > 1e9 ? 1e9 : X);
-        Y = Y < -1e9 ? -1e9 : (Y > 1e9 ? 1e9 : Y);
-        x0 = (int)X;
-        y0 = (int)Y;
-        x0 -= X < x0; /* floor */
-        y0 -= Y < y0;
-        xi[ox] = x0;
-        yi[ox] = y0;
-        fx[ox] = nearest ? 0.0f : (float)(X - x0);
-        fy[ox] = nearest ? 0.0f : (float)(Y - y0);
+/* The input as float with a border made by the fill rule: pad[r+1][q+1] =
+   input[map(r)][map(q)] for r in -1..h+1, q in -1..w+1 (cval where map gives -1).
+   With it every fill mode becomes a rule on the sample coordinate (below) and
+   every output pixel reads one 2x2 block of pad, without a branch. */
+static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w, int c, int mode, float cval,
+                         float *pad) {
+    const size_t C = (size_t)c, prow = (size_t)(w + 3) * C, row = (size_t)w * C;
+    for (int r = 0; r < h; r++) { /* the inside, and the left and right borders of each row */
+        float *d = pad + (size_t)(r + 1) * prow;
+        if (x8) {
+            const unsigned char *sr = x8 + (size_t)r * row;
+            for (size_t i = 0; i < row; i++) d[C + i] = (float)sr[i];
+        } else {
+            memcpy(d + C, xf + (size_t)r * row, row * sizeof(float));
+        }
+        for (int q = -1; q <= w + 1; q += (q == -1 ? w + 1 : 1)) {
+            const int m = cnn__idg_map(q, w, mode);
+            for (size_t k = 0; k < C; k++) d[(size_t)(q + 1) * C + k] = m < 0 ? cval : d[(size_t)(m + 1) * C + k];
+        }
+    }
+    for (int r = -1; r <= h + 1; r += (r == -1 ? h + 1 : 1)) { /* whole rows above and below */
+        const int m = cnn__idg_map(r, h, mode);
+        float *d = pad + (size_t)(r + 1) * prow;
+        if (m < 0) for (size_t i = 0; i < prow; i++) d[i] = cval;
+        else memcpy(d, pad + (size_t)(m + 1) * prow, prow * sizeof(float));
     }
 }
 
-/* bilinear blend of channel k from the 2x2 neighbourhood at p (row stride R, pixel stride C) */
-#define CNN__IDG_BLEND(k, C, R)                                                            \
-    do {                                                                                   \
-        const float s00_ = (float)p[k], s01_ = (float)p[(C) + (k)];                        \
-        const float s10_ = (float)p[(R) + (k)], s11_ = (float)p[(R) + (C) + (k)];          \
-        const float t0_ = s00_ + wx * (s01_ - s00_), t1_ = s10_ + wx * (s11_ - s10_);      \
-        o[k] = t0_ + wy * (t1_ - t0_);                                                     \
+/* The per-coordinate rules, written with 0/1 masks instead of branches so that
+   the loops below vectorize (0/1 masks keep every result exact). */
+/* i = floor(v), f = v - i */
+#define CNN__IDG_FLOOR(v, i, f) \
+    do {                        \
+        i = (int)(v);           \
+        i -= (v) < i;           \
+        f = (v) - i;            \
+    } while (0)
+/* clamp the segment start i to [lo, hi]; a clamped one reads one sample (f = 0) */
+#define CNN__IDG_CLAMP(i, f, lo, hi)              \
+    do {                                          \
+        const int under_ = i < (lo), over_ = i >= (hi); \
+        i += ((lo) - i) * under_;                 \
+        i += ((hi) - i) * over_;                  \
+        f *= (double)!(under_ | over_);           \
+    } while (0)
+/* i mod n in [0, n), without integer division */
+#define CNN__IDG_MOD(i, n)                  \
+    do {                                    \
+        const double q_ = (double)(i) / (n); \
+        int k_ = (int)q_;                   \
+        k_ -= q_ < k_;                      \
+        i -= k_ * (n);                      \
+        i += (n) * (i < 0);                 \
+        i -= (n) * (i >= (n));              \
+    } while (0)
+/* reflect with period 2n about n - 1/2: a segment [i, i+1] in the mirrored half
+   runs backwards (start 2n-2-i, fraction 1-f); at f == 0 (a sample point, or
+   nearest interpolation) take the mirrored point 2n-1-i itself, exactly */
+#define CNN__IDG_REFLECT(i, f, n, point)                        \
+    do {                                                        \
+        int flip_, at_;                                         \
+        CNN__IDG_MOD(i, 2 * (n));                               \
+        flip_ = i >= (n);                                       \
+        at_ = (point) | (f == 0);                               \
+        i += flip_ * (2 * (n) - 1 - i - !at_ - i);              \
+        f += (double)flip_ * ((1.0 - f) * (double)!at_ - f);    \
+    } while (0)
+/* the fill rule on one pixel's coordinates (X, Y) -> x0, y0, f, g */
+#define CNN__IDG_FOLD(X, Y)                                                        \
+    do {                                                                           \
+        CNN__IDG_FLOOR(X, x0, f);                                                  \
+        CNN__IDG_FLOOR(Y, y0, g);                                                  \
+        if (mode == CNN_FILL_NEAREST) {                                            \
+            CNN__IDG_CLAMP(x0, f, 0, w - 1);                                       \
+            CNN__IDG_CLAMP(y0, g, 0, h - 1);                                       \
+        } else if (mode == CNN_FILL_CONSTANT) {                                    \
+            CNN__IDG_CLAMP(x0, f, -1, w);                                          \
+            CNN__IDG_CLAMP(y0, g, -1, h);                                          \
+        } else if (mode == CNN_FILL_WRAP) {                                        \
+            CNN__IDG_MOD(x0, w);                                                   \
+            CNN__IDG_MOD(y0, h);                                                   \
+        } else {                                                                   \
+            CNN__IDG_REFLECT(x0, f, w, nearest);                                   \
+            CNN__IDG_REFLECT(y0, g, h, nearest);                                   \
+        }                                                                          \
+        off[ox] = (y0 + 1) * prow + (x0 + 1) * c;                                  \
+        fx[ox] = (float)f * keep;                                                  \
+        fy[ox] = (float)g * keep;                                                  \
     } while (0)
 
-/* One output row from source type T: the inside of the image takes the fast path
-   (four neighbours in range), the border maps each of the four indices. */
-#define CNN__IDG_DEFINE_GATHER(NAME, T)                                                                   \
-    static void NAME(const T *src, int h, int w, int C, const int *xi, const int *yi, const float *fx,     \
-                     const float *fy, int mode, float cval, float *o) {                                   \
-        const size_t row = (size_t)w * (size_t)C;                                                         \
-        for (int ox = 0; ox < w; ox++, o += C) {                                                          \
-            const int x0 = xi[ox], y0 = yi[ox];                                                           \
-            const float wx = fx[ox], wy = fy[ox];                                                         \
-            if ((unsigned)x0 < (unsigned)(w - 1) && (unsigned)y0 < (unsigned)(h - 1)) {                   \
-                const T *p = src + (size_t)y0 * row + (size_t)x0 * (size_t)C;                             \
-                if (C == 3) {                                                                             \
-                    CNN__IDG_BLEND(0, 3, row);                                                            \
-                    CNN__IDG_BLEND(1, 3, row);                                                            \
-                    CNN__IDG_BLEND(2, 3, row);                                                            \
-                } else if (C == 1) {                                                                      \
-                    CNN__IDG_BLEND(0, 1, row);                                                            \
-                } else {                                                                                  \
-                    for (int k = 0; k < C; k++) CNN__IDG_BLEND(k, C, row);                                \
-                }                                                                                         \
-            } else {                                                                                      \
-                const int xa = cnn__idg_map(x0, w, mode), xb = cnn__idg_map(x0 + 1, w, mode);             \
-                const int ya = cnn__idg_map(y0, h, mode), yb = cnn__idg_map(y0 + 1, h, mode);             \
-                const T *q00 = ya >= 0 && xa >= 0 ? src + (size_t)ya * row + (size_t)xa * C : NULL;       \
-                const T *q01 = ya >= 0 && xb >= 0 ? src + (size_t)ya * row + (size_t)xb * C : NULL;       \
-                const T *q10 = yb >= 0 && xa >= 0 ? src + (size_t)yb * row + (size_t)xa * C : NULL;       \
-                const T *q11 = yb >= 0 && xb >= 0 ? src + (size_t)yb * row + (size_t)xb * C : NULL;       \
-                for (int k = 0; k < C; k++) {                                                             \
-                    const float s00 = q00 ? (float)q00[k] : cval, s01 = q01 ? (float)q01[k] : cval;       \
-                    const float s10 = q10 ? (float)q10[k] : cval, s11 = q11 ? (float)q11[k] : cval;       \
-                    const float t0 = s00 + wx * (s01 - s00), t1 = s10 + wx * (s11 - s10);                 \
-                    o[k] = t0 + wy * (t1 - t0);                                                           \
-                }                                                                                         \
-            }                                                                                             \
-        }                                                                                                 \
+/* The sample coordinates of output row oy, folded by the fill mode so that the
+   padded input answers exactly (every 2x2 block starts in [-1, n]):
+     nearest   clamp to [0, n-1] (beyond the edge every sample is the edge);
+     constant  clamp to [-1, n] (beyond, both samples are cval);
+     wrap      floor mod n (the interpolant is n-periodic);
+     reflect   floor mod 2n, mirrored (the interpolant is symmetric about -1/2).
+   Out: the offset of each pixel's 2x2 block in pad, and the fractions. The
+   coordinates are computed in double (exact enough for any image size, no drift
+   along the row). The map is linear along the row, so its ends bound it: only
+   a row reaching absurdly far out (huge zoom factors) takes the loop that clamps
+   before converting to int. The mode is a constant of each loop: the compiler
+   makes one vectorized loop per mode. */
+static void cnn__idg_coords(const cnn__idg_affine *A, int oy, int h, int w, int c, int mode, int nearest, int *off,
+                            float *fx, float *fy) {
+    const double half = nearest ? 0.5 : 0.0; /* order 0 rounds: floor(v + 0.5) */
+    const double bx = A->b * oy + A->tx + half, by = A->d * oy + A->ty + half, a = A->a, cc = A->c;
+    const double ex = a * (w - 1) + bx, ey = cc * (w - 1) + by, big = 1e9;
+    const float keep = nearest ? 0.0f : 1.0f;
+    const int prow = (w + 3) * c;
+    if (fabs(bx) < big && fabs(by) < big && fabs(ex) < big && fabs(ey) < big) {
+        switch (mode) {
+#define CNN__IDG_ROW(M)                                                            \
+    case M:                                                                        \
+        for (int ox = 0; ox < w; ox++) {                                           \
+            const int mode_ = M;                                                   \
+            const double X = a * ox + bx, Y = cc * ox + by;                        \
+            double f, g;                                                           \
+            int x0, y0;                                                            \
+            (void)mode_;                                                           \
+            CNN__IDG_FOLD_M(X, Y, M);                                              \
+        }                                                                          \
+        break;
+#define CNN__IDG_FOLD_M(X, Y, M) \
+    do {                         \
+        const int mode = M;      \
+        CNN__IDG_FOLD(X, Y);     \
+    } while (0)
+            CNN__IDG_ROW(CNN_FILL_NEAREST)
+            CNN__IDG_ROW(CNN_FILL_CONSTANT)
+            CNN__IDG_ROW(CNN_FILL_REFLECT)
+            CNN__IDG_ROW(CNN_FILL_WRAP)
+#undef CNN__IDG_ROW
+#undef CNN__IDG_FOLD_M
+        default: break;
+        }
+        return;
     }
-CNN__IDG_DEFINE_GATHER(cnn__idg_gather_u8, unsigned char)
-CNN__IDG_DEFINE_GATHER(cnn__idg_gather_f32, float)
-#undef CNN__IDG_DEFINE_GATHER
+    for (int ox = 0; ox < w; ox++) {
+        double X = a * ox + bx, Y = cc * ox + by, f, g;
+        int x0, y0;
+        X = X < -big ? -big : (X > big ? big : X);
+        Y = Y < -big ? -big : (Y > big ? big : Y);
+        CNN__IDG_FOLD(X, Y);
+    }
+}
+#undef CNN__IDG_FLOOR
+#undef CNN__IDG_CLAMP
+#undef CNN__IDG_MOD
+#undef CNN__IDG_REFLECT
+#undef CNN__IDG_FOLD
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CNN__IDG_RESTRICT __restrict__
+#else
+#define CNN__IDG_RESTRICT
+#endif
+/* a + t * (b - a); one rounding less where the target has FMA (strict C modes
+   do not contract a*b+c on their own) */
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+#define CNN__IDG_LERP(a, b, t) fmaf((t), (b) - (a), (a))
+#else
+#define CNN__IDG_LERP(a, b, t) ((a) + (t) * ((b) - (a)))
+#endif
+
+/* bilinear blend of channel k from the 2x2 block starting at pad[i] (row stride
+   R, pixel stride C), into output pixel ox */
+#define CNN__IDG_BLEND(k, C, R)                                                                  \
+    do {                                                                                         \
+        const float t0_ = CNN__IDG_LERP(pad[i + (k)], pad[i + (C) + (k)], wx);                   \
+        const float t1_ = CNN__IDG_LERP(pad[i + (R) + (k)], pad[i + (R) + (C) + (k)], wx);       \
+        o[ox * (C) + (k)] = CNN__IDG_LERP(t0_, t1_, wy);                                         \
+    } while (0)
+
+/* A pixel's channels as one 4-float vector (GCC / clang vector extensions: SSE,
+   NEON, ... or plain code where there is none); the scalar code elsewhere. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(CNN_AUGMENT_NO_SIMD)
+typedef float cnn__idg_v4 __attribute__((vector_size(16)));
+#define CNN__IDG_V4 1
+#endif
+
+/* One output row o [w][c] from the padded input (which has 4 spare floats at its
+   end). Pixels across a row read scattered blocks, so the work is vectorized
+   across channels, not pixels: gathers are slow on many CPUs. */
+static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int w, int c, const int *CNN__IDG_RESTRICT off,
+                            const float *CNN__IDG_RESTRICT fx, const float *CNN__IDG_RESTRICT fy,
+                            float *CNN__IDG_RESTRICT o) {
+    const int R = (w + 3) * c;
+    int ox = 0;
+#ifdef CNN__IDG_V4
+    if (c == 3 || c == 4) { /* with 3 channels the 4th lane is overwritten by the next pixel */
+        const int last = c == 3 ? w - 1 : w;
+        for (; ox < last; ox++) {
+            const float *p = pad + off[ox];
+            const float wx = fx[ox], wy = fy[ox];
+            cnn__idg_v4 a, b, d, e, t0, t1;
+            memcpy(&a, p, sizeof a);
+            memcpy(&b, p + c, sizeof b);
+            memcpy(&d, p + R, sizeof d);
+            memcpy(&e, p + R + c, sizeof e);
+            t0 = a + (b - a) * wx;
+            t1 = d + (e - d) * wx;
+            t0 = t0 + (t1 - t0) * wy;
+            memcpy(o + (size_t)ox * (size_t)c, &t0, sizeof t0);
+        }
+    }
+#endif
+    if (c == 3) {
+        for (; ox < w; ox++) {
+            const int i = off[ox];
+            const float wx = fx[ox], wy = fy[ox];
+            CNN__IDG_BLEND(0, 3, R);
+            CNN__IDG_BLEND(1, 3, R);
+            CNN__IDG_BLEND(2, 3, R);
+        }
+    } else if (c == 1) {
+        for (; ox < w; ox++) {
+            const int i = off[ox];
+            const float wx = fx[ox], wy = fy[ox];
+            CNN__IDG_BLEND(0, 1, R);
+        }
+    } else {
+        for (; ox < w; ox++) {
+            const int i = off[ox];
+            const float wx = fx[ox], wy = fy[ox];
+            for (int k = 0; k < c; k++) CNN__IDG_BLEND(k, c, R);
+        }
+    }
+}
 #undef CNN__IDG_BLEND
 
 static void cnn__idg_minmax(const float *x, size_t n, float *mn, float *mx) {
@@ -1734,10 +1893,10 @@ static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, co
         if (x8) for (size_t i = 0; i < n; i++) out[i] = (float)x8[i];
         else memcpy(out, xf, n * sizeof(float));
     } else {
+        cnn__idg_pad(x8, xf, h, w, c, mode, cval, s->pad);
         for (int oy = 0; oy < h; oy++) {
-            cnn__idg_coords(&A, oy, w, nearest, s->xi, s->yi, s->fx, s->fy);
-            if (x8) cnn__idg_gather_u8(x8, h, w, c, s->xi, s->yi, s->fx, s->fy, mode, cval, out + (size_t)oy * row);
-            else cnn__idg_gather_f32(xf, h, w, c, s->xi, s->yi, s->fx, s->fy, mode, cval, out + (size_t)oy * row);
+            cnn__idg_coords(&A, oy, h, w, c, mode, nearest, s->off, s->fx, s->fy);
+            cnn__idg_gather(s->pad, w, c, s->off, s->fx, s->fy, out + (size_t)oy * row);
         }
     }
     cnn__idg_color(t, out, n);
