@@ -8,13 +8,15 @@
      examples/cifar10_cnn                        # Fashion-MNIST, the offline demo
      examples/cifar10_cnn --data cifar-10-batches-bin --epochs 20 --save cifar.cnn
      examples/cifar10_cnn --data /tmp/cifar10/train --plot curves.png --history log.csv
+     examples/cifar10_cnn --data /tmp/cifar10/train --augment     # the tutorial's generator
 
    The lesson, top to bottom:
      1. read the options            (what a Python script gets from argparse)
      2. load the images             (uint8 pixels and integer labels)
      3. shuffle, limit, split off validation data
      4. build_network()             (the tutorial's model, layer by layer)
-     5. fit, with a CSVLogger callback
+     5. fit, with a CSVLogger callback (with --augment: fit on the tutorial's
+        ImageDataGenerator, batches made on a worker thread while the model trains)
      6. report: best validation accuracy, speed; save the model and the plot */
 
 /* One file of a program defines the implementation macros before including
@@ -52,6 +54,8 @@ static const char *usage =
     "  --save FILE       save the trained model to FILE\n"
     "  --history FILE    log loss and accuracy per epoch to a CSV file\n"
     "  --plot FILE       draw the training curves into a PNG file\n"
+    "  --augment         train on randomly rotated (20 degrees), shifted (2%) and\n"
+    "                    mirrored images, as the tutorial's ImageDataGenerator\n"
     "  --verbose V       0 silent, 1 progress bar, 2 one line per epoch (default 1)\n"
     "  --help            show this help\n";
 
@@ -133,7 +137,7 @@ int main(int argc, char **argv) {
     /* 1. options ---------------------------------------------------------- */
     const char *data_dir = NULL, *val_dir = NULL;
     const char *save_path = NULL, *history_path = NULL, *plot_path = NULL;
-    int epochs = 10, batch_size = 32, limit = 0, threads = 0, verbose = 1;
+    int epochs = 10, batch_size = 32, limit = 0, threads = 0, verbose = 1, augment = 0;
     double val_split = 0.1;
     int val_split_given = 0;
     uint64_t seed = 1;
@@ -166,6 +170,8 @@ int main(int argc, char **argv) {
             history_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--plot"))) {
             plot_path = v;
+        } else if (!strcmp(a, "--augment")) {
+            augment = 1;
         } else if ((v = arg_value(argc, argv, &i, "--verbose"))) {
             verbose = (int)arg_int("--verbose", v, 0, 2);
         } else {
@@ -247,10 +253,33 @@ int main(int argc, char **argv) {
         if (!callbacks[0]) fail(EXIT_FAILURE, "%s", cnn_last_error());
     }
 
+    /* With --augment the tutorial's ImageDataGenerator makes every batch: each
+       image randomly rotated by up to 20 degrees, shifted by up to 2% of its
+       size, mirrored left-right half of the time (fill_mode nearest). A "flow"
+       over the training images is a batch source; it makes batches on a worker
+       thread while the model trains, and the same seed gives the same batches.
+       The generator's rescale replaces the tutorial's x_train / 255, and fit
+       records it in the model. As in the tutorial, an epoch is n / batch_size
+       steps, and sampling continues across passes over the data. */
+    cnn_datagen *datagen = NULL;
+    cnn_flow *flow = NULL;
+    int steps = 0;
+    if (augment) {
+        datagen = cnn_datagen_new(.rotation_range = 20, .width_shift_range = 0.02f,
+                                  .height_shift_range = 0.02f, .horizontal_flip = 1,
+                                  .rescale = 1.0f / 255);
+        if (datagen) flow = cnn_datagen_flow(datagen, train, .batch_size = batch_size, .seed = seed);
+        if (!flow) fail(EXIT_FAILURE, "cannot set up augmentation: %s", cnn_last_error());
+        steps = train->n / batch_size > 0 ? train->n / batch_size : 1;
+    }
+
     double t0 = now_seconds();
-    cnn_history *hist = cnn_fit(m, train, .batch_size = batch_size, .epochs = epochs,
-                                .validation_data = val, .verbose = verbose,
-                                .callbacks = callbacks);
+    cnn_history *hist = augment
+        ? cnn_fit_source(m, cnn_flow_source(flow), .batch_size = batch_size, .epochs = epochs,
+                         .steps_per_epoch = steps, .validation_data = val, .verbose = verbose,
+                         .callbacks = callbacks)
+        : cnn_fit(m, train, .batch_size = batch_size, .epochs = epochs,
+                  .validation_data = val, .verbose = verbose, .callbacks = callbacks);
     double seconds = now_seconds() - t0;
     if (!hist) fail(EXIT_FAILURE, "training failed: %s", cnn_last_error());
     if (hist->interrupted) printf("training interrupted after %d epochs\n", hist->epochs);
@@ -268,7 +297,7 @@ int main(int argc, char **argv) {
     }
     /* Throughput counts the training images of every epoch run over the wall
        time of the whole fit (so it includes the validation passes). */
-    double images = (double)train->n * hist->epochs;
+    double images = augment ? (double)steps * batch_size * hist->epochs : (double)train->n * hist->epochs;
     printf("throughput: %.1f img/s\n", seconds > 0 ? images / seconds : 0.0);
 
     int status = 0;
@@ -290,6 +319,8 @@ int main(int argc, char **argv) {
     }
 
     cnn_history_free(hist);
+    cnn_flow_free(flow);
+    cnn_datagen_free(datagen);
     if (callbacks[0]) cnn_callback_free(callbacks[0]);
     cnn_model_free(m);
     if (val) cnn_dataset_free(val);
