@@ -1,13 +1,17 @@
-/* cnn_augment.h - v0.1 - image files, gzip'd IDX, image folders and PNG plots for cnn.h
+/* cnn_augment.h - v0.2 - image files, data augmentation and PNG plots for cnn.h
 
-   The file side of cnn.h: everything that decodes or encodes a file format.
+   The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
      - a folder with one subfolder of images per class (png jpg bmp gif tga ppm pgm),
        decoded and resized to one size, as Keras' flow_from_directory lists them
      - one call that loads whichever of these a path holds (or CIFAR-10 binary)
      - PNG output: any uint8 image, and the Keras tutorial's two training graphs
        (loss and accuracy per epoch, train and validation) as one PNG
-   (The ImageDataGenerator will join this file; see the section banners.)
+     - Keras' ImageDataGenerator, complete: random rotation, shift, shear and zoom
+       as one bilinear resample, four fill modes, flips, channel shift, brightness,
+       rescale, samplewise / featurewise standardization, ZCA whitening, fit,
+       flow and flow_from_directory as batch sources for cnn_fit_source, with
+       batches made on worker threads while the model trains
 
    USAGE
      cnn_augment.h includes cnn.h. In exactly one C or C++ file:
@@ -18,10 +22,11 @@
          #include "cnn_augment.h"
 
      Everywhere else just #include "cnn_augment.h". Needs C99 or C++, a POSIX
-     system for the folder loaders (opendir/readdir/stat), and stb_image,
-     stb_image_write and stb_image_resize (v1): Debian's libstb-dev installs them
-     under /usr/include/stb/, which is where this file looks (<stb/stb_image.h>).
-     Link with -lm.
+     system for the folder loaders (opendir/readdir/stat) and the flows' worker
+     threads (pthreads), and stb_image, stb_image_write and stb_image_resize (v1):
+     Debian's libstb-dev installs them under /usr/include/stb/, which is where this
+     file looks (<stb/stb_image.h>). Link with -lm (and -lpthread where threads
+     are not part of libc: glibc before 2.34, some BSDs).
 
    STB, ONE COPY ONLY
      stb's implementation is compiled only when you ask for it:
@@ -51,7 +56,127 @@
          cnn_write_png("first.png", train->w, train->h, train->c, train->images);
 
      C++ has no compound literals: fill a cnn_image_dir_opts and call
-     cnn_load_image_dir_opt(dir, &opts) (a NULL opts means all defaults).
+     cnn_load_image_dir_opt(dir, &opts) (a NULL opts means all defaults). The
+     same holds for every keyword-style macro below (cnn_datagen_new ->
+     cnn_datagen_new_opt, cnn_datagen_flow -> cnn_datagen_flow_opt, ...).
+
+   IMAGE DATA GENERATOR (the tutorial's fit_generator, line for line)
+
+         // datagen = ImageDataGenerator(rotation_range=20, width_shift_range=0.02,
+         //                              height_shift_range=0.02, horizontal_flip=True)
+         cnn_datagen *datagen = cnn_datagen_new(.rotation_range = 20,
+                                                .width_shift_range = 0.02f,
+                                                .height_shift_range = 0.02f,
+                                                .horizontal_flip = 1,
+                                                .rescale = 1.0f / 255);  // x_train / 255
+         // model.fit_generator(datagen.flow(x_train, y_train, batch_size=32),
+         //                     steps_per_epoch=x_train.shape[0] // 32, epochs=200,
+         //                     validation_data=(x_test, y_test))
+         cnn_flow *flow = cnn_datagen_flow(datagen, train, .batch_size = 32, .seed = 1);
+         cnn_history *h = cnn_fit_source(m, cnn_flow_source(flow), .batch_size = 32,
+                                         .steps_per_epoch = train->n / 32, .epochs = 200,
+                                         .validation_data = test, .verbose = 1);
+         cnn_flow_free(flow);
+         cnn_datagen_free(datagen);
+
+     Options structs follow cnn.h's rule: zero is Keras' default (with shuffle
+     spelled .no_shuffle, and rescale 0 meaning none). A bad parameter (a negative
+     range, zoom factors <= 0, an unknown fill mode, a target size of 0) makes the
+     constructor return NULL with cnn_last_error() naming it.
+
+   TRANSFORMS (cnn_datagen_get_random_transform / apply_transform / random_transform)
+     One bilinear resample per image (Keras' interpolation_order=1; nearest with
+     .interpolation = CNN_INTERP_NEAREST), then the colour changes. Pixel (x, y)
+     is column x, row y, rows going down; the centre is ((w-1)/2, (h-1)/2). The
+     transform is a pull map: output pixel p samples the input at
+         R(theta) * (Sh(shear) * Z(zoom_x, zoom_y) * (p - centre) - shift) + centre
+     (Keras' rotation x shift x shear x zoom, centred), so
+       - theta (degrees) > 0 turns the picture counter-clockwise as displayed
+         (theta = 90 is numpy's rot90);
+       - shift_x / shift_y (pixels) > 0 move the content right / down; they are
+         applied after the rotation, in the displayed frame, and before shear and
+         zoom; width_shift_range draws shift_x, height_shift_range shift_y (as
+         Keras documents them; a range < 1 is a fraction of the width / height);
+       - shear (degrees) > 0 moves the lower half right and the upper half left;
+       - zoom factors scale the sampling grid: above 1 the content looks smaller
+         (zooms out), below 1 larger; zoom_x is horizontal. The random zoom draws
+         zoom_x and zoom_y independently from the zoom range;
+       - fill modes for samples outside the image: nearest aaa|abcd|ddd, constant
+         kkk|abcd|kkk (k = cval), reflect dcba|abcd|dcba, wrap abcd|abcd|abcd - the
+         bilinear interpolant of the input extended that way, which is scipy's
+         affine_transform(order=1) with modes nearest, grid-constant, reflect and
+         grid-wrap (Keras passes 'constant' and 'wrap', whose scipy meanings differ
+         slightly at the border: we take the true constant and periodic extensions);
+       - flip_horizontal / flip_vertical mirror the result (probability 0.5 each
+         when the generator flips);
+       - channel_shift adds one intensity to every value, clipped to the image's
+         own min..max (Keras' apply_channel_shift);
+       - brightness multiplies, clipped to 0..255 (Keras' PIL brightness, without
+         its rounding to 8 bits); an image outside 0..255 is mapped to 0..255 by
+         its min and max and back.
+     Random draws use Keras' ranges and order; draws are symmetric, so these
+     conventions never bias training. Integer shifts, flips and multiples of 90
+     degrees are exact (no interpolation error).
+
+   STANDARDIZE AND FIT
+     cnn_datagen_standardize applies, in Keras' order: preprocessing_function,
+     rescale, samplewise center, samplewise std (divide by std + 1e-6),
+     featurewise center, featurewise std (std + 1e-6), ZCA. Samplewise statistics
+     are over the whole image (all channels). cnn_datagen_fit(g, x, .augment,
+     .rounds, .seed) computes what the options need from the data after rescale
+     (and a random transform when augment): the per-channel mean and std (ddof 0,
+     over N, H, W) and, for ZCA, sigma = X^T X / N of the channel-centred data and
+     U diag(1/sqrt(lambda + zca_epsilon)) U^T from its eigendecomposition (the
+     same matrix as Keras' SVD formula). zca_whitening turns featurewise_center on
+     and featurewise_std_normalization off, as Keras does. ZCA costs O(N D^2 + D^3)
+     for D = h*w*c values per image and a D x D matrix: seconds for 16x16x3,
+     minutes for 32x32x3 (fit on a few thousand images). A featurewise step used
+     before fit is an error, not a warning.
+
+   FLOWS (cnn_datagen_flow, cnn_datagen_flow_float, cnn_datagen_flow_from_directory)
+     A flow yields batches of batch_size transformed, standardized images with
+     their targets: ceil(n / batch_size) batches per pass, the last one smaller, a
+     fresh order every pass (unless .no_shuffle). Targets: the class index
+     (y_width 1), one-hot with .one_hot, your own float rows with .y / .y_width;
+     directory flows follow class_mode. subset = CNN_SUBSET_VALIDATION takes the
+     first validation_split of the data (of each class folder), TRAINING the rest,
+     as Keras (a split of arrays that loses a class is an error, as in Keras).
+     save_to_dir writes every image handed out as {prefix}_{index}_{hash}.{format},
+     scaled to 0..255 by its min and max as Keras' array_to_img does.
+     Using a flow:
+       - cnn_flow_source(f) is a cnn_batch_source for cnn_fit_source (with
+         .steps_per_epoch more or fewer batches than a pass holds: sampling runs on
+         across passes), .validation_source and cnn_evaluate_source. fit records the
+         flow's rescale and featurewise mean/std in the model, so evaluate/predict
+         and .validation_data arrays get the same preprocessing; samplewise steps,
+         ZCA and preprocessing_function are not model preprocessing: validate those
+         with a flow (a generator without random parameters, .no_shuffle). Give fit
+         the flow's batch_size (fit asks for at most its own batch size; a larger
+         flow batch is handed out in pieces).
+       - cnn_flow_next(f, &x, &y): the next batch without a copy (valid until the
+         next call), 0 once at the end of each pass, then the next pass.
+     Threads: batches are made by .workers background threads (default 1; -1 =
+     none, made inside next) up to .max_queue_size batches ahead (default 10, fewer
+     if 10 would take over 64 MB; at least 2), and on across the end of a pass, so
+     the model never waits for augmentation. A reset to another pass than the next
+     one drops what was made ahead. Determinism: the order of a pass and the draws
+     of an image depend only on (seed, pass, position in the pass), never on the
+     thread that makes them: the same seed gives bit-identical batches with any
+     number of workers (and without threads). preprocessing_function runs on the
+     workers: it must be thread-safe. The generator may be freed once its flows
+     exist (each flow keeps a copy); the dataset (and .y) must outlive the flow.
+     A flow allocates everything when it is made: nothing is allocated per image.
+   FLOW_FROM_DIRECTORY
+     Classes are the sorted subfolder names (or .classes, in label order); files
+     are found as by cnn_load_image_dir (recursively, by image extension, links to
+     folders followed with .follow_links) and sorted per class. Images are decoded
+     to color_mode's channels (rgb, grayscale, rgba) and resized to target_size
+     (default 256 x 256) with interpolation nearest (PIL's rule, Keras' default) or
+     bilinear. By default every file is decoded when the flow is made, so a file
+     with an image extension that does not decode is an error naming it right
+     away (.skip_bad skips it with a warning on stderr instead); .lazy decodes on
+     the workers batch by batch (for folders larger than memory): headers are
+     checked up front, and a file that fails later makes next() fail naming it.
 
    IMAGE FOLDERS (cnn_load_image_dir)
      Classes are the subfolder names sorted byte-wise (as Python's sorted()); label k
@@ -77,7 +202,9 @@
 
    ERRORS
      As in cnn.h: a negative cnn_status or NULL, and cnn_last_error() names the file,
-     folder or argument at fault. Nothing aborts; nothing leaks on error.
+     folder or argument at fault. Nothing aborts; nothing leaks on error. An error
+     on a flow's worker thread (a file that does not decode, a failing
+     preprocessing_function) is handed to the thread that calls next.
 
    CONFIGURATION MACROS (define before including the implementation)
      CNN_AUGMENT_STB_IMPLEMENTATION  compile private copies of stb (above)
@@ -86,9 +213,14 @@
                                 include path) instead of <stb/stb_image.h> etc.
      CNN_FASHION_MNIST_DIR      default folder of cnn_load_fashion_mnist
                                 (default "/usr/share/datasets/fashion-mnist")
+     CNN_AUGMENT_NO_THREADS     no worker threads: flows make their batches inside next
+                                (also the case without pthreads)
+     CNN_AUGMENT_NO_SIMD        no GCC/clang vector extensions in the resample
      CNN_STATIC, CNN_MALLOC, CNN_REALLOC, CNN_FREE   as in cnn.h
 
    REVISION HISTORY
+     0.2  (2026-11-29) ImageDataGenerator: transforms, standardize, fit with ZCA,
+          flow / flow_from_directory with background workers.
      0.1  (2026-11-28) first release: gzip'd IDX, Fashion-MNIST, image folders,
           cnn_load_dataset, PNG writing, training-history plot.
 
@@ -242,7 +374,7 @@ CNN_DEF const float *cnn_datagen_zca_matrix(const cnn_datagen *g, int *d);
 CNN_DEF int cnn_datagen_set_stats(cnn_datagen *g, const float *mean, const float *std, int c);
 
 /* The explicit parameters of one transform; the zero value is the identity.
-   Conventions (see "TRANSFORMS" above): the centre is ((w-1)/2, (h-1)/2). */
+   Conventions: see TRANSFORMS at the top of this file: the centre is ((w-1)/2, (h-1)/2). */
 typedef struct cnn_transform {
     float theta;            /* degrees; positive turns the picture counter-clockwise as displayed */
     float shift_x, shift_y; /* pixels; positive moves the content right (x) and down (y) */
