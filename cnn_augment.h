@@ -3302,7 +3302,7 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
     cnn__idg_common co;
     cnn_flow *f = NULL;
     cnn_dataset *d = NULL;
-    int *labels = NULL, *keep = NULL;
+    int *labels = NULL, *keep = NULL, *status = NULL;
     int th, tw, ch, k = 0, ok = 0, cap = 0;
     if (o) op = *o;
     else memset(&op, 0, sizeof op);
@@ -3422,30 +3422,47 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
         goto done;
     }
 
-    /* decode now (or just check the headers when lazy) */
+    /* decode now, on all cores when built with OpenMP (or just read the headers
+       when lazy); then, in file order, keep the good ones and report the bad */
     keep = (int *)CNN_MALLOC((size_t)all.n * sizeof(int));
-    if (!keep) {
+    status = (int *)CNN_MALLOC((size_t)all.n * sizeof(int));
+    if (!keep || !status) {
         cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
         goto done;
     }
     if (!op.lazy && !(d = cnn_dataset_new(all.n, th, tw, ch, classes.n))) goto done;
-    for (int i = 0; i < all.n; i++) {
-        int x, y, comp, rc;
-        if (op.lazy) rc = stbi_info(all.v[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
-        else rc = cnn__idg_load_image(all.v[i], th, tw, ch, op.interpolation != CNN_INTERP_BILINEAR,
-                                      d->images + (size_t)k * (size_t)th * (size_t)tw * (size_t)ch);
-        if (rc == CNN_ERR_MEMORY) goto done;
-        if (rc) {
-            if (op.skip_bad) {
-                fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", who, all.v[i],
-                        stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
-                continue;
-            }
-            cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", who, all.v[i],
-                          stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
-            goto done;
+    {
+        const size_t per = (size_t)th * (size_t)tw * (size_t)ch;
+        const int n_files = all.n, lazy = op.lazy, nearest = op.interpolation != CNN_INTERP_BILINEAR;
+        char **names = all.v;
+        unsigned char *images = d ? d->images : NULL;
+        CNN__IDG_OMP(omp parallel for schedule(dynamic, 8))
+        for (int i = 0; i < n_files; i++) {
+            int x, y, comp;
+            if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
+            else status[i] = cnn__idg_load_image(names[i], th, tw, ch, nearest, images + (size_t)i * per);
         }
-        keep[k++] = i;
+        for (int i = 0; i < n_files; i++) {
+            int x, y, comp;
+            if (status[i] == CNN_ERR_MEMORY) {
+                cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding '%s'", who, names[i]);
+                goto done;
+            }
+            if (status[i]) { /* decode it again here: the reason is kept per thread */
+                const char *why;
+                unsigned char *px = stbi_load(names[i], &x, &y, &comp, ch);
+                stbi_image_free(px);
+                why = stbi_failure_reason() ? stbi_failure_reason() : "unknown reason";
+                if (op.skip_bad) {
+                    fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", who, names[i], why);
+                    continue;
+                }
+                cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", who, names[i], why);
+                goto done;
+            }
+            if (images && k != i) memcpy(images + (size_t)k * per, images + (size_t)i * per, per);
+            keep[k++] = i;
+        }
     }
     if (k == 0) {
         cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", who, all.n, dir);
@@ -3505,6 +3522,7 @@ done:
     cnn__aug_strlist_free(&classes);
     CNN_FREE(labels);
     CNN_FREE(keep);
+    CNN_FREE(status);
     return f;
 #endif
 }
