@@ -602,6 +602,8 @@ static cnn_dataset *indexed_dataset(int n, int h, int w, int k) {
     return d;
 }
 
+static float *collect(cnn_flow *f, int passes, size_t *len);
+
 static void test_flow_basics(void) {
     enum { N = 37, BS = 8 };
     cnn_dataset *d = indexed_dataset(N, 3, 3, 5);
@@ -685,6 +687,32 @@ static void test_flow_basics(void) {
               "a split by sorted labels: %s", cnn_last_error());
         cnn_datagen_free(g2);
         cnn_dataset_free(s);
+    }
+
+    test_begin("flow_float_and_worker_errors");
+    {   /* float images give what their uint8 originals give */
+        float *xf = (float *)malloc((size_t)N * 9 * sizeof(float)), ys[N];
+        cnn_datagen *gr = cnn_datagen_new(.rotation_range = 25, .shear_range = 8, .fill_mode = CNN_FILL_REFLECT);
+        for (int i = 0; i < N * 9; i++) xf[i] = d->images[i];
+        for (int i = 0; i < N; i++) ys[i] = (float)d->labels[i];
+        cnn_flow *a = cnn_datagen_flow(gr, d, .batch_size = 6, .seed = 2, .workers = 2);
+        cnn_flow *b = cnn_datagen_flow_float(gr, xf, N, 3, 3, 1, .batch_size = 6, .seed = 2, .y = ys, .y_width = 1);
+        size_t na, nb;
+        float *ra = collect(a, 2, &na), *rb = collect(b, 2, &nb);
+        CHECK(na == nb && !memcmp(ra, rb, na * sizeof(float)), "float images flow differently from their uint8 originals");
+        free(ra);
+        free(rb);
+        cnn_flow_free(a);
+        cnn_flow_free(b);
+        cnn_datagen_free(gr);
+        free(xf);
+        /* an error on a worker reaches next, naming the cause */
+        gr = cnn_datagen_new(.preprocessing_function = prep_fail);
+        a = cnn_datagen_flow(gr, d, .batch_size = 6, .workers = 3);
+        got = cnn_flow_next(a, &x, &y);
+        CHECK(got < 0 && error_has("preprocessing_function returned 42"), "worker error: %d %s", got, cnn_last_error());
+        cnn_flow_free(a);
+        cnn_datagen_free(gr);
     }
 
     test_begin("flow_source_partial_batches");
