@@ -1644,8 +1644,8 @@ typedef struct cnn__idg_affine {
 
 /* Per-thread buffers, allocated once: nothing is allocated per image. */
 typedef struct cnn__idg_scratch {
-    int *off;            /* [w] where each pixel of an output row reads: offset into pad */
-    float *fx, *fy;      /* [w] the fractions of its sample coordinates */
+    int *off;            /* [h*w] where each output pixel reads: its 2x2 block's offset in pad */
+    float *fx, *fy;      /* [h*w] the fractions of its sample coordinates */
     float *pad;          /* [h+3][w+3][c] (+4 spare) the input as float, extended by the fill
                             rule: one pixel above and left, two below and right */
     float *zca;          /* [h*w*c] when whitening */
@@ -1665,9 +1665,9 @@ static void cnn__idg_scratch_free(cnn__idg_scratch *s) {
 static int cnn__idg_scratch_init(cnn__idg_scratch *s, int h, int w, int c, int zca, int bytes) {
     const size_t n = (size_t)h * (size_t)w * (size_t)c;
     memset(s, 0, sizeof *s);
-    s->off = (int *)CNN_MALLOC((size_t)w * sizeof(int));
-    s->fx = (float *)CNN_MALLOC((size_t)w * sizeof(float));
-    s->fy = (float *)CNN_MALLOC((size_t)w * sizeof(float));
+    s->off = (int *)CNN_MALLOC((size_t)h * (size_t)w * sizeof(int));
+    s->fx = (float *)CNN_MALLOC((size_t)h * (size_t)w * sizeof(float));
+    s->fy = (float *)CNN_MALLOC((size_t)h * (size_t)w * sizeof(float));
     s->pad = (float *)CNN_MALLOC(((size_t)(h + 3) * (size_t)(w + 3) * (size_t)c + 4) * sizeof(float));
     if (zca) s->zca = (float *)CNN_MALLOC(n * sizeof(float));
     if (bytes) s->img8 = (unsigned char *)CNN_MALLOC(n);
@@ -1768,6 +1768,12 @@ static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w,
     }
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define CNN__IDG_RESTRICT __restrict__
+#else
+#define CNN__IDG_RESTRICT
+#endif
+
 /* The per-coordinate rules, written with 0/1 masks instead of branches so that
    the loops below vectorize (0/1 masks keep every result exact). */
 /* i = floor(v), f = v - i */
@@ -1842,8 +1848,8 @@ static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w,
    a row reaching absurdly far out (huge zoom factors) takes the loop that clamps
    before converting to int. The mode is a constant of each loop: the compiler
    makes one vectorized loop per mode. */
-static void cnn__idg_coords(const cnn__idg_affine *A, int oy, int h, int w, int c, int mode, int nearest, int *off,
-                            float *fx, float *fy) {
+static void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, int c, int mode, int nearest,
+                                int *CNN__IDG_RESTRICT off, float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
     const double half = nearest ? 0.5 : 0.0; /* order 0 rounds: floor(v + 0.5) */
     const double bx = A->b * oy + A->tx + half, by = A->d * oy + A->ty + half, a = A->a, cc = A->c;
     const double ex = a * (w - 1) + bx, ey = cc * (w - 1) + by, big = 1e9;
@@ -1885,17 +1891,18 @@ static void cnn__idg_coords(const cnn__idg_affine *A, int oy, int h, int w, int 
         CNN__IDG_FOLD(X, Y);
     }
 }
+/* every row of the image: off, fx, fy [h*w] */
+static void cnn__idg_coords(const cnn__idg_affine *A, int h, int w, int c, int mode, int nearest, int *off, float *fx,
+                            float *fy) {
+    for (int oy = 0; oy < h; oy++)
+        cnn__idg_coords_row(A, oy, h, w, c, mode, nearest, off + (size_t)oy * w, fx + (size_t)oy * w, fy + (size_t)oy * w);
+}
 #undef CNN__IDG_FLOOR
 #undef CNN__IDG_CLAMP
 #undef CNN__IDG_MOD
 #undef CNN__IDG_REFLECT
 #undef CNN__IDG_FOLD
 
-#if defined(__GNUC__) || defined(__clang__)
-#define CNN__IDG_RESTRICT __restrict__
-#else
-#define CNN__IDG_RESTRICT
-#endif
 /* a + t * (b - a); one rounding less where the target has FMA (strict C modes
    do not contract a*b+c on their own) */
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
@@ -1920,17 +1927,18 @@ typedef float cnn__idg_v4 __attribute__((vector_size(16)));
 #define CNN__IDG_V4 1
 #endif
 
-/* One output row o [w][c] from the padded input (which has 4 spare floats at its
-   end). Pixels across a row read scattered blocks, so the work is vectorized
-   across channels, not pixels: gathers are slow on many CPUs. */
-static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int w, int c, const int *CNN__IDG_RESTRICT off,
+/* The output image o [h][w][c] from the padded input (which has 4 spare floats
+   at its end). Neighbouring pixels read scattered blocks, so the work is
+   vectorized across channels, not pixels: gathers are slow on many CPUs. */
+static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int h, int w, int c, const int *CNN__IDG_RESTRICT off,
                             const float *CNN__IDG_RESTRICT fx, const float *CNN__IDG_RESTRICT fy,
                             float *CNN__IDG_RESTRICT o) {
     const int R = (w + 3) * c;
+    const int npix = h * w; /* all pixels of the image in one pass: "ox" runs over them */
     int ox = 0;
 #ifdef CNN__IDG_V4
     if (c == 3 || c == 4) { /* with 3 channels the 4th lane is overwritten by the next pixel */
-        const int last = c == 3 ? w - 1 : w;
+        const int last = c == 3 ? npix - 1 : npix;
         for (; ox < last; ox++) {
             const float *p = pad + off[ox];
             const float wx = fx[ox], wy = fy[ox];
@@ -1947,7 +1955,7 @@ static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int w, int c, co
     }
 #endif
     if (c == 3) {
-        for (; ox < w; ox++) {
+        for (; ox < npix; ox++) {
             const int i = off[ox];
             const float wx = fx[ox], wy = fy[ox];
             CNN__IDG_BLEND(0, 3, R);
@@ -1955,13 +1963,13 @@ static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int w, int c, co
             CNN__IDG_BLEND(2, 3, R);
         }
     } else if (c == 1) {
-        for (; ox < w; ox++) {
+        for (; ox < npix; ox++) {
             const int i = off[ox];
             const float wx = fx[ox], wy = fy[ox];
             CNN__IDG_BLEND(0, 1, R);
         }
     } else {
-        for (; ox < w; ox++) {
+        for (; ox < npix; ox++) {
             const int i = off[ox];
             const float wx = fx[ox], wy = fy[ox];
             for (int k = 0; k < c; k++) CNN__IDG_BLEND(k, c, R);
@@ -2016,7 +2024,7 @@ static void cnn__idg_color(const cnn_transform *t, float *x, size_t n) {
    [h][w][c] -> out (float, never aliasing the input). */
 static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, const float *xf, int h, int w, int c,
                                const cnn_transform *t, cnn__idg_scratch *s, float *out) {
-    const size_t n = (size_t)h * (size_t)w * (size_t)c, row = (size_t)w * (size_t)c;
+    const size_t n = (size_t)h * (size_t)w * (size_t)c;
     const int nearest = g->o.interpolation == CNN_INTERP_NEAREST, mode = (int)g->o.fill_mode;
     const float cval = g->o.cval;
     cnn__idg_affine A;
@@ -2026,10 +2034,8 @@ static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, co
         else memcpy(out, xf, n * sizeof(float));
     } else {
         cnn__idg_pad(x8, xf, h, w, c, mode, cval, s->pad);
-        for (int oy = 0; oy < h; oy++) {
-            cnn__idg_coords(&A, oy, h, w, c, mode, nearest, s->off, s->fx, s->fy);
-            cnn__idg_gather(s->pad, w, c, s->off, s->fx, s->fy, out + (size_t)oy * row);
-        }
+        cnn__idg_coords(&A, h, w, c, mode, nearest, s->off, s->fx, s->fy);
+        cnn__idg_gather(s->pad, h, w, c, s->off, s->fx, s->fy, out);
     }
     cnn__idg_color(t, out, n);
 }
