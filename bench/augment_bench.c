@@ -5,7 +5,8 @@
    cnn_flow_next (no copy), as a training loop would take them.
      --images N    images per pass (default 20000)
      --threads T   worker threads (default 2; 0 = none, batches made inline)
-     --passes P    timed passes after one warm-up pass (default 3)
+     --passes P    timed passes after one warm-up pass (default: whole passes until
+                   at least 0.5 s have passed)
    Prints "img/s: X" as its last line; bench/keras_augment.py does the same with
    Keras' algorithm (numpy + scipy.ndimage). */
 #define CNN_IMPLEMENTATION
@@ -41,7 +42,7 @@ static int arg_int(const char *v, const char *name, int lo) {
 }
 
 int main(int argc, char **argv) {
-    int images = 20000, threads = 2, passes = 3;
+    int images = 20000, threads = 2, passes = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--images")) images = arg_int(argv[++i < argc ? i : 0], "--images", 1);
         else if (!strcmp(argv[i], "--threads")) threads = arg_int(argv[++i < argc ? i : 0], "--threads", 0);
@@ -71,12 +72,15 @@ int main(int argc, char **argv) {
     while ((got = cnn_flow_next(f, &x, &y)) > 0) checksum += x[0]; /* warm-up pass: threads, caches */
     double t0 = now();
     long long done = 0;
-    for (int p = 0; p < passes; p++)
+    double t = 0;
+    for (int p = 0; passes ? p < passes : (p == 0 || t < 0.5); p++) {
         while ((got = cnn_flow_next(f, &x, &y)) > 0) {
             checksum += x[(size_t)(got - 1) * 3072 + 1000];
             done += got;
         }
-    double t = now() - t0;
+        t = now() - t0;
+        if (got < 0) break;
+    }
     if (got < 0) { fprintf(stderr, "augment_bench: %s\n", cnn_last_error()); return 1; }
     printf("augment_bench: %lld images of 32x32x3 in %.3f s on %d worker thread%s (checksum %.1f)\n", done, t,
            threads, threads == 1 ? "" : "s", checksum);
