@@ -963,6 +963,22 @@ static void test_directory(void) {
     f = cnn_datagen_flow_from_directory(g, root, .class_mode = CNN_CLASS_SPARSE, .target_size = {4, 4});
     CHECK(f && f->src.y_width == 1, "sparse targets");
     cnn_flow_free(f);
+    {   /* a link to a folder inside a class folder counts only with follow_links */
+        char target[256], link[256];
+        snprintf(target, sizeof target, "%s/extra", tmp_root);
+        mkdir(target, 0755);
+        snprintf(p, sizeof p, "%s/e.png", target);
+        stbi_write_png(p, 12, 10, 3, img, 36);
+        snprintf(link, sizeof link, "%s/cat/linked", root);
+        CHECK(symlink(target, link) == 0, "symlink");
+        cnn_flow *nl = cnn_datagen_flow_from_directory(g, root, .target_size = {4, 4});
+        cnn_flow *fl = cnn_datagen_flow_from_directory(g, root, .target_size = {4, 4}, .follow_links = 1);
+        CHECK(nl && fl && cnn_flow_samples(nl) == made && cnn_flow_samples(fl) == made + 1,
+              "follow_links: %d and %d samples", nl ? cnn_flow_samples(nl) : -1, fl ? cnn_flow_samples(fl) : -1);
+        cnn_flow_free(nl);
+        cnn_flow_free(fl);
+        remove(link);
+    }
     const char *const missing[] = {"cat", "unicorn", NULL};
     CHECK(cnn_datagen_flow_from_directory(g, root, .classes = missing) == NULL && error_has("unicorn"), "missing class folder");
     CHECK(cnn_datagen_flow_from_directory(g, root, .class_mode = CNN_CLASS_BINARY) == NULL && error_has("binary"),
