@@ -964,7 +964,7 @@ static void test_directory(void) {
     CHECK(f && f->src.y_width == 1, "sparse targets");
     cnn_flow_free(f);
     {   /* a link to a folder inside a class folder counts only with follow_links */
-        char target[256], link[256];
+        char target[96], link[200];
         snprintf(target, sizeof target, "%s/extra", tmp_root);
         mkdir(target, 0755);
         snprintf(p, sizeof p, "%s/e.png", target);
