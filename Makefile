@@ -5,7 +5,7 @@ CFLAGS   ?= -O3 -march=native
 OMPFLAGS ?= -fopenmp
 WARN      = -Wall -Wextra
 HEADERS   = cnn.h cnn_augment.h
-EXAMPLES  = examples/cifar10_cnn examples/evaluate examples/predict
+EXAMPLES  = examples/cifar10_cnn examples/evaluate examples/predict examples/augment_preview
 DEMO_EPOCHS ?= 5
 
 .PHONY: all test demo examples deps bench clean
@@ -18,7 +18,7 @@ deps:
 examples: deps $(EXAMPLES)
 
 examples/%: examples/%.c $(HEADERS) $(wildcard examples/*.h)
-	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -o $@
+	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -lpthread -o $@
 
 # The suite: unit tests (optimised with OpenMP, then under ASan/UBSan),
 # compile checks (C99, C11, C++, clang, CNN_STATIC), the drop-in build and the
@@ -31,16 +31,19 @@ test:
 bench/train_bench: bench/train_bench.c cnn.h
 	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -o $@
 
+bench/augment_bench: bench/augment_bench.c cnn.h cnn_augment.h
+	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -lpthread -o $@
+
 bench/peak: bench/peak.c
 	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) $< -o $@
 
 # cnn.h against PyTorch, side by side; figures go to bench/README.md
-bench: bench/train_bench bench/peak examples
+bench: bench/train_bench bench/peak bench/augment_bench examples
 	@scripts/ensure-deps.sh bench
 	@bench/run_bench.sh
 
 demo: examples
-	examples/cifar10_cnn --epochs $(DEMO_EPOCHS) --save demo.cnn --history demo.csv --plot demo.png
+	examples/cifar10_cnn --augment --epochs $(DEMO_EPOCHS) --save demo.cnn --history demo.csv --plot demo.png
 
 clean:
-	rm -rf build $(EXAMPLES) bench/train_bench bench/peak demo.cnn demo.csv demo.png
+	rm -rf build $(EXAMPLES) bench/train_bench bench/peak bench/augment_bench demo.cnn demo.csv demo.png

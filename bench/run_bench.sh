@@ -49,6 +49,13 @@ bench/train_bench --images "$IMAGES" --threads "$THREADS" --profile |
     pct = ($2 == "Conv2D" || $2 == "Dense") ? sprintf("%.0f%% / %.0f%%", 100 * $4 / peak, 100 * $6 / peak) : "";
     printf "| %s (%s) | %.3f | %s | %.3f | %s | %s |\n", $1, $2, $3, ($4 > 0 ? $4 : ""), $5, ($6 > 0 ? $6 : ""), pct }'
 
+if [ -x bench/augment_bench ]; then
+  ours_a=$(bench/augment_bench --images 20000 --threads "$THREADS" | last_rate)
+  keras_a=$($PY bench/keras_augment.py --images 3000 | last_rate)
+  echo
+  awk -v o="$ours_a" -v k="$keras_a" 'BEGIN {printf "augmentation (the tutorial transform, 32x32x3): cnn_augment.h %.0f img/s, Keras algorithm %.0f img/s: %.0fx\n", o, k, o / k}'
+fi
+
 if [ -d "$CIFAR_DIR" ] && [ -x examples/cifar10_cnn ]; then
   echo
   echo "peak RSS, one epoch on all images of $CIFAR_DIR (bench/rss_cifar.sh):"

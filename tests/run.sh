@@ -7,9 +7,9 @@ mkdir -p "$B"
 log=$B/all.log
 : > "$log"
 CC=${CC:-gcc}
-UNIT="test_core test_grad test_parity test_api test_fit test_augment_io"
+UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment"
 # tests that are fast enough to repeat under the sanitizers
-SAN="test_core test_grad test_parity test_api test_fit test_augment_io"
+SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment"
 
 # run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
 run() {
@@ -34,7 +34,7 @@ compile() {
 echo "== unit tests (-O2, OpenMP)"
 for t in $UNIT; do
   [ -f tests/$t.c ] || { echo "FAIL $t: tests/$t.c missing" | tee -a "$log"; continue; }
-  compile "build $t" $CC -std=c99 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/$t.c -lm -o $B/$t
+  compile "build $t" $CC -std=c99 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t
   [ -x $B/$t ] && run $t $B/$t
 done
 
@@ -42,7 +42,7 @@ echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 for t in $SAN; do
   [ -f tests/$t.c ] || continue
   compile "build $t (asan+ubsan)" $CC -std=c99 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-    -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/$t.c -lm -o $B/$t.san
+    -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.san
   [ -x $B/$t.san ] && ASAN_OPTIONS=detect_leaks=1 run "$t (asan+ubsan)" $B/$t.san
 done
 
