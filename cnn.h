@@ -130,6 +130,10 @@ CNN_DEF int cnn_set_error(int code, const char *fmt, ...)
 #endif
     ;
 
+/* Wall-clock seconds from an arbitrary origin, for timing (OpenMP's clock, or
+   gettimeofday). */
+CNN_DEF double cnn_wall_time(void);
+
 /* Threads used by the kernels (OpenMP); n <= 0 means all cores. */
 CNN_DEF void cnn_set_num_threads(int n);
 CNN_DEF int cnn_get_num_threads(void);
@@ -695,7 +699,7 @@ static char *cnn__strdup(const char *s) {
     return d;
 }
 
-static double cnn__now(void) {
+CNN_IMPL double cnn_wall_time(void) {
 #if defined(_OPENMP)
     return omp_get_wtime();
 #elif defined(CNN__POSIX)
@@ -2408,10 +2412,10 @@ static void cnn__forward(cnn_model *m, const float *x, int B) {
     m->x_in = (float *)x;
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
-        double t0 = m->profiling ? cnn__now() : 0;
+        double t0 = m->profiling ? cnn_wall_time() : 0;
         cnn__layers[n->type].forward(n, B);
         if (m->profiling) {
-            n->prof.forward_s += cnn__now() - t0;
+            n->prof.forward_s += cnn_wall_time() - t0;
             n->prof.forward_flop += cnn__layer_flop(n, B);
             n->prof.forward_calls++;
         }
@@ -2533,11 +2537,11 @@ static void cnn__backward(cnn_model *m, int B, int fused) {
     if (fused) o->activation = CNN_LINEAR; /* dout already holds d(pre-activation) */
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         cnn_node *n = m->nodes[i];
-        double t0 = m->profiling ? cnn__now() : 0;
+        double t0 = m->profiling ? cnn_wall_time() : 0;
         cnn__layers[n->type].backward(n, B);
         if (m->profiling) {
             int input_grad = n->n_inputs > 0 && cnn__in_dout(n, 0) != NULL;
-            n->prof.backward_s += cnn__now() - t0;
+            n->prof.backward_s += cnn_wall_time() - t0;
             n->prof.backward_flop += cnn__layer_flop(n, B) * (input_grad ? 2 : 1);
             n->prof.backward_calls++;
         }
@@ -3522,7 +3526,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
         if (rc || st.stop) break;
         if (o->verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, epochs);
         if (!o->steps_per_epoch && epoch != o->initial_epoch && (rc = src->reset(src->ctx, ++pass))) break;
-        double t0 = cnn__now(), last_draw = 0, loss_sum = 0, acc_sum = 0;
+        double t0 = cnn_wall_time(), last_draw = 0, loss_sum = 0, acc_sum = 0;
         long long seen = 0;
         int step = 0;
         for (; step < steps; step++) {
@@ -3548,7 +3552,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
                 }
                 if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_batch_end && (*c)->lambda.on_batch_end(m, epoch, step, (float)l, (*c)->lambda.user)) st.stop = st.h->stopped_early = 1;
             }
-            double now = cnn__now();
+            double now = cnn_wall_time();
             if (dynamic && (now - last_draw > 0.1 || step + 1 == steps)) {
                 cnn__progress(out, step + 1, steps, now - t0, 0, 1, loss_sum / seen, acc_sum / seen, has_acc, NULL);
                 last_draw = now;
@@ -3566,7 +3570,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             if (!rc && !seen) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gave no samples in epoch %d", epoch + 1);
             break;
         }
-        double elapsed = cnn__now() - t0;
+        double elapsed = cnn_wall_time() - t0;
         if ((rc = cnn__history_put(st.h, "loss", loss_sum / seen))) break;
         if (has_acc && (rc = cnn__history_put(st.h, "accuracy", acc_sum / seen))) break;
         char vtext[160] = "";

@@ -16,20 +16,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#if defined(__unix__) || defined(__APPLE__)
-#include <sys/time.h>
-#endif
 
-static double now(void) {
-#if defined(__unix__) || defined(__APPLE__)
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec * 1e-6;
-#else
-    return (double)clock() / CLOCKS_PER_SEC;
-#endif
-}
 
 static int arg_int(const char *v, const char *name, int lo) {
     char *end;
@@ -70,7 +57,7 @@ int main(int argc, char **argv) {
     double checksum = 0;
     int got;
     while ((got = cnn_flow_next(f, &x, &y)) > 0) checksum += x[0]; /* warm-up pass: threads, caches */
-    double t0 = now();
+    double t0 = cnn_wall_time();
     long long done = 0;
     double t = 0;
     for (int p = 0; passes ? p < passes : (p == 0 || t < 0.5); p++) {
@@ -78,7 +65,7 @@ int main(int argc, char **argv) {
             checksum += x[(size_t)(got - 1) * 3072 + 1000];
             done += got;
         }
-        t = now() - t0;
+        t = cnn_wall_time() - t0;
         if (got < 0) break;
     }
     if (got < 0) { fprintf(stderr, "augment_bench: %s\n", cnn_last_error()); return 1; }

@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
     /* warm-up: first-touch of buffers, caches */
     for (int i = 0; i < 3; i++) infer ? cnn_predict(m, x, B, B, y + 0 * 0 + 0 * B) : cnn_train_on_batch(m, x, y, B, 1, &loss, NULL);
     if (profile) cnn_set_profiling(m, 1);
-    double t0 = cnn__now();
+    double t0 = cnn_wall_time();
     int done = 0;
     float *out = (float *)malloc((size_t)B * 10 * sizeof(float));
     while (done < images) {
@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
         else cnn_train_on_batch(m, x, y, B, 1, &loss, NULL);
         done += B;
     }
-    double dt = cnn__now() - t0;
+    double dt = cnn_wall_time() - t0;
     if (profile) {
         printf("%-14s %-20s %9s %9s %9s %9s\n", "layer", "type", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s");
         for (int i = 0; i < cnn_model_num_layers(m); i++) {

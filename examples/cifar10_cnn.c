@@ -29,13 +29,6 @@
 
 #include "common.h" /* option parsing and one-line errors */
 
-#include <time.h>
-#ifdef _OPENMP
-#include <omp.h>
-#elif defined(__unix__) || defined(__APPLE__)
-#include <sys/time.h>
-#endif
-
 static const char *usage =
     "usage: cifar10_cnn [options]\n"
     "Train the Keras CIFAR-10 tutorial network.\n"
@@ -59,18 +52,6 @@ static const char *usage =
     "  --verbose V       0 silent, 1 progress bar, 2 one line per epoch (default 1)\n"
     "  --help            show this help\n";
 
-/* Wall-clock seconds, for the throughput line. */
-static double now_seconds(void) {
-#ifdef _OPENMP
-    return omp_get_wtime();
-#elif defined(__unix__) || defined(__APPLE__)
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec * 1e-6;
-#else
-    return (double)clock() / CLOCKS_PER_SEC; /* CPU time: right for one thread */
-#endif
-}
 
 /* ------------------------------------------------------------------------ */
 /* The model: the tutorial's build_network                                  */
@@ -273,14 +254,14 @@ int main(int argc, char **argv) {
         steps = train->n / batch_size > 0 ? train->n / batch_size : 1;
     }
 
-    double t0 = now_seconds();
+    double t0 = cnn_wall_time();
     cnn_history *hist = augment
         ? cnn_fit_source(m, cnn_flow_source(flow), .batch_size = batch_size, .epochs = epochs,
                          .steps_per_epoch = steps, .validation_data = val, .verbose = verbose,
                          .callbacks = callbacks)
         : cnn_fit(m, train, .batch_size = batch_size, .epochs = epochs,
                   .validation_data = val, .verbose = verbose, .callbacks = callbacks);
-    double seconds = now_seconds() - t0;
+    double seconds = cnn_wall_time() - t0;
     if (!hist) fail(EXIT_FAILURE, "training failed: %s", cnn_last_error());
     if (hist->interrupted) printf("training interrupted after %d epochs\n", hist->epochs);
 
