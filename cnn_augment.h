@@ -3080,11 +3080,13 @@ static cnn_flow *cnn__idg_flow_finish(cnn_flow *f, const char *who) {
         size_t q = ((size_t)64 << 20) / (batch_bytes ? batch_bytes : 1);
         f->Q = q < 2 ? 2 : (int)q;
     }
+    /* each array is zeroed as soon as it exists, so the cleanup after a failure
+       frees only what was allocated */
     f->slots = (cnn__idg_slot *)CNN_MALLOC((size_t)f->Q * sizeof(cnn__idg_slot));
+    if (f->slots) memset(f->slots, 0, (size_t)f->Q * sizeof(cnn__idg_slot));
     f->scratch = (cnn__idg_scratch *)CNN_MALLOC((size_t)(f->nworkers + 1) * sizeof(cnn__idg_scratch));
+    if (f->scratch) memset(f->scratch, 0, (size_t)(f->nworkers + 1) * sizeof(cnn__idg_scratch));
     if (!f->slots || !f->scratch) goto oom;
-    memset(f->slots, 0, (size_t)f->Q * sizeof(cnn__idg_slot));
-    memset(f->scratch, 0, (size_t)(f->nworkers + 1) * sizeof(cnn__idg_scratch));
     for (int i = 0; i < f->Q; i++) {
         f->slots[i].x = (float *)CNN_MALLOC(batch_bytes);
         f->slots[i].y = (float *)CNN_MALLOC((size_t)f->bs * (size_t)(f->y_width ? f->y_width : 1) * sizeof(float));

@@ -169,6 +169,20 @@ if expect_ok train_no_validation "$C" --data "$T/fm" --val-split 0 --limit 50 --
     check train_no_validation_report grep -Eq '^final accuracy: [0-9.]+' "$T/out" \
         "no final accuracy line without validation"
 fi
+# the tutorial's augmentation: a flow feeds fit, the epoch line and the model file are there
+if expect_ok train_augment "$C" --data "$T/fm" --augment --val-split 0.2 --limit 100 --epochs 1 \
+    --threads 2 --verbose 2 --save "$T/aug.cnn"; then
+    check train_augment_epoch_line grep -q ' - val_accuracy: ' "$T/out" "no epoch line with validation"
+    check train_augment_model test -s "$T/aug.cnn" "no model file"
+fi
+# augment_preview: a PNG grid of 2 rows x (1 + 3) pictures
+if expect_ok preview_grid "$EX/augment_preview" --data "$T/fm" --tutorial --images 2 --n 3 \
+    --out "$T/grid.png"; then
+    check preview_grid_png sh -c "head -c 8 '$T/grid.png' | od -An -tx1 | grep -q '89 50 4e 47'" "not a PNG"
+fi
+expect_error preview_bad_zoom "$EX/augment_preview" --data "$T/fm" --zoom-range -1 --out "$T/g2.png"
+expect_error preview_no_out "$EX/augment_preview" --data "$T/fm"
+
 # CIFAR-10 binary format: one batch file of 10000 records (label 0, black images).
 head -c $((3073 * 10000)) /dev/zero >"$T/data_batch_1.bin"
 expect_ok train_cifar10_binary "$C" --data "$T/data_batch_1.bin" --limit 64 --epochs 1 \
