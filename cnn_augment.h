@@ -966,9 +966,52 @@ static int cnn__aug_list_classes(const char *who, const char *dir, cnn__aug_strl
 #endif
 
 /* The error (or warning, with skip_bad) for an image stb_image cannot read. */
+#if defined(__cplusplus)
+#define CNN__AUG_TLS thread_local
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && !defined(__STDC_NO_THREADS__)
+#define CNN__AUG_TLS _Thread_local
+#elif defined(__GNUC__) || defined(__clang__)
+#define CNN__AUG_TLS __thread
+#else
+#define CNN__AUG_TLS
+#endif
+static CNN__AUG_TLS const char *cnn__aug_reason; /* our own reason for the last failed load */
+
+/* Is `path` a BMP shorter than its header says? stb_image reads missing BMP
+   pixels as zeros instead of failing. */
+static int cnn__aug_truncated_bmp(const char *path) {
+    unsigned char h[6];
+    long size;
+    FILE *f = fopen(path, "rb");
+    int truncated = 0;
+    if (!f) return 0;
+    if (fread(h, 1, 6, f) == 6 && h[0] == 'B' && h[1] == 'M' && fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0) {
+        unsigned long declared = (unsigned long)h[2] | (unsigned long)h[3] << 8 | (unsigned long)h[4] << 16 | (unsigned long)h[5] << 24;
+        truncated = declared > 0 && (unsigned long)size < declared;
+    }
+    fclose(f);
+    return truncated;
+}
+
+/* stbi_load, plus the truncation check stb leaves out; cnn__aug_why() tells why it failed */
+static unsigned char *cnn__aug_load(const char *path, int *x, int *y, int *comp, int c) {
+    unsigned char *px = stbi_load(path, x, y, comp, c);
+    cnn__aug_reason = NULL;
+    if (px && cnn__aug_truncated_bmp(path)) {
+        stbi_image_free(px);
+        cnn__aug_reason = "the file is shorter than its BMP header says: truncated";
+        return NULL;
+    }
+    return px;
+}
+
+static const char *cnn__aug_why(void) {
+    const char *why = cnn__aug_reason ? cnn__aug_reason : stbi_failure_reason();
+    return why ? why : "unknown reason";
+}
+
 static int cnn__aug_bad_image(const char *who, const char *path, int skip_bad) {
-    const char *why = stbi_failure_reason();
-    if (!why) why = "unknown reason";
+    const char *why = cnn__aug_why();
     if (skip_bad) {
         fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", who, path, why);
         return CNN_OK;
@@ -1054,7 +1097,7 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
         for (int fi = 0; fi < files[ci].n; fi++) {
             const char *path = files[ci].v[fi];
             int x, y, comp;
-            unsigned char *px = stbi_load(path, &x, &y, &comp, c);
+            unsigned char *px = cnn__aug_load(path, &x, &y, &comp, c);
             unsigned char *dst = d->images + (size_t)k * img_size;
             if (!px) {
                 if (cnn__aug_bad_image(cnn__aug_dir_who, path, opt.skip_bad) < 0) goto done;
@@ -2665,10 +2708,8 @@ static const char cnn__idg_dir_who[] = "cnn_datagen_flow_from_directory";
 /* Decode and resize file `path` into dst [h][w][c]. */
 static int cnn__idg_load_image(const char *path, int h, int w, int c, int nearest, unsigned char *dst) {
     int x, y, comp, rc;
-    unsigned char *px = stbi_load(path, &x, &y, &comp, c);
-    if (!px)
-        return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path,
-                             stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+    unsigned char *px = cnn__aug_load(path, &x, &y, &comp, c);
+    if (!px) return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path, cnn__aug_why());
     rc = cnn__idg_resize(px, x, y, dst, w, h, c, nearest);
     stbi_image_free(px);
     if (rc) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory resizing '%s'", cnn__idg_dir_who, path);
@@ -3458,9 +3499,9 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
             }
             if (status[i]) { /* decode it again here: the reason is kept per thread */
                 const char *why;
-                unsigned char *px = stbi_load(names[i], &x, &y, &comp, ch);
+                unsigned char *px = cnn__aug_load(names[i], &x, &y, &comp, ch);
                 stbi_image_free(px);
-                why = stbi_failure_reason() ? stbi_failure_reason() : "unknown reason";
+                why = cnn__aug_why();
                 if (op.skip_bad) {
                     fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", who, names[i], why);
                     continue;

@@ -686,6 +686,32 @@ static void test_plot(void) {
     cnn_history_free(hist);
 }
 
+/* stb_image reads the missing pixels of a cut BMP as zeros; the loader must not */
+static void test_truncated_bmp(void) {
+    test_begin("a truncated BMP is an error naming it, or skipped when asked");
+    char pathbuf[256], full[256];
+    unsigned char px[8 * 8 * 3];
+    pattern(px, 3, 7);
+    mkdir(PATH("cut"), 0755);
+    mkdir(PATH("cut/a"), 0755);
+    mkdir(PATH("cut/b"), 0755);
+    stbi_write_bmp(PATH("cut/a/whole.bmp"), 8, 8, 3, px);
+    stbi_write_bmp(PATH("cut/b/whole.bmp"), 8, 8, 3, px);
+    snprintf(full, sizeof full, "%s", PATH("cut/b/whole.bmp"));
+    size_t n = 0;
+    unsigned char *bytes = read_bytes(full, &n);
+    CHECK(bytes && n > 100, "could not write the BMP");
+    if (!bytes) return;
+    CHECK(write_bytes(PATH("cut/b/cut.bmp"), bytes, n - 60), "could not write the cut BMP");
+    free(bytes);
+    cnn_dataset *d = cnn_load_image_dir(PATH("cut"));
+    CHECK(!d && error_mentions("cut.bmp") && error_mentions("truncated"), "want an error naming cut.bmp: %s", cnn_last_error());
+    cnn_dataset_free(d);
+    d = cnn_load_image_dir(PATH("cut"), .skip_bad = 1);
+    CHECK(d && d->n == 2, "skip_bad should keep the 2 whole images: %s", d ? "" : cnn_last_error());
+    cnn_dataset_free(d);
+}
+
 int main(void) {
     (void)test_rel_err;
     snprintf(tmp_root, sizeof tmp_root, "/tmp/cnn_augment_XXXXXX");
@@ -694,6 +720,7 @@ int main(void) {
     test_fashion_mnist();
     test_image_dir();
     test_load_dataset();
+    test_truncated_bmp();
     test_write_png();
     test_plot();
     char cmd[128];
