@@ -401,6 +401,8 @@ typedef struct cnn_batch_source {
        that evaluate/predict on uint8 images repeat it (rescale 0 = unknown). */
     float rescale;
     const float *mean, *std;  /* [c] or NULL */
+    int batch_size;           /* the source's own batch size, used by fit when its
+                                 .batch_size is 0 (as Keras takes a generator's); 0 = none */
 } cnn_batch_source;
 
 /* ======================================================================== */
@@ -495,7 +497,7 @@ CNN_DEF void cnn_callback_free(cnn_callback *cb);
 #endif
 
 typedef struct cnn_fit_opts {
-    int batch_size;                 /* 0 = 32 */
+    int batch_size;                 /* 0 = the batch source's own, else 32 */
     int epochs;                     /* 0 = 1 */
     int initial_epoch;
     int no_shuffle;                 /* 1 = shuffle=False */
@@ -3478,7 +3480,8 @@ static int cnn__is_tty(FILE *f) {
 
 /* The loop behind cnn_fit and cnn_fit_source. val may be NULL. */
 static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val, const cnn_fit_opts *o, const float *class_weight) {
-    const int want_bs = o->batch_size ? o->batch_size : 32, epochs = o->epochs ? o->epochs : 1;
+    const int want_bs = o->batch_size ? o->batch_size : src->batch_size > 0 ? src->batch_size : 32;
+    const int epochs = o->epochs ? o->epochs : 1;
     /* a batch larger than the data is the whole data: size the buffers for that */
     const int bs = src->samples > 0 && src->samples < want_bs && !o->steps_per_epoch ? src->samples : want_bs;
     const int per_pass = (src->samples + bs - 1) / bs;

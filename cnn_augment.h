@@ -3159,6 +3159,7 @@ static cnn_flow *cnn__idg_flow_finish(cnn_flow *f, const char *who) {
     f->src.w = f->w;
     f->src.c = f->c;
     f->src.y_width = f->y_width;
+    f->src.batch_size = f->bs; /* fit takes it when its own batch_size is 0 */
     f->src.reset = cnn__idg_src_reset;
     f->src.next = cnn__idg_src_next;
     f->src.rescale = f->g.o.rescale != 0 ? f->g.o.rescale : 1.0f;

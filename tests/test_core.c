@@ -305,6 +305,36 @@ static void test_split_off(void) {
     cnn_dataset_free(d); cnn_dataset_free(tail); cnn_dataset_free(a); cnn_dataset_free(b);
 }
 
+/* a source of 40 constant images that remembers the batch sizes fit asked for */
+typedef struct { int pos, asked; } count_src;
+static int count_reset(void *ctx, int epoch) { (void)epoch; ((count_src *)ctx)->pos = 0; return 0; }
+static int count_next(void *ctx, int max_count, float *x, float *y) {
+    count_src *c = (count_src *)ctx;
+    c->asked = max_count;
+    int n = 40 - c->pos < max_count ? 40 - c->pos : max_count;
+    for (int i = 0; i < n * 18; i++) x[i] = 0.5f;
+    for (int i = 0; i < n * 3; i++) y[i] = 0.1f;
+    c->pos += n;
+    return n;
+}
+
+static void test_source_batch_size(void) {
+    test_begin("fit takes a batch source's own batch size when none is given");
+    cnn_model *m = tiny_dense(cnn_adam());
+    count_src c = {0, 0};
+    cnn_batch_source src;
+    memset(&src, 0, sizeof src);
+    src.ctx = &c; src.samples = 40; src.h = 3; src.w = 3; src.c = 2; src.y_width = 3;
+    src.reset = count_reset; src.next = count_next; src.batch_size = 16;
+    cnn_history *h = cnn_fit_source(m, &src, .epochs = 1);
+    CHECK(h && c.asked == 16, "fit asked for batches of %d, want 16: %s", c.asked, h ? "" : cnn_last_error());
+    cnn_history_free(h);
+    h = cnn_fit_source(m, &src, .epochs = 1, .batch_size = 8);
+    CHECK(h && c.asked == 8, "an explicit batch_size wins: asked %d", c.asked);
+    cnn_history_free(h);
+    cnn_model_free(m);
+}
+
 int main(void) {
     cnn_set_num_threads(1);
     check_optimizer("SGD (plain) follows p -= lr*g", cnn_sgd(.learning_rate = 0.1f));
@@ -318,5 +348,6 @@ int main(void) {
     test_cifar10_loader();
     test_save_load_roundtrip();
     test_split_off();
+    test_source_batch_size();
     return test_finish();
 }
