@@ -1840,6 +1840,27 @@ static void cnn__channel_sums(const float *a, const float *b, const float *shift
         for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)ch * 2 * C + c];
 }
 
+/* dy[M][N] := dy where y > 0, else 0 (ReLU's gradient), and out[N] = its column
+   sums, in one pass; chunked like cnn__channel_sums, so the same sums */
+static void cnn__relu_grad_sums(const float *y, float *dy, size_t M, int N, double *part, double *out) {
+    CNN__PARALLEL_FOR((long long)M * N)
+    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
+        const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
+        double *CNN__RESTRICT p = part + (size_t)ch * N;
+        for (int c = 0; c < N; c++) p[c] = 0;
+        for (size_t r = r0; r < r1; r++) {
+            const float *CNN__RESTRICT yr = y + r * N;
+            float *CNN__RESTRICT dr = dy + r * N;
+            /* two loops over one row in cache: each of them vectorizes */
+            for (int c = 0; c < N; c++) dr[c] = yr[c] > 0 ? dr[c] : 0.0f;
+            for (int c = 0; c < N; c++) p[c] += dr[c];
+        }
+    }
+    for (int c = 0; c < N; c++) out[c] = 0;
+    for (int ch = 0; ch < CNN__CHUNKS; ch++)
+        for (int c = 0; c < N; c++) out[c] += part[(size_t)ch * N + c];
+}
+
 /* db[N] += column sums of d[M][N]; the model's scratch holds the partial sums */
 static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, int N) {
     double *sums = (double *)m->scratch, *part = sums + 2 * N;
@@ -1870,6 +1891,22 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     cnn__linear_forward(n, M, K, A, W);
 }
 
+/* A Conv2D or Dense layer's dy [M][units] becomes d(pre-activation), and the
+   bias gradient is added; with ReLU both happen in one pass over dy. */
+static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
+    cnn_model *m = n->model;
+    const int N = n->units;
+    float *gb = n->trainable && n->use_bias ? m->grads + n->p_off + n->kernel_count : NULL;
+    if (n->activation == CNN_RELU && gb) {
+        double *sums = (double *)m->scratch, *part = sums + N;
+        cnn__relu_grad_sums(n->out, dy, M, N, part, sums);
+        for (int j = 0; j < N; j++) gb[j] += (float)sums[j];
+        return;
+    }
+    cnn__activate_backward(n->out, dy, M * N, N, n->activation, n->alpha);
+    if (gb) cnn__bias_grad(m, dy, gb, M, N);
+}
+
 static void cnn__conv_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
@@ -1877,12 +1914,8 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     const int direct = n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1;
     const float *A = direct ? cnn__in_out(n, 0) : n->aux;
     float *dy = n->dout; /* becomes d(pre-activation) */
-    cnn__activate_backward(n->out, dy, (size_t)M * N, N, n->activation, n->alpha);
-    if (n->trainable) {
-        float *gW = m->grads + n->p_off;
-        cnn__gemm_tn(M, N, K, A, K, dy, N, gW, N);
-        if (n->use_bias) cnn__bias_grad(m, dy, gW + n->kernel_count, (size_t)M, N);
-    }
+    cnn__pre_activation_grad(n, dy, (size_t)M);
+    if (n->trainable) cnn__gemm_tn(M, N, K, A, K, dy, N, m->grads + n->p_off, N);
     int add;
     float *dx = direct ? cnn__in_grad(n, 0, &add) : cnn__in_grad_zeroed(n, 0, B);
     if (!dx) return;
@@ -1906,12 +1939,8 @@ static void cnn__dense_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const int K = cnn__in(n, 0)->c, N = n->units;
     float *dy = n->dout;
-    cnn__activate_backward(n->out, dy, (size_t)B * N, N, n->activation, n->alpha);
-    if (n->trainable) {
-        float *gW = m->grads + n->p_off;
-        cnn__gemm_tn(B, N, K, cnn__in_out(n, 0), K, dy, N, gW, N);
-        if (n->use_bias) cnn__bias_grad(m, dy, gW + n->kernel_count, (size_t)B, N);
-    }
+    cnn__pre_activation_grad(n, dy, (size_t)B);
+    if (n->trainable) cnn__gemm_tn(B, N, K, cnn__in_out(n, 0), K, dy, N, m->grads + n->p_off, N);
     int add;
     float *dx = cnn__in_grad(n, 0, &add);
     if (!dx) return;
