@@ -1,4 +1,4 @@
-/* cnn.h - v0.1 - convolutional neural networks in one C header, the Keras way.
+/* cnn.h - v0.2 - convolutional neural networks in one C header, the Keras way.
 
    Build, train, evaluate and save CNNs such as the Keras CIFAR-10 tutorial network:
    a functional graph of named layers, Adam / SGD / RMSprop, cross-entropy and MSE
@@ -85,6 +85,9 @@
      so a crash never leaves a half-written model at the target path.
 
    REVISION HISTORY
+     0.2  (2026-11-29) faster CPU kernels (FMA register tiles, fused bias/ReLU,
+          parallel reductions), per-layer profiling, cnn_dataset_split_off,
+          batch sources with their own batch size, cnn_wall_time.
      0.1  (2026-11-28) first release: layers, losses, optimizers, fit, callbacks,
           save/load, CIFAR-10 binary and IDX loaders.
 
