@@ -335,6 +335,33 @@ static void test_source_batch_size(void) {
     cnn_model_free(m);
 }
 
+static void test_profile(void) {
+    test_begin("profiling: counts calls and work per layer; bad input is refused");
+    cnn_model *m = tiny_dense(cnn_adam());
+    float x[4 * 18] = {0}, y[4 * 3] = {0};
+    CHECK(cnn_set_profiling(m, 1) == CNN_OK, "%s", cnn_last_error());
+    cnn_train_on_batch(m, x, y, 4, 3, NULL, NULL);
+    cnn_train_on_batch(m, x, y, 4, 3, NULL, NULL);
+    cnn_layer_profile p;
+    int n = cnn_model_num_layers(m);
+    CHECK(n == 3, "%d layers, want 3", n);
+    CHECK(cnn_get_profile(m, 2, &p) == CNN_OK && !strcmp(p.name, "dense") && !strcmp(p.type, "Dense"), "layer 2: %s", cnn_last_error());
+    CHECK(p.forward_calls == 2 && p.backward_calls == 2, "calls %lld / %lld", p.forward_calls, p.backward_calls);
+    CHECK(p.forward_flop == 2 * 2.0 * 4 * 18 * 3, "forward flop %g, want %g", p.forward_flop, 2 * 2.0 * 4 * 18 * 3);
+    CHECK(cnn_get_profile(m, 3, &p) < 0 && strstr(cnn_last_error(), "layer 3"), "past the end: %s", cnn_last_error());
+    CHECK(cnn_get_profile(m, 0, NULL) < 0 && strstr(cnn_last_error(), "NULL"), "NULL result: %s", cnn_last_error());
+    CHECK(cnn_get_profile(NULL, 0, &p) < 0 && cnn_set_profiling(NULL, 1) < 0 && cnn_model_num_layers(NULL) < 0, "NULL model accepted");
+    cnn_model *unbuilt = cnn_model_new();
+    CHECK(cnn_set_profiling(unbuilt, 1) < 0 && strstr(cnn_last_error(), "output"), "unbuilt model: %s", cnn_last_error());
+    cnn_model_free(unbuilt);
+    CHECK(cnn_set_profiling(m, 0) == CNN_OK, "switching off");
+    cnn_train_on_batch(m, x, y, 4, 3, NULL, NULL);
+    cnn_get_profile(m, 2, &p);
+    CHECK(p.forward_calls == 2, "counting went on after switching off");
+    CHECK(cnn_wall_time() > 0, "cnn_wall_time");
+    cnn_model_free(m);
+}
+
 int main(void) {
     cnn_set_num_threads(1);
     check_optimizer("SGD (plain) follows p -= lr*g", cnn_sgd(.learning_rate = 0.1f));
@@ -349,5 +376,6 @@ int main(void) {
     test_save_load_roundtrip();
     test_split_off();
     test_source_batch_size();
+    test_profile();
     return test_finish();
 }
