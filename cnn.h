@@ -1137,6 +1137,8 @@ struct cnn_node {
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
     cnn_layer_profile prof;     /* filled while model->profiling */
     int dout_written;           /* backward: a consumer has written dout in this pass */
+    int into_pool;              /* BatchNorm read only by a MaxPooling2D, which applies it
+                                   itself: out is never written (saves a pass over it) */
 };
 
 struct cnn_model {
@@ -1990,6 +1992,7 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     /* y = gamma * (x - mean) * inv + beta = x * k + (beta - mean * k) */
     float *k = n->coef, *shift = n->coef + C, *y = n->out;
     for (int c = 0; c < C; c++) { k[c] = gamma[c] * inv[c]; shift[c] = beta[c] - mean[c] * k[c]; }
+    if (n->into_pool) return; /* the max-pooling layer applies k and shift as it reads */
 CNN__PARALLEL_FOR((long long)M * C)
     for (long long r = 0; r < (long long)M; r++)
         for (int c = 0; c < C; c++) y[(size_t)r * C + c] = x[(size_t)r * C + c] * k[c] + shift[c];
@@ -2033,7 +2036,12 @@ CNN__PARALLEL_FOR((long long)M * C)
 static void cnn__maxpool_forward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
     const int H = in->h, W = in->w, C = n->c;
-    const float *x = cnn__in_out(n, 0);
+    const float *x = cnn__in_out(n, 0), *k = NULL, *shift = NULL;
+    if (in->into_pool) { /* pool BatchNorm's y = x * k + shift, computed here from its input */
+        x = cnn__in_out(in, 0);
+        k = in->coef;
+        shift = in->coef + C;
+    }
 CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
     for (long long r = 0; r < (long long)B * n->h; r++) {
         int b = (int)(r / n->h), oy = (int)(r % n->h);
@@ -2050,12 +2058,12 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
                     if (ix < 0 || ix >= W) continue;
                     const int off = (iy * W + ix) * C; /* offset inside the sample */
                     if (first) { /* the window's first cell seeds the maximum (NaN included) */
-                        for (int c = 0; c < C; c++) { y[c] = xb[off + c]; am[c] = off + c; }
+                        for (int c = 0; c < C; c++) { y[c] = k ? xb[off + c] * k[c] + shift[c] : xb[off + c]; am[c] = off + c; }
                         first = 0;
                         continue;
                     }
                     for (int c = 0; c < C; c++) {
-                        const float v = xb[off + c];
+                        const float v = k ? xb[off + c] * k[c] + shift[c] : xb[off + c];
                         const int better = v > y[c];
                         y[c] = better ? v : y[c];
                         am[c] = better ? off + c : am[c];
@@ -2347,6 +2355,14 @@ CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
     m->n_nodes = kept;
     CNN_FREE(used);
     CNN_FREE(remap);
+    for (int i = 0; i < m->n_nodes; i++) { /* a BatchNorm feeding only a MaxPooling2D fuses into it */
+        cnn_node *n = m->nodes[i], *only = NULL;
+        int readers = 0;
+        for (int j = i + 1; j < m->n_nodes; j++)
+            for (int k = 0; k < m->nodes[j]->n_inputs; k++)
+                if (m->nodes[j]->inputs[k] == i) { readers++; only = m->nodes[j]; }
+        n->into_pool = n->type == CNN__BATCH_NORM && readers == 1 && only->type == CNN__MAX_POOL;
+    }
     size_t np = 0, ns = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
