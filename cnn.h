@@ -1137,8 +1137,9 @@ struct cnn_node {
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
     cnn_layer_profile prof;     /* filled while model->profiling */
     int dout_written;           /* backward: a consumer has written dout in this pass */
-    int into_pool;              /* BatchNorm read only by a MaxPooling2D, which applies it
-                                   itself: out is never written (saves a pass over it) */
+    int into_pool;              /* BatchNorm read only by a MaxPooling2D (node index
+                                   into_pool - 1), which applies it as it reads and whose
+                                   gradient it reads back: out and dout are never written */
 };
 
 struct cnn_model {
@@ -1998,21 +1999,64 @@ CNN__PARALLEL_FOR((long long)M * C)
         for (int c = 0; c < C; c++) y[(size_t)r * C + c] = x[(size_t)r * C + c] * k[c] + shift[c];
 }
 
+/* BatchNorm fused into a max pool: its dy is the pool's gradient at the argmax
+   cells and zero elsewhere. Sums of dy and dy*xhat over those cells (fixed chunks
+   of pool positions, so thread-count independent) into s[2C]. */
+static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, double *s) {
+    const int C = n->c;
+    const size_t P = (size_t)B * pool->h * pool->w, per_pool = (size_t)pool->h * pool->w, per_in = cnn__node_size(n);
+    const float *x = cnn__in_out(n, 0), *mean = n->stat, *inv = n->stat + C;
+    double *part = n->acc + 2 * C;
+    CNN__PARALLEL_FOR((long long)P * C)
+    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
+        const size_t r0 = P * ch / CNN__CHUNKS, r1 = P * (ch + 1) / CNN__CHUNKS;
+        double *p = part + (size_t)ch * 2 * C, *q = p + C;
+        for (int c = 0; c < 2 * C; c++) p[c] = 0;
+        for (size_t r = r0; r < r1; r++) {
+            const float *xb = x + (r / per_pool) * per_in, *g = pool->dout + r * C;
+            const int *am = pool->argmax + r * C;
+            for (int c = 0; c < C; c++) { p[c] += g[c]; q[c] += (double)g[c] * ((xb[am[c]] - mean[c]) * inv[c]); }
+        }
+    }
+    for (int c = 0; c < 2 * C; c++) s[c] = 0;
+    for (int ch = 0; ch < CNN__CHUNKS; ch++)
+        for (int c = 0; c < 2 * C; c++) s[c] += part[(size_t)ch * 2 * C + c];
+}
+
+/* dx[b][argmax] += k[c] * pool gradient, sample by sample (argmax stays in its sample) */
+static void cnn__bn_pool_scatter(const cnn_node *n, const cnn_node *pool, int B, const float *k, float *dx) {
+    const int C = n->c;
+    const size_t per_pool = (size_t)pool->h * pool->w, per_in = cnn__node_size(n);
+    CNN__PARALLEL_FOR((long long)B * per_pool * C)
+    for (int b = 0; b < B; b++)
+        for (size_t r = (size_t)b * per_pool; r < (size_t)(b + 1) * per_pool; r++)
+            for (int c = 0; c < C; c++) dx[(size_t)b * per_in + pool->argmax[r * C + c]] += k[c] * pool->dout[r * C + c];
+}
+
 static void cnn__bn_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const int C = n->c;
     const size_t M = (size_t)B * n->h * n->w;
     const float *gamma = m->params + n->p_off, *mean = n->stat, *inv = n->stat + C, *x = cnn__in_out(n, 0), *dy = n->dout;
+    const cnn_node *pool = n->into_pool ? m->nodes[n->into_pool - 1] : NULL;
     int add;
     float *dx = cnn__in_grad(n, 0, &add);
     if (!cnn__bn_uses_batch(n)) { /* frozen or inference: an affine map */
-        if (dx)
-            for (size_t r = 0; r < M; r++)
-                for (int c = 0; c < C; c++) dx[r * C + c] = (add ? dx[r * C + c] : 0.0f) + dy[r * C + c] * gamma[c] * inv[c];
+        if (!dx) return;
+        if (pool) {
+            float *k1 = n->coef;
+            for (int c = 0; c < C; c++) k1[c] = gamma[c] * inv[c];
+            if (!add) memset(dx, 0, M * C * sizeof(float));
+            cnn__bn_pool_scatter(n, pool, B, k1, dx);
+            return;
+        }
+        for (size_t r = 0; r < M; r++)
+            for (int c = 0; c < C; c++) dx[r * C + c] = (add ? dx[r * C + c] : 0.0f) + dy[r * C + c] * gamma[c] * inv[c];
         return;
     }
     double *s = n->acc; /* sum dy, sum dy*xhat, with xhat = (x - mean) * inv */
-    cnn__channel_sums(dy, x, mean, inv, M, C, n->acc + 2 * C, s);
+    if (pool) cnn__bn_pool_sums(n, pool, B, s);
+    else cnn__channel_sums(dy, x, mean, inv, M, C, n->acc + 2 * C, s);
     float *g = m->grads + n->p_off;
     for (int c = 0; c < C; c++) { g[c] += (float)s[C + c]; g[C + c] += (float)s[c]; }
     if (dx) {
@@ -2021,6 +2065,16 @@ static void cnn__bn_backward(cnn_node *n, int B) {
             k1[c] = gamma[c] * inv[c];
             k2[c] = (float)(s[c] / M);
             k3[c] = (float)(s[C + c] / M);
+        }
+        if (pool) { /* dy is zero but at the pool's argmax cells: the dense part, then those */
+CNN__PARALLEL_FOR((long long)M * C)
+            for (long long r = 0; r < (long long)M; r++)
+                for (int c = 0; c < C; c++) {
+                    size_t i = (size_t)r * C + c;
+                    dx[i] = (add ? dx[i] : 0.0f) - k1[c] * (k2[c] + (x[i] - mean[c]) * inv[c] * k3[c]);
+                }
+            cnn__bn_pool_scatter(n, pool, B, k1, dx);
+            return;
         }
 CNN__PARALLEL_FOR((long long)M * C)
         for (long long r = 0; r < (long long)M; r++)
@@ -2076,6 +2130,7 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
 
 static void cnn__maxpool_backward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
+    if (in->into_pool) return; /* the BatchNorm before it reads n->dout and argmax itself */
     const size_t per_out = cnn__node_size(n), per_in = cnn__node_size(in);
     const int C = n->c, H = in->h, W = in->w;
     int add;
@@ -2361,7 +2416,7 @@ CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
         for (int j = i + 1; j < m->n_nodes; j++)
             for (int k = 0; k < m->nodes[j]->n_inputs; k++)
                 if (m->nodes[j]->inputs[k] == i) { readers++; only = m->nodes[j]; }
-        n->into_pool = n->type == CNN__BATCH_NORM && readers == 1 && only->type == CNN__MAX_POOL;
+        n->into_pool = n->type == CNN__BATCH_NORM && readers == 1 && only->type == CNN__MAX_POOL ? only->index + 1 : 0;
     }
     size_t np = 0, ns = 0;
     for (int i = 0; i < m->n_nodes; i++) {

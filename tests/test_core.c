@@ -362,6 +362,49 @@ static void test_profile(void) {
     cnn_model_free(m);
 }
 
+/* conv -> BN -> max pool -> dense; with `linear_between` an identity Activation
+   sits between BN and the pool, which keeps cnn.h from fusing them */
+static cnn_model *bn_pool_model(int linear_between) {
+    cnn_model *m = cnn_model_new();
+    cnn_model_set_seed(m, 9);
+    cnn_node *x = cnn_input(m, 7, 7, 2, "input");
+    x = cnn_conv2d(m, x, .filters = 3, .kernel_size = {2, 2}, .activation = CNN_RELU, .name = "conv");
+    x = cnn_batch_norm(m, x, .name = "bn");
+    if (linear_between) x = cnn_activation(m, x, .activation = CNN_LINEAR, .name = "id");
+    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .strides = {1, 2}, .name = "pool"); /* overlapping rows */
+    x = cnn_flatten(m, x, .name = "flat");
+    x = cnn_dense(m, x, .units = 4, .activation = CNN_SOFTMAX, .name = "out");
+    cnn_model_set_output(m, x);
+    cnn_compile(m, .loss = CNN_CATEGORICAL_CROSSENTROPY);
+    return m;
+}
+
+static void test_bn_pool_fusion(void) {
+    test_begin("BatchNorm fused into max pooling: same outputs and gradients as unfused, trainable and frozen");
+    float x[5 * 98], y[5 * 4] = {0}, p1[5 * 4], p2[5 * 4], dx1[5 * 98], dx2[5 * 98];
+    unsigned s = 21;
+    for (int i = 0; i < 5 * 98; i++) x[i] = frand(&s);
+    for (int b = 0; b < 5; b++) y[b * 4 + b % 4] = 1;
+    for (int frozen = 0; frozen < 2; frozen++) {
+        cnn_model *a = bn_pool_model(0), *b = bn_pool_model(1);
+        CHECK(cnn__find(a, "bn")->into_pool && !cnn__find(b, "bn")->into_pool, "fusion not decided as expected");
+        if (frozen) { cnn_set_trainable(a, "bn", 0); cnn_set_trainable(b, "bn", 0); }
+        float loss1, loss2;
+        cnn_input_gradient(a, x, y, 5, 4, dx1, &loss1);
+        cnn_input_gradient(b, x, y, 5, 4, dx2, &loss2);
+        size_t n;
+        float *g1 = cnn_model_grads(a, &n), *g2 = cnn_model_grads(b, NULL);
+        CHECK(fabsf(loss1 - loss2) <= 1e-6f * fabsf(loss2), "%s: loss %g vs %g", frozen ? "frozen" : "trainable", loss1, loss2);
+        CHECK(test_rel_err(dx1, dx2, 5 * 98) < 1e-5, "%s: input gradient differs by %g", frozen ? "frozen" : "trainable", test_rel_err(dx1, dx2, 5 * 98));
+        CHECK(test_rel_err(g1, g2, n) < 1e-5, "%s: parameter gradients differ by %g", frozen ? "frozen" : "trainable", test_rel_err(g1, g2, n));
+        cnn_predict(a, x, 5, 5, p1);
+        cnn_predict(b, x, 5, 5, p2);
+        CHECK(test_rel_err(p1, p2, 20) < 1e-6, "predictions differ");
+        cnn_model_free(a);
+        cnn_model_free(b);
+    }
+}
+
 int main(void) {
     cnn_set_num_threads(1);
     check_optimizer("SGD (plain) follows p -= lr*g", cnn_sgd(.learning_rate = 0.1f));
@@ -377,5 +420,6 @@ int main(void) {
     test_split_off();
     test_source_batch_size();
     test_profile();
+    test_bn_pool_fusion();
     return test_finish();
 }
