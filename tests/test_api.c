@@ -74,26 +74,6 @@ static void no_free(void *p) { (void)p; }
 #define ERR_HIST(expr, needle) ERR_PTR(cnn_history *, expr, needle, cnn_history_free)
 #define ERR_FPTR(expr, needle) ERR_PTR(float *, expr, needle, no_free)
 
-static int write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    size_t w = n ? fwrite(data, 1, n, f) : 0;
-    return fclose(f) == 0 && w == n;
-}
-
-static unsigned char *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    *n = 0;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = (unsigned char *)malloc(len > 0 ? (size_t)len : 1);
-    *n = p && len > 0 ? fread(p, 1, (size_t)len, f) : 0;
-    fclose(f);
-    return p;
-}
-
 static uint32_t crc32_of(const unsigned char *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {

@@ -25,25 +25,6 @@ static const char *P(char *buf, size_t size, const char *rel) {
 }
 #define PATH(rel) P(pathbuf, sizeof pathbuf, (rel))
 
-static int write_bytes(const char *path, const unsigned char *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    size_t w = n ? fwrite(data, 1, n, f) : 0;
-    return fclose(f) == 0 && w == n;
-}
-
-static unsigned char *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = (unsigned char *)malloc(len > 0 ? (size_t)len : 1);
-    *n = p && len > 0 ? fread(p, 1, (size_t)len, f) : 0;
-    fclose(f);
-    return p;
-}
-
 static uint32_t test_crc32(const unsigned char *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {

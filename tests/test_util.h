@@ -7,6 +7,7 @@
 #define TEST_UTIL_H
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int test_passed, test_failed, test_current_failed;
@@ -32,6 +33,33 @@ static double test_rel_err(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) { double d = (double)a[i] - b[i]; num += d * d; den += (double)b[i] * b[i]; }
     return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* whole-file helpers for the tests that build or damage files */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static int write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    size_t w = n ? fwrite(data, 1, n, f) : 0;
+    return fclose(f) == 0 && w == n;
+}
+
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static unsigned char *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    *n = 0;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = (unsigned char *)malloc(len > 0 ? (size_t)len : 1);
+    *n = p && len > 0 ? fread(p, 1, (size_t)len, f) : 0;
+    fclose(f);
+    return p;
 }
 
 static int test_finish(void) {
