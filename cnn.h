@@ -69,7 +69,7 @@
      With OpenMP the kernels use omp_get_max_threads() threads (OMP_NUM_THREADS, or
      cnn_set_num_threads). One seed (cnn_model_set_seed) drives initialisation,
      shuffling and dropout; the same seed and thread count give bit-identical runs.
-     Dropout masks depend on the seed, the epoch and the sample position, never on
+     Dropout masks depend on the seed, the optimizer step and the sample position, never on
      thread scheduling. During cnn_fit a SIGINT handler (the one piece of global
      state besides the error message) makes Ctrl-C stop after the current batch;
      the previous handler is restored when fit returns.
@@ -1172,7 +1172,7 @@ struct cnn_model {
     int training;               /* BatchNorm batch statistics, dropout on */
     int dropout_off;            /* training-mode pass without dropout (checks) */
     int update_moving;          /* update BatchNorm moving statistics in this pass */
-    uint64_t dropout_epoch, dropout_sample; /* keys of the dropout masks: step, first sample */
+    uint64_t dropout_step;      /* key of this pass's dropout masks (the optimizer step) */
     float *x_in;                /* the batch being processed [B][h][w][c], not owned */
     float *dx_in;               /* where to put d loss / d input, or NULL */
     int dx_in_written;          /* as cnn_node.dout_written, for dx_in */
@@ -2250,7 +2250,7 @@ CNN__PARALLEL_FOR(count)
 
 static void cnn__copy_backward(cnn_node *n, int B) { cnn__pass_backward(n, B, 0); }
 
-/* Dropout masks depend on (seed, layer, epoch, sample position, element) only. */
+/* Dropout masks depend on (seed, layer, optimizer step, sample in batch, element) only. */
 static void cnn__dropout_forward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const size_t per = cnn__node_size(n);
@@ -2266,7 +2266,7 @@ CNN__PARALLEL_FOR((long long)B * per)
     for (int b = 0; b < B; b++)
         for (size_t i = 0; i < per; i++) {
             size_t k = (size_t)b * per + i;
-            float u = cnn__hash_uniform(layer_key, m->dropout_epoch, m->dropout_sample + (uint64_t)b, i);
+            float u = cnn__hash_uniform(layer_key, m->dropout_step, (uint64_t)b, i);
             n->aux[k] = u < n->rate ? 0.0f : keep;
             n->out[k] = x[k] * n->aux[k];
         }
@@ -2787,8 +2787,7 @@ static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, 
                            double *loss, double *acc) {
     /* Dropout masks are keyed by the step (saved with the model, so training
        resumes identically after a load) and the sample's place in the batch. */
-    m->dropout_epoch = (uint64_t)m->step;
-    m->dropout_sample = 0;
+    m->dropout_step = (uint64_t)m->step;
     m->update_moving = 1;
     int rc = cnn__compute_gradients(m, x, y, B, y_width, class_weight, loss, acc);
     m->update_moving = 0;
@@ -3680,7 +3679,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
         if ((rc = cnn__history_put(st.h, "loss", loss_sum / seen))) break;
         if (has_acc && (rc = cnn__history_put(st.h, "accuracy", acc_sum / seen))) break;
         char vtext[160] = "";
-        if (val && !st.h->interrupted) {
+        if (val) {
             cnn_eval_result r;
             if ((rc = cnn__evaluate_source(m, val, bs, o->validation_steps, &r))) break;
             if ((rc = cnn__history_put(st.h, "val_loss", r.loss))) break;
