@@ -1140,6 +1140,9 @@ struct cnn_node {
     int into_pool;              /* BatchNorm read only by a MaxPooling2D (node index
                                    into_pool - 1), which applies it as it reads and whose
                                    gradient it reads back: out and dout are never written */
+    int bn_grad;                /* Conv2D read only by such a BatchNorm (node index bn_grad - 1):
+                                   in batch mode the BatchNorm leaves its input gradient to
+                                   this layer, which computes it slice by slice as it goes */
 };
 
 struct cnn_model {
@@ -1610,40 +1613,52 @@ static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int 
     }
 }
 
+/* The TN product over rows [m0, m0+mb) of A and D for C's tiles lo..hi-1
+   (numbered row tile * col_tiles + column tile); mb <= CNN__TN_ROWS */
+enum { CNN__TN_ROWS = 256 }; /* rows of A and D visited per pass, so they stay in cache */
+static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const float *CNN__RESTRICT A, int lda,
+                          const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc) {
+    const int col_tiles = (N + CNN__NR - 1) / CNN__NR;
+    for (int t = lo; t < hi; t++) {
+        const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
+        const int rows = K - k < CNN__MR ? K - k : CNN__MR, cols = N - j < CNN__NR ? N - j : CNN__NR;
+        if (rows < CNN__MR && cols == CNN__NR) {
+            /* the last rows of C (K % MR of them, e.g. 3 of conv_1's 27): copy their
+               columns of A into a zero-padded block so the register kernel runs */
+            float apad[CNN__TN_ROWS * CNN__MR], cpad[CNN__MR * CNN__NR];
+            for (int mm = 0; mm < mb; mm++)
+                for (int r = 0; r < CNN__MR; r++) apad[mm * CNN__MR + r] = r < rows ? A[(size_t)(m0 + mm) * lda + k + r] : 0.0f;
+            for (int r = 0; r < CNN__MR; r++)
+                for (int jj = 0; jj < CNN__NR; jj++) cpad[r * CNN__NR + jj] = r < rows ? C[(size_t)(k + r) * ldc + j + jj] : 0.0f;
+            cnn__tile(mb, apad, 1, CNN__MR, D + (size_t)m0 * ldd + j, (size_t)ldd, cpad, CNN__NR, CNN__MR, CNN__NR, 1, NULL);
+            for (int r = 0; r < rows; r++) memcpy(C + (size_t)(k + r) * ldc + j, cpad + r * CNN__NR, CNN__NR * sizeof(float));
+            continue;
+        }
+        cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
+                  C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, 1, NULL);
+    }
+}
+
+/* this thread's share [*lo, *hi) of n items (all of them outside a parallel region) */
+static void cnn__thread_share(int n, int *lo, int *hi) {
+    int tid = 0, nt = 1;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+    nt = omp_get_num_threads();
+#endif
+    *lo = (int)((long long)n * tid / nt);
+    *hi = (int)((long long)n * (tid + 1) / nt);
+}
+
 static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT D,
                          int ldd, float *CNN__RESTRICT C, int ldc) {
-    enum { MB = 256 }; /* rows of A and D visited per pass, so they stay in cache */
-    const int row_tiles = (K + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
-    const int tiles = row_tiles * col_tiles;
+    const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
     CNN__OMP(omp parallel if(((long long)M * N * K) > CNN__PARALLEL_MIN))
     {
-        int tid = 0, nt = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        const int lo = (int)((long long)tiles * tid / nt), hi = (int)((long long)tiles * (tid + 1) / nt);
-        for (int m0 = 0; m0 < M; m0 += MB) {
-            const int mb = M - m0 < MB ? M - m0 : MB;
-            for (int t = lo; t < hi; t++) {
-                const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
-                const int rows = K - k < CNN__MR ? K - k : CNN__MR, cols = N - j < CNN__NR ? N - j : CNN__NR;
-                if (rows < CNN__MR && cols == CNN__NR) {
-                    /* the last rows of C (K % MR of them, e.g. 3 of conv_1's 27): copy their
-                       columns of A into a zero-padded block so the register kernel runs */
-                    float apad[MB * CNN__MR], cpad[CNN__MR * CNN__NR];
-                    for (int mm = 0; mm < mb; mm++)
-                        for (int r = 0; r < CNN__MR; r++) apad[mm * CNN__MR + r] = r < rows ? A[(size_t)(m0 + mm) * lda + k + r] : 0.0f;
-                    for (int r = 0; r < CNN__MR; r++)
-                        for (int jj = 0; jj < CNN__NR; jj++) cpad[r * CNN__NR + jj] = r < rows ? C[(size_t)(k + r) * ldc + j + jj] : 0.0f;
-                    cnn__tile(mb, apad, 1, CNN__MR, D + (size_t)m0 * ldd + j, (size_t)ldd, cpad, CNN__NR, CNN__MR, CNN__NR, 1, NULL);
-                    for (int r = 0; r < rows; r++) memcpy(C + (size_t)(k + r) * ldc + j, cpad + r * CNN__NR, CNN__NR * sizeof(float));
-                    continue;
-                }
-                cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
-                          C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, 1, NULL);
-            }
-        }
+        int lo, hi;
+        cnn__thread_share(tiles, &lo, &hi);
+        for (int m0 = 0; m0 < M; m0 += CNN__TN_ROWS)
+            cnn__tn_tiles(lo, hi, m0, M - m0 < CNN__TN_ROWS ? M - m0 : CNN__TN_ROWS, N, K, A, lda, D, ldd, C, ldc);
     }
 }
 
@@ -1769,6 +1784,9 @@ static float *cnn__in_grad_zeroed(cnn_node *n, int i, int B) {
     return dx;
 }
 
+/* batch statistics when training (and trainable), moving statistics otherwise */
+static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && n->trainable; }
+
 /* ---- Conv2D: im2col + GEMM --------------------------------------------- */
 
 /* col [B*Ho*Wo][K] from x [B][H][W][C]; K index = (ky*kw + kx)*C + ci */
@@ -1846,21 +1864,39 @@ static void cnn__channel_sums(const float *a, const float *b, const float *shift
         for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)ch * 2 * C + c];
 }
 
+/* sum[c] += column sums of d[rows][ld] for c0 <= c < c1, in double; rows are
+   summed four ways in registers, then added in a fixed order */
+static void cnn__add_column_sums(const float *CNN__RESTRICT d, int rows, int ld, int c0, int c1, double *CNN__RESTRICT sum) {
+    for (int c = c0; c < c1; c += 8) {
+        if (c1 - c < 8) { /* a last few columns */
+            for (int j = c; j < c1; j++) {
+                double a = 0;
+                for (int r = 0; r < rows; r++) a += d[(size_t)r * ld + j];
+                sum[j] += a;
+            }
+            break;
+        }
+        double a[4][8] = {{0}};
+        int r = 0;
+        for (; r + 4 <= rows; r += 4)
+            for (int q = 0; q < 4; q++)
+                for (int j = 0; j < 8; j++) a[q][j] += d[(size_t)(r + q) * ld + c + j];
+        for (; r < rows; r++)
+            for (int j = 0; j < 8; j++) a[0][j] += d[(size_t)r * ld + c + j];
+        for (int j = 0; j < 8; j++) sum[c + j] += (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
+    }
+}
+
 /* dy[M][N] := dy where y > 0, else 0 (ReLU's gradient), and out[N] = its column
-   sums, in one pass; chunked like cnn__channel_sums, so the same sums */
+   sums, chunk by chunk in cache; chunked like cnn__channel_sums */
 static void cnn__relu_grad_sums(const float *y, float *dy, size_t M, int N, double *part, double *out) {
     CNN__PARALLEL_FOR((long long)M * N)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
         const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
         double *CNN__RESTRICT p = part + (size_t)ch * N;
+        for (size_t i = r0 * N; i < r1 * N; i++) dy[i] = y[i] > 0 ? dy[i] : 0.0f;
         for (int c = 0; c < N; c++) p[c] = 0;
-        for (size_t r = r0; r < r1; r++) {
-            const float *CNN__RESTRICT yr = y + r * N;
-            float *CNN__RESTRICT dr = dy + r * N;
-            /* two loops over one row in cache: each of them vectorizes */
-            for (int c = 0; c < N; c++) dr[c] = yr[c] > 0 ? dr[c] : 0.0f;
-            for (int c = 0; c < N; c++) p[c] += dr[c];
-        }
+        cnn__add_column_sums(dy + r0 * N, (int)(r1 - r0), N, 0, N, p);
     }
     for (int c = 0; c < N; c++) out[c] = 0;
     for (int ch = 0; ch < CNN__CHUNKS; ch++)
@@ -1913,6 +1949,76 @@ static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
     if (gb) cnn__bias_grad(m, dy, gb, M, N);
 }
 
+/* Conv2D -> BatchNorm (batch mode) -> MaxPooling2D whose windows are its strides.
+   BatchNorm's input gradient is dense,
+       dy = k1 * ([pool gradient at the argmax cells] - k2 - xhat * k3),
+   and costs a pass that writes it and another that reads it back. Here it is
+   made chunk by chunk of rows, turned into d(pre-activation) dz in dout, and
+   consumed while the chunk is in cache: its bias and kernel gradient partial
+   sums are taken at once and added in chunk order at the end. The chunks are
+   fixed (CNN__CHUNKS), so the sums do not depend on the thread count. */
+#define CNN__KERNEL_PARTS_MAX (1u << 20) /* floats of per-chunk kernel gradients, at most */
+static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (doubles), kernel partials */
+    size_t parts = (size_t)CNN__CHUNKS * K * N;
+    return 2 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
+}
+
+static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
+    cnn_model *m = n->model;
+    const cnn_node *bn = m->nodes[n->bn_grad - 1], *pool = m->nodes[bn->into_pool - 1];
+    const int N = n->units, HW = n->h * n->w, W = n->w, M = B * HW, relu = n->activation == CNN_RELU;
+    const float *y = n->out, *mean = bn->stat, *inv = bn->stat + N, *k1 = bn->coef, *k2 = k1 + N, *k3 = k1 + 2 * N;
+    float *gW = n->trainable ? m->grads + n->p_off : NULL;
+    float *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
+    const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
+    const int in_chunks = gW && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX;
+    double *bias_part = (double *)m->scratch;                  /* [CNN__CHUNKS][N] */
+    float *kernel_part = m->scratch + 2 * CNN__CHUNKS * N;     /* [CNN__CHUNKS][K][N] */
+    CNN__PARALLEL_FOR((long long)M * N * K)
+    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
+        const int r0 = (int)((long long)M * ch / CNN__CHUNKS), r1 = (int)((long long)M * (ch + 1) / CNN__CHUNKS);
+        for (int r = r0; r < r1; r++) {
+            const int b = r / HW, at = r % HW, py = at / W / pool->kh, px = at % W / pool->kw;
+            const float *CNN__RESTRICT yr = y + (size_t)r * N;
+            float *CNN__RESTRICT d = n->dout + (size_t)r * N;
+            for (int c = 0; c < N; c++) d[c] = 0.0f - k1[c] * (k2[c] + (yr[c] - mean[c]) * inv[c] * k3[c]);
+            if (py < pool->h && px < pool->w) { /* the cell lies in a pooling window */
+                const size_t p = ((size_t)b * pool->h + py) * pool->w + px;
+                const int *CNN__RESTRICT am = pool->argmax + p * N, off = at * N;
+                const float *CNN__RESTRICT g = pool->dout + p * N;
+                for (int c = 0; c < N; c++) d[c] = am[c] == off + c ? d[c] + k1[c] * g[c] : d[c];
+            }
+            if (relu)
+                for (int c = 0; c < N; c++) d[c] = yr[c] > 0 ? d[c] : 0.0f;
+        }
+        double *bp = bias_part + (size_t)ch * N;
+        for (int c = 0; c < N; c++) bp[c] = 0;
+        cnn__add_column_sums(n->dout + (size_t)r0 * N, r1 - r0, N, 0, N, bp);
+        if (in_chunks) {
+            float *kp = kernel_part + (size_t)ch * K * N;
+            memset(kp, 0, (size_t)K * N * sizeof(float));
+            for (int m0 = r0; m0 < r1; m0 += CNN__TN_ROWS)
+                cnn__tn_tiles(0, tiles, m0, r1 - m0 < CNN__TN_ROWS ? r1 - m0 : CNN__TN_ROWS, N, K, A, K, n->dout, N, kp, N);
+        }
+    }
+    for (int c = 0; gb && c < N; c++) {
+        double sum = 0;
+        for (int ch = 0; ch < CNN__CHUNKS; ch++) sum += bias_part[(size_t)ch * N + c];
+        gb[c] += (float)sum;
+    }
+    if (!in_chunks) {
+        if (gW) cnn__gemm_tn(M, N, K, A, K, n->dout, N, gW, N);
+        return;
+    }
+    const long long KN = (long long)K * N;
+    CNN__PARALLEL_FOR(KN * CNN__CHUNKS)
+    for (long long i = 0; i < KN; i++) {
+        float sum = 0;
+        for (int ch = 0; ch < CNN__CHUNKS; ch++) sum += kernel_part[ch * KN + i];
+        gW[i] += sum;
+    }
+}
+
 static void cnn__conv_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
@@ -1920,8 +2026,12 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     const int direct = n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1;
     const float *A = direct ? cnn__in_out(n, 0) : n->aux;
     float *dy = n->dout; /* becomes d(pre-activation) */
-    cnn__pre_activation_grad(n, dy, (size_t)M);
-    if (n->trainable) cnn__gemm_tn(M, N, K, A, K, dy, N, m->grads + n->p_off, N);
+    if (n->bn_grad && cnn__bn_uses_batch(m->nodes[n->bn_grad - 1])) {
+        cnn__conv_backward_through_bn(n, B, A, K);
+    } else {
+        cnn__pre_activation_grad(n, dy, (size_t)M);
+        if (n->trainable) cnn__gemm_tn(M, N, K, A, K, dy, N, m->grads + n->p_off, N);
+    }
     int add;
     float *dx = direct ? cnn__in_grad(n, 0, &add) : cnn__in_grad_zeroed(n, 0, B);
     if (!dx) return;
@@ -1961,8 +2071,6 @@ static void cnn__dense_backward(cnn_node *n, int B) {
 
 /* ---- BatchNormalization (axis -1) --------------------------------------- */
 
-/* batch statistics when training (and trainable), moving statistics otherwise */
-static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && n->trainable; }
 
 static void cnn__bn_forward(cnn_node *n, int B) {
     cnn_model *m = n->model;
@@ -2039,8 +2147,9 @@ static void cnn__bn_backward(cnn_node *n, int B) {
     const size_t M = (size_t)B * n->h * n->w;
     const float *gamma = m->params + n->p_off, *mean = n->stat, *inv = n->stat + C, *x = cnn__in_out(n, 0), *dy = n->dout;
     const cnn_node *pool = n->into_pool ? m->nodes[n->into_pool - 1] : NULL;
-    int add;
-    float *dx = cnn__in_grad(n, 0, &add);
+    const int deferred = cnn__in(n, 0)->bn_grad == n->index + 1 && cnn__bn_uses_batch(n);
+    int add = 0;
+    float *dx = deferred ? NULL : cnn__in_grad(n, 0, &add); /* deferred: the Conv2D makes dx */
     if (!cnn__bn_uses_batch(n)) { /* frozen or inference: an affine map */
         if (!dx) return;
         if (pool) {
@@ -2059,13 +2168,13 @@ static void cnn__bn_backward(cnn_node *n, int B) {
     else cnn__channel_sums(dy, x, mean, inv, M, C, n->acc + 2 * C, s);
     float *g = m->grads + n->p_off;
     for (int c = 0; c < C; c++) { g[c] += (float)s[C + c]; g[C + c] += (float)s[c]; }
+    float *k1 = n->coef, *k2 = k1 + C, *k3 = k1 + 2 * C;
+    for (int c = 0; c < C; c++) { /* dx = gamma*inv/M * (M*dy - sum dy - xhat * sum dy*xhat) */
+        k1[c] = gamma[c] * inv[c];
+        k2[c] = (float)(s[c] / M);
+        k3[c] = (float)(s[C + c] / M);
+    }
     if (dx) {
-        float *k1 = n->coef, *k2 = k1 + C, *k3 = k1 + 2 * C;
-        for (int c = 0; c < C; c++) { /* dx = gamma*inv/M * (M*dy - sum dy - xhat * sum dy*xhat) */
-            k1[c] = gamma[c] * inv[c];
-            k2[c] = (float)(s[c] / M);
-            k3[c] = (float)(s[C + c] / M);
-        }
         if (pool) { /* dy is zero but at the pool's argmax cells: the dense part, then those */
 CNN__PARALLEL_FOR((long long)M * C)
             for (long long r = 0; r < (long long)M; r++)
@@ -2409,15 +2518,26 @@ CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
     m->output = remap[output->index];
     m->n_nodes = kept;
     CNN_FREE(used);
-    CNN_FREE(remap);
+    int *bn_reader = remap; /* reused: the reader of a Conv2D that has only one, else -1 */
     for (int i = 0; i < m->n_nodes; i++) { /* a BatchNorm feeding only a MaxPooling2D fuses into it */
+        bn_reader[i] = -1;
         cnn_node *n = m->nodes[i], *only = NULL;
         int readers = 0;
         for (int j = i + 1; j < m->n_nodes; j++)
             for (int k = 0; k < m->nodes[j]->n_inputs; k++)
                 if (m->nodes[j]->inputs[k] == i) { readers++; only = m->nodes[j]; }
         n->into_pool = n->type == CNN__BATCH_NORM && readers == 1 && only->type == CNN__MAX_POOL ? only->index + 1 : 0;
+        n->bn_grad = 0;
+        if (n->type == CNN__CONV2D && readers == 1 && (n->activation == CNN_RELU || n->activation == CNN_LINEAR))
+            bn_reader[i] = only->index; /* decided below, when the reader's fusion is known */
     }
+    for (int i = 0; i < m->n_nodes; i++) { /* a Conv2D feeding only such a BatchNorm makes its gradient */
+        if (bn_reader[i] < 0) continue;
+        const cnn_node *bn = m->nodes[bn_reader[i]], *pool = bn->into_pool ? m->nodes[bn->into_pool - 1] : NULL;
+        if (bn->type == CNN__BATCH_NORM && pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID)
+            m->nodes[i]->bn_grad = bn->index + 1;
+    }
+    CNN_FREE(remap);
     size_t np = 0, ns = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
@@ -2480,6 +2600,7 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
             n->aux = (float *)cnn__calloc(M * K, sizeof(float));
             ok = ok && n->aux;
             if (K * n->units + M * K > scratch) scratch = K * n->units + M * K;
+            if (n->bn_grad && cnn__through_bn_scratch((int)K, n->units) > scratch) scratch = cnn__through_bn_scratch((int)K, n->units);
         } else if (n->type == CNN__DENSE) { /* dy^T [N][B] and dx^T [K][B] */
             size_t K = (size_t)cnn__in(n, 0)->c;
             if ((K + n->units) * B > scratch) scratch = (K + n->units) * B;
