@@ -1953,14 +1953,16 @@ static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
    BatchNorm's input gradient is dense,
        dy = k1 * ([pool gradient at the argmax cells] - k2 - xhat * k3),
    and costs a pass that writes it and another that reads it back. Here it is
-   made chunk by chunk of rows, turned into d(pre-activation) dz in dout, and
-   consumed while the chunk is in cache: its bias and kernel gradient partial
-   sums are taken at once and added in chunk order at the end. The chunks are
-   fixed (CNN__CHUNKS), so the sums do not depend on the thread count. */
+   made slice by slice of rows, turned into d(pre-activation) dz and consumed
+   while the slice is in cache: bias and kernel gradient partial sums per chunk
+   of rows, added in chunk order at the end. The chunks are fixed (CNN__CHUNKS),
+   so the sums do not depend on the thread count. dz goes to dout only when
+   the input gradient needs it. */
 #define CNN__KERNEL_PARTS_MAX (1u << 20) /* floats of per-chunk kernel gradients, at most */
-static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (doubles), kernel partials */
+#define CNN__DZ_BUFFER 16384             /* floats of dz a thread keeps on its stack (64 KiB) */
+static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (doubles), slice sums, kernel partials */
     size_t parts = (size_t)CNN__CHUNKS * K * N;
-    return 2 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
+    return 3 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
 }
 
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
@@ -1973,32 +1975,42 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
     const int in_chunks = gW && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX;
     double *bias_part = (double *)m->scratch;                  /* [CNN__CHUNKS][N] */
-    float *kernel_part = m->scratch + 2 * CNN__CHUNKS * N;     /* [CNN__CHUNKS][K][N] */
+    float *slice_sum = m->scratch + 2 * CNN__CHUNKS * N;       /* [CNN__CHUNKS][N] */
+    float *kernel_part = slice_sum + CNN__CHUNKS * N;           /* [CNN__CHUNKS][K][N] */
+    const int keep = cnn__in_dout(n, 0) != NULL;
+    const int step = keep || !in_chunks || N > CNN__DZ_BUFFER ? M : CNN__DZ_BUFFER / N; /* rows per slice */
+    if (!keep && !gW) return; /* a frozen first layer: nothing to make */
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
+        float buffer[CNN__DZ_BUFFER];
         const int r0 = (int)((long long)M * ch / CNN__CHUNKS), r1 = (int)((long long)M * (ch + 1) / CNN__CHUNKS);
-        for (int r = r0; r < r1; r++) {
-            const int b = r / HW, at = r % HW, py = at / W / pool->kh, px = at % W / pool->kw;
-            const float *CNN__RESTRICT yr = y + (size_t)r * N;
-            float *CNN__RESTRICT d = n->dout + (size_t)r * N;
-            for (int c = 0; c < N; c++) d[c] = 0.0f - k1[c] * (k2[c] + (yr[c] - mean[c]) * inv[c] * k3[c]);
-            if (py < pool->h && px < pool->w) { /* the cell lies in a pooling window */
-                const size_t p = ((size_t)b * pool->h + py) * pool->w + px;
-                const int *CNN__RESTRICT am = pool->argmax + p * N, off = at * N;
-                const float *CNN__RESTRICT g = pool->dout + p * N;
-                for (int c = 0; c < N; c++) d[c] = am[c] == off + c ? d[c] + k1[c] * g[c] : d[c];
-            }
-            if (relu)
-                for (int c = 0; c < N; c++) d[c] = yr[c] > 0 ? d[c] : 0.0f;
-        }
         double *bp = bias_part + (size_t)ch * N;
-        for (int c = 0; c < N; c++) bp[c] = 0;
-        cnn__add_column_sums(n->dout + (size_t)r0 * N, r1 - r0, N, 0, N, bp);
-        if (in_chunks) {
-            float *kp = kernel_part + (size_t)ch * K * N;
-            memset(kp, 0, (size_t)K * N * sizeof(float));
-            for (int m0 = r0; m0 < r1; m0 += CNN__TN_ROWS)
-                cnn__tn_tiles(0, tiles, m0, r1 - m0 < CNN__TN_ROWS ? r1 - m0 : CNN__TN_ROWS, N, K, A, K, n->dout, N, kp, N);
+        float *CNN__RESTRICT ss = slice_sum + (size_t)ch * N, *kp = kernel_part + (size_t)ch * K * N;
+        for (int c = 0; c < N; c++) { bp[c] = 0; ss[c] = 0; }
+        if (in_chunks) memset(kp, 0, (size_t)K * N * sizeof(float));
+        for (int s0 = r0; s0 < r1; s0 += step) { /* slices of the chunk */
+            const int s1 = r1 - s0 < step ? r1 : s0 + step;
+            float *dz = step < M ? buffer : n->dout + (size_t)s0 * N; /* [s1 - s0][N] */
+            for (int r = s0; r < s1; r++) {
+                const int b = r / HW, at = r % HW, py = at / W / pool->kh, px = at % W / pool->kw;
+                const float *CNN__RESTRICT yr = y + (size_t)r * N;
+                float *CNN__RESTRICT d = dz + (size_t)(r - s0) * N;
+                for (int c = 0; c < N; c++) d[c] = 0.0f - k1[c] * (k2[c] + (yr[c] - mean[c]) * inv[c] * k3[c]);
+                if (py < pool->h && px < pool->w) { /* the cell lies in a pooling window */
+                    const size_t p = ((size_t)b * pool->h + py) * pool->w + px;
+                    const int *CNN__RESTRICT am = pool->argmax + p * N, off = at * N;
+                    const float *CNN__RESTRICT g = pool->dout + p * N;
+                    for (int c = 0; c < N; c++) d[c] = am[c] == off + c ? d[c] + k1[c] * g[c] : d[c];
+                }
+                if (relu)
+                    for (int c = 0; c < N; c++) d[c] = yr[c] > 0 ? d[c] : 0.0f;
+                for (int c = 0; c < N; c++) ss[c] += d[c];
+            }
+            for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
+            if (in_chunks)
+                for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
+                    cnn__tn_tiles(0, tiles, m0, s1 - s0 - m0 < CNN__TN_ROWS ? s1 - s0 - m0 : CNN__TN_ROWS, N, K,
+                                  A + (size_t)s0 * K, K, dz, N, kp, N);
         }
     }
     for (int c = 0; gb && c < N; c++) {
@@ -2006,7 +2018,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
         for (int ch = 0; ch < CNN__CHUNKS; ch++) sum += bias_part[(size_t)ch * N + c];
         gb[c] += (float)sum;
     }
-    if (!in_chunks) {
+    if (!in_chunks) { /* dz is in dout: step == M when in_chunks is 0 */
         if (gW) cnn__gemm_tn(M, N, K, A, K, n->dout, N, gW, N);
         return;
     }
