@@ -1864,39 +1864,21 @@ static void cnn__channel_sums(const float *a, const float *b, const float *shift
         for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)ch * 2 * C + c];
 }
 
-/* sum[c] += column sums of d[rows][ld] for c0 <= c < c1, in double; rows are
-   summed four ways in registers, then added in a fixed order */
-static void cnn__add_column_sums(const float *CNN__RESTRICT d, int rows, int ld, int c0, int c1, double *CNN__RESTRICT sum) {
-    for (int c = c0; c < c1; c += 8) {
-        if (c1 - c < 8) { /* a last few columns */
-            for (int j = c; j < c1; j++) {
-                double a = 0;
-                for (int r = 0; r < rows; r++) a += d[(size_t)r * ld + j];
-                sum[j] += a;
-            }
-            break;
-        }
-        double a[4][8] = {{0}};
-        int r = 0;
-        for (; r + 4 <= rows; r += 4)
-            for (int q = 0; q < 4; q++)
-                for (int j = 0; j < 8; j++) a[q][j] += d[(size_t)(r + q) * ld + c + j];
-        for (; r < rows; r++)
-            for (int j = 0; j < 8; j++) a[0][j] += d[(size_t)r * ld + c + j];
-        for (int j = 0; j < 8; j++) sum[c + j] += (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
-    }
-}
-
 /* dy[M][N] := dy where y > 0, else 0 (ReLU's gradient), and out[N] = its column
-   sums, chunk by chunk in cache; chunked like cnn__channel_sums */
+   sums, in one pass; chunked like cnn__channel_sums, so the same sums */
 static void cnn__relu_grad_sums(const float *y, float *dy, size_t M, int N, double *part, double *out) {
     CNN__PARALLEL_FOR((long long)M * N)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
         const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
         double *CNN__RESTRICT p = part + (size_t)ch * N;
-        for (size_t i = r0 * N; i < r1 * N; i++) dy[i] = y[i] > 0 ? dy[i] : 0.0f;
         for (int c = 0; c < N; c++) p[c] = 0;
-        cnn__add_column_sums(dy + r0 * N, (int)(r1 - r0), N, 0, N, p);
+        for (size_t r = r0; r < r1; r++) {
+            const float *CNN__RESTRICT yr = y + r * N;
+            float *CNN__RESTRICT dr = dy + r * N;
+            /* two loops over one row in cache: each of them vectorizes */
+            for (int c = 0; c < N; c++) dr[c] = yr[c] > 0 ? dr[c] : 0.0f;
+            for (int c = 0; c < N; c++) p[c] += dr[c];
+        }
     }
     for (int c = 0; c < N; c++) out[c] = 0;
     for (int ch = 0; ch < CNN__CHUNKS; ch++)
