@@ -1814,24 +1814,22 @@ CNN__PARALLEL_FOR((long long)B * Ho * Wo * K)
     }
 }
 
-/* dx [B][H][W][C] += scatter of dcol [B*Ho*Wo][K]; threads own samples */
-static void cnn__col2im(const cnn_node *n, const cnn_node *in, const float *dcol, float *dx, int B) {
-    const int H = in->h, W = in->w, C = in->c, Ho = n->h, Wo = n->w, K = n->kh * n->kw * C;
-CNN__PARALLEL_FOR((long long)B * Ho * Wo * K)
-    for (int b = 0; b < B; b++)
-        for (int oy = 0; oy < Ho; oy++)
-            for (int ox = 0; ox < Wo; ox++) {
-                const float *src = dcol + (((size_t)b * Ho + oy) * Wo + ox) * K;
-                for (int ky = 0; ky < n->kh; ky++) {
-                    int iy = oy * n->sh - n->pad_top + ky;
-                    for (int kx = 0; kx < n->kw; kx++, src += C) {
-                        int ix = ox * n->sw - n->pad_left + kx;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                        float *d = dx + (((size_t)b * H + iy) * W + ix) * C;
-                        for (int ci = 0; ci < C; ci++) d[ci] += src[ci];
-                    }
+/* dx [H][W][C] += scatter of dcol [Ho*Wo][K], for one sample */
+static void cnn__col2im(const cnn_node *n, const cnn_node *in, const float *dcol, float *dx) {
+    const int H = in->h, W = in->w, C = in->c;
+    for (int oy = 0; oy < n->h; oy++)
+        for (int ox = 0; ox < n->w; ox++) {
+            const float *src = dcol + (size_t)(oy * n->w + ox) * n->kh * n->kw * C;
+            for (int ky = 0; ky < n->kh; ky++) {
+                int iy = oy * n->sh - n->pad_top + ky;
+                for (int kx = 0; kx < n->kw; kx++, src += C) {
+                    int ix = ox * n->sw - n->pad_left + kx;
+                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                    float *d = dx + ((size_t)iy * W + ix) * C;
+                    for (int ci = 0; ci < C; ci++) d[ci] += src[ci];
                 }
             }
+        }
 }
 
 /* Per-channel sums over the rows of a [M][C] tensor, in double, into out[2C]:
@@ -2032,9 +2030,20 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     float *WT = m->scratch;                      /* [N][K] */
     cnn__transpose(K, N, m->params + n->p_off, WT);
     if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, add, NULL); return; }
-    float *dcol = m->scratch + (size_t)N * K;    /* [M][K] */
-    cnn__gemm_nn(M, K, N, dy, N, WT, K, dcol, K, 0, NULL);
-    cnn__col2im(n, in, dcol, dx, B);
+    /* sample by sample, so that its d(im2col) is scattered while in cache;
+       each thread has a slice of scratch (thread t < B takes sample t first) */
+    const int P = n->h * n->w;
+    float *dcol_slices = m->scratch + (size_t)N * K; /* [threads][P][K] */
+    CNN__PARALLEL_FOR((long long)M * N * K)
+    for (int b = 0; b < B; b++) {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        float *dcol = dcol_slices + (size_t)t * P * K;
+        cnn__gemm_nn(P, K, N, dy + (size_t)b * P * N, N, WT, K, dcol, K, 0, NULL); /* one thread: nested */
+        cnn__col2im(n, in, dcol, dx + (size_t)b * cnn__node_size(in));
+    }
 }
 
 /* ---- Dense ------------------------------------------------------------- */

@@ -427,6 +427,48 @@ static void test_bn_pool_fusion(void) {
             }
 }
 
+/* The tutorial's blocks, big enough that the conv layers run in parallel */
+static cnn_model *two_block_model(void) {
+    cnn_model *m = cnn_model_new();
+    cnn_model_set_seed(m, 5);
+    cnn_node *x = cnn_input(m, 16, 16, 3, "input");
+    for (int i = 0; i < 2; i++) {
+        x = cnn_conv2d(m, x, .filters = 8, .kernel_size = {3, 3}, .activation = CNN_RELU);
+        x = cnn_batch_norm(m, x);
+        x = cnn_max_pool2d(m, x);
+    }
+    x = cnn_flatten(m, x);
+    x = cnn_dense(m, x, .units = 4, .activation = CNN_SOFTMAX);
+    cnn_model_set_output(m, x);
+    cnn_compile(m, .loss = CNN_CATEGORICAL_CROSSENTROPY);
+    return m;
+}
+
+static void test_thread_count_gradients(void) {
+    test_begin("gradients (parameters and input) are bit-identical for 1, 2 and 3 threads");
+    enum { NB = 8, IN = 16 * 16 * 3 };
+    static float x[NB * IN], y[NB * 4], dx[3][NB * IN], g[3][2000];
+    unsigned s = 3;
+    for (int i = 0; i < NB * IN; i++) x[i] = frand(&s);
+    for (int b = 0; b < NB; b++) y[b * 4 + b % 4] = 1;
+    size_t n = 0;
+    for (int t = 0; t < 3; t++) {
+        cnn_set_num_threads(t + 1);
+        cnn_model *m = two_block_model();
+        float loss;
+        CHECK(cnn_input_gradient(m, x, y, NB, 4, dx[t], &loss) == CNN_OK, "%s", cnn_last_error());
+        const float *gr = cnn_model_grads(m, &n);
+        CHECK(n <= 2000, "%zu parameters", n);
+        memcpy(g[t], gr, (n <= 2000 ? n : 2000) * sizeof(float));
+        cnn_model_free(m);
+    }
+    cnn_set_num_threads(1);
+    for (int t = 1; t < 3; t++) {
+        CHECK(!memcmp(dx[0], dx[t], sizeof dx[0]), "input gradient with %d threads differs from 1 thread", t + 1);
+        CHECK(!memcmp(g[0], g[t], n * sizeof(float)), "parameter gradients with %d threads differ from 1 thread", t + 1);
+    }
+}
+
 int main(void) {
     cnn_set_num_threads(1);
     check_optimizer("SGD (plain) follows p -= lr*g", cnn_sgd(.learning_rate = 0.1f));
@@ -443,5 +485,6 @@ int main(void) {
     test_source_batch_size();
     test_profile();
     test_bn_pool_fusion();
+    test_thread_count_gradients();
     return test_finish();
 }
