@@ -607,6 +607,9 @@ CNN_DEF int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p);
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/time.h>
 #include <unistd.h>
@@ -2798,6 +2801,51 @@ static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, 
 /* Optimizers: one loop over the flat parameter buffer                      */
 /* ======================================================================== */
 
+/* Adam's update of count parameters. sqrtf may set errno, which keeps compilers
+   from vectorizing it in ISO C modes; the vector square root of AVX gives the
+   same correctly rounded result, and the operations below run in the scalar
+   loop's order, so both paths agree to the bit. */
+static void cnn__adam_update(float *CNN__RESTRICT p, const float *CNN__RESTRICT g, float *CNN__RESTRICT s1,
+                             float *CNN__RESTRICT s2, long long count, float b1, float b2, float lr_t, float eps) {
+    const float c1 = 1 - b1, c2 = 1 - b2;
+    long long done = 0;
+#if defined(__AVX512F__) || defined(__AVX__)
+#if defined(__AVX512F__)
+#define CNN__V __m512
+#define CNN__VL 16
+#define CNN__VOP(op) _mm512_##op##_ps
+#else
+#define CNN__V __m256
+#define CNN__VL 8
+#define CNN__VOP(op) _mm256_##op##_ps
+#endif
+    const long long blocks = count / CNN__VL;
+    const CNN__V vb1 = CNN__VOP(set1)(b1), vb2 = CNN__VOP(set1)(b2), vc1 = CNN__VOP(set1)(c1), vc2 = CNN__VOP(set1)(c2);
+    const CNN__V vlr = CNN__VOP(set1)(lr_t), veps = CNN__VOP(set1)(eps);
+CNN__PARALLEL_FOR(count)
+    for (long long i = 0; i < blocks; i++) {
+        const long long k = i * CNN__VL;
+        const CNN__V gk = CNN__VOP(loadu)(g + k);
+        const CNN__V m = CNN__VOP(add)(CNN__VOP(mul)(vb1, CNN__VOP(loadu)(s1 + k)), CNN__VOP(mul)(vc1, gk));
+        const CNN__V v = CNN__VOP(add)(CNN__VOP(mul)(vb2, CNN__VOP(loadu)(s2 + k)), CNN__VOP(mul)(CNN__VOP(mul)(vc2, gk), gk));
+        const CNN__V step = CNN__VOP(div)(CNN__VOP(mul)(vlr, m), CNN__VOP(add)(CNN__VOP(sqrt)(v), veps));
+        CNN__VOP(storeu)(s1 + k, m);
+        CNN__VOP(storeu)(s2 + k, v);
+        CNN__VOP(storeu)(p + k, CNN__VOP(sub)(CNN__VOP(loadu)(p + k), step));
+    }
+    done = blocks * CNN__VL;
+#undef CNN__V
+#undef CNN__VL
+#undef CNN__VOP
+#endif
+CNN__PARALLEL_FOR(count - done)
+    for (long long k = done; k < count; k++) {
+        s1[k] = b1 * s1[k] + c1 * g[k];
+        s2[k] = b2 * s2[k] + c2 * g[k] * g[k];
+        p[k] -= lr_t * s1[k] / (sqrtf(s2[k]) + eps);
+    }
+}
+
 static void cnn__optimizer_step(cnn_model *m) {
     const cnn_optimizer *o = &m->opt;
     const float lr = o->learning_rate;
@@ -2814,12 +2862,7 @@ static void cnn__optimizer_step(cnn_model *m) {
         const long long count = (long long)n->p_count;
         switch (o->type) {
         case CNN_ADAM:
-CNN__PARALLEL_FOR(count)
-            for (long long k = 0; k < count; k++) {
-                s1[k] = b1 * s1[k] + (1 - b1) * g[k];
-                s2[k] = b2 * s2[k] + (1 - b2) * g[k] * g[k];
-                p[k] -= lr_t * s1[k] / (sqrtf(s2[k]) + eps);
-            }
+            cnn__adam_update(p, g, s1, s2, count, b1, b2, lr_t, eps);
             break;
         case CNN_SGD: /* Keras: v = momentum*v - lr*g; p += v (nesterov: p += momentum*v - lr*g) */
 CNN__PARALLEL_FOR(count)
