@@ -1143,6 +1143,9 @@ struct cnn_node {
     int into_pool;              /* BatchNorm read only by a MaxPooling2D (node index
                                    into_pool - 1), which applies it as it reads and whose
                                    gradient it reads back: out and dout are never written */
+    int bn_reader;              /* Conv2D (ReLU or linear) read only by a BatchNorm, node index
+                                   bn_reader - 1, which takes its batch sums from this layer */
+    int stats_ready;            /* BatchNorm: the Conv2D before has summed this pass's input */
     int bn_grad;                /* Conv2D read only by such a BatchNorm (node index bn_grad - 1):
                                    in batch mode the BatchNorm leaves its input gradient to
                                    this layer, which computes it slice by slice as it goes */
@@ -1505,6 +1508,11 @@ CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, in
    Each element of C is summed by one thread in a fixed order, so the results
    do not depend on the thread count. */
 
+/* Sums over many rows (BatchNorm statistics, bias and kernel gradients) are
+   cut into this many fixed runs of rows, summed in parallel, then added in run
+   order: the results do not depend on the thread count. */
+#define CNN__CHUNKS 32
+
 #ifndef CNN__MR
 #if defined(__AVX512F__)
 #define CNN__MR 8 /* 8 x 32 floats = 16 of the 32 zmm registers */
@@ -1528,7 +1536,12 @@ CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, in
 
 /* The epilogue applied as a finished tile is stored: + bias[j], then ReLU.
    Fusing them saves two passes over a layer's output. */
-typedef struct cnn__epilogue { const float *bias; int relu; } cnn__epilogue;
+typedef struct cnn__epilogue {
+    const float *bias;
+    int relu;
+    double *stats; /* gemm_nn's row path, when not NULL: per-chunk sums of the finished
+                      outputs and of their squares, [CNN__CHUNKS][2N] (BatchNorm's) */
+} cnn__epilogue;
 
 /* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
    r < rows, j < cols, then the epilogue ep (NULL = none). The full-tile path has
@@ -1575,7 +1588,7 @@ static void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a
 
 /* the epilogue with its bias moved to column j, for the last slice of K only */
 static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
-    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0};
+    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL};
     return e;
 }
 
@@ -1601,16 +1614,33 @@ static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int 
         }
         return;
     }
+    /* row tiles in CNN__CHUNKS fixed runs (threads take whole runs), so that
+       statistics summed run by run do not depend on the thread count */
     CNN__PARALLEL_FOR((long long)M * N * K)
-    for (int t = 0; t < row_tiles; t++) {
-        const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
-        float *c = C + (size_t)i * ldc;
-        for (int k0 = 0; k0 < K; k0 += KB) {
-            const int kb = K - k0 < KB ? K - k0 : KB;
-            for (int j = 0; j < N; j += CNN__NR) {
-                const cnn__epilogue e = cnn__epilogue_at(ep, j);
-                cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
-                          rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
+    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
+        double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)ch * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
+        for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
+        for (int t = (int)((long long)row_tiles * ch / CNN__CHUNKS); t < (int)((long long)row_tiles * (ch + 1) / CNN__CHUNKS); t++) {
+            const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
+            float *c = C + (size_t)i * ldc;
+            for (int k0 = 0; k0 < K; k0 += KB) {
+                const int kb = K - k0 < KB ? K - k0 : KB;
+                for (int j = 0; j < N; j += CNN__NR) {
+                    const cnn__epilogue e = cnn__epilogue_at(ep, j);
+                    cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
+                              rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
+                }
+            }
+            for (int j = 0; sum && j < N; j += CNN__NR) { /* the finished rows, still in cache: */
+                const int cols = N - j < CNN__NR ? N - j : CNN__NR; /* sums of the tile in float, */
+                float ts[CNN__NR] = {0}, tq[CNN__NR] = {0};         /* then added in double */
+                for (int r = 0; r < rows; r++)
+                    for (int jj = 0; jj < cols; jj++) {
+                        const float v = c[(size_t)r * ldc + j + jj];
+                        ts[jj] += v;
+                        tq[jj] += v * v;
+                    }
+                for (int jj = 0; jj < cols; jj++) { sum[j + jj] += ts[jj]; sq[j + jj] += tq[jj]; }
             }
         }
     }
@@ -1842,7 +1872,6 @@ static void cnn__col2im(const cnn_node *n, const cnn_node *in, const float *dcol
    The rows are cut into a fixed number of chunks summed in parallel and then
    added in chunk order, so the result does not depend on the thread count.
    part holds CNN__CHUNKS x 2C doubles. */
-#define CNN__CHUNKS 32
 static void cnn__channel_sums(const float *a, const float *b, const float *shift, const float *scale, size_t M, int C,
                               double *part, double *out) {
     CNN__PARALLEL_FOR((long long)M * C)
@@ -1895,9 +1924,9 @@ static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, in
 
 /* out[M][units] = act(A[M][K] W[K][units] + bias): Conv2D (A = im2col rows) and
    Dense (A = the inputs); bias and ReLU ride along in the GEMM's stores */
-static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W) {
+static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W, double *stats) {
     const int N = n->units;
-    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU};
+    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats};
     cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep);
     if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }
@@ -1913,7 +1942,12 @@ static void cnn__conv_forward(cnn_node *n, int B) {
         cnn__im2col(n, in, x, n->aux, B);
         A = n->aux;
     }
-    cnn__linear_forward(n, M, K, A, W);
+    /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
+       stores (the row path of cnn__gemm_nn, taken from 64 row tiles on) */
+    cnn_node *bn = n->bn_reader ? m->nodes[n->bn_reader - 1] : NULL;
+    const int stats = bn && cnn__bn_uses_batch(bn) && M >= 64 * CNN__MR;
+    if (bn) bn->stats_ready = stats;
+    cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL);
 }
 
 /* A Conv2D or Dense layer's dy [M][units] becomes d(pre-activation), and the
@@ -2054,7 +2088,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
 static void cnn__dense_forward(cnn_node *n, int B) {
     const float *W = n->model->params + n->p_off;
     const int K = cnn__in(n, 0)->c;
-    cnn__linear_forward(n, B, K, cnn__in_out(n, 0), W);
+    cnn__linear_forward(n, B, K, cnn__in_out(n, 0), W, NULL);
 }
 
 static void cnn__dense_backward(cnn_node *n, int B) {
@@ -2089,7 +2123,13 @@ static void cnn__bn_forward(cnn_node *n, int B) {
         /* sum and sum of squares in one pass, in double: E[x^2] - E[x]^2 keeps
            float-level accuracy for activations of any reasonable scale */
         double *sum = n->acc, *sq = n->acc + C, *part = n->acc + 2 * C;
-        cnn__channel_sums(x, NULL, NULL, NULL, M, C, part, sum);
+        if (n->stats_ready) { /* the Conv2D before left its per-chunk sums in part */
+            for (int c = 0; c < 2 * C; c++) sum[c] = 0;
+            for (int ch = 0; ch < CNN__CHUNKS; ch++)
+                for (int c = 0; c < 2 * C; c++) sum[c] += part[(size_t)ch * 2 * C + c];
+        } else {
+            cnn__channel_sums(x, NULL, NULL, NULL, M, C, part, sum);
+        }
         for (int c = 0; c < C; c++) {
             double mu = sum[c] / M, var = sq[c] / M - mu * mu;
             if (var < 0) var = 0;
@@ -2537,10 +2577,12 @@ CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
         if (n->type == CNN__CONV2D && readers == 1 && (n->activation == CNN_RELU || n->activation == CNN_LINEAR))
             bn_reader[i] = only->index; /* decided below, when the reader's fusion is known */
     }
-    for (int i = 0; i < m->n_nodes; i++) { /* a Conv2D feeding only such a BatchNorm makes its gradient */
-        if (bn_reader[i] < 0) continue;
+    for (int i = 0; i < m->n_nodes; i++) { /* a Conv2D feeding only a BatchNorm sums for it; */
+        m->nodes[i]->bn_reader = 0;          /* if that one is fused into a pool, it makes its gradient */
+        if (bn_reader[i] < 0 || m->nodes[bn_reader[i]]->type != CNN__BATCH_NORM) continue;
         const cnn_node *bn = m->nodes[bn_reader[i]], *pool = bn->into_pool ? m->nodes[bn->into_pool - 1] : NULL;
-        if (bn->type == CNN__BATCH_NORM && pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID)
+        m->nodes[i]->bn_reader = bn->index + 1;
+        if (pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID)
             m->nodes[i]->bn_grad = bn->index + 1;
     }
     CNN_FREE(remap);
