@@ -427,14 +427,18 @@ static void test_bn_pool_fusion(void) {
             }
 }
 
-/* The tutorial's blocks, big enough that the conv layers run in parallel */
-static cnn_model *two_block_model(void) {
+/* The tutorial's blocks, big enough that the conv layers run in parallel and
+   take BatchNorm's batch sums in their GEMM; `apart` puts identity layers
+   between conv, BN and pool, which keeps cnn.h from fusing any of them */
+static cnn_model *two_block_model(int apart) {
     cnn_model *m = cnn_model_new();
     cnn_model_set_seed(m, 5);
     cnn_node *x = cnn_input(m, 16, 16, 3, "input");
     for (int i = 0; i < 2; i++) {
         x = cnn_conv2d(m, x, .filters = 8, .kernel_size = {3, 3}, .activation = CNN_RELU);
+        if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
         x = cnn_batch_norm(m, x);
+        if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
         x = cnn_max_pool2d(m, x);
     }
     x = cnn_flatten(m, x);
@@ -454,7 +458,7 @@ static void test_thread_count_gradients(void) {
     size_t n = 0;
     for (int t = 0; t < 3; t++) {
         cnn_set_num_threads(t + 1);
-        cnn_model *m = two_block_model();
+        cnn_model *m = two_block_model(0);
         float loss;
         CHECK(cnn_input_gradient(m, x, y, NB, 4, dx[t], &loss) == CNN_OK, "%s", cnn_last_error());
         const float *gr = cnn_model_grads(m, &n);
@@ -467,6 +471,31 @@ static void test_thread_count_gradients(void) {
         CHECK(!memcmp(dx[0], dx[t], sizeof dx[0]), "input gradient with %d threads differs from 1 thread", t + 1);
         CHECK(!memcmp(g[0], g[t], n * sizeof(float)), "parameter gradients with %d threads differ from 1 thread", t + 1);
     }
+}
+
+static void test_block_fusion(void) {
+    test_begin("conv -> BN -> pool blocks fused (BN sums in the conv, gradients in the conv) match unfused");
+    enum { NB = 8, IN = 16 * 16 * 3 };
+    static float x[NB * IN], y[NB * 4], dx[2][NB * IN], p[2][NB * 4];
+    unsigned s = 4;
+    for (int i = 0; i < NB * IN; i++) x[i] = frand(&s);
+    for (int b = 0; b < NB; b++) y[b * 4 + (b * 3) % 4] = 1;
+    cnn_model *m[2] = {two_block_model(0), two_block_model(1)};
+    CHECK(cnn__find(m[0], "conv2d")->bn_reader && cnn__find(m[0], "conv2d")->bn_grad && !cnn__find(m[1], "conv2d")->bn_reader,
+          "fusion not decided as expected");
+    float loss[2];
+    for (int k = 0; k < 2; k++) cnn_input_gradient(m[k], x, y, NB, 4, dx[k], &loss[k]);
+    size_t n0, n1;
+    float *g0 = cnn_model_grads(m[0], &n0), *g1 = cnn_model_grads(m[1], &n1);
+    CHECK(n0 == n1 && fabsf(loss[0] - loss[1]) <= 1e-6f * fabsf(loss[1]), "loss %g vs %g", loss[0], loss[1]);
+    CHECK(test_rel_err(dx[0], dx[1], NB * IN) < 1e-5, "input gradient differs by %g", test_rel_err(dx[0], dx[1], NB * IN));
+    CHECK(n0 == n1 && test_rel_err(g0, g1, n0) < 1e-5, "parameter gradients differ by %g", test_rel_err(g0, g1, n0));
+    for (int k = 0; k < 2; k++) {
+        cnn_train_on_batch(m[k], x, y, NB, 4, &loss[k], NULL);
+        cnn_predict(m[k], x, NB, NB, p[k]);
+        cnn_model_free(m[k]);
+    }
+    CHECK(test_rel_err(p[0], p[1], NB * 4) < 1e-3, "predictions after an Adam step differ by %g", test_rel_err(p[0], p[1], NB * 4));
 }
 
 int main(void) {
@@ -486,5 +515,6 @@ int main(void) {
     test_profile();
     test_bn_pool_fusion();
     test_thread_count_gradients();
+    test_block_fusion();
     return test_finish();
 }
