@@ -1592,10 +1592,21 @@ static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
     return e;
 }
 
+/* A Conv2D's input, read as its im2col matrix a tile at a time (see cnn__im2col_rows) */
+typedef struct cnn__conv_input { const cnn_node *conv, *in; const float *x; float *col; } cnn__conv_input;
+static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0, int kb,
+                             float *CNN__RESTRICT dst, int ldd);
+
+/* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
+   (and M >= 64 * CNN__MR), A is the conv's im2col matrix conv->col, whose
+   rows are made tile by tile just before use, so the product reads them from
+   cache (the backward pass reads them again). */
 static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT B,
-                         int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep) {
+                         int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
+                         const cnn__conv_input *conv) {
     enum { KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
     const int row_tiles = (M + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
+    CNN_ASSERT(!conv || M >= 64 * CNN__MR);
     if (M < 64 * CNN__MR) {
         /* Few rows (a Dense layer's batch): threads take column panels, so each
            panel of B is read from memory once and serves every row. The sums run
@@ -1623,6 +1634,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int 
         for (int t = (int)((long long)row_tiles * ch / CNN__CHUNKS); t < (int)((long long)row_tiles * (ch + 1) / CNN__CHUNKS); t++) {
             const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
             float *c = C + (size_t)i * ldc;
+            if (conv) cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, 0, K, conv->col + (size_t)i * lda, lda);
             for (int k0 = 0; k0 < K; k0 += KB) {
                 const int kb = K - k0 < KB ? K - k0 : KB;
                 for (int j = 0; j < N; j += CNN__NR) {
@@ -1822,29 +1834,46 @@ static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && 
 
 /* ---- Conv2D: im2col + GEMM --------------------------------------------- */
 
-/* col [B*Ho*Wo][K] from x [B][H][W][C]; K index = (ky*kw + kx)*C + ci */
-static void cnn__im2col(const cnn_node *n, const cnn_node *in, const float *x, float *col, int B) {
-    const int H = in->h, W = in->w, C = in->c, Ho = n->h, Wo = n->w, K = n->kh * n->kw * C;
-CNN__PARALLEL_FOR((long long)B * Ho * Wo * K)
-    for (long long r = 0; r < (long long)B * Ho; r++) {
-        int b = (int)(r / Ho), oy = (int)(r % Ho);
-        for (int ox = 0; ox < Wo; ox++) {
-            float *dst = col + ((size_t)r * Wo + ox) * K;
-            const int ix0 = ox * n->sw - n->pad_left, row = n->kw * C;
-            for (int ky = 0; ky < n->kh; ky++, dst += row) {
-                const int iy = oy * n->sh - n->pad_top + ky;
-                if (iy >= 0 && iy < H && ix0 >= 0 && ix0 + n->kw <= W) { /* one contiguous run of kw*C */
-                    memcpy(dst, x + (((size_t)b * H + iy) * W + ix0) * C, (size_t)row * sizeof(float));
-                    continue;
-                }
-                for (int kx = 0; kx < n->kw; kx++) { /* at the border: zero what lies outside */
-                    const int ix = ix0 + kx;
-                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(dst + kx * C, 0, (size_t)C * sizeof(float));
-                    else memcpy(dst + kx * C, x + (((size_t)b * H + iy) * W + ix) * C, (size_t)C * sizeof(float));
+/* Rows [r0, r0+rows) and columns [k0, k0+kb) of conv n's im2col matrix
+   col [B*Ho*Wo][K] into dst [rows][ldd], from its input x [B][H][W][C]; the
+   K index is (ky*kw + kx)*C + ci, so each ky gives one run of kw*C floats,
+   contiguous in x away from the borders. */
+static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0, int kb,
+                             float *CNN__RESTRICT dst, int ldd) {
+    const int H = in->h, W = in->w, C = in->c, HWo = n->h * n->w, run = n->kw * C;
+    int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
+    for (int i = 0; i < rows; i++) {
+        const int iy0 = oy * n->sh - n->pad_top, ix0 = ox * n->sw - n->pad_left;
+        const int inside_x = ix0 >= 0 && ix0 + n->kw <= W;
+        float *CNN__RESTRICT d = dst + (size_t)i * ldd;
+        for (int k = k0, ky = k0 / run, at = k0 % run; k < k0 + kb; ky++, at = 0) {
+            const int iy = iy0 + ky, len = run - at < k0 + kb - k ? run - at : k0 + kb - k;
+            float *CNN__RESTRICT out = d + (k - k0);
+            if (iy < 0 || iy >= H) {
+                for (int q = 0; q < len; q++) out[q] = 0.0f;
+            } else if (inside_x) { /* (a copy loop here becomes a slow inlined rep movs) */
+                memcpy(out, x + (((size_t)b * H + iy) * W + ix0) * C + at, (size_t)len * sizeof(float));
+            } else { /* at the left or right border: zero what lies outside */
+                for (int q = 0; q < len; q++) {
+                    const int ix = ix0 + (at + q) / C;
+                    out[q] = ix < 0 || ix >= W ? 0.0f : x[(((size_t)b * H + iy) * W + ix) * C + (at + q) % C];
                 }
             }
+            k += len;
         }
+        if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
     }
+}
+
+/* a 1x1 convolution with strides 1 needs no im2col: its input is the matrix */
+static int cnn__conv_direct(const cnn_node *n) { return n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1; }
+
+/* all of col [B*Ho*Wo][K] */
+static void cnn__im2col(const cnn_node *n, const cnn_node *in, const float *x, float *col, int B) {
+    const int M = B * n->h * n->w, K = n->kh * n->kw * in->c;
+CNN__PARALLEL_FOR((long long)M * K)
+    for (int r = 0; r < M; r += 64)
+        cnn__im2col_rows(n, in, x, r, M - r < 64 ? M - r : 64, 0, K, col + (size_t)r * K, K);
 }
 
 /* dx [H][W][C] += scatter of dcol [Ho*Wo][K], for one sample */
@@ -1924,10 +1953,11 @@ static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, in
 
 /* out[M][units] = act(A[M][K] W[K][units] + bias): Conv2D (A = im2col rows) and
    Dense (A = the inputs); bias and ReLU ride along in the GEMM's stores */
-static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W, double *stats) {
+static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W, double *stats,
+                                const cnn__conv_input *conv) {
     const int N = n->units;
     cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats};
-    cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep);
+    cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep, conv);
     if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }
 
@@ -1937,17 +1967,16 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     const int K = n->kh * n->kw * in->c, M = B * n->h * n->w;
     const float *W = m->params + n->p_off;
     const float *x = cnn__in_out(n, 0);
-    const float *A = x;
-    if (!(n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1)) { /* a 1x1 convolution needs no im2col */
-        cnn__im2col(n, in, x, n->aux, B);
-        A = n->aux;
-    }
+    const float *A = cnn__conv_direct(n) ? x : n->aux;
+    const cnn__conv_input src = {n, in, x, n->aux};
+    const int rows_path = M >= 64 * CNN__MR; /* cnn__gemm_nn's path by rows, see there */
+    if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->aux, B);
     /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
-       stores (the row path of cnn__gemm_nn, taken from 64 row tiles on) */
+       stores (the row path of cnn__gemm_nn) */
     cnn_node *bn = n->bn_reader ? m->nodes[n->bn_reader - 1] : NULL;
-    const int stats = bn && cnn__bn_uses_batch(bn) && M >= 64 * CNN__MR;
+    const int stats = bn && cnn__bn_uses_batch(bn) && rows_path;
     if (bn) bn->stats_ready = stats;
-    cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL);
+    cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL, !cnn__conv_direct(n) && rows_path ? &src : NULL);
 }
 
 /* A Conv2D or Dense layer's dy [M][units] becomes d(pre-activation), and the
@@ -2052,8 +2081,8 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
     const int K = n->kh * n->kw * in->c, M = B * n->h * n->w, N = n->units;
-    const int direct = n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1;
-    const float *A = direct ? cnn__in_out(n, 0) : n->aux;
+    const int direct = cnn__conv_direct(n);
+    const float *A = direct ? cnn__in_out(n, 0) : n->aux; /* im2col, made by the forward pass */
     float *dy = n->dout; /* becomes d(pre-activation) */
     if (n->bn_grad && cnn__bn_uses_batch(m->nodes[n->bn_grad - 1])) {
         cnn__conv_backward_through_bn(n, B, A, K);
@@ -2061,12 +2090,12 @@ static void cnn__conv_backward(cnn_node *n, int B) {
         cnn__pre_activation_grad(n, dy, (size_t)M);
         if (n->trainable) cnn__gemm_tn(M, N, K, A, K, dy, N, m->grads + n->p_off, N);
     }
-    int add;
+    int add = 0;
     float *dx = direct ? cnn__in_grad(n, 0, &add) : cnn__in_grad_zeroed(n, 0, B);
     if (!dx) return;
     float *WT = m->scratch;                      /* [N][K] */
     cnn__transpose(K, N, m->params + n->p_off, WT);
-    if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, add, NULL); return; }
+    if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, add, NULL, NULL); return; }
     /* sample by sample, so that its d(im2col) is scattered while in cache;
        each thread has a slice of scratch (thread t < B takes sample t first) */
     const int P = n->h * n->w;
@@ -2078,7 +2107,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
         t = omp_get_thread_num();
 #endif
         float *dcol = dcol_slices + (size_t)t * P * K;
-        cnn__gemm_nn(P, K, N, dy + (size_t)b * P * N, N, WT, K, dcol, K, 0, NULL); /* one thread: nested */
+        cnn__gemm_nn(P, K, N, dy + (size_t)b * P * N, N, WT, K, dcol, K, 0, NULL, NULL); /* one thread: nested */
         cnn__col2im(n, in, dcol, dx + (size_t)b * cnn__node_size(in));
     }
 }
@@ -2088,7 +2117,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
 static void cnn__dense_forward(cnn_node *n, int B) {
     const float *W = n->model->params + n->p_off;
     const int K = cnn__in(n, 0)->c;
-    cnn__linear_forward(n, B, K, cnn__in_out(n, 0), W, NULL);
+    cnn__linear_forward(n, B, K, cnn__in_out(n, 0), W, NULL, NULL);
 }
 
 static void cnn__dense_backward(cnn_node *n, int B) {
@@ -2104,7 +2133,7 @@ static void cnn__dense_backward(cnn_node *n, int B) {
        then read once, row by row, instead of transposed every step */
     float *dyT = m->scratch, *dxT = m->scratch + (size_t)N * B;
     cnn__transpose(B, N, dy, dyT);
-    cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0, NULL);
+    cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0, NULL, NULL);
     for (int b = 0; b < B; b++)
         for (int k = 0; k < K; k++) dx[(size_t)b * K + k] = (add ? dx[(size_t)b * K + k] : 0.0f) + dxT[(size_t)k * B + b];
 }
