@@ -1176,7 +1176,7 @@ struct cnn_model {
     int n_class_names;
     /* run-time */
     int cap_batch;
-    float *scratch;             /* Conv2D backward: d(im2col) and transposed kernels */
+    float *scratch;             /* backward passes: transposed kernels, partial sums */
     size_t scratch_size;
     int training;               /* BatchNorm batch statistics, dropout on */
     int dropout_off;            /* training-mode pass without dropout (checks) */
@@ -1876,22 +1876,33 @@ CNN__PARALLEL_FOR((long long)M * K)
         cnn__im2col_rows(n, in, x, r, M - r < 64 ? M - r : 64, 0, K, col + (size_t)r * K, K);
 }
 
-/* dx [H][W][C] += scatter of dcol [Ho*Wo][K], for one sample */
-static void cnn__col2im(const cnn_node *n, const cnn_node *in, const float *dcol, float *dx) {
-    const int H = in->h, W = in->w, C = in->c;
-    for (int oy = 0; oy < n->h; oy++)
-        for (int ox = 0; ox < n->w; ox++) {
-            const float *src = dcol + (size_t)(oy * n->w + ox) * n->kh * n->kw * C;
-            for (int ky = 0; ky < n->kh; ky++) {
-                int iy = oy * n->sh - n->pad_top + ky;
-                for (int kx = 0; kx < n->kw; kx++, src += C) {
-                    int ix = ox * n->sw - n->pad_left + kx;
-                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                    float *d = dx + ((size_t)iy * W + ix) * C;
-                    for (int ci = 0; ci < C; ci++) d[ci] += src[ci];
+/* The reverse of cnn__im2col_rows: adds src [rows][lds], rows [r0, r0+rows)
+   and columns [k0, k0+kb) of an im2col-shaped gradient, into dx [B][H][W][C]
+   where those entries were read from. */
+static void cnn__col2im_rows(const cnn_node *n, const cnn_node *in, const float *src, int lds, int r0, int rows, int k0,
+                             int kb, float *dx) {
+    const int H = in->h, W = in->w, C = in->c, HWo = n->h * n->w, run = n->kw * C;
+    int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
+    for (int i = 0; i < rows; i++) {
+        const int iy0 = oy * n->sh - n->pad_top, ix0 = ox * n->sw - n->pad_left;
+        const int inside_x = ix0 >= 0 && ix0 + n->kw <= W;
+        const float *s = src + (size_t)i * lds;
+        for (int k = k0, ky = k0 / run, at = k0 % run; k < k0 + kb; ky++, at = 0) {
+            const int iy = iy0 + ky, len = run - at < k0 + kb - k ? run - at : k0 + kb - k;
+            const float *CNN__RESTRICT g = s + (k - k0);
+            if (iy >= 0 && iy < H && inside_x) {
+                float *CNN__RESTRICT d = dx + (((size_t)b * H + iy) * W + ix0) * C + at;
+                for (int q = 0; q < len; q++) d[q] += g[q];
+            } else if (iy >= 0 && iy < H) { /* at the left or right border: drop what lies outside */
+                for (int q = 0; q < len; q++) {
+                    const int ix = ix0 + (at + q) / C;
+                    if (ix >= 0 && ix < W) dx[(((size_t)b * H + iy) * W + ix) * C + (at + q) % C] += g[q];
                 }
             }
+            k += len;
         }
+        if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
+    }
 }
 
 /* Per-channel sums over the rows of a [M][C] tensor, in double, into out[2C]:
@@ -2096,20 +2107,24 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     float *WT = m->scratch;                      /* [N][K] */
     cnn__transpose(K, N, m->params + n->p_off, WT);
     if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, add, NULL, NULL); return; }
-    /* sample by sample, so that its d(im2col) is scattered while in cache;
-       each thread has a slice of scratch (thread t < B takes sample t first) */
+    /* d(im2col) = dy W^T, a register tile at a time, each tile added into dx
+       at once (its rows lie in one sample): nothing the size of im2col is
+       written. Threads take whole samples, so every dx sum runs in one order. */
+    enum { KS = 1024 }; /* columns of d(im2col) rows made at a time: 32 KiB for 8 rows */
     const int P = n->h * n->w;
-    float *dcol_slices = m->scratch + (size_t)N * K; /* [threads][P][K] */
     CNN__PARALLEL_FOR((long long)M * N * K)
-    for (int b = 0; b < B; b++) {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#endif
-        float *dcol = dcol_slices + (size_t)t * P * K;
-        cnn__gemm_nn(P, K, N, dy + (size_t)b * P * N, N, WT, K, dcol, K, 0, NULL, NULL); /* one thread: nested */
-        cnn__col2im(n, in, dcol, dx + (size_t)b * cnn__node_size(in));
-    }
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < P; i += CNN__MR) {
+            const int rows = P - i < CNN__MR ? P - i : CNN__MR;
+            for (int k0 = 0; k0 < K; k0 += KS) {
+                const int ks = K - k0 < KS ? K - k0 : KS;
+                float dcol[CNN__MR * KS]; /* [rows][ks] */
+                for (int k = k0; k < k0 + ks; k += CNN__NR)
+                    cnn__tile(N, dy + ((size_t)b * P + i) * N, N, 1, WT + k, K, dcol + (k - k0), KS, rows,
+                              k0 + ks - k < CNN__NR ? k0 + ks - k : CNN__NR, 0, NULL);
+                cnn__col2im_rows(n, in, dcol, KS, b * P + i, rows, k0, ks, dx);
+            }
+        }
 }
 
 /* ---- Dense ------------------------------------------------------------- */
@@ -2676,7 +2691,7 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
             size_t K = (size_t)n->kh * n->kw * cnn__in(n, 0)->c, M = (size_t)B * n->h * n->w;
             n->aux = (float *)cnn__calloc(M * K, sizeof(float));
             ok = ok && n->aux;
-            if (K * n->units + M * K > scratch) scratch = K * n->units + M * K;
+            if (K * n->units > scratch) scratch = K * n->units; /* the transposed kernel */
             if (n->bn_grad && cnn__through_bn_scratch((int)K, n->units) > scratch) scratch = cnn__through_bn_scratch((int)K, n->units);
         } else if (n->type == CNN__DENSE) { /* dy^T [N][B] and dx^T [K][B] */
             size_t K = (size_t)cnn__in(n, 0)->c;
