@@ -663,8 +663,10 @@ extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define CNN__RESTRICT __restrict__
+#define CNN__NOINLINE __attribute__((noinline))
 #else
 #define CNN__RESTRICT
+#define CNN__NOINLINE
 #endif
 
 /* ======================================================================== */
@@ -1545,8 +1547,9 @@ typedef struct cnn__epilogue {
 
 /* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
    r < rows, j < cols, then the epilogue ep (NULL = none). The full-tile path has
-   constant trip counts, so the compiler unrolls it and keeps acc in registers. */
-static void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
+   constant trip counts, so the compiler unrolls it and keeps acc in registers
+   (never inlined: inside a bigger loop the accumulators would spill). */
+static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
     if (rows == CNN__MR && cols == CNN__NR) {
         float acc[CNN__MR][CNN__NR];
