@@ -1618,15 +1618,15 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
                              float *CNN__RESTRICT dst, int ldd);
 
 /* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
-   (and M >= 64 * CNN__MR), A is the conv's im2col matrix conv->col, whose
-   rows are made tile by tile just before use, so the product reads them from
-   cache (the backward pass reads them again). */
-static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT B,
+   (and M >= 64 * CNN__MR), A is the conv's im2col matrix, made tile by tile
+   just before use so that the product reads it from cache: into conv->col
+   when the backward pass will read it again, else into a small buffer. */
+static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
                          const cnn__conv_input *conv) {
     enum { KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
     const int row_tiles = (M + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
-    CNN_ASSERT(!conv || M >= 64 * CNN__MR);
+    CNN_ASSERT(M >= 64 * CNN__MR || (!conv && !(ep && ep->stats)));
     if (M < 64 * CNN__MR) {
         /* Few rows (a Dense layer's batch): threads take column panels, so each
            panel of B is read from memory once and serves every row. The sums run
@@ -1645,32 +1645,42 @@ static void cnn__gemm_nn(int M, int N, int K, const float *CNN__RESTRICT A, int 
         }
         return;
     }
-    /* row tiles in CNN__CHUNKS fixed runs (threads take whole runs), so that
-       statistics summed run by run do not depend on the thread count */
+    /* Threads take row tiles; with statistics, in CNN__CHUNKS fixed runs of
+       tiles, so that the sums taken run by run do not depend on the thread count. */
+    const int runs = ep && ep->stats ? CNN__CHUNKS : row_tiles;
     CNN__PARALLEL_FOR((long long)M * N * K)
-    for (int ch = 0; ch < CNN__CHUNKS; ch++) {
-        double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)ch * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
+    for (int run = 0; run < runs; run++) {
+        double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
         for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
-        for (int t = (int)((long long)row_tiles * ch / CNN__CHUNKS); t < (int)((long long)row_tiles * (ch + 1) / CNN__CHUNKS); t++) {
+        for (int t = (int)((long long)row_tiles * run / runs); t < (int)((long long)row_tiles * (run + 1) / runs); t++) {
             const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
             float *c = C + (size_t)i * ldc;
-            if (conv) cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, 0, K, conv->col + (size_t)i * lda, lda);
+            const float *a = conv && conv->col ? conv->col : A; /* rows i.. of A, at a + i * lda */
+            if (conv && conv->col) cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, 0, K, conv->col + (size_t)i * lda, lda);
             for (int k0 = 0; k0 < K; k0 += KB) {
                 const int kb = K - k0 < KB ? K - k0 : KB;
+                float a_rows[CNN__MR * KB]; /* an im2col block [rows][kb] nobody keeps */
+                const float *ak = a + (size_t)i * lda + k0;
+                size_t a_rs = (size_t)lda;
+                if (conv && !conv->col) {
+                    cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, k0, kb, a_rows, KB);
+                    ak = a_rows;
+                    a_rs = KB;
+                }
                 for (int j = 0; j < N; j += CNN__NR) {
                     const cnn__epilogue e = cnn__epilogue_at(ep, j);
-                    cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
+                    cnn__tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
                               rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
                 }
             }
-            for (int j = 0; sum && j < N; j += CNN__NR) { /* the finished rows, still in cache: */
-                const int cols = N - j < CNN__NR ? N - j : CNN__NR; /* sums of the tile in float, */
-                float ts[CNN__NR] = {0}, tq[CNN__NR] = {0};         /* then added in double */
+            for (int j = 0; sum && j < N; j += CNN__NR) { /* the finished rows, still in cache, */
+                const int cols = N - j < CNN__NR ? N - j : CNN__NR; /* summed in double: */
+                double ts[CNN__NR] = {0}, tq[CNN__NR] = {0};        /* E[x^2] - E[x]^2 needs it */
                 for (int r = 0; r < rows; r++)
                     for (int jj = 0; jj < cols; jj++) {
                         const float v = c[(size_t)r * ldc + j + jj];
                         ts[jj] += v;
-                        tq[jj] += v * v;
+                        tq[jj] += (double)v * v;
                     }
                 for (int jj = 0; jj < cols; jj++) { sum[j + jj] += ts[jj]; sq[j + jj] += tq[jj]; }
             }
@@ -1999,7 +2009,7 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     const float *W = m->params + n->p_off;
     const float *x = cnn__in_out(n, 0);
     const float *A = cnn__conv_direct(n) ? x : n->aux;
-    const cnn__conv_input src = {n, in, x, n->aux};
+    const cnn__conv_input src = {n, in, x, m->training ? n->aux : NULL}; /* kept for the backward pass */
     const int rows_path = M >= 64 * CNN__MR; /* cnn__gemm_nn's path by rows, see there */
     if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->aux, B);
     /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
@@ -2032,11 +2042,13 @@ static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
    and costs a pass that writes it and another that reads it back. Here it is
    made slice by slice of rows, turned into d(pre-activation) dz and consumed
    while the slice is in cache: bias and kernel gradient partial sums per chunk
-   of rows, added in chunk order at the end. The chunks are fixed (CNN__CHUNKS),
-   so the sums do not depend on the thread count. dz goes to dout only when
-   the input gradient needs it. */
+   of rows (the bias's in float over a slice, in double across slices), added
+   in chunk order at the end. The chunks are fixed (CNN__CHUNKS), so the sums do
+   not depend on the thread count. dz stays in a stack buffer, or goes to dout
+   when the input gradient needs it, or when the kernel partials would be too
+   big (then one GEMM over all rows takes the kernel gradient). */
 #define CNN__KERNEL_PARTS_MAX (1u << 20) /* floats of per-chunk kernel gradients, at most */
-#define CNN__DZ_BUFFER 16384             /* floats of dz a thread keeps on its stack (64 KiB) */
+#define CNN__DZ_BUFFER 8192              /* floats of dz a thread keeps on its stack (32 KiB) */
 static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (doubles), slice sums, kernel partials */
     size_t parts = (size_t)CNN__CHUNKS * K * N;
     return 3 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
@@ -2062,9 +2074,12 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
         float buffer[CNN__DZ_BUFFER];
         const int r0 = (int)((long long)M * ch / CNN__CHUNKS), r1 = (int)((long long)M * (ch + 1) / CNN__CHUNKS);
         double *bp = bias_part + (size_t)ch * N;
-        float *CNN__RESTRICT ss = slice_sum + (size_t)ch * N, *kp = kernel_part + (size_t)ch * K * N;
+        float *CNN__RESTRICT ss = slice_sum + (size_t)ch * N, *kp = NULL;
         for (int c = 0; c < N; c++) { bp[c] = 0; ss[c] = 0; }
-        if (in_chunks) memset(kp, 0, (size_t)K * N * sizeof(float));
+        if (in_chunks) {
+            kp = kernel_part + (size_t)ch * K * N;
+            memset(kp, 0, (size_t)K * N * sizeof(float));
+        }
         for (int s0 = r0; s0 < r1; s0 += step) { /* slices of the chunk */
             const int s1 = r1 - s0 < step ? r1 : s0 + step;
             float *dz = step < M ? buffer : n->dout + (size_t)s0 * N; /* [s1 - s0][N] */
@@ -2130,7 +2145,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     /* d(im2col) = dy W^T, a register tile at a time, each tile added into dx
        at once (its rows lie in one sample): nothing the size of im2col is
        written. Threads take whole samples, so every dx sum runs in one order. */
-    enum { KS = 1024 }; /* columns of d(im2col) rows made at a time: 32 KiB for 8 rows */
+    enum { KS = 512 }; /* columns of d(im2col) rows made at a time: 16 KiB for 8 rows */
     const int P = n->h * n->w;
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int b = 0; b < B; b++)
@@ -2175,7 +2190,6 @@ static void cnn__dense_backward(cnn_node *n, int B) {
 
 /* ---- BatchNormalization (axis -1) --------------------------------------- */
 
-
 static void cnn__bn_forward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const int C = n->c;
@@ -2184,8 +2198,9 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     float *mmean = m->state + n->s_off, *mvar = mmean + C;
     float *mean = n->stat, *inv = n->stat + C;
     if (cnn__bn_uses_batch(n)) {
-        /* sum and sum of squares in one pass, in double: E[x^2] - E[x]^2 keeps
-           float-level accuracy for activations of any reasonable scale */
+        /* sum and sum of squares in one pass, in double (here or in the conv's
+           GEMM): E[x^2] - E[x]^2 keeps float-level accuracy for activations of
+           any reasonable scale */
         double *sum = n->acc, *sq = n->acc + C, *part = n->acc + 2 * C;
         if (n->stats_ready) { /* the Conv2D before left its per-chunk sums in part */
             for (int c = 0; c < 2 * C; c++) sum[c] = 0;
@@ -2909,47 +2924,55 @@ static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, 
 
 /* Adam's update of count parameters. sqrtf may set errno, which keeps compilers
    from vectorizing it in ISO C modes; the vector square root of AVX gives the
-   same correctly rounded result, and the operations below run in the scalar
-   loop's order, so both paths agree to the bit. */
-static void cnn__adam_update(float *CNN__RESTRICT p, const float *CNN__RESTRICT g, float *CNN__RESTRICT s1,
-                             float *CNN__RESTRICT s2, long long count, float b1, float b2, float lr_t, float eps) {
-    const float c1 = 1 - b1, c2 = 1 - b2;
-    long long done = 0;
-#if defined(__AVX512F__) || defined(__AVX__)
+   same correctly rounded result. The last count % lanes parameters go through
+   the same vector code (in a zero-padded block), so every parameter is updated
+   by the same instructions, whatever the compiler fuses. */
 #if defined(__AVX512F__)
 #define CNN__V __m512
 #define CNN__VL 16
 #define CNN__VOP(op) _mm512_##op##_ps
-#else
+#elif defined(__AVX__)
 #define CNN__V __m256
 #define CNN__VL 8
 #define CNN__VOP(op) _mm256_##op##_ps
 #endif
-    const long long blocks = count / CNN__VL;
-    const CNN__V vb1 = CNN__VOP(set1)(b1), vb2 = CNN__VOP(set1)(b2), vc1 = CNN__VOP(set1)(c1), vc2 = CNN__VOP(set1)(c2);
-    const CNN__V vlr = CNN__VOP(set1)(lr_t), veps = CNN__VOP(set1)(eps);
+#ifdef CNN__VL
+static void cnn__adam_lanes(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t, float eps) {
+    const CNN__V gk = CNN__VOP(loadu)(g);
+    const CNN__V m = CNN__VOP(add)(CNN__VOP(mul)(CNN__VOP(set1)(b1), CNN__VOP(loadu)(s1)), CNN__VOP(mul)(CNN__VOP(set1)(1 - b1), gk));
+    const CNN__V v = CNN__VOP(add)(CNN__VOP(mul)(CNN__VOP(set1)(b2), CNN__VOP(loadu)(s2)),
+                                   CNN__VOP(mul)(CNN__VOP(mul)(CNN__VOP(set1)(1 - b2), gk), gk));
+    const CNN__V step = CNN__VOP(div)(CNN__VOP(mul)(CNN__VOP(set1)(lr_t), m), CNN__VOP(add)(CNN__VOP(sqrt)(v), CNN__VOP(set1)(eps)));
+    CNN__VOP(storeu)(s1, m);
+    CNN__VOP(storeu)(s2, v);
+    CNN__VOP(storeu)(p, CNN__VOP(sub)(CNN__VOP(loadu)(p), step));
+}
+#endif
+
+static void cnn__adam_update(float *CNN__RESTRICT p, const float *CNN__RESTRICT g, float *CNN__RESTRICT s1,
+                             float *CNN__RESTRICT s2, long long count, float b1, float b2, float lr_t, float eps) {
+#ifdef CNN__VL
+    const long long blocks = count / CNN__VL, done = blocks * CNN__VL;
 CNN__PARALLEL_FOR(count)
-    for (long long i = 0; i < blocks; i++) {
-        const long long k = i * CNN__VL;
-        const CNN__V gk = CNN__VOP(loadu)(g + k);
-        const CNN__V m = CNN__VOP(add)(CNN__VOP(mul)(vb1, CNN__VOP(loadu)(s1 + k)), CNN__VOP(mul)(vc1, gk));
-        const CNN__V v = CNN__VOP(add)(CNN__VOP(mul)(vb2, CNN__VOP(loadu)(s2 + k)), CNN__VOP(mul)(CNN__VOP(mul)(vc2, gk), gk));
-        const CNN__V step = CNN__VOP(div)(CNN__VOP(mul)(vlr, m), CNN__VOP(add)(CNN__VOP(sqrt)(v), veps));
-        CNN__VOP(storeu)(s1 + k, m);
-        CNN__VOP(storeu)(s2 + k, v);
-        CNN__VOP(storeu)(p + k, CNN__VOP(sub)(CNN__VOP(loadu)(p + k), step));
+    for (long long i = 0; i < blocks; i++) cnn__adam_lanes(p + i * CNN__VL, g + i * CNN__VL, s1 + i * CNN__VL, s2 + i * CNN__VL, b1, b2, lr_t, eps);
+    if (done < count) {
+        float tp[CNN__VL] = {0}, tg[CNN__VL] = {0}, t1[CNN__VL] = {0}, t2[CNN__VL] = {0};
+        const size_t rest = (size_t)(count - done) * sizeof(float);
+        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
+        cnn__adam_lanes(tp, tg, t1, t2, b1, b2, lr_t, eps);
+        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
     }
-    done = blocks * CNN__VL;
 #undef CNN__V
 #undef CNN__VL
 #undef CNN__VOP
-#endif
-CNN__PARALLEL_FOR(count - done)
-    for (long long k = done; k < count; k++) {
-        s1[k] = b1 * s1[k] + c1 * g[k];
-        s2[k] = b2 * s2[k] + c2 * g[k] * g[k];
+#else
+CNN__PARALLEL_FOR(count)
+    for (long long k = 0; k < count; k++) {
+        s1[k] = b1 * s1[k] + (1 - b1) * g[k];
+        s2[k] = b2 * s2[k] + (1 - b2) * g[k] * g[k];
         p[k] -= lr_t * s1[k] / (sqrtf(s2[k]) + eps);
     }
+#endif
 }
 
 static void cnn__optimizer_step(cnn_model *m) {

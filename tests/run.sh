@@ -38,6 +38,17 @@ for t in $UNIT; do
   [ -x $B/$t ] && run $t $B/$t
 done
 
+# the kernels without AVX-512 (AVX2 + FMA, and baseline x86-64: narrower register
+# tiles, the AVX and the scalar Adam), where this processor can run them
+if grep -q ' avx2 ' /proc/cpuinfo 2>/dev/null; then
+  for arch in x86-64-v3 x86-64; do
+    for t in test_core test_parity; do
+      compile "build $t (-march=$arch)" $CC -std=c99 -O2 -march=$arch -fopenmp -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.$arch
+      [ -x $B/$t.$arch ] && run "$t (-march=$arch)" $B/$t.$arch
+    done
+  done
+fi
+
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 for t in $SAN; do
   [ -f tests/$t.c ] || continue

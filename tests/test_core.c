@@ -427,15 +427,17 @@ static void test_bn_pool_fusion(void) {
             }
 }
 
-/* The tutorial's blocks, big enough that the conv layers run in parallel and
-   take BatchNorm's batch sums in their GEMM; `apart` puts identity layers
+/* The tutorial's blocks, big enough that the conv layers run in parallel, take
+   BatchNorm's batch sums in their GEMM, and (64 filters on 32x32) make dz in
+   more than one stack slice per chunk of rows; `apart` puts identity layers
    between conv, BN and pool, which keeps cnn.h from fusing any of them */
+enum { TB_BATCH = 8, TB_IN = 32 * 32 * 3, TB_PARAMS = 8000 };
 static cnn_model *two_block_model(int apart) {
     cnn_model *m = cnn_model_new();
     cnn_model_set_seed(m, 5);
-    cnn_node *x = cnn_input(m, 16, 16, 3, "input");
+    cnn_node *x = cnn_input(m, 32, 32, 3, "input");
     for (int i = 0; i < 2; i++) {
-        x = cnn_conv2d(m, x, .filters = 8, .kernel_size = {3, 3}, .activation = CNN_RELU);
+        x = cnn_conv2d(m, x, .filters = i ? 8 : 64, .kernel_size = {3, 3}, .activation = CNN_RELU);
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
         x = cnn_batch_norm(m, x);
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
@@ -449,53 +451,71 @@ static cnn_model *two_block_model(int apart) {
 }
 
 static void test_thread_count_gradients(void) {
-    test_begin("gradients (parameters and input) are bit-identical for 1, 2 and 3 threads");
-    enum { NB = 8, IN = 16 * 16 * 3 };
-    static float x[NB * IN], y[NB * 4], dx[3][NB * IN], g[3][2000];
+    test_begin("gradients (with and without the input's) are bit-identical for 1, 2 and 3 threads");
+    static float x[TB_BATCH * TB_IN], y[TB_BATCH * 4], dx[3][TB_BATCH * TB_IN], g[3][TB_PARAMS], gt[3][TB_PARAMS];
     unsigned s = 3;
-    for (int i = 0; i < NB * IN; i++) x[i] = frand(&s);
-    for (int b = 0; b < NB; b++) y[b * 4 + b % 4] = 1;
+    for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s);
+    for (int b = 0; b < TB_BATCH; b++) y[b * 4 + b % 4] = 1;
     size_t n = 0;
     for (int t = 0; t < 3; t++) {
         cnn_set_num_threads(t + 1);
         cnn_model *m = two_block_model(0);
         float loss;
-        CHECK(cnn_input_gradient(m, x, y, NB, 4, dx[t], &loss) == CNN_OK, "%s", cnn_last_error());
+        CHECK(cnn_input_gradient(m, x, y, TB_BATCH, 4, dx[t], &loss) == CNN_OK, "%s", cnn_last_error());
         const float *gr = cnn_model_grads(m, &n);
-        CHECK(n <= 2000, "%zu parameters", n);
-        memcpy(g[t], gr, (n <= 2000 ? n : 2000) * sizeof(float));
+        CHECK(n <= TB_PARAMS, "%zu parameters", n);
+        if (n > TB_PARAMS) n = TB_PARAMS;
+        memcpy(g[t], gr, n * sizeof(float));
+        /* a training step: the first conv makes no input gradient then */
+        CHECK(cnn_train_on_batch(m, x, y, TB_BATCH, 4, &loss, NULL) == CNN_OK, "%s", cnn_last_error());
+        memcpy(gt[t], cnn_model_grads(m, NULL), n * sizeof(float));
         cnn_model_free(m);
     }
     cnn_set_num_threads(1);
     for (int t = 1; t < 3; t++) {
         CHECK(!memcmp(dx[0], dx[t], sizeof dx[0]), "input gradient with %d threads differs from 1 thread", t + 1);
         CHECK(!memcmp(g[0], g[t], n * sizeof(float)), "parameter gradients with %d threads differ from 1 thread", t + 1);
+        CHECK(!memcmp(gt[0], gt[t], n * sizeof(float)), "training gradients with %d threads differ from 1 thread", t + 1);
     }
 }
 
 static void test_block_fusion(void) {
     test_begin("conv -> BN -> pool blocks fused (BN sums in the conv, gradients in the conv) match unfused");
-    enum { NB = 8, IN = 16 * 16 * 3 };
-    static float x[NB * IN], y[NB * 4], dx[2][NB * IN], p[2][NB * 4];
-    unsigned s = 4;
-    for (int i = 0; i < NB * IN; i++) x[i] = frand(&s);
-    for (int b = 0; b < NB; b++) y[b * 4 + (b * 3) % 4] = 1;
-    cnn_model *m[2] = {two_block_model(0), two_block_model(1)};
-    CHECK(cnn__find(m[0], "conv2d")->bn_reader && cnn__find(m[0], "conv2d")->bn_grad && !cnn__find(m[1], "conv2d")->bn_reader,
-          "fusion not decided as expected");
-    float loss[2];
-    for (int k = 0; k < 2; k++) cnn_input_gradient(m[k], x, y, NB, 4, dx[k], &loss[k]);
-    size_t n0, n1;
-    float *g0 = cnn_model_grads(m[0], &n0), *g1 = cnn_model_grads(m[1], &n1);
-    CHECK(n0 == n1 && fabsf(loss[0] - loss[1]) <= 1e-6f * fabsf(loss[1]), "loss %g vs %g", loss[0], loss[1]);
-    CHECK(test_rel_err(dx[0], dx[1], NB * IN) < 1e-5, "input gradient differs by %g", test_rel_err(dx[0], dx[1], NB * IN));
-    CHECK(n0 == n1 && test_rel_err(g0, g1, n0) < 1e-5, "parameter gradients differ by %g", test_rel_err(g0, g1, n0));
-    for (int k = 0; k < 2; k++) {
-        cnn_train_on_batch(m[k], x, y, NB, 4, &loss[k], NULL);
-        cnn_predict(m[k], x, NB, NB, p[k]);
-        cnn_model_free(m[k]);
+    static float x[TB_BATCH * TB_IN], y[TB_BATCH * 4], dx[2][TB_BATCH * TB_IN], p[2][TB_BATCH * 4];
+    cnn_set_num_threads(2);
+    /* offset 1000: BatchNorm's E[x^2] - E[x]^2 must not lose the variance */
+    for (int offset = 0; offset <= 1000; offset += 1000) {
+        unsigned s = 4;
+        for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s) + (float)offset;
+        for (int b = 0; b < TB_BATCH; b++) y[b * 4 + (b * 3) % 4] = 1;
+        cnn_model *m[2] = {two_block_model(0), two_block_model(1)};
+        CHECK(cnn__find(m[0], "conv2d")->bn_reader && cnn__find(m[0], "conv2d")->bn_grad && !cnn__find(m[1], "conv2d")->bn_reader,
+              "fusion not decided as expected");
+        float loss[2];
+        for (int k = 0; k < 2; k++) cnn_input_gradient(m[k], x, y, TB_BATCH, 4, dx[k], &loss[k]);
+        const cnn_node *bn[2] = {cnn__find(m[0], "batch_normalization"), cnn__find(m[1], "batch_normalization")};
+        const double estat = test_rel_err(bn[0]->stat, bn[1]->stat, 2 * 64); /* batch mean, inverse std */
+        CHECK(estat < 1e-6, "offset %d: batch statistics differ by %g", offset, estat);
+        size_t n0, n1;
+        float *g0 = cnn_model_grads(m[0], &n0), *g1 = cnn_model_grads(m[1], &n1);
+        const double edx = test_rel_err(dx[0], dx[1], TB_BATCH * TB_IN), eg = n0 == n1 ? test_rel_err(g0, g1, n0) : 1;
+        printf("# offset %d: statistics rel. err %.2g, loss %.7g vs %.7g, input gradient %.2g, parameter gradients %.2g\n", offset,
+               estat, loss[0], loss[1], edx, eg);
+        if (offset) { /* past the statistics, inputs of 1000 +- 1 leave float only 4 digits: */
+            for (int k = 0; k < 2; k++) cnn_model_free(m[k]); /* nothing more to compare closely */
+            continue;
+        }
+        CHECK(n0 == n1 && fabsf(loss[0] - loss[1]) <= 1e-6f * fabsf(loss[1]), "loss %g vs %g", loss[0], loss[1]);
+        CHECK(edx < 1e-5, "input gradient differs by %g", edx);
+        CHECK(eg < 1e-5, "parameter gradients differ by %g", eg);
+        for (int k = 0; k < 2; k++) {
+            cnn_train_on_batch(m[k], x, y, TB_BATCH, 4, &loss[k], NULL);
+            cnn_predict(m[k], x, TB_BATCH, TB_BATCH, p[k]);
+            cnn_model_free(m[k]);
+        }
+        CHECK(test_rel_err(p[0], p[1], TB_BATCH * 4) < 1e-3, "predictions after an Adam step differ by %g", test_rel_err(p[0], p[1], TB_BATCH * 4));
     }
-    CHECK(test_rel_err(p[0], p[1], NB * 4) < 1e-3, "predictions after an Adam step differ by %g", test_rel_err(p[0], p[1], NB * 4));
+    cnn_set_num_threads(1);
 }
 
 int main(void) {
