@@ -18,6 +18,7 @@ fi
 
 last_rate() { awk '/^img\/s:/ {v=$2} END {print v}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+best() { sort -g | tail -1; }
 
 echo "# cnn.h vs PyTorch $($PY -c 'import torch; print(torch.__version__)') with $blas, tutorial network, $THREADS threads, $(nproc) cores"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -34,12 +35,16 @@ for p in $(seq "$PAIRS"); do
 done
 mo=$(printf '%s\n' "${ours_t[@]}" | median); mt=$(printf '%s\n' "${torch_t[@]}" | median)
 io=$(printf '%s\n' "${ours_i[@]}" | median); it=$(printf '%s\n' "${torch_i[@]}" | median)
+bo=$(printf '%s\n' "${ours_t[@]}" | best); bt=$(printf '%s\n' "${torch_t[@]}" | best)
+bio=$(printf '%s\n' "${ours_i[@]}" | best); bit=$(printf '%s\n' "${torch_i[@]}" | best)
 echo
-echo "| images/s (median of $PAIRS) | cnn.h | PyTorch | ratio |"
+echo "The fastest runs, least disturbed by the rest of the machine, are shown beside the medians."
+echo
+echo "| images/s, median of $PAIRS (fastest) | cnn.h | PyTorch | ratio of medians (of fastest) |"
 echo "|---|---|---|---|"
-awk -v o="$mo" -v t="$mt" 'BEGIN {printf "| training, batch 32 | %.0f | %.0f | %.2fx |\n", o, t, o / t}'
-awk -v o="$io" -v t="$it" 'BEGIN {printf "| inference, batch 256 | %.0f | %.0f | %.2fx |\n", o, t, o / t}'
-awk -v o="$mo" 'BEGIN {printf "| training GFLOP/s (32 MFLOP/image) | %.0f | | |\n", o * 0.032}'
+awk -v o="$mo" -v t="$mt" -v bo="$bo" -v bt="$bt" 'BEGIN {printf "| training, batch 32 | %.0f (%.0f) | %.0f (%.0f) | %.2fx (%.2fx) |\n", o, bo, t, bt, o / t, bo / bt}'
+awk -v o="$io" -v t="$it" -v bo="$bio" -v bt="$bit" 'BEGIN {printf "| inference, batch 256 | %.0f (%.0f) | %.0f (%.0f) | %.2fx (%.2fx) |\n", o, bo, t, bt, o / t, bo / bt}'
+awk -v o="$mo" -v bo="$bo" 'BEGIN {printf "| training GFLOP/s (32 MFLOP/image) | %.0f (%.0f) | | |\n", o * 0.032, bo * 0.032}'
 
 # the per-layer profile of the fastest of PAIRS profiled runs (the least disturbed by
 # whatever else the machine runs); a layer's time includes the element-wise work fused
