@@ -681,9 +681,11 @@ extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
 #if defined(__GNUC__) || defined(__clang__)
 #define CNN__RESTRICT __restrict__
 #define CNN__NOINLINE __attribute__((noinline))
+#define CNN__ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define CNN__RESTRICT
 #define CNN__NOINLINE
+#define CNN__ALWAYS_INLINE
 #endif
 
 /* ======================================================================== */
@@ -1562,35 +1564,55 @@ typedef struct cnn__epilogue {
                       outputs and of their squares, [CNN__CHUNKS][2N] (BatchNorm's) */
 } cnn__epilogue;
 
+/* R full-width rows of a tile, R a constant where this is inlined, so that the
+   compiler unrolls the loops and keeps acc in registers */
+static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
+                                              const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc,
+                                              int load, const cnn__epilogue *ep) {
+    float acc[CNN__MR][CNN__NR];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (size_t)k * ldb;
+        const float *ak = a + (size_t)k * a_ks;
+        for (int r = 0; r < R; r++) {
+            const float ar = ak[r * a_rs];
+            for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
+        }
+    }
+    if (ep && ep->bias)
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < CNN__NR; j++) acc[r][j] += ep->bias[j];
+    if (ep && ep->relu)
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < CNN__NR; j++) acc[r][j] = acc[r][j] < 0 ? 0.0f : acc[r][j];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < CNN__NR; j++) c[r * ldc + j] = acc[r][j];
+}
+
 /* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
-   r < rows, j < cols, then the epilogue ep (NULL = none). The full-tile path has
-   constant trip counts, so the compiler unrolls it and keeps acc in registers
-   (never inlined: inside a bigger loop the accumulators would spill). */
+   r < rows, j < cols, then the epilogue ep (NULL = none). Full-width tiles of
+   any height run in registers (one copy of the loop per height); narrower ones
+   (the last columns) take a plain loop. Never inlined: inside a bigger loop the
+   accumulators would spill. */
 static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
-    if (rows == CNN__MR && cols == CNN__NR) {
-        float acc[CNN__MR][CNN__NR];
-        for (int r = 0; r < CNN__MR; r++)
-            for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
-        for (int k = 0; k < K; k++) {
-            const float *bk = b + (size_t)k * ldb;
-            const float *ak = a + (size_t)k * a_ks;
-            for (int r = 0; r < CNN__MR; r++) {
-                const float ar = ak[r * a_rs];
-                for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
-            }
+    if (cols == CNN__NR) {
+        switch (rows) {
+        case CNN__MR: cnn__tile_rows(CNN__MR, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case 1: cnn__tile_rows(1, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case 2: cnn__tile_rows(2, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case 3: cnn__tile_rows(3, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+#if CNN__MR > 4
+        case 4: cnn__tile_rows(4, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case 5: cnn__tile_rows(5, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case 6: cnn__tile_rows(6, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case 7: cnn__tile_rows(7, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+#endif
+        default: break;
         }
-        if (ep && ep->bias)
-            for (int r = 0; r < CNN__MR; r++)
-                for (int j = 0; j < CNN__NR; j++) acc[r][j] += ep->bias[j];
-        if (ep && ep->relu)
-            for (int r = 0; r < CNN__MR; r++)
-                for (int j = 0; j < CNN__NR; j++) acc[r][j] = acc[r][j] < 0 ? 0.0f : acc[r][j];
-        for (int r = 0; r < CNN__MR; r++)
-            for (int j = 0; j < CNN__NR; j++) c[r * ldc + j] = acc[r][j];
-        return;
     }
-    for (int r = 0; r < rows; r++) { /* edges */
+    for (int r = 0; r < rows; r++) { /* the last columns */
         float *cr = c + r * ldc;
         if (!load)
             for (int j = 0; j < cols; j++) cr[j] = 0.0f;
@@ -1689,7 +1711,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
 }
 
 /* The TN product over rows [m0, m0+mb) of A and D for C's tiles lo..hi-1
-   (numbered row tile * col_tiles + column tile); mb <= CNN__TN_ROWS */
+   (numbered row tile * col_tiles + column tile) */
 enum { CNN__TN_ROWS = 256 }; /* rows of A and D visited per pass, so they stay in cache */
 static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const float *CNN__RESTRICT A, int lda,
                           const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc) {
@@ -1697,18 +1719,6 @@ static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const fl
     for (int t = lo; t < hi; t++) {
         const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
         const int rows = K - k < CNN__MR ? K - k : CNN__MR, cols = N - j < CNN__NR ? N - j : CNN__NR;
-        if (rows < CNN__MR && cols == CNN__NR) {
-            /* the last rows of C (K % MR of them, e.g. 3 of conv_1's 27): copy their
-               columns of A into a zero-padded block so the register kernel runs */
-            float apad[CNN__TN_ROWS * CNN__MR], cpad[CNN__MR * CNN__NR];
-            for (int mm = 0; mm < mb; mm++)
-                for (int r = 0; r < CNN__MR; r++) apad[mm * CNN__MR + r] = r < rows ? A[(size_t)(m0 + mm) * lda + k + r] : 0.0f;
-            for (int r = 0; r < CNN__MR; r++)
-                for (int jj = 0; jj < CNN__NR; jj++) cpad[r * CNN__NR + jj] = r < rows ? C[(size_t)(k + r) * ldc + j + jj] : 0.0f;
-            cnn__tile(mb, apad, 1, CNN__MR, D + (size_t)m0 * ldd + j, (size_t)ldd, cpad, CNN__NR, CNN__MR, CNN__NR, 1, NULL);
-            for (int r = 0; r < rows; r++) memcpy(C + (size_t)(k + r) * ldc + j, cpad + r * CNN__NR, CNN__NR * sizeof(float));
-            continue;
-        }
         cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
                   C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, 1, NULL);
     }
