@@ -1580,14 +1580,16 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
             for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
         }
     }
-    if (ep && ep->bias)
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < CNN__NR; j++) acc[r][j] += ep->bias[j];
-    if (ep && ep->relu)
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < CNN__NR; j++) acc[r][j] = acc[r][j] < 0 ? 0.0f : acc[r][j];
+    /* the epilogue in one branch-free pass, so that acc stays in registers:
+       + bias (or + 0), then max(., 0) for ReLU (or max(., -inf), a no-op) */
+    float bias[CNN__NR] = {0};
+    const float floor = ep && ep->relu ? 0.0f : -INFINITY;
+    if (ep && ep->bias) memcpy(bias, ep->bias, sizeof bias);
     for (int r = 0; r < R; r++)
-        for (int j = 0; j < CNN__NR; j++) c[r * ldc + j] = acc[r][j];
+        for (int j = 0; j < CNN__NR; j++) {
+            const float v = acc[r][j] + bias[j];
+            c[r * ldc + j] = v < floor ? floor : v;
+        }
 }
 
 /* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
@@ -2064,11 +2066,39 @@ static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (
     return 3 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
 }
 
+/* one row d [N] of dz, from the conv's output yr [N] (BatchNorm's input), the
+   coefficients k [3N] (see above) and, for a cell in a pooling window, the
+   pool's argmax am [N] (am[c] == off + c: the cell is the maximum) and
+   gradient g [N]; ReLU's gradient applied; ss [N] += d */
+static CNN__ALWAYS_INLINE void cnn__bn_dz_row(int N, const float *CNN__RESTRICT yr, const float *CNN__RESTRICT mean,
+                                              const float *CNN__RESTRICT k, const int *CNN__RESTRICT am, int off,
+                                              const float *CNN__RESTRICT g, int relu, float *CNN__RESTRICT d,
+                                              float *CNN__RESTRICT ss) {
+    const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
+    if (am) {
+        for (int c = 0; c < N; c++) {
+            float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
+            v = CNN__FMA(k1[c], am[c] == off + c ? g[c] : 0.0f, v); /* (no call under a condition: */
+            v = relu && !(yr[c] > 0) ? 0.0f : v;                  /*  that would not vectorize) */
+            d[c] = v;
+            ss[c] += v;
+        }
+    } else {
+        for (int c = 0; c < N; c++) {
+            float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
+            v = relu && !(yr[c] > 0) ? 0.0f : v;
+            d[c] = v;
+            ss[c] += v;
+        }
+    }
+}
+
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
     cnn_model *m = n->model;
     const cnn_node *bn = m->nodes[n->bn_grad - 1], *pool = m->nodes[bn->into_pool - 1];
     const int N = n->units, HW = n->h * n->w, W = n->w, M = B * HW, relu = n->activation == CNN_RELU;
-    const float *y = n->out, *mean = bn->stat, *inv = bn->stat + N, *k1 = bn->coef, *k2 = k1 + N, *k3 = k1 + 2 * N;
+    /* BatchNorm's input gradient is k1 * dy + k2 + (y - mean) * k3 (see cnn__bn_backward) */
+    const float *y = n->out, *mean = bn->stat, *k = bn->coef;
     float *gW = n->trainable ? m->grads + n->p_off : NULL;
     float *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
     const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
@@ -2084,29 +2114,33 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
         float buffer[CNN__DZ_BUFFER];
         const int r0 = (int)((long long)M * ch / CNN__CHUNKS), r1 = (int)((long long)M * (ch + 1) / CNN__CHUNKS);
         double *bp = bias_part + (size_t)ch * N;
-        float *CNN__RESTRICT ss = slice_sum + (size_t)ch * N, *kp = NULL;
+        float *ss = slice_sum + (size_t)ch * N, *kp = NULL;
         for (int c = 0; c < N; c++) { bp[c] = 0; ss[c] = 0; }
         if (in_chunks) {
             kp = kernel_part + (size_t)ch * K * N;
             memset(kp, 0, (size_t)K * N * sizeof(float));
         }
+        /* the position of row r0: sample b, cell (oy, ox), its pooling window
+           (py, px) and its place (ky, kx) in that window, stepped row by row */
+        int b = r0 / HW, oy = r0 % HW / W, ox = r0 % W, py = oy / pool->kh, px = ox / pool->kw;
+        int ky = oy % pool->kh, kx = ox % pool->kw;
         for (int s0 = r0; s0 < r1; s0 += step) { /* slices of the chunk */
             const int s1 = r1 - s0 < step ? r1 : s0 + step;
             float *dz = step < M ? buffer : n->dout + (size_t)s0 * N; /* [s1 - s0][N] */
             for (int r = s0; r < s1; r++) {
-                const int b = r / HW, at = r % HW, py = at / W / pool->kh, px = at % W / pool->kw;
-                const float *CNN__RESTRICT yr = y + (size_t)r * N;
-                float *CNN__RESTRICT d = dz + (size_t)(r - s0) * N;
-                for (int c = 0; c < N; c++) d[c] = 0.0f - k1[c] * (k2[c] + (yr[c] - mean[c]) * inv[c] * k3[c]);
                 if (py < pool->h && px < pool->w) { /* the cell lies in a pooling window */
                     const size_t p = ((size_t)b * pool->h + py) * pool->w + px;
-                    const int *CNN__RESTRICT am = pool->argmax + p * N, off = at * N;
-                    const float *CNN__RESTRICT g = pool->dout + p * N;
-                    for (int c = 0; c < N; c++) d[c] = am[c] == off + c ? d[c] + k1[c] * g[c] : d[c];
+                    cnn__bn_dz_row(N, y + (size_t)r * N, mean, k, pool->argmax + p * N, (oy * W + ox) * N,
+                                   pool->dout + p * N, relu, dz + (size_t)(r - s0) * N, ss);
+                } else {
+                    cnn__bn_dz_row(N, y + (size_t)r * N, mean, k, NULL, 0, NULL, relu, dz + (size_t)(r - s0) * N, ss);
                 }
-                if (relu)
-                    for (int c = 0; c < N; c++) d[c] = yr[c] > 0 ? d[c] : 0.0f;
-                for (int c = 0; c < N; c++) ss[c] += d[c];
+                if (++kx == pool->kw) { kx = 0; px++; }
+                if (++ox == W) {
+                    ox = kx = px = 0;
+                    if (++ky == pool->kh) { ky = 0; py++; }
+                    if (++oy == n->h) { oy = ky = py = 0; b++; }
+                }
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
             if (in_chunks)
@@ -2308,6 +2342,10 @@ static void cnn__bn_backward(cnn_node *n, int B) {
         k1[c] = gamma[c] * inv[c];
         k2[c] = (float)(s[c] / M);
         k3[c] = (float)(s[C + c] / M);
+    }
+    if (deferred) { /* for the Conv2D: dx = k1 * dy + k2' + (x - mean) * k3', one FMA a cell */
+        for (int c = 0; c < C; c++) { k2[c] = -k1[c] * k2[c]; k3[c] = -k1[c] * inv[c] * k3[c]; }
+        return;
     }
     if (dx) {
         if (pool) { /* dy is zero but at the pool's argmax cells: the dense part, then those */
