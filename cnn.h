@@ -1880,6 +1880,19 @@ static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && 
    col [B*Ho*Wo][K] into dst [rows][ldd], from its input x [B][H][W][C]; the
    K index is (ky*kw + kx)*C + ci, so each ky gives one run of kw*C floats,
    contiguous in x away from the borders. */
+/* dst[0..len) = src[0..len) in fixed-size moves the compiler inlines. The
+   runs im2col copies are short (9 floats for a 3x3 kernel on RGB): a memcpy
+   call each would cost more than the copy, and a plain copy loop would
+   become one (or a slow rep movs). */
+static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const float *CNN__RESTRICT src, int len) {
+    int q = 0;
+    for (; q + 16 <= len; q += 16) memcpy(dst + q, src + q, 16 * sizeof(float));
+    if (len - q >= 8) { memcpy(dst + q, src + q, 8 * sizeof(float)); q += 8; }
+    if (len - q >= 4) { memcpy(dst + q, src + q, 4 * sizeof(float)); q += 4; }
+    if (len - q >= 2) { memcpy(dst + q, src + q, 2 * sizeof(float)); q += 2; }
+    if (len - q >= 1) dst[q] = src[q];
+}
+
 static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0, int kb,
                              float *CNN__RESTRICT dst, int ldd) {
     const int H = in->h, W = in->w, C = in->c, HWo = n->h * n->w, run = n->kw * C;
@@ -1893,8 +1906,8 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
             float *CNN__RESTRICT out = d + (k - k0);
             if (iy < 0 || iy >= H) {
                 for (int q = 0; q < len; q++) out[q] = 0.0f;
-            } else if (inside_x) { /* (a copy loop here becomes a slow inlined rep movs) */
-                memcpy(out, x + (((size_t)b * H + iy) * W + ix0) * C + at, (size_t)len * sizeof(float));
+            } else if (inside_x) {
+                cnn__copy_floats(out, x + (((size_t)b * H + iy) * W + ix0) * C + at, len);
             } else { /* at the left or right border: zero what lies outside */
                 for (int q = 0; q < len; q++) {
                     const int ix = ix0 + (at + q) / C;
