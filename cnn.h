@@ -2115,11 +2115,11 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     float *gW = n->trainable ? m->grads + n->p_off : NULL;
     float *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
     const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
+    const int keep = cnn__in_dout(n, 0) != NULL;
     const int in_chunks = gW && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX;
     double *bias_part = (double *)m->scratch;                  /* [CNN__CHUNKS][N] */
     float *slice_sum = m->scratch + 2 * CNN__CHUNKS * N;       /* [CNN__CHUNKS][N] */
     float *kernel_part = slice_sum + CNN__CHUNKS * N;           /* [CNN__CHUNKS][K][N] */
-    const int keep = cnn__in_dout(n, 0) != NULL;
     const int step = keep || !in_chunks || N > CNN__DZ_BUFFER ? M : CNN__DZ_BUFFER / N; /* rows per slice */
     if (!keep && !gW) return; /* a frozen first layer: nothing to make */
     CNN__PARALLEL_FOR((long long)M * N * K)
@@ -2382,6 +2382,27 @@ CNN__PARALLEL_FOR((long long)M * C)
 
 /* ---- Pooling ------------------------------------------------------------ */
 
+/* One 2x2 window lying inside the input, all C channels: y [C] the maximum of
+   the cells x0 (at offset o0 in its sample), x1 (o0 + C), x2 (o2), x3 (o2 + C),
+   am [C] the offset of the first cell holding it; BatchNorm's x * k + shift
+   applied first when k is not NULL. One pass with everything in registers. */
+static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0, const float *CNN__RESTRICT x2, int o0,
+                                            int o2, const float *CNN__RESTRICT k, const float *CNN__RESTRICT shift,
+                                            float *CNN__RESTRICT y, int *CNN__RESTRICT am) {
+    const float *CNN__RESTRICT x1 = x0 + C, *CNN__RESTRICT x3 = x2 + C;
+    for (int c = 0; c < C; c++) {
+        const float v0 = k ? x0[c] * k[c] + shift[c] : x0[c], v1 = k ? x1[c] * k[c] + shift[c] : x1[c];
+        const float v2 = k ? x2[c] * k[c] + shift[c] : x2[c], v3 = k ? x3[c] * k[c] + shift[c] : x3[c];
+        float best = v0;
+        int at = o0 + c;
+        at = v1 > best ? o0 + C + c : at; best = v1 > best ? v1 : best;
+        at = v2 > best ? o2 + c : at;     best = v2 > best ? v2 : best;
+        at = v3 > best ? o2 + C + c : at; best = v3 > best ? v3 : best;
+        y[c] = best;
+        am[c] = at;
+    }
+}
+
 static void cnn__maxpool_forward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
     const int H = in->h, W = in->w, C = n->c;
@@ -2398,6 +2419,13 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
         for (int ox = 0; ox < n->w; ox++) {
             float *CNN__RESTRICT y = n->out + ((size_t)r * n->w + ox) * C;
             int *CNN__RESTRICT am = n->argmax + ((size_t)r * n->w + ox) * C;
+            const int iy = oy * n->sh - n->pad_top, ix = ox * n->sw - n->pad_left;
+            if (n->kh == 2 && n->kw == 2 && iy >= 0 && iy + 2 <= H && ix >= 0 && ix + 2 <= W) {
+                const int o0 = (iy * W + ix) * C, o2 = o0 + W * C;
+                if (k) cnn__max_2x2(C, xb + o0, xb + o2, o0, o2, k, shift, y, am);
+                else cnn__max_2x2(C, xb + o0, xb + o2, o0, o2, NULL, NULL, y, am);
+                continue;
+            }
             int first = 1;
             for (int ky = 0; ky < n->kh; ky++) {
                 int iy = oy * n->sh - n->pad_top + ky;
