@@ -1159,6 +1159,7 @@ struct cnn_node {
     double *acc;                /* BatchNorm: sums [2c], then partial sums [CNN__CHUNKS][2c] */
     float *coef;                /* BatchNorm: per-channel coefficients [3c] of the current pass */
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
+                                /* (and aux, after a fused BatchNorm when training: BatchNorm's input there) */
     cnn_layer_profile prof;     /* filled while model->profiling */
     int dout_written;           /* backward: a consumer has written dout in this pass */
     int into_pool;              /* BatchNorm read only by a MaxPooling2D (node index
@@ -2291,11 +2292,12 @@ CNN__PARALLEL_FOR((long long)M * C)
 
 /* BatchNorm fused into a max pool: its dy is the pool's gradient at the argmax
    cells and zero elsewhere. Sums of dy and dy*xhat over those cells (fixed chunks
-   of pool positions, so thread-count independent) into s[2C]. */
+   of pool positions, so thread-count independent) into s[2C]; the pool kept
+   BatchNorm's input x at those cells in its aux (read in order, not gathered). */
 static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, double *s) {
     const int C = n->c;
-    const size_t P = (size_t)B * pool->h * pool->w, per_pool = (size_t)pool->h * pool->w, per_in = cnn__node_size(n);
-    const float *x = cnn__in_out(n, 0), *mean = n->stat, *inv = n->stat + C;
+    const size_t P = (size_t)B * pool->h * pool->w;
+    const float *mean = n->stat, *inv = n->stat + C;
     double *part = n->acc + 2 * C;
     CNN__PARALLEL_FOR((long long)P * C)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
@@ -2303,9 +2305,8 @@ static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, do
         double *p = part + (size_t)ch * 2 * C, *q = p + C;
         for (int c = 0; c < 2 * C; c++) p[c] = 0;
         for (size_t r = r0; r < r1; r++) {
-            const float *xb = x + (r / per_pool) * per_in, *g = pool->dout + r * C;
-            const int *am = pool->argmax + r * C;
-            for (int c = 0; c < C; c++) { p[c] += g[c]; q[c] += (double)g[c] * ((xb[am[c]] - mean[c]) * inv[c]); }
+            const float *CNN__RESTRICT g = pool->dout + r * C, *CNN__RESTRICT xm = pool->aux + r * C;
+            for (int c = 0; c < C; c++) { p[c] += g[c]; q[c] += (double)g[c] * ((xm[c] - mean[c]) * inv[c]); }
         }
     }
     for (int c = 0; c < 2 * C; c++) s[c] = 0;
@@ -2403,14 +2404,43 @@ static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0
     }
 }
 
+/* one window of any shape, padding skipped; as cnn__max_2x2 */
+static void cnn__max_window(const cnn_node *n, const float *CNN__RESTRICT xb, int H, int W, int oy, int ox,
+                            const float *k, const float *shift, float *CNN__RESTRICT y, int *CNN__RESTRICT am) {
+    const int C = n->c;
+    int first = 1;
+    for (int ky = 0; ky < n->kh; ky++) {
+        int iy = oy * n->sh - n->pad_top + ky;
+        if (iy < 0 || iy >= H) continue;
+        for (int kx = 0; kx < n->kw; kx++) {
+            int ix = ox * n->sw - n->pad_left + kx;
+            if (ix < 0 || ix >= W) continue;
+            const int off = (iy * W + ix) * C; /* offset inside the sample */
+            if (first) { /* the window's first cell seeds the maximum (NaN included) */
+                for (int c = 0; c < C; c++) { y[c] = k ? xb[off + c] * k[c] + shift[c] : xb[off + c]; am[c] = off + c; }
+                first = 0;
+                continue;
+            }
+            for (int c = 0; c < C; c++) {
+                const float v = k ? xb[off + c] * k[c] + shift[c] : xb[off + c];
+                const int better = v > y[c];
+                y[c] = better ? v : y[c];
+                am[c] = better ? off + c : am[c];
+            }
+        }
+    }
+}
+
 static void cnn__maxpool_forward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
     const int H = in->h, W = in->w, C = n->c;
     const float *x = cnn__in_out(n, 0), *k = NULL, *shift = NULL;
+    float *xmax = NULL; /* [B][h][w][C]: x at the maxima, for BatchNorm's backward */
     if (in->into_pool) { /* pool BatchNorm's y = x * k + shift, computed here from its input */
         x = cnn__in_out(in, 0);
         k = in->coef;
         shift = in->coef + C;
+        if (cnn__bn_uses_batch(in)) xmax = n->aux;
     }
 CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
     for (long long r = 0; r < (long long)B * n->h; r++) {
@@ -2424,29 +2454,11 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
                 const int o0 = (iy * W + ix) * C, o2 = o0 + W * C;
                 if (k) cnn__max_2x2(C, xb + o0, xb + o2, o0, o2, k, shift, y, am);
                 else cnn__max_2x2(C, xb + o0, xb + o2, o0, o2, NULL, NULL, y, am);
-                continue;
+            } else {
+                cnn__max_window(n, xb, H, W, oy, ox, k, shift, y, am);
             }
-            int first = 1;
-            for (int ky = 0; ky < n->kh; ky++) {
-                int iy = oy * n->sh - n->pad_top + ky;
-                if (iy < 0 || iy >= H) continue;
-                for (int kx = 0; kx < n->kw; kx++) {
-                    int ix = ox * n->sw - n->pad_left + kx;
-                    if (ix < 0 || ix >= W) continue;
-                    const int off = (iy * W + ix) * C; /* offset inside the sample */
-                    if (first) { /* the window's first cell seeds the maximum (NaN included) */
-                        for (int c = 0; c < C; c++) { y[c] = k ? xb[off + c] * k[c] + shift[c] : xb[off + c]; am[c] = off + c; }
-                        first = 0;
-                        continue;
-                    }
-                    for (int c = 0; c < C; c++) {
-                        const float v = k ? xb[off + c] * k[c] + shift[c] : xb[off + c];
-                        const int better = v > y[c];
-                        y[c] = better ? v : y[c];
-                        am[c] = better ? off + c : am[c];
-                    }
-                }
-            }
+            if (xmax) /* the window, just read, is in cache */
+                for (int c = 0; c < C; c++) xmax[((size_t)r * n->w + ox) * C + c] = xb[am[c]];
         }
     }
 }
@@ -2828,6 +2840,7 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
                      (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
         } else if (n->type == CNN__MAX_POOL) {
             ok = ok && (n->argmax = (int *)cnn__calloc(sz, sizeof(int)));
+            if (cnn__in(n, 0)->into_pool) ok = ok && (n->aux = (float *)cnn__calloc(sz, sizeof(float)));
         }
         if (!ok) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name); }
     }
