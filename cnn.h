@@ -1158,12 +1158,12 @@ struct cnn_node {
     /* per-batch buffers, sized for model->cap_batch samples */
     float *out;                 /* [B][h][w][c] */
     float *dout;                /* [B][h][w][c] gradient of the loss w.r.t. out */
-    float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K]; Dropout: mask */
+    float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K]; Dropout: mask; MaxPooling2D after a
+                                   fused BatchNorm: BatchNorm's input at each maximum [B][h][w][c] */
     float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
     double *acc;                /* BatchNorm: sums [2c], then partial sums [CNN__CHUNKS][2c] */
     float *coef;                /* BatchNorm: per-channel coefficients [3c] of the current pass */
     int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
-                                /* (and aux, after a fused BatchNorm when training: BatchNorm's input there) */
     cnn_layer_profile prof;     /* filled while model->profiling */
     int dout_written;           /* backward: a consumer has written dout in this pass */
     int into_pool;              /* BatchNorm read only by a MaxPooling2D (node index
@@ -1881,10 +1881,6 @@ static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && 
 
 /* ---- Conv2D: im2col + GEMM --------------------------------------------- */
 
-/* Rows [r0, r0+rows) and columns [k0, k0+kb) of conv n's im2col matrix
-   col [B*Ho*Wo][K] into dst [rows][ldd], from its input x [B][H][W][C]; the
-   K index is (ky*kw + kx)*C + ci, so each ky gives one run of kw*C floats,
-   contiguous in x away from the borders. */
 /* dst[0..len) = src[0..len) in fixed-size moves the compiler inlines. The
    runs im2col copies are short (9 floats for a 3x3 kernel on RGB): a memcpy
    call each would cost more than the copy, and a plain copy loop would
@@ -1898,6 +1894,10 @@ static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const 
     if (len - q >= 1) dst[q] = src[q];
 }
 
+/* Rows [r0, r0+rows) and columns [k0, k0+kb) of conv n's im2col matrix
+   col [B*Ho*Wo][K] into dst [rows][ldd], from its input x [B][H][W][C]; the
+   K index is (ky*kw + kx)*C + ci, so each ky gives one run of kw*C floats,
+   contiguous in x away from the borders. */
 static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0, int kb,
                              float *CNN__RESTRICT dst, int ldd) {
     const int H = in->h, W = in->w, C = in->c, HWo = n->h * n->w, run = n->kw * C;
@@ -2120,11 +2120,11 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     float *gW = n->trainable ? m->grads + n->p_off : NULL;
     float *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
     const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
-    const int keep = cnn__in_dout(n, 0) != NULL;
     const int in_chunks = gW && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX;
     double *bias_part = (double *)m->scratch;                  /* [CNN__CHUNKS][N] */
     float *slice_sum = m->scratch + 2 * CNN__CHUNKS * N;       /* [CNN__CHUNKS][N] */
     float *kernel_part = slice_sum + CNN__CHUNKS * N;           /* [CNN__CHUNKS][K][N] */
+    const int keep = cnn__in_dout(n, 0) != NULL;
     const int step = keep || !in_chunks || N > CNN__DZ_BUFFER ? M : CNN__DZ_BUFFER / N; /* rows per slice */
     if (!keep && !gW) return; /* a frozen first layer: nothing to make */
     CNN__PARALLEL_FOR((long long)M * N * K)
