@@ -1567,6 +1567,8 @@ typedef struct cnn__epilogue {
     int relu;
     double *stats; /* gemm_nn's row path, when not NULL: per-chunk sums of the finished
                       outputs and of their squares, [CNN__CHUNKS][2N] (BatchNorm's) */
+    double *sum, *sq; /* a tile's columns of one chunk's sums: += each finished column's
+                         sum and sum of squares (over the tile's rows, in double) */
 } cnn__epilogue;
 
 /* R full-width rows of a tile, R a constant where this is inlined, so that the
@@ -1593,8 +1595,15 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     for (int r = 0; r < R; r++)
         for (int j = 0; j < CNN__NR; j++) {
             const float v = acc[r][j] + bias[j];
-            c[r * ldc + j] = v < floor ? floor : v;
+            acc[r][j] = v < floor ? floor : v;
+            c[r * ldc + j] = acc[r][j];
         }
+    if (ep && ep->sum) { /* BatchNorm's statistics from the registers, in double: */
+        double s[CNN__NR] = {0}, q[CNN__NR] = {0}; /* E[x^2] - E[x]^2 needs it */
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < CNN__NR; j++) { s[j] += acc[r][j]; q[j] += (double)acc[r][j] * acc[r][j]; }
+        for (int j = 0; j < CNN__NR; j++) { ep->sum[j] += s[j]; ep->sq[j] += q[j]; }
+    }
 }
 
 /* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
@@ -1633,11 +1642,17 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
         if (ep && ep->relu)
             for (int j = 0; j < cols; j++) cr[j] = cr[j] < 0 ? 0.0f : cr[j];
     }
+    for (int j = 0; ep && ep->sum && j < cols; j++) { /* in the same order as above */
+        double s = 0, q = 0;
+        for (int r = 0; r < rows; r++) { s += c[r * ldc + j]; q += (double)c[r * ldc + j] * c[r * ldc + j]; }
+        ep->sum[j] += s;
+        ep->sq[j] += q;
+    }
 }
 
 /* the epilogue with its bias moved to column j, for the last slice of K only */
 static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
-    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL};
+    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL, NULL, NULL};
     return e;
 }
 
@@ -1697,21 +1712,11 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                     a_rs = KB;
                 }
                 for (int j = 0; j < N; j += CNN__NR) {
-                    const cnn__epilogue e = cnn__epilogue_at(ep, j);
+                    cnn__epilogue e = cnn__epilogue_at(ep, j);
+                    if (sum) { e.sum = sum + j; e.sq = sq + j; }
                     cnn__tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
                               rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
                 }
-            }
-            for (int j = 0; sum && j < N; j += CNN__NR) { /* the finished rows, still in cache, */
-                const int cols = N - j < CNN__NR ? N - j : CNN__NR; /* summed in double: */
-                double ts[CNN__NR] = {0}, tq[CNN__NR] = {0};        /* E[x^2] - E[x]^2 needs it */
-                for (int r = 0; r < rows; r++)
-                    for (int jj = 0; jj < cols; jj++) {
-                        const float v = c[(size_t)r * ldc + j + jj];
-                        ts[jj] += v;
-                        tq[jj] += (double)v * v;
-                    }
-                for (int jj = 0; jj < cols; jj++) { sum[j + jj] += ts[jj]; sq[j + jj] += tq[jj]; }
             }
         }
     }
@@ -2027,7 +2032,7 @@ static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, in
 static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W, double *stats,
                                 const cnn__conv_input *conv) {
     const int N = n->units;
-    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats};
+    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats, NULL, NULL};
     cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep, conv);
     if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }
