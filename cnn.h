@@ -1574,14 +1574,15 @@ typedef struct cnn__epilogue {
 /* R full-width rows of a tile, R a constant where this is inlined, so that the
    compiler unrolls the loops and keeps acc in registers */
 static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
-                                              const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc,
-                                              int load, const cnn__epilogue *ep) {
+                                              const float *const *CNN__RESTRICT at, const float *CNN__RESTRICT b,
+                                              size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
+                                              const cnn__epilogue *ep) {
     float acc[CNN__MR][CNN__NR];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
-        const float *ak = a + (size_t)k * a_ks;
+        const float *ak = at ? at[k] + a_ks : a + (size_t)k * a_ks; /* at: see cnn__tile_at */
         for (int r = 0; r < R; r++) {
             const float ar = ak[r * a_rs];
             for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
@@ -1615,15 +1616,15 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
     if (cols == CNN__NR) {
         switch (rows) {
-        case CNN__MR: cnn__tile_rows(CNN__MR, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
-        case 1: cnn__tile_rows(1, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
-        case 2: cnn__tile_rows(2, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
-        case 3: cnn__tile_rows(3, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case CNN__MR: cnn__tile_rows(CNN__MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 1: cnn__tile_rows(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 2: cnn__tile_rows(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 3: cnn__tile_rows(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
 #if CNN__MR > 4
-        case 4: cnn__tile_rows(4, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
-        case 5: cnn__tile_rows(5, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
-        case 6: cnn__tile_rows(6, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
-        case 7: cnn__tile_rows(7, K, a, a_rs, a_ks, b, ldb, c, ldc, load, ep); return;
+        case 4: cnn__tile_rows(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 5: cnn__tile_rows(5, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 6: cnn__tile_rows(6, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 7: cnn__tile_rows(7, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
 #endif
         default: break;
         }
@@ -1648,6 +1649,20 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
         ep->sum[j] += s;
         ep->sq[j] += q;
     }
+}
+
+/* c[r][j] += sum_k at[k][off + r] * b[k*ldb + j] for r < CNN__MR, j < cols:
+   the TN product's tile with A's row k read through a pointer at[k] (a
+   Conv2D's input at the window of im2col's row k), see cnn__conv_weight_grad_rows */
+static CNN__NOINLINE void cnn__tile_at(int K, const float *const *CNN__RESTRICT at, size_t off, const float *CNN__RESTRICT b,
+                                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols) {
+    if (cols == CNN__NR) {
+        cnn__tile_rows(CNN__MR, K, NULL, 1, off, at, b, ldb, c, ldc, 1, NULL);
+        return;
+    }
+    for (int r = 0; r < CNN__MR; r++) /* the last columns */
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < cols; j++) c[r * ldc + j] = CNN__FMA(at[k][off + r], b[(size_t)k * ldb + j], c[r * ldc + j]);
 }
 
 /* the epilogue with its bias moved to column j, for the last slice of K only */
@@ -2037,6 +2052,54 @@ static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const
     if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }
 
+#define CNN__KERNEL_PARTS_MAX (1u << 20) /* floats of per-chunk kernel gradients, at most */
+#define CNN__DZ_BUFFER 8192              /* floats of dz a thread keeps on its stack (32 KiB) */
+
+/* A Conv2D -> BatchNorm block whose input has a multiple of CNN__MR channels
+   keeps no im2col from its forward pass: its backward pass takes the weight
+   gradient from the input itself, slice by slice of rows, through a table of
+   where each row's window lies in the input (cnn__conv_weight_grad_rows).
+   Storing the whole im2col matrix (12.5 MB for the tutorial's conv_2) and
+   reading its rows back across pages cost more than both products. */
+enum { CNN__SLICE_ROWS = 64 }; /* rows of dz such a backward pass makes at a time */
+static int cnn__conv_grad_from_input(const cnn_node *n) {
+    const cnn_model *m = n->model;
+    const int K = n->kh * n->kw * cnn__in(n, 0)->c, N = n->units;
+    return m->training && n->trainable && !cnn__conv_direct(n) && cnn__in(n, 0)->c % CNN__MR == 0 && n->bn_grad &&
+           cnn__bn_uses_batch(m->nodes[n->bn_grad - 1]) && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
+           (size_t)CNN__SLICE_ROWS * N <= CNN__DZ_BUFFER;
+}
+
+/* kp [K][N] += the weight gradient of rows [r0, r0+rows) (rows <= CNN__SLICE_ROWS)
+   of conv n, from its input x and dz [rows][N]: for each kernel cell (ky, kx),
+   a table of where that cell of each row's window lies in x (or zeros, of C
+   floats, outside the image) feeds cnn__tile_at, one tile per CNN__MR channels */
+static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x, const float *zeros, int r0,
+                                       int rows, const float *dz, float *kp) {
+    const int H = in->h, W = in->w, C = in->c, N = n->units, HWo = n->h * n->w;
+    int iy0[CNN__SLICE_ROWS], ix0[CNN__SLICE_ROWS], b0[CNN__SLICE_ROWS];
+    int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
+    for (int i = 0; i < rows; i++) {
+        b0[i] = b;
+        iy0[i] = oy * n->sh - n->pad_top;
+        ix0[i] = ox * n->sw - n->pad_left;
+        if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
+    }
+    for (int ky = 0; ky < n->kh; ky++)
+        for (int kx = 0; kx < n->kw; kx++) {
+            const float *at[CNN__SLICE_ROWS];
+            for (int i = 0; i < rows; i++) {
+                const int iy = iy0[i] + ky, ix = ix0[i] + kx;
+                at[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x + (((size_t)b0[i] * H + iy) * W + ix) * C : zeros;
+            }
+            float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
+            for (int c = 0; c < C; c += CNN__MR)
+                for (int j = 0; j < N; j += CNN__NR)
+                    cnn__tile_at(rows, at, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
+                                 N - j < CNN__NR ? N - j : CNN__NR);
+        }
+}
+
 static void cnn__conv_forward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
@@ -2044,7 +2107,7 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     const float *W = m->params + n->p_off;
     const float *x = cnn__in_out(n, 0);
     const float *A = cnn__conv_direct(n) ? x : n->aux;
-    const cnn__conv_input src = {n, in, x, m->training ? n->aux : NULL}; /* kept for the backward pass */
+    const cnn__conv_input src = {n, in, x, m->training && !cnn__conv_grad_from_input(n) ? n->aux : NULL}; /* kept for the backward pass */
     const int rows_path = M >= 64 * CNN__MR; /* cnn__gemm_nn's path by rows, see there */
     if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->aux, B);
     /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
@@ -2082,8 +2145,6 @@ static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
    not depend on the thread count. dz stays in a stack buffer, or goes to dout
    when the input gradient needs it, or when the kernel partials would be too
    big (then one GEMM over all rows takes the kernel gradient). */
-#define CNN__KERNEL_PARTS_MAX (1u << 20) /* floats of per-chunk kernel gradients, at most */
-#define CNN__DZ_BUFFER 8192              /* floats of dz a thread keeps on its stack (32 KiB) */
 static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (doubles), slice sums, kernel partials */
     size_t parts = (size_t)CNN__CHUNKS * K * N;
     return 3 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
@@ -2118,6 +2179,11 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_row(int N, const float *CNN__RESTRICT 
 
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
     cnn_model *m = n->model;
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0);
+    const int from_input = cnn__conv_grad_from_input(n); /* A is not there (see above) */
+    float *zeros = n->aux; /* [C], for cnn__conv_weight_grad_rows */
+    if (from_input) memset(zeros, 0, (size_t)in->c * sizeof(float));
     const cnn_node *bn = m->nodes[n->bn_grad - 1], *pool = m->nodes[bn->into_pool - 1];
     const int N = n->units, HW = n->h * n->w, W = n->w, M = B * HW, relu = n->activation == CNN_RELU;
     /* BatchNorm's input gradient is k1 * dy + k2 + (y - mean) * k3 (see cnn__bn_backward) */
@@ -2130,7 +2196,8 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     float *slice_sum = m->scratch + 2 * CNN__CHUNKS * N;       /* [CNN__CHUNKS][N] */
     float *kernel_part = slice_sum + CNN__CHUNKS * N;           /* [CNN__CHUNKS][K][N] */
     const int keep = cnn__in_dout(n, 0) != NULL;
-    const int step = keep || !in_chunks || N > CNN__DZ_BUFFER ? M : CNN__DZ_BUFFER / N; /* rows per slice */
+    const int to_dout = keep || !in_chunks || N > CNN__DZ_BUFFER; /* dz is kept in dout, else in a stack buffer */
+    const int step = from_input ? CNN__SLICE_ROWS : to_dout ? M : CNN__DZ_BUFFER / N; /* rows per slice */
     if (!keep && !gW) return; /* a frozen first layer: nothing to make */
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
@@ -2149,7 +2216,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
         int ky = oy % pool->kh, kx = ox % pool->kw;
         for (int s0 = r0; s0 < r1; s0 += step) { /* slices of the chunk */
             const int s1 = r1 - s0 < step ? r1 : s0 + step;
-            float *dz = step < M ? buffer : n->dout + (size_t)s0 * N; /* [s1 - s0][N] */
+            float *dz = to_dout ? n->dout + (size_t)s0 * N : buffer; /* [s1 - s0][N] */
             for (int r = s0; r < s1; r++) {
                 if (py < pool->h && px < pool->w) { /* the cell lies in a pooling window */
                     const size_t p = ((size_t)b * pool->h + py) * pool->w + px;
@@ -2166,10 +2233,13 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                 }
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
-            if (in_chunks)
+            if (from_input) {
+                cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp);
+            } else if (in_chunks) {
                 for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
                     cnn__tn_tiles(0, tiles, m0, s1 - s0 - m0 < CNN__TN_ROWS ? s1 - s0 - m0 : CNN__TN_ROWS, N, K,
                                   A + (size_t)s0 * K, K, dz, N, kp, N);
+            }
         }
     }
     for (int c = 0; gb && c < N; c++) {
