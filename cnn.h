@@ -1651,18 +1651,20 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
     }
 }
 
-/* c[r][j] += sum_k at[k][off + r] * b[k*ldb + j] for r < CNN__MR, j < cols:
+/* c[r][j] = (load ? c[r][j] : 0) + sum_k at[k][off + r] * b[k*ldb + j] for r < CNN__MR, j < cols:
    the TN product's tile with A's row k read through a pointer at[k] (a
    Conv2D's input at the window of im2col's row k), see cnn__conv_weight_grad_rows */
 static CNN__NOINLINE void cnn__tile_at(int K, const float *const *CNN__RESTRICT at, size_t off, const float *CNN__RESTRICT b,
-                                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols) {
+                                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols, int load) {
     if (cols == CNN__NR) {
-        cnn__tile_rows(CNN__MR, K, NULL, 1, off, at, b, ldb, c, ldc, 1, NULL);
+        cnn__tile_rows(CNN__MR, K, NULL, 1, off, at, b, ldb, c, ldc, load, NULL);
         return;
     }
-    for (int r = 0; r < CNN__MR; r++) /* the last columns */
+    for (int r = 0; r < CNN__MR; r++) { /* the last columns */
+        for (int j = 0; !load && j < cols; j++) c[r * ldc + j] = 0.0f;
         for (int k = 0; k < K; k++)
             for (int j = 0; j < cols; j++) c[r * ldc + j] = CNN__FMA(at[k][off + r], b[(size_t)k * ldb + j], c[r * ldc + j]);
+    }
 }
 
 /* the epilogue with its bias moved to column j, for the last slice of K only */
@@ -1738,16 +1740,16 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
 }
 
 /* The TN product over rows [m0, m0+mb) of A and D for C's tiles lo..hi-1
-   (numbered row tile * col_tiles + column tile) */
+   (numbered row tile * col_tiles + column tile), added to C (load) or not */
 enum { CNN__TN_ROWS = 256 }; /* rows of A and D visited per pass, so they stay in cache */
 static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const float *CNN__RESTRICT A, int lda,
-                          const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc) {
+                          const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc, int load) {
     const int col_tiles = (N + CNN__NR - 1) / CNN__NR;
     for (int t = lo; t < hi; t++) {
         const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
         const int rows = K - k < CNN__MR ? K - k : CNN__MR, cols = N - j < CNN__NR ? N - j : CNN__NR;
         cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
-                  C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, 1, NULL);
+                  C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, load, NULL);
     }
 }
 
@@ -1770,7 +1772,7 @@ static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int 
         int lo, hi;
         cnn__thread_share(tiles, &lo, &hi);
         for (int m0 = 0; m0 < M; m0 += CNN__TN_ROWS)
-            cnn__tn_tiles(lo, hi, m0, M - m0 < CNN__TN_ROWS ? M - m0 : CNN__TN_ROWS, N, K, A, lda, D, ldd, C, ldc);
+            cnn__tn_tiles(lo, hi, m0, M - m0 < CNN__TN_ROWS ? M - m0 : CNN__TN_ROWS, N, K, A, lda, D, ldd, C, ldc, 1);
     }
 }
 
@@ -2070,12 +2072,12 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
            (size_t)CNN__SLICE_ROWS * N <= CNN__DZ_BUFFER;
 }
 
-/* kp [K][N] += the weight gradient of rows [r0, r0+rows) (rows <= CNN__SLICE_ROWS)
+/* kp [K][N] (+)= the weight gradient of rows [r0, r0+rows) (rows <= CNN__SLICE_ROWS)
    of conv n, from its input x and dz [rows][N]: for each kernel cell (ky, kx),
    a table of where that cell of each row's window lies in x (or zeros, of C
    floats, outside the image) feeds cnn__tile_at, one tile per CNN__MR channels */
 static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x, const float *zeros, int r0,
-                                       int rows, const float *dz, float *kp) {
+                                       int rows, const float *dz, float *kp, int load) {
     const int H = in->h, W = in->w, C = in->c, N = n->units, HWo = n->h * n->w;
     int iy0[CNN__SLICE_ROWS], ix0[CNN__SLICE_ROWS], b0[CNN__SLICE_ROWS];
     int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
@@ -2096,7 +2098,7 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
             for (int c = 0; c < C; c += CNN__MR)
                 for (int j = 0; j < N; j += CNN__NR)
                     cnn__tile_at(rows, at, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
-                                 N - j < CNN__NR ? N - j : CNN__NR);
+                                 N - j < CNN__NR ? N - j : CNN__NR, load);
         }
 }
 
@@ -2207,8 +2209,8 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
         float *ss = slice_sum + (size_t)ch * N, *kp = NULL;
         for (int c = 0; c < N; c++) { bp[c] = 0; ss[c] = 0; }
         if (in_chunks) {
-            kp = kernel_part + (size_t)ch * K * N;
-            memset(kp, 0, (size_t)K * N * sizeof(float));
+            kp = kernel_part + (size_t)ch * K * N; /* set by the chunk's first slice */
+            if (r0 == r1) memset(kp, 0, (size_t)K * N * sizeof(float));
         }
         /* the position of row r0: sample b, cell (oy, ox), its pooling window
            (py, px) and its place (ky, kx) in that window, stepped row by row */
@@ -2234,11 +2236,11 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
             if (from_input) {
-                cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp);
+                cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0);
             } else if (in_chunks) {
                 for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
                     cnn__tn_tiles(0, tiles, m0, s1 - s0 - m0 < CNN__TN_ROWS ? s1 - s0 - m0 : CNN__TN_ROWS, N, K,
-                                  A + (size_t)s0 * K, K, dz, N, kp, N);
+                                  A + (size_t)s0 * K, K, dz, N, kp, N, s0 > r0 || m0 > 0);
             }
         }
     }
