@@ -430,17 +430,18 @@ static void test_bn_pool_fusion(void) {
 /* The tutorial's blocks, big enough that the conv layers run in parallel, take
    BatchNorm's batch sums in their GEMM, and (64 filters on 32x32) make dz in
    more than one stack slice per chunk of rows; `apart` puts identity layers
-   between conv, BN and pool, which keeps cnn.h from fusing any of them; `same`
-   pads the second conv (whose weight gradient reads its 64-channel input
-   directly, with zeros outside the image) */
-enum { TB_BATCH = 8, TB_IN = 32 * 32 * 3, TB_PARAMS = 10000 };
-static cnn_model *two_block_model(int apart, int same) {
+   between conv, BN and pool, which keeps cnn.h from fusing any of them. The
+   second conv's weight gradient reads its 64-channel input directly; `variant`
+   1 pads it (zeros outside the image), 2 also strides it and gives it 40
+   filters (a full register tile and a narrower one) */
+enum { TB_BATCH = 8, TB_IN = 32 * 32 * 3, TB_PARAMS = 30000 };
+static cnn_model *two_block_model(int apart, int variant) {
     cnn_model *m = cnn_model_new();
     cnn_model_set_seed(m, 5);
     cnn_node *x = cnn_input(m, 32, 32, 3, "input");
     for (int i = 0; i < 2; i++) {
-        x = cnn_conv2d(m, x, .filters = i ? 8 : 64, .kernel_size = {3, 3}, .activation = CNN_RELU,
-                       .padding = i && same ? CNN_SAME : CNN_VALID);
+        x = cnn_conv2d(m, x, .filters = i ? (variant == 2 ? 40 : 8) : 64, .kernel_size = {3, 3}, .activation = CNN_RELU,
+                       .padding = i && variant ? CNN_SAME : CNN_VALID, .strides = {i && variant == 2 ? 2 : 1, i && variant == 2 ? 2 : 1});
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
         x = cnn_batch_norm(m, x);
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
@@ -460,10 +461,10 @@ static void test_thread_count_gradients(void) {
     for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s);
     for (int b = 0; b < TB_BATCH; b++) y[b * 4 + b % 4] = 1;
     size_t n = 0;
-    for (int same = 0; same <= 1; same++) {
+    for (int variant = 0; variant <= 2; variant++) {
         for (int t = 0; t < 3; t++) {
             cnn_set_num_threads(t + 1);
-            cnn_model *m = two_block_model(0, same);
+            cnn_model *m = two_block_model(0, variant);
             float loss;
             CHECK(cnn_input_gradient(m, x, y, TB_BATCH, 4, dx[t], &loss) == CNN_OK, "%s", cnn_last_error());
             const float *gr = cnn_model_grads(m, &n);
@@ -489,13 +490,13 @@ static void test_block_fusion(void) {
     static float x[TB_BATCH * TB_IN], y[TB_BATCH * 4], dx[2][TB_BATCH * TB_IN], p[2][TB_BATCH * 4];
     cnn_set_num_threads(2);
     /* offset 1000: BatchNorm's E[x^2] - E[x]^2 must not lose the variance;
-       the last run pads the second conv */
-    for (int run = 0; run < 3; run++) {
-        const int offset = run == 1 ? 1000 : 0, same = run == 2;
+       the last runs pad (and stride) the second conv */
+    for (int run = 0; run < 4; run++) {
+        const int offset = run == 1 ? 1000 : 0, variant = run < 2 ? 0 : run - 1;
         unsigned s = 4;
         for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s) + (float)offset;
         for (int b = 0; b < TB_BATCH; b++) y[b * 4 + (b * 3) % 4] = 1;
-        cnn_model *m[2] = {two_block_model(0, same), two_block_model(1, same)};
+        cnn_model *m[2] = {two_block_model(0, variant), two_block_model(1, variant)};
         CHECK(cnn__find(m[0], "conv2d")->bn_reader && cnn__find(m[0], "conv2d")->bn_grad && !cnn__find(m[1], "conv2d")->bn_reader,
               "fusion not decided as expected");
         float loss[2];
@@ -507,7 +508,7 @@ static void test_block_fusion(void) {
         float *g0 = cnn_model_grads(m[0], &n0), *g1 = cnn_model_grads(m[1], &n1);
         const double edx = test_rel_err(dx[0], dx[1], TB_BATCH * TB_IN), eg = n0 == n1 ? test_rel_err(g0, g1, n0) : 1;
         printf("# offset %d%s: statistics rel. err %.2g, loss %.7g vs %.7g, input gradient %.2g, parameter gradients %.2g\n", offset,
-               same ? ", padded" : "", estat, loss[0], loss[1], edx, eg);
+               variant ? (variant == 1 ? ", padded" : ", padded and strided") : "", estat, loss[0], loss[1], edx, eg);
         if (offset) { /* past the statistics, inputs of 1000 +- 1 leave float only 4 digits: */
             for (int k = 0; k < 2; k++) cnn_model_free(m[k]); /* nothing more to compare closely */
             continue;
