@@ -2166,31 +2166,80 @@ static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (
     return 3 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
 }
 
-/* one row d [N] of dz, from the conv's output yr [N] (BatchNorm's input), the
-   coefficients k [3N] (see above) and, for a cell in a pooling window, the
-   pool's argmax am [N] (am[c] == off + c: the cell is the maximum) and
-   gradient g [N]; ReLU's gradient applied; ss [N] += d */
-static CNN__ALWAYS_INLINE void cnn__bn_dz_row(int N, const float *CNN__RESTRICT yr, const float *CNN__RESTRICT mean,
-                                              const float *CNN__RESTRICT k, const int *CNN__RESTRICT am, int off,
-                                              const float *CNN__RESTRICT g, int relu, float *CNN__RESTRICT d,
-                                              float *CNN__RESTRICT ss) {
-    const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
-    if (am) {
-        for (int c = 0; c < N; c++) {
-            float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
-            v = CNN__FMA(k1[c], am[c] == off + c ? g[c] : 0.0f, v); /* (no call under a condition: */
-            v = relu && !(yr[c] > 0) ? 0.0f : v;                  /*  that would not vectorize) */
-            d[c] = v;
-            ss[c] += v;
-        }
-    } else {
-        for (int c = 0; c < N; c++) {
-            float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
-            v = relu && !(yr[c] > 0) ? 0.0f : v;
-            d[c] = v;
-            ss[c] += v;
+/* rows [rows][N] of dz, from the conv's output y [rows][N] (BatchNorm's input),
+   the coefficients k [3N] (see above) and, for a row in a pooling window
+   (at[i] >= 0), the pool's argmax and gradient g at [at[i], at[i] + N): the
+   row's cell is a channel's maximum where argmax[at[i] + c] == cell[i] + c.
+   ReLU's gradient applied; ss [N] += each row of d, row after row. */
+enum { CNN__DZ_ROWS = 64 }; /* rows per call: the size of at and cell */
+#if defined(__AVX512F__)
+/* cnn__bn_dz_rows for channels [c0, c0 + 16Q) (those below N), Q a constant
+   where this is inlined: row after row, the Q sums in registers (a sum kept in
+   memory would chain each row's add to the previous row's store) */
+static CNN__ALWAYS_INLINE void cnn__bn_dz_block(const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y,
+                                                const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k1,
+                                                const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
+                                                const int *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
+                                                const long long *at, const int *cell, int relu, float *CNN__RESTRICT d,
+                                                float *CNN__RESTRICT ss) {
+    __mmask16 lanes[4];
+    __m512 vmean[4], v1[4], v2[4], v3[4], sum[4];
+    __m512i lane[4]; /* each lane's channel */
+    for (int q = 0; q < Q; q++) {
+        const int c = c0 + 16 * q;
+        lanes[q] = (__mmask16)(N - c >= 16 ? 0xFFFF : (1u << (N - c)) - 1);
+        vmean[q] = _mm512_maskz_loadu_ps(lanes[q], mean + c);
+        v1[q] = _mm512_maskz_loadu_ps(lanes[q], k1 + c);
+        v2[q] = _mm512_maskz_loadu_ps(lanes[q], k2 + c);
+        v3[q] = _mm512_maskz_loadu_ps(lanes[q], k3 + c);
+        sum[q] = _mm512_maskz_loadu_ps(lanes[q], ss + c);
+        lane[q] = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(c));
+    }
+    for (int i = 0; i < rows; i++) {
+        const __m512i here = _mm512_set1_epi32(cell[i]);
+        for (int q = 0; q < Q; q++) {
+            const int c = c0 + 16 * q;
+            const __m512 yv = _mm512_maskz_loadu_ps(lanes[q], y + (size_t)i * N + c);
+            __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(yv, vmean[q]), v3[q], v2[q]);
+            if (at[i] >= 0) {
+                const __m512i am = _mm512_maskz_loadu_epi32(lanes[q], argmax + at[i] + c);
+                const __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lanes[q], am, _mm512_add_epi32(lane[q], here));
+                v = _mm512_mask3_fmadd_ps(v1[q], _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
+            }
+            if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+            _mm512_mask_storeu_ps(d + (size_t)i * N + c, lanes[q], v);
+            sum[q] = _mm512_add_ps(sum[q], v);
         }
     }
+    for (int q = 0; q < Q; q++) _mm512_mask_storeu_ps(ss + c0 + 16 * q, lanes[q], sum[q]);
+}
+#endif
+static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
+                            const float *CNN__RESTRICT k, const int *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
+                            const long long *at, const int *cell, int relu, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
+    const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
+#if defined(__AVX512F__)
+    for (int c0 = 0; c0 < N; c0 += 64)
+        switch (((N - c0 < 64 ? N - c0 : 64) + 15) / 16) { /* 16-lane blocks of the next 64 channels */
+        case 1: cnn__bn_dz_block(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        case 2: cnn__bn_dz_block(2, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        case 3: cnn__bn_dz_block(3, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        default: cnn__bn_dz_block(4, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        }
+#else
+    for (int i = 0; i < rows; i++) {
+        const float *CNN__RESTRICT yr = y + (size_t)i * N;
+        const int *CNN__RESTRICT am = at[i] >= 0 ? argmax + at[i] : NULL;
+        const float *CNN__RESTRICT gr = at[i] >= 0 ? g + at[i] : NULL;
+        float *CNN__RESTRICT dr = d + (size_t)i * N;
+        for (int c = 0; c < N; c++) {
+            float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
+            if (am) v = CNN__FMA(k1[c], am[c] == cell[i] + c ? gr[c] : 0.0f, v);
+            dr[c] = relu && !(yr[c] > 0) ? 0.0f : v;
+        }
+        for (int c = 0; c < N; c++) ss[c] += dr[c];
+    }
+#endif
 }
 
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
@@ -2233,20 +2282,23 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
         for (int s0 = r0; s0 < r1; s0 += step) { /* slices of the chunk */
             const int s1 = r1 - s0 < step ? r1 : s0 + step;
             float *dz = to_dout ? n->dout + (size_t)s0 * N : buffer; /* [s1 - s0][N] */
-            for (int r = s0; r < s1; r++) {
-                if (py < pool->h && px < pool->w) { /* the cell lies in a pooling window */
-                    const size_t p = ((size_t)b * pool->h + py) * pool->w + px;
-                    cnn__bn_dz_row(N, y + (size_t)r * N, mean, k, pool->argmax + p * N, (oy * W + ox) * N,
-                                   pool->dout + p * N, relu, dz + (size_t)(r - s0) * N, ss);
-                } else {
-                    cnn__bn_dz_row(N, y + (size_t)r * N, mean, k, NULL, 0, NULL, relu, dz + (size_t)(r - s0) * N, ss);
+            for (int q0 = s0; q0 < s1; q0 += CNN__DZ_ROWS) {
+                const int rows = s1 - q0 < CNN__DZ_ROWS ? s1 - q0 : CNN__DZ_ROWS;
+                long long at[CNN__DZ_ROWS];
+                int cell[CNN__DZ_ROWS]; /* see cnn__bn_dz_rows */
+                for (int i = 0; i < rows; i++) {
+                    const int inside = py < pool->h && px < pool->w; /* the cell lies in a pooling window */
+                    at[i] = inside ? (((long long)b * pool->h + py) * pool->w + px) * N : -1;
+                    cell[i] = (oy * W + ox) * N;
+                    if (++kx == pool->kw) { kx = 0; px++; }
+                    if (++ox == W) {
+                        ox = kx = px = 0;
+                        if (++ky == pool->kh) { ky = 0; py++; }
+                        if (++oy == n->h) { oy = ky = py = 0; b++; }
+                    }
                 }
-                if (++kx == pool->kw) { kx = 0; px++; }
-                if (++ox == W) {
-                    ox = kx = px = 0;
-                    if (++ky == pool->kh) { ky = 0; py++; }
-                    if (++oy == n->h) { oy = ky = py = 0; b++; }
-                }
+                cnn__bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell, relu,
+                                dz + (size_t)(q0 - s0) * N, ss);
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
             if (from_input) {
