@@ -1553,6 +1553,14 @@ CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, in
 #define CNN__MR 4
 #endif
 #endif
+/* The TN product may use taller tiles of CNN__TN_MR rows where K is a
+   multiple of it and not of CNN__MR: K = 27 (a 3x3 kernel on RGB) in 3 tiles
+   of 9 rows, not 4 of 8 with 5 rows wasted. */
+#if defined(__AVX512F__)
+#define CNN__TN_MR 9 /* 9 x 32 floats = 18 zmm accumulators */
+#else
+#define CNN__TN_MR CNN__MR
+#endif
 #if defined(__AVX512F__)
 #define CNN__NR 32 /* 4 x 32 floats = 8 zmm accumulators */
 #else
@@ -1585,7 +1593,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
                                               const float *const *CNN__RESTRICT win, const float *CNN__RESTRICT b,
                                               size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
                                               const cnn__epilogue *ep) {
-    float acc[CNN__MR][CNN__NR];
+    float acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][CNN__NR];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
     for (int k = 0; k < K; k++) {
@@ -1625,6 +1633,9 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
     if (cols == CNN__NR) {
         switch (rows) {
         case CNN__MR: cnn__tile_rows(CNN__MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+#if CNN__TN_MR > CNN__MR
+        case CNN__TN_MR: cnn__tile_rows(CNN__TN_MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+#endif
         case 1: cnn__tile_rows(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
         case 2: cnn__tile_rows(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
         case 3: cnn__tile_rows(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
@@ -1747,15 +1758,22 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
     }
 }
 
+/* rows of the TN product's tiles of C [K][N] (see CNN__TN_MR), and their count */
+static int cnn__tn_height(int K) { return K % CNN__MR != 0 && K % CNN__TN_MR == 0 ? CNN__TN_MR : CNN__MR; }
+static int cnn__tn_tile_count(int K, int N) {
+    const int h = cnn__tn_height(K);
+    return ((K + h - 1) / h) * ((N + CNN__NR - 1) / CNN__NR);
+}
+
 /* The TN product over rows [m0, m0+mb) of A and D for C's tiles lo..hi-1
    (numbered row tile * col_tiles + column tile), added to C (load) or not */
 enum { CNN__TN_ROWS = 256 }; /* rows of A and D visited per pass, so they stay in cache */
 static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const float *CNN__RESTRICT A, int lda,
                           const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc, int load) {
-    const int col_tiles = (N + CNN__NR - 1) / CNN__NR;
+    const int col_tiles = (N + CNN__NR - 1) / CNN__NR, h = cnn__tn_height(K);
     for (int t = lo; t < hi; t++) {
-        const int k = (t / col_tiles) * CNN__MR, j = (t % col_tiles) * CNN__NR;
-        const int rows = K - k < CNN__MR ? K - k : CNN__MR, cols = N - j < CNN__NR ? N - j : CNN__NR;
+        const int k = (t / col_tiles) * h, j = (t % col_tiles) * CNN__NR;
+        const int rows = K - k < h ? K - k : h, cols = N - j < CNN__NR ? N - j : CNN__NR;
         cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
                   C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, load, NULL);
     }
@@ -1774,7 +1792,7 @@ static void cnn__thread_share(int n, int *lo, int *hi) {
 
 static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT D,
                          int ldd, float *CNN__RESTRICT C, int ldc) {
-    const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
+    const int tiles = cnn__tn_tile_count(K, N);
     CNN__OMP(omp parallel if(((long long)M * N * K) > CNN__PARALLEL_MIN))
     {
         int lo, hi;
@@ -2255,7 +2273,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     const float *y = n->out, *mean = bn->stat, *k = bn->coef;
     float *gW = n->trainable ? m->grads + n->p_off : NULL;
     float *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
-    const int tiles = ((K + CNN__MR - 1) / CNN__MR) * ((N + CNN__NR - 1) / CNN__NR);
+    const int tiles = cnn__tn_tile_count(K, N);
     const int in_chunks = gW && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX;
     double *bias_part = (double *)m->scratch;                  /* [CNN__CHUNKS][N] */
     float *slice_sum = m->scratch + 2 * CNN__CHUNKS * N;       /* [CNN__CHUNKS][N] */
