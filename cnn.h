@@ -1954,6 +1954,12 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
         const int iy0 = oy * n->sh - n->pad_top, ix0 = ox * n->sw - n->pad_left;
         const int inside_x = ix0 >= 0 && ix0 + n->kw <= W;
         float *CNN__RESTRICT d = dst + (size_t)i * ldd;
+        if (inside_x && iy0 >= 0 && iy0 + n->kh <= H && k0 == 0 && kb == n->kh * run) { /* a whole row, all inside */
+            const float *src = x + (((size_t)b * H + iy0) * W + ix0) * C;
+            for (int ky = 0; ky < n->kh; ky++) cnn__copy_floats(d + ky * run, src + (size_t)ky * W * C, run);
+            if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
+            continue;
+        }
         for (int k = k0, ky = k0 / run, at = k0 % run; k < k0 + kb; ky++, at = 0) {
             const int iy = iy0 + ky, len = run - at < k0 + kb - k ? run - at : k0 + kb - k;
             float *CNN__RESTRICT out = d + (k - k0);
