@@ -1697,6 +1697,41 @@ typedef struct cnn__conv_input { const cnn_node *conv, *in; const float *x; floa
 static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0, int kb,
                              float *CNN__RESTRICT dst, int ldd);
 
+enum { CNN__KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
+
+/* Whether rows [i, i+rows) of conv n's output lie in one output row with
+   their windows inside its input (no padding read) */
+static int cnn__conv_rows_inside(const cnn_node *n, const cnn_node *in, int i, int rows) {
+    const int oy = i % (n->h * n->w) / n->w, ox = i % n->w;
+    const int iy0 = oy * n->sh - n->pad_top, ix0 = ox * n->sw - n->pad_left;
+    return ox + rows <= n->w && iy0 >= 0 && iy0 + n->kh <= in->h && ix0 >= 0 &&
+           ix0 + (rows - 1) * n->sw + n->kw <= in->w;
+}
+
+/* c [rows][N] (+)= rows [i, i+rows) of conv n's im2col matrix times B [K][N],
+   read from the input itself (see cnn__conv_rows_inside): for each kernel row
+   ky, A's rows are runs of kw*C floats of x, one every sw*C floats. The same
+   sums in the same order as from im2col, so the same results. */
+static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, const float *CNN__RESTRICT B, int ldb,
+                                  float *CNN__RESTRICT c, int ldc, int N, int load, const cnn__epilogue *ep,
+                                  double *sum, double *sq) {
+    const cnn_node *n = cv->conv, *in = cv->in;
+    const int HWo = n->h * n->w, b = i / HWo, oy = i % HWo / n->w, ox = i % n->w;
+    const int C = in->c, W = in->w, run = n->kw * C;
+    const float *x0 = cv->x + (((size_t)b * in->h + oy * n->sh - n->pad_top) * W + ox * n->sw - n->pad_left) * C;
+    for (int ky = 0; ky < n->kh; ky++)
+        for (int k0 = 0; k0 < run; k0 += CNN__KB) {
+            const int kb = run - k0 < CNN__KB ? run - k0 : CNN__KB, last = ky == n->kh - 1 && k0 + kb == run;
+            for (int j = 0; j < N; j += CNN__NR) {
+                cnn__epilogue e = cnn__epilogue_at(ep, j);
+                if (sum) { e.sum = sum + j; e.sq = sq + j; }
+                cnn__tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1, B + (size_t)(ky * run + k0) * ldb + j,
+                          (size_t)ldb, c + j, (size_t)ldc, rows, N - j < CNN__NR ? N - j : CNN__NR, load || ky > 0 || k0 > 0,
+                          last ? &e : NULL);
+            }
+        }
+}
+
 /* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
    (and M >= 64 * CNN__MR), A is the conv's im2col matrix, made tile by tile
    just before use so that the product reads it from cache: into conv->col
@@ -1704,7 +1739,7 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
 static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
                          const cnn__conv_input *conv) {
-    enum { KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
+    enum { KB = CNN__KB };
     const int row_tiles = (M + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
     CNN_ASSERT(M >= 64 * CNN__MR || (!conv && !(ep && ep->stats)));
     if (M < 64 * CNN__MR) {
@@ -1737,6 +1772,10 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             float *c = C + (size_t)i * ldc;
             const float *a = conv && conv->col ? conv->col : A; /* rows i.. of A, at a + i * lda */
             if (conv && conv->col) cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, 0, K, conv->col + (size_t)i * lda, lda);
+            if (conv && !conv->col && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
+                cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq);
+                continue;
+            }
             for (int k0 = 0; k0 < K; k0 += KB) {
                 const int kb = K - k0 < KB ? K - k0 : KB;
                 float a_rows[CNN__MR * KB]; /* an im2col block [rows][kb] nobody keeps */
@@ -2266,6 +2305,49 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
 #endif
 }
 
+#if defined(__AVX512F__)
+/* A shallow conv (KK = K = 9 or 27: a 3x3 kernel on 1 or 3 channels): kernel
+   gradient partials kp [KK][N] (+)= a^T dz, a [rows][KK] its im2col rows, with
+   dz made as by cnn__bn_dz_rows (which see) 16 channels at a time and used at
+   once, never stored. The KK accumulators of a column of kp stay in registers
+   down the rows, so BatchNorm's pass over y runs between the products' FMAs
+   rather than alone. The sums run in the same order as cnn__bn_dz_rows and
+   cnn__tn_tiles: the same results. */
+static CNN__ALWAYS_INLINE void cnn__bn_dz_tn_rows(const int KK, int N, int rows, const float *CNN__RESTRICT a,
+                                                  const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
+                                                  const float *CNN__RESTRICT k, const int *CNN__RESTRICT argmax,
+                                                  const float *CNN__RESTRICT g, const long long *at, const int *cell,
+                                                  int relu, float *CNN__RESTRICT kp, int load, float *CNN__RESTRICT ss) {
+    for (int c = 0; c < N; c += 16) {
+        const __mmask16 lanes = (__mmask16)(N - c >= 16 ? 0xFFFF : (1u << (N - c)) - 1);
+        const __m512 vmean = _mm512_maskz_loadu_ps(lanes, mean + c), v1 = _mm512_maskz_loadu_ps(lanes, k + c);
+        const __m512 v2 = _mm512_maskz_loadu_ps(lanes, k + N + c), v3 = _mm512_maskz_loadu_ps(lanes, k + 2 * N + c);
+        const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32(c));
+        __m512 acc[27], sum = _mm512_maskz_loadu_ps(lanes, ss + c);
+#pragma GCC unroll 27
+        for (int q = 0; q < KK; q++) acc[q] = load ? _mm512_maskz_loadu_ps(lanes, kp + (size_t)q * N + c) : _mm512_setzero_ps();
+        for (int i = 0; i < rows; i++) {
+            const __m512 yv = _mm512_maskz_loadu_ps(lanes, y + (size_t)i * N + c);
+            __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(yv, vmean), v3, v2);
+            if (at[i] >= 0) {
+                const __m512i am = _mm512_maskz_loadu_epi32(lanes, argmax + at[i] + c);
+                const __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lanes, am, _mm512_add_epi32(lane, _mm512_set1_epi32(cell[i])));
+                v = _mm512_mask3_fmadd_ps(v1, _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
+            }
+            if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+            sum = _mm512_add_ps(sum, v);
+            const float *ar = a + (size_t)i * KK;
+#pragma GCC unroll 27
+            for (int q = 0; q < KK; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(ar[q]), v, acc[q]);
+        }
+#pragma GCC unroll 27
+        for (int q = 0; q < KK; q++) _mm512_mask_storeu_ps(kp + (size_t)q * N + c, lanes, acc[q]);
+        _mm512_mask_storeu_ps(ss + c, lanes, sum);
+    }
+}
+#endif
+
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
@@ -2288,6 +2370,11 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     const int to_dout = keep || !in_chunks || N > CNN__DZ_BUFFER; /* dz is kept in dout, else in a stack buffer */
     const int step = from_input ? CNN__SLICE_ROWS : to_dout ? M : CNN__DZ_BUFFER / N; /* rows per slice */
     if (!keep && !gW) return; /* a frozen first layer: nothing to make */
+#if defined(__AVX512F__)
+    const int dz_in_tn = !from_input && !to_dout && (K == 27 || K == 9); /* see cnn__bn_dz_tn_rows */
+#else
+    const int dz_in_tn = 0;
+#endif
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
         float buffer[CNN__DZ_BUFFER];
@@ -2321,11 +2408,24 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                         if (++oy == n->h) { oy = ky = py = 0; b++; }
                     }
                 }
+#if defined(__AVX512F__)
+                if (dz_in_tn) {
+                    if (K == 27)
+                        cnn__bn_dz_tn_rows(27, N, rows, A + (size_t)q0 * K, y + (size_t)q0 * N, mean, k, pool->argmax,
+                                           pool->dout, at, cell, relu, kp, q0 > r0, ss);
+                    else
+                        cnn__bn_dz_tn_rows(9, N, rows, A + (size_t)q0 * K, y + (size_t)q0 * N, mean, k, pool->argmax,
+                                           pool->dout, at, cell, relu, kp, q0 > r0, ss);
+                    continue;
+                }
+#endif
                 cnn__bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell, relu,
                                 dz + (size_t)(q0 - s0) * N, ss);
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
-            if (from_input) {
+            if (dz_in_tn) {
+                /* made with dz above */
+            } else if (from_input) {
                 cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0);
             } else if (in_chunks) {
                 for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
