@@ -1698,6 +1698,10 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
                              float *CNN__RESTRICT dst, int ldd);
 
 enum { CNN__KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
+/* im2col rows kept for the backward pass are made this many row tiles at a
+   time: fewer calls, and the product does not read rows just stored (masked
+   stores cannot forward their data to loads) */
+enum { CNN__IM2COL_TILES = 16 };
 
 /* Whether rows [i, i+rows) of conv n's output lie in one output row with
    their windows inside its input (no padding read) */
@@ -1767,11 +1771,15 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
     for (int run = 0; run < runs; run++) {
         double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
         for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
-        for (int t = (int)((long long)row_tiles * run / runs); t < (int)((long long)row_tiles * (run + 1) / runs); t++) {
+        const int t0 = (int)((long long)row_tiles * run / runs), t1 = (int)((long long)row_tiles * (run + 1) / runs);
+        for (int t = t0; t < t1; t++) {
             const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
             float *c = C + (size_t)i * ldc;
             const float *a = conv && conv->col ? conv->col : A; /* rows i.. of A, at a + i * lda */
-            if (conv && conv->col) cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, 0, K, conv->col + (size_t)i * lda, lda);
+            if (conv && conv->col && (t - t0) % CNN__IM2COL_TILES == 0) { /* the im2col rows of the next tiles */
+                const int end = (t + CNN__IM2COL_TILES < t1 ? t + CNN__IM2COL_TILES : t1) * CNN__MR;
+                cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, conv->col + (size_t)i * lda, lda);
+            }
             if (conv && !conv->col && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
                 cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq);
                 continue;
@@ -1981,6 +1989,19 @@ static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const 
     if (len - q >= 1) dst[q] = src[q];
 }
 
+/* dst[0..len) = src[0..len), a run of one im2col row: with AVX-512 in masked
+   moves of up to 16 floats (a 3x3 window on RGB has runs of 9) */
+static CNN__ALWAYS_INLINE void cnn__copy_run(float *CNN__RESTRICT dst, const float *CNN__RESTRICT src, int len) {
+#if defined(__AVX512F__)
+    int q = 0;
+    for (; q + 16 <= len; q += 16) _mm512_storeu_ps(dst + q, _mm512_loadu_ps(src + q));
+    const __mmask16 tail = (__mmask16)((1u << (len - q)) - 1);
+    _mm512_mask_storeu_ps(dst + q, tail, _mm512_maskz_loadu_ps(tail, src + q));
+#else
+    cnn__copy_floats(dst, src, len);
+#endif
+}
+
 /* Rows [r0, r0+rows) and columns [k0, k0+kb) of conv n's im2col matrix
    col [B*Ho*Wo][K] into dst [rows][ldd], from its input x [B][H][W][C]; the
    K index is (ky*kw + kx)*C + ci, so each ky gives one run of kw*C floats,
@@ -1993,10 +2014,17 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
         const int iy0 = oy * n->sh - n->pad_top, ix0 = ox * n->sw - n->pad_left;
         const int inside_x = ix0 >= 0 && ix0 + n->kw <= W;
         float *CNN__RESTRICT d = dst + (size_t)i * ldd;
-        if (inside_x && iy0 >= 0 && iy0 + n->kh <= H && k0 == 0 && kb == n->kh * run) { /* a whole row, all inside */
+        if (k0 == 0 && kb == n->kh * run && cnn__conv_rows_inside(n, in, b * HWo + oy * n->w + ox, 1)) {
+            /* whole rows, all inside, up to the end of the output row: each is kh runs of x */
+            int span = n->w - ox < rows - i ? n->w - ox : rows - i;
+            while (!cnn__conv_rows_inside(n, in, b * HWo + oy * n->w + ox, span)) span--;
             const float *src = x + (((size_t)b * H + iy0) * W + ix0) * C;
-            for (int ky = 0; ky < n->kh; ky++) cnn__copy_floats(d + ky * run, src + (size_t)ky * W * C, run);
-            if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
+            const size_t row_step = (size_t)W * C, step = (size_t)n->sw * C;
+            for (int r = 0; r < span; r++, src += step, d += ldd)
+                for (int ky = 0; ky < n->kh; ky++) cnn__copy_run(d + ky * run, src + ky * row_step, run);
+            i += span - 1;
+            ox += span;
+            if (ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
             continue;
         }
         for (int k = k0, ky = k0 / run, at = k0 % run; k < k0 + kb; ky++, at = 0) {
