@@ -1583,7 +1583,9 @@ typedef struct cnn__epilogue {
     double *stats; /* gemm_nn's row path, when not NULL: per-chunk sums of the finished
                       outputs and of their squares, [CNN__CHUNKS][2N] (BatchNorm's) */
     double *sum, *sq; /* a tile's columns of one chunk's sums: += each finished column's
-                         sum and sum of squares (over the tile's rows, in double) */
+                         sum and sum of squares about shift (over the tile's rows) */
+    const float *shift; /* with sum: per column, the chunk's first output row (NULL:
+                           this tile's first row, which is it) */
 } cnn__epilogue;
 
 /* R full-width rows of a tile, R a constant where this is inlined, so that the
@@ -1615,10 +1617,15 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
             acc[r][j] = v < floor ? floor : v;
             c[r * ldc + j] = acc[r][j];
         }
-    if (ep && ep->sum) { /* BatchNorm's statistics from the registers, in double: */
-        double s[CNN__NR] = {0}, q[CNN__NR] = {0}; /* E[x^2] - E[x]^2 needs it */
+    if (ep && ep->sum) { /* BatchNorm's statistics from the registers: sums of x - shift */
+        float shift[CNN__NR], s[CNN__NR] = {0}, q[CNN__NR] = {0}; /* over R rows, in float */
+        for (int j = 0; j < CNN__NR; j++) shift[j] = ep->shift ? ep->shift[j] : acc[0][j];
         for (int r = 0; r < R; r++)
-            for (int j = 0; j < CNN__NR; j++) { s[j] += acc[r][j]; q[j] += (double)acc[r][j] * acc[r][j]; }
+            for (int j = 0; j < CNN__NR; j++) {
+                const float d = acc[r][j] - shift[j];
+                s[j] += d;
+                q[j] = CNN__FMA(d, d, q[j]);
+            }
         for (int j = 0; j < CNN__NR; j++) { ep->sum[j] += s[j]; ep->sq[j] += q[j]; }
     }
 }
@@ -1663,8 +1670,13 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
             for (int j = 0; j < cols; j++) cr[j] = cr[j] < 0 ? 0.0f : cr[j];
     }
     for (int j = 0; ep && ep->sum && j < cols; j++) { /* in the same order as above */
-        double s = 0, q = 0;
-        for (int r = 0; r < rows; r++) { s += c[r * ldc + j]; q += (double)c[r * ldc + j] * c[r * ldc + j]; }
+        const float shift = ep->shift ? ep->shift[j] : c[j];
+        float s = 0, q = 0;
+        for (int r = 0; r < rows; r++) {
+            const float d = c[r * ldc + j] - shift;
+            s += d;
+            q = CNN__FMA(d, d, q);
+        }
         ep->sum[j] += s;
         ep->sq[j] += q;
     }
@@ -1688,7 +1700,7 @@ static CNN__NOINLINE void cnn__tile_at(int K, const float *const *CNN__RESTRICT 
 
 /* the epilogue with its bias moved to column j, for the last slice of K only */
 static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
-    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL, NULL, NULL};
+    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL, NULL, NULL, NULL};
     return e;
 }
 
@@ -1718,7 +1730,7 @@ static int cnn__conv_rows_inside(const cnn_node *n, const cnn_node *in, int i, i
    sums in the same order as from im2col, so the same results. */
 static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, const float *CNN__RESTRICT B, int ldb,
                                   float *CNN__RESTRICT c, int ldc, int N, int load, const cnn__epilogue *ep,
-                                  double *sum, double *sq) {
+                                  double *sum, double *sq, const float *shift) {
     const cnn_node *n = cv->conv, *in = cv->in;
     const int HWo = n->h * n->w, b = i / HWo, oy = i % HWo / n->w, ox = i % n->w;
     const int C = in->c, W = in->w, run = n->kw * C;
@@ -1728,7 +1740,7 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
             const int kb = run - k0 < CNN__KB ? run - k0 : CNN__KB, last = ky == n->kh - 1 && k0 + kb == run;
             for (int j = 0; j < N; j += CNN__NR) {
                 cnn__epilogue e = cnn__epilogue_at(ep, j);
-                if (sum) { e.sum = sum + j; e.sq = sq + j; }
+                if (sum) { e.sum = sum + j; e.sq = sq + j; e.shift = shift ? shift + j : NULL; }
                 cnn__tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1, B + (size_t)(ky * run + k0) * ldb + j,
                           (size_t)ldb, c + j, (size_t)ldc, rows, N - j < CNN__NR ? N - j : CNN__NR, load || ky > 0 || k0 > 0,
                           last ? &e : NULL);
@@ -1772,6 +1784,10 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
         for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
         const int t0 = (int)((long long)row_tiles * run / runs), t1 = (int)((long long)row_tiles * (run + 1) / runs);
+        /* BatchNorm's sums are of x - (the run's first row), in float over a
+           tile, in double over the run: float sums of x^2 would lose the
+           variance of activations far from 0; double ones cost twice as much */
+        const float *shift = NULL; /* the run's first row, once made */
         for (int t = t0; t < t1; t++) {
             const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
             float *c = C + (size_t)i * ldc;
@@ -1781,7 +1797,8 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                 cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, conv->col + (size_t)i * lda, lda);
             }
             if (conv && !conv->col && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
-                cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq);
+                cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq, shift);
+                shift = C + (size_t)t0 * CNN__MR * ldc;
                 continue;
             }
             for (int k0 = 0; k0 < K; k0 += KB) {
@@ -1796,10 +1813,20 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                 }
                 for (int j = 0; j < N; j += CNN__NR) {
                     cnn__epilogue e = cnn__epilogue_at(ep, j);
-                    if (sum) { e.sum = sum + j; e.sq = sq + j; }
+                    if (sum) { e.sum = sum + j; e.sq = sq + j; e.shift = shift ? shift + j : NULL; }
                     cnn__tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
                               rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
                 }
+            }
+            shift = C + (size_t)t0 * CNN__MR * ldc;
+        }
+        if (sum && t0 < t1) { /* sums about shift made sums of x and of x^2 */
+            const int i0 = t0 * CNN__MR;
+            const double rows = (t1 * CNN__MR < M ? t1 * CNN__MR : M) - i0;
+            for (int j = 0; j < N; j++) {
+                const double s = C[(size_t)i0 * ldc + j];
+                sq[j] += 2 * s * sum[j] + rows * s * s;
+                sum[j] += rows * s;
             }
         }
     }
@@ -2148,7 +2175,7 @@ static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, in
 static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W, double *stats,
                                 const cnn__conv_input *conv) {
     const int N = n->units;
-    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats, NULL, NULL};
+    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats, NULL, NULL, NULL};
     cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep, conv);
     if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }
