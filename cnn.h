@@ -1588,6 +1588,76 @@ typedef struct cnn__epilogue {
                            this tile's first row, which is it) */
 } cnn__epilogue;
 
+#if defined(__AVX512F__)
+/* R full-width rows of a tile (R a constant where this is inlined): the same
+   operations as the portable version below, in AVX-512 intrinsics, two zmm
+   accumulators a row. In plain C the compiler keeps the 8 x 32 accumulators in
+   registers through the product but in memory through the epilogue. */
+static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
+                                              const float *const *CNN__RESTRICT win, const float *CNN__RESTRICT b,
+                                              size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
+                                              const cnn__epilogue *ep) {
+    __m512 acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][2];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = load ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
+        acc[r][1] = load ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
+    }
+    const size_t s1 = a_rs, s3 = 3 * a_rs; /* rows r are read at a0, a4 or a8 plus 0, s1, 2 s1 or s3 */
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (size_t)k * ldb;
+        const float *a0 = win ? win[k] + a_ks : a + (size_t)k * a_ks, *a4 = a0 + 4 * s1, *a8 = a4 + 4 * s1;
+        const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; r++) {
+            const float *at = r < 4 ? a0 : r < 8 ? a4 : a8;
+            const __m512 ar = _mm512_set1_ps(at[r % 4 == 0 ? 0 : r % 4 == 1 ? s1 : r % 4 == 2 ? 2 * s1 : s3]);
+            acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    if (!ep) {
+#pragma GCC unroll 16
+        for (int r = 0; r < R; r++) {
+            _mm512_storeu_ps(c + r * ldc, acc[r][0]);
+            _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
+        }
+        return;
+    }
+    /* + bias, then max(floor, .): floor 0 for ReLU, else -inf (NaN stays NaN) */
+    const __m512 floor = _mm512_set1_ps(ep->relu ? 0.0f : -INFINITY);
+    const __m512 bias0 = ep->bias ? _mm512_loadu_ps(ep->bias) : _mm512_setzero_ps();
+    const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = _mm512_max_ps(floor, _mm512_add_ps(acc[r][0], bias0));
+        acc[r][1] = _mm512_max_ps(floor, _mm512_add_ps(acc[r][1], bias1));
+        _mm512_storeu_ps(c + r * ldc, acc[r][0]);
+        _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
+    }
+    if (ep->sum) { /* BatchNorm's statistics, as below */
+        const __m512 shift0 = ep->shift ? _mm512_loadu_ps(ep->shift) : acc[0][0];
+        const __m512 shift1 = ep->shift ? _mm512_loadu_ps(ep->shift + 16) : acc[0][1];
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, q0 = s0, q1 = s0;
+#pragma GCC unroll 16
+        for (int r = 0; r < R; r++) {
+            const __m512 d0 = _mm512_sub_ps(acc[r][0], shift0), d1 = _mm512_sub_ps(acc[r][1], shift1);
+            s0 = _mm512_add_ps(s0, d0);
+            s1 = _mm512_add_ps(s1, d1);
+            q0 = _mm512_fmadd_ps(d0, d0, q0);
+            q1 = _mm512_fmadd_ps(d1, d1, q1);
+        }
+        const __m512 sums[4] = {s0, s1, q0, q1};
+        for (int v = 0; v < 4; v++) {
+            double *to = (v < 2 ? ep->sum : ep->sq) + (v & 1) * 16;
+            const __m256 lo = _mm512_castps512_ps256(sums[v]);
+            const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sums[v]), 1));
+            _mm512_storeu_pd(to, _mm512_add_pd(_mm512_loadu_pd(to), _mm512_cvtps_pd(lo)));
+            _mm512_storeu_pd(to + 8, _mm512_add_pd(_mm512_loadu_pd(to + 8), _mm512_cvtps_pd(hi)));
+        }
+    }
+}
+#else
 /* R full-width rows of a tile, R a constant where this is inlined, so that the
    compiler unrolls the loops and keeps acc in registers. Row r of step k of A
    is a[r * a_rs + k * a_ks], or with a table win (cnn__tile_at) win[k][a_ks + r]. */
@@ -1629,6 +1699,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
         for (int j = 0; j < CNN__NR; j++) { ep->sum[j] += s[j]; ep->sq[j] += q[j]; }
     }
 }
+#endif
 
 /* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
    r < rows, j < cols, then the epilogue ep (NULL = none). Full-width tiles of
