@@ -2431,49 +2431,6 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
 #endif
 }
 
-#if defined(__AVX512F__)
-/* A shallow conv (KK = K = 9 or 27: a 3x3 kernel on 1 or 3 channels): kernel
-   gradient partials kp [KK][N] (+)= a^T dz, a [rows][KK] its im2col rows, with
-   dz made as by cnn__bn_dz_rows (which see) 16 channels at a time and used at
-   once, never stored. The KK accumulators of a column of kp stay in registers
-   down the rows, so BatchNorm's pass over y runs between the products' FMAs
-   rather than alone. The sums run in the same order as cnn__bn_dz_rows and
-   cnn__tn_tiles: the same results. */
-static CNN__ALWAYS_INLINE void cnn__bn_dz_tn_rows(const int KK, int N, int rows, const float *CNN__RESTRICT a,
-                                                  const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
-                                                  const float *CNN__RESTRICT k, const int *CNN__RESTRICT argmax,
-                                                  const float *CNN__RESTRICT g, const long long *at, const int *cell,
-                                                  int relu, float *CNN__RESTRICT kp, int load, float *CNN__RESTRICT ss) {
-    for (int c = 0; c < N; c += 16) {
-        const __mmask16 lanes = (__mmask16)(N - c >= 16 ? 0xFFFF : (1u << (N - c)) - 1);
-        const __m512 vmean = _mm512_maskz_loadu_ps(lanes, mean + c), v1 = _mm512_maskz_loadu_ps(lanes, k + c);
-        const __m512 v2 = _mm512_maskz_loadu_ps(lanes, k + N + c), v3 = _mm512_maskz_loadu_ps(lanes, k + 2 * N + c);
-        const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                              _mm512_set1_epi32(c));
-        __m512 acc[27], sum = _mm512_maskz_loadu_ps(lanes, ss + c);
-#pragma GCC unroll 27
-        for (int q = 0; q < KK; q++) acc[q] = load ? _mm512_maskz_loadu_ps(lanes, kp + (size_t)q * N + c) : _mm512_setzero_ps();
-        for (int i = 0; i < rows; i++) {
-            const __m512 yv = _mm512_maskz_loadu_ps(lanes, y + (size_t)i * N + c);
-            __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(yv, vmean), v3, v2);
-            if (at[i] >= 0) {
-                const __m512i am = _mm512_maskz_loadu_epi32(lanes, argmax + at[i] + c);
-                const __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lanes, am, _mm512_add_epi32(lane, _mm512_set1_epi32(cell[i])));
-                v = _mm512_mask3_fmadd_ps(v1, _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
-            }
-            if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_GT_OQ), v);
-            sum = _mm512_add_ps(sum, v);
-            const float *ar = a + (size_t)i * KK;
-#pragma GCC unroll 27
-            for (int q = 0; q < KK; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(ar[q]), v, acc[q]);
-        }
-#pragma GCC unroll 27
-        for (int q = 0; q < KK; q++) _mm512_mask_storeu_ps(kp + (size_t)q * N + c, lanes, acc[q]);
-        _mm512_mask_storeu_ps(ss + c, lanes, sum);
-    }
-}
-#endif
-
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
@@ -2496,11 +2453,6 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     const int to_dout = keep || !in_chunks || N > CNN__DZ_BUFFER; /* dz is kept in dout, else in a stack buffer */
     const int step = from_input ? CNN__SLICE_ROWS : to_dout ? M : CNN__DZ_BUFFER / N; /* rows per slice */
     if (!keep && !gW) return; /* a frozen first layer: nothing to make */
-#if defined(__AVX512F__)
-    const int dz_in_tn = !from_input && !to_dout && (K == 27 || K == 9); /* see cnn__bn_dz_tn_rows */
-#else
-    const int dz_in_tn = 0;
-#endif
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
         float buffer[CNN__DZ_BUFFER];
@@ -2534,24 +2486,11 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                         if (++oy == n->h) { oy = ky = py = 0; b++; }
                     }
                 }
-#if defined(__AVX512F__)
-                if (dz_in_tn) {
-                    if (K == 27)
-                        cnn__bn_dz_tn_rows(27, N, rows, A + (size_t)q0 * K, y + (size_t)q0 * N, mean, k, pool->argmax,
-                                           pool->dout, at, cell, relu, kp, q0 > r0, ss);
-                    else
-                        cnn__bn_dz_tn_rows(9, N, rows, A + (size_t)q0 * K, y + (size_t)q0 * N, mean, k, pool->argmax,
-                                           pool->dout, at, cell, relu, kp, q0 > r0, ss);
-                    continue;
-                }
-#endif
                 cnn__bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell, relu,
                                 dz + (size_t)(q0 - s0) * N, ss);
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
-            if (dz_in_tn) {
-                /* made with dz above */
-            } else if (from_input) {
+            if (from_input) {
                 cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0);
             } else if (in_chunks) {
                 for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
