@@ -2389,13 +2389,14 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_block(const int Q, int N, int c0, int 
         for (int q = 0; q < Q; q++) {
             const int c = c0 + 16 * q;
             const __m512 yv = _mm512_maskz_loadu_ps(lanes[q], y + (size_t)i * N + c);
-            __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(yv, vmean[q]), v3[q], v2[q]);
+            /* live: the lanes ReLU passes (all of them without ReLU); dz is 0 elsewhere */
+            const __mmask16 live = relu ? _mm512_mask_cmp_ps_mask(lanes[q], yv, _mm512_setzero_ps(), _CMP_GT_OQ) : lanes[q];
+            __m512 v = _mm512_maskz_fmadd_ps(live, _mm512_sub_ps(yv, vmean[q]), v3[q], v2[q]);
             if (at[i] >= 0) {
                 const __m512i am = _mm512_maskz_loadu_epi32(lanes[q], argmax + at[i] + c);
-                const __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lanes[q], am, _mm512_add_epi32(lane[q], here));
+                const __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(live, am, _mm512_add_epi32(lane[q], here));
                 v = _mm512_mask3_fmadd_ps(v1[q], _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
             }
-            if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_GT_OQ), v);
             _mm512_mask_storeu_ps(d + (size_t)i * N + c, lanes[q], v);
             sum[q] = _mm512_add_ps(sum[q], v);
         }
