@@ -1588,6 +1588,24 @@ typedef struct cnn__epilogue {
                            this tile's first row, which is it) */
 } cnn__epilogue;
 
+/* Memory a pass will read next (up to three runs of bytes), fetched into L2
+   one cache line per step of a product that meanwhile computes from cache:
+   BatchNorm's pass over the conv output behind the kernel gradient product
+   (see cnn__conv_backward_through_bn), so that neither waits for the other */
+typedef struct cnn__prefetch { const char *at[3], *end[3]; } cnn__prefetch;
+static CNN__ALWAYS_INLINE void cnn__prefetch_step(cnn__prefetch *pf) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (int i = 0; i < 3; i++)
+        if (pf->at[i] < pf->end[i]) {
+            __builtin_prefetch(pf->at[i], 0, 2);
+            pf->at[i] += 64;
+            return;
+        }
+#else
+    (void)pf;
+#endif
+}
+
 #if defined(__AVX512F__)
 /* R full-width rows of a tile (R a constant where this is inlined): the same
    operations as the portable version below, in AVX-512 intrinsics, two zmm
@@ -1596,7 +1614,7 @@ typedef struct cnn__epilogue {
 static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
                                               const float *const *CNN__RESTRICT win, const float *CNN__RESTRICT b,
                                               size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
-                                              const cnn__epilogue *ep) {
+                                              const cnn__epilogue *ep, cnn__prefetch *pf) {
     __m512 acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][2];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) {
@@ -1608,6 +1626,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
         const float *bk = b + (size_t)k * ldb;
         const float *a0 = win ? win[k] + a_ks : a + (size_t)k * a_ks, *a4 = a0 + 4 * s1, *a8 = a4 + 4 * s1;
         const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
+        if (pf) cnn__prefetch_step(pf);
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             const float *at = r < 4 ? a0 : r < 8 ? a4 : a8;
@@ -1664,13 +1683,14 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
 static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
                                               const float *const *CNN__RESTRICT win, const float *CNN__RESTRICT b,
                                               size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
-                                              const cnn__epilogue *ep) {
+                                              const cnn__epilogue *ep, cnn__prefetch *pf) {
     float acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][CNN__NR];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
+        if (pf) cnn__prefetch_step(pf);
         for (int r = 0; r < R; r++) {
             const float ar = ak[r * a_rs];
             for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
@@ -1710,18 +1730,18 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
     if (cols == CNN__NR) {
         switch (rows) {
-        case CNN__MR: cnn__tile_rows(CNN__MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case CNN__MR: cnn__tile_rows(CNN__MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
 #if CNN__TN_MR > CNN__MR
-        case CNN__TN_MR: cnn__tile_rows(CNN__TN_MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case CNN__TN_MR: cnn__tile_rows(CNN__TN_MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
 #endif
-        case 1: cnn__tile_rows(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
-        case 2: cnn__tile_rows(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
-        case 3: cnn__tile_rows(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 1: cnn__tile_rows(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 2: cnn__tile_rows(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 3: cnn__tile_rows(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
 #if CNN__MR > 4
-        case 4: cnn__tile_rows(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
-        case 5: cnn__tile_rows(5, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
-        case 6: cnn__tile_rows(6, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
-        case 7: cnn__tile_rows(7, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep); return;
+        case 4: cnn__tile_rows(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 5: cnn__tile_rows(5, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 6: cnn__tile_rows(6, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 7: cnn__tile_rows(7, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
 #endif
         default: break;
         }
@@ -1753,13 +1773,23 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
     }
 }
 
+/* A full TN tile of R = CNN__MR or CNN__TN_MR rows (a_rs 1) that also steps
+   the prefetch pf: a copy of the tile's loop apart, so that the others carry
+   no prefetch test */
+static CNN__NOINLINE void cnn__tile_prefetching(int R, int K, const float *CNN__RESTRICT a, size_t a_ks,
+                                                const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
+                                                size_t ldc, int load, cnn__prefetch *pf) {
+    if (R == CNN__TN_MR) cnn__tile_rows(CNN__TN_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+    else cnn__tile_rows(CNN__MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+}
+
 /* c[r][j] = (load ? c[r][j] : 0) + sum_k win[k][off + r] * b[k*ldb + j] for r < CNN__MR, j < cols:
    the TN product's tile with A's row k read through a pointer win[k] (a
    Conv2D's input at the window of im2col's row k), see cnn__conv_weight_grad_rows */
 static CNN__NOINLINE void cnn__tile_at(int K, const float *const *CNN__RESTRICT win, size_t off, const float *CNN__RESTRICT b,
                                        size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols, int load) {
     if (cols == CNN__NR) {
-        cnn__tile_rows(CNN__MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL);
+        cnn__tile_rows(CNN__MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, NULL);
         return;
     }
     for (int r = 0; r < CNN__MR; r++) { /* the last columns */
@@ -1914,13 +1944,18 @@ static int cnn__tn_tile_count(int K, int N) {
    (numbered row tile * col_tiles + column tile), added to C (load) or not */
 enum { CNN__TN_ROWS = 256 }; /* rows of A and D visited per pass, so they stay in cache */
 static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const float *CNN__RESTRICT A, int lda,
-                          const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc, int load) {
+                          const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc, int load,
+                          cnn__prefetch *pf) {
     const int col_tiles = (N + CNN__NR - 1) / CNN__NR, h = cnn__tn_height(K);
     for (int t = lo; t < hi; t++) {
         const int k = (t / col_tiles) * h, j = (t % col_tiles) * CNN__NR;
         const int rows = K - k < h ? K - k : h, cols = N - j < CNN__NR ? N - j : CNN__NR;
-        cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
-                  C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, load, NULL);
+        if (pf && rows == h && cols == CNN__NR)
+            cnn__tile_prefetching(rows, mb, A + (size_t)m0 * lda + k, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
+                                  C + (size_t)k * ldc + j, (size_t)ldc, load, pf);
+        else
+            cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
+                      C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, load, NULL);
     }
 }
 
@@ -1943,7 +1978,7 @@ static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int 
         int lo, hi;
         cnn__thread_share(tiles, &lo, &hi);
         for (int m0 = 0; m0 < M; m0 += CNN__TN_ROWS)
-            cnn__tn_tiles(lo, hi, m0, M - m0 < CNN__TN_ROWS ? M - m0 : CNN__TN_ROWS, N, K, A, lda, D, ldd, C, ldc, 1);
+            cnn__tn_tiles(lo, hi, m0, M - m0 < CNN__TN_ROWS ? M - m0 : CNN__TN_ROWS, N, K, A, lda, D, ldd, C, ldc, 1, NULL);
     }
 }
 
@@ -2491,12 +2526,24 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                                 dz + (size_t)(q0 - s0) * N, ss);
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
+            cnn__prefetch next = {{NULL, NULL, NULL}, {NULL, NULL, NULL}}; /* what the next slice's dz reads */
+            if (s1 < r1) {
+                const int last = (r1 - s1 < step ? r1 : s1 + step) - 1; /* its rows s1..last */
+                const long long w0 = ((long long)(s1 / HW) * pool->h + s1 % HW / W / pool->kh) * pool->w * N;
+                const long long w1 = ((long long)(last / HW) * pool->h + last % HW / W / pool->kh + 1) * pool->w * N;
+                next.at[0] = (const char *)(y + (size_t)s1 * N);
+                next.end[0] = (const char *)(y + (size_t)(last + 1) * N);
+                next.at[1] = (const char *)(pool->argmax + w0);
+                next.end[1] = (const char *)(pool->argmax + (w1 < (long long)B * pool->h * pool->w * N ? w1 : (long long)B * pool->h * pool->w * N));
+                next.at[2] = (const char *)(pool->dout + w0);
+                next.end[2] = (const char *)(pool->dout + (w1 < (long long)B * pool->h * pool->w * N ? w1 : (long long)B * pool->h * pool->w * N));
+            }
             if (from_input) {
                 cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0);
             } else if (in_chunks) {
                 for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
                     cnn__tn_tiles(0, tiles, m0, s1 - s0 - m0 < CNN__TN_ROWS ? s1 - s0 - m0 : CNN__TN_ROWS, N, K,
-                                  A + (size_t)s0 * K, K, dz, N, kp, N, s0 > r0 || m0 > 0);
+                                  A + (size_t)s0 * K, K, dz, N, kp, N, s0 > r0 || m0 > 0, &next);
             }
         }
     }
