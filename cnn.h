@@ -1588,23 +1588,16 @@ typedef struct cnn__epilogue {
                            this tile's first row, which is it) */
 } cnn__epilogue;
 
-/* Memory a pass will read next (up to three runs of bytes), fetched into L2
-   one cache line per step of a product that meanwhile computes from cache:
-   BatchNorm's pass over the conv output behind the kernel gradient product
-   (see cnn__conv_backward_through_bn), so that neither waits for the other */
-typedef struct cnn__prefetch { const char *at[3], *end[3]; } cnn__prefetch;
-static CNN__ALWAYS_INLINE void cnn__prefetch_step(cnn__prefetch *pf) {
+/* Memory [at, end) a pass will read next, fetched into L2 one cache line per
+   step of a product that meanwhile computes from cache: the conv output that
+   BatchNorm's pass reads, behind the kernel gradient product (see
+   cnn__conv_backward_through_bn), so that the pass does not wait on memory */
+typedef struct cnn__prefetch { const char *at, *end; } cnn__prefetch;
 #if defined(__GNUC__) || defined(__clang__)
-    for (int i = 0; i < 3; i++)
-        if (pf->at[i] < pf->end[i]) {
-            __builtin_prefetch(pf->at[i], 0, 2);
-            pf->at[i] += 64;
-            return;
-        }
+#define CNN__PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 #else
-    (void)pf;
+#define CNN__PREFETCH_L2(p) ((void)(p))
 #endif
-}
 
 #if defined(__AVX512F__)
 /* R full-width rows of a tile (R a constant where this is inlined): the same
@@ -1622,11 +1615,12 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
         acc[r][1] = load ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
     }
     const size_t s1 = a_rs, s3 = 3 * a_rs; /* rows r are read at a0, a4 or a8 plus 0, s1, 2 s1 or s3 */
+    const char *pf_at = pf ? pf->at : NULL, *pf_end = pf ? pf->end : NULL;
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *a0 = win ? win[k] + a_ks : a + (size_t)k * a_ks, *a4 = a0 + 4 * s1, *a8 = a4 + 4 * s1;
         const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
-        if (pf) cnn__prefetch_step(pf);
+        if (pf_at < pf_end) { CNN__PREFETCH_L2(pf_at); pf_at += 64; }
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             const float *at = r < 4 ? a0 : r < 8 ? a4 : a8;
@@ -1635,6 +1629,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
             acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
         }
     }
+    if (pf) pf->at = pf_at;
     if (!ep) {
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
@@ -1687,15 +1682,17 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     float acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][CNN__NR];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
+    const char *pf_at = pf ? pf->at : NULL, *pf_end = pf ? pf->end : NULL;
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
-        if (pf) cnn__prefetch_step(pf);
+        if (pf_at < pf_end) { CNN__PREFETCH_L2(pf_at); pf_at += 64; }
         for (int r = 0; r < R; r++) {
             const float ar = ak[r * a_rs];
             for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
         }
     }
+    if (pf) pf->at = pf_at;
     /* the epilogue in one branch-free pass, so that acc stays in registers:
        + bias (or + 0), then max(., 0) for ReLU (or max(., -inf), a no-op) */
     float bias[CNN__NR] = {0};
@@ -2526,18 +2523,9 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                                 dz + (size_t)(q0 - s0) * N, ss);
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
-            cnn__prefetch next = {{NULL, NULL, NULL}, {NULL, NULL, NULL}}; /* what the next slice's dz reads */
-            if (s1 < r1) {
-                const int last = (r1 - s1 < step ? r1 : s1 + step) - 1; /* its rows s1..last */
-                const long long w0 = ((long long)(s1 / HW) * pool->h + s1 % HW / W / pool->kh) * pool->w * N;
-                const long long w1 = ((long long)(last / HW) * pool->h + last % HW / W / pool->kh + 1) * pool->w * N;
-                next.at[0] = (const char *)(y + (size_t)s1 * N);
-                next.end[0] = (const char *)(y + (size_t)(last + 1) * N);
-                next.at[1] = (const char *)(pool->argmax + w0);
-                next.end[1] = (const char *)(pool->argmax + (w1 < (long long)B * pool->h * pool->w * N ? w1 : (long long)B * pool->h * pool->w * N));
-                next.at[2] = (const char *)(pool->dout + w0);
-                next.end[2] = (const char *)(pool->dout + (w1 < (long long)B * pool->h * pool->w * N ? w1 : (long long)B * pool->h * pool->w * N));
-            }
+            /* the next slice's rows of y, fetched as the product runs */
+            cnn__prefetch next = {(const char *)(y + (size_t)s1 * N),
+                                  (const char *)(y + (size_t)(r1 - s1 < step ? r1 : s1 + step) * N)};
             if (from_input) {
                 cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0);
             } else if (in_chunks) {
