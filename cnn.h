@@ -1616,6 +1616,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     }
     const size_t s1 = a_rs, s3 = 3 * a_rs; /* rows r are read at a0, a4 or a8 plus 0, s1, 2 s1 or s3 */
     const char *pf_at = pf ? pf->at : NULL, *pf_end = pf ? pf->end : NULL;
+#pragma GCC unroll 2 /* half the loop's own instructions per FMA */
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *a0 = win ? win[k] + a_ks : a + (size_t)k * a_ks, *a4 = a0 + 4 * s1, *a8 = a4 + 4 * s1;
