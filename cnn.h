@@ -1645,8 +1645,8 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) {
-        acc[r][0] = _mm512_max_ps(floor, _mm512_add_ps(acc[r][0], bias0));
-        acc[r][1] = _mm512_max_ps(floor, _mm512_add_ps(acc[r][1], bias1));
+        acc[r][0] = _mm512_mask_max_ps(floor, (__mmask16)0xFFFF, floor, _mm512_add_ps(acc[r][0], bias0));
+        acc[r][1] = _mm512_mask_max_ps(floor, (__mmask16)0xFFFF, floor, _mm512_add_ps(acc[r][1], bias1));
         _mm512_storeu_ps(c + r * ldc, acc[r][0]);
         _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
     }
@@ -1663,12 +1663,15 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
             q1 = _mm512_fmadd_ps(d1, d1, q1);
         }
         const __m512 sums[4] = {s0, s1, q0, q1};
+        const __m512d none = _mm512_setzero_pd(); /* (the masked forms: the plain ones read an
+                                                      undefined vector that g++ warns about) */
         for (int v = 0; v < 4; v++) {
             double *to = (v < 2 ? ep->sum : ep->sq) + (v & 1) * 16;
-            const __m256 lo = _mm512_castps512_ps256(sums[v]);
-            const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sums[v]), 1));
-            _mm512_storeu_pd(to, _mm512_add_pd(_mm512_loadu_pd(to), _mm512_cvtps_pd(lo)));
-            _mm512_storeu_pd(to + 8, _mm512_add_pd(_mm512_loadu_pd(to + 8), _mm512_cvtps_pd(hi)));
+            const __m512d both = _mm512_castps_pd(sums[v]);
+            const __m256 lo = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, both, 0));
+            const __m256 hi = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, both, 1));
+            _mm512_storeu_pd(to, _mm512_add_pd(_mm512_loadu_pd(to), _mm512_mask_cvtps_pd(none, 0xFF, lo)));
+            _mm512_storeu_pd(to + 8, _mm512_add_pd(_mm512_loadu_pd(to + 8), _mm512_mask_cvtps_pd(none, 0xFF, hi)));
         }
     }
 }
@@ -3407,10 +3410,12 @@ static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, 
 #define CNN__V __m512
 #define CNN__VL 16
 #define CNN__VOP(op) _mm512_##op##_ps
+#define CNN__VSQRT(v) _mm512_mask_sqrt_ps((v), (__mmask16)0xFFFF, (v)) /* (g++ warns about the plain form's undefined vector) */
 #elif defined(__AVX__)
 #define CNN__V __m256
 #define CNN__VL 8
 #define CNN__VOP(op) _mm256_##op##_ps
+#define CNN__VSQRT(v) _mm256_sqrt_ps(v)
 #endif
 #ifdef CNN__VL
 static void cnn__adam_lanes(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t, float eps) {
@@ -3418,7 +3423,7 @@ static void cnn__adam_lanes(float *p, const float *g, float *s1, float *s2, floa
     const CNN__V m = CNN__VOP(add)(CNN__VOP(mul)(CNN__VOP(set1)(b1), CNN__VOP(loadu)(s1)), CNN__VOP(mul)(CNN__VOP(set1)(1 - b1), gk));
     const CNN__V v = CNN__VOP(add)(CNN__VOP(mul)(CNN__VOP(set1)(b2), CNN__VOP(loadu)(s2)),
                                    CNN__VOP(mul)(CNN__VOP(mul)(CNN__VOP(set1)(1 - b2), gk), gk));
-    const CNN__V step = CNN__VOP(div)(CNN__VOP(mul)(CNN__VOP(set1)(lr_t), m), CNN__VOP(add)(CNN__VOP(sqrt)(v), CNN__VOP(set1)(eps)));
+    const CNN__V step = CNN__VOP(div)(CNN__VOP(mul)(CNN__VOP(set1)(lr_t), m), CNN__VOP(add)(CNN__VSQRT(v), CNN__VOP(set1)(eps)));
     CNN__VOP(storeu)(s1, m);
     CNN__VOP(storeu)(s2, v);
     CNN__VOP(storeu)(p, CNN__VOP(sub)(CNN__VOP(loadu)(p), step));
@@ -3441,6 +3446,7 @@ CNN__PARALLEL_FOR(count)
 #undef CNN__V
 #undef CNN__VL
 #undef CNN__VOP
+#undef CNN__VSQRT
 #else
 CNN__PARALLEL_FOR(count)
     for (long long k = 0; k < count; k++) {
