@@ -1591,10 +1591,8 @@ typedef struct cnn__epilogue {
     int relu;
     double *stats; /* gemm_nn's row path, when not NULL: per-chunk sums of the finished
                       outputs and of their squares, [CNN__CHUNKS][2N] (BatchNorm's) */
-    double *sum, *sq; /* a tile's columns of one chunk's sums: += each finished column's
-                         sum and sum of squares about shift (over the tile's rows) */
-    const float *shift; /* with sum: per column, the chunk's first output row (NULL:
-                           this tile's first row, which is it) */
+    double *sum, *sq; /* a tile's columns of one run's sums: += each finished column's
+                         sum and sum of squares (see cnn__tile_rows) */
 } cnn__epilogue;
 
 /* Memory [at, end) a pass will read next, fetched into L2 one cache line per
@@ -1660,28 +1658,29 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
         _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
     }
     if (ep->sum) { /* BatchNorm's statistics, as below */
-        const __m512 shift0 = ep->shift ? _mm512_loadu_ps(ep->shift) : acc[0][0];
-        const __m512 shift1 = ep->shift ? _mm512_loadu_ps(ep->shift + 16) : acc[0][1];
-        __m512 s0 = _mm512_setzero_ps(), s1 = s0, q0 = s0, q1 = s0;
+        const __m512 shift[2] = {acc[0][0], acc[0][1]};
+        __m512 s[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, q[2] = {s[0], s[1]};
 #pragma GCC unroll 16
-        for (int r = 0; r < R; r++) {
-            const __m512 d0 = _mm512_sub_ps(acc[r][0], shift0), d1 = _mm512_sub_ps(acc[r][1], shift1);
-            s0 = _mm512_add_ps(s0, d0);
-            s1 = _mm512_add_ps(s1, d1);
-            q0 = _mm512_fmadd_ps(d0, d0, q0);
-            q1 = _mm512_fmadd_ps(d1, d1, q1);
+        for (int r = 1; r < R; r++)
+            for (int h = 0; h < 2; h++) {
+                const __m512 d = _mm512_sub_ps(acc[r][h], shift[h]);
+                s[h] = _mm512_add_ps(s[h], d);
+                q[h] = _mm512_fmadd_ps(d, d, q[h]);
+            }
+        const __m512d rows = _mm512_set1_pd(R), two = _mm512_set1_pd(2), none = _mm512_setzero_pd();
+        /* columns 8 at a time in double (masked forms: the plain ones read an undefined vector g++ warns about) */
+#define CNN__HALF(x, half) _mm512_mask_cvtps_pd(none, 0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd( \
+                               _mm256_setzero_pd(), 0xF, _mm512_castps_pd(x), half)))
+#define CNN__ADD_SUMS(h, sh, sd, qd) /* sum x = sum d + R shift;  sum x^2 = sum d^2 + shift (2 sum d + R shift) */ \
+    _mm512_storeu_pd(ep->sum + 8 * (h), _mm512_add_pd(_mm512_loadu_pd(ep->sum + 8 * (h)), _mm512_fmadd_pd(rows, sh, sd))); \
+    _mm512_storeu_pd(ep->sq + 8 * (h), _mm512_add_pd(_mm512_loadu_pd(ep->sq + 8 * (h)), \
+                                                     _mm512_fmadd_pd(sh, _mm512_fmadd_pd(rows, sh, _mm512_mul_pd(two, sd)), qd)))
+        for (int v = 0; v < 2; v++) {
+            CNN__ADD_SUMS(2 * v, CNN__HALF(shift[v], 0), CNN__HALF(s[v], 0), CNN__HALF(q[v], 0));
+            CNN__ADD_SUMS(2 * v + 1, CNN__HALF(shift[v], 1), CNN__HALF(s[v], 1), CNN__HALF(q[v], 1));
         }
-        const __m512 sums[4] = {s0, s1, q0, q1};
-        const __m512d none = _mm512_setzero_pd(); /* (the masked forms: the plain ones read an
-                                                      undefined vector that g++ warns about) */
-        for (int v = 0; v < 4; v++) {
-            double *to = (v < 2 ? ep->sum : ep->sq) + (v & 1) * 16;
-            const __m512d both = _mm512_castps_pd(sums[v]);
-            const __m256 lo = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, both, 0));
-            const __m256 hi = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, both, 1));
-            _mm512_storeu_pd(to, _mm512_add_pd(_mm512_loadu_pd(to), _mm512_mask_cvtps_pd(none, 0xFF, lo)));
-            _mm512_storeu_pd(to + 8, _mm512_add_pd(_mm512_loadu_pd(to + 8), _mm512_mask_cvtps_pd(none, 0xFF, hi)));
-        }
+#undef CNN__ADD_SUMS
+#undef CNN__HALF
     }
 }
 #else
@@ -1717,16 +1716,24 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
             acc[r][j] = v < floor ? floor : v;
             c[r * ldc + j] = acc[r][j];
         }
-    if (ep && ep->sum) { /* BatchNorm's statistics from the registers: sums of x - shift */
-        float shift[CNN__NR], s[CNN__NR] = {0}, q[CNN__NR] = {0}; /* over R rows, in float */
-        for (int j = 0; j < CNN__NR; j++) shift[j] = ep->shift ? ep->shift[j] : acc[0][j];
-        for (int r = 0; r < R; r++)
+    if (ep && ep->sum) { /* BatchNorm's statistics from the registers: */
+        /* the tile's sums of d = x - (its first row), in float, then those of x
+           and x^2 in double. Float sums of x^2 would lose the variance of
+           activations far from 0, double ones cost twice as much; d is small
+           (its squares add up to no more than twice the tile's own squared
+           deviations plus its first row's), so its float sums keep it. */
+        float s[CNN__NR] = {0}, q[CNN__NR] = {0};
+        for (int r = 1; r < R; r++)
             for (int j = 0; j < CNN__NR; j++) {
-                const float d = acc[r][j] - shift[j];
+                const float d = acc[r][j] - acc[0][j];
                 s[j] += d;
                 q[j] = CNN__FMA(d, d, q[j]);
             }
-        for (int j = 0; j < CNN__NR; j++) { ep->sum[j] += s[j]; ep->sq[j] += q[j]; }
+        for (int j = 0; j < CNN__NR; j++) {
+            const double sh = acc[0][j];
+            ep->sum[j] += s[j] + R * sh;
+            ep->sq[j] += q[j] + sh * (2.0 * s[j] + R * sh);
+        }
     }
 }
 #endif
@@ -1770,16 +1777,16 @@ static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t 
         if (ep && ep->relu)
             for (int j = 0; j < cols; j++) cr[j] = cr[j] < 0 ? 0.0f : cr[j];
     }
-    for (int j = 0; ep && ep->sum && j < cols; j++) { /* in the same order as above */
-        const float shift = ep->shift ? ep->shift[j] : c[j];
+    for (int j = 0; ep && ep->sum && j < cols; j++) { /* the same sums as above */
         float s = 0, q = 0;
-        for (int r = 0; r < rows; r++) {
-            const float d = c[r * ldc + j] - shift;
+        for (int r = 1; r < rows; r++) {
+            const float d = c[r * ldc + j] - c[j];
             s += d;
             q = CNN__FMA(d, d, q);
         }
-        ep->sum[j] += s;
-        ep->sq[j] += q;
+        const double sh = c[j];
+        ep->sum[j] += s + rows * sh;
+        ep->sq[j] += q + sh * (2.0 * s + rows * sh);
     }
 }
 
@@ -1811,7 +1818,7 @@ static CNN__NOINLINE void cnn__tile_at(int K, const float *const *CNN__RESTRICT 
 
 /* the epilogue with its bias moved to column j, for the last slice of K only */
 static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
-    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL, NULL, NULL, NULL};
+    cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL, NULL, NULL};
     return e;
 }
 
@@ -1841,7 +1848,7 @@ static int cnn__conv_rows_inside(const cnn_node *n, const cnn_node *in, int i, i
    sums in the same order as from im2col, so the same results. */
 static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, const float *CNN__RESTRICT B, int ldb,
                                   float *CNN__RESTRICT c, int ldc, int N, int load, const cnn__epilogue *ep,
-                                  double *sum, double *sq, const float *shift) {
+                                  double *sum, double *sq) {
     const cnn_node *n = cv->conv, *in = cv->in;
     const int HWo = n->h * n->w, b = i / HWo, oy = i % HWo / n->w, ox = i % n->w;
     const int C = in->c, W = in->w, run = n->kw * C;
@@ -1851,7 +1858,7 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
             const int kb = run - k0 < CNN__KB ? run - k0 : CNN__KB, last = ky == n->kh - 1 && k0 + kb == run;
             for (int j = 0; j < N; j += CNN__NR) {
                 cnn__epilogue e = cnn__epilogue_at(ep, j);
-                if (sum) { e.sum = sum + j; e.sq = sq + j; e.shift = shift ? shift + j : NULL; }
+                if (sum) { e.sum = sum + j; e.sq = sq + j; }
                 cnn__tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1, B + (size_t)(ky * run + k0) * ldb + j,
                           (size_t)ldb, c + j, (size_t)ldc, rows, N - j < CNN__NR ? N - j : CNN__NR, load || ky > 0 || k0 > 0,
                           last ? &e : NULL);
@@ -1895,10 +1902,6 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
         for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
         const int t0 = (int)((long long)row_tiles * run / runs), t1 = (int)((long long)row_tiles * (run + 1) / runs);
-        /* BatchNorm's sums are of x - (the run's first row), in float over a
-           tile, in double over the run: float sums of x^2 would lose the
-           variance of activations far from 0; double ones cost twice as much */
-        const float *shift = NULL; /* the run's first row, once made */
         for (int t = t0; t < t1; t++) {
             const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
             float *c = C + (size_t)i * ldc;
@@ -1908,8 +1911,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                 cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, conv->col + (size_t)i * lda, lda);
             }
             if (conv && !conv->col && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
-                cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq, shift);
-                shift = C + (size_t)t0 * CNN__MR * ldc;
+                cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq);
                 continue;
             }
             for (int k0 = 0; k0 < K; k0 += KB) {
@@ -1924,20 +1926,10 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                 }
                 for (int j = 0; j < N; j += CNN__NR) {
                     cnn__epilogue e = cnn__epilogue_at(ep, j);
-                    if (sum) { e.sum = sum + j; e.sq = sq + j; e.shift = shift ? shift + j : NULL; }
+                    if (sum) { e.sum = sum + j; e.sq = sq + j; }
                     cnn__tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
                               rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
                 }
-            }
-            shift = C + (size_t)t0 * CNN__MR * ldc;
-        }
-        if (sum && t0 < t1) { /* sums about shift made sums of x and of x^2 */
-            const int i0 = t0 * CNN__MR;
-            const double rows = (t1 * CNN__MR < M ? t1 * CNN__MR : M) - i0;
-            for (int j = 0; j < N; j++) {
-                const double s = C[(size_t)i0 * ldc + j];
-                sq[j] += 2 * s * sum[j] + rows * s * s;
-                sum[j] += rows * s;
             }
         }
     }
@@ -2291,7 +2283,7 @@ static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, in
 static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W, double *stats,
                                 const cnn__conv_input *conv) {
     const int N = n->units;
-    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats, NULL, NULL, NULL};
+    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats, NULL, NULL};
     cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep, conv);
     if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }

@@ -440,8 +440,11 @@ static cnn_model *two_block_model(int apart, int variant) {
     cnn_model_set_seed(m, 5);
     cnn_node *x = cnn_input(m, 32, 32, 3, "input");
     for (int i = 0; i < 2; i++) {
-        x = cnn_conv2d(m, x, .filters = i ? (variant == 2 ? 40 : 8) : 64, .kernel_size = {3, 3}, .activation = CNN_RELU,
-                       .padding = i && variant ? CNN_SAME : CNN_VALID, .strides = {i && variant == 2 ? 2 : 1, i && variant == 2 ? 2 : 1});
+        /* variants: 0 as the tutorial; 1 the second conv padded; 2 also strided, 40 filters;
+           3 the first conv padded with 24 filters (not a multiple of the 16-lane blocks) */
+        x = cnn_conv2d(m, x, .filters = i ? (variant == 2 ? 40 : 8) : (variant == 3 ? 24 : 64), .kernel_size = {3, 3},
+                       .activation = CNN_RELU, .padding = (i && variant && variant < 3) || (!i && variant == 3) ? CNN_SAME : CNN_VALID,
+                       .strides = {i && variant == 2 ? 2 : 1, i && variant == 2 ? 2 : 1});
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
         x = cnn_batch_norm(m, x);
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
@@ -461,7 +464,7 @@ static void test_thread_count_gradients(void) {
     for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s);
     for (int b = 0; b < TB_BATCH; b++) y[b * 4 + b % 4] = 1;
     size_t n = 0;
-    for (int variant = 0; variant <= 2; variant++) {
+    for (int variant = 0; variant <= 3; variant++) {
         for (int t = 0; t < 3; t++) {
             cnn_set_num_threads(t + 1);
             cnn_model *m = two_block_model(0, variant);
@@ -489,12 +492,20 @@ static void test_block_fusion(void) {
     test_begin("conv -> BN -> pool blocks fused (BN sums in the conv, gradients in the conv) match unfused");
     static float x[TB_BATCH * TB_IN], y[TB_BATCH * 4], dx[2][TB_BATCH * TB_IN], p[2][TB_BATCH * 4];
     cnn_set_num_threads(2);
-    /* offset 1000: BatchNorm's E[x^2] - E[x]^2 must not lose the variance;
-       the last runs pad (and stride) the second conv */
-    for (int run = 0; run < 4; run++) {
-        const int offset = run == 1 ? 1000 : 0, variant = run < 2 ? 0 : run - 1;
+    /* offset 1000: BatchNorm's E[x^2] - E[x]^2 must not lose the variance; run 2:
+       an outlier 1000 times the rest in the first window of each of the conv's
+       runs of rows (the conv sums its statistics about the first row of each
+       tile: an outlier there must not cost the variance);
+       the last runs take the other variants of two_block_model */
+    for (int run = 0; run < 6; run++) {
+        const int offset = run == 1 ? 1000 : 0, variant = run < 3 ? 0 : run - 2;
         unsigned s = 4;
         for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s) + (float)offset;
+        for (int ch = 0; run == 2 && ch < CNN__CHUNKS; ch++) { /* an outlier at the centre of the first */
+            const int r0 = TB_BATCH * 900 * ch / CNN__CHUNKS;        /* window of each run of rows */
+            const int b = r0 / 900, oy = r0 % 900 / 30, ox = r0 % 30;
+            for (int c = 0; c < 3; c++) x[b * TB_IN + ((oy + 1) * 32 + ox + 1) * 3 + c] = 1000.0f;
+        }
         for (int b = 0; b < TB_BATCH; b++) y[b * 4 + (b * 3) % 4] = 1;
         cnn_model *m[2] = {two_block_model(0, variant), two_block_model(1, variant)};
         CHECK(cnn__find(m[0], "conv2d")->bn_reader && cnn__find(m[0], "conv2d")->bn_grad && !cnn__find(m[1], "conv2d")->bn_reader,
@@ -502,13 +513,14 @@ static void test_block_fusion(void) {
         float loss[2];
         for (int k = 0; k < 2; k++) cnn_input_gradient(m[k], x, y, TB_BATCH, 4, dx[k], &loss[k]);
         const cnn_node *bn[2] = {cnn__find(m[0], "batch_normalization"), cnn__find(m[1], "batch_normalization")};
-        const double estat = test_rel_err(bn[0]->stat, bn[1]->stat, 2 * 64); /* batch mean, inverse std */
+        const double estat = test_rel_err(bn[0]->stat, bn[1]->stat, 2 * (size_t)bn[0]->c); /* batch mean, inverse std */
         CHECK(estat < 1e-6, "offset %d: batch statistics differ by %g", offset, estat);
         size_t n0, n1;
         float *g0 = cnn_model_grads(m[0], &n0), *g1 = cnn_model_grads(m[1], &n1);
         const double edx = test_rel_err(dx[0], dx[1], TB_BATCH * TB_IN), eg = n0 == n1 ? test_rel_err(g0, g1, n0) : 1;
-        printf("# offset %d%s: statistics rel. err %.2g, loss %.7g vs %.7g, input gradient %.2g, parameter gradients %.2g\n", offset,
-               variant ? (variant == 1 ? ", padded" : ", padded and strided") : "", estat, loss[0], loss[1], edx, eg);
+        static const char *what[] = {"", ", second conv padded", ", second conv padded and strided", ", first conv padded, 24 filters"};
+        printf("# offset %d%s%s: statistics rel. err %.2g, loss %.7g vs %.7g, input gradient %.2g, parameter gradients %.2g\n",
+               offset, run == 2 ? ", outlier pixels" : "", what[variant], estat, loss[0], loss[1], edx, eg);
         if (offset) { /* past the statistics, inputs of 1000 +- 1 leave float only 4 digits: */
             for (int k = 0; k < 2; k++) cnn_model_free(m[k]); /* nothing more to compare closely */
             continue;
@@ -522,6 +534,26 @@ static void test_block_fusion(void) {
             cnn_model_free(m[k]);
         }
         CHECK(test_rel_err(p[0], p[1], TB_BATCH * 4) < 1e-3, "predictions after an Adam step differ by %g", test_rel_err(p[0], p[1], TB_BATCH * 4));
+    }
+    cnn_set_num_threads(1);
+}
+
+/* Predictions do not depend on the batch size: a batch of one takes the GEMM's
+   column-panel path and a whole im2col, a batch of 8 the row path, im2col runs
+   and tiles that read the input directly; all sum in the same order. */
+static void test_predict_batch_invariance(void) {
+    test_begin("predictions of a batch equal those of its images one at a time, bit for bit");
+    static float x[TB_BATCH * TB_IN], p[TB_BATCH * 4], p1[TB_BATCH * 4];
+    unsigned s = 6;
+    for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s);
+    cnn_set_num_threads(2);
+    for (int variant = 0; variant <= 3; variant++) {
+        cnn_model *m = two_block_model(0, variant);
+        CHECK(cnn_predict(m, x, TB_BATCH, TB_BATCH, p) == CNN_OK, "%s", cnn_last_error());
+        for (int b = 0; b < TB_BATCH; b++)
+            CHECK(cnn_predict(m, x + (size_t)b * TB_IN, 1, 1, p1 + b * 4) == CNN_OK, "%s", cnn_last_error());
+        CHECK(memcmp(p, p1, sizeof p) == 0, "variant %d: batch and one-by-one predictions differ", variant);
+        cnn_model_free(m);
     }
     cnn_set_num_threads(1);
 }
@@ -544,5 +576,6 @@ int main(void) {
     test_bn_pool_fusion();
     test_thread_count_gradients();
     test_block_fusion();
+    test_predict_batch_invariance();
     return test_finish();
 }
