@@ -78,9 +78,9 @@
 
    SPEED
      Convolutions and Dense layers are GEMMs on one register-blocked FMA kernel
-     (8x32 tiles, in AVX-512 intrinsics where the compiler targets AVX-512;
-     portable C that compilers vectorize elsewhere); bias and ReLU ride along in
-     its stores. A
+     (8x32 tiles in AVX-512 intrinsics where the compiler targets AVX-512, 4x16
+     tiles in portable C that compilers vectorize elsewhere); bias and ReLU ride
+     along in its stores. A
      Conv2D -> BatchNormalization -> MaxPooling2D block, as in the tutorial, is
      fused: the conv's GEMM sums the batch statistics as it stores, the pool
      applies the normalization as it reads, and in the backward pass the conv
@@ -1570,6 +1570,9 @@ CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, in
 #else
 #define CNN__TN_MR CNN__MR
 #endif
+#if defined(__AVX512F__) && (CNN__MR > 12 || CNN__TN_MR > 12)
+#error "cnn.h: the AVX-512 tile addresses at most 12 rows (CNN__MR)"
+#endif
 #if defined(__AVX512F__)
 #define CNN__NR 32 /* 4 x 32 floats = 8 zmm accumulators */
 #else
@@ -1595,11 +1598,12 @@ typedef struct cnn__epilogue {
                          sum and sum of squares (see cnn__tile_rows) */
 } cnn__epilogue;
 
-/* Memory [at, end) a pass will read next, fetched into L2 one cache line per
-   step of a product that meanwhile computes from cache: the conv output that
-   BatchNorm's pass reads, behind the kernel gradient product (see
-   cnn__conv_backward_through_bn), so that the pass does not wait on memory */
-typedef struct cnn__prefetch { const char *at, *end; } cnn__prefetch;
+/* Memory a pass will read next (bytes [next, end) of base), fetched into L2
+   one cache line per step of a product that meanwhile computes from cache:
+   the conv output that BatchNorm's pass reads, behind the kernel gradient
+   product (see cnn__conv_backward_through_bn), so that the pass does not wait
+   on memory */
+typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefetch;
 #if defined(__GNUC__) || defined(__clang__)
 #define CNN__PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 #else
@@ -1622,13 +1626,13 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
         acc[r][1] = load ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
     }
     const size_t s1 = a_rs, s3 = 3 * a_rs; /* rows r are read at a0, a4 or a8 plus 0, s1, 2 s1 or s3 */
-    const char *pf_at = pf ? pf->at : NULL, *pf_end = pf ? pf->end : NULL;
+    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
 #pragma GCC unroll 2 /* half the loop's own instructions per FMA */
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *a0 = win ? win[k] + a_ks : a + (size_t)k * a_ks, *a4 = a0 + 4 * s1, *a8 = a4 + 4 * s1;
         const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
-        if (pf_at < pf_end) { CNN__PREFETCH_L2(pf_at); pf_at += 64; }
+        if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             const float *at = r < 4 ? a0 : r < 8 ? a4 : a8;
@@ -1637,7 +1641,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
             acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
         }
     }
-    if (pf) pf->at = pf_at;
+    if (pf) pf->next = pf_next;
     if (!ep) {
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
@@ -1694,17 +1698,17 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     float acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][CNN__NR];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
-    const char *pf_at = pf ? pf->at : NULL, *pf_end = pf ? pf->end : NULL;
+    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
-        if (pf_at < pf_end) { CNN__PREFETCH_L2(pf_at); pf_at += 64; }
+        if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
         for (int r = 0; r < R; r++) {
             const float ar = ak[r * a_rs];
             for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
         }
     }
-    if (pf) pf->at = pf_at;
+    if (pf) pf->next = pf_next;
     /* the epilogue in one branch-free pass, so that acc stays in registers:
        + bias (or + 0), then max(., 0) for ReLU (or max(., -inf), a no-op) */
     float bias[CNN__NR] = {0};
@@ -1867,13 +1871,14 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
 }
 
 /* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
-   (and M >= 64 * CNN__MR), A is the conv's im2col matrix, made tile by tile
-   just before use so that the product reads it from cache: into conv->col
-   when the backward pass will read it again, else into a small buffer. */
+   (and M >= 64 * CNN__MR), A is the conv's im2col matrix, made just before use
+   so that the product reads it from cache: CNN__IM2COL_TILES row tiles at a
+   time into conv->col when the backward pass will read it again; else a tile
+   whose windows lie inside the input reads the input itself
+   (cnn__conv_tile_inside), and any other makes its rows in a small buffer. */
 static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
                          const cnn__conv_input *conv) {
-    enum { KB = CNN__KB };
     const int row_tiles = (M + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
     CNN_ASSERT(M >= 64 * CNN__MR || (!conv && !(ep && ep->stats)));
     if (M < 64 * CNN__MR) {
@@ -1884,8 +1889,8 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         for (int ct = 0; ct < col_tiles; ct++) {
             const int j = ct * CNN__NR, cols = N - j < CNN__NR ? N - j : CNN__NR;
             const cnn__epilogue e = cnn__epilogue_at(ep, j);
-            for (int k0 = 0; k0 < K; k0 += KB) {
-                const int kb = K - k0 < KB ? K - k0 : KB;
+            for (int k0 = 0; k0 < K; k0 += CNN__KB) {
+                const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
                 for (int i = 0; i < M; i += CNN__MR)
                     cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb,
                               C + (size_t)i * ldc + j, (size_t)ldc, M - i < CNN__MR ? M - i : CNN__MR, cols,
@@ -1914,15 +1919,15 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                 cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq);
                 continue;
             }
-            for (int k0 = 0; k0 < K; k0 += KB) {
-                const int kb = K - k0 < KB ? K - k0 : KB;
-                float a_rows[CNN__MR * KB]; /* an im2col block [rows][kb] nobody keeps */
+            for (int k0 = 0; k0 < K; k0 += CNN__KB) {
+                const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
+                float a_rows[CNN__MR * CNN__KB]; /* an im2col block [rows][kb] nobody keeps */
                 const float *ak = a + (size_t)i * lda + k0;
                 size_t a_rs = (size_t)lda;
                 if (conv && !conv->col) {
-                    cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, k0, kb, a_rows, KB);
+                    cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, k0, kb, a_rows, CNN__KB);
                     ak = a_rows;
-                    a_rs = KB;
+                    a_rs = CNN__KB;
                 }
                 for (int j = 0; j < N; j += CNN__NR) {
                     cnn__epilogue e = cnn__epilogue_at(ep, j);
@@ -2529,8 +2534,8 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
             /* the next slice's rows of y, fetched as the product runs */
-            cnn__prefetch next = {(const char *)(y + (size_t)s1 * N),
-                                  (const char *)(y + (size_t)(r1 - s1 < step ? r1 : s1 + step) * N)};
+            cnn__prefetch next = {(const char *)y, (size_t)s1 * N * sizeof(float),
+                                  (size_t)(r1 - s1 < step ? r1 : s1 + step) * N * sizeof(float)};
             if (from_input) {
                 cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0);
             } else if (in_chunks) {
@@ -2634,8 +2639,9 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     float *mmean = m->state + n->s_off, *mvar = mmean + C;
     float *mean = n->stat, *inv = n->stat + C;
     if (cnn__bn_uses_batch(n)) {
-        /* sum and sum of squares in one pass, in double (here or in the conv's
-           GEMM): E[x^2] - E[x]^2 keeps float-level accuracy for activations of
+        /* sum and sum of squares in one pass, in double (here, or the conv's
+           GEMM adds up in double its tiles' float sums about their first
+           rows): E[x^2] - E[x]^2 keeps float-level accuracy for activations of
            any reasonable scale */
         double *sum = n->acc, *sq = n->acc + C, *part = n->acc + 2 * C;
         if (n->stats_ready) { /* the Conv2D before left its per-chunk sums in part */
