@@ -56,6 +56,12 @@ for t in $SAN; do
     -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.san
   [ -x $B/$t.san ] && ASAN_OPTIONS=detect_leaks=1 run "$t (asan+ubsan)" $B/$t.san
 done
+# the AVX-512 kernels (masked loads near buffer ends) under the sanitizers, where they run
+if grep -q ' avx512f ' /proc/cpuinfo 2>/dev/null; then
+  compile "build test_core (asan+ubsan, -march=native)" $CC -std=c99 -O1 -g -march=native -fopenmp -fno-omit-frame-pointer \
+    -fsanitize=address,undefined -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/test_core.c -lm -lpthread -o $B/test_core.san512
+  [ -x $B/test_core.san512 ] && ASAN_OPTIONS=detect_leaks=1 run "test_core (asan+ubsan, -march=native)" $B/test_core.san512
+fi
 
 echo "== compile checks (-Wall -Wextra, no warnings allowed)"
 cat > $B/impl.c <<'C'
