@@ -697,10 +697,13 @@ extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
+#define CNN__UNROLL(n) _Pragma(CNN__STR(GCC unroll n)) /* unroll the next loop n times */
+#define CNN__STR(x) #x
 #define CNN__RESTRICT __restrict__
 #define CNN__NOINLINE __attribute__((noinline))
 #define CNN__ALWAYS_INLINE inline __attribute__((always_inline))
 #else
+#define CNN__UNROLL(n)
 #define CNN__RESTRICT
 #define CNN__NOINLINE
 #define CNN__ALWAYS_INLINE
@@ -1620,20 +1623,20 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
                                               size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
                                               const cnn__epilogue *ep, cnn__prefetch *pf) {
     __m512 acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][2];
-#pragma GCC unroll 16
+    CNN__UNROLL(16)
     for (int r = 0; r < R; r++) {
         acc[r][0] = load ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
         acc[r][1] = load ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
     }
     const size_t s1 = a_rs, s3 = 3 * a_rs; /* rows r are read at a0, a4 or a8 plus 0, s1, 2 s1 or s3 */
     size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
-#pragma GCC unroll 2 /* half the loop's own instructions per FMA */
+    CNN__UNROLL(2) /* half the loop's own instructions per FMA */
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *a0 = win ? win[k] + a_ks : a + (size_t)k * a_ks, *a4 = a0 + 4 * s1, *a8 = a4 + 4 * s1;
         const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
         if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
-#pragma GCC unroll 16
+        CNN__UNROLL(16)
         for (int r = 0; r < R; r++) {
             const float *at = r < 4 ? a0 : r < 8 ? a4 : a8;
             const __m512 ar = _mm512_set1_ps(at[r % 4 == 0 ? 0 : r % 4 == 1 ? s1 : r % 4 == 2 ? 2 * s1 : s3]);
@@ -1643,7 +1646,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     }
     if (pf) pf->next = pf_next;
     if (!ep) {
-#pragma GCC unroll 16
+        CNN__UNROLL(16)
         for (int r = 0; r < R; r++) {
             _mm512_storeu_ps(c + r * ldc, acc[r][0]);
             _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
@@ -1654,7 +1657,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     const __m512 floor = _mm512_set1_ps(ep->relu ? 0.0f : -INFINITY);
     const __m512 bias0 = ep->bias ? _mm512_loadu_ps(ep->bias) : _mm512_setzero_ps();
     const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + 16) : _mm512_setzero_ps();
-#pragma GCC unroll 16
+    CNN__UNROLL(16)
     for (int r = 0; r < R; r++) {
         acc[r][0] = _mm512_mask_max_ps(floor, (__mmask16)0xFFFF, floor, _mm512_add_ps(acc[r][0], bias0));
         acc[r][1] = _mm512_mask_max_ps(floor, (__mmask16)0xFFFF, floor, _mm512_add_ps(acc[r][1], bias1));
@@ -1664,7 +1667,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
     if (ep->sum) { /* BatchNorm's statistics, as below */
         const __m512 shift[2] = {acc[0][0], acc[0][1]};
         __m512 s[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, q[2] = {s[0], s[1]};
-#pragma GCC unroll 16
+        CNN__UNROLL(16)
         for (int r = 1; r < R; r++)
             for (int h = 0; h < 2; h++) {
                 const __m512 d = _mm512_sub_ps(acc[r][h], shift[h]);
