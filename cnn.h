@@ -80,14 +80,13 @@
      Convolutions and Dense layers are GEMMs on one register-blocked FMA kernel
      (8x32 tiles in AVX-512 intrinsics where the compiler targets AVX-512, 4x16
      tiles in portable C that compilers vectorize elsewhere); bias and ReLU ride
-     along in its stores. A
-     Conv2D -> BatchNormalization -> MaxPooling2D block, as in the tutorial, is
-     fused: the conv's GEMM sums the batch statistics as it stores, the pool
-     applies the normalization as it reads, and in the backward pass the conv
-     makes BatchNorm's input gradient a slice at a time as its own weight
-     gradient consumes it (a layer put between them keeps them apart; the results
-     agree to rounding). The per-layer profile (cnn_set_profiling) shows where the
-     time goes.
+     along in its stores. A Conv2D -> BatchNormalization -> MaxPooling2D block,
+     as in the tutorial, is fused: the conv's GEMM sums the batch statistics as
+     it stores, the pool applies the normalization as it reads, and in the
+     backward pass the conv makes BatchNorm's input gradient a slice at a time
+     as its own weight gradient consumes it (a layer put between them keeps them
+     apart; the results agree to rounding). The per-layer profile
+     (cnn_set_profiling) shows where the time goes.
 
    MODEL FILE FORMAT (version 1, little-endian)
      "CNNMODEL" magic (8 bytes), u32 version, u64 payload length, payload, u32 CRC-32
@@ -102,8 +101,8 @@
    REVISION HISTORY
      0.6  (2026-11-29) GEMM register tile in AVX-512 intrinsics (its epilogue no
           longer goes through memory), its loop unrolled twice, TN tiles of 9 rows
-          for K = 27; BatchNorm's batch sums about each run's first row (float
-          within a tile); BatchNorm's gradient rows with their sums in registers,
+          for K = 27; BatchNorm's batch sums about each tile's first row (float
+          within the tile); BatchNorm's gradient rows with their sums in registers,
           the next slice of the conv output fetched during the kernel-gradient
           product; whole im2col rows copied in runs; a conv tile whose windows lie
           inside the input reads it directly: +10-12% training.
@@ -1836,8 +1835,7 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
 
 enum { CNN__KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
 /* im2col rows kept for the backward pass are made this many row tiles at a
-   time: fewer calls, and the product does not read rows just stored (masked
-   stores cannot forward their data to loads) */
+   time: fewer calls, with longer spans of whole rows copied in each */
 enum { CNN__IM2COL_TILES = 16 };
 
 /* Whether rows [i, i+rows) of conv n's output lie in one output row with
