@@ -1175,7 +1175,7 @@ struct cnn_node {
     float *out;                 /* [B][h][w][c] */
     float *dout;                /* [B][h][w][c] gradient of the loss w.r.t. out */
     float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K] (or, see cnn__conv_grad_from_input,
-                                   C zeros at its start, the rest unused);
+                                   C zeros at its start, the rest unused and never touched);
                                    Dropout: mask; MaxPooling2D after a
                                    fused BatchNorm: BatchNorm's input at each maximum [B][h][w][c] */
     float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
@@ -1806,16 +1806,23 @@ static CNN__NOINLINE void cnn__tile_prefetching(int R, int K, const float *CNN__
     else cnn__tile_rows(CNN__MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
 }
 
-/* c[r][j] = (load ? c[r][j] : 0) + sum_k win[k][off + r] * b[k*ldb + j] for r < CNN__MR, j < cols:
+/* c[r][j] = (load ? c[r][j] : 0) + sum_k win[k][off + r] * b[k*ldb + j] for r < R (CNN__MR or CNN__TN_MR), j < cols:
    the TN product's tile with A's row k read through a pointer win[k] (a
    Conv2D's input at the window of im2col's row k), see cnn__conv_weight_grad_rows */
-static CNN__NOINLINE void cnn__tile_at(int K, const float *const *CNN__RESTRICT win, size_t off, const float *CNN__RESTRICT b,
-                                       size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols, int load) {
-    if (cols == CNN__NR) {
-        cnn__tile_rows(CNN__MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, NULL);
+static CNN__NOINLINE void cnn__tile_at(int R, int K, const float *const *CNN__RESTRICT win, size_t off,
+                                       const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols,
+                                       int load, cnn__prefetch *pf) {
+    if (cols == CNN__NR && R == CNN__MR) {
+        cnn__tile_rows(CNN__MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
         return;
     }
-    for (int r = 0; r < CNN__MR; r++) { /* the last columns */
+#if CNN__TN_MR > CNN__MR
+    if (cols == CNN__NR && R == CNN__TN_MR) {
+        cnn__tile_rows(CNN__TN_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+        return;
+    }
+#endif
+    for (int r = 0; r < R; r++) { /* the last columns */
         for (int j = 0; !load && j < cols; j++) c[r * ldc + j] = 0.0f;
         for (int k = 0; k < K; k++)
             for (int j = 0; j < cols; j++) c[r * ldc + j] = CNN__FMA(win[k][off + r], b[(size_t)k * ldb + j], c[r * ldc + j]);
@@ -1837,6 +1844,10 @@ enum { CNN__KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles str
 /* im2col rows kept for the backward pass are made this many row tiles at a
    time: fewer calls, with longer spans of whole rows copied in each */
 enum { CNN__IM2COL_TILES = 16 };
+/* A shallow conv (K up to this) that keeps no im2col makes the rows of the
+   same number of tiles at a time on the stack; deeper ones read the input
+   directly (cnn__conv_tile_inside) or make a tile's rows at a time */
+enum { CNN__GROUP_K = 32 };
 
 /* Whether rows [i, i+rows) of conv n's output lie in one output row with
    their windows inside its input (no padding read) */
@@ -1874,9 +1885,10 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
 /* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
    (and M >= 64 * CNN__MR), A is the conv's im2col matrix, made just before use
    so that the product reads it from cache: CNN__IM2COL_TILES row tiles at a
-   time into conv->col when the backward pass will read it again; else a tile
-   whose windows lie inside the input reads the input itself
-   (cnn__conv_tile_inside), and any other makes its rows in a small buffer. */
+   time into conv->col when the backward pass will read it again; else as
+   many on the stack for a shallow conv (CNN__GROUP_K), and for a deeper one a
+   tile whose windows lie inside the input reads the input itself
+   (cnn__conv_tile_inside), any other making its rows in a small buffer. */
 static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
                          const cnn__conv_input *conv) {
@@ -1908,6 +1920,8 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
         for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
         const int t0 = (int)((long long)row_tiles * run / runs), t1 = (int)((long long)row_tiles * (run + 1) / runs);
+        float group[CNN__IM2COL_TILES * CNN__MR * CNN__GROUP_K]; /* [rows][K] */
+        int group_i0 = 0;
         for (int t = t0; t < t1; t++) {
             const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
             float *c = C + (size_t)i * ldc;
@@ -1915,6 +1929,20 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             if (conv && conv->col && (t - t0) % CNN__IM2COL_TILES == 0) { /* the im2col rows of the next tiles */
                 const int end = (t + CNN__IM2COL_TILES < t1 ? t + CNN__IM2COL_TILES : t1) * CNN__MR;
                 cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, conv->col + (size_t)i * lda, lda);
+            }
+            if (conv && !conv->col && K <= CNN__GROUP_K) { /* shallow: see CNN__GROUP_K */
+                if ((t - t0) % CNN__IM2COL_TILES == 0) {
+                    const int end = (t + CNN__IM2COL_TILES < t1 ? t + CNN__IM2COL_TILES : t1) * CNN__MR;
+                    cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, group, K);
+                    group_i0 = i;
+                }
+                for (int j = 0; j < N; j += CNN__NR) {
+                    cnn__epilogue e = cnn__epilogue_at(ep, j);
+                    if (sum) { e.sum = sum + j; e.sq = sq + j; }
+                    cnn__tile(K, group + (size_t)(i - group_i0) * K, (size_t)K, 1, B + j, (size_t)ldb, c + j, (size_t)ldc, rows,
+                              N - j < CNN__NR ? N - j : CNN__NR, accumulate, &e);
+                }
+                continue;
             }
             if (conv && !conv->col && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
                 cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq);
@@ -2298,19 +2326,22 @@ static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const
 #define CNN__DZ_BUFFER 8192              /* floats of dz a thread keeps on its stack (32 KiB) */
 
 /* A trainable Conv2D fused with a training BatchNorm (and its pool; see
-   cnn__conv_backward_through_bn) whose input has a multiple of CNN__MR channels
-   keeps no im2col from its forward pass (but for a batch too small for the row
-   path, where cnn__im2col makes it whole anyway): its backward pass takes the
-   weight gradient from the input itself, slice by slice of CNN__SLICE_ROWS
-   rows, through a table of where each row's window lies in the input
-   (cnn__conv_weight_grad_rows). Storing the whole im2col matrix (12.5 MB for the
-   tutorial's conv_2) and reading its rows back across pages cost more than both
-   products. Also needed: kernel partials in chunks, and a slice's dz on the stack. */
+   cnn__conv_backward_through_bn) whose input has a multiple of CNN__MR channels,
+   or whose kernel rows are runs of CNN__TN_MR floats with no padding (3x3 on
+   RGB, 'valid', with AVX-512), keeps no im2col from its forward pass (but for a
+   batch too small for the row path, where cnn__im2col makes it whole anyway):
+   its backward pass takes the weight gradient from the input itself, slice by
+   slice of CNN__SLICE_ROWS rows, through a table of where each row's window
+   lies in the input (cnn__conv_weight_grad_rows). Storing the whole im2col
+   matrix (12.5 MB for the tutorial's conv_2, 3.1 MB for its conv_1) and reading
+   its rows back cost more than reading the input through the table. Also
+   needed: kernel partials in chunks, and a slice's dz on the stack. */
 enum { CNN__SLICE_ROWS = 64 }; /* rows of dz such a backward pass makes at a time */
 static int cnn__conv_grad_from_input(const cnn_node *n) {
     const cnn_model *m = n->model;
-    const int K = n->kh * n->kw * cnn__in(n, 0)->c, N = n->units;
-    return m->training && n->trainable && !cnn__conv_direct(n) && cnn__in(n, 0)->c % CNN__MR == 0 && n->bn_grad &&
+    const int C = cnn__in(n, 0)->c, K = n->kh * n->kw * C, N = n->units;
+    const int row_runs = n->kw * C == CNN__TN_MR && CNN__TN_MR != CNN__MR && n->padding == CNN_VALID;
+    return m->training && n->trainable && !cnn__conv_direct(n) && (C % CNN__MR == 0 || row_runs) && n->bn_grad &&
            cnn__bn_uses_batch(m->nodes[n->bn_grad - 1]) && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
            (size_t)CNN__SLICE_ROWS * N <= CNN__DZ_BUFFER;
 }
@@ -2318,9 +2349,12 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
 /* kp [K][N] (+)= the weight gradient of rows [r0, r0+rows) (rows <= CNN__SLICE_ROWS)
    of conv n, from its input x and dz [rows][N]: for each kernel cell (ky, kx),
    a table of where that cell of each row's window lies in x (or zeros, of C
-   floats, outside the image) feeds cnn__tile_at, one tile per CNN__MR channels */
+   floats, outside the image) feeds cnn__tile_at, one tile per CNN__MR channels;
+   or, where C is not a multiple of CNN__MR (see cnn__conv_grad_from_input), for
+   each kernel row a table of where that row of each window starts, its kw*C =
+   CNN__TN_MR floats one tile of rows of kp. pf: memory to fetch meanwhile. */
 static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x, const float *zeros, int r0,
-                                       int rows, const float *dz, float *kp, int load) {
+                                       int rows, const float *dz, float *kp, int load, cnn__prefetch *pf) {
     const int H = in->h, W = in->w, C = in->c, N = n->units, HWo = n->h * n->w;
     int iy0[CNN__SLICE_ROWS], ix0[CNN__SLICE_ROWS], sample[CNN__SLICE_ROWS]; /* of each row's window */
     int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
@@ -2329,6 +2363,17 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
         iy0[i] = oy * n->sh - n->pad_top;
         ix0[i] = ox * n->sw - n->pad_left;
         if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
+    }
+    if (C % CNN__MR != 0) { /* kernel rows of CNN__TN_MR floats, windows inside x */
+        const int run = n->kw * C;
+        for (int ky = 0; ky < n->kh; ky++) {
+            const float *win[CNN__SLICE_ROWS];
+            for (int i = 0; i < rows; i++) win[i] = x + (((size_t)sample[i] * H + iy0[i] + ky) * W + ix0[i]) * C;
+            for (int j = 0; j < N; j += CNN__NR)
+                cnn__tile_at(run, rows, win, 0, dz + j, (size_t)N, kp + (size_t)ky * run * N + j, (size_t)N,
+                             N - j < CNN__NR ? N - j : CNN__NR, load, pf);
+        }
+        return;
     }
     for (int ky = 0; ky < n->kh; ky++)
         for (int kx = 0; kx < n->kw; kx++) {
@@ -2340,8 +2385,8 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
             float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
             for (int c = 0; c < C; c += CNN__MR)
                 for (int j = 0; j < N; j += CNN__NR)
-                    cnn__tile_at(rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
-                                 N - j < CNN__NR ? N - j : CNN__NR, load);
+                    cnn__tile_at(CNN__MR, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
+                                 N - j < CNN__NR ? N - j : CNN__NR, load, NULL);
         }
 }
 
@@ -2538,7 +2583,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             cnn__prefetch next = {(const char *)y, (size_t)s1 * N * sizeof(float),
                                   (size_t)(r1 - s1 < step ? r1 : s1 + step) * N * sizeof(float)};
             if (from_input) {
-                cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0);
+                cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0, &next);
             } else if (in_chunks) {
                 for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
                     cnn__tn_tiles(0, tiles, m0, s1 - s0 - m0 < CNN__TN_ROWS ? s1 - s0 - m0 : CNN__TN_ROWS, N, K,
