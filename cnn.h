@@ -1922,40 +1922,32 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
         for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
         const int t0 = (int)((long long)row_tiles * run / runs), t1 = (int)((long long)row_tiles * (run + 1) / runs);
+        /* im2col rows made CNN__IM2COL_TILES tiles at a time: into the kept
+           matrix, or for a shallow conv that keeps none into group */
+        const int grouped = conv && (conv->col || K <= CNN__GROUP_K);
         float group[CNN__IM2COL_TILES * CNN__MR * CNN__GROUP_K]; /* [rows][K] */
-        int group_i0 = 0;
+        const float *made = A; /* rows made, from row made_i0 on, lda apart */
+        int made_i0 = 0;
         for (int t = t0; t < t1; t++) {
             const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
             float *c = C + (size_t)i * ldc;
-            const float *a = conv && conv->col ? conv->col : A; /* rows i.. of A, at a + i * lda */
-            if (conv && conv->col && (t - t0) % CNN__IM2COL_TILES == 0) { /* the im2col rows of the next tiles */
+            if (grouped && (t - t0) % CNN__IM2COL_TILES == 0) {
                 const int end = (t + CNN__IM2COL_TILES < t1 ? t + CNN__IM2COL_TILES : t1) * CNN__MR;
-                cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, conv->col + (size_t)i * lda, lda);
+                float *dst = conv->col ? conv->col + (size_t)i * lda : group;
+                cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, dst, lda);
+                made = dst;
+                made_i0 = i;
             }
-            if (conv && !conv->col && K <= CNN__GROUP_K) { /* shallow: see CNN__GROUP_K */
-                if ((t - t0) % CNN__IM2COL_TILES == 0) {
-                    const int end = (t + CNN__IM2COL_TILES < t1 ? t + CNN__IM2COL_TILES : t1) * CNN__MR;
-                    cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, group, K);
-                    group_i0 = i;
-                }
-                for (int j = 0; j < N; j += CNN__NR) {
-                    cnn__epilogue e = cnn__epilogue_at(ep, j);
-                    if (sum) { e.sum = sum + j; e.sq = sq + j; }
-                    cnn__tile(K, group + (size_t)(i - group_i0) * K, (size_t)K, 1, B + j, (size_t)ldb, c + j, (size_t)ldc, rows,
-                              N - j < CNN__NR ? N - j : CNN__NR, accumulate, &e);
-                }
-                continue;
-            }
-            if (conv && !conv->col && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
+            if (conv && !grouped && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
                 cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum, sq);
                 continue;
             }
             for (int k0 = 0; k0 < K; k0 += CNN__KB) {
                 const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
                 float a_rows[CNN__MR * CNN__KB]; /* an im2col block [rows][kb] nobody keeps */
-                const float *ak = a + (size_t)i * lda + k0;
+                const float *ak = made + (size_t)(i - made_i0) * lda + k0;
                 size_t a_rs = (size_t)lda;
-                if (conv && !conv->col) {
+                if (conv && !grouped) {
                     cnn__im2col_rows(conv->conv, conv->in, conv->x, i, rows, k0, kb, a_rows, CNN__KB);
                     ak = a_rows;
                     a_rs = CNN__KB;
