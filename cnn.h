@@ -1183,7 +1183,8 @@ struct cnn_node {
     float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
     double *acc;                /* BatchNorm: sums [2c], then partial sums [CNN__CHUNKS][2c] */
     float *coef;                /* BatchNorm: per-channel coefficients [3c] of the current pass */
-    int *argmax;                /* MaxPooling2D: input offset of each output's maximum */
+    unsigned char *argmax;      /* MaxPooling2D: the window cell of each output's maximum (see
+                                   cnn__argmax_cell) */
     cnn_layer_profile prof;     /* filled while model->profiling */
     int dout_written;           /* backward: a consumer has written dout in this pass */
     int into_pool;              /* BatchNorm read only by a MaxPooling2D (node index
@@ -1237,6 +1238,21 @@ struct cnn_model {
 static size_t cnn__node_size(const cnn_node *n) { return (size_t)n->h * n->w * n->c; }
 
 static cnn_node *cnn__in(const cnn_node *n, int i) { return n->model->nodes[n->inputs[i]]; }
+
+/* A max pool keeps, for each output, the cell of its window that held the
+   maximum, ky * kw + kx: a byte, or two for windows of more than 256 cells. A
+   byte is a quarter of an input offset's memory, and BatchNorm's fused
+   backward compares 16 of them in one instruction. */
+static int cnn__argmax_wide(const cnn_node *pool) { return pool->kh * pool->kw > 256; }
+static int cnn__argmax_cell(const cnn_node *pool, size_t i) {
+    return cnn__argmax_wide(pool) ? ((const unsigned short *)(const void *)pool->argmax)[i] : pool->argmax[i];
+}
+/* where cell `cell` of output (oy, ox)'s window lies in the pool's input
+   (W_in wide), channel 0, as an offset inside the sample */
+static size_t cnn__window_offset(const cnn_node *pool, int W_in, int oy, int ox, int cell) {
+    const int iy = oy * pool->sh - pool->pad_top + cell / pool->kw, ix = ox * pool->sw - pool->pad_left + cell % pool->kw;
+    return ((size_t)iy * W_in + ix) * pool->c;
+}
 
 /* The input buffer of node n's i-th input ([B][size]) */
 static const float *cnn__in_out(const cnn_node *n, int i) {
@@ -1469,6 +1485,10 @@ static cnn_node *cnn__pool(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o, 
     n->sw = o && o->strides[1] ? o->strides[1] : n->kw;
     n->padding = o ? o->padding : CNN_VALID;
     if (n->kh <= 0 || n->kw <= 0 || n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "%s '%s': pool_size and strides must be positive", kind, n->name); return cnn__fail(n); }
+    if (type == CNN__MAX_POOL && (long long)n->kh * n->kw > 65536) { /* see cnn__argmax_cell */
+        cnn_set_error(CNN_ERR_ARG, "%s '%s': a window of %dx%d is more than 65536 cells", kind, n->name, n->kh, n->kw);
+        return cnn__fail(n);
+    }
     if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "%s '%s': padding must be CNN_VALID or CNN_SAME", kind, n->name); return cnn__fail(n); }
     n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
     n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
@@ -2439,23 +2459,25 @@ static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (
 
 /* rows [rows][N] of dz, from the conv's output y [rows][N] (BatchNorm's input),
    the coefficients k [3N] (see above) and, for a row in a pooling window
-   (at[i] >= 0), the pool's argmax and gradient g at [at[i], at[i] + N): the
-   row's cell is a channel's maximum where argmax[at[i] + c] == cell[i] + c.
-   ReLU's gradient applied; ss [N] += each row of d, row after row. */
+   (at[i] >= 0), the pool's argmax (bytes) and gradient g at [at[i], at[i] + N):
+   the row is a channel's maximum where argmax[at[i] + c] == cell[i], its cell in
+   the window. ReLU's gradient applied; ss [N] += each row of d, row after row. */
 enum { CNN__DZ_ROWS = 64 }; /* rows per call: the size of at and cell */
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define CNN__DZ_AVX512 1 /* 16 argmax bytes to a mask in one compare */
+#endif
+#if CNN__DZ_AVX512
 /* cnn__bn_dz_rows for channels [c0, c0 + 16Q) (those below N), Q a constant
    where this is inlined: row after row, the Q sums in registers (a sum kept in
    memory would chain each row's add to the previous row's store) */
 static CNN__ALWAYS_INLINE void cnn__bn_dz_block(const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y,
                                                 const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k1,
                                                 const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
-                                                const int *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
+                                                const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
                                                 const long long *at, const int *cell, int relu, float *CNN__RESTRICT d,
                                                 float *CNN__RESTRICT ss) {
     __mmask16 lanes[4];
     __m512 vmean[4], v1[4], v2[4], v3[4], sum[4];
-    __m512i lane[4]; /* each lane's channel */
     for (int q = 0; q < Q; q++) {
         const int c = c0 + 16 * q;
         lanes[q] = (__mmask16)(N - c >= 16 ? 0xFFFF : (1u << (N - c)) - 1);
@@ -2464,10 +2486,9 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_block(const int Q, int N, int c0, int 
         v2[q] = _mm512_maskz_loadu_ps(lanes[q], k2 + c);
         v3[q] = _mm512_maskz_loadu_ps(lanes[q], k3 + c);
         sum[q] = _mm512_maskz_loadu_ps(lanes[q], ss + c);
-        lane[q] = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(c));
     }
     for (int i = 0; i < rows; i++) {
-        const __m512i here = _mm512_set1_epi32(cell[i]);
+        const __m128i here = _mm_set1_epi8((char)cell[i]);
         for (int q = 0; q < Q; q++) {
             const int c = c0 + 16 * q;
             const __m512 yv = _mm512_maskz_loadu_ps(lanes[q], y + (size_t)i * N + c);
@@ -2475,8 +2496,7 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_block(const int Q, int N, int c0, int 
             const __mmask16 live = relu ? _mm512_mask_cmp_ps_mask(lanes[q], yv, _mm512_setzero_ps(), _CMP_GT_OQ) : lanes[q];
             __m512 v = _mm512_maskz_fmadd_ps(live, _mm512_sub_ps(yv, vmean[q]), v3[q], v2[q]);
             if (at[i] >= 0) {
-                const __m512i am = _mm512_maskz_loadu_epi32(lanes[q], argmax + at[i] + c);
-                const __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(live, am, _mm512_add_epi32(lane[q], here));
+                const __mmask16 hit = _mm_mask_cmpeq_epi8_mask(live, _mm_maskz_loadu_epi8(lanes[q], argmax + at[i] + c), here);
                 v = _mm512_mask3_fmadd_ps(v1[q], _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
             }
             _mm512_mask_storeu_ps(d + (size_t)i * N + c, lanes[q], v);
@@ -2487,10 +2507,10 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_block(const int Q, int N, int c0, int 
 }
 #endif
 static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
-                            const float *CNN__RESTRICT k, const int *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
+                            const float *CNN__RESTRICT k, const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
                             const long long *at, const int *cell, int relu, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
     const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
-#if defined(__AVX512F__)
+#if CNN__DZ_AVX512
     for (int c0 = 0; c0 < N; c0 += 64)
         switch (((N - c0 < 64 ? N - c0 : 64) + 15) / 16) { /* 16-lane blocks of the next 64 channels */
         case 1: cnn__bn_dz_block(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
@@ -2501,12 +2521,12 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
 #else
     for (int i = 0; i < rows; i++) {
         const float *CNN__RESTRICT yr = y + (size_t)i * N;
-        const int *CNN__RESTRICT am = at[i] >= 0 ? argmax + at[i] : NULL;
+        const unsigned char *CNN__RESTRICT am = at[i] >= 0 ? argmax + at[i] : NULL;
         const float *CNN__RESTRICT gr = at[i] >= 0 ? g + at[i] : NULL;
         float *CNN__RESTRICT dr = d + (size_t)i * N;
         for (int c = 0; c < N; c++) {
             float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
-            if (am) v = CNN__FMA(k1[c], am[c] == cell[i] + c ? gr[c] : 0.0f, v);
+            if (am) v = CNN__FMA(k1[c], am[c] == cell[i] ? gr[c] : 0.0f, v);
             dr[c] = relu && !(yr[c] > 0) ? 0.0f : v;
         }
         for (int c = 0; c < N; c++) ss[c] += dr[c];
@@ -2557,11 +2577,11 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             for (int q0 = s0; q0 < s1; q0 += CNN__DZ_ROWS) {
                 const int rows = s1 - q0 < CNN__DZ_ROWS ? s1 - q0 : CNN__DZ_ROWS;
                 long long at[CNN__DZ_ROWS];
-                int cell[CNN__DZ_ROWS]; /* see cnn__bn_dz_rows */
+                int cell[CNN__DZ_ROWS]; /* see cnn__bn_dz_rows; pool windows of at most 256 cells (bn_grad) */
                 for (int i = 0; i < rows; i++) {
                     const int inside = py < pool->h && px < pool->w; /* the cell lies in a pooling window */
                     at[i] = inside ? (((long long)b * pool->h + py) * pool->w + px) * N : -1;
-                    cell[i] = (oy * W + ox) * N;
+                    cell[i] = ky * pool->kw + kx;
                     if (++kx == pool->kw) { kx = 0; px++; }
                     if (++ox == W) {
                         ox = kx = px = 0;
@@ -2738,14 +2758,19 @@ static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, do
         for (int c = 0; c < 2 * C; c++) s[c] += part[(size_t)ch * 2 * C + c];
 }
 
-/* dx[b][argmax] += k[c] * pool gradient, sample by sample (argmax stays in its sample) */
+/* dx at each maximum += k[c] * pool gradient, sample by sample (a window stays in its sample) */
 static void cnn__bn_pool_scatter(const cnn_node *n, const cnn_node *pool, int B, const float *k, float *dx) {
     const int C = n->c;
-    const size_t per_pool = (size_t)pool->h * pool->w, per_in = cnn__node_size(n);
-    CNN__PARALLEL_FOR((long long)B * per_pool * C)
+    const size_t per_in = cnn__node_size(n);
+    CNN__PARALLEL_FOR((long long)B * pool->h * pool->w * C)
     for (int b = 0; b < B; b++)
-        for (size_t r = (size_t)b * per_pool; r < (size_t)(b + 1) * per_pool; r++)
-            for (int c = 0; c < C; c++) dx[(size_t)b * per_in + pool->argmax[r * C + c]] += k[c] * pool->dout[r * C + c];
+        for (int oy = 0; oy < pool->h; oy++)
+            for (int ox = 0; ox < pool->w; ox++) {
+                const size_t o = (((size_t)b * pool->h + oy) * pool->w + ox) * C;
+                for (int c = 0; c < C; c++)
+                    dx[(size_t)b * per_in + cnn__window_offset(pool, n->w, oy, ox, cnn__argmax_cell(pool, o + c)) + c] +=
+                        k[c] * pool->dout[o + c];
+            }
 }
 
 static void cnn__bn_backward(cnn_node *n, int B) {
@@ -2808,49 +2833,62 @@ CNN__PARALLEL_FOR((long long)M * C)
 /* ---- Pooling ------------------------------------------------------------ */
 
 /* One 2x2 window lying inside the input, all C channels: y [C] the maximum of
-   the cells x0 (at offset o0 in its sample), x1 (o0 + C), x2 (o2), x3 (o2 + C),
-   am [C] the offset of the first cell holding it; BatchNorm's x * k + shift
+   the cells x0, x1 = x0 + C (the window's top row), x2, x3 = x2 + C (its
+   bottom row), am [C] the first cell holding it (0 to 3, see cnn__argmax_cell)
+   and, when xm is not NULL, xm [C] the input there; BatchNorm's x * k + shift
    applied first when k is not NULL. One pass with everything in registers. */
-static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0, const float *CNN__RESTRICT x2, int o0,
-                                            int o2, const float *CNN__RESTRICT k, const float *CNN__RESTRICT shift,
-                                            float *CNN__RESTRICT y, int *CNN__RESTRICT am) {
+static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0, const float *CNN__RESTRICT x2,
+                                            const float *CNN__RESTRICT k, const float *CNN__RESTRICT shift,
+                                            float *CNN__RESTRICT y, unsigned char *CNN__RESTRICT am,
+                                            float *CNN__RESTRICT xm) {
     const float *CNN__RESTRICT x1 = x0 + C, *CNN__RESTRICT x3 = x2 + C;
     for (int c = 0; c < C; c++) {
         const float v0 = k ? x0[c] * k[c] + shift[c] : x0[c], v1 = k ? x1[c] * k[c] + shift[c] : x1[c];
         const float v2 = k ? x2[c] * k[c] + shift[c] : x2[c], v3 = k ? x3[c] * k[c] + shift[c] : x3[c];
-        float best = v0;
-        int at = o0 + c;
-        at = v1 > best ? o0 + C + c : at; best = v1 > best ? v1 : best;
-        at = v2 > best ? o2 + c : at;     best = v2 > best ? v2 : best;
-        at = v3 > best ? o2 + C + c : at; best = v3 > best ? v3 : best;
+        float best = v0, raw = x0[c];
+        float at = 0; /* the cell as a float: gcc makes int selects of 0..3 into branches, and stops vectorizing */
+        at = v1 > best ? 1.0f : at; raw = v1 > best ? x1[c] : raw; best = v1 > best ? v1 : best;
+        at = v2 > best ? 2.0f : at; raw = v2 > best ? x2[c] : raw; best = v2 > best ? v2 : best;
+        at = v3 > best ? 3.0f : at; raw = v3 > best ? x3[c] : raw; best = v3 > best ? v3 : best;
         y[c] = best;
-        am[c] = at;
+        am[c] = (unsigned char)at;
+        if (xm) xm[c] = raw;
     }
 }
 
-/* one window of any shape, padding skipped; as cnn__max_2x2 */
-static void cnn__max_window(const cnn_node *n, const float *CNN__RESTRICT xb, int H, int W, int oy, int ox,
-                            const float *k, const float *shift, float *CNN__RESTRICT y, int *CNN__RESTRICT am) {
+/* One window of any shape, padding skipped, as cnn__max_2x2: the cells go to
+   the pool's argmax from element `at` on, xm [C] as there. Channels 64 at a
+   time, their cells on the stack. */
+static void cnn__max_window(cnn_node *n, const float *CNN__RESTRICT xb, int H, int W, int oy, int ox, const float *k,
+                            const float *shift, float *CNN__RESTRICT y, size_t at, float *CNN__RESTRICT xm) {
     const int C = n->c;
-    int first = 1;
-    for (int ky = 0; ky < n->kh; ky++) {
-        int iy = oy * n->sh - n->pad_top + ky;
-        if (iy < 0 || iy >= H) continue;
-        for (int kx = 0; kx < n->kw; kx++) {
-            int ix = ox * n->sw - n->pad_left + kx;
-            if (ix < 0 || ix >= W) continue;
-            const int off = (iy * W + ix) * C; /* offset inside the sample */
-            if (first) { /* the window's first cell seeds the maximum (NaN included) */
-                for (int c = 0; c < C; c++) { y[c] = k ? xb[off + c] * k[c] + shift[c] : xb[off + c]; am[c] = off + c; }
-                first = 0;
-                continue;
+    for (int c0 = 0; c0 < C; c0 += 64) {
+        const int cn = C - c0 < 64 ? C - c0 : 64;
+        int cell[64], first = 1;
+        for (int ky = 0; ky < n->kh; ky++) {
+            const int iy = oy * n->sh - n->pad_top + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int kx = 0; kx < n->kw; kx++) {
+                const int ix = ox * n->sw - n->pad_left + kx, here = ky * n->kw + kx;
+                if (ix < 0 || ix >= W) continue;
+                const float *CNN__RESTRICT xc = xb + ((size_t)iy * W + ix) * C + c0;
+                if (first) { /* the window's first cell seeds the maximum (NaN included) */
+                    for (int c = 0; c < cn; c++) { y[c0 + c] = k ? xc[c] * k[c0 + c] + shift[c0 + c] : xc[c]; cell[c] = here; }
+                    first = 0;
+                    continue;
+                }
+                for (int c = 0; c < cn; c++) {
+                    const float v = k ? xc[c] * k[c0 + c] + shift[c0 + c] : xc[c];
+                    const int better = v > y[c0 + c];
+                    y[c0 + c] = better ? v : y[c0 + c];
+                    cell[c] = better ? here : cell[c];
+                }
             }
-            for (int c = 0; c < C; c++) {
-                const float v = k ? xb[off + c] * k[c] + shift[c] : xb[off + c];
-                const int better = v > y[c];
-                y[c] = better ? v : y[c];
-                am[c] = better ? off + c : am[c];
-            }
+        }
+        for (int c = 0; c < cn; c++) {
+            if (cnn__argmax_wide(n)) ((unsigned short *)(void *)n->argmax)[at + c0 + c] = (unsigned short)cell[c];
+            else n->argmax[at + c0 + c] = (unsigned char)cell[c];
+            if (xm) xm[c0 + c] = xb[cnn__window_offset(n, W, oy, ox, cell[c]) + c0 + c];
         }
     }
 }
@@ -2871,18 +2909,17 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
         int b = (int)(r / n->h), oy = (int)(r % n->h);
         const float *CNN__RESTRICT xb = x + (size_t)b * H * W * C; /* this sample */
         for (int ox = 0; ox < n->w; ox++) {
-            float *CNN__RESTRICT y = n->out + ((size_t)r * n->w + ox) * C;
-            int *CNN__RESTRICT am = n->argmax + ((size_t)r * n->w + ox) * C;
+            const size_t o = ((size_t)r * n->w + ox) * C;
+            float *CNN__RESTRICT xm = xmax ? xmax + o : NULL;
             const int iy = oy * n->sh - n->pad_top, ix = ox * n->sw - n->pad_left;
             if (n->kh == 2 && n->kw == 2 && iy >= 0 && iy + 2 <= H && ix >= 0 && ix + 2 <= W) {
-                const int o0 = (iy * W + ix) * C, o2 = o0 + W * C;
-                if (k) cnn__max_2x2(C, xb + o0, xb + o2, o0, o2, k, shift, y, am);
-                else cnn__max_2x2(C, xb + o0, xb + o2, o0, o2, NULL, NULL, y, am);
+                const float *x0 = xb + ((size_t)iy * W + ix) * C, *x2 = x0 + (size_t)W * C;
+                if (k && xm) cnn__max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, xm); /* each case inlined apart */
+                else if (k) cnn__max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, NULL);
+                else cnn__max_2x2(C, x0, x2, NULL, NULL, n->out + o, n->argmax + o, NULL);
             } else {
-                cnn__max_window(n, xb, H, W, oy, ox, k, shift, y, am);
+                cnn__max_window(n, xb, H, W, oy, ox, k, shift, n->out + o, o, xm);
             }
-            if (xmax) /* the window, just read, is in cache */
-                for (int c = 0; c < C; c++) xmax[((size_t)r * n->w + ox) * C + c] = xb[am[c]];
         }
     }
 }
@@ -2891,11 +2928,11 @@ static void cnn__maxpool_backward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
     if (in->into_pool) return; /* the BatchNorm before it reads n->dout and argmax itself */
     const size_t per_out = cnn__node_size(n), per_in = cnn__node_size(in);
-    const int C = n->c, H = in->h, W = in->w;
+    const int C = n->c, W = in->w;
     int add;
     float *dx = cnn__in_grad(n, 0, &add);
     if (!dx) return;
-    if (!add && n->sh == n->kh && n->sw == n->kw && n->padding == CNN_VALID && H == n->h * n->kh && W == n->w * n->kw) {
+    if (!add && n->sh == n->kh && n->sw == n->kw && n->padding == CNN_VALID && in->h == n->h * n->kh && W == n->w * n->kw) {
         /* the windows tile the input: write every input once, the maximum its
            gradient and the rest zero, instead of clearing and scattering */
 CNN__PARALLEL_FOR((long long)B * per_in)
@@ -2903,14 +2940,14 @@ CNN__PARALLEL_FOR((long long)B * per_in)
             const int b = (int)(r / n->h), oy = (int)(r % n->h);
             for (int ox = 0; ox < n->w; ox++) {
                 const size_t o = ((size_t)r * n->w + ox) * C;
-                const int *CNN__RESTRICT am = n->argmax + o;
                 const float *CNN__RESTRICT g = n->dout + o;
-                for (int ky = 0; ky < n->kh; ky++)
-                    for (int kx = 0; kx < n->kw; kx++) {
-                        const int off = ((oy * n->kh + ky) * W + ox * n->kw + kx) * C;
-                        float *CNN__RESTRICT d = dx + (size_t)b * per_in + off;
-                        for (int c = 0; c < C; c++) d[c] = am[c] == off + c ? g[c] : 0.0f;
-                    }
+                for (int cell = 0; cell < n->kh * n->kw; cell++) {
+                    float *CNN__RESTRICT d = dx + (size_t)b * per_in + cnn__window_offset(n, W, oy, ox, cell);
+                    if (cnn__argmax_wide(n))
+                        for (int c = 0; c < C; c++) d[c] = ((const unsigned short *)(const void *)n->argmax)[o + c] == cell ? g[c] : 0.0f;
+                    else
+                        for (int c = 0; c < C; c++) d[c] = n->argmax[o + c] == cell ? g[c] : 0.0f;
+                }
             }
         }
         return;
@@ -2918,10 +2955,12 @@ CNN__PARALLEL_FOR((long long)B * per_in)
     if (!add) memset(dx, 0, (size_t)B * per_in * sizeof(float));
 CNN__PARALLEL_FOR((long long)B * per_out)
     for (int b = 0; b < B; b++)
-        for (size_t i = 0; i < per_out; i++) {
-            int a = n->argmax[b * per_out + i];
-            if (a >= 0) dx[b * per_in + a] += n->dout[b * per_out + i];
-        }
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++) {
+                const size_t o = (size_t)b * per_out + ((size_t)oy * n->w + ox) * C;
+                for (int c = 0; c < C; c++)
+                    dx[(size_t)b * per_in + cnn__window_offset(n, W, oy, ox, cnn__argmax_cell(n, o + c)) + c] += n->dout[o + c];
+            }
 }
 
 /* number of window cells inside the input (Keras' average excludes padding) */
@@ -3186,7 +3225,7 @@ CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
         if (bn_reader[i] < 0 || m->nodes[bn_reader[i]]->type != CNN__BATCH_NORM) continue;
         const cnn_node *bn = m->nodes[bn_reader[i]], *pool = bn->into_pool ? m->nodes[bn->into_pool - 1] : NULL;
         m->nodes[i]->bn_reader = bn->index + 1;
-        if (pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID)
+        if (pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID && !cnn__argmax_wide(pool))
             m->nodes[i]->bn_grad = bn->index + 1;
     }
     CNN_FREE(remap);
@@ -3263,7 +3302,7 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
                      (n->acc = (double *)cnn__calloc((CNN__CHUNKS + 1) * 2 * (size_t)n->c, sizeof(double))) &&
                      (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
         } else if (n->type == CNN__MAX_POOL) {
-            ok = ok && (n->argmax = (int *)cnn__calloc(sz, sizeof(int)));
+            ok = ok && (n->argmax = (unsigned char *)cnn__calloc(sz, cnn__argmax_wide(n) ? 2 : 1));
             if (cnn__in(n, 0)->into_pool) ok = ok && (n->aux = (float *)cnn__calloc(sz, sizeof(float)));
         }
         if (!ok) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name); }

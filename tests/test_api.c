@@ -488,6 +488,8 @@ static void test_layers(void) {
     ERR_NODE(cnn_max_pool2d(m, in, .strides = {2, -2}, .name = "px"), "px");
     ERR_NODE(cnn_max_pool2d(m, in, .padding = (cnn_padding)7, .name = "px"), "padding");
     ERR_NODE(cnn_max_pool2d(m, in, .pool_size = {9, 9}, .name = "px_big"), "px_big");
+    ERR_NODE(cnn_max_pool2d(m, in, .pool_size = {300, 300}, .name = "px_huge"), "65536 cells"); /* argmax: 2 bytes a cell */
+    ERR_NODE(cnn_avg_pool2d(m, in, .pool_size = {300, 300}, .name = "ax_huge"), "does not fit"); /* no such limit */
     ERR_NODE(cnn_avg_pool2d(m, in, .pool_size = {2, 9}, .name = "ax_big"), "'in'");
     ERR_NODE(cnn_avg_pool2d(m, in, .pool_size = {0, -3}, .name = "ax"), "ax");
     ERR_NODE(cnn_dropout(m, in, .rate = 1.0f, .name = "drx"), "rate");

@@ -37,7 +37,16 @@ static double input_grad_err(cnn_model *m, float *x, const float *y, int n, int 
     float *grads = cnn_model_grads(m, &pc);
     (void)grads;
     double worst = 0;
-    for (size_t k = 0; k < xcount; k += 1 + xcount / 40) {
+    /* 40 inputs spread evenly, then up to 16 of those with a nonzero gradient
+       (a max pool's gradient reaches only one input a window: spread points
+       can miss them all) */
+    size_t nonzero = 0, seen = 0, *at = (size_t *)malloc((40 + 16 + 2) * sizeof(size_t)), count = 0;
+    for (size_t k = 0; k < xcount; k += 1 + xcount / 40) at[count++] = k;
+    for (size_t k = 0; k < xcount; k++) nonzero += dx[k] != 0;
+    for (size_t k = 0; k < xcount && nonzero; k++)
+        if (dx[k] != 0 && seen++ % (1 + nonzero / 16) == 0) at[count++] = k;
+    for (size_t i = 0; i < count; i++) {
+        const size_t k = at[i];
         float keep = x[k], lp, lm;
         x[k] = keep + (float)g_step; cnn_input_gradient(m, x, y, n, yw, g, &lp);
         x[k] = keep - (float)g_step; cnn_input_gradient(m, x, y, n, yw, g, &lm);
@@ -47,7 +56,7 @@ static double input_grad_err(cnn_model *m, float *x, const float *y, int n, int 
         double err = fabs(num - ana) / (scale > 1e-3 ? scale : 1e-3);
         if (err > worst) worst = err;
     }
-    free(dx); free(g);
+    free(dx); free(g); free(at);
     return worst;
 }
 
@@ -97,6 +106,11 @@ static cnn_node *b_conv_l1l2(cnn_model *m, cnn_node *x) { return cnn_conv2d(m, x
 static cnn_node *b_bn(cnn_model *m, cnn_node *x) { return cnn_batch_norm(m, x, .name = "bn"); }
 static cnn_node *b_maxpool(cnn_model *m, cnn_node *x) { return cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool"); }
 static cnn_node *b_maxpool_same(cnn_model *m, cnn_node *x) { return cnn_max_pool2d(m, x, .pool_size = {3, 3}, .strides = {2, 2}, .padding = CNN_SAME, .name = "pool"); }
+/* a window of 272 cells: the pool keeps two bytes a cell (see cnn__argmax_cell) */
+static cnn_node *b_maxpool_wide(cnn_model *m, cnn_node *x) { return cnn_max_pool2d(m, x, .pool_size = {17, 16}, .strides = {1, 2}, .name = "pool"); }
+/* BatchNorm read only by a max pool fuses into it: the pool keeps BatchNorm's input at each maximum */
+static cnn_node *b_bn_maxpool_same(cnn_model *m, cnn_node *x) { return b_maxpool_same(m, b_bn(m, x)); }
+static cnn_node *b_bn_maxpool_wide(cnn_model *m, cnn_node *x) { return b_maxpool_wide(m, b_bn(m, x)); }
 static cnn_node *b_avgpool(cnn_model *m, cnn_node *x) { return cnn_avg_pool2d(m, x, .pool_size = {2, 2}, .padding = CNN_SAME, .name = "pool"); }
 static cnn_node *b_gap(cnn_model *m, cnn_node *x) { return cnn_global_avg_pool2d(m, x, .name = "gap"); }
 static cnn_node *b_dense(cnn_model *m, cnn_node *x) {
@@ -146,6 +160,14 @@ int main(void) {
     check("grad batchnorm (training)", 4, 4, 3, b_bn, 0, CNN_LINEAR, CNN_MSE, 0);
     check("grad maxpool valid", 5, 5, 2, b_maxpool, 0, CNN_LINEAR, CNN_MSE, 0);
     check("grad maxpool same strided", 5, 6, 2, b_maxpool_same, 0, CNN_LINEAR, CNN_MSE, 0);
+    check("grad batchnorm into maxpool same strided", 5, 6, 2, b_bn_maxpool_same, 0, CNN_LINEAR, CNN_MSE, 0);
+    /* 272 inputs in [-1, 1) a window: its two largest lie ~0.007 apart. After
+       BatchNorm (x1.7 here) the usual step fits; a smaller one would drown its
+       ~1/M coupling terms in the float loss's rounding. */
+    g_step = 1e-3;
+    check("grad maxpool wide window", 17, 18, 2, b_maxpool_wide, 0, CNN_LINEAR, CNN_MSE, 0);
+    g_step = 1e-2;
+    check("grad batchnorm into wide maxpool", 17, 18, 2, b_bn_maxpool_wide, 0, CNN_LINEAR, CNN_MSE, 0);
     check("grad avgpool same", 5, 5, 2, b_avgpool, 0, CNN_LINEAR, CNN_MSE, 0);
     check("grad global avgpool", 4, 3, 3, b_gap, 0, CNN_LINEAR, CNN_MSE, 0);
     check("grad flatten + dense l2", 3, 3, 2, b_dense, 0, CNN_LINEAR, CNN_MSE, 0);

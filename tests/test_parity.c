@@ -372,12 +372,12 @@ done:
 }
 
 static void test_maxpool(void) {
-    static const char *cases[] = {"valid", "same"};
-    static char names[2][64];
+    static const char *cases[] = {"valid", "same", "overlap", "wide"};
+    static char names[4][64];
     fx_file fx;
     test_begin("parity maxpool fixture");
     if (!fx_load(&fx, "maxpool.bin")) return;
-    for (int ci = 0; ci < 2; ci++) {
+    for (int ci = 0; ci < 4; ci++) {
         const char *cs = cases[ci];
         snprintf(names[ci], sizeof names[ci], "parity maxpool %s", cs);
         test_begin(names[ci]);
