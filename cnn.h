@@ -2380,13 +2380,12 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
     }
     if (C % CNN__MR != 0) { /* kernel rows of CNN__TN_MR floats, windows inside x */
         const int run = n->kw * C;
-        for (int ky = 0; ky < n->kh; ky++) {
-            const float *win[CNN__SLICE_ROWS];
-            for (int i = 0; i < rows; i++) win[i] = x + (((size_t)sample[i] * H + iy0[i] + ky) * W + ix0[i]) * C;
+        const float *win[CNN__SLICE_ROWS]; /* each window's top row; kernel row ky lies ky * W * C further */
+        for (int i = 0; i < rows; i++) win[i] = x + (((size_t)sample[i] * H + iy0[i]) * W + ix0[i]) * C;
+        for (int ky = 0; ky < n->kh; ky++)
             for (int j = 0; j < N; j += CNN__NR)
-                cnn__tile_at(run, rows, win, 0, dz + j, (size_t)N, kp + (size_t)ky * run * N + j, (size_t)N,
-                             N - j < CNN__NR ? N - j : CNN__NR, load, pf);
-        }
+                cnn__tile_at(run, rows, win, (size_t)ky * W * C, dz + j, (size_t)N, kp + (size_t)ky * run * N + j,
+                             (size_t)N, N - j < CNN__NR ? N - j : CNN__NR, load, pf);
         return;
     }
     for (int ky = 0; ky < n->kh; ky++)
