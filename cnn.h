@@ -2533,6 +2533,32 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
 #endif
 }
 
+/* For rows [r0, r0 + rows) of conv n's output, at and cell as cnn__bn_dz_rows
+   reads them: the offset of the pool output whose window holds the row (-1
+   where none does: pool windows are strides, 'valid') and the row's cell in
+   that window, ky * kw + kx (at most 256 cells, see bn_grad). An output row's
+   run at a time, each row apart from the one before: stepping a row's position
+   from the last one's chains the rows and took as long as BatchNorm's pass. */
+static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int rows, long long *at, int *cell) {
+    const int W = n->w, HW = n->h * W, N = n->units;
+    /* ox / kw as ox * inverse >> 32, exact for ox and kw below 2^16 (ox * kw < 2^32) */
+    const unsigned long long inverse = (1ull << 32) / (unsigned)pool->kw + 1;
+    int b = r0 / HW, oy = r0 % HW / W, ox0 = r0 % W, py = oy / pool->kh, ky = oy % pool->kh; /* of row r0 */
+    for (int i = 0; i < rows;) {
+        const int run = W - ox0 < rows - i ? W - ox0 : rows - i;
+        const long long row_at = ((long long)b * pool->h + py) * pool->w; /* pool output (b, py, 0) */
+        for (int j = 0; j < run; j++) {
+            const int ox = ox0 + j, px = (int)(((unsigned long long)ox * inverse) >> 32);
+            at[i + j] = py < pool->h && px < pool->w ? (row_at + px) * N : -1;
+            cell[i + j] = ky * pool->kw + ox - px * pool->kw;
+        }
+        i += run;
+        ox0 = 0; /* the next output row */
+        if (++ky == pool->kh) { ky = 0; py++; }
+        if (++oy == n->h) { oy = ky = py = 0; b++; }
+    }
+}
+
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
@@ -2541,7 +2567,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     float *zeros = n->aux; /* [C], for cnn__conv_weight_grad_rows */
     if (from_input) memset(zeros, 0, (size_t)in->c * sizeof(float));
     const cnn_node *bn = m->nodes[n->bn_grad - 1], *pool = m->nodes[bn->into_pool - 1];
-    const int N = n->units, HW = n->h * n->w, W = n->w, M = B * HW, relu = n->activation == CNN_RELU;
+    const int N = n->units, M = B * n->h * n->w, relu = n->activation == CNN_RELU;
     /* BatchNorm's input gradient is k1 * dy + k2 + (y - mean) * k3 (see cnn__bn_backward) */
     const float *y = n->out, *mean = bn->stat, *k = bn->coef;
     float *gW = n->trainable ? m->grads + n->p_off : NULL;
@@ -2566,28 +2592,14 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             kp = kernel_part + (size_t)ch * K * N; /* set by the chunk's first slice */
             if (r0 == r1) memset(kp, 0, (size_t)K * N * sizeof(float));
         }
-        /* the position of row r0: sample b, cell (oy, ox), its pooling window
-           (py, px) and its place (ky, kx) in that window, stepped row by row */
-        int b = r0 / HW, oy = r0 % HW / W, ox = r0 % W, py = oy / pool->kh, px = ox / pool->kw;
-        int ky = oy % pool->kh, kx = ox % pool->kw;
         for (int s0 = r0; s0 < r1; s0 += step) { /* slices of the chunk */
             const int s1 = r1 - s0 < step ? r1 : s0 + step;
             float *dz = to_dout ? n->dout + (size_t)s0 * N : buffer; /* [s1 - s0][N] */
             for (int q0 = s0; q0 < s1; q0 += CNN__DZ_ROWS) {
                 const int rows = s1 - q0 < CNN__DZ_ROWS ? s1 - q0 : CNN__DZ_ROWS;
                 long long at[CNN__DZ_ROWS];
-                int cell[CNN__DZ_ROWS]; /* see cnn__bn_dz_rows; pool windows of at most 256 cells (bn_grad) */
-                for (int i = 0; i < rows; i++) {
-                    const int inside = py < pool->h && px < pool->w; /* the cell lies in a pooling window */
-                    at[i] = inside ? (((long long)b * pool->h + py) * pool->w + px) * N : -1;
-                    cell[i] = ky * pool->kw + kx;
-                    if (++kx == pool->kw) { kx = 0; px++; }
-                    if (++ox == W) {
-                        ox = kx = px = 0;
-                        if (++ky == pool->kh) { ky = 0; py++; }
-                        if (++oy == n->h) { oy = ky = py = 0; b++; }
-                    }
-                }
+                int cell[CNN__DZ_ROWS];
+                cnn__pool_cells(n, pool, q0, rows, at, cell);
                 cnn__bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell, relu,
                                 dz + (size_t)(q0 - s0) * N, ss);
             }
