@@ -50,28 +50,35 @@ awk -v o="$mo" -v t="$mt" -v bo="$bo" -v bt="$bt" 'BEGIN {printf "| training, ba
 awk -v o="$io" -v t="$it" -v bo="$bio" -v bt="$bit" 'BEGIN {printf "| inference, batch 256 | %.0f (%.0f) | %.0f (%.0f) | %.2fx (%.2fx) |\n", o, bo, t, bt, o / t, bo / bt}'
 awk -v o="$mo" -v bo="$bo" 'BEGIN {printf "| training GFLOP/s (32 MFLOP/image) | %.0f (%.0f) | | |\n", o * 0.032, bo * 0.032}'
 
-# the per-layer profile of the fastest of PAIRS profiled runs (the least disturbed by
-# whatever else the machine runs); a layer's time includes the element-wise work fused
-# into it (bias, ReLU, BatchNorm's statistics and input gradient for a Conv2D before one)
-profile=""; best=0
+# the per-layer profile: each layer's forward and backward time is its fastest of PAIRS
+# profiled runs (each the mean over the run's batches), as the FMA peak is the fastest of
+# its runs: the machine's disturbances only ever add time. A layer's time includes the
+# element-wise work fused into it (bias, ReLU, BatchNorm's statistics and input gradient
+# for a Conv2D before one).
+profiles=""; best=0
 for p in $(seq "$PAIRS"); do
   out=$(bench/train_bench --images "$IMAGES" --threads "$THREADS" --profile)
   rate=$(printf '%s\n' "$out" | last_rate)
-  if awk -v a="$rate" -v b="$best" 'BEGIN {exit !(a > b)}'; then best=$rate; profile=$out; fi
+  if awk -v a="$rate" -v b="$best" 'BEGIN {exit !(a > b)}'; then best=$rate; fi
+  profiles+="$out"$'\n'
   measure_peak
 done
 peak=$(printf '%s\n' "${peaks[@]}" | best)
 echo
 echo "measured FMA peak: $peak GFLOP/s ($THREADS threads, fastest of ${#peaks[@]} runs of bench/peak spread over the benchmark; slowest $(printf '%s\n' "${peaks[@]}" | sort -g | head -1))"
 echo
-echo "per layer, fastest of $PAIRS profiled runs ($best img/s), ms per batch of 32:"
+echo "per layer, ms per batch of 32: each time the fastest of $PAIRS profiled runs (the fastest run: $best img/s):"
 echo
 echo "| layer | forward ms | forward GFLOP/s | backward ms | backward GFLOP/s | % of peak (fwd / bwd) |"
 echo "|---|---|---|---|---|---|"
-printf '%s\n' "$profile" |
+printf '%s\n' "$profiles" |
   awk -v peak="$peak" '$1 == "layer" {on = 1; next} /^threads:/ {on = 0} on && $2 != "InputLayer" {
-    pct = ($2 == "Conv2D" || $2 == "Dense") ? sprintf("%.0f%% / %.0f%%", 100 * $4 / peak, 100 * $6 / peak) : "";
-    printf "| %s (%s) | %.3f | %s | %.3f | %s | %s |\n", $1, $2, $3, ($4 > 0 ? $4 : ""), $5, ($6 > 0 ? $6 : ""), pct }'
+    if (!($1 in type)) { order[++n] = $1; type[$1] = $2; fms[$1] = $3; fgf[$1] = $4; bms[$1] = $5; bgf[$1] = $6 }
+    if ($3 < fms[$1]) { fms[$1] = $3; fgf[$1] = $4 }   # a layer does the same work every run:
+    if ($5 < bms[$1]) { bms[$1] = $5; bgf[$1] = $6 } } # its fastest time has its highest GFLOP/s
+  END { for (i = 1; i <= n; i++) { l = order[i]; t = type[l];
+    pct = (t == "Conv2D" || t == "Dense") ? sprintf("%.0f%% / %.0f%%", 100 * fgf[l] / peak, 100 * bgf[l] / peak) : "";
+    printf "| %s (%s) | %.3f | %s | %.3f | %s | %s |\n", l, t, fms[l], (fgf[l] > 0 ? fgf[l] : ""), bms[l], (bgf[l] > 0 ? bgf[l] : ""), pct } }'
 
 if [ -x bench/augment_bench ]; then
   ours_a=$(bench/augment_bench --images 20000 --threads "$THREADS" | last_rate)
