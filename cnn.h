@@ -2511,7 +2511,7 @@ enum { CNN__DZ_ROWS = 64 }; /* rows per call: the size of at and cell */
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define CNN__DZ_AVX512 1 /* 16 argmax bytes to a mask in one compare */
 #endif
-#if CNN__DZ_AVX512
+#if defined(CNN__DZ_AVX512)
 /* cnn__bn_dz_rows for channels [c0, c0 + 16Q) (those below N), Q a constant
    where this is inlined: row after row, the Q sums in registers (a sum kept in
    memory would chain each row's add to the previous row's store) */
@@ -2555,7 +2555,7 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
                             const float *CNN__RESTRICT k, const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
                             const long long *at, const int *cell, int relu, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
     const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
-#if CNN__DZ_AVX512
+#if defined(CNN__DZ_AVX512)
     for (int c0 = 0; c0 < N; c0 += 64)
         switch (((N - c0 < 64 ? N - c0 : 64) + 15) / 16) { /* 16-lane blocks of the next 64 channels */
         case 1: cnn__bn_dz_block(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
@@ -2587,7 +2587,7 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
    from the last one's chains the rows and took as long as BatchNorm's pass. */
 static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int rows, long long *at, int *cell) {
     const int W = n->w, HW = n->h * W, N = n->units;
-    /* ox / kw as ox * inverse >> 32, exact for ox and kw below 2^16 (ox * kw < 2^32) */
+    /* ox / kw as ox * inverse >> 32, exact while ox * kw < 2^32: widths are below 2^16 (cnn_input) */
     const unsigned long long inverse = (1ull << 32) / (unsigned)pool->kw + 1;
     int b = r0 / HW, oy = r0 % HW / W, ox0 = r0 % W, py = oy / pool->kh, ky = oy % pool->kh; /* of row r0 */
     for (int i = 0; i < rows;) {

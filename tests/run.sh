@@ -42,7 +42,7 @@ done
 # tiles, the AVX and the scalar Adam), where this processor can run them
 if grep -q ' avx2 ' /proc/cpuinfo 2>/dev/null; then
   for arch in x86-64-v3 x86-64; do
-    for t in test_core test_parity; do
+    for t in test_core test_grad test_parity; do
       compile "build $t (-march=$arch)" $CC -std=c99 -O2 -march=$arch -fopenmp -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.$arch
       [ -x $B/$t.$arch ] && run "$t (-march=$arch)" $B/$t.$arch
     done
@@ -61,6 +61,10 @@ if grep -q ' avx512f ' /proc/cpuinfo 2>/dev/null; then
   compile "build test_core (asan+ubsan, -march=native)" $CC -std=c99 -O1 -g -march=native -fopenmp -fno-omit-frame-pointer \
     -fsanitize=address,undefined -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/test_core.c -lm -lpthread -o $B/test_core.san512
   [ -x $B/test_core.san512 ] && ASAN_OPTIONS=detect_leaks=1 run "test_core (asan+ubsan, -march=native)" $B/test_core.san512
+  # AVX-512F without BW/VL: the AVX-512 register tiles with the portable BatchNorm gradient pass
+  compile "build test_core (-mavx512f -mfma)" $CC -std=c99 -O2 -mavx512f -mfma -fopenmp -Wall -Wextra -I. tests/test_core.c \
+    -lm -lpthread -o $B/test_core.avx512f
+  [ -x $B/test_core.avx512f ] && run "test_core (-mavx512f -mfma)" $B/test_core.avx512f
 fi
 
 echo "== compile checks (-Wall -Wextra, no warnings allowed)"

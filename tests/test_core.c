@@ -433,7 +433,11 @@ static void test_bn_pool_fusion(void) {
    between conv, BN and pool, which keeps cnn.h from fusing any of them. The
    second conv's weight gradient reads its 64-channel input directly; `variant`
    1 pads it (zeros outside the image), 2 also strides it and gives it 40
-   filters (a full register tile and a narrower one) */
+   filters (a full register tile and a narrower one), 3 pads the first conv and
+   gives it 24 filters; 4 and 5 pool other windows than 2x2: 4 with 3x4 and
+   2x3 windows that leave rows and columns out, 5 with one 16x16 window (256
+   cells, the most whose argmax cells fit in a byte) and a 'same' second conv
+   pooled 1x1 */
 enum { TB_BATCH = 8, TB_IN = 32 * 32 * 3, TB_PARAMS = 30000 };
 static cnn_model *two_block_model(int apart, int variant) {
     cnn_model *m = cnn_model_new();
@@ -443,12 +447,15 @@ static cnn_model *two_block_model(int apart, int variant) {
         /* variants: 0 as the tutorial; 1 the second conv padded; 2 also strided, 40 filters;
            3 the first conv padded with 24 filters (not a multiple of the 16-lane blocks) */
         x = cnn_conv2d(m, x, .filters = i ? (variant == 2 ? 40 : 8) : (variant == 3 ? 24 : 64), .kernel_size = {3, 3},
-                       .activation = CNN_RELU, .padding = (i && variant && variant < 3) || (!i && variant == 3) ? CNN_SAME : CNN_VALID,
+                       .activation = CNN_RELU,
+                       .padding = (i && variant && variant < 3) || (!i && variant == 3) || (i && variant == 5) ? CNN_SAME : CNN_VALID,
                        .strides = {i && variant == 2 ? 2 : 1, i && variant == 2 ? 2 : 1});
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
         x = cnn_batch_norm(m, x);
         if (apart) x = cnn_activation(m, x, .activation = CNN_LINEAR);
-        x = cnn_max_pool2d(m, x);
+        static const int pools[6][2][2] = {{{2, 2}, {2, 2}}, {{2, 2}, {2, 2}}, {{2, 2}, {2, 2}},
+                                           {{2, 2}, {2, 2}}, {{3, 4}, {2, 3}}, {{16, 16}, {1, 1}}};
+        x = cnn_max_pool2d(m, x, .pool_size = {pools[variant][i][0], pools[variant][i][1]});
     }
     x = cnn_flatten(m, x);
     x = cnn_dense(m, x, .units = 4, .activation = CNN_SOFTMAX);
@@ -464,7 +471,7 @@ static void test_thread_count_gradients(void) {
     for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s);
     for (int b = 0; b < TB_BATCH; b++) y[b * 4 + b % 4] = 1;
     size_t n = 0;
-    for (int variant = 0; variant <= 3; variant++) {
+    for (int variant = 0; variant <= 5; variant++) {
         for (int t = 0; t < 3; t++) {
             cnn_set_num_threads(t + 1);
             cnn_model *m = two_block_model(0, variant);
@@ -497,7 +504,7 @@ static void test_block_fusion(void) {
        runs of rows (the conv sums its statistics about the first row of each
        tile: an outlier there must not cost the variance);
        the last runs take the other variants of two_block_model */
-    for (int run = 0; run < 6; run++) {
+    for (int run = 0; run < 8; run++) {
         const int offset = run == 1 ? 1000 : 0, variant = run < 3 ? 0 : run - 2;
         unsigned s = 4;
         for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s) + (float)offset;
@@ -518,7 +525,8 @@ static void test_block_fusion(void) {
         size_t n0, n1;
         float *g0 = cnn_model_grads(m[0], &n0), *g1 = cnn_model_grads(m[1], &n1);
         const double edx = test_rel_err(dx[0], dx[1], TB_BATCH * TB_IN), eg = n0 == n1 ? test_rel_err(g0, g1, n0) : 1;
-        static const char *what[] = {"", ", second conv padded", ", second conv padded and strided", ", first conv padded, 24 filters"};
+        static const char *what[] = {"", ", second conv padded", ", second conv padded and strided", ", first conv padded, 24 filters",
+                                     ", 3x4 and 2x3 pools", ", a 16x16 pool"};
         printf("# offset %d%s%s: statistics rel. err %.2g, loss %.7g vs %.7g, input gradient %.2g, parameter gradients %.2g\n",
                offset, run == 2 ? ", outlier pixels" : "", what[variant], estat, loss[0], loss[1], edx, eg);
         if (offset) { /* past the statistics, inputs of 1000 +- 1 leave float only 4 digits: */
@@ -547,7 +555,7 @@ static void test_predict_batch_invariance(void) {
     unsigned s = 6;
     for (int i = 0; i < TB_BATCH * TB_IN; i++) x[i] = frand(&s);
     cnn_set_num_threads(2);
-    for (int variant = 0; variant <= 3; variant++) {
+    for (int variant = 0; variant <= 5; variant++) {
         cnn_model *m = two_block_model(0, variant);
         CHECK(cnn_predict(m, x, TB_BATCH, TB_BATCH, p) == CNN_OK, "%s", cnn_last_error());
         for (int b = 0; b < TB_BATCH; b++)
