@@ -1861,9 +1861,11 @@ static CNN__NOINLINE void cnn__tile_at(int R, int K, const float *const *CNN__RE
     }
 }
 
-/* the epilogue with its bias moved to column j, for the last slice of K only */
-static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
+/* the epilogue with its bias, and the statistics of group (when not NULL),
+   moved to column j, for the last slice of K only */
+static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j, const cnn__epilogue *group) {
     cnn__epilogue e = {ep && ep->bias ? ep->bias + j : NULL, ep ? ep->relu : 0, NULL, NULL, NULL, NULL, 0};
+    if (group) { e.shift = group->shift + j; e.s = group->s + j; e.q = group->q + j; e.opens = group->opens; }
     return e;
 }
 
@@ -1880,12 +1882,11 @@ static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j) {
 enum { CNN__STATS_TILES = 8 };
 /* a group of G rows into the run's sums, columns [0, N): sum x = sum d + G shift,
    sum x^2 = sum d^2 + shift (2 sum d + G shift) */
-static void cnn__stats_close(int N, int G, const float *shift, const float *s, const float *q, double *CNN__RESTRICT sum,
-                             double *CNN__RESTRICT sq) {
+static void cnn__stats_close(int N, int G, const cnn__epilogue *group, double *CNN__RESTRICT sum, double *CNN__RESTRICT sq) {
     for (int j = 0; j < N; j++) {
-        const double sh = shift[j];
-        sum[j] += s[j] + G * sh;
-        sq[j] += q[j] + sh * (2.0 * s[j] + G * sh);
+        const double sh = group->shift[j];
+        sum[j] += group->s[j] + G * sh;
+        sq[j] += group->q[j] + sh * (2.0 * group->s[j] + G * sh);
     }
 }
 
@@ -1927,8 +1928,7 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
         for (int k0 = 0; k0 < run; k0 += CNN__KB) {
             const int kb = run - k0 < CNN__KB ? run - k0 : CNN__KB, last = ky == n->kh - 1 && k0 + kb == run;
             for (int j = 0; j < N; j += CNN__NR) {
-                cnn__epilogue e = cnn__epilogue_at(ep, j);
-                if (group) { e.shift = group->shift + j; e.s = group->s + j; e.q = group->q + j; e.opens = group->opens; }
+                const cnn__epilogue e = cnn__epilogue_at(ep, j, group);
                 cnn__tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1, B + (size_t)(ky * run + k0) * ldb + j,
                           (size_t)ldb, c + j, (size_t)ldc, rows, N - j < CNN__NR ? N - j : CNN__NR, load || ky > 0 || k0 > 0,
                           last ? &e : NULL);
@@ -1955,7 +1955,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         CNN__PARALLEL_FOR((long long)M * N * K)
         for (int ct = 0; ct < col_tiles; ct++) {
             const int j = ct * CNN__NR, cols = N - j < CNN__NR ? N - j : CNN__NR;
-            const cnn__epilogue e = cnn__epilogue_at(ep, j);
+            const cnn__epilogue e = cnn__epilogue_at(ep, j, NULL);
             for (int k0 = 0; k0 < K; k0 += CNN__KB) {
                 const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
                 for (int i = 0; i < M; i += CNN__MR)
@@ -1992,7 +1992,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             float *c = C + (size_t)i * ldc;
             stats.opens = (t - t0) % CNN__STATS_TILES == 0;
             if (sum && stats.opens && stats_rows) {
-                cnn__stats_close(N, stats_rows, stats.shift, stats.s, stats.q, sum, sq);
+                cnn__stats_close(N, stats_rows, &stats, sum, sq);
                 stats_rows = 0;
             }
             stats_rows += rows;
@@ -2018,14 +2018,13 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                     a_rs = CNN__KB;
                 }
                 for (int j = 0; j < N; j += CNN__NR) {
-                    cnn__epilogue e = cnn__epilogue_at(ep, j);
-                    if (sum) { e.shift = stats.shift + j; e.s = stats.s + j; e.q = stats.q + j; e.opens = stats.opens; }
+                    const cnn__epilogue e = cnn__epilogue_at(ep, j, sum ? &stats : NULL);
                     cnn__tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
                               rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
                 }
             }
         }
-        if (sum && stats_rows) cnn__stats_close(N, stats_rows, stats.shift, stats.s, stats.q, sum, sq);
+        if (sum && stats_rows) cnn__stats_close(N, stats_rows, &stats, sum, sq);
     }
 }
 
@@ -3000,10 +2999,7 @@ CNN__PARALLEL_FOR((long long)B * per_in)
                 const float *CNN__RESTRICT g = n->dout + o;
                 for (int cell = 0; cell < n->kh * n->kw; cell++) {
                     float *CNN__RESTRICT d = dx + (size_t)b * per_in + cnn__window_offset(n, W, oy, ox, cell);
-                    if (cnn__argmax_wide(n))
-                        for (int c = 0; c < C; c++) d[c] = ((const unsigned short *)(const void *)n->argmax)[o + c] == cell ? g[c] : 0.0f;
-                    else
-                        for (int c = 0; c < C; c++) d[c] = n->argmax[o + c] == cell ? g[c] : 0.0f;
+                    for (int c = 0; c < C; c++) d[c] = cnn__argmax_cell(n, o + c) == cell ? g[c] : 0.0f;
                 }
             }
         }
