@@ -246,6 +246,44 @@ CNN_DEF cnn_dataset *cnn_load_idx_gz(const char *images_path, const char *labels
 CNN_DEF cnn_dataset *cnn_load_fashion_mnist(const char *dir, int train);
 
 /* ======================================================================== */
+/* Resizing, by PIL's rules                                                 */
+/* ======================================================================== */
+
+/* Interpolation: of the random transforms (default bilinear, Keras'
+   interpolation_order=1; nearest; the others are refused there) and of
+   resizing files to a target size (flow_from_directory: default nearest, as
+   Keras; cnn_load_image_dir: default bilinear), where every value follows
+   PIL's Image.resize, which is what Keras calls. */
+typedef enum cnn_interpolation {
+    CNN_INTERP_DEFAULT = 0,
+    CNN_INTERP_NEAREST,   /* PIL NEAREST: the pixel under each output pixel's centre */
+    CNN_INTERP_BILINEAR,  /* PIL BILINEAR: triangle filter, widened when shrinking */
+    CNN_INTERP_BICUBIC,   /* PIL BICUBIC: cubic filter (a = -0.5), resizing only */
+    CNN_INTERP_LANCZOS,   /* PIL LANCZOS: 3-lobed Lanczos, resizing only */
+    CNN_INTERP_BOX,       /* PIL BOX: area average, resizing only */
+    CNN_INTERP_HAMMING    /* PIL HAMMING: Hamming-windowed sinc, resizing only */
+} cnn_interpolation;
+
+/* Resize uint8 pixels src [sh][sw][c] into dst [dh][dw][c] (c = 1..4) exactly as
+   PIL's Image.resize does for modes L, LA, RGB and RGBA: the same filters,
+   supports and 22-bit fixed-point coefficients, horizontal pass first, and
+   colours premultiplied by alpha (c = 2 or 4) for every filter but nearest.
+   Any sizes from 1 x 1 up; src and dst must not overlap. Returns CNN_OK or a
+   negative cnn_status (bad arguments, out of memory). */
+CNN_DEF int cnn_resize_uint8(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
+                             cnn_interpolation interpolation);
+
+/* One image file as Keras' load_img(path, color_mode, target_size,
+   interpolation, keep_aspect_ratio) makes it, into pixels [h][w][c]: decoded
+   by stb_image, converted to c channels (1 grey, 3 RGB, 4 RGBA) by PIL's rules
+   (grey from colour is ITU-R 601-2 luma, alpha dropped or added as 255), then,
+   when its size is not h x w, resized by PIL's rules (keep_aspect_ratio: the
+   centred crop with the target's aspect ratio first). interpolation 0 means
+   nearest, as load_img. Returns CNN_OK or a negative cnn_status naming the file. */
+CNN_DEF int cnn_load_image(const char *path, int h, int w, int c, cnn_interpolation interpolation,
+                           int keep_aspect_ratio, unsigned char *pixels);
+
+/* ======================================================================== */
 /* Loaders: image folders, and any dataset path                             */
 /* ======================================================================== */
 
@@ -255,6 +293,9 @@ typedef struct cnn_image_dir_opts {
     int skip_bad;        /* 1 = skip undecodable files with a warning on stderr
                             instead of failing */
     int follow_links;    /* follow symbolic links to folders */
+    cnn_interpolation interpolation; /* resizing (default bilinear) */
+    int keep_aspect_ratio; /* crop the centre to the target's aspect ratio before
+                              resizing (Keras' keep_aspect_ratio) */
 } cnn_image_dir_opts;
 
 /* A folder with one subfolder per class (classes = sorted subfolder names);
@@ -303,19 +344,12 @@ typedef enum cnn_fill_mode {
     CNN_FILL_WRAP         /* abcd|abcd|abcd */
 } cnn_fill_mode;
 
-/* Interpolation: of the random transforms (default bilinear, Keras'
-   interpolation_order=1) and of flow_from_directory's resizing (default
-   nearest, as Keras). */
-typedef enum cnn_interpolation {
-    CNN_INTERP_DEFAULT = 0,
-    CNN_INTERP_NEAREST,
-    CNN_INTERP_BILINEAR
-} cnn_interpolation;
-
 /* Keras' preprocessing_function: changes one image [h][w][c] in place; returns 0,
    or non-zero to stop the flow with an error. Runs on the flow's worker threads:
    it must be thread-safe. */
 typedef int (*cnn_preprocessing_fn)(float *image, int h, int w, int c, void *user);
+
+#define CNN_SHIFT_LIST_MAX 16 /* values in a list-form shift range */
 
 typedef struct cnn_datagen_opts {
     int featurewise_center;            /* subtract the per-channel mean of the fitted data */
@@ -329,6 +363,14 @@ typedef struct cnn_datagen_opts {
     float width_shift_range;           /* horizontal shift: a fraction of the width when < 1,
                                           pixels when >= 1; uniform in [-r, r] */
     float height_shift_range;          /* vertical shift, the same way */
+    int width_shift_int;               /* Keras' int width_shift_range=r: a whole-pixel shift
+                                          drawn from {0, ..., r-1}, times a random sign */
+    int height_shift_int;              /* the same vertically */
+    float width_shift_list[CNN_SHIFT_LIST_MAX]; /* Keras' list width_shift_range=[a, b, ...]: */
+    int width_shift_list_len;          /* one of the first len values, times a random sign;
+                                          fractions of the width when all are < 1, else pixels */
+    float height_shift_list[CNN_SHIFT_LIST_MAX];
+    int height_shift_list_len;         /* (at most one form per axis: range, int or list) */
     float brightness_range[2];         /* {lo, hi}: a factor uniform in [lo, hi]; {0, 0} = none */
     float shear_range;                 /* degrees: shear uniform in [-r, r] */
     float zoom_range[2];               /* {z}: zoom_x, zoom_y uniform in [1-z, 1+z] (0 <= z < 1);
@@ -448,7 +490,8 @@ typedef struct cnn_directory_flow_opts {
     const char *save_to_dir, *save_prefix, *save_format;
     int follow_links;            /* follow symbolic links to folders inside class folders */
     cnn_subset subset;
-    cnn_interpolation interpolation; /* resizing to target_size: nearest (default) or bilinear */
+    cnn_interpolation interpolation; /* resizing to target_size (PIL's rules): default nearest */
+    int keep_aspect_ratio;       /* crop the centre to target_size's aspect ratio first */
     int skip_bad;                /* skip files that do not decode, with a warning on stderr */
     int lazy;                    /* decode the files batch by batch on the workers (for folders
                                     larger than memory) instead of all at the start */
@@ -550,20 +593,17 @@ CNN_DEF void cnn_flow_free(cnn_flow *f);
 #endif
 
 /* ======================================================================== */
-/* stb: stb_image (decode, zlib), stb_image_write (PNG), stb_image_resize   */
+/* stb: stb_image (decode, zlib), stb_image_write (PNG)                     */
 /* ======================================================================== */
 
 #ifdef CNN_AUGMENT_STB_IMPLEMENTATION
-#if defined(STBI_INCLUDE_STB_IMAGE_H) || defined(INCLUDE_STB_IMAGE_WRITE_H) || \
-    defined(STBIR_INCLUDE_STB_IMAGE_RESIZE_H)
+#if defined(STBI_INCLUDE_STB_IMAGE_H) || defined(INCLUDE_STB_IMAGE_WRITE_H)
 #error "cnn_augment.h: CNN_AUGMENT_STB_IMPLEMENTATION needs the stb headers not to be included before it in this file"
 #endif
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STB_IMAGE_RESIZE_STATIC
-#define STB_IMAGE_RESIZE_IMPLEMENTATION
 /* stb_image 2.27 (Debian 12's) declares stbi_set_unpremultiply_on_load_thread but
    defines it as stbi__unpremultiply_on_load_thread: a static declaration without
    a definition warns. This name fixes 2.27 and is unused by other versions. */
@@ -593,11 +633,9 @@ CNN_DEF void cnn_flow_free(cnn_flow *f);
 #ifdef CNN_STB_INCLUDE_PLAIN
 #include "stb_image.h"
 #include "stb_image_write.h"
-#include "stb_image_resize.h"
 #else
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
-#include <stb/stb_image_resize.h>
 #endif
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic pop
@@ -898,6 +936,336 @@ done:
 }
 
 /* ======================================================================== */
+/* Resizing by PIL's rules (what Keras' load_img calls)                     */
+/* ======================================================================== */
+/* PIL's Image.resize, restated so that our pixels are PIL's pixels:
+     - nearest: output pixel x reads input column floor(x0 + (x + 1/2) * s)
+       with s = in / out, the position stepped by repeated addition of s in
+       double (so exact ties such as 32 -> 28 fall where PIL's fall);
+     - the other filters: a separable convolution, the horizontal pass first
+       into a uint8 image, then the vertical one. Output pixel x is centred at
+       in0 + (x + 1/2) * s; the filter is stretched by max(s, 1) when shrinking
+       (so it averages every input pixel it covers), cut to the input, its
+       weights normalised to sum 1 and rounded to 22-bit fixed point; each
+       sum is rounded (+ 2^21) and clamped to 0..255.
+     - LA and RGBA are premultiplied by alpha before filtering and divided
+       after (PIL's "La" / "RGBa" modes), so transparent pixels do not bleed. */
+
+#define CNN__RS_BITS 22 /* PIL's PRECISION_BITS: 32 - 8 bits of pixel - 2 of headroom */
+
+/* a * b rounded to double before anything else sees it. PIL's x86-64 build
+   rounds every product; a compiler allowed to fuse a * b + c into one
+   instruction would not, and one unit in the last place moves a window bound
+   or a weight at an exact tie. Only the per-row and per-column tables use it. */
+static double cnn__rs_mul(double a, double b) {
+    volatile double p = a * b;
+    return p;
+}
+
+static double cnn__rs_sinc(double x) {
+    if (x == 0.0) return 1.0;
+    x = cnn__rs_mul(x, 3.14159265358979323846);
+    return sin(x) / x;
+}
+
+/* The filter kernels (x in input pixels at scale 1) and their supports. */
+static double cnn__rs_filter(cnn_interpolation f, double x) {
+    switch (f) {
+    case CNN_INTERP_BOX: return x > -0.5 && x <= 0.5 ? 1.0 : 0.0;
+    case CNN_INTERP_HAMMING:
+        x = fabs(x);
+        if (x == 0.0) return 1.0;
+        if (x >= 1.0) return 0.0;
+        x = cnn__rs_mul(x, 3.14159265358979323846);
+        /* PIL writes the window's constants as floats: 0.54f, 0.46f */
+        return cnn__rs_mul(sin(x) / x, (double)0.54f + cnn__rs_mul((double)0.46f, cos(x)));
+    case CNN_INTERP_BICUBIC: /* Keys' cubic convolution, a = -0.5 */
+        x = fabs(x);
+        if (x < 1.0) return cnn__rs_mul(cnn__rs_mul(cnn__rs_mul(1.5, x) - 2.5, x), x) + 1;
+        if (x < 2.0) return cnn__rs_mul(cnn__rs_mul(cnn__rs_mul(x - 5, x) + 8, x) - 4, -0.5);
+        return 0.0;
+    case CNN_INTERP_LANCZOS: /* sinc windowed by a sinc three times wider */
+        return -3.0 <= x && x < 3.0 ? cnn__rs_mul(cnn__rs_sinc(x), cnn__rs_sinc(x / 3)) : 0.0;
+    default: /* bilinear: the triangle */
+        x = fabs(x);
+        return x < 1.0 ? 1.0 - x : 0.0;
+    }
+}
+
+static double cnn__rs_support(cnn_interpolation f) {
+    return f == CNN_INTERP_BOX ? 0.5 : f == CNN_INTERP_BICUBIC ? 2.0 : f == CNN_INTERP_LANCZOS ? 3.0 : 1.0;
+}
+
+/* One axis' table: output pixel i reads the inputs first[i] .. first[i] + count[i] - 1
+   with the fixed-point weights k[i * ksize ...]. The span [in0, in1) of the
+   input is resized to n_out pixels. Returns ksize, or 0 out of memory. */
+typedef struct cnn__rs_axis {
+    int ksize;
+    int *first, *count; /* [n_out] */
+    int32_t *k;         /* [n_out][ksize] */
+} cnn__rs_axis;
+
+static void cnn__rs_axis_free(cnn__rs_axis *a) {
+    CNN_FREE(a->first);
+    CNN_FREE(a->count);
+    CNN_FREE(a->k);
+}
+
+static int cnn__rs_axis_init(cnn__rs_axis *a, int n_in, float in0, float in1, int n_out, cnn_interpolation f) {
+    const double scale = (double)(in1 - in0) / n_out, filterscale = scale < 1.0 ? 1.0 : scale;
+    const double support = cnn__rs_mul(cnn__rs_support(f), filterscale), ss = 1.0 / filterscale;
+    double *w;
+    memset(a, 0, sizeof *a);
+    a->ksize = (int)ceil(support) * 2 + 1;
+    if ((double)n_out * a->ksize > (double)(INT_MAX / 8)) return 0;
+    w = (double *)CNN_MALLOC((size_t)a->ksize * sizeof(double));
+    a->first = (int *)CNN_MALLOC((size_t)n_out * sizeof(int));
+    a->count = (int *)CNN_MALLOC((size_t)n_out * sizeof(int));
+    a->k = (int32_t *)CNN_MALLOC((size_t)n_out * (size_t)a->ksize * sizeof(int32_t));
+    if (!w || !a->first || !a->count || !a->k) {
+        CNN_FREE(w);
+        cnn__rs_axis_free(a);
+        return 0;
+    }
+    for (int i = 0; i < n_out; i++) {
+        const double center = in0 + cnn__rs_mul(i + 0.5, scale);
+        int lo = (int)(center - support + 0.5), hi = (int)(center + support + 0.5);
+        double sum = 0;
+        int32_t *k = a->k + (size_t)i * (size_t)a->ksize;
+        if (lo < 0) lo = 0;
+        if (hi > n_in) hi = n_in;
+        hi -= lo; /* now the count (never above ksize: the window is 2 * support wide) */
+        if (hi > a->ksize) hi = a->ksize;
+        if (hi < 0) hi = 0;
+        for (int j = 0; j < hi; j++) {
+            w[j] = cnn__rs_filter(f, cnn__rs_mul((double)(j + lo) - center + 0.5, ss));
+            sum += w[j];
+        }
+        for (int j = 0; j < a->ksize; j++) {
+            double v = j < hi && sum != 0.0 ? w[j] / sum : j < hi ? w[j] : 0.0;
+            v *= (double)(1 << CNN__RS_BITS); /* exact: a power of two */
+            k[j] = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
+        }
+        a->first[i] = lo;
+        a->count[i] = hi;
+    }
+    CNN_FREE(w);
+    return a->ksize;
+}
+
+/* A fixed-point sum (with its rounding half already in) as a pixel. */
+static unsigned char cnn__rs_clip(int64_t s) {
+    if (s < 0) return 0;
+    s >>= CNN__RS_BITS;
+    return (unsigned char)(s > 255 ? 255 : s);
+}
+
+/* The pass across: out [oh][ow][c] from rows row0 .. row0 + oh - 1 of in [..][iw][c]. */
+static void cnn__rs_pass_x(const unsigned char *in, int iw, int row0, unsigned char *out, int ow, int oh, int c,
+                           const cnn__rs_axis *a) {
+    for (int y = 0; y < oh; y++) {
+        const unsigned char *row = in + (size_t)(y + row0) * (size_t)iw * (size_t)c;
+        unsigned char *o = out + (size_t)y * (size_t)ow * (size_t)c;
+        for (int x = 0; x < ow; x++) {
+            const int32_t *k = a->k + (size_t)x * (size_t)a->ksize;
+            const unsigned char *p = row + (size_t)a->first[x] * (size_t)c;
+            for (int ch = 0; ch < c; ch++) {
+                int64_t sum = (int64_t)1 << (CNN__RS_BITS - 1);
+                for (int j = 0; j < a->count[x]; j++) sum += (int64_t)p[(size_t)j * c + ch] * k[j];
+                o[(size_t)x * c + ch] = cnn__rs_clip(sum);
+            }
+        }
+    }
+}
+
+/* The pass down: out [oh][w][c] from in [..][w][c], output row y reading from
+   row a->first[y] - row0. */
+static void cnn__rs_pass_y(const unsigned char *in, int w, int row0, unsigned char *out, int oh, int c,
+                           const cnn__rs_axis *a) {
+    const size_t stride = (size_t)w * (size_t)c;
+    for (int y = 0; y < oh; y++) {
+        const int32_t *k = a->k + (size_t)y * (size_t)a->ksize;
+        const unsigned char *col = in + (size_t)(a->first[y] - row0) * stride;
+        unsigned char *o = out + (size_t)y * stride;
+        for (size_t i = 0; i < stride; i++) {
+            int64_t sum = (int64_t)1 << (CNN__RS_BITS - 1);
+            for (int j = 0; j < a->count[y]; j++) sum += (int64_t)col[(size_t)j * stride + i] * k[j];
+            o[i] = cnn__rs_clip(sum);
+        }
+    }
+}
+
+/* Filtered resize of src [sh][sw][c], its span box {x0, y0, x1, y1}, into dst
+   [dh][dw][c]: PIL's ImagingResample. Each pass rounds to uint8, so the order
+   matters: across first, unless the height shrinks by more than twice as many
+   pixels as the width does (Pillow 13's rule); across first only resizes the
+   rows the pass down will read. Returns CNN_OK or CNN_ERR_MEMORY. */
+static int cnn__rs_filtered(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
+                            cnn_interpolation f, const float box[4]) {
+    const int need_x = dw != sw || box[0] != 0 || box[2] != (float)dw;
+    const int need_y = dh != sh || box[1] != 0 || box[3] != (float)dh;
+    const int x_first = !(sh - dh > 0 && sh - dh > (sw - dw) * 2);
+    cnn__rs_axis ax, ay;
+    unsigned char *tmp = NULL;
+    int rc = CNN_OK;
+    memset(&ax, 0, sizeof ax);
+    memset(&ay, 0, sizeof ay);
+    if ((need_y && !cnn__rs_axis_init(&ay, sh, box[1], box[3], dh, f)) ||
+        (need_x && !cnn__rs_axis_init(&ax, sw, box[0], box[2], dw, f))) {
+        rc = CNN_ERR_MEMORY;
+        goto done;
+    }
+    if (need_x && need_y) {
+        if (x_first) { /* rows row0 .. row1 - 1 across into tmp [rows][dw], then down */
+            const int row0 = ay.first[0], row1 = ay.first[dh - 1] + ay.count[dh - 1];
+            if (!(tmp = (unsigned char *)CNN_MALLOC((size_t)dw * (size_t)(row1 > row0 ? row1 - row0 : 1) * (size_t)c))) {
+                rc = CNN_ERR_MEMORY;
+                goto done;
+            }
+            cnn__rs_pass_x(src, sw, row0, tmp, dw, row1 - row0, c, &ax);
+            cnn__rs_pass_y(tmp, dw, row0, dst, dh, c, &ay);
+        } else { /* down into tmp [dh][sw], then across */
+            if (!(tmp = (unsigned char *)CNN_MALLOC((size_t)sw * (size_t)dh * (size_t)c))) {
+                rc = CNN_ERR_MEMORY;
+                goto done;
+            }
+            cnn__rs_pass_y(src, sw, 0, tmp, dh, c, &ay);
+            cnn__rs_pass_x(tmp, sw, 0, dst, dw, dh, c, &ax);
+        }
+    } else if (need_x) {
+        cnn__rs_pass_x(src, sw, 0, dst, dw, dh, c, &ax);
+    } else if (need_y) {
+        cnn__rs_pass_y(src, sw, 0, dst, dh, c, &ay);
+    } else {
+        memcpy(dst, src, (size_t)dw * (size_t)dh * (size_t)c);
+    }
+done:
+    CNN_FREE(tmp);
+    cnn__rs_axis_free(&ax);
+    cnn__rs_axis_free(&ay);
+    return rc;
+}
+
+/* Nearest resize of the span box of src: PIL's ImagingScaleAffine (positions
+   stepped by repeated addition; a position outside the input leaves a 0). */
+static int cnn__rs_nearest(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
+                           const float box[4]) {
+    const double sx = (double)(box[2] - box[0]) / dw, sy = (double)(box[3] - box[1]) / dh;
+    int *col = (int *)CNN_MALLOC((size_t)dw * sizeof(int));
+    double pos = box[0] + sx * 0.5;
+    if (!col) return CNN_ERR_MEMORY;
+    for (int x = 0; x < dw; x++, pos += sx) {
+        const int xi = pos < 0.0 ? -1 : (int)pos;
+        col[x] = xi < sw ? xi : -1;
+    }
+    pos = box[1] + sy * 0.5;
+    for (int y = 0; y < dh; y++, pos += sy) {
+        const int yi = pos < 0.0 ? -1 : (int)pos;
+        unsigned char *out = dst + (size_t)y * (size_t)dw * (size_t)c;
+        for (int x = 0; x < dw; x++)
+            for (int ch = 0; ch < c; ch++)
+                out[(size_t)x * c + ch] = yi >= 0 && yi < sh && col[x] >= 0
+                                              ? src[((size_t)yi * (size_t)sw + (size_t)col[x]) * c + ch] : 0;
+    }
+    CNN_FREE(col);
+    return CNN_OK;
+}
+
+/* PIL's (a * b + 127) / 255 for the premultiplication, exactly. */
+static unsigned char cnn__rs_muldiv255(unsigned a, unsigned b) {
+    const unsigned t = a * b + 128;
+    return (unsigned char)(((t >> 8) + t) >> 8);
+}
+
+/* PIL's Image.resize(size, filter, box) for src [sh][sw][c], c = 1..4 (L, LA,
+   RGB, RGBA), into dst [dh][dw][c]. Returns CNN_OK or CNN_ERR_MEMORY. */
+static int cnn__rs_resize_box(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
+                              cnn_interpolation f, const float box[4]) {
+    const size_t n_in = (size_t)sw * (size_t)sh, n_out = (size_t)dw * (size_t)dh;
+    const int alpha = (c == 2 || c == 4) && f != CNN_INTERP_NEAREST;
+    unsigned char *pre = NULL;
+    int rc;
+    if (dw == sw && dh == sh && box[0] == 0 && box[1] == 0 && box[2] == (float)sw && box[3] == (float)sh) {
+        memcpy(dst, src, n_in * (size_t)c); /* PIL: a copy */
+        return CNN_OK;
+    }
+    if (alpha) { /* colours premultiplied by alpha ("La", "RGBa") */
+        if (!(pre = (unsigned char *)CNN_MALLOC(n_in * (size_t)c))) return CNN_ERR_MEMORY;
+        for (size_t i = 0; i < n_in; i++) {
+            const unsigned char *p = src + i * (size_t)c;
+            unsigned char *q = pre + i * (size_t)c;
+            for (int ch = 0; ch < c - 1; ch++) q[ch] = cnn__rs_muldiv255(p[ch], p[c - 1]);
+            q[c - 1] = p[c - 1];
+        }
+        src = pre;
+    }
+    if (box[0] == (float)(int)box[0] && box[1] == (float)(int)box[1] && box[2] - box[0] == (float)dw &&
+        box[3] - box[1] == (float)dh) { /* whole pixels, same size: PIL crops */
+        for (int y = 0; y < dh; y++)
+            memcpy(dst + (size_t)y * (size_t)dw * (size_t)c,
+                   src + (((size_t)y + (size_t)box[1]) * (size_t)sw + (size_t)box[0]) * (size_t)c, (size_t)dw * (size_t)c);
+        rc = CNN_OK;
+    } else if (f == CNN_INTERP_NEAREST) {
+        rc = cnn__rs_nearest(src, sw, sh, c, dst, dw, dh, box);
+    } else {
+        rc = cnn__rs_filtered(src, sw, sh, c, dst, dw, dh, f, box);
+    }
+    if (alpha && rc == CNN_OK)
+        for (size_t i = 0; i < n_out; i++) { /* back from premultiplied */
+            unsigned char *q = dst + i * (size_t)c;
+            const unsigned a = q[c - 1];
+            if (a != 0 && a != 255)
+                for (int ch = 0; ch < c - 1; ch++) {
+                    const unsigned v = 255u * q[ch] / a;
+                    q[ch] = (unsigned char)(v > 255 ? 255 : v);
+                }
+        }
+    CNN_FREE(pre);
+    return rc;
+}
+
+/* Keras' keep_aspect_ratio: the centred crop of an sw x sh image with the
+   aspect ratio of dw x dh (integer arithmetic, as load_img). */
+static void cnn__rs_aspect_box(int sw, int sh, int dw, int dh, float box[4]) {
+    long long ch = (long long)sw * dh / dw, cw = (long long)sh * dw / dh;
+    if (ch > sh) ch = sh;
+    if (cw > sw) cw = sw;
+    box[0] = (float)((sw - cw) / 2);
+    box[1] = (float)((sh - ch) / 2);
+    box[2] = box[0] + (float)cw;
+    box[3] = box[1] + (float)ch;
+}
+
+static int cnn__rs_check(const char *who, int sw, int sh, int c, int dw, int dh, cnn_interpolation f) {
+    if (sw <= 0 || sh <= 0 || dw <= 0 || dh <= 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: sizes must be > 0 (from %dx%d to %dx%d)", who, sw, sh, dw, dh);
+    if (c < 1 || c > 4) return cnn_set_error(CNN_ERR_ARG, "%s: channels must be 1 to 4, not %d", who, c);
+    if ((double)sw * sh * c > (double)(SIZE_MAX / 4) || (double)dw * dh * c > (double)(SIZE_MAX / 4) ||
+        (double)dw * 8 > (double)INT_MAX || (double)dh * 8 > (double)INT_MAX)
+        return cnn_set_error(CNN_ERR_ARG, "%s: %dx%d to %dx%d is too large", who, sw, sh, dw, dh);
+    if ((int)f < (int)CNN_INTERP_DEFAULT || (int)f > (int)CNN_INTERP_HAMMING)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
+                             "_LANCZOS, _BOX or _HAMMING)", who, (int)f);
+    return CNN_OK;
+}
+
+CNN__AUG_IMPL int cnn_resize_uint8(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
+                                   cnn_interpolation interpolation) {
+    static const char who[] = "cnn_resize_uint8";
+    float box[4];
+    int rc;
+    if (!src || !dst) return cnn_set_error(CNN_ERR_ARG, "%s: the %s pixels are NULL", who, src ? "output" : "input");
+    if ((rc = cnn__rs_check(who, sw, sh, c, dw, dh, interpolation))) return rc;
+    if (interpolation == CNN_INTERP_DEFAULT) interpolation = CNN_INTERP_BILINEAR;
+    box[0] = box[1] = 0;
+    box[2] = (float)sw;
+    box[3] = (float)sh;
+    if (cnn__rs_resize_box(src, sw, sh, c, dst, dw, dh, interpolation, box))
+        return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory resizing %dx%d to %dx%d", who, sw, sh, dw, dh);
+    return CNN_OK;
+}
+
+/* ======================================================================== */
 /* Image folders: one subfolder per class                                   */
 /* ======================================================================== */
 
@@ -1010,6 +1378,76 @@ static const char *cnn__aug_why(void) {
     return why ? why : "unknown reason";
 }
 
+/* PIL's mode conversion of n pixels with `from` channels (1 L, 2 LA, 3 RGB,
+   4 RGBA) to `to` channels (1, 3 or 4), as load_img's img.convert(): grey from
+   colour is ITU-R 601-2 luma in PIL's 16-bit fixed point, alpha is dropped, kept,
+   or 255 where there was none. */
+static void cnn__aug_convert(const unsigned char *in, int from, unsigned char *out, int to, size_t n) {
+    const int grey = from <= 2, has_alpha = from == 2 || from == 4;
+    for (size_t i = 0; i < n; i++, in += from, out += to) {
+        if (to == 1) {
+            out[0] = grey ? in[0] : (unsigned char)((in[0] * 19595u + in[1] * 38470u + in[2] * 7471u + 0x8000u) >> 16);
+            continue;
+        }
+        out[0] = in[0];
+        out[1] = grey ? in[0] : in[1];
+        out[2] = grey ? in[0] : in[2];
+        if (to == 4) out[3] = has_alpha ? in[from - 1] : 255;
+    }
+}
+
+/* Image file `path` as Keras' load_img(color_mode, target_size, interpolation,
+   keep_aspect_ratio) makes it: decoded at its own channels, converted to c (1,
+   3 or 4) by PIL's rules, and resized by PIL's rules to h x w (when its size
+   differs) into dst [h][w][c]. Returns CNN_OK, CNN_ERR_FORMAT (it does not
+   decode: cnn__aug_why() says why) or CNN_ERR_MEMORY; sets no error message,
+   so that worker threads can call it. */
+static int cnn__aug_load_resized(const char *path, int h, int w, int c, cnn_interpolation f, int keep_aspect,
+                                 unsigned char *dst) {
+    int x, y, comp, rc = CNN_OK;
+    unsigned char *px = cnn__aug_load(path, &x, &y, &comp, 0), *conv = NULL;
+    const unsigned char *img = px;
+    if (!px) return CNN_ERR_FORMAT;
+    if (x <= 0 || y <= 0 || comp < 1 || comp > 4) {
+        stbi_image_free(px);
+        cnn__aug_reason = "the image has no pixels";
+        return CNN_ERR_FORMAT;
+    }
+    if (comp != c) {
+        if (!(conv = (unsigned char *)CNN_MALLOC((size_t)x * (size_t)y * (size_t)c))) {
+            stbi_image_free(px);
+            return CNN_ERR_MEMORY;
+        }
+        cnn__aug_convert(px, comp, conv, c, (size_t)x * (size_t)y);
+        img = conv;
+    }
+    if (x == w && y == h) {
+        memcpy(dst, img, (size_t)w * (size_t)h * (size_t)c);
+    } else {
+        float box[4] = {0, 0, (float)x, (float)y};
+        if (keep_aspect) cnn__rs_aspect_box(x, y, w, h, box);
+        rc = cnn__rs_resize_box(img, x, y, c, dst, w, h, f, box);
+    }
+    stbi_image_free(px);
+    CNN_FREE(conv);
+    return rc;
+}
+
+CNN__AUG_IMPL int cnn_load_image(const char *path, int h, int w, int c, cnn_interpolation interpolation,
+                                 int keep_aspect_ratio, unsigned char *pixels) {
+    static const char who[] = "cnn_load_image";
+    int rc;
+    if (!path || !pixels) return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, path ? "pixel buffer" : "path");
+    if (c != 1 && c != 3 && c != 4)
+        return cnn_set_error(CNN_ERR_ARG, "%s: channels must be 1, 3 or 4, not %d ('%s')", who, c, path);
+    if ((rc = cnn__rs_check(who, 1, 1, c, w, h, interpolation))) return rc;
+    rc = cnn__aug_load_resized(path, h, w, c, interpolation ? interpolation : CNN_INTERP_NEAREST, keep_aspect_ratio,
+                               pixels);
+    if (rc == CNN_ERR_FORMAT) return cnn_set_error(rc, "%s: cannot decode image '%s' (%s)", who, path, cnn__aug_why());
+    if (rc) return cnn_set_error(rc, "%s: out of memory decoding or resizing '%s' to %dx%d", who, path, w, h);
+    return CNN_OK;
+}
+
 static int cnn__aug_bad_image(const char *who, const char *path, int skip_bad) {
     const char *why = cnn__aug_why();
     if (skip_bad) {
@@ -1030,6 +1468,7 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
     cnn__aug_strlist classes = {NULL, 0, 0};
     cnn__aug_strlist *files = NULL;
     cnn_dataset *d = NULL;
+    cnn_interpolation interp;
     int h, w, c, total = 0, k = 0, ok = 0;
     size_t img_size;
 
@@ -1046,6 +1485,12 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
                       cnn__aug_dir_who, opt.channels, dir);
         return NULL;
     }
+    if ((int)opt.interpolation < (int)CNN_INTERP_DEFAULT || (int)opt.interpolation > (int)CNN_INTERP_HAMMING) {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, _LANCZOS, "
+                      "_BOX or _HAMMING) ('%s')", cnn__aug_dir_who, (int)opt.interpolation, dir);
+        return NULL;
+    }
+    interp = opt.interpolation == CNN_INTERP_DEFAULT ? CNN_INTERP_BILINEAR : opt.interpolation;
     if (cnn__aug_list_classes(cnn__aug_dir_who, dir, &classes) < 0) goto done;
     files = (cnn__aug_strlist *)CNN_MALLOC((size_t)classes.n * sizeof *files);
     if (!files) { cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory ('%s')", cnn__aug_dir_who, dir); goto done; }
@@ -1096,24 +1541,16 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
     for (int ci = 0; ci < classes.n; ci++)
         for (int fi = 0; fi < files[ci].n; fi++) {
             const char *path = files[ci].v[fi];
-            int x, y, comp;
-            unsigned char *px = cnn__aug_load(path, &x, &y, &comp, c);
-            unsigned char *dst = d->images + (size_t)k * img_size;
-            if (!px) {
+            int rc = cnn__aug_load_resized(path, h, w, c, interp, opt.keep_aspect_ratio, d->images + (size_t)k * img_size);
+            if (rc == CNN_ERR_MEMORY) {
+                cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s' to %dx%d", cnn__aug_dir_who,
+                              path, w, h);
+                goto done;
+            }
+            if (rc) {
                 if (cnn__aug_bad_image(cnn__aug_dir_who, path, opt.skip_bad) < 0) goto done;
                 continue;
             }
-            if (x == w && y == h) {
-                memcpy(dst, px, img_size);
-            } else if (!stbir_resize_uint8_generic(px, x, y, 0, dst, w, h, 0, c, c == 4 ? 3 : STBIR_ALPHA_CHANNEL_NONE,
-                                                   0, STBIR_EDGE_CLAMP, STBIR_FILTER_TRIANGLE,
-                                                   STBIR_COLORSPACE_LINEAR, NULL)) {
-                stbi_image_free(px);
-                cnn_set_error(CNN_ERR_MEMORY, "%s: cannot resize '%s' (%dx%d) to %dx%d (out of memory)",
-                              cnn__aug_dir_who, path, x, y, w, h);
-                goto done;
-            }
-            stbi_image_free(px);
             d->labels[k++] = ci;
         }
     if (k == 0) {
@@ -2620,7 +3057,9 @@ struct cnn_flow {
     const float *xf;           /* float images of the subset, or NULL */
     cnn_dataset *own;          /* decoded images of a directory flow */
     char **files;              /* [n] paths of a directory flow */
-    int lazy, resize_nearest;  /* directory flows decoding per batch */
+    int lazy;                  /* directory flows decoding per batch ... */
+    cnn_interpolation resize;  /* ... resize the files this way */
+    int keep_aspect;           /* ... after cropping to the target's aspect ratio */
     int *labels;               /* [n], or NULL */
     const float *y;            /* explicit targets of the subset */
     int y_mode, y_width, num_classes;
@@ -2677,42 +3116,14 @@ static int cnn__idg_save(const cnn_flow *f, const float *x, int index, uint64_t 
     return CNN_OK;
 }
 
-/* Resize uint8 pixels: nearest as PIL (source pixel floor((x + 0.5) * sw / dw)),
-   or bilinear (stb_image_resize's triangle filter, area-averaging when shrinking). */
-static int cnn__idg_resize(const unsigned char *src, int sw, int sh, unsigned char *dst, int dw, int dh, int c,
-                           int nearest) {
-    if (sw == dw && sh == dh) {
-        memcpy(dst, src, (size_t)sw * (size_t)sh * (size_t)c);
-        return CNN_OK;
-    }
-    if (nearest) {
-        for (int y = 0; y < dh; y++) {
-            int sy = (int)(((double)y + 0.5) * sh / dh);
-            if (sy > sh - 1) sy = sh - 1;
-            for (int x = 0; x < dw; x++) {
-                int sx = (int)(((double)x + 0.5) * sw / dw);
-                if (sx > sw - 1) sx = sw - 1;
-                memcpy(dst + ((size_t)y * dw + x) * c, src + ((size_t)sy * sw + sx) * c, (size_t)c);
-            }
-        }
-        return CNN_OK;
-    }
-    if (!stbir_resize_uint8_generic(src, sw, sh, 0, dst, dw, dh, 0, c, c == 4 ? 3 : STBIR_ALPHA_CHANNEL_NONE, 0,
-                                    STBIR_EDGE_CLAMP, STBIR_FILTER_TRIANGLE, STBIR_COLORSPACE_LINEAR, NULL))
-        return CNN_ERR_MEMORY;
-    return CNN_OK;
-}
-
 static const char cnn__idg_dir_who[] = "cnn_datagen_flow_from_directory";
 
-/* Decode and resize file `path` into dst [h][w][c]. */
-static int cnn__idg_load_image(const char *path, int h, int w, int c, int nearest, unsigned char *dst) {
-    int x, y, comp, rc;
-    unsigned char *px = cnn__aug_load(path, &x, &y, &comp, c);
-    if (!px) return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path, cnn__aug_why());
-    rc = cnn__idg_resize(px, x, y, dst, w, h, c, nearest);
-    stbi_image_free(px);
-    if (rc) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory resizing '%s'", cnn__idg_dir_who, path);
+/* Decode, convert and resize file `path` into dst [h][w][c] as Keras' load_img. */
+static int cnn__idg_load_image(const cnn_flow *f, const char *path, unsigned char *dst) {
+    int rc = cnn__aug_load_resized(path, f->h, f->w, f->c, f->resize, f->keep_aspect, dst);
+    if (rc == CNN_ERR_FORMAT)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path, cnn__aug_why());
+    if (rc) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s'", cnn__idg_dir_who, path);
     return CNN_OK;
 }
 
@@ -2733,7 +3144,7 @@ static int cnn__idg_fill(cnn_flow *f, cnn__idg_scratch *s, int pass, int b, cnn_
         if (f->x8) img8 = f->x8 + (size_t)j * per;
         else if (f->xf) imgf = f->xf + (size_t)j * per;
         else {
-            if ((rc = cnn__idg_load_image(f->files[j], f->h, f->w, f->c, f->resize_nearest, s->img8))) break;
+            if ((rc = cnn__idg_load_image(f, f->files[j], s->img8))) break;
             img8 = s->img8;
         }
         if (f->random) cnn__idg_draw(&f->g, f->h, f->w, key, &t);
@@ -3378,11 +3789,12 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
                       "_NONE)", who, (int)op.class_mode);
         return NULL;
     }
-    if ((int)op.interpolation < 0 || (int)op.interpolation > (int)CNN_INTERP_BILINEAR) {
-        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST or CNN_INTERP_BILINEAR)", who,
-                      (int)op.interpolation);
+    if ((int)op.interpolation < 0 || (int)op.interpolation > (int)CNN_INTERP_HAMMING) {
+        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, _LANCZOS, "
+                      "_BOX or _HAMMING)", who, (int)op.interpolation);
         return NULL;
     }
+    if (op.interpolation == CNN_INTERP_DEFAULT) op.interpolation = CNN_INTERP_NEAREST; /* Keras' default */
     if ((int)op.subset < 0 || (int)op.subset > (int)CNN_SUBSET_VALIDATION || (op.subset && g->o.validation_split <= 0)) {
         cnn_set_error(CNN_ERR_ARG, "%s: %s", who, op.subset && (int)op.subset <= (int)CNN_SUBSET_VALIDATION
                       ? "a subset needs the generator's validation_split > 0" : "unknown subset");
@@ -3483,14 +3895,15 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
     if (!op.lazy && !(d = cnn_dataset_new(all.n, th, tw, ch, classes.n))) goto done;
     {
         const size_t per = (size_t)th * (size_t)tw * (size_t)ch;
-        const int n_files = all.n, lazy = op.lazy, nearest = op.interpolation != CNN_INTERP_BILINEAR;
+        const int n_files = all.n, lazy = op.lazy, keep_aspect = op.keep_aspect_ratio;
+        const cnn_interpolation interp = op.interpolation;
         char **names = all.v;
         unsigned char *images = d ? d->images : NULL;
         CNN__IDG_OMP(omp parallel for schedule(dynamic, 8))
         for (int i = 0; i < n_files; i++) {
             int x, y, comp;
             if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
-            else status[i] = cnn__idg_load_image(names[i], th, tw, ch, nearest, images + (size_t)i * per);
+            else status[i] = cnn__aug_load_resized(names[i], th, tw, ch, interp, keep_aspect, images + (size_t)i * per);
         }
         for (int i = 0; i < n_files; i++) {
             int x, y, comp;
@@ -3545,7 +3958,8 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
     f->num_classes = classes.n;
     if (cnn__idg_copy_names(f, classes.v, classes.n)) goto done;
     f->lazy = op.lazy;
-    f->resize_nearest = op.interpolation != CNN_INTERP_BILINEAR;
+    f->resize = op.interpolation;
+    f->keep_aspect = op.keep_aspect_ratio;
     if (d) {
         f->own = d;
         f->x8 = d->images;

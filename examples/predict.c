@@ -23,7 +23,7 @@
 #define CNN_AUGMENT_IMPLEMENTATION
 #define CNN_AUGMENT_STB_IMPLEMENTATION /* compile stb_image & co. in here too */
 #include "cnn.h"
-#include "cnn_augment.h" /* also declares stb_image and stb_image_resize */
+#include "cnn_augment.h"
 
 #include "common.h" /* option parsing and one-line errors */
 
@@ -81,28 +81,17 @@ int main(int argc, char **argv) {
     if (!resized || !probs || !order) fail(EXIT_FAILURE, "out of memory");
 
     for (int i = 0; i < n_images; i++) {
-        /* 2. decode; the last argument asks stb_image for exactly c channels
-           (a colour photo becomes grey for a Fashion-MNIST model) */
-        FILE *f = fopen(images[i], "rb");
-        if (!f) fail(EXIT_FAILURE, "cannot open %s: %s", images[i], strerror(errno));
-        int iw, ih, file_channels;
-        unsigned char *pixels = stbi_load_from_file(f, &iw, &ih, &file_channels, c);
-        fclose(f);
-        if (!pixels) fail(EXIT_FAILURE, "cannot read image %s: %s", images[i], stbi_failure_reason());
-
-        /* 3. resize to h x w when needed (the whole picture is squeezed in,
-           as Keras' load_img(target_size=...) does) */
-        const unsigned char *input = pixels;
-        if (iw != w || ih != h) {
-            if (!stbir_resize_uint8(pixels, iw, ih, 0, resized, w, h, 0, c))
-                fail(EXIT_FAILURE, "cannot resize %s from %dx%d to %dx%d", images[i], iw, ih, w, h);
-            input = resized;
-        }
+        /* 2. decode, convert to the model's channels (a colour photo becomes
+           grey for a Fashion-MNIST model) and squeeze the whole picture into
+           h x w, as Keras' load_img(path, color_mode, target_size) does; bilinear,
+           as cnn_load_image_dir resized the training images */
+        if (cnn_load_image(images[i], h, w, c, CNN_INTERP_BILINEAR, 0, resized) != CNN_OK)
+            fail(EXIT_FAILURE, "%s", cnn_last_error());
+        const unsigned char *input = resized;
 
         /* 4. predict one image; the model rescales the pixels itself */
         if (cnn_predict_images(m, input, 1, 1, probs) != CNN_OK)
             fail(EXIT_FAILURE, "prediction failed for %s: %s", images[i], cnn_last_error());
-        stbi_image_free(pixels);
 
         /* the `top` most probable classes: a partial selection sort */
         for (int j = 0; j < k; j++) order[j] = j;
