@@ -1,4 +1,4 @@
-/* cnn_augment.h - v0.2 - image files, data augmentation and PNG plots for cnn.h
+/* cnn_augment.h - v0.3 - image files, data augmentation and PNG plots for cnn.h
 
    The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
@@ -23,24 +23,25 @@
 
      Everywhere else just #include "cnn_augment.h". Needs C99 or C++, a POSIX
      system for the folder loaders (opendir/readdir/stat) and the flows' worker
-     threads (pthreads), and stb_image, stb_image_write and stb_image_resize (v1):
-     Debian's libstb-dev installs them under /usr/include/stb/, which is where this
-     file looks (<stb/stb_image.h>). Link with -lm (and -lpthread where threads
-     are not part of libc: glibc before 2.34, some BSDs).
+     threads (pthreads), and stb_image and stb_image_write (resizing is this
+     file's own, by PIL's rules): Debian's libstb-dev installs them under
+     /usr/include/stb/, which is where this file looks (<stb/stb_image.h>). Link
+     with -lm (and -lpthread where threads are not part of libc: glibc before
+     2.34, some BSDs).
 
    STB, ONE COPY ONLY
      stb's implementation is compiled only when you ask for it:
        CNN_AUGMENT_STB_IMPLEMENTATION   defined in the file that has
-                  CNN_AUGMENT_IMPLEMENTATION: compiles stb_image, stb_image_write and
-                  stb_image_resize into that file as private (static) functions, so
-                  they never clash with another copy of stb in your program. That file
+                  CNN_AUGMENT_IMPLEMENTATION: compiles stb_image and stb_image_write
+                  into that file as private (static) functions, so they never
+                  clash with another copy of stb in your program. That file
                   may call stbi_load etc. itself, other files may not. Do not include
                   the stb headers yourself before this file there.
      Without it, this file only declares stb's functions: your program must compile
      stb's implementations somewhere else (STB_IMAGE_IMPLEMENTATION,
-     STB_IMAGE_WRITE_IMPLEMENTATION, STB_IMAGE_RESIZE_IMPLEMENTATION), or link a
-     library that has them. stb's own options (STBI_NO_*, STBI_MALLOC, ...) work as
-     usual when defined before the implementation is compiled. Buffers from stb
+     STB_IMAGE_WRITE_IMPLEMENTATION), or link a library that has them. stb's own
+     options (STBI_NO_*, STBI_MALLOC, ...) work as usual when defined before the
+     implementation is compiled. Buffers from stb
      are freed with stbi_image_free, so a custom STBI_MALLOC stays consistent.
 
    EXAMPLE
@@ -97,6 +98,10 @@
          applied after the rotation, in the displayed frame, and before shear and
          zoom; width_shift_range draws shift_x, height_shift_range shift_y (as
          Keras documents them; a range < 1 is a fraction of the width / height);
+         Keras' int and list forms are .width_shift_int = r (whole pixels from
+         {0, ..., r-1}, times a random sign) and .width_shift_list = {a, b, ...}
+         with .width_shift_list_len (one of the values times a random sign, a
+         fraction of the width when all are < 1), the same for height;
        - shear (degrees) > 0 moves the lower half right and the upper half left;
        - zoom factors scale the sampling grid: above 1 the content looks smaller
          (zooms out), below 1 larger; zoom_x is horizontal. The random zoom draws
@@ -113,7 +118,8 @@
          own min..max (Keras' apply_channel_shift);
        - brightness multiplies, clipped to 0..255 (Keras' PIL brightness, without
          its rounding to 8 bits); an image outside 0..255 is mapped to 0..255 by
-         its min and max and back.
+         its min and max and back; with 4 channels the alpha channel is left
+         alone, as PIL's ImageEnhance.Brightness does.
      Random draws use Keras' ranges and order; draws are symmetric, so these
      conventions never bias training. Integer shifts, flips and multiples of 90
      degrees are exact (no interpolation error).
@@ -122,16 +128,19 @@
      cnn_datagen_standardize applies, in Keras' order: preprocessing_function,
      rescale, samplewise center, samplewise std (divide by std + 1e-6),
      featurewise center, featurewise std (std + 1e-6), ZCA. Samplewise statistics
-     are over the whole image (all channels). cnn_datagen_fit(g, x, .augment,
-     .rounds, .seed) computes what the options need from the data after rescale
-     (and a random transform when augment): the per-channel mean and std (ddof 0,
-     over N, H, W) and, for ZCA, sigma = X^T X / N of the channel-centred data and
-     U diag(1/sqrt(lambda + zca_epsilon)) U^T from its eigendecomposition (the
-     same matrix as Keras' SVD formula). zca_whitening turns featurewise_center on
-     and featurewise_std_normalization off, as Keras does. ZCA costs O(N D^2 + D^3)
-     for D = h*w*c values per image and a D x D matrix: seconds for 16x16x3,
-     minutes for 32x32x3 (fit on a few thousand images). A featurewise step used
-     before fit is an error, not a warning.
+     are over the whole image (all channels). As Keras (with the same warnings on
+     stderr), std normalization turns its centring on, and zca_whitening turns
+     featurewise_center on and featurewise_std_normalization off.
+     cnn_datagen_fit(g, x, .augment, .rounds, .seed) computes what the options
+     need from the data after rescale (and a random transform when augment): the
+     per-channel mean and std (ddof 0, over N, H, W) and, for ZCA, tf-keras 2.x's
+     matrix from the SVD X = U S V^T of the N channel-centred images [N][D]:
+     U diag(sqrt(N) / (s + zca_epsilon)) U^T over the top min(N, D) directions,
+     i.e. weight 1 / (sqrt(lambda) + zca_epsilon / sqrt(N)) for each eigenvalue
+     lambda of X^T X / N. With N >= D it comes from the D x D eigenproblem,
+     O(N D^2 + D^3); with fewer images than values from the N x N Gram matrix,
+     O(N^2 D + N D^2): seconds for 32x32x3 and a few hundred images, minutes for
+     thousands. A featurewise step used before fit is an error, not a warning.
 
    FLOWS (cnn_datagen_flow, cnn_datagen_flow_float, cnn_datagen_flow_from_directory)
      A flow yields batches of batch_size transformed, standardized images with
@@ -171,9 +180,11 @@
      are found as by cnn_load_image_dir (recursively, by image extension, links to
      folders followed with .follow_links) and sorted per class. Images are decoded
      to color_mode's channels (rgb, grayscale, rgba) and resized to target_size
-     (default 256 x 256) with interpolation nearest (PIL's rule, Keras' default) or
-     bilinear. By default every file is decoded when the flow is made, so a file
-     with an image extension that does not decode is an error naming it right
+     (default 256 x 256) exactly as Keras' load_img does through PIL (see
+     RESIZING): interpolation nearest (Keras' default), bilinear, bicubic,
+     lanczos, box or hamming, and .keep_aspect_ratio (crop the centre to the
+     target's aspect ratio first). By default every file is decoded when the
+     flow is made, so a file with an image extension that does not decode is an error naming it right
      away (.skip_bad skips it with a warning on stderr instead); .lazy decodes on
      the workers batch by batch (for folders larger than memory): headers are
      checked up front, and a file that fails later makes next() fail naming it.
@@ -183,15 +194,48 @@
      is the k-th name. Inside a class folder files are found recursively (like
      Keras' os.walk), by extension in any case: png jpg jpeg bmp gif (first frame)
      tga ppm pgm; other files are ignored, and so are names starting with '.'
-     (".ipynb_checkpoints", macOS "._x.jpg" files). Files are sorted by their path,
-     so the order is the same on every system. Symbolic links to folders inside a
+     (".ipynb_checkpoints", macOS "._x.jpg" files). Files are in Keras' order,
+     the same on every system: folders by path, each folder's own files (by
+     name) before those of its subfolders. Symbolic links to folders inside a
      class folder are followed only with .follow_links = 1 (needs lstat, i.e.
      POSIX.1-2001 visible: the default with gcc/clang except in strict -std=c99
      without _XOPEN_SOURCE/_DEFAULT_SOURCE, where links are always followed);
-     recursion stops 16 folders deep. Images are decoded to the target channels
-     (grey <-> RGB conversion by stb_image; a first image with grey + alpha counts
-     as 4 channels) and resized with a triangle (bilinear) filter when their size
-     differs. An empty class folder still counts as a class.
+     recursion stops 16 folders deep. Images are decoded and converted to the
+     target channels by PIL's rules (a first image with grey + alpha counts as 4
+     channels) and, when their size differs, resized by PIL's rules with
+     .interpolation (default bilinear) and .keep_aspect_ratio, as cnn_load_image.
+     An empty class folder still counts as a class.
+
+   RESIZING (cnn_resize_uint8, cnn_load_image, image folders, directory flows)
+     Keras resizes files with PIL, so this file restates PIL's Image.resize
+     (Pillow 13) and gives the same bytes: nearest picks the pixel under each
+     output pixel's centre, stepping in double as PIL does (so exact ties such as
+     32 -> 28 fall the same way); the other filters are PIL's separable
+     convolution with its supports, 22-bit fixed-point weights and its pass
+     order (across first unless the height shrinks by more than twice as many
+     pixels as the width), colours premultiplied by alpha for LA and RGBA. Any
+     size pair works, 1 x 1 included (stb_image_resize v1, which this file used
+     before 0.3, aborted on some, such as 41 -> 32). Channels are converted as
+     PIL's convert: grey = (19595 R + 38470 G + 7471 B + 32768) >> 16, alpha
+     dropped, or 255 where the file has none. tests/test_resize.c holds the
+     sweep against Pillow's own output.
+
+   DIFFERENCES FROM KERAS (deliberate, and tested)
+     - fill modes constant and wrap are the true constant and periodic
+       extensions (scipy's grid-constant, grid-wrap); Keras passes scipy's
+       'constant' and 'wrap', which differ in the one-pixel fringe where a
+       sample falls between the last pixel and the outside.
+     - brightness stays in float; Keras rounds the image down to 8 bits in PIL
+       first (differences up to about one level).
+     - file listing: names starting with '.' are skipped; gif, tga and pgm are
+       taken, tif and tiff are not (stb_image has no TIFF decoder); Keras takes
+       png jpg jpeg bmp ppm tif tiff.
+     - decoding is stb_image's: PNG, BMP, PPM are the same pixels as PIL's;
+       JPEG decoders differ by a few levels; 16-bit PNGs become 8 bits (PIL's
+       grayscale keeps 16).
+     - ZCA leaves out directions the data do not span (eigenvalue below 1e-12 of
+       the largest); Keras keeps them with weight sqrt(N) / zca_epsilon, where
+       its float32 SVD makes them noise.
 
    GZIP
      The gzip header (RFC 1952: FEXTRA, FNAME, FCOMMENT, FHCRC) is parsed here and
@@ -208,9 +252,9 @@
 
    CONFIGURATION MACROS (define before including the implementation)
      CNN_AUGMENT_STB_IMPLEMENTATION  compile private copies of stb (above)
-     CNN_STB_INCLUDE_PLAIN      include "stb_image.h", "stb_image_write.h" and
-                                "stb_image_resize.h" (your own copies, found on your
-                                include path) instead of <stb/stb_image.h> etc.
+     CNN_STB_INCLUDE_PLAIN      include "stb_image.h" and "stb_image_write.h" (your
+                                own copies, found on your include path) instead
+                                of <stb/stb_image.h> and <stb/stb_image_write.h>
      CNN_FASHION_MNIST_DIR      default folder of cnn_load_fashion_mnist
                                 (default "/usr/share/datasets/fashion-mnist")
      CNN_AUGMENT_NO_THREADS     no worker threads: flows make their batches inside next
@@ -219,6 +263,11 @@
      CNN_STATIC, CNN_MALLOC, CNN_REALLOC, CNN_FREE   as in cnn.h
 
    REVISION HISTORY
+     0.3  (2026-12-05) Tested against tf-keras 2.21 itself: resizing by PIL's rules
+          (no abort on any size; bicubic, lanczos, box, hamming, keep_aspect_ratio),
+          cnn_resize_uint8, cnn_load_image; Keras' file order; std normalization
+          turns centring on; tf-keras 2.x's ZCA (n < d through the Gram matrix);
+          brightness keeps alpha; int and list shift ranges.
      0.2  (2026-11-29) ImageDataGenerator: transforms, standardize, fit with ZCA,
           flow / flow_from_directory with background workers.
      0.1  (2026-11-28) first release: gzip'd IDX, Fashion-MNIST, image folders,
@@ -300,8 +349,9 @@ typedef struct cnn_image_dir_opts {
 
 /* A folder with one subfolder per class (classes = sorted subfolder names);
    files are taken by extension (png jpg jpeg bmp gif tga ppm pgm, any case),
-   decoded with stb_image and resized (bilinear) to the target size. A file with
-   an image extension that does not decode is an error naming it. */
+   decoded and resized to the target size as cnn_load_image does (PIL's rules;
+   bilinear unless .interpolation says otherwise), in Keras' file order. A file
+   with an image extension that does not decode is an error naming it. */
 CNN_DEF cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_image_dir_opts *o);
 #ifndef __cplusplus
 #define cnn_load_image_dir(dir, ...) cnn_load_image_dir_opt((dir), &(cnn_image_dir_opts){__VA_ARGS__})
@@ -717,6 +767,20 @@ static int cnn__aug_strcmp(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* The order of Keras' file listing: sorted(os.walk(class folder)) by folder
+   path, then each folder's files sorted by name, so a folder's own files come
+   before those of its subfolders ("c/z.png" before "c/sub/a.png"). Paths are
+   compared byte-wise, which for UTF-8 is Python's code-point order. */
+static int cnn__aug_walk_cmp(const void *a, const void *b) {
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    const char *sx = strrchr(x, '/'), *sy = strrchr(y, '/');
+    const size_t dx = sx ? (size_t)(sx - x) : 0, dy = sy ? (size_t)(sy - y) : 0;
+    const int r = memcmp(x, y, dx < dy ? dx : dy);
+    if (r) return r;
+    if (dx != dy) return dx < dy ? -1 : 1; /* a folder sorts before its subfolders */
+    return strcmp(sx ? sx + 1 : x, sy ? sy + 1 : y);
+}
+
 static int cnn__aug_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && !S_ISDIR(st.st_mode);
@@ -1118,7 +1182,8 @@ static int cnn__rs_filtered(const unsigned char *src, int sw, int sh, int c, uns
     if (need_x && need_y) {
         if (x_first) { /* rows row0 .. row1 - 1 across into tmp [rows][dw], then down */
             const int row0 = ay.first[0], row1 = ay.first[dh - 1] + ay.count[dh - 1];
-            if (!(tmp = (unsigned char *)CNN_MALLOC((size_t)dw * (size_t)(row1 > row0 ? row1 - row0 : 1) * (size_t)c))) {
+            const size_t rows = (size_t)(row1 > row0 ? row1 - row0 : 1);
+            if (!(tmp = (unsigned char *)CNN_MALLOC((size_t)dw * rows * (size_t)c))) {
                 rc = CNN_ERR_MEMORY;
                 goto done;
             }
@@ -1203,7 +1268,8 @@ static int cnn__rs_resize_box(const unsigned char *src, int sw, int sh, int c, u
         box[3] - box[1] == (float)dh) { /* whole pixels, same size: PIL crops */
         for (int y = 0; y < dh; y++)
             memcpy(dst + (size_t)y * (size_t)dw * (size_t)c,
-                   src + (((size_t)y + (size_t)box[1]) * (size_t)sw + (size_t)box[0]) * (size_t)c, (size_t)dw * (size_t)c);
+                   src + (((size_t)y + (size_t)box[1]) * (size_t)sw + (size_t)box[0]) * (size_t)c,
+                   (size_t)dw * (size_t)c);
         rc = CNN_OK;
     } else if (f == CNN_INTERP_NEAREST) {
         rc = cnn__rs_nearest(src, sw, sh, c, dst, dw, dh, box);
@@ -1500,7 +1566,7 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
         int rc = cdir ? cnn__aug_scan_images(cnn__aug_dir_who, cdir, 0, opt.follow_links, &files[ci]) : CNN_ERR_MEMORY;
         CNN_FREE(cdir);
         if (rc < 0) goto done;
-        if (files[ci].n > 1) qsort(files[ci].v, (size_t)files[ci].n, sizeof(char *), cnn__aug_strcmp);
+        if (files[ci].n > 1) qsort(files[ci].v, (size_t)files[ci].n, sizeof(char *), cnn__aug_walk_cmp);
         if (files[ci].n > INT_MAX - total) {
             cnn_set_error(CNN_ERR_ARG, "%s: too many images in '%s'", cnn__aug_dir_who, dir);
             goto done;
@@ -1541,7 +1607,8 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
     for (int ci = 0; ci < classes.n; ci++)
         for (int fi = 0; fi < files[ci].n; fi++) {
             const char *path = files[ci].v[fi];
-            int rc = cnn__aug_load_resized(path, h, w, c, interp, opt.keep_aspect_ratio, d->images + (size_t)k * img_size);
+            unsigned char *dst = d->images + (size_t)k * img_size;
+            int rc = cnn__aug_load_resized(path, h, w, c, interp, opt.keep_aspect_ratio, dst);
             if (rc == CNN_ERR_MEMORY) {
                 cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s' to %dx%d", cnn__aug_dir_who,
                               path, w, h);
@@ -1963,6 +2030,8 @@ static int cnn__idg_range(const char *who, const char *name, float v) {
 static int cnn__idg_is_random(const cnn_datagen *g) {
     const cnn_datagen_opts *o = &g->o;
     return o->rotation_range != 0 || o->width_shift_range != 0 || o->height_shift_range != 0 ||
+           o->width_shift_int != 0 || o->height_shift_int != 0 || o->width_shift_list_len != 0 ||
+           o->height_shift_list_len != 0 ||
            o->shear_range != 0 || !(g->zoom_lo == 1 && g->zoom_hi == 1) || o->channel_shift_range != 0 ||
            o->brightness_range[0] != 0 || o->brightness_range[1] != 0 || o->horizontal_flip || o->vertical_flip;
 }
@@ -2015,9 +2084,16 @@ CNN__AUG_IMPL cnn_datagen *cnn_datagen_new_opt(const cnn_datagen_opts *o) {
                       "or CNN_FILL_WRAP)", who, (int)op.fill_mode);
         return NULL;
     }
-    if ((int)op.interpolation < (int)CNN_INTERP_DEFAULT || (int)op.interpolation > (int)CNN_INTERP_BILINEAR) {
+    if ((int)op.interpolation < (int)CNN_INTERP_DEFAULT || (int)op.interpolation > (int)CNN_INTERP_HAMMING) {
         cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST)", who,
                       (int)op.interpolation);
+        return NULL;
+    }
+    if ((int)op.interpolation > (int)CNN_INTERP_BILINEAR) { /* Keras' transforms are scipy's orders 0 and 1 */
+        static const char *const names[] = {"bicubic", "lanczos", "box", "hamming"};
+        cnn_set_error(CNN_ERR_ARG, "%s: interpolation %s is for resizing files (flow_from_directory, "
+                      "cnn_load_image); the transforms take CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST", who,
+                      names[(int)op.interpolation - (int)CNN_INTERP_BICUBIC]);
         return NULL;
     }
     if (!cnn__aug_finite(op.cval) || !cnn__aug_finite(op.rescale)) {
@@ -2029,11 +2105,52 @@ CNN__AUG_IMPL cnn_datagen *cnn_datagen_new_opt(const cnn_datagen_opts *o) {
         cnn_set_error(CNN_ERR_ARG, "%s: validation_split %g must be in [0, 1)", who, (double)op.validation_split);
         return NULL;
     }
+    if (op.width_shift_int < 0 || op.height_shift_int < 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: %s %d must be >= 0", who, op.width_shift_int < 0 ? "width_shift_int" :
+                      "height_shift_int", op.width_shift_int < 0 ? op.width_shift_int : op.height_shift_int);
+        return NULL;
+    }
+    for (int axis = 0; axis < 2; axis++) {
+        const char *name = axis ? "height_shift" : "width_shift";
+        const float *list = axis ? op.height_shift_list : op.width_shift_list;
+        const int len = axis ? op.height_shift_list_len : op.width_shift_list_len;
+        const int forms = ((axis ? op.height_shift_range : op.width_shift_range) != 0) +
+                          ((axis ? op.height_shift_int : op.width_shift_int) != 0) + (len != 0);
+        if (len < 0 || len > CNN_SHIFT_LIST_MAX) {
+            cnn_set_error(CNN_ERR_ARG, "%s: %s_list_len %d must be 0..%d", who, name, len, CNN_SHIFT_LIST_MAX);
+            return NULL;
+        }
+        for (int i = 0; i < len; i++)
+            if (!cnn__aug_finite(list[i])) {
+                cnn_set_error(CNN_ERR_ARG, "%s: %s_list[%d] is not finite", who, name, i);
+                return NULL;
+            }
+        if (forms > 1) {
+            cnn_set_error(CNN_ERR_ARG, "%s: give %s as one of _range, _int or _list, not %d of them", who, name, forms);
+            return NULL;
+        }
+    }
     if (op.zca_epsilon == 0) op.zca_epsilon = 1e-6f;
     if (op.interpolation == CNN_INTERP_DEFAULT) op.interpolation = CNN_INTERP_BILINEAR;
-    if (op.zca_whitening) { /* as Keras: ZCA implies centering and replaces std normalization */
+    /* Keras' adjustments, with its warnings: ZCA implies centring and replaces
+       std normalization; std normalization implies centring */
+    if (op.zca_whitening && !op.featurewise_center) {
+        fprintf(stderr, "%s: warning: zca_whitening turns featurewise_center on (as Keras does)\n", who);
         op.featurewise_center = 1;
+    }
+    if (op.zca_whitening && op.featurewise_std_normalization) {
+        fprintf(stderr, "%s: warning: zca_whitening turns featurewise_std_normalization off (as Keras does)\n", who);
         op.featurewise_std_normalization = 0;
+    }
+    if (op.featurewise_std_normalization && !op.featurewise_center) {
+        fprintf(stderr, "%s: warning: featurewise_std_normalization turns featurewise_center on (as Keras does)\n",
+                who);
+        op.featurewise_center = 1;
+    }
+    if (op.samplewise_std_normalization && !op.samplewise_center) {
+        fprintf(stderr, "%s: warning: samplewise_std_normalization turns samplewise_center on (as Keras does)\n",
+                who);
+        op.samplewise_center = 1;
     }
     g = (cnn_datagen *)CNN_MALLOC(sizeof *g);
     if (!g) {
@@ -2470,8 +2587,10 @@ static void cnn__idg_minmax(const float *x, size_t n, float *mn, float *mx) {
 
 /* Keras' channel shift (one intensity for every channel, clipped to the image's
    range) and brightness (a factor, clipped to 0..255; an image outside 0..255 is
-   mapped to it and back). Flips commute with both, so they live in the matrix. */
-static void cnn__idg_color(const cnn_transform *t, float *x, size_t n) {
+   mapped to it by its min and max and back). With 4 channels brightness leaves
+   the alpha channel alone, as PIL's ImageEnhance.Brightness. Flips commute
+   with both, so they live in the matrix. x is [n / c][c]. */
+static void cnn__idg_color(const cnn_transform *t, float *x, size_t n, int c) {
     float mn, mx;
     if (t->channel_shift != 0) {
         const float s = t->channel_shift;
@@ -2483,19 +2602,22 @@ static void cnn__idg_color(const cnn_transform *t, float *x, size_t n) {
     }
     if (t->brightness != 0) {
         const float b = t->brightness;
+        const size_t colours = c == 4 ? 3 : (size_t)c; /* the first `colours` of every pixel */
         cnn__idg_minmax(x, n, &mn, &mx);
         if (mn >= 0 && mx <= 255) {
-            for (size_t i = 0; i < n; i++) {
-                float v = x[i] * b;
-                x[i] = v > 255 ? 255 : v;
-            }
+            for (size_t p = 0; p < n; p += (size_t)c)
+                for (size_t k = p; k < p + colours; k++) {
+                    float v = x[k] * b;
+                    x[k] = v > 255 ? 255 : v;
+                }
         } else if (mx > mn) {
             const float span = mx - mn;
-            for (size_t i = 0; i < n; i++) {
-                float v = (x[i] - mn) / span * 255 * b;
-                v = v > 255 ? 255 : v;
-                x[i] = v / 255 * span + mn;
-            }
+            for (size_t p = 0; p < n; p += (size_t)c)
+                for (size_t k = p; k < p + colours; k++) {
+                    float v = (x[k] - mn) / span * 255 * b;
+                    v = v > 255 ? 255 : v;
+                    x[k] = v / 255 * span + mn;
+                }
         }
     }
 }
@@ -2517,24 +2639,45 @@ static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, co
         cnn__idg_coords(&A, h, w, c, mode, nearest, s->off, s->fx, s->fy);
         cnn__idg_gather(s->pad, h, w, c, s->off, s->fx, s->fy, out);
     }
-    cnn__idg_color(t, out, n);
+    cnn__idg_color(t, out, n, c);
 }
 
 /* Keras' get_random_transform, drawing in Keras' order. */
+/* One shift in pixels along an axis of `size` pixels, in Keras' three forms:
+   a float range r (uniform in [-r, r], times size when r < 1), an int r (a
+   whole number of pixels from {0, ..., r-1}, times a random sign), or a list
+   (one of its values, times a random sign, times size when all are < 1). */
+static double cnn__idg_draw_shift(cnn__idg_rng *r, float range, int whole, const float *list, int len, int size) {
+    if (whole) {
+        int k = (int)cnn__idg_uniform(r, 0, whole);
+        k = k < whole ? k : whole - 1;
+        return cnn__idg_uniform(r, 0, 1) < 0.5 ? -k : k;
+    }
+    if (len) {
+        int k = (int)cnn__idg_uniform(r, 0, len), all_below_1 = 1;
+        double v;
+        for (int i = 0; i < len; i++) all_below_1 &= list[i] < 1;
+        v = list[k < len ? k : len - 1];
+        if (cnn__idg_uniform(r, 0, 1) < 0.5) v = -v;
+        return all_below_1 ? v * size : v;
+    }
+    if (range != 0) {
+        const double v = cnn__idg_uniform(r, -range, range);
+        return range < 1 ? v * size : v;
+    }
+    return 0;
+}
+
 static void cnn__idg_draw(const cnn_datagen *g, int h, int w, uint64_t seed, cnn_transform *t) {
     const cnn_datagen_opts *o = &g->o;
     cnn__idg_rng r;
     r.s = cnn__idg_mix(seed);
     memset(t, 0, sizeof *t);
     if (o->rotation_range != 0) t->theta = (float)cnn__idg_uniform(&r, -o->rotation_range, o->rotation_range);
-    if (o->width_shift_range != 0) {
-        double v = cnn__idg_uniform(&r, -o->width_shift_range, o->width_shift_range);
-        t->shift_x = (float)(o->width_shift_range < 1 ? v * w : v);
-    }
-    if (o->height_shift_range != 0) {
-        double v = cnn__idg_uniform(&r, -o->height_shift_range, o->height_shift_range);
-        t->shift_y = (float)(o->height_shift_range < 1 ? v * h : v);
-    }
+    t->shift_x = (float)cnn__idg_draw_shift(&r, o->width_shift_range, o->width_shift_int, o->width_shift_list,
+                                            o->width_shift_list_len, w);
+    t->shift_y = (float)cnn__idg_draw_shift(&r, o->height_shift_range, o->height_shift_int, o->height_shift_list,
+                                            o->height_shift_list_len, h);
     if (o->shear_range != 0) t->shear = (float)cnn__idg_uniform(&r, -o->shear_range, o->shear_range);
     if (!(g->zoom_lo == 1 && g->zoom_hi == 1)) {
         t->zoom_x = (float)cnn__idg_uniform(&r, g->zoom_lo, g->zoom_hi);
@@ -2859,11 +3002,38 @@ static void cnn__idg_syrk(double *sigma, const double *xt, int n, int B, int nb)
     }
 }
 
-/* The ZCA matrix from sigma [d][d] (upper triangle, already divided by N):
-   pc = U diag(1 / sqrt(lambda + eps)) U^T, the same as Keras' SVD formula. */
-static int cnn__idg_zca_matrix(double *sigma, int d, double eps, float *pc, const char *who) {
+/* ZCA as tf-keras 2.x computes it from the SVD X = U S V^T of the centred
+   data X [N][d]: W = U diag(sqrt(N) / (s + eps)) U^T over the top min(N, d)
+   directions. With lambda = s^2 / N, the eigenvalues of X^T X / N, a direction's
+   weight is 1 / (sqrt(lambda) + eps / sqrt(N)). Directions the data do not
+   span (lambda below 1e-12 of the largest: rounding noise) are left out. */
+static double cnn__idg_zca_weight(double lambda, double lambda_max, double eps, double N) {
+    return lambda > lambda_max * 1e-12 && lambda > 0 ? 1.0 / (sqrt(lambda) + eps / sqrt(N)) : 0.0;
+}
+
+/* pc [d][d] = sum_j r_j r_j^T over the rows r_j of rows [m][d] (a d x d product
+   of dot products; rows is overwritten with its transpose in t [d][m]). */
+static void cnn__idg_outer_sum(const double *rows, double *t, int m, int d, float *pc) {
+    for (int j = 0; j < m; j++)
+        for (int a = 0; a < d; a++) t[(size_t)a * m + j] = rows[(size_t)j * d + a];
+    CNN__IDG_OMP(omp parallel for schedule(dynamic, 8) if (d >= 256))
+    for (int a = 0; a < d; a++) {
+        const double *ra = t + (size_t)a * m;
+        for (int b = a; b < d; b++) {
+            const double *rb = t + (size_t)b * m;
+            double s = 0;
+            for (int j = 0; j < m; j++) s += ra[j] * rb[j];
+            pc[(size_t)a * d + b] = pc[(size_t)b * d + a] = (float)s;
+        }
+    }
+}
+
+/* The ZCA matrix when N >= d, from sigma = X^T X / N [d][d] (upper triangle;
+   used as scratch): its eigenvectors u_j with their weights. */
+static int cnn__idg_zca_matrix(double *sigma, int d, double eps, double N, float *pc, const char *who) {
     double *z = (double *)CNN_MALLOC((size_t)d * (size_t)d * sizeof(double));
     double *ev = (double *)CNN_MALLOC((size_t)d * sizeof(double)), *e = (double *)CNN_MALLOC((size_t)d * sizeof(double));
+    double lmax = 0;
     int rc = CNN_OK;
     if (!z || !ev || !e) {
         rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for the ZCA matrix (%d x %d)", who, d, d);
@@ -2875,26 +3045,66 @@ static int cnn__idg_zca_matrix(double *sigma, int d, double eps, float *pc, cons
         rc = cnn_set_error(CNN_ERR_ARG, "%s: the eigendecomposition for ZCA did not converge (non-finite data?)", who);
         goto done;
     }
-    for (int j = 0; j < d; j++) { /* row j of z scaled by (lambda_j + eps)^(-1/4) ... */
-        double s = 1.0 / sqrt(sqrt((ev[j] > 0 ? ev[j] : 0) + eps));
+    for (int j = 0; j < d; j++) lmax = ev[j] > lmax ? ev[j] : lmax;
+    for (int j = 0; j < d; j++) { /* eigenvector j (row j of z) times the square root of its weight */
+        const double s = sqrt(cnn__idg_zca_weight(ev[j], lmax, eps, N));
         for (int k = 0; k < d; k++) z[(size_t)j * d + k] *= s;
     }
-    for (int a = 0; a < d; a++) /* ... transposed into sigma, so pc[a][b] is a dot product of two rows */
-        for (int j = 0; j < d; j++) sigma[(size_t)a * d + j] = z[(size_t)j * d + a];
-    CNN__IDG_OMP(omp parallel for schedule(dynamic, 8) if (d >= 256))
-    for (int a = 0; a < d; a++) {
-        const double *ra = sigma + (size_t)a * d;
-        for (int b = a; b < d; b++) {
-            const double *rb = sigma + (size_t)b * d;
-            double s = 0;
-            for (int j = 0; j < d; j++) s += ra[j] * rb[j];
-            pc[(size_t)a * d + b] = pc[(size_t)b * d + a] = (float)s;
-        }
-    }
+    cnn__idg_outer_sum(z, sigma, d, d, pc);
 done:
     CNN_FREE(z);
     CNN_FREE(ev);
     CNN_FREE(e);
+    return rc;
+}
+
+/* The ZCA matrix when N < d, from the centred data x [N][d] itself (overwritten):
+   the eigenvectors v_j of the Gram matrix x x^T / N [N][N] give the directions
+   u_j = x^T v_j / sqrt(N lambda_j) with the same lambda_j, so the work is
+   O(N^2 d + N^3 + N d^2) instead of O(d^3). */
+static int cnn__idg_zca_gram(double *x, int N, int d, double eps, float *pc, const char *who) {
+    double *g = (double *)CNN_MALLOC((size_t)N * (size_t)N * sizeof(double));
+    double *z = (double *)CNN_MALLOC((size_t)N * (size_t)N * sizeof(double));
+    double *ev = (double *)CNN_MALLOC((size_t)N * sizeof(double));
+    double *e = (double *)CNN_MALLOC((size_t)N * sizeof(double));
+    double *u = (double *)CNN_MALLOC((size_t)N * (size_t)d * sizeof(double));
+    double lmax = 0;
+    int rc = CNN_OK;
+    if (!g || !z || !ev || !e || !u) {
+        rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for the ZCA matrix (%d x %d)", who, d, d);
+        goto done;
+    }
+    CNN__IDG_OMP(omp parallel for schedule(dynamic, 4) if (N >= 64))
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j <= i; j++) {
+            const double *xi = x + (size_t)i * d, *xj = x + (size_t)j * d;
+            double s = 0;
+            for (int k = 0; k < d; k++) s += xi[k] * xj[k];
+            g[(size_t)i * N + j] = g[(size_t)j * N + i] = s / N;
+        }
+    if (cnn__idg_eigen(g, z, ev, e, N) != 0) {
+        rc = cnn_set_error(CNN_ERR_ARG, "%s: the eigendecomposition for ZCA did not converge (non-finite data?)", who);
+        goto done;
+    }
+    for (int j = 0; j < N; j++) lmax = ev[j] > lmax ? ev[j] : lmax;
+    for (int j = 0; j < N; j++) { /* u_j = x^T v_j / sqrt(N lambda_j), times the square root of its weight */
+        const double w = cnn__idg_zca_weight(ev[j], lmax, eps, N);
+        const double s = w > 0 ? sqrt(w / (N * ev[j])) : 0;
+        double *uj = u + (size_t)j * d;
+        for (int k = 0; k < d; k++) uj[k] = 0;
+        for (int i = 0; i < N && s != 0; i++) {
+            const double vi = z[(size_t)j * N + i] * s;
+            const double *xi = x + (size_t)i * d;
+            for (int k = 0; k < d; k++) uj[k] += vi * xi[k];
+        }
+    }
+    cnn__idg_outer_sum(u, x, N, d, pc); /* x is free now: it holds the transpose */
+done:
+    CNN_FREE(g);
+    CNN_FREE(z);
+    CNN_FREE(ev);
+    CNN_FREE(e);
+    CNN_FREE(u);
     return rc;
 }
 
@@ -2921,7 +3131,9 @@ static int cnn__idg_fit(cnn_datagen *g, const unsigned char *x8, const float *xf
     const uint64_t seed = fo ? fo->seed : 0;
     const size_t per = (size_t)h * (size_t)w * (size_t)c;
     const int zca = o->zca_whitening;
-    double *sum = NULL, *ss = NULL, *sigma = NULL, *xt = NULL, count;
+    const double N = (double)rounds * n; /* images fit sees */
+    const int gram = zca && N < (double)per; /* fewer images than values: ZCA from the data itself */
+    double *sum = NULL, *ss = NULL, *sigma = NULL, *xt = NULL, *xall = NULL, count;
     float *img = NULL, *tmp = NULL, *mean = NULL, *std = NULL, *pc = NULL;
     cnn__idg_scratch s;
     int rc = CNN_OK, nb = 0;
@@ -2942,14 +3154,18 @@ static int cnn__idg_fit(cnn_datagen *g, const unsigned char *x8, const float *xf
     std = (float *)CNN_MALLOC((size_t)c * sizeof(float));
     if (!sum || !ss || !img || !tmp || !mean || !std) { rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who); goto done; }
     if (zca) {
-        sigma = (double *)CNN_MALLOC(per * per * sizeof(double));
-        xt = (double *)CNN_MALLOC(per * B * sizeof(double));
         pc = (float *)CNN_MALLOC(per * per * sizeof(float));
-        if (!sigma || !xt || !pc) {
+        if (gram) { /* the centred images [N][per] */
+            xall = (double *)CNN_MALLOC((size_t)N * per * sizeof(double));
+        } else {    /* sigma [per][per], summed B images at a time from xt [per][B] */
+            sigma = (double *)CNN_MALLOC(per * per * sizeof(double));
+            xt = (double *)CNN_MALLOC(per * B * sizeof(double));
+            if (sigma) memset(sigma, 0, per * per * sizeof(double));
+        }
+        if (!pc || (gram ? !xall : !sigma || !xt)) {
             rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for the ZCA matrix (%zu x %zu)", who, per, per);
             goto done;
         }
-        memset(sigma, 0, per * per * sizeof(double));
     }
     if (augment && (rc = cnn__idg_scratch_init(&s, h, w, c, 0, 0))) goto done;
     memset(sum, 0, (size_t)c * sizeof(double));
@@ -2969,20 +3185,25 @@ static int cnn__idg_fit(cnn_datagen *g, const unsigned char *x8, const float *xf
                 for (int k = 0; k < c; k++) {
                     double v = (double)img[p + (size_t)k] - mean[k];
                     ss[k] += v * v;
-                    if (zca) xt[(p + (size_t)k) * B + (size_t)nb] = (double)(img[p + (size_t)k] - mean[k]);
+                    const double centred = (double)(img[p + (size_t)k] - mean[k]);
+                    if (gram) xall[((size_t)r * n + (size_t)i) * per + p + (size_t)k] = centred;
+                    else if (zca) xt[(p + (size_t)k) * B + (size_t)nb] = centred;
                 }
-            if (zca && ++nb == B) {
+            if (zca && !gram && ++nb == B) {
                 cnn__idg_syrk(sigma, xt, (int)per, B, nb);
                 nb = 0;
             }
         }
-    if (zca && nb) cnn__idg_syrk(sigma, xt, (int)per, B, nb);
+    if (zca && !gram && nb) cnn__idg_syrk(sigma, xt, (int)per, B, nb);
     for (int k = 0; k < c; k++) std[k] = (float)sqrt(ss[k] / count);
     if (zca) {
-        const double inv = 1.0 / ((double)rounds * n);
-        for (size_t i = 0; i < per; i++)
-            for (size_t j = i; j < per; j++) sigma[i * per + j] *= inv;
-        if ((rc = cnn__idg_zca_matrix(sigma, (int)per, o->zca_epsilon, pc, who))) goto done;
+        if (gram) {
+            if ((rc = cnn__idg_zca_gram(xall, (int)N, (int)per, o->zca_epsilon, pc, who))) goto done;
+        } else {
+            for (size_t i = 0; i < per; i++)
+                for (size_t j = i; j < per; j++) sigma[i * per + j] /= N;
+            if ((rc = cnn__idg_zca_matrix(sigma, (int)per, o->zca_epsilon, N, pc, who))) goto done;
+        }
         CNN_FREE(g->pc);
         g->pc = pc;
         g->d = (int)per;
@@ -3004,6 +3225,7 @@ done:
     CNN_FREE(std);
     CNN_FREE(sigma);
     CNN_FREE(xt);
+    CNN_FREE(xall);
     CNN_FREE(pc);
     return rc;
 }
@@ -3122,7 +3344,8 @@ static const char cnn__idg_dir_who[] = "cnn_datagen_flow_from_directory";
 static int cnn__idg_load_image(const cnn_flow *f, const char *path, unsigned char *dst) {
     int rc = cnn__aug_load_resized(path, f->h, f->w, f->c, f->resize, f->keep_aspect, dst);
     if (rc == CNN_ERR_FORMAT)
-        return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path, cnn__aug_why());
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path,
+                             cnn__aug_why());
     if (rc) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s'", cnn__idg_dir_who, path);
     return CNN_OK;
 }
@@ -3844,7 +4067,7 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
         int lo = 0, hi = files.n;
         CNN_FREE(cdir);
         if (rc < 0) goto done;
-        if (files.n > 1) qsort(files.v, (size_t)files.n, sizeof(char *), cnn__aug_strcmp);
+        if (files.n > 1) qsort(files.v, (size_t)files.n, sizeof(char *), cnn__aug_walk_cmp);
         if (op.subset) {
             int split = cnn__idg_split_at(g->o.validation_split, files.n);
             if (op.subset == CNN_SUBSET_VALIDATION) hi = split;

@@ -490,7 +490,7 @@ static void test_standardize(void) {
 static void test_fit(void) {
     for (int fi = 0; fi < 2; fi++) {
         static const char *const groups[2] = {"fit_statistics_and_zca_vs_numpy_full_rank",
-                                              "fit_statistics_and_zca_vs_numpy_rank_deficient"};
+                                              "fit_statistics_and_zca_vs_numpy_fewer_images"};
         char name[48];
         unsigned count;
         test_begin(groups[fi]);
