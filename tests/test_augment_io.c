@@ -388,9 +388,9 @@ static void test_image_dir(void) {
     o.height = 8; o.width = 12; o.channels = 1;
     d = cnn_load_image_dir_opt(PATH("imgs"), &o);
     CHECK(d && d->n == 6 && d->h == 8 && d->w == 12 && d->c == 1, "upsized grey: %s", cnn_last_error());
-    if (d && d->n == 6) { /* dog/z.png is one colour: stb's grey (77 r + 150 g + 29 b) >> 8 everywhere */
-        int grey = (77 * 200 + 150 * 100 + 29 * 50) >> 8, off = 0;
-        for (int k = 0; k < 8 * 12; k++) off += abs(d->images[5 * 96 + k] - grey) > 1;
+    if (d && d->n == 6) { /* dog/z.png is one colour: PIL's grey (19595 r + 38470 g + 7471 b + 2^15) >> 16 */
+        int grey = (19595 * 200 + 38470 * 100 + 7471 * 50 + 32768) >> 16, off = 0;
+        for (int k = 0; k < 8 * 12; k++) off += d->images[5 * 96 + k] != grey;
         CHECK(off == 0, "%d resized pixels differ from grey %d", off, grey);
     }
     cnn_dataset_free(d);
@@ -489,6 +489,145 @@ static void test_image_dir(void) {
     o.height = -1;
     CHECK(cnn_load_image_dir_opt(PATH("imgs"), &o) == NULL && has_error(), "negative height");
     (void)p2;
+}
+
+/* --------------------------------------- resizing files, Keras' file order */
+
+/* A deterministic w x h x c image (any size) */
+static void noise(unsigned char *px, int w, int h, int c, unsigned seed) {
+    for (int i = 0; i < w * h * c; i++) {
+        unsigned v = (unsigned)i * 2654435761u ^ seed * 40503u;
+        px[i] = (unsigned char)((v >> 13) ^ (v >> 7));
+    }
+}
+
+static void test_resize_files(void) {
+    char pathbuf[256];
+    static unsigned char px[300 * 300 * 4], want[64 * 64 * 4], got[64 * 64 * 4];
+
+    /* stb_image_resize v1 failed an assertion (total < 1.1f) on 41 -> 32 and
+       aborted the process: every size from 1 to 64 and a few up to 300, to
+       32 x 32 bilinear, through the folder loader and a directory flow */
+    test_begin("image folder: every size 1..64 (and to 300) resized to 32x32, no abort");
+    mkdir(PATH("sizes"), 0700);
+    mkdir(PATH("sizes/a"), 0700);
+    int n_files = 0;
+    for (int s = 1; s <= 64; s++) { /* s x s, and s x (s + 1) for even s */
+        char name[64];
+        const int hs = s + (s % 2 == 0);
+        noise(px, s, hs, 3, (unsigned)s);
+        snprintf(name, sizeof name, "sizes/a/%03d.png", s);
+        stbi_write_png(PATH(name), s, hs, 3, px, s * 3);
+        n_files++;
+    }
+    for (int s = 100; s <= 300; s += 50) {
+        char name[64];
+        noise(px, s, s, 3, (unsigned)s);
+        snprintf(name, sizeof name, "sizes/a/%03d.png", s);
+        stbi_write_png(PATH(name), s, s, 3, px, s * 3);
+        n_files++;
+    }
+    cnn_dataset *d = cnn_load_image_dir(PATH("sizes"), .height = 32, .width = 32, .channels = 3);
+    CHECK(d && d->n == n_files && d->h == 32 && d->w == 32, "folder to 32x32: %s", d ? "" : cnn_last_error());
+    if (d && d->n == n_files) { /* 041.png is the 41st file: the same bytes as cnn_resize_uint8's */
+        noise(px, 41, 41, 3, 41);
+        CHECK(cnn_resize_uint8(px, 41, 41, 3, want, 32, 32, CNN_INTERP_BILINEAR) == CNN_OK, "resize");
+        CHECK(!memcmp(d->images + 40 * 32 * 32 * 3, want, 32 * 32 * 3), "41x41 -> 32x32 differs from cnn_resize_uint8");
+    }
+    cnn_dataset_free(d);
+    cnn_datagen *g = cnn_datagen_new(.rescale = 1);
+    for (int interp = CNN_INTERP_NEAREST; interp <= CNN_INTERP_HAMMING; interp++) {
+        cnn_flow *f = cnn_datagen_flow_from_directory(g, PATH("sizes"), .target_size = {32, 32}, .no_shuffle = 1,
+                                                      .interpolation = (cnn_interpolation)interp, .workers = -1);
+        const float *x, *y;
+        int got_n = f ? cnn_flow_next(f, &x, &y) : -1;
+        CHECK(f && got_n == 32, "flow_from_directory, interpolation %d: %s", interp, f ? "" : cnn_last_error());
+        if (f && got_n == 32) { /* image 0 is 001.png, 1x1: every pixel is that pixel */
+            noise(px, 1, 1, 3, 1);
+            int off = 0;
+            for (int k = 0; k < 32 * 32 * 3; k++) off += x[k] != (float)px[k % 3];
+            CHECK(off == 0, "1x1 -> 32x32 with interpolation %d: %d values differ", interp, off);
+        }
+        cnn_flow_free(f);
+    }
+    cnn_datagen_free(g);
+
+    test_begin("cnn_load_image: load_img's conversion, resize and keep_aspect_ratio");
+    /* a 12 x 5 RGBA file: grey is PIL's luma of the colour, alpha dropped */
+    noise(px, 12, 5, 4, 77);
+    stbi_write_png(PATH("rgba.png"), 12, 5, 4, px, 12 * 4);
+    CHECK(cnn_load_image(PATH("rgba.png"), 5, 12, 1, CNN_INTERP_DEFAULT, 0, got) == CNN_OK, "%s", cnn_last_error());
+    int off = 0;
+    for (int k = 0; k < 60; k++) {
+        const unsigned char *q = px + 4 * k;
+        off += got[k] != (unsigned char)((19595u * q[0] + 38470u * q[1] + 7471u * q[2] + 32768u) >> 16);
+    }
+    CHECK(off == 0, "grey of RGBA: %d pixels differ", off);
+    CHECK(cnn_load_image(PATH("rgba.png"), 5, 12, 3, CNN_INTERP_DEFAULT, 0, got) == CNN_OK, "%s", cnn_last_error());
+    off = 0;
+    for (int k = 0; k < 60; k++) off += memcmp(got + 3 * k, px + 4 * k, 3) != 0;
+    CHECK(off == 0, "RGB of RGBA: %d pixels differ", off);
+    /* resized: the same bytes as cnn_resize_uint8 (nearest by default, as load_img) */
+    CHECK(cnn_load_image(PATH("rgba.png"), 7, 9, 4, CNN_INTERP_DEFAULT, 0, got) == CNN_OK, "%s", cnn_last_error());
+    cnn_resize_uint8(px, 12, 5, 4, want, 9, 7, CNN_INTERP_NEAREST);
+    CHECK(!memcmp(got, want, 9 * 7 * 4), "12x5 -> 9x7 nearest differs from cnn_resize_uint8");
+    /* keep_aspect_ratio to 5 x 5: Keras crops the centred 5 x 5 (columns 3..7);
+       a crop of the target's size is PIL's plain crop (in RGB: RGBA would go
+       through PIL's premultiplied alpha and back) */
+    CHECK(cnn_load_image(PATH("rgba.png"), 5, 5, 3, CNN_INTERP_BICUBIC, 1, got) == CNN_OK, "%s", cnn_last_error());
+    off = 0;
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 5; x++) off += memcmp(got + (y * 5 + x) * 3, px + (y * 12 + x + 3) * 4, 3) != 0;
+    CHECK(off == 0, "keep_aspect_ratio 12x5 -> 5x5 is not the centre crop (%d pixels differ)", off);
+    CHECK(cnn_load_image(PATH("rgba.png"), 5, 12, 3, CNN_INTERP_BILINEAR, 1, got) == CNN_OK, "same size");
+    cnn_set_error(0, "%s", "");
+    CHECK(cnn_load_image(NULL, 4, 4, 3, CNN_INTERP_DEFAULT, 0, got) < 0 && has_error(), "NULL path");
+    CHECK(cnn_load_image(PATH("rgba.png"), 4, 4, 3, CNN_INTERP_DEFAULT, 0, NULL) < 0 && error_mentions("NULL"),
+          "NULL pixels: '%s'", cnn_last_error());
+    CHECK(cnn_load_image(PATH("rgba.png"), 0, 4, 3, CNN_INTERP_DEFAULT, 0, got) < 0 && error_mentions("cnn_load_image"),
+          "size 0: '%s'", cnn_last_error());
+    CHECK(cnn_load_image(PATH("rgba.png"), 4, 4, 2, CNN_INTERP_DEFAULT, 0, got) < 0 && error_mentions("channels"),
+          "2 channels: '%s'", cnn_last_error());
+    CHECK(cnn_load_image(PATH("rgba.png"), 4, 4, 3, (cnn_interpolation)42, 0, got) < 0 &&
+              error_mentions("interpolation"), "interpolation 42: '%s'", cnn_last_error());
+    CHECK(cnn_load_image(PATH("nope.png"), 4, 4, 3, CNN_INTERP_DEFAULT, 0, got) < 0 && error_mentions("nope.png"),
+          "missing file: '%s'", cnn_last_error());
+    CHECK(cnn_load_image(PATH("imgs/readme.txt"), 4, 4, 3, CNN_INTERP_DEFAULT, 0, got) < 0 &&
+              error_mentions("readme.txt"), "not an image: '%s'", cnn_last_error());
+    CHECK(cnn_load_image_dir(PATH("sizes"), .height = 8, .width = 8, .interpolation = (cnn_interpolation)9) == NULL &&
+              error_mentions("interpolation"), "folder, interpolation 9: '%s'", cnn_last_error());
+
+    /* sorted(os.walk(...)) by folder path, then each folder's files by name:
+       m.png z.png sub/a.png sub-x/b.png sub/deep/e.png (a plain sort of the
+       paths would put sub-x/b.png first and z.png last) */
+    test_begin("image folder: Keras' file order (a folder's own files first)");
+    const char *dirs[] = {"order", "order/c", "order/c/sub", "order/c/sub-x", "order/c/sub/deep"};
+    const char *files[] = {"order/c/z.png", "order/c/sub/a.png", "order/c/sub/deep/e.png", "order/c/sub-x/b.png",
+                           "order/c/m.png"};
+    const int want_order[] = {4, 0, 1, 3, 2};
+    for (int i = 0; i < 5; i++) mkdir(PATH(dirs[i]), 0700);
+    for (int i = 0; i < 5; i++) {
+        noise(px, 3, 2, 1, (unsigned)i);
+        stbi_write_png(PATH(files[i]), 3, 2, 1, px, 3);
+    }
+    d = cnn_load_image_dir(PATH("order"));
+    CHECK(d && d->n == 5, "order folder: %s", d ? "" : cnn_last_error());
+    for (int i = 0; d && d->n == 5 && i < 5; i++) {
+        noise(px, 3, 2, 1, (unsigned)want_order[i]);
+        CHECK(!memcmp(d->images + i * 6, px, 6), "image %d is not %s", i, files[want_order[i]]);
+    }
+    cnn_dataset_free(d);
+    g = cnn_datagen_new(.rescale = 1);
+    cnn_flow *f = cnn_datagen_flow_from_directory(g, PATH("order"), .target_size = {2, 3}, .color_mode = CNN_COLOR_GRAYSCALE,
+                                                  .no_shuffle = 1, .workers = -1);
+    for (int i = 0; f && i < 5; i++) {
+        const char *name = cnn_flow_filename(f, i);
+        CHECK(name && strstr(name, files[want_order[i]] + 6), "flow file %d: %s, not %s", i, name ? name : "NULL",
+              files[want_order[i]]);
+    }
+    CHECK(f != NULL, "flow: %s", cnn_last_error());
+    cnn_flow_free(f);
+    cnn_datagen_free(g);
 }
 
 /* ------------------------------------------------------- cnn_load_dataset */
@@ -700,6 +839,7 @@ int main(void) {
     test_idx_gz();
     test_fashion_mnist();
     test_image_dir();
+    test_resize_files();
     test_load_dataset();
     test_truncated_bmp();
     test_write_png();
