@@ -130,7 +130,7 @@ static const unsigned char tiny_jpeg[] = {
 
 static void test_bad_params(void) {
     test_begin("datagen_bad_parameters");
-    struct { cnn_datagen_opts o; const char *name; } bad[14];
+    struct { cnn_datagen_opts o; const char *name; } bad[21];
     memset(bad, 0, sizeof bad);
     bad[0].o.rotation_range = -1; bad[0].name = "rotation_range";
     bad[1].o.width_shift_range = -0.1f; bad[1].name = "width_shift_range";
@@ -146,7 +146,14 @@ static void test_bad_params(void) {
     bad[11].o.validation_split = 1.0f; bad[11].name = "validation_split";
     bad[12].o.interpolation = (cnn_interpolation)9; bad[12].name = "interpolation";
     bad[13].o.zca_epsilon = -1e-6f; bad[13].name = "zca_epsilon";
-    for (int i = 0; i < 14; i++) {
+    bad[14].o.interpolation = CNN_INTERP_BICUBIC; bad[14].name = "bicubic is for resizing";
+    bad[15].o.width_shift_int = -2; bad[15].name = "width_shift_int";
+    bad[16].o.height_shift_list_len = CNN_SHIFT_LIST_MAX + 1; bad[16].name = "height_shift_list_len";
+    bad[17].o.width_shift_list_len = 1; bad[17].o.width_shift_list[0] = INFINITY; bad[17].name = "width_shift_list[0]";
+    bad[18].o.width_shift_range = 0.1f; bad[18].o.width_shift_int = 3; bad[18].name = "width_shift";
+    bad[19].o.height_shift_int = 2; bad[19].o.height_shift_list_len = 1; bad[19].name = "height_shift";
+    bad[20].o.interpolation = CNN_INTERP_HAMMING; bad[20].name = "hamming";
+    for (int i = 0; i < 21; i++) {
         cnn_datagen *g = cnn_datagen_new_opt(&bad[i].o);
         CHECK(g == NULL, "case %d (%s) accepted", i, bad[i].name);
         CHECK(error_has(bad[i].name), "case %d: error '%s' does not name %s", i, cnn_last_error(), bad[i].name);
@@ -163,6 +170,12 @@ static void test_bad_params(void) {
     CHECK(g != NULL, "pair ranges: %s", cnn_last_error());
     CHECK(g && cnn_datagen_options(g)->featurewise_center && !cnn_datagen_options(g)->featurewise_std_normalization,
           "zca_whitening must turn featurewise_center on and std normalization off");
+    cnn_datagen_free(g);
+    /* as Keras: std normalization without centring turns the centring on */
+    g = cnn_datagen_new(.featurewise_std_normalization = 1, .samplewise_std_normalization = 1);
+    CHECK(g && cnn_datagen_options(g)->featurewise_center && cnn_datagen_options(g)->samplewise_center &&
+              cnn_datagen_options(g)->featurewise_std_normalization && cnn_datagen_options(g)->samplewise_std_normalization,
+          "std normalization must turn its centring on");
     cnn_datagen_free(g);
     cnn_datagen_free(NULL);
 
@@ -400,6 +413,62 @@ static void test_color_and_draws(void) {
         double err = 0;
         for (int i = 0; i < N; i++) err = fmax(err, fabs(yo[i] - (-1 + (y[i] + 1) * 0.5)));
         CHECK(err < 1e-5, "brightness of -1..1 data: error %g", err);
+    }
+
+    /* brightness leaves the alpha channel of RGBA images alone (PIL's
+       ImageEnhance.Brightness), in range and out of range */
+    {
+        enum { P = 6 };
+        float rgba[P * 4], o4[P * 4], wide[P * 4], w4[P * 4];
+        for (int i = 0; i < P * 4; i++) {
+            rgba[i] = (float)(i * 10);
+            wide[i] = -3.0f + 0.25f * (float)i;
+        }
+        cnn_datagen_apply_transform(g, rgba, 2, 3, 4, o4, .brightness = 1.4f);
+        cnn_datagen_apply_transform(g, wide, 2, 3, 4, w4, .brightness = 0.6f);
+        bad = 0;
+        for (int i = 0; i < P * 4; i++) {
+            const float want = i % 4 == 3 ? rgba[i] : (rgba[i] * 1.4f > 255 ? 255 : rgba[i] * 1.4f);
+            bad += fabsf(o4[i] - want) > 1e-4f;
+            bad += i % 4 == 3 && w4[i] != wide[i];
+            bad += i % 4 != 3 && fabsf(w4[i] - (-3.0f + (wide[i] + 3.0f) * 0.6f)) > 1e-4f;
+        }
+        CHECK(!bad, "brightness of RGBA: %d values wrong (alpha must stay)", bad);
+    }
+
+    /* Keras' int form (whole pixels from {0, ..., r-1} times a sign) and list
+       form (a value times a sign; fractions of the size when all are < 1) */
+    test_begin("random_shift_int_and_list");
+    cnn_datagen_free(g);
+    g = cnn_datagen_new(.width_shift_int = 3, .height_shift_list = {0.25f, 0.5f}, .height_shift_list_len = 2);
+    {
+        int seen_x[7] = {0}, seen_y[5] = {0}, outside = 0;
+        cnn_transform t;
+        for (int s = 0; s < 4000; s++) {
+            cnn_datagen_get_random_transform(g, 32, 40, (uint64_t)s, &t);
+            const int ix = (int)t.shift_x, iy = (int)(t.shift_y / 8); /* 0.25 and 0.5 of 32 rows: 8, 16 px */
+            outside += t.shift_x != (float)ix || ix < -2 || ix > 2 || t.shift_y != (float)(iy * 8) ||
+                       (abs(iy) != 1 && abs(iy) != 2);
+            if (ix >= -2 && ix <= 2) seen_x[ix + 2]++;
+            if (iy >= -2 && iy <= 2) seen_y[iy + 2]++;
+        }
+        CHECK(!outside, "%d draws outside {-2..2} px across / {+-8, +-16} px down", outside);
+        for (int k = 0; k < 5; k++)
+            CHECK(k == 2 ? seen_x[k] > 1000 : seen_x[k] > 500, "shift_x %d drawn %d times of 4000", k - 2, seen_x[k]);
+        for (int k = 0; k < 5; k++)
+            CHECK(k == 2 ? seen_y[k] == 0 : seen_y[k] > 800, "shift_y %d drawn %d times of 4000", (k - 2) * 8, seen_y[k]);
+    }
+    cnn_datagen_free(g);
+    g = cnn_datagen_new(.width_shift_list = {2, 0.5f}, .width_shift_list_len = 2);
+    {   /* a list with a value >= 1 is in pixels: 0.5 stays half a pixel */
+        int halves = 0, twos = 0;
+        cnn_transform t;
+        for (int s = 0; s < 400; s++) {
+            cnn_datagen_get_random_transform(g, 32, 40, (uint64_t)s, &t);
+            halves += fabsf(t.shift_x) == 0.5f;
+            twos += fabsf(t.shift_x) == 2.0f;
+        }
+        CHECK(halves + twos == 400 && halves > 150 && twos > 150, "pixel list: %d halves, %d twos", halves, twos);
     }
 
     test_begin("random_transform_draws");
