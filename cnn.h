@@ -165,7 +165,8 @@ typedef enum cnn_status {
     CNN_ERR_IO = -3,      /* a file could not be opened, read or written */
     CNN_ERR_FORMAT = -4,  /* a file is not in the expected format */
     CNN_ERR_MEMORY = -5,  /* out of memory */
-    CNN_ERR_STATE = -6    /* the call is not valid now (not built, not compiled) */
+    CNN_ERR_STATE = -6,   /* the call is not valid now (not built, not compiled) */
+    CNN_ERR_DEVICE = -7   /* a compute device failed (an OpenCL error, a timeout) */
 } cnn_status;
 
 /* The last error on this thread, as a sentence; "" when none. */
@@ -629,6 +630,63 @@ CNN_DEF int cnn_set_profiling(cnn_model *m, int on);
 CNN_DEF int cnn_model_num_layers(const cnn_model *m);
 /* The counters of layer i (0 = the input layer, in graph order). */
 CNN_DEF int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p);
+
+/* ======================================================================== */
+/* Backends, and a batch split between workers                              */
+/* ======================================================================== */
+
+/* A backend runs the forward and backward passes somewhere else than on this
+   CPU (cnn_opencl.h installs one that runs them on OpenCL devices); fit,
+   train_on_batch, evaluate and predict call it instead of the CPU passes. The
+   host keeps the truth: parameters, optimizer slots and BatchNorm moving
+   statistics live in the model, the loss and the optimizer step run here, so
+   cnn_save works at any time. A backend reads the model's mode (training,
+   dropout step, moving-statistics update) from the model and must be compiled
+   with cnn.h's implementation (it sees the model's internals). */
+typedef struct cnn_backend {
+    const char *name;                        /* "OpenCL (2 devices)" */
+    void *ctx;                               /* the backend's own state */
+    /* the batch x [B][h][w][c] through the network: the output layer's values
+       land in the model's host output buffer; BatchNorm moving statistics are
+       updated in the model when the model says so. Returns CNN_OK or an error. */
+    int (*forward)(cnn_model *m, const float *x, int B);
+    /* from d loss / d output in the model's host output gradient (d loss / d
+       pre-activation when `fused`), add the parameter gradients to the model's
+       host gradient buffer */
+    int (*backward)(cnn_model *m, int B, int fused);
+    /* the model is freed, or another backend replaces this one */
+    void (*release)(cnn_model *m);
+} cnn_backend;
+
+/* Install a backend (copied), or NULL to run on the CPU again. */
+CNN_DEF int cnn_model_set_backend(cnn_model *m, const cnn_backend *b);
+/* The backend in use, or NULL on the CPU. */
+CNN_DEF const cnn_backend *cnn_model_get_backend(const cnn_model *m);
+
+/* The samples of a batch of B for each of n workers, counts[n]: with weights
+   NULL, Keras' equal rule (B / n each, the last worker the remainder);
+   otherwise in proportion to weights[n] (>= 0, not all 0) in whole samples,
+   by largest remainders (ties to the lower index). Worker k takes the samples
+   after those of workers 0..k-1. Returns CNN_OK or an argument error. */
+CNN_DEF int cnn_split_batch(int B, int n, const double *weights, int *counts);
+/* Parse a split: "equal", "auto", or fixed weights "3:1" (one per worker, n
+   of them). *fixed is set when weights were given. */
+CNN_DEF int cnn_split_parse(const char *spec, int n, int *fixed, double *weights);
+/* Balance from timings: worker k takes a[k] + b[k] * samples seconds for a
+   step. counts[n] for a batch of B such that all finish together as nearly
+   as whole samples allow; a worker whose fixed cost a[k] exceeds the time the
+   others need gets nothing. Returns the predicted step time, or < 0 on a bad
+   argument. */
+CNN_DEF double cnn_split_balance(int B, int n, const double *a, const double *b, int *counts);
+
+/* Per-channel moments of rows spread over workers (for BatchNorm synchronised
+   across devices): each worker sums x - shift and (x - shift)^2 about a shift
+   of its own (its first row keeps float sums accurate); cnn_moments_add merges
+   them exactly, in double, in the order called (Chan's parallel formula). */
+typedef struct cnn_moments { double count, mean, m2; } cnn_moments;
+CNN_DEF void cnn_moments_add(cnn_moments *acc, double count, double shift, double sum, double sum_sq);
+/* out[i] = parts[0][i] + parts[1][i] + ... in that order, summed in double. */
+CNN_DEF void cnn_sum_in_order(float *out, const float *const *parts, int n, size_t count);
 
 #ifdef __cplusplus
 }
@@ -1242,6 +1300,7 @@ struct cnn_model {
     float *dx_in;               /* where to put d loss / d input, or NULL */
     int dx_in_written;          /* as cnn_node.dout_written, for dx_in */
     int profiling;
+    cnn_backend backend;        /* backend.forward NULL: the CPU passes */
 };
 
 static size_t cnn__node_size(const cnn_node *n) { return (size_t)n->h * n->w * n->c; }
@@ -1306,6 +1365,7 @@ static void cnn__free_buffers(cnn_model *m) {
 
 CNN_IMPL void cnn_model_free(cnn_model *m) {
     if (!m) return;
+    if (m->backend.release) m->backend.release(m);
     cnn__free_buffers(m);
     for (int i = 0; i < m->n_nodes; i++) CNN_FREE(m->nodes[i]);
     CNN_FREE(m->nodes);
@@ -3393,6 +3453,13 @@ static void cnn__forward(cnn_model *m, const float *x, int B) {
     }
 }
 
+/* The forward pass on the backend in use: the CPU, or the one installed. */
+static int cnn__run_forward(cnn_model *m, const float *x, int B) {
+    if (m->backend.forward) return m->backend.forward(m, x, B);
+    cnn__forward(m, x, B);
+    return CNN_OK;
+}
+
 static const float *cnn__output(const cnn_model *m) { return m->nodes[m->output]->out; }
 
 static int cnn__argmax(const float *v, int n) {
@@ -3526,14 +3593,19 @@ static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, 
     int rc = cnn__ensure_batch(m, B);
     if (rc) return rc;
     int fused;
+    const int on_backend = m->backend.forward && !m->dx_in; /* backends give no input gradient */
     memset(m->grads, 0, m->n_params * sizeof(float));
     m->training = 1;
-    cnn__forward(m, x, B);
-    cnn__loss(m, y, B, y_width, class_weight, 1, loss, acc, &fused);
-    *loss += cnn__regularize(m, 1);
-    cnn__backward(m, B, fused);
+    if (on_backend) rc = m->backend.forward(m, x, B);
+    else cnn__forward(m, x, B);
+    if (!rc) {
+        cnn__loss(m, y, B, y_width, class_weight, 1, loss, acc, &fused);
+        *loss += cnn__regularize(m, 1);
+        if (on_backend) rc = m->backend.backward(m, B, fused);
+        else cnn__backward(m, B, fused);
+    }
     m->training = 0;
-    return CNN_OK;
+    return rc;
 }
 
 /* ======================================================================== */
@@ -3739,7 +3811,7 @@ CNN_IMPL int cnn_predict(cnn_model *m, const float *x, int n, int batch_size, fl
     m->training = 0;
     for (int s = 0; s < n; s += B) {
         int b = n - s < B ? n - s : B;
-        cnn__forward(m, x + (size_t)s * per_in, b);
+        if ((rc = cnn__run_forward(m, x + (size_t)s * per_in, b))) return rc;
         memcpy(out + (size_t)s * U, cnn__output(m), (size_t)b * U * sizeof(float));
     }
     return CNN_OK;
@@ -3880,7 +3952,7 @@ static int cnn__evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_s
         double l, a;
         int fused;
         m->training = 0;
-        cnn__forward(m, x, got);
+        if ((rc = cnn__run_forward(m, x, got))) break;
         cnn__loss(m, y, got, src->y_width, NULL, 0, &l, &a, &fused);
         loss_sum += l * got;
         acc_sum += a * got;
@@ -4991,6 +5063,136 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
     if (!m) cnn_set_error(CNN_ERR_FORMAT, "'%s': %s", path, cnn_last_error());
     CNN_FREE(buf);
     return m;
+}
+
+/* ======================================================================== */
+/* Backends, and a batch split between workers                              */
+/* ======================================================================== */
+
+CNN_IMPL int cnn_model_set_backend(cnn_model *m, const cnn_backend *b) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_backend: the model is NULL");
+    if (b && (!b->forward || !b->backward))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_backend: backend '%s' lacks its forward or backward pass",
+                             b->name ? b->name : "?");
+    if (m->backend.release) m->backend.release(m);
+    if (b) m->backend = *b;
+    else memset(&m->backend, 0, sizeof m->backend);
+    return CNN_OK;
+}
+
+CNN_IMPL const cnn_backend *cnn_model_get_backend(const cnn_model *m) {
+    return m && m->backend.forward ? &m->backend : NULL;
+}
+
+CNN_IMPL int cnn_split_batch(int B, int n, const double *weights, int *counts) {
+    double total = 0;
+    int given = 0;
+    if (B < 0 || n <= 0 || !counts)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_split_batch: a batch of %d between %d workers%s", B, n,
+                             counts ? "" : " (counts is NULL)");
+    if (!weights) { /* Keras' multi_gpu_model: B / n each, the remainder to the last */
+        for (int k = 0; k < n; k++) counts[k] = B / n;
+        counts[n - 1] += B % n;
+        return CNN_OK;
+    }
+    for (int k = 0; k < n; k++) {
+        if (!(weights[k] >= 0) || !isfinite(weights[k]))
+            return cnn_set_error(CNN_ERR_ARG, "cnn_split_batch: weight %d (%g) must be a finite number >= 0", k,
+                                 weights[k]);
+        total += weights[k];
+    }
+    if (!(total > 0)) return cnn_set_error(CNN_ERR_ARG, "cnn_split_batch: the weights are all 0");
+    for (int k = 0; k < n; k++) { /* whole parts first, then the largest remainders */
+        counts[k] = (int)floor(B * (weights[k] / total));
+        given += counts[k];
+    }
+    while (given < B) {
+        int best = -1;
+        double best_rem = -1;
+        for (int k = 0; k < n; k++) {
+            const double rem = B * (weights[k] / total) - counts[k];
+            if (weights[k] > 0 && rem > best_rem) { best = k; best_rem = rem; }
+        }
+        counts[best]++;
+        given++;
+    }
+    return CNN_OK;
+}
+
+CNN_IMPL int cnn_split_parse(const char *spec, int n, int *fixed, double *weights) {
+    const char *p = spec;
+    if (!spec || n <= 0 || !fixed || !weights)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_split_parse: NULL argument or no workers");
+    *fixed = 0;
+    if (!strcmp(spec, "equal") || !strcmp(spec, "auto") || !*spec) return CNN_OK;
+    for (int k = 0; k < n; k++) {
+        char *end;
+        weights[k] = strtod(p, &end);
+        if (end == p || !(weights[k] >= 0) || !isfinite(weights[k]))
+            return cnn_set_error(CNN_ERR_ARG, "split '%s': weight %d is not a number >= 0 (give equal, auto or "
+                                 "W1:W2:..., one weight per device)", spec, k + 1);
+        p = end;
+        if (k < n - 1 && *p++ != ':')
+            return cnn_set_error(CNN_ERR_ARG, "split '%s' has fewer weights than the %d devices", spec, n);
+    }
+    if (*p) return cnn_set_error(CNN_ERR_ARG, "split '%s' has more weights than the %d devices", spec, n);
+    for (int k = 0; k < n; k++)
+        if (weights[k] > 0) return (*fixed = 1, CNN_OK);
+    return cnn_set_error(CNN_ERR_ARG, "split '%s': the weights are all 0", spec);
+}
+
+CNN_IMPL double cnn_split_balance(int B, int n, const double *a, const double *b, int *counts) {
+    double lo = 0, hi = 0, t;
+    if (B < 0 || n <= 0 || !a || !b || !counts) return cnn_set_error(CNN_ERR_ARG, "cnn_split_balance: bad arguments");
+    for (int k = 0; k < n; k++) {
+        if (!(a[k] >= 0 && b[k] > 0) || !isfinite(a[k]) || !isfinite(b[k]))
+            return cnn_set_error(CNN_ERR_ARG, "cnn_split_balance: worker %d's timing (%g + %g per sample) is not "
+                                 "usable", k, a[k], b[k]);
+        if (k == 0 || a[k] + b[k] * B < hi) hi = a[k] + b[k] * B; /* one worker alone */
+    }
+    for (int it = 0; it < 200; it++) { /* the least time T by which the workers can do B samples */
+        double total = 0;
+        t = 0.5 * (lo + hi);
+        for (int k = 0; k < n; k++) total += t > a[k] ? floor((t - a[k]) / b[k]) : 0;
+        if (total >= B) hi = t;
+        else lo = t;
+    }
+    t = 0;
+    for (int k = 0, given = 0; k < n; k++) {
+        counts[k] = hi > a[k] ? (int)floor((hi - a[k]) / b[k]) : 0;
+        if (counts[k] > B - given) counts[k] = B - given;
+        given += counts[k];
+        if (k == n - 1 && given < B) { /* rounding: the rest to the worker that finishes first */
+            int best = 0;
+            for (int j = 1; j < n; j++)
+                if (a[j] + b[j] * (counts[j] + 1) < a[best] + b[best] * (counts[best] + 1)) best = j;
+            counts[best] += B - given;
+        }
+    }
+    for (int k = 0; k < n; k++)
+        if (counts[k] > 0 && a[k] + b[k] * counts[k] > t) t = a[k] + b[k] * counts[k];
+    return t;
+}
+
+CNN_IMPL void cnn_moments_add(cnn_moments *acc, double count, double shift, double sum, double sum_sq) {
+    double mean, m2, delta, total;
+    if (!(count > 0)) return;
+    mean = shift + sum / count;                  /* this part's mean and centred sum of squares */
+    m2 = sum_sq - sum * sum / count;
+    if (m2 < 0) m2 = 0;
+    total = acc->count + count;
+    delta = mean - acc->mean;
+    acc->mean += delta * count / total;
+    acc->m2 += m2 + delta * delta * acc->count * count / total;
+    acc->count = total;
+}
+
+CNN_IMPL void cnn_sum_in_order(float *out, const float *const *parts, int n, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        double s = 0;
+        for (int k = 0; k < n; k++) s += parts[k][i];
+        out[i] = (float)s;
+    }
 }
 
 /* ======================================================================== */
