@@ -4,8 +4,17 @@ CC       ?= gcc
 CFLAGS   ?= -O3 -march=native
 OMPFLAGS ?= -fopenmp
 WARN      = -Wall -Wextra
-HEADERS   = cnn.h cnn_augment.h
+HEADERS   = cnn.h cnn_augment.h cnn_opencl.h
 EXAMPLES  = examples/cifar10_cnn examples/evaluate examples/predict examples/augment_preview
+# With OpenCL's and CLBlast's headers installed, the examples also take
+# --device opencl (cnn_opencl.h) and examples/devices is built; without them
+# everything builds and runs on the CPU.
+OPENCL   := $(shell test -f /usr/include/CL/cl.h && test -f /usr/include/clblast_c.h && echo yes)
+ifeq ($(OPENCL),yes)
+EXAMPLES += examples/devices
+CLFLAGS   = -DCNN_EXAMPLES_OPENCL -D_POSIX_C_SOURCE=200809L
+CLLIBS    = -lOpenCL -lclblast
+endif
 DEMO_EPOCHS ?= 5
 
 .PHONY: all test demo examples deps bench clean
@@ -18,7 +27,7 @@ deps:
 examples: deps $(EXAMPLES)
 
 examples/%: examples/%.c $(HEADERS) $(wildcard examples/*.h)
-	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -lpthread -o $@
+	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(CLFLAGS) $(WARN) -I. $< $(CLLIBS) -lm -lpthread -o $@
 
 # The suite: unit tests (optimised with OpenMP, then under ASan/UBSan),
 # compile checks (C99, C11, C++, clang, CNN_STATIC), the drop-in build and the
@@ -46,4 +55,4 @@ demo: examples
 	examples/cifar10_cnn --augment --epochs $(DEMO_EPOCHS) --save demo.cnn --history demo.csv --plot demo.png
 
 clean:
-	rm -rf build $(EXAMPLES) bench/train_bench bench/peak bench/augment_bench demo.cnn demo.csv demo.png
+	rm -rf build $(EXAMPLES) examples/devices bench/train_bench bench/peak bench/augment_bench demo.cnn demo.csv demo.png

@@ -1,7 +1,7 @@
 /* cnn_opencl.h - v0.1 - train cnn.h models on OpenCL devices of any vendor, each batch split between them
 
    Keras' multi_gpu_model(model, n) done on every OpenCL device at once: one call
-   puts a compiled cnn.h model on the chosen devices, and from then on the same
+   puts a cnn.h model (built; compiled to train) on the chosen devices, and from then on the same
    cnn_fit (arrays or batch sources, every callback), cnn_train_on_batch,
    cnn_evaluate and cnn_predict run there, each batch split between the devices.
    The model stays your own cnn_model: its parameters, optimizer slots and
@@ -545,7 +545,8 @@ CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
     if (!choice || !*choice) { /* every GPU, else every device */
         for (int i = 0; i < n && k < max; i++)
             if (all[i].is_gpu) indices[k++] = i;
-        for (int i = 0; k == 0 && i < n && i < max; i++) indices[k++] = i;
+        if (k == 0)
+            for (int i = 0; i < n && i < max; i++) indices[k++] = i;
         return k;
     }
     if (isdigit((unsigned char)choice[0])) { /* "0,2" */
@@ -1452,7 +1453,7 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     if (o) op = *o;
     else memset(&op, 0, sizeof op);
     if (!m) return cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", who);
-    if (!m->compiled) return cnn_set_error(CNN_ERR_STATE, "%s: compile the model first (cnn_compile)", who);
+    if (!m->built) return cnn_set_error(CNN_ERR_STATE, "%s: set the model's output first (cnn_model_set_output)", who);
     if (op.timeout_s < 0) return cnn_set_error(CNN_ERR_ARG, "%s: timeout_s %g is negative", who, op.timeout_s);
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *nd = m->nodes[i];

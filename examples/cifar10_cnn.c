@@ -28,6 +28,7 @@
 #include "cnn_augment.h"
 
 #include "common.h" /* option parsing and one-line errors */
+#include "device.h" /* --device: the CPU, or OpenCL devices when built with them */
 
 static const char *usage =
     "usage: cifar10_cnn [options]\n"
@@ -50,6 +51,7 @@ static const char *usage =
     "  --augment         train on randomly rotated (20 degrees), shifted (2%) and\n"
     "                    mirrored images, as the tutorial's ImageDataGenerator\n"
     "  --verbose V       0 silent, 1 progress bar, 2 one line per epoch (default 1)\n"
+    DEVICE_USAGE
     "  --help            show this help\n";
 
 
@@ -118,6 +120,7 @@ int main(int argc, char **argv) {
     /* 1. options ---------------------------------------------------------- */
     const char *data_dir = NULL, *val_dir = NULL;
     const char *save_path = NULL, *history_path = NULL, *plot_path = NULL;
+    const char *device = NULL, *split = NULL;
     int epochs = 10, batch_size = 32, limit = 0, threads = 0, verbose = 1, augment = 0;
     double val_split = 0.1;
     int val_split_given = 0;
@@ -155,6 +158,10 @@ int main(int argc, char **argv) {
             augment = 1;
         } else if ((v = arg_value(argc, argv, &i, "--verbose"))) {
             verbose = (int)arg_int("--verbose", v, 0, 2);
+        } else if ((v = arg_value(argc, argv, &i, "--device"))) {
+            device = v;
+        } else if ((v = arg_value(argc, argv, &i, "--split"))) {
+            split = v;
         } else {
             fail(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         }
@@ -225,6 +232,9 @@ int main(int argc, char **argv) {
     if (train->class_names)
         cnn_model_set_class_names(m, (const char *const *)train->class_names, train->num_classes);
     cnn_summary(m, stdout);
+    /* With --device opencl the same model trains on OpenCL devices, each batch
+       split between them (Keras' multi_gpu_model); nothing else changes. */
+    use_device(m, device, split);
 
     /* 5. training -------------------------------------------------------- */
     /* Callbacks run at the end of each epoch; the list ends with NULL. */

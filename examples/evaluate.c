@@ -24,6 +24,7 @@
 #include "cnn_augment.h"
 
 #include "common.h" /* option parsing and one-line errors */
+#include "device.h" /* --device: the CPU, or OpenCL devices when built with them */
 
 static const char *usage =
     "usage: evaluate --model FILE --data DIR [--batch-size N]\n"
@@ -35,6 +36,8 @@ static const char *usage =
     "                    file, an IDX folder such as Fashion-MNIST (its t10k\n"
     "                    part), or an image folder with one subfolder per class\n"
     "  --batch-size N    images per forward pass (default 32)\n"
+    "  --device D        where the model runs: cpu (default), opencl or\n"
+    "                    opencl:DEVICES (see examples/devices)\n"
     "  --help            show this help\n";
 
 /* Print the classification report: one row per class, then the overall
@@ -121,7 +124,7 @@ int main(int argc, char **argv) {
     prog_name = "evaluate";
 
     /* options */
-    const char *model_path = NULL, *data_path = NULL;
+    const char *model_path = NULL, *data_path = NULL, *device = NULL;
     int batch_size = 32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -134,6 +137,8 @@ int main(int argc, char **argv) {
             data_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--batch-size"))) {
             batch_size = (int)arg_int("--batch-size", v, 1, 1 << 20);
+        } else if ((v = arg_value(argc, argv, &i, "--device"))) {
+            device = v;
         } else {
             fail(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         }
@@ -145,6 +150,7 @@ int main(int argc, char **argv) {
        the class names, so nothing about training has to be repeated here. */
     cnn_model *m = cnn_load(model_path);
     if (!m) fail(EXIT_FAILURE, "cannot load model %s: %s", model_path, cnn_last_error());
+    use_device(m, device, NULL);
     int h, w, c;
     if (cnn_model_input_shape(m, &h, &w, &c) != CNN_OK) fail(EXIT_FAILURE, "%s", cnn_last_error());
     int k = cnn_model_output_size(m);

@@ -26,6 +26,7 @@
 #include "cnn_augment.h"
 
 #include "common.h" /* option parsing and one-line errors */
+#include "device.h" /* --device: the CPU, or OpenCL devices when built with them */
 
 static const char *usage =
     "usage: predict --model FILE [--top K] IMAGE...\n"
@@ -34,13 +35,15 @@ static const char *usage =
     "\n"
     "  --model FILE      a model saved by cifar10_cnn --save\n"
     "  --top K           how many classes to show per image (default 3)\n"
+    "  --device D        where the model runs: cpu (default), opencl or\n"
+    "                    opencl:DEVICES (see examples/devices)\n"
     "  --help            show this help\n";
 
 int main(int argc, char **argv) {
     prog_name = "predict";
 
     /* options; everything that is not an option is an image path */
-    const char *model_path = NULL;
+    const char *model_path = NULL, *device = NULL;
     int top = 3, n_images = 0, only_images = 0;
     const char **images = (const char **)calloc((size_t)argc, sizeof *images);
     if (!images) fail(EXIT_FAILURE, "out of memory");
@@ -58,6 +61,8 @@ int main(int argc, char **argv) {
             model_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--top"))) {
             top = (int)arg_int("--top", v, 1, 1000000);
+        } else if ((v = arg_value(argc, argv, &i, "--device"))) {
+            device = v;
         } else {
             fail(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         }
@@ -68,6 +73,7 @@ int main(int argc, char **argv) {
     /* 1. the model */
     cnn_model *m = cnn_load(model_path);
     if (!m) fail(EXIT_FAILURE, "cannot load model %s: %s", model_path, cnn_last_error());
+    use_device(m, device, NULL);
     int h, w, c;
     if (cnn_model_input_shape(m, &h, &w, &c) != CNN_OK) fail(EXIT_FAILURE, "%s", cnn_last_error());
     if (c < 1 || c > 4) fail(EXIT_FAILURE, "model %s takes %d channels; images have 1 to 4", model_path, c);

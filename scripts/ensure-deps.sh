@@ -13,7 +13,16 @@ have_cmd make || need="$need make"
 # gcc's OpenMP runtime ships with gcc itself (libgomp); nothing else to add.
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$need dataset-fashion-mnist"
 case "$1" in
-  test) have_cmd clang || need="$need clang" ;;
+  test) have_cmd clang || need="$need clang"
+        # cnn_opencl.h: the loader, headers and CLBlast, and two vendors' CPU
+        # drivers (PoCL, Mesa's rusticl) to test several devices without a GPU
+        [ -f /usr/include/CL/cl.h ] || need="$need opencl-headers"
+        [ -f /usr/lib/x86_64-linux-gnu/libOpenCL.so ] || [ -f /usr/lib/aarch64-linux-gnu/libOpenCL.so ] ||
+          need="$need ocl-icd-opencl-dev"
+        [ -f /usr/include/clblast_c.h ] || need="$need libclblast-dev"
+        [ -f /etc/OpenCL/vendors/pocl.icd ] || need="$need pocl-opencl-icd"
+        [ -f /etc/OpenCL/vendors/rusticl.icd ] || need="$need mesa-opencl-icd"
+        have_cmd clinfo || need="$need clinfo" ;;
   bench) { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; } || need="$need python3-torch python3-numpy"
          [ -x /usr/bin/time ] || need="$need time"
          [ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ] || need="$need libopenblas0-pthread"
