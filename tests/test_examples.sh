@@ -122,6 +122,8 @@ expect_error train_seed_negative "$C" --seed -3
 expect_error train_verbose_out_of_range "$C" --verbose 3
 expect_error train_split_and_val_data "$C" --val-split 0.2 --val-data "$T/fm"
 expect_error train_data_missing "$C" --data /nonexistent
+expect_error train_split_without_opencl "$C" --split equal
+expect_error train_device_unknown "$C" --device tpu
 expect_error train_data_empty_folder "$C" --data "$T/empty" --epochs 1
 expect_error train_data_one_class "$C" --data "$T/one" --epochs 1
 expect_error train_val_data_shape "$C" --data "$T/fm" --val-data "$T/rgb" --epochs 1
@@ -248,6 +250,29 @@ if expect_ok predict_resize_top1 "$P" --model "$T/x.cnn" --top 1 "$T/rgb/a/1.ppm
 fi
 if [ -s "$T/rgb.cnn" ]; then
     expect_ok predict_grey_to_rgb "$P" --model "$T/rgb.cnn" "$img1"
+fi
+
+# --device opencl: the same model on OpenCL devices (when built with OpenCL),
+# here two PoCL CPU devices; a device index that does not exist is one error line
+if [ -x "$EX/devices" ] && [ -f /etc/OpenCL/vendors/pocl.icd ] && [ -s "$T/x.cnn" ]; then
+    mkdir -p "$T/vendors" && ln -sf /etc/OpenCL/vendors/pocl.icd "$T/vendors/pocl.icd"
+    export OCL_ICD_VENDORS="$T/vendors" POCL_DEVICES="pthread pthread"
+    expect_ok devices_lists_two "$EX/devices" &&
+        check devices_two_pocl [ "$(grep -c 'Portable Computing Language' "$T/out")" = 2 ] \
+            "output is '$(head -c 300 "$T/out" | tr '\n' '|')'"
+    expect_error train_device_index_missing "$C" --limit 64 --epochs 1 --device opencl:5
+    expect_error train_split_too_many_weights "$C" --limit 64 --epochs 1 --device opencl:0,1 --split 1:2:3
+    if expect_ok train_on_two_devices "$C" --limit 256 --epochs 1 --val-split 0.25 --verbose 2 \
+        --device opencl:0,1 --split 3:1 --save "$T/cl.cnn"; then
+        check train_two_devices_learns grep -q "val_accuracy" "$T/out" "no validation line"
+    fi
+    if expect_ok evaluate_on_opencl "$E" --model "$T/x.cnn" --data "$T/fm" --device opencl:0; then
+        cl_acc=$(sed -n 's/^loss: .* - accuracy: //p' "$T/out")
+        check evaluate_opencl_same_accuracy [ "${cl_acc:-none}" = "${final_acc:-}" ] \
+            "OpenCL accuracy '$cl_acc', CPU '${final_acc:-}'"
+    fi
+    expect_ok predict_on_opencl "$P" --model "$T/x.cnn" --device opencl "$img1"
+    unset OCL_ICD_VENDORS POCL_DEVICES
 fi
 
 echo "# test_examples: $failed failed"
