@@ -5095,22 +5095,31 @@ CNN_IMPL int cnn_split_batch(int B, int n, const double *weights, int *counts) {
         counts[n - 1] += B % n;
         return CNN_OK;
     }
+    double largest = 0, scale = 1;
     for (int k = 0; k < n; k++) {
         if (!(weights[k] >= 0) || !isfinite(weights[k]))
             return cnn_set_error(CNN_ERR_ARG, "cnn_split_batch: weight %d (%g) must be a finite number >= 0", k,
                                  weights[k]);
         total += weights[k];
+        largest = weights[k] > largest ? weights[k] : largest;
     }
     if (!(total > 0)) return cnn_set_error(CNN_ERR_ARG, "cnn_split_batch: the weights are all 0");
-    for (int k = 0; k < n; k++) { /* whole parts first, then the largest remainders */
-        counts[k] = (int)floor(B * (weights[k] / total));
+    if (!isfinite(total)) { /* finite weights whose sum is not: scale them down first */
+        scale = 1 / largest;
+        total = 0;
+        for (int k = 0; k < n; k++) total += weights[k] * scale;
+    }
+    /* whole parts first, then the largest remainders B w - count * total, which
+       are exact for integer weights, so exact ties go to the lower index */
+    for (int k = 0; k < n; k++) {
+        counts[k] = (int)floor((double)B * (weights[k] * scale) / total);
         given += counts[k];
     }
     while (given < B) {
         int best = -1;
         double best_rem = -1;
         for (int k = 0; k < n; k++) {
-            const double rem = B * (weights[k] / total) - counts[k];
+            const double rem = (double)B * (weights[k] * scale) - counts[k] * total;
             if (weights[k] > 0 && rem > best_rem) { best = k; best_rem = rem; }
         }
         counts[best]++;

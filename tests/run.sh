@@ -7,9 +7,9 @@ mkdir -p "$B"
 log=$B/all.log
 : > "$log"
 CC=${CC:-gcc}
-UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize"
+UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split"
 # tests that are fast enough to repeat under the sanitizers
-SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize"
+SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split"
 
 # run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
 run() {
@@ -88,6 +88,25 @@ compile "compiles with AVX-512 paths, C99 (clang -O2)" clang -std=c99 -O2 -mavx5
 compile "compiles with AVX-512F alone (no BW/VL), C99 (gcc -O2)" gcc -std=c99 -O2 -mavx512f -mfma -Wall -Wextra -I. -c $B/impl.c -o $B/avx512f.o
 compile "compiles with CNN_STATIC" gcc -std=c99 -DCNN_STATIC -Wall -Wextra -I. $B/impl.c -lm -o $B/static
 compile "declarations only (no implementation)" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_augment.h
+compile "cnn_opencl.h declarations only" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_opencl.h
+if [ -f /usr/include/CL/cl.h ] && [ -f /usr/include/clblast_c.h ]; then
+  cat > $B/impl_cl.c <<'C'
+#define CNN_IMPLEMENTATION
+#define CNN_OPENCL_IMPLEMENTATION
+#include "cnn.h"
+#include "cnn_opencl.h"
+int main(void) { return cnn_opencl_devices(NULL, 0) < 0; }
+C
+  cp $B/impl_cl.c $B/impl_cl.cpp
+  compile "cnn_opencl.h compiles as C99 (gcc)" gcc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -I. -c $B/impl_cl.c -o $B/cl_c99.o
+  compile "cnn_opencl.h compiles as strict C99 without POSIX (gcc)" gcc -std=c99 -Wall -Wextra -I. -c $B/impl_cl.c -o $B/cl_strict.o
+  compile "cnn_opencl.h compiles as C++ (g++)" g++ -std=c++11 -Wall -Wextra -I. -c $B/impl_cl.cpp -o $B/cl_cpp.o
+  compile "cnn_opencl.h compiles as C99 (clang)" clang -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -I. -c $B/impl_cl.c -o $B/cl_clang.o
+  compile "cnn_opencl.h compiles as C++ (clang++)" clang++ -std=c++11 -Wall -Wextra -I. -c $B/impl_cl.cpp -o $B/cl_clangpp.o
+  compile "cnn_opencl.h with CNN_STATIC and CNN_OPENCL_STATIC" gcc -std=c99 -DCNN_STATIC -DCNN_OPENCL_STATIC -Wall -Wextra -I. $B/impl_cl.c -lOpenCL -lclblast -lm -o $B/cl_static
+else
+  echo "FAIL cnn_opencl.h compile checks: OpenCL or CLBlast headers missing (scripts/ensure-deps.sh test installs them)" | tee -a "$log"
+fi
 compile "build tests/cpp_user.cpp (the C++ API)" g++ -std=c++11 -O1 -Wall -Wextra -I. tests/cpp_user.cpp -lm -o $B/cpp_user
 [ -x $B/cpp_user ] && run cpp_user $B/cpp_user
 
