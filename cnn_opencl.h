@@ -84,7 +84,18 @@
      the calling thread with non-blocking calls, so they compute at the same
      time and CLBlast's first call per device (its kernel compilation, run and
      timed at attach, one device at a time) never races. Every wait on a device
-     is bounded (.timeout_s, default 120 s).
+     is bounded (.timeout_s, default 120 s; compiled in strict ISO C without
+     POSIX's nanosleep, the wait after the first polls is unbounded).
+
+   THE KERNEL CACHE
+     Built programs are kept on disk, keyed by a hash of the kernel source, the
+     build options and the device's name, OpenCL and driver versions and
+     platform, in $CNN_OPENCL_CACHE ("off" disables it), else
+     $XDG_CACHE_HOME/cnn_opencl, else ~/.cache/cnn_opencl: written to a
+     temporary file and renamed, so processes starting together are safe, and
+     a file that does not load means building from source. PoCL is left to its
+     own cache (POCL_CACHE_DIR). CLBlast keeps no disk cache: its kernels are
+     compiled at attach, one device at a time, and the time is reported.
 
    ERRORS
      No platform, no device, a device that fails its start-up check (a small
@@ -199,6 +210,11 @@ CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, double *times, int m
 #include <ctype.h>
 #include <stdarg.h>
 #include <time.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>
+#include <sys/types.h>
+#define CNN__CL_HAVE_MKDIR 1 /* the program cache makes its folder */
+#endif
 #if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 199309L
 #define CNN__CL_HAVE_NANOSLEEP 1 /* bounded waits sleep between polls */
 #endif
@@ -908,14 +924,102 @@ static void cnn__cl_dev_free(cnn__cl_dev *d, int n_nodes) {
     memset(d, 0, sizeof *d);
 }
 
+/* ---- the program cache (see THE KERNEL CACHE at the top) ------------------ */
+
+static uint64_t cnn__cl_fnv(uint64_t h, const char *s) {
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return (h ^ 0xff) * 0x100000001b3ULL; /* a separator between the fields */
+}
+
+/* The cache file of this program on device d into path[size]; 0 when there is none. */
+static int cnn__cl_cache_path(const cnn__cl_dev *d, const char *options, char *path, size_t size) {
+    const char *dir = getenv("CNN_OPENCL_CACHE"), *base;
+    char folder[1024];
+    uint64_t h = 0xcbf29ce484222325ULL;
+    if (dir && !strcmp(dir, "off")) return 0;
+    if (!strcmp(d->info.platform, "Portable Computing Language")) return 0; /* PoCL caches itself */
+    if (dir && *dir) snprintf(folder, sizeof folder, "%s", dir);
+    else if ((base = getenv("XDG_CACHE_HOME")) && *base) snprintf(folder, sizeof folder, "%s/cnn_opencl", base);
+    else if ((base = getenv("HOME")) && *base) snprintf(folder, sizeof folder, "%s/.cache/cnn_opencl", base);
+    else return 0;
+    h = cnn__cl_fnv(h, cnn__cl_source);
+    h = cnn__cl_fnv(h, options);
+    h = cnn__cl_fnv(h, d->info.name);
+    h = cnn__cl_fnv(h, d->info.version);
+    h = cnn__cl_fnv(h, d->info.driver);
+    h = cnn__cl_fnv(h, d->info.platform);
+    return snprintf(path, size, "%s/%016llx.bin", folder, (unsigned long long)h) < (int)size;
+}
+
+/* The cached program of device d, built, or NULL. */
+static cl_program cnn__cl_cache_load(cnn__cl_dev *d, const char *path, const char *options) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *bin = NULL;
+    long len;
+    cl_program p = NULL;
+    cl_int e = CL_SUCCESS, status = CL_SUCCESS;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (bin = (unsigned char *)CNN_MALLOC((size_t)len)) && fread(bin, 1, (size_t)len, f) == (size_t)len) {
+        const unsigned char *b = bin;
+        size_t n = (size_t)len;
+        p = clCreateProgramWithBinary(d->ctx, 1, &d->id, &n, &b, &status, &e);
+        if (p && (e || status || clBuildProgram(p, 1, &d->id, options, NULL, NULL) != CL_SUCCESS)) {
+            clReleaseProgram(p);
+            p = NULL;
+        }
+    }
+    fclose(f);
+    CNN_FREE(bin);
+    return p;
+}
+
+/* Keep device d's built program under path (best effort: the cache is an aid). */
+static void cnn__cl_cache_store(cnn__cl_dev *d, const char *path) {
+    size_t n = 0;
+    unsigned char *bin = NULL;
+    char tmp[1100], folder[1024];
+    FILE *f;
+    if (clGetProgramInfo(d->prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0) return;
+    if (!(bin = (unsigned char *)CNN_MALLOC(n))) return;
+    if (clGetProgramInfo(d->prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) != CL_SUCCESS) {
+        CNN_FREE(bin);
+        return;
+    }
+    snprintf(folder, sizeof folder, "%s", path);
+    if (strrchr(folder, '/')) *strrchr(folder, '/') = 0;
+#ifdef CNN__CL_HAVE_MKDIR
+    { /* the folder and its parents */
+        char *p = folder + 1;
+        for (;; p++) {
+            const char c = *p;
+            if (c == '/' || c == 0) {
+                *p = 0;
+                mkdir(folder, 0755);
+                *p = c;
+            }
+            if (!c) break;
+        }
+    }
+#endif
+    snprintf(tmp, sizeof tmp, "%s.%lx.%lx.tmp", path, (unsigned long)clock(), (unsigned long)(size_t)d);
+    if ((f = fopen(tmp, "wb"))) {
+        const int ok = fwrite(bin, 1, n, f) == n;
+        if (fclose(f) == 0 && ok && rename(tmp, path) == 0) tmp[0] = 0;
+        if (tmp[0]) remove(tmp);
+    }
+    CNN_FREE(bin);
+}
+
 /* Context, queue, program and kernels of device `index`. */
 static int cnn__cl_dev_open(cnn__cl_dev *d, int index, const cnn_model *m) {
     cl_device_id ids[CNN__CL_MAX_DEVICES];
     cl_platform_id plats[CNN__CL_MAX_DEVICES];
     cnn_opencl_device_info all[CNN__CL_MAX_DEVICES];
-    const char *src = cnn__cl_source;
+    const char *src = cnn__cl_source, *options = "-cl-std=CL1.2"; /* never -cl-fast-relaxed-math */
+    char cache[1024];
     cl_int e = CL_SUCCESS;
-    int n = cnn__cl_enumerate(ids, plats, all, CNN__CL_MAX_DEVICES);
+    int n = cnn__cl_enumerate(ids, plats, all, CNN__CL_MAX_DEVICES), has_cache;
     if (index < 0 || index >= n) return cnn_set_error(CNN_ERR_ARG, "cnn_opencl: device %d does not exist", index);
     d->info = all[index];
     d->id = ids[index];
@@ -927,14 +1031,18 @@ static int cnn__cl_dev_open(cnn__cl_dev *d, int index, const cnn_model *m) {
     d->q = clCreateCommandQueue(d->ctx, d->id, CL_QUEUE_PROFILING_ENABLE, &e); /* the 1.2 call: older drivers lack
                                                                                  the 2.0 one */
     if (e || !d->q) return cnn__cl_fail(d, "clCreateCommandQueue", e);
-    d->prog = clCreateProgramWithSource(d->ctx, 1, &src, NULL, &e);
-    if (e || !d->prog) return cnn__cl_fail(d, "clCreateProgramWithSource", e);
-    e = clBuildProgram(d->prog, 1, &d->id, "-cl-std=CL1.2", NULL, NULL); /* never -cl-fast-relaxed-math */
-    if (e) {
-        char log[2048] = "";
-        clGetProgramBuildInfo(d->prog, d->id, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
-        return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): building the kernels failed (%s): %s",
-                             d->info.index, d->info.name, d->info.platform, cnn__cl_errname(e), log);
+    if (!(has_cache = cnn__cl_cache_path(d, options, cache, sizeof cache)) ||
+        !(d->prog = cnn__cl_cache_load(d, cache, options))) {
+        d->prog = clCreateProgramWithSource(d->ctx, 1, &src, NULL, &e);
+        if (e || !d->prog) return cnn__cl_fail(d, "clCreateProgramWithSource", e);
+        e = clBuildProgram(d->prog, 1, &d->id, options, NULL, NULL);
+        if (e) {
+            char log[2048] = "";
+            clGetProgramBuildInfo(d->prog, d->id, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+            return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): building the kernels failed (%s): %s",
+                                 d->info.index, d->info.name, d->info.platform, cnn__cl_errname(e), log);
+        }
+        if (has_cache) cnn__cl_cache_store(d, cache);
     }
     for (int k = 0; k < CNN__KERNELS; k++) {
         d->k[k] = clCreateKernel(d->prog, cnn__cl_kernel_names[k], &e);

@@ -95,3 +95,7 @@ else
   echo
   echo "(memory comparison skipped: unpack the CIFAR-10 images to $CIFAR_DIR and run make examples)"
 fi
+
+# the OpenCL devices (skipped when built without OpenCL)
+echo
+bench/opencl_bench.sh
