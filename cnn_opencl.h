@@ -177,6 +177,7 @@ CNN_OPENCL_DEF int cnn_opencl_get_split(const cnn_model *m, int *counts, int max
 /* Timings of the last step: seconds of device compute per device (times[max]),
    and the host's seconds in transfers and reductions. Returns the device count. */
 CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, double *times, int max, double *host_s);
+/* (a device whose driver stamps no real times reports -1; auto then splits equally) */
 
 #ifndef __cplusplus
 #define cnn_opencl_attach(m, ...) cnn_opencl_attach_opt((m), &(cnn_opencl_opts){__VA_ARGS__})
@@ -571,8 +572,8 @@ CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
             char *end;
             long v = strtol(p, &end, 10);
             if (end == p || v < 0 || v >= n)
-                return cnn_set_error(CNN_ERR_ARG, "%s: '%s': device %s is not one of the %d devices (0..%d)", who, choice,
-                                     end == p ? p : "index", n, n - 1);
+                return cnn_set_error(CNN_ERR_ARG, "%s: '%s': device %.*s is not one of the %d devices (0..%d)", who,
+                                     choice, end == p ? (int)strlen(p) : (int)(end - p), p, n, n - 1);
             for (int i = 0; i < k; i++)
                 if (indices[i] == (int)v)
                     return cnn_set_error(CNN_ERR_ARG, "%s: '%s' names device %ld twice", who, choice, v);
@@ -697,8 +698,9 @@ static void cnn__cl_collect_times(cnn__cl_dev *d) {
             s += (double)(t1 - t0) * 1e-9;
         clReleaseEvent(d->events[i]);
     }
+    /* some drivers (Mesa 22's rusticl) stamp commands 0, 1, 2, 3 ns: not times */
+    d->busy_s = d->n_events > 0 && s < d->n_events * 1e-7 ? -1 : s;
     d->n_events = 0;
-    d->busy_s = s;
 }
 
 /* Wait until device d has done everything queued, for at most the timeout. */
@@ -741,6 +743,24 @@ static int cnn__cl_wait_all(cnn__cl *c, const char *what) {
         if (rc) return rc;
     }
     return CNN_OK;
+}
+
+/* After an error: let every device finish what was queued (it may still read
+   the caller's batch), keeping the error's message; returns rc. */
+static int cnn__cl_drain(cnn__cl *c, int rc) {
+    char why[1024];
+    const int hook = c->fail_after;
+    snprintf(why, sizeof why, "%s", cnn_last_error());
+    c->fail_after = 0;
+    for (int k = 0; k < c->n; k++) (void)cnn__cl_wait(c, &c->dev[k], "draining after an error");
+    for (int k = 0; k < c->n; k++) {
+        cnn__cl_dev *d = &c->dev[k];
+        for (int i = 0; i < d->n_events; i++) clReleaseEvent(d->events[i]);
+        d->n_events = 0;
+    }
+    c->fail_after = hook;
+    cnn_set_error(rc, "%s", why);
+    return rc;
 }
 
 /* Set kernel arguments from a format ("m" buffer, "i" int, "f" float, "u" 64-bit
@@ -1155,6 +1175,7 @@ static int cnn__cl_plan(cnn__cl *c, cnn_model *m, int B) {
     for (int k = 0; k < c->n && !rc; k++) {
         cnn__cl_dev *d = &c->dev[k];
         if (counts[k] != d->count) d->steps_at_count = 0;
+        if (counts[k] == 0) d->busy_s = 0; /* idle this step */
         d->count = counts[k];
         d->first = first;
         first += counts[k];
@@ -1169,6 +1190,12 @@ static int cnn__cl_plan(cnn__cl *c, cnn_model *m, int B) {
 /* ======================================================================== */
 
 #define CNN__CL_EACH(c, d) for (cnn__cl_dev *d = (c)->dev; d < (c)->dev + (c)->n; d++) if (d->count > 0)
+
+/* Does layer n's output take a gradient (is there a layer before it, through Flatten's view)? */
+static int cnn__cl_has_grad(const cnn_node *n) {
+    while (n->type == CNN__FLATTEN) n = cnn__in(n, 0);
+    return n->type != CNN__INPUT;
+}
 
 static cl_mem cnn__cl_out(cnn__cl_dev *d, const cnn_node *n) { return d->nodes[n->index].out; }
 static cl_mem cnn__cl_dout(cnn__cl_dev *d, const cnn_node *n) { return d->nodes[n->index].dout; }
@@ -1221,7 +1248,7 @@ static int cnn__cl_linear_forward(cnn__cl *c, cnn_node *n) {
 
 static int cnn__cl_linear_backward(cnn__cl *c, cnn_model *m, cnn_node *n, int skip_act) {
     const cnn_node *in = cnn__in(n, 0);
-    const int conv = n->type == CNN__CONV2D, input_grad = in->type != CNN__INPUT;
+    const int conv = n->type == CNN__CONV2D, input_grad = cnn__cl_has_grad(in);
     const size_t K = conv ? (size_t)n->kh * n->kw * in->c : cnn__node_size(in), U = (size_t)n->c;
     int rc = CNN_OK;
     (void)m;
@@ -1365,7 +1392,7 @@ static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
             g[C + ch] = g[2 * C + ch] = 0;
         }
     }
-    if (in->type == CNN__INPUT) return CNN_OK;
+    if (!cnn__cl_has_grad(in)) return CNN_OK;
     CNN__CL_EACH(c, d) {
         rc = cnn__cl_write(c, d, d->coef, 0, 3 * (size_t)C, g, "writing BatchNorm gradient coefficients");
         if (!rc)
@@ -1379,7 +1406,7 @@ static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
 static int cnn__cl_pool(cnn__cl *c, cnn_node *n, int backward) {
     const cnn_node *in = cnn__in(n, 0);
     int rc = CNN_OK;
-    if (backward && in->type == CNN__INPUT) return CNN_OK;
+    if (backward && !cnn__cl_has_grad(in)) return CNN_OK;
     CNN__CL_EACH(c, d) {
         cl_mem cell = d->nodes[n->index].aux;
         if (backward)
@@ -1404,7 +1431,7 @@ static int cnn__cl_elementwise(cnn__cl *c, cnn_model *m, cnn_node *n, int backwa
     const unsigned long long key = m->seed * 1000003ULL + (uint64_t)n->index;
     const float keep = 1.0f / (1.0f - n->rate);
     int rc = CNN_OK;
-    if (backward && in->type == CNN__INPUT) return CNN_OK;
+    if (backward && !cnn__cl_has_grad(in)) return CNN_OK;
     CNN__CL_EACH(c, d) {
         const size_t count = (size_t)d->count * per;
         if (drop)
@@ -1456,8 +1483,9 @@ static int cnn__cl_forward(cnn_model *m, const float *x, int B) {
                                    "reading the output");
     }
     if (!rc) rc = cnn__cl_wait_all(c, "the forward pass");
+    if (rc) return cnn__cl_drain(c, rc);
     if (!m->training) CNN__CL_EACH(c, d) cnn__cl_collect_times(d);
-    return rc;
+    return CNN_OK;
 }
 
 static int cnn__cl_backward(cnn_model *m, int B, int fused) {
@@ -1495,8 +1523,8 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
         parts[used++] = d->grads_host;
     }
     if (!rc) rc = cnn__cl_wait_all(c, "the backward pass");
+    if (rc) return cnn__cl_drain(c, rc);
     CNN__CL_EACH(c, d) cnn__cl_collect_times(d);
-    if (rc) return rc;
     t0 = cnn_wall_time();
     for (size_t i = 0; i < m->n_params; i++) { /* the devices' gradients in device order, in double */
         double s = m->grads[i];
@@ -1507,6 +1535,13 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
     c->moving_staged = 0;
     c->host_s += cnn_wall_time() - t0;
     c->steps++;
+    for (int k = 0; k < c->n && !c->fixed && !c->equal; k++)
+        if (c->dev[k].count > 0 && c->dev[k].busy_s < 0) { /* no usable clock: auto cannot measure */
+            if (!c->quiet)
+                fprintf(stderr, "cnn_opencl: device %d (%s) gives no usable kernel times; the auto split falls back "
+                        "to equal (give --split weights to share differently)\n", c->dev[k].info.index, c->dev[k].info.name);
+            c->equal = 1;
+        }
     if (!c->fixed && !c->equal) { /* auto: record this step, re-balance now and then */
         for (int k = 0; k < c->n; k++) {
             cnn__cl_dev *d = &c->dev[k];

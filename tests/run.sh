@@ -7,9 +7,9 @@ mkdir -p "$B"
 log=$B/all.log
 : > "$log"
 CC=${CC:-gcc}
-UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split"
+UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras"
 # tests that are fast enough to repeat under the sanitizers
-SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split"
+SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras"
 
 # run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
 run() {
@@ -109,6 +109,19 @@ else
 fi
 compile "build tests/cpp_user.cpp (the C++ API)" g++ -std=c++11 -O1 -Wall -Wextra -I. tests/cpp_user.cpp -lm -o $B/cpp_user
 [ -x $B/cpp_user ] && run cpp_user $B/cpp_user
+
+echo "== OpenCL (cnn_opencl.h) on CPU-hosted drivers of two vendors: PoCL and Mesa's rusticl"
+# No sanitizers here: the drivers' own allocations would drown LeakSanitizer; the
+# host-side split and reduction logic is in test_split, which runs under them above.
+if [ -f /usr/include/CL/cl.h ] && [ -f /usr/include/clblast_c.h ]; then
+  compile "build test_opencl" $CC -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -I. tests/test_opencl.c \
+    -lOpenCL -lclblast -lm -o $B/test_opencl
+  for mode in pocl2 vendors uneven none; do
+    [ -x $B/test_opencl ] && run "test_opencl $mode" bash tests/opencl_env.sh $mode $B/test_opencl $mode
+  done
+else
+  echo "FAIL test_opencl: OpenCL or CLBlast headers missing (scripts/ensure-deps.sh test installs them)" | tee -a "$log"
+fi
 
 echo "== drop-in build"
 run drop-in bash tests/test_dropin.sh
