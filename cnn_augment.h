@@ -110,8 +110,8 @@
          kkk|abcd|kkk (k = cval), reflect dcba|abcd|dcba, wrap abcd|abcd|abcd - the
          bilinear interpolant of the input extended that way, which is scipy's
          affine_transform(order=1) with modes nearest, grid-constant, reflect and
-         grid-wrap (Keras passes 'constant' and 'wrap', whose scipy meanings differ
-         slightly at the border: we take the true constant and periodic extensions);
+         grid-wrap (Keras passes scipy's 'constant' and 'wrap', which differ: see
+         DIFFERENCES FROM KERAS below);
        - flip_horizontal / flip_vertical mirror the result (probability 0.5 each
          when the generator flips);
        - channel_shift adds one intensity to every value, clipped to the image's
@@ -220,47 +220,33 @@
      dropped, or 255 where the file has none. tests/test_resize.c holds the
      sweep against Pillow's own output.
 
-   DIFFERENCES FROM KERAS (deliberate, and tested)
-     - fill modes constant and wrap are the true constant and periodic
-       extensions (scipy's grid-constant, grid-wrap); Keras passes scipy's
-       'constant' and 'wrap', which differ in the one-pixel fringe where a
-       sample falls between the last pixel and the outside.
-     - brightness stays in float; Keras rounds the image down to 8 bits in PIL
-       first (differences up to about one level).
+   DIFFERENCES FROM KERAS (deliberate; tests/test_keras.c measures each against
+   tf-keras 2.21 itself)
+     - fill mode constant is the true constant extension (scipy's
+       grid-constant): Keras passes scipy's 'constant', which gives cval as
+       soon as a sample leaves [0, n-1], so the one-pixel fringe differs.
+     - fill mode wrap repeats with period n (scipy's grid-wrap): Keras passes
+       scipy's legacy 'wrap', whose period is n - 1, so every wrapped value
+       comes from one pixel further on (7 columns shifted by 3: Keras gives
+       3 4 5 6 1 2 3, this file 3 4 5 6 0 1 2).
+     - brightness stays in float; Keras truncates the image to 8 bits before
+       and after PIL's blend, so ours is higher by up to 1 + brightness levels.
+     - the centre of a transform is ((w-1)/2, (h-1)/2) in (x, y); tf-keras
+       2.21 turns non-square images about ((h-1)/2, (w-1)/2), so a half turn
+       of a 5x7 image is not a flip there.
+     - width_shift_range moves the picture horizontally and height_shift_range
+       vertically, as Keras documents them; tf-keras 2.21's code swaps them
+       (its height range, scaled by the height, moves the picture across).
+       Draws are symmetric, so training is the same either way.
      - file listing: names starting with '.' are skipped; gif, tga and pgm are
        taken, tif and tiff are not (stb_image has no TIFF decoder); Keras takes
-       png jpg jpeg bmp ppm tif tiff.
-     - decoding is stb_image's: PNG, BMP, PPM are the same pixels as PIL's;
-       JPEG decoders differ by a few levels; 16-bit PNGs become 8 bits (PIL's
-       grayscale keeps 16).
+       png jpg jpeg bmp ppm tif tiff; recursion stops 16 folders deep.
+     - decoding is stb_image's: PNG, BMP and PPM give PIL's pixels (the tests
+       compare 98,000 values of resized PNGs: all equal); JPEG decoders differ
+       by a few levels; 16-bit PNGs become 8 bits (PIL's grayscale keeps 16).
      - ZCA leaves out directions the data do not span (eigenvalue below 1e-12 of
        the largest); Keras keeps them with weight sqrt(N) / zca_epsilon, where
        its float32 SVD makes them noise.
-
-   GZIP
-     The gzip header (RFC 1952: FEXTRA, FNAME, FCOMMENT, FHCRC) is parsed here and
-     the deflate data inflated by stb_image's zlib decoder; the CRC-32 and length
-     in the trailer are checked, so a truncated or damaged file is an error, not
-     garbage. One gzip member per file (what gzip writes); files not starting with
-     1f 8b are read as they are.
-
-   ERRORS
-     As in cnn.h: a negative cnn_status or NULL, and cnn_last_error() names the file,
-     folder or argument at fault. Nothing aborts; nothing leaks on error. An error
-     on a flow's worker thread (a file that does not decode, a failing
-     preprocessing_function) is handed to the thread that calls next.
-
-   CONFIGURATION MACROS (define before including the implementation)
-     CNN_AUGMENT_STB_IMPLEMENTATION  compile private copies of stb (above)
-     CNN_STB_INCLUDE_PLAIN      include "stb_image.h" and "stb_image_write.h" (your
-                                own copies, found on your include path) instead
-                                of <stb/stb_image.h> and <stb/stb_image_write.h>
-     CNN_FASHION_MNIST_DIR      default folder of cnn_load_fashion_mnist
-                                (default "/usr/share/datasets/fashion-mnist")
-     CNN_AUGMENT_NO_THREADS     no worker threads: flows make their batches inside next
-                                (also the case without pthreads)
-     CNN_AUGMENT_NO_SIMD        no GCC/clang vector extensions in the resample
-     CNN_STATIC, CNN_MALLOC, CNN_REALLOC, CNN_FREE   as in cnn.h
 
    REVISION HISTORY
      0.3  (2026-12-05) Tested against tf-keras 2.21 itself: resizing by PIL's rules
