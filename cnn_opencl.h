@@ -50,7 +50,9 @@
      finish together, ignoring the first two steps (compiling), changing the
      split only when it gains more than 5% and in steps of batch / 16 samples
      (each new size costs PoCL a compilation). A device whose fixed cost
-     outweighs its share gets nothing. Batches smaller than the device count
+     outweighs its share gets nothing. The wall clock then judges each change
+     after six steps: one that made steps slower is undone and auto keeps the
+     split before it (a driver's clock can mislead). Batches smaller than the device count
      leave devices idle. cnn_opencl_get_split reads the split in use; fit at
      verbose 1 or 2 prints it when attached and when it changes.
 
@@ -645,6 +647,12 @@ typedef struct cnn__cl {
     double (*obs)[16][2];
     int *n_obs;
     int cap_chunks_c;            /* floats in dev->part */
+    /* auto's check on itself: the wall time of steps before and after a change */
+    double step_t0, wall[8];     /* this step's start; the last steps' wall seconds */
+    int n_wall, frozen;          /* frozen: auto stopped changing the split */
+    double *before;              /* [n] the weights before the last change */
+    double wall_before;          /* their mean step time */
+    int since_change;            /* steps since the last change (-1: none to judge) */
 } cnn__cl;
 
 static const char *cnn__cl_errname(cl_int e) {
@@ -1160,7 +1168,13 @@ static void cnn__cl_rebalance(cnn__cl *c, int B) {
     for (int k = 0; k < c->n; k++)
         if (counts[k] > 0 && a[k] + b[k] * counts[k] > then) then = a[k] + b[k] * counts[k];
     if (!(then < 0.95 * now)) return;
-    for (int k = 0; k < c->n; k++) c->weights[k] = counts[k];
+    for (int k = 0; k < c->n; k++) {
+        c->before[k] = c->weights[k];
+        c->weights[k] = counts[k];
+    }
+    c->wall_before = 0;
+    for (int i = 0; i < 4; i++) c->wall_before += c->wall[(c->n_wall - 1 - i) & 7] / 4;
+    c->since_change = 0;
     if (!c->quiet) {
         fprintf(stderr, "cnn_opencl: split now");
         for (int k = 0; k < c->n; k++) fprintf(stderr, "%s %d", k ? " :" : "", counts[k]);
@@ -1455,6 +1469,7 @@ static int cnn__cl_elementwise(cnn__cl *c, cnn_model *m, cnn_node *n, int backwa
 
 static int cnn__cl_forward(cnn_model *m, const float *x, int B) {
     cnn__cl *c = (cnn__cl *)m->backend.ctx;
+    c->step_t0 = cnn_wall_time();
     const cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
     const size_t per_in = cnn__node_size(in), U = cnn__node_size(o);
     int rc = cnn__cl_plan(c, m, B);
@@ -1551,7 +1566,23 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
                 c->n_obs[k]++;
             }
         }
-        if (c->steps % 4 == 0) cnn__cl_rebalance(c, B);
+        /* the wall clock judges a change once the new sizes are compiled (6 steps):
+           a split that made steps slower is undone, and auto stops there (a
+           driver's clock can mislead it) */
+        c->wall[c->n_wall++ & 7] = cnn_wall_time() - c->step_t0;
+        if (c->since_change >= 0 && ++c->since_change == 6) {
+            double now = 0;
+            for (int i = 0; i < 4; i++) now += c->wall[(c->n_wall - 1 - i) & 7] / 4;
+            if (now > 1.05 * c->wall_before) {
+                for (int k = 0; k < c->n; k++) c->weights[k] = c->before[k];
+                c->frozen = 1;
+                if (!c->quiet)
+                    fprintf(stderr, "cnn_opencl: the new split made steps slower (%.1f ms instead of %.1f): back to "
+                            "the one before, which auto keeps\n", now * 1e3, c->wall_before * 1e3);
+            }
+            c->since_change = -1;
+        }
+        if (c->steps % 4 == 0 && c->n_wall >= 4 && c->since_change < 0 && !c->frozen) cnn__cl_rebalance(c, B);
     }
     return CNN_OK;
 }
@@ -1575,6 +1606,7 @@ static void cnn__cl_free(cnn__cl *c, cnn_model *m) {
     CNN_FREE(c->moving);
     CNN_FREE(c->obs);
     CNN_FREE(c->n_obs);
+    CNN_FREE(c->before);
     CNN_FREE(c);
 }
 
@@ -1622,7 +1654,9 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     c->coef_host = (float **)CNN_MALLOC((size_t)m->n_nodes * sizeof(float *));
     c->obs = (double (*)[16][2])CNN_MALLOC((size_t)n * sizeof *c->obs);
     c->n_obs = (int *)CNN_MALLOC((size_t)n * sizeof(int));
-    if (!c->dev || !c->weights || !c->counts || !c->moving || !c->coef_host || !c->obs || !c->n_obs) {
+    c->before = (double *)CNN_MALLOC((size_t)n * sizeof(double));
+    c->since_change = -1;
+    if (!c->dev || !c->weights || !c->counts || !c->moving || !c->coef_host || !c->obs || !c->n_obs || !c->before) {
         cnn__cl_free(c, m);
         return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
     }
