@@ -286,9 +286,11 @@ CNN_DEF cnn_dataset *cnn_load_fashion_mnist(const char *dir, int train);
 
 /* Interpolation: of the random transforms (default bilinear, Keras'
    interpolation_order=1; nearest; the others are refused there) and of
-   resizing files to a target size (flow_from_directory: default nearest, as
-   Keras; cnn_load_image_dir: default bilinear), where every value follows
-   PIL's Image.resize, which is what Keras calls. */
+   resizing files to a target size, where every value follows PIL's
+   Image.resize, which is what Keras calls. What CNN_INTERP_DEFAULT (0) means
+   depends on the call, as Keras' defaults do: nearest for flow_from_directory
+   and cnn_load_image (Keras' load_img), bilinear for the transforms,
+   cnn_load_image_dir and cnn_resize_uint8. */
 typedef enum cnn_interpolation {
     CNN_INTERP_DEFAULT = 0,
     CNN_INTERP_NEAREST,   /* PIL NEAREST: the pixel under each output pixel's centre */
@@ -301,8 +303,10 @@ typedef enum cnn_interpolation {
 
 /* Resize uint8 pixels src [sh][sw][c] into dst [dh][dw][c] (c = 1..4) exactly as
    PIL's Image.resize does for modes L, LA, RGB and RGBA: the same filters,
-   supports and 22-bit fixed-point coefficients, horizontal pass first, and
-   colours premultiplied by alpha (c = 2 or 4) for every filter but nearest.
+   supports and 22-bit fixed-point coefficients, Pillow 13's order of the two
+   passes (across first unless the height shrinks by more than twice as many
+   pixels as the width), and colours premultiplied by alpha (c = 2 or 4) for
+   every filter but nearest. CNN_INTERP_DEFAULT means bilinear here.
    Any sizes from 1 x 1 up; src and dst must not overlap. Returns CNN_OK or a
    negative cnn_status (bad arguments, out of memory). */
 CNN_DEF int cnn_resize_uint8(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
@@ -400,7 +404,11 @@ typedef struct cnn_datagen_opts {
                                           pixels when >= 1; uniform in [-r, r] */
     float height_shift_range;          /* vertical shift, the same way */
     int width_shift_int;               /* Keras' int width_shift_range=r: a whole-pixel shift
-                                          drawn from {0, ..., r-1}, times a random sign */
+                                          drawn from {0, ..., r-1}, times a random sign (so 1
+                                          never shifts, as in Keras). Note: Python's
+                                          width_shift_range=2 is this int form; C's
+                                          .width_shift_range = 2 is the float form (uniform
+                                          in [-2, 2] pixels), Python's 2.0 */
     int height_shift_int;              /* the same vertically */
     float width_shift_list[CNN_SHIFT_LIST_MAX]; /* Keras' list width_shift_range=[a, b, ...]: */
     int width_shift_list_len;          /* one of the first len values, times a random sign;
@@ -2573,8 +2581,9 @@ static void cnn__idg_minmax(const float *x, size_t n, float *mn, float *mx) {
 
 /* Keras' channel shift (one intensity for every channel, clipped to the image's
    range) and brightness (a factor, clipped to 0..255; an image outside 0..255 is
-   mapped to it by its min and max and back). With 4 channels brightness leaves
-   the alpha channel alone, as PIL's ImageEnhance.Brightness. Flips commute
+   mapped to it by its min and max and back). With 4 channels (and 2, grey +
+   alpha, which Keras refuses) brightness leaves the alpha channel alone, as
+   PIL's ImageEnhance.Brightness. Flips commute
    with both, so they live in the matrix. x is [n / c][c]. */
 static void cnn__idg_color(const cnn_transform *t, float *x, size_t n, int c) {
     float mn, mx;
@@ -2588,7 +2597,7 @@ static void cnn__idg_color(const cnn_transform *t, float *x, size_t n, int c) {
     }
     if (t->brightness != 0) {
         const float b = t->brightness;
-        const size_t colours = c == 4 ? 3 : (size_t)c; /* the first `colours` of every pixel */
+        const size_t colours = c == 4 ? 3 : c == 2 ? 1 : (size_t)c; /* all but alpha (RGBA, grey + alpha) */
         cnn__idg_minmax(x, n, &mn, &mx);
         if (mn >= 0 && mx <= 255) {
             for (size_t p = 0; p < n; p += (size_t)c)

@@ -76,7 +76,8 @@ int main(int argc, char **argv) {
     use_device(m, device, NULL);
     int h, w, c;
     if (cnn_model_input_shape(m, &h, &w, &c) != CNN_OK) fail(EXIT_FAILURE, "%s", cnn_last_error());
-    if (c < 1 || c > 4) fail(EXIT_FAILURE, "model %s takes %d channels; images have 1 to 4", model_path, c);
+    if (c != 1 && c != 3 && c != 4)
+        fail(EXIT_FAILURE, "model %s takes %d channels; images are read as 1 (grey), 3 (RGB) or 4 (RGBA)", model_path, c);
     int k = cnn_model_output_size(m);
     if (k < 1) fail(EXIT_FAILURE, "model %s has no outputs: %s", model_path, cnn_last_error());
     if (top > k) top = k; /* cannot show more classes than there are */
