@@ -812,26 +812,28 @@ static int cnn__cl_gemm(cnn__cl *c, cnn__cl_dev *d, int ta, int tb, size_t M, si
     return CNN_OK;
 }
 
-static int cnn__cl_write(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats, const void *src,
-                         const char *what) {
+/* A non-blocking copy of n_floats between host memory and buf (to_device or back). */
+static int cnn__cl_transfer(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats, void *host,
+                            int to_device, const char *what) {
     cl_event ev = NULL;
     cl_int e = n_floats ? cnn__cl_hook(c) : CL_SUCCESS;
     if (!n_floats) return CNN_OK;
-    if (!e) e = clEnqueueWriteBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, src, 0, NULL, &ev);
+    if (!e)
+        e = to_device ? clEnqueueWriteBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev)
+                      : clEnqueueReadBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev);
     if (e) return cnn__cl_fail(d, what, e);
     cnn__cl_keep(d, ev);
     return CNN_OK;
 }
 
+static int cnn__cl_write(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats, const void *src,
+                         const char *what) {
+    return cnn__cl_transfer(c, d, buf, off_floats, n_floats, (void *)(size_t)src, 1, what);
+}
+
 static int cnn__cl_read(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats, void *dst,
                         const char *what) {
-    cl_event ev = NULL;
-    cl_int e = n_floats ? cnn__cl_hook(c) : CL_SUCCESS;
-    if (!n_floats) return CNN_OK;
-    if (!e) e = clEnqueueReadBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, dst, 0, NULL, &ev);
-    if (e) return cnn__cl_fail(d, what, e);
-    cnn__cl_keep(d, ev);
-    return CNN_OK;
+    return cnn__cl_transfer(c, d, buf, off_floats, n_floats, dst, 0, what);
 }
 
 static int cnn__cl_zero(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t n_floats, const char *what) {
