@@ -106,6 +106,12 @@
      step makes the call (fit, train_on_batch, ...) return CNN_ERR_DEVICE with
      cnn_last_error() naming the device and the call; the model is then exactly
      as after the last completed step (the host copy is the truth).
+     With .drop_failed = 1 a device whose command fails (an error, a wait past
+     .timeout_s, a buffer it cannot allocate) is left out instead, with a
+     message, and the step is redone whole on the devices left; when none is
+     left the step is redone, and training goes on, on the CPU (the model stays
+     attached with cnn_opencl_num_devices 0 until cnn_opencl_detach). The result
+     is the step as if the device had never been there.
 
    CONFIGURATION MACROS
      CNN_OPENCL_STATIC        every function static (as CNN_STATIC)
@@ -160,6 +166,8 @@ typedef struct cnn_opencl_opts {
     const char *split;    /* "auto" (NULL), "equal" or "W1:W2:..." */
     double timeout_s;     /* the longest wait on a device (0 = 120 s) */
     int quiet;            /* 1 = no messages on stderr (a device left out, the split) */
+    int drop_failed;      /* 1 = a device that fails during a step is left out and the step
+                             redone on the others; with none left, on the CPU */
     int fail_after;       /* test hook: the fail_after-th device command from now fails
                              as if the device had (0 = never) */
 } cnn_opencl_opts;
@@ -628,6 +636,7 @@ typedef struct cnn__cl_dev {
     int n_events, cap_events;
     double busy_s;              /* compute seconds of the last step */
     int steps_at_count;         /* steps run at this count (the first ones compile) */
+    int failed;                 /* a command of this device failed (see .drop_failed) */
 } cnn__cl_dev;
 
 typedef struct cnn__cl {
@@ -638,9 +647,12 @@ typedef struct cnn__cl {
     int *counts;                 /* [n] the split in use */
     double timeout_s;
     int quiet, fail_after;
+    int drop_failed;             /* leave failed devices out and redo the step (see the opts) */
+    const float *x;              /* this step's batch, for a step redone */
     long long steps;
     double host_s;               /* the last step's host seconds (transfers, reductions) */
-    float **coef_host;           /* per node: BatchNorm coefficients and statistics [5C] */
+    float **coef_host;           /* per BatchNorm node [9C]: scale, shift [2C], mean, inv std [C each], dx
+                                    coefficients [3C], gamma and beta gradients [C each] */
     float *moving;               /* staged moving statistics [n_state] */
     int moving_staged;
     /* auto split: the last observations per device (samples, seconds) */
@@ -672,7 +684,8 @@ static const char *cnn__cl_errname(cl_int e) {
     }
 }
 
-static int cnn__cl_fail(const cnn__cl_dev *d, const char *call, cl_int e) {
+static int cnn__cl_fail(cnn__cl_dev *d, const char *call, cl_int e) {
+    d->failed = 1;
     return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s failed: %s (%d)", d->info.index, d->info.name,
                          d->info.platform, call, cnn__cl_errname(e), (int)e);
 }
@@ -727,6 +740,7 @@ static int cnn__cl_wait(cnn__cl *c, cnn__cl_dev *d, const char *what) {
         if (e || st <= CL_COMPLETE) break;
         if (cnn_wall_time() - t0 > c->timeout_s) {
             clReleaseEvent(ev);
+            d->failed = 1;
             return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s did not finish within %g s", d->info.index,
                                  d->info.name, d->info.platform, what, c->timeout_s);
         }
@@ -805,9 +819,11 @@ static int cnn__cl_gemm(cnn__cl *c, cnn__cl_dev *d, int ta, int tb, size_t M, si
     s = CLBlastSgemm(CLBlastLayoutRowMajor, ta ? CLBlastTransposeYes : CLBlastTransposeNo,
                      tb ? CLBlastTransposeYes : CLBlastTransposeNo, M, N, K, 1.0f, A, a_off, lda, B, b_off, ldb, beta,
                      C, c_off, ldc, &d->q, &ev);
-    if (s != CLBlastSuccess)
+    if (s != CLBlastSuccess) {
+        d->failed = 1;
         return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): CLBlastSgemm (%zu x %zu x %zu) failed with "
                              "CLBlast status %d", d->info.index, d->info.name, d->info.platform, M, N, K, (int)s);
+    }
     cnn__cl_keep(d, ev);
     return CNN_OK;
 }
@@ -851,14 +867,18 @@ static int cnn__cl_zero(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t n_floats,
 static int cnn__cl_buffer(cnn__cl_dev *d, size_t bytes, cl_mem *out, const char *what) {
     cl_int e = CL_SUCCESS;
     if (bytes == 0) bytes = 4;
-    if (d->info.max_alloc && bytes > d->info.max_alloc)
+    if (d->info.max_alloc && bytes > d->info.max_alloc) {
+        d->failed = 1;
         return cnn_set_error(CNN_ERR_MEMORY, "OpenCL device %d (%s): %s needs %zu bytes, more than the %llu one buffer "
                              "may have (CL_DEVICE_MAX_MEM_ALLOC_SIZE): use a smaller batch", d->info.index, d->info.name,
                              what, bytes, d->info.max_alloc);
+    }
     *out = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, bytes, NULL, &e);
-    if (e || !*out)
+    if (e || !*out) {
+        d->failed = 1;
         return cnn_set_error(CNN_ERR_MEMORY, "OpenCL device %d (%s): cannot allocate %s (%zu bytes): %s", d->info.index,
                              d->info.name, what, bytes, cnn__cl_errname(e));
+    }
     return CNN_OK;
 }
 
@@ -1391,10 +1411,8 @@ static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
                 }
             }
             dgamma = sdyx * inv[ch];
-            if (n->trainable) {
-                m->grads[n->p_off + ch] += (float)dgamma;
-                m->grads[n->p_off + C + ch] += (float)sdy;
-            }
+            g[3 * C + ch] = (float)dgamma; /* gamma's and beta's gradients, added when the step succeeds */
+            g[4 * C + ch] = (float)sdy;
             k1 = (double)gamma[ch] * inv[ch];
             k2 = -k1 * inv[ch] * dgamma / M;
             g[ch] = (float)k1;
@@ -1469,7 +1487,7 @@ static int cnn__cl_elementwise(cnn__cl *c, cnn_model *m, cnn_node *n, int backwa
     return CNN_OK;
 }
 
-static int cnn__cl_forward(cnn_model *m, const float *x, int B) {
+static int cnn__cl_forward_pass(cnn_model *m, const float *x, int B) {
     cnn__cl *c = (cnn__cl *)m->backend.ctx;
     c->step_t0 = cnn_wall_time();
     const cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
@@ -1505,7 +1523,7 @@ static int cnn__cl_forward(cnn_model *m, const float *x, int B) {
     return CNN_OK;
 }
 
-static int cnn__cl_backward(cnn_model *m, int B, int fused) {
+static int cnn__cl_backward_pass(cnn_model *m, int B, int fused) {
     cnn__cl *c = (cnn__cl *)m->backend.ctx;
     const cnn_node *o = m->nodes[m->output];
     const size_t U = cnn__node_size(o);
@@ -1543,6 +1561,15 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
     if (rc) return cnn__cl_drain(c, rc);
     CNN__CL_EACH(c, d) cnn__cl_collect_times(d);
     t0 = cnn_wall_time();
+    for (int i = 0; i < m->n_nodes; i++) { /* BatchNorm's gamma and beta gradients, computed on the host */
+        const cnn_node *n = m->nodes[i];
+        const float *g = n->type == CNN__BATCH_NORM ? c->coef_host[i] + 4 * n->c : NULL;
+        if (g && n->trainable && cnn__bn_uses_batch(n))
+            for (int ch = 0; ch < n->c; ch++) {
+                m->grads[n->p_off + ch] += g[3 * n->c + ch];
+                m->grads[n->p_off + n->c + ch] += g[4 * n->c + ch];
+            }
+    }
     for (size_t i = 0; i < m->n_params; i++) { /* the devices' gradients in device order, in double */
         double s = m->grads[i];
         for (int k = 0; k < used; k++) s += parts[k][i];
@@ -1587,6 +1614,88 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
         if (c->steps % 4 == 0 && c->n_wall >= 4 && c->since_change < 0 && !c->frozen) cnn__cl_rebalance(c, B);
     }
     return CNN_OK;
+}
+
+/* ---- a device that fails during a step (.drop_failed) ------------------------ */
+
+/* After error rc in a step: with .drop_failed, leave out the devices whose
+   commands failed and return 1 (the caller redoes the step on the devices
+   left, or on the CPU when none is); else 0 (the error stands). */
+static int cnn__cl_drop_failed(cnn__cl *c, cnn_model *m, int rc) {
+    char why[512];
+    int kept = 0, dropped = 0;
+    if (!c->drop_failed || (rc != CNN_ERR_DEVICE && rc != CNN_ERR_MEMORY)) return 0;
+    for (int k = 0; k < c->n; k++) dropped += c->dev[k].failed;
+    if (dropped == 0) return 0; /* not a device's failure (host memory): the error stands */
+    snprintf(why, sizeof why, "%s", cnn_last_error());
+    for (int k = 0; k < c->n; k++) {
+        cnn__cl_dev *d = &c->dev[k];
+        if (d->failed) {
+            if (!c->quiet)
+                fprintf(stderr, "cnn_opencl: leaving device %d (%s) out after its error: %s\n", d->info.index,
+                        d->info.name, why);
+            cnn__cl_dev_free(d, m->n_nodes);
+            continue;
+        }
+        if (kept != k) { /* the devices left move down, with their split state */
+            c->dev[kept] = *d;
+            memset(d, 0, sizeof *d);
+            c->weights[kept] = c->weights[k];
+            c->before[kept] = c->before[k];
+            c->n_obs[kept] = c->n_obs[k];
+            memcpy(c->obs[kept], c->obs[k], sizeof c->obs[k]);
+        }
+        kept++;
+    }
+    c->n = kept;
+    if (c->fixed) { /* the weights left decide; all zero: equal */
+        double total = 0;
+        for (int k = 0; k < kept; k++) total += c->weights[k];
+        if (!(total > 0)) c->fixed = 0, c->equal = 1;
+    } else if (!c->equal) { /* auto starts again from equal, judging changes afresh */
+        for (int k = 0; k < kept; k++) c->weights[k] = 1;
+        c->since_change = -1;
+        c->n_wall = 0;
+    }
+    if (!c->quiet) {
+        if (kept) fprintf(stderr, "cnn_opencl: redoing the step on the %d device%s left\n", kept, kept == 1 ? "" : "s");
+        else fprintf(stderr, "cnn_opencl: no device left: the step is redone, and training goes on, on the CPU\n");
+    }
+    return 1;
+}
+
+/* The backend's passes: on the devices, or on the CPU once every device has
+   failed (.drop_failed). A step that loses a device is redone whole on the
+   others: its forward pass again (the output, and so the loss gradient the
+   host computed from it, is the same up to rounding), then its backward pass.
+   The host's gradients and moving statistics change only when a step
+   succeeds, so nothing of the failed attempt remains. */
+static int cnn__cl_forward(cnn_model *m, const float *x, int B) {
+    cnn__cl *c = (cnn__cl *)m->backend.ctx;
+    int rc;
+    c->x = x;
+    for (;;) {
+        if (c->n == 0) {
+            cnn__forward(m, x, B);
+            return CNN_OK;
+        }
+        rc = cnn__cl_forward_pass(m, x, B);
+        if (!rc || !cnn__cl_drop_failed(c, m, rc)) return rc;
+    }
+}
+
+static int cnn__cl_backward(cnn_model *m, int B, int fused) {
+    cnn__cl *c = (cnn__cl *)m->backend.ctx;
+    int rc;
+    for (;;) {
+        if (c->n == 0) {
+            cnn__backward(m, B, fused);
+            return CNN_OK;
+        }
+        rc = cnn__cl_backward_pass(m, B, fused);
+        if (!rc || !cnn__cl_drop_failed(c, m, rc)) return rc;
+        if ((rc = cnn__cl_forward(m, c->x, B))) return rc;
+    }
 }
 
 /* ======================================================================== */
@@ -1667,13 +1776,14 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     memset(c->n_obs, 0, (size_t)n * sizeof(int));
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i]->type == CNN__BATCH_NORM &&
-            !(c->coef_host[i] = (float *)CNN_MALLOC((size_t)m->nodes[i]->c * 7 * sizeof(float)))) {
+            !(c->coef_host[i] = (float *)CNN_MALLOC((size_t)m->nodes[i]->c * 9 * sizeof(float)))) {
             cnn__cl_free(c, m);
             return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
         }
     c->timeout_s = op.timeout_s > 0 ? op.timeout_s : 120;
     c->quiet = op.quiet;
     c->fail_after = op.fail_after;
+    c->drop_failed = op.drop_failed;
     if ((rc = cnn_split_parse(op.split ? op.split : "auto", n, &fixed, c->weights))) {
         cnn__cl_free(c, m);
         return rc;

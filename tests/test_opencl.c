@@ -1468,6 +1468,101 @@ static void test_errors(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* 7b. .drop_failed: a failed device is left out and the step redone         */
+/* ------------------------------------------------------------------------ */
+
+/* commands of the attach and of one training step of B on `devices` */
+static void count_commands(const char *devices, int B, const float *x, const float *y, int *attach, int *step) {
+    enum { BIG = 1000000 };
+    cnn_model *m = make(&tutorial, cnn_adam(.learning_rate = 0.003f), 4);
+    int rc = cnn_opencl_attach(m, .devices = devices, .split = "equal", .fail_after = BIG, .quiet = 1), r0 = 0;
+    *attach = *step = 0;
+    if (!rc) {
+        r0 = remaining_commands(m);
+        rc = cnn_train_on_batch(m, x, y, B, 1, NULL, NULL);
+        *attach = BIG - r0;
+        *step = r0 - remaining_commands(m);
+    }
+    CHECK(rc == CNN_OK, "counting %s's commands: %s", devices, cnn_last_error());
+    cnn_model_free(m);
+}
+
+static void test_drop_failed(void) {
+    const cnn_optimizer opt = cnn_adam(.learning_rate = 0.003f);
+    enum { B = 12, STEPS = 4 };
+    static float xs[STEPS][B * TH * TW * TC], ys[STEPS][B];
+    cnn_model *cpu = make(&tutorial, opt, 4);
+    int attach2, step2, attach1, step1, rc = cpu ? CNN_OK : CNN_ERR_MEMORY;
+    group(name_of("%s: .drop_failed: the failed device left out, the step redone, then the CPU", mode));
+    for (int s = 0; s < STEPS; s++) tutorial_data(xs[s], ys[s], B);
+    for (int s = 0; s < STEPS && !rc; s++) rc = cnn_train_on_batch(cpu, xs[s], ys[s], B, 1, NULL, NULL);
+    CHECK(rc == CNN_OK, "the CPU twin: %s", cnn_last_error());
+    count_commands("0,1", B, xs[0], ys[0], &attach2, &step2);
+    count_commands("0", B, xs[0], ys[0], &attach1, &step1);
+    if (rc || step2 <= 0 || step1 <= 0) { cnn_model_free(cpu); return; }
+    /* two devices, a command of step 2 fails (early: forward, middle, late: backward):
+       every call succeeds, one device is left, and the model is the CPU's */
+    {
+        const int at[3] = {1, step2 / 2, step2 - 1};
+        for (int p = 0; p < 3; p++) {
+            cnn_model *m = make(&tutorial, opt, 4);
+            worst w;
+            float l[STEPS];
+            int r = cnn_opencl_attach(m, .devices = "0,1", .split = "equal", .drop_failed = 1, .quiet = 1,
+                                      .fail_after = attach2 + step2 + at[p]);
+            for (int s = 0; s < STEPS && !r; s++) r = cnn_train_on_batch(m, xs[s], ys[s], B, 1, &l[s], NULL);
+            CHECK(r == CNN_OK && cnn_opencl_num_devices(m) == 1 && remaining_commands(m) == 0,
+                  "2 devices, command %d of step 2 fails: rc %d, %d devices left (%s)", at[p], r, cnn_opencl_num_devices(m),
+                  cnn_last_error());
+            if (!r) {
+                int counts[2] = {0, 0};
+                compare_models(m, cpu, 0, 1, &w);
+                CHECK(w.rel <= TOL, "after the redone step, vs the CPU: %s rel %.2e", w.where, w.rel);
+                CHECK(cnn_opencl_get_split(m, counts, 2) == 1 && counts[0] == B, "the device left takes the batch: %d", counts[0]);
+                if (p == 1) printf("#   2 devices, command %d of step 2 failed: 1 device left, worst %s rel %.2e vs the CPU\n", at[p],
+                                   w.where, w.rel);
+            }
+            cnn_model_free(m);
+        }
+    }
+    /* one device fails in step 2: the step is redone on the CPU, and the rest of
+       training, evaluate and predict run there (the model still says OpenCL, with 0 devices) */
+    {
+        const int at[2] = {2, step1 - 1};
+        for (int p = 0; p < 2; p++) {
+            cnn_model *m = make(&tutorial, opt, 4);
+            worst w;
+            float out[B * TCLASSES], want[B * TCLASSES];
+            int r = cnn_opencl_attach(m, .devices = "0", .drop_failed = 1, .quiet = 1, .fail_after = attach1 + step1 + at[p]);
+            for (int s = 0; s < STEPS && !r; s++) r = cnn_train_on_batch(m, xs[s], ys[s], B, 1, NULL, NULL);
+            CHECK(r == CNN_OK && cnn_opencl_num_devices(m) == 0 && cnn_model_get_backend(m) != NULL,
+                  "1 device, command %d of step 2 fails: rc %d, %d devices (%s)", at[p], r, cnn_opencl_num_devices(m),
+                  cnn_last_error());
+            if (!r) {
+                compare_models(m, cpu, 0, 1, &w);
+                CHECK(w.rel <= TOL, "on the CPU after the device failed, vs the CPU: %s rel %.2e", w.where, w.rel);
+                r = cnn_predict(m, xs[0], B, 0, out);
+                if (!r) r = cnn_predict(cpu, xs[0], B, 0, want);
+                CHECK(r == CNN_OK && rel(out, want, (size_t)B * TCLASSES) <= TOL, "predict on the CPU fallback: rc %d", r);
+                CHECK(cnn_opencl_detach(m) == CNN_OK && !cnn_model_get_backend(m), "detach after the fallback");
+            }
+            cnn_model_free(m);
+        }
+    }
+    /* without .drop_failed the same failure stops the call (test_errors covers the model's bits) */
+    {
+        cnn_model *m = make(&tutorial, opt, 4);
+        int r = cnn_opencl_attach(m, .devices = "0,1", .split = "equal", .quiet = 1, .fail_after = attach2 + step2 + 1);
+        if (!r) r = cnn_train_on_batch(m, xs[0], ys[0], B, 1, NULL, NULL);
+        if (!r) r = cnn_train_on_batch(m, xs[1], ys[1], B, 1, NULL, NULL);
+        CHECK(r == CNN_ERR_DEVICE && cnn_opencl_num_devices(m) == 2, "no .drop_failed: rc %d, %d devices", r,
+              cnn_opencl_num_devices(m));
+        cnn_model_free(m);
+    }
+    cnn_model_free(cpu);
+}
+
+/* ------------------------------------------------------------------------ */
 /* 8. Detach, and save while attached                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -1572,6 +1667,7 @@ int main(int argc, char **argv) {
         test_batch_sizes("0,1", "2 PoCL devices");
         test_fit("0,1", "2 PoCL devices");
         test_errors();
+        test_drop_failed();
         test_detach_save();
     } else if (!strcmp(mode, "vendors")) {
         static char both[16], both_rev[16], only_r[16];
