@@ -100,8 +100,9 @@
      compiled at attach, one device at a time, and the time is reported.
 
    ERRORS
-     No platform, no device, a device that fails its start-up check (a small
-     GEMM against the CPU), a layer it cannot run: cnn_opencl_attach returns an
+     No platform, no device, a device that fails its start-up check (CLBlast's
+     three products on a small case, then one forward and backward pass of the
+     model itself on 4 samples, each against the CPU path within 1e-3), a layer it cannot run: cnn_opencl_attach returns an
      error saying so and the model stays on the CPU. An OpenCL error during a
      step makes the call (fit, train_on_batch, ...) return CNN_ERR_DEVICE with
      cnn_last_error() naming the device and the call; the model is then exactly
@@ -648,6 +649,7 @@ typedef struct cnn__cl {
     double timeout_s;
     int quiet, fail_after;
     int drop_failed;             /* leave failed devices out and redo the step (see the opts) */
+    int checking;                /* the start-up check runs: no split bookkeeping */
     const float *x;              /* this step's batch, for a step redone */
     long long steps;
     double host_s;               /* the last step's host seconds (transfers, reductions) */
@@ -1487,8 +1489,7 @@ static int cnn__cl_elementwise(cnn__cl *c, cnn_model *m, cnn_node *n, int backwa
     return CNN_OK;
 }
 
-static int cnn__cl_forward_pass(cnn_model *m, const float *x, int B) {
-    cnn__cl *c = (cnn__cl *)m->backend.ctx;
+static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B) {
     c->step_t0 = cnn_wall_time();
     const cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
     const size_t per_in = cnn__node_size(in), U = cnn__node_size(o);
@@ -1523,8 +1524,7 @@ static int cnn__cl_forward_pass(cnn_model *m, const float *x, int B) {
     return CNN_OK;
 }
 
-static int cnn__cl_backward_pass(cnn_model *m, int B, int fused) {
-    cnn__cl *c = (cnn__cl *)m->backend.ctx;
+static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
     const cnn_node *o = m->nodes[m->output];
     const size_t U = cnn__node_size(o);
     const float *parts[CNN__CL_MAX_DEVICES];
@@ -1578,6 +1578,7 @@ static int cnn__cl_backward_pass(cnn_model *m, int B, int fused) {
     if (c->moving_staged) memcpy(m->state, c->moving, m->n_state * sizeof(float)); /* the step succeeded */
     c->moving_staged = 0;
     c->host_s += cnn_wall_time() - t0;
+    if (c->checking) return CNN_OK;
     c->steps++;
     for (int k = 0; k < c->n && !c->fixed && !c->equal; k++)
         if (c->dev[k].count > 0 && c->dev[k].busy_s < 0) { /* no usable clock: auto cannot measure */
@@ -1614,6 +1615,71 @@ static int cnn__cl_backward_pass(cnn_model *m, int B, int fused) {
         if (c->steps % 4 == 0 && c->n_wall >= 4 && c->since_change < 0 && !c->frozen) cnn__cl_rebalance(c, B);
     }
     return CNN_OK;
+}
+
+/* ---- the start-up check of the model's own layers ------------------------- */
+
+/* Device d (c->dev[k], not yet in use) runs one forward and backward pass of
+   the model itself on a small batch, against the CPU path: the output and
+   every parameter gradient within 1e-3 (a kernel the driver gets wrong is off
+   by far more). Nothing of the model changes: training mode without
+   moving-statistics updates, and the gradient buffer is scratch. */
+static int cnn__cl_skew_check; /* test hook: the next checks see a device output off by this much */
+static int cnn__cl_check_layers(cnn__cl *c, cnn_model *m, int k) {
+    enum { B = 4 };
+    cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
+    const size_t per = cnn__node_size(in), U = cnn__node_size(o);
+    float *x = (float *)CNN_MALLOC(B * per * sizeof(float)), *want = (float *)CNN_MALLOC((B * U + m->n_params) * sizeof(float));
+    const int n = c->n, equal = c->equal;
+    cnn__cl_dev *dev = c->dev;
+    double out_err = 0, out_norm = 0, g_err = 0, g_norm = 0;
+    uint64_t h = 0x9e3779b97f4a7c15ULL;
+    int rc = x && want ? cnn__ensure_batch(m, B) : cnn_set_error(CNN_ERR_MEMORY, "cnn_opencl: out of host memory");
+    if (rc) goto done;
+    for (size_t i = 0; i < B * per; i++) x[i] = (float)((h = cnn__mix64(h + i)) >> 40) * (1.0f / 16777216.0f);
+    m->training = 1;
+    m->update_moving = 0;
+    /* the CPU's output and gradients, from the loss gradient dout = output - 1/U */
+    cnn__forward(m, x, B);
+    for (size_t i = 0; i < B * U; i++) want[i] = o->out[i], o->dout[i] = o->out[i] - 1.0f / (float)U;
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    cnn__backward(m, B, 0);
+    memcpy(want + B * U, m->grads, m->n_params * sizeof(float));
+    /* the device's, alone, split "equal" */
+    c->dev = dev + k;
+    c->n = 1;
+    c->equal = 1;
+    c->checking = 1;
+    rc = cnn__cl_forward_pass(c, m, x, B);
+    if (!rc) o->out[0] += (float)cnn__cl_skew_check;
+    for (size_t i = 0; i < B * U && !rc; i++) {
+        out_err += ((double)o->out[i] - want[i]) * ((double)o->out[i] - want[i]);
+        out_norm += (double)want[i] * want[i];
+        o->dout[i] = o->out[i] - 1.0f / (float)U;
+    }
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    if (!rc) rc = cnn__cl_backward_pass(c, m, B, 0);
+    for (size_t i = 0; i < m->n_params && !rc; i++) {
+        const double w = want[B * U + i];
+        g_err += (m->grads[i] - w) * (m->grads[i] - w);
+        g_norm += w * w;
+    }
+    c->dev = dev;
+    c->n = n;
+    c->equal = equal;
+    c->checking = 0;
+    dev[k].count = 0; /* the first real step plans afresh */
+    m->training = 0;
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    if (!rc && !(sqrt(out_err) <= 1e-3 * sqrt(out_norm) + 1e-6 && sqrt(g_err) <= 1e-3 * sqrt(g_norm) + 1e-6))
+        rc = cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s) fails its start-up check: a pass of the model "
+                           "differs from the CPU's (output rel %.2g, gradients rel %.2g)", dev[k].info.index,
+                           dev[k].info.name, dev[k].info.platform, sqrt(out_err / (out_norm + 1e-30)),
+                           sqrt(g_err / (g_norm + 1e-30)));
+done:
+    CNN_FREE(x);
+    CNN_FREE(want);
+    return rc;
 }
 
 /* ---- a device that fails during a step (.drop_failed) ------------------------ */
@@ -1679,7 +1745,7 @@ static int cnn__cl_forward(cnn_model *m, const float *x, int B) {
             cnn__forward(m, x, B);
             return CNN_OK;
         }
-        rc = cnn__cl_forward_pass(m, x, B);
+        rc = cnn__cl_forward_pass(c, m, x, B);
         if (!rc || !cnn__cl_drop_failed(c, m, rc)) return rc;
     }
 }
@@ -1692,7 +1758,7 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
             cnn__backward(m, B, fused);
             return CNN_OK;
         }
-        rc = cnn__cl_backward_pass(m, B, fused);
+        rc = cnn__cl_backward_pass(c, m, B, fused);
         if (!rc || !cnn__cl_drop_failed(c, m, rc)) return rc;
         if ((rc = cnn__cl_forward(m, c->x, B))) return rc;
     }
@@ -1794,9 +1860,12 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
        leave out the ones that fail to open or fail the check */
     for (int k = 0; k < n; k++) {
         cnn__cl_dev *d = &c->dev[kept];
+        const double t0 = cnn_wall_time();
         double secs = 0;
         rc = cnn__cl_dev_open(d, idx[k], m);
         if (!rc) rc = cnn__cl_dev_check(c, d, &secs);
+        if (!rc) rc = cnn__cl_check_layers(c, m, kept);
+        secs = cnn_wall_time() - t0;
         if (rc) {
             if (!c->quiet) fprintf(stderr, "cnn_opencl: leaving device %d out: %s\n", idx[k], cnn_last_error());
             cnn__cl_dev_free(d, m->n_nodes);
@@ -1806,7 +1875,7 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
             continue;
         }
         if (!c->quiet)
-            fprintf(stderr, "cnn_opencl: device %d: %s (%s), kernels and CLBlast ready in %.2f s\n", d->info.index,
+            fprintf(stderr, "cnn_opencl: device %d: %s (%s), kernels built, CLBlast warmed and checked in %.2f s\n", d->info.index,
                     d->info.name, d->info.platform, secs);
         kept++;
     }

@@ -1409,12 +1409,13 @@ static void test_errors(void) {
         cnn_dataset *d = quadrants(64, 5);
         cnn_model *m = make(&spec, opt, 4), *probe = make(&spec, opt, 4);
         snapshot snap = {0};
-        int rc, fit_step = 0;
+        int rc, fit_step = 0, fit_attach = 0;
         cnn_history *h;
-        /* commands per fit step for this network */
+        /* commands of the attach (its start-up check runs the network) and per fit step */
         rc = cnn_opencl_attach(probe, .devices = "0,1", .split = "equal", .fail_after = BIG, .quiet = 1);
         if (!rc) {
             int r0 = remaining_commands(probe);
+            fit_attach = BIG - r0;
             h = cnn_fit(probe, d, .batch_size = 16, .epochs = 1, .steps_per_epoch = 1);
             fit_step = r0 - remaining_commands(probe);
             cnn_history_free(h);
@@ -1422,7 +1423,7 @@ static void test_errors(void) {
         CHECK(rc == CNN_OK && fit_step > 0, "probe: %s", cnn_last_error());
         if (fit_step > 0) {
             cnn_callback *cb = cnn_lambda_callback(.on_batch_end = on_batch_snapshot, .user = &snap), *cbs[2] = {cb, NULL};
-            rc = cnn_opencl_attach(m, .devices = "0,1", .split = "equal", .fail_after = attach_cmds + 2 * fit_step + fit_step / 2,
+            rc = cnn_opencl_attach(m, .devices = "0,1", .split = "equal", .fail_after = fit_attach + 2 * fit_step + fit_step / 2,
                                    .quiet = 1);
             CHECK(rc == CNN_OK, "attach: %s", cnn_last_error());
             snap_take(&snap, m);
@@ -1454,6 +1455,14 @@ static void test_errors(void) {
         printf("#   attach: %s\n", cnn_last_error());
         rc = cnn_train_on_batch(m, xs[0], ys[0], B, 1, &l, NULL);
         CHECK(rc == CNN_OK, "the CPU trains after the failed attach: %s", cnn_last_error());
+        /* a device whose pass of the model differs from the CPU's (a wrong kernel, a bad tuning entry) */
+        cnn__cl_skew_check = 1;
+        clear_error();
+        rc = cnn_opencl_attach(m, .devices = "0", .quiet = 1);
+        cnn__cl_skew_check = 0;
+        CHECK(rc == CNN_ERR_DEVICE && error_has("differs from the CPU") && !cnn_model_get_backend(m),
+              "a device whose layers are off fails the start-up check: rc %d (%s)", rc, cnn_last_error());
+        printf("#   attach: %s\n", cnn_last_error());
         rc = cnn_opencl_attach(m, .devices = "0,1", .split = "3:1", .fail_after = 2, .quiet = 1);
         CHECK(rc == CNN_OK && cnn_opencl_num_devices(m) == 1 && cnn_opencl_device(m, 0, &info) == CNN_OK && info.index == 1,
               "device 0 fails its check: rc %d, %d devices (%s)", rc, cnn_opencl_num_devices(m), cnn_last_error());
