@@ -656,6 +656,12 @@ typedef struct cnn_backend {
     int (*backward)(cnn_model *m, int B, int fused);
     /* the model is freed, or another backend replaces this one */
     void (*release)(cnn_model *m);
+    /* optional: one line saying where the passes run and how a batch is shared
+       ("OpenCL, split auto: ..."), written to text[size]; returns 1 when it
+       wrote it (`always`, or the sharing changed by more than a few points
+       since the last line written), else 0. cnn_fit at verbose 1 or 2 shows it
+       before the first epoch and after each epoch that changed it. */
+    int (*describe)(cnn_model *m, int always, char *text, size_t size);
 } cnn_backend;
 
 /* Install a backend (copied), or NULL to run on the CPU again. */
@@ -3453,6 +3459,12 @@ static void cnn__forward(cnn_model *m, const float *x, int B) {
     }
 }
 
+/* The backend's line on where the passes run (always, or when it changed). */
+static void cnn__describe_backend(cnn_model *m, int always, FILE *out) {
+    char where[1024];
+    if (m->backend.describe(m, always, where, sizeof where)) fprintf(out, "%s\n", where);
+}
+
 /* The forward pass on the backend in use: the CPU, or the one installed. */
 static int cnn__run_forward(cnn_model *m, const float *x, int B) {
     if (m->backend.forward) return m->backend.forward(m, x, B);
@@ -4618,6 +4630,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin && (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user)) st.stop = st.h->stopped_early = 1;
         }
         if (rc || st.stop) break;
+        if (o->verbose && m->backend.describe && epoch == o->initial_epoch) cnn__describe_backend(m, 1, out);
         if (o->verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, epochs);
         if (!o->steps_per_epoch && epoch != o->initial_epoch && (rc = src->reset(src->ctx, ++pass))) break;
         double t0 = cnn_wall_time(), last_draw = 0, loss_sum = 0, acc_sum = 0;
@@ -4683,6 +4696,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             fprintf(out, "%s\n", vtext);
             fflush(out);
         }
+        if (o->verbose && m->backend.describe) cnn__describe_backend(m, 0, out); /* when the sharing changed */
         /* lr as used in this epoch (callbacks below may change it for the next), as Keras logs it */
         int track_lr = 0;
         for (cnn_callback **c = o->callbacks; c && *c; c++) track_lr |= (*c)->kind == CNN__CB_REDUCE_LR || (*c)->kind == CNN__CB_SCHEDULER;

@@ -185,10 +185,17 @@ CNN_OPENCL_DEF int cnn_opencl_device(const cnn_model *m, int k, cnn_opencl_devic
 /* The split of the last step: samples per device into counts[max]; returns the
    device count, or a negative cnn_status. */
 CNN_OPENCL_DEF int cnn_opencl_get_split(const cnn_model *m, int *counts, int max);
-/* Timings of the last step: seconds of device compute per device (times[max]),
-   and the host's seconds in transfers and reductions. Returns the device count. */
-CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, double *times, int max, double *host_s);
-/* (a device whose driver stamps no real times reports -1; auto then splits equally) */
+/* Where the time of the last step (or inference batch) went. */
+#define CNN_OPENCL_MAX_DEVICES 64
+typedef struct cnn_opencl_times {
+    int n;                                     /* devices */
+    double step_s;                             /* the whole step, by the wall clock */
+    double reduce_s;                           /* on the host: merging BatchNorm sums, summing gradients */
+    double compute_s[CNN_OPENCL_MAX_DEVICES];  /* each device's kernels, by its own clock */
+    double transfer_s[CNN_OPENCL_MAX_DEVICES]; /* each device's copies to and from the host */
+} cnn_opencl_times;  /* a device whose driver stamps no real times reports -1 (auto then splits equally) */
+/* Fills *t; returns the device count, or a negative cnn_status. */
+CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, cnn_opencl_times *t);
 
 #ifndef __cplusplus
 #define cnn_opencl_attach(m, ...) cnn_opencl_attach_opt((m), &(cnn_opencl_opts){__VA_ARGS__})
@@ -539,7 +546,7 @@ static int cnn__cl_enumerate(cl_device_id *ids, cl_platform_id *plats, cnn_openc
     return n;
 }
 
-#define CNN__CL_MAX_DEVICES 64
+#define CNN__CL_MAX_DEVICES CNN_OPENCL_MAX_DEVICES
 
 CNN__CL_IMPL int cnn_opencl_devices(cnn_opencl_device_info *out, int max) {
     cnn_opencl_device_info all[CNN__CL_MAX_DEVICES];
@@ -635,7 +642,9 @@ typedef struct cnn__cl_dev {
     float *grads_host;          /* host copy of the device's gradients [n_params] */
     cl_event *events;           /* this step's commands, for the device's own timing */
     int n_events, cap_events;
-    double busy_s;              /* compute seconds of the last step */
+    unsigned char *transfer;    /* [cap_events] 1: that command is a transfer */
+    double busy_s;              /* device seconds of the last step (compute and transfers; -1: no real clock) */
+    double transfer_s;          /* of which transfers between host and device */
     int steps_at_count;         /* steps run at this count (the first ones compile) */
     int failed;                 /* a command of this device failed (see .drop_failed) */
 } cnn__cl_dev;
@@ -652,7 +661,8 @@ typedef struct cnn__cl {
     int checking;                /* the start-up check runs: no split bookkeeping */
     const float *x;              /* this step's batch, for a step redone */
     long long steps;
-    double host_s;               /* the last step's host seconds (transfers, reductions) */
+    double host_s;               /* the last step's host seconds in reductions */
+    double step_s;               /* the last step's wall seconds */
     float **coef_host;           /* per BatchNorm node [9C]: scale, shift [2C], mean, inv std [C each], dx
                                     coefficients [3C], gamma and beta gradients [C each] */
     float *moving;               /* staged moving statistics [n_state] */
@@ -665,6 +675,7 @@ typedef struct cnn__cl {
     double step_t0, wall[8];     /* this step's start; the last steps' wall seconds */
     int n_wall, frozen;          /* frozen: auto stopped changing the split */
     double *before;              /* [n] the weights before the last change */
+    double *shown;               /* [n] the shares in the last line describe wrote */
     double wall_before;          /* their mean step time */
     int since_change;            /* steps since the last change (-1: none to judge) */
 } cnn__cl;
@@ -697,32 +708,40 @@ static cl_int cnn__cl_hook(cnn__cl *c) {
     return c->fail_after > 0 && --c->fail_after == 0 ? CL_OUT_OF_RESOURCES : CL_SUCCESS;
 }
 
-/* Keep a command's event for the device's timing (or release it at once). */
-static void cnn__cl_keep(cnn__cl_dev *d, cl_event ev) {
+/* Keep a command's event for the device's timing (or release it at once);
+   transfers (host <-> device copies) are told apart from compute. */
+static void cnn__cl_keep_kind(cnn__cl_dev *d, cl_event ev, int transfer) {
     if (!ev) return;
     if (d->n_events == d->cap_events) {
         int cap = d->cap_events ? 2 * d->cap_events : 256;
         cl_event *e = (cl_event *)CNN_REALLOC(d->events, (size_t)cap * sizeof *e);
-        if (!e) { clReleaseEvent(ev); return; }
-        d->events = e;
+        unsigned char *t = e ? (unsigned char *)CNN_REALLOC(d->transfer, (size_t)cap) : NULL;
+        if (e) d->events = e;
+        if (!t) { clReleaseEvent(ev); return; }
+        d->transfer = t;
         d->cap_events = cap;
     }
+    d->transfer[d->n_events] = (unsigned char)transfer;
     d->events[d->n_events++] = ev;
 }
+static void cnn__cl_keep(cnn__cl_dev *d, cl_event ev) { cnn__cl_keep_kind(d, ev, 0); }
 
 /* Sum the device's kept commands' run times into busy_s and release them. */
 static void cnn__cl_collect_times(cnn__cl_dev *d) {
-    double s = 0;
+    double s = 0, moved = 0;
     for (int i = 0; i < d->n_events; i++) {
         cl_ulong t0 = 0, t1 = 0;
         if (clGetEventProfilingInfo(d->events[i], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) == CL_SUCCESS &&
             clGetEventProfilingInfo(d->events[i], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) == CL_SUCCESS &&
-            t1 > t0)
+            t1 > t0) {
             s += (double)(t1 - t0) * 1e-9;
+            if (d->transfer[i]) moved += (double)(t1 - t0) * 1e-9;
+        }
         clReleaseEvent(d->events[i]);
     }
     /* some drivers (Mesa 22's rusticl) stamp commands 0, 1, 2, 3 ns: not times */
     d->busy_s = d->n_events > 0 && s < d->n_events * 1e-7 ? -1 : s;
+    d->transfer_s = d->busy_s < 0 ? -1 : moved;
     d->n_events = 0;
 }
 
@@ -840,7 +859,7 @@ static int cnn__cl_transfer(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_f
         e = to_device ? clEnqueueWriteBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev)
                       : clEnqueueReadBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev);
     if (e) return cnn__cl_fail(d, what, e);
-    cnn__cl_keep(d, ev);
+    cnn__cl_keep_kind(d, ev, 1);
     return CNN_OK;
 }
 
@@ -961,6 +980,7 @@ static int cnn__cl_size_buffers(cnn__cl *c, cnn__cl_dev *d, cnn_model *m, int ca
 static void cnn__cl_dev_free(cnn__cl_dev *d, int n_nodes) {
     for (int i = 0; i < d->n_events; i++) clReleaseEvent(d->events[i]);
     CNN_FREE(d->events);
+    CNN_FREE(d->transfer);
     cnn__cl_free_nodes(d, n_nodes);
     CNN_FREE(d->nodes);
     CNN_FREE(d->part);
@@ -1199,11 +1219,9 @@ static void cnn__cl_rebalance(cnn__cl *c, int B) {
     c->wall_before = 0;
     for (int i = 0; i < 4; i++) c->wall_before += c->wall[(c->n_wall - 1 - i) & 7] / 4;
     c->since_change = 0;
-    if (!c->quiet) {
-        fprintf(stderr, "cnn_opencl: split now");
-        for (int k = 0; k < c->n; k++) fprintf(stderr, "%s %d", k ? " :" : "", counts[k]);
-        fprintf(stderr, " of %d samples (predicted %.1f ms per step instead of %.1f)\n", B, then * 1e3, now * 1e3);
-    }
+    if (!c->quiet && counts[largest] == B && c->n > 1) /* the others cost more than they give */
+        fprintf(stderr, "cnn_opencl: device %d (%s) alone is faster than a split (predicted %.1f ms per step instead of "
+                "%.1f): it takes every sample\n", c->dev[largest].info.index, c->dev[largest].info.name, then * 1e3, now * 1e3);
 }
 
 /* This step's split of B samples, and buffers large enough for it. */
@@ -1213,7 +1231,7 @@ static int cnn__cl_plan(cnn__cl *c, cnn_model *m, int B) {
     for (int k = 0; k < c->n && !rc; k++) {
         cnn__cl_dev *d = &c->dev[k];
         if (counts[k] != d->count) d->steps_at_count = 0;
-        if (counts[k] == 0) d->busy_s = 0; /* idle this step */
+        if (counts[k] == 0) d->busy_s = d->transfer_s = 0; /* idle this step */
         d->count = counts[k];
         d->first = first;
         first += counts[k];
@@ -1520,7 +1538,10 @@ static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B)
     }
     if (!rc) rc = cnn__cl_wait_all(c, "the forward pass");
     if (rc) return cnn__cl_drain(c, rc);
-    if (!m->training) CNN__CL_EACH(c, d) cnn__cl_collect_times(d);
+    if (!m->training) {
+        CNN__CL_EACH(c, d) cnn__cl_collect_times(d);
+        c->step_s = cnn_wall_time() - c->step_t0;
+    }
     return CNN_OK;
 }
 
@@ -1578,6 +1599,7 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
     if (c->moving_staged) memcpy(m->state, c->moving, m->n_state * sizeof(float)); /* the step succeeded */
     c->moving_staged = 0;
     c->host_s += cnn_wall_time() - t0;
+    c->step_s = cnn_wall_time() - c->step_t0;
     if (c->checking) return CNN_OK;
     c->steps++;
     for (int k = 0; k < c->n && !c->fixed && !c->equal; k++)
@@ -1709,6 +1731,7 @@ static int cnn__cl_drop_failed(cnn__cl *c, cnn_model *m, int rc) {
             c->weights[kept] = c->weights[k];
             c->before[kept] = c->before[k];
             c->n_obs[kept] = c->n_obs[k];
+            c->shown[kept] = -1; /* the next description is news */
             memcpy(c->obs[kept], c->obs[k], sizeof c->obs[k]);
         }
         kept++;
@@ -1784,12 +1807,45 @@ static void cnn__cl_free(cnn__cl *c, cnn_model *m) {
     CNN_FREE(c->obs);
     CNN_FREE(c->n_obs);
     CNN_FREE(c->before);
+    CNN_FREE(c->shown);
     CNN_FREE(c);
 }
 
 static void cnn__cl_release_backend(cnn_model *m) {
     cnn__cl_free((cnn__cl *)m->backend.ctx, m);
     memset(&m->backend, 0, sizeof m->backend);
+}
+
+/* The backend's describe: each device's name, platform and share of the
+   batch (of the last step; before any, as the split mode starts), when asked
+   or when a share moved by more than 3 points since the last line. */
+static int cnn__cl_describe(cnn_model *m, int always, char *text, size_t size) {
+    cnn__cl *c = (cnn__cl *)m->backend.ctx;
+    double share[CNN__CL_MAX_DEVICES], total = 0;
+    int changed = always, given = 0;
+    size_t len;
+    if (c->n == 0) { /* every device failed (.drop_failed) */
+        snprintf(text, size, "OpenCL: no device left, running on the CPU");
+        changed |= c->shown[0] != -2;
+        c->shown[0] = -2;
+        return changed;
+    }
+    for (int k = 0; k < c->n; k++) given += c->counts[k];
+    for (int k = 0; k < c->n; k++) total += share[k] = given ? c->counts[k] : c->equal ? 1 : c->weights[k];
+    for (int k = 0; k < c->n; k++) {
+        share[k] /= total;
+        changed |= fabs(share[k] - c->shown[k]) > 0.03;
+    }
+    if (!changed) return 0;
+    len = (size_t)snprintf(text, size, "OpenCL, split %s:", c->fixed ? "fixed" : c->equal ? "equal" : "auto");
+    for (int k = 0; k < c->n && len < size; k++) {
+        const cnn__cl_dev *d = &c->dev[k];
+        c->shown[k] = share[k];
+        len += (size_t)snprintf(text + len, size - len, "%s device %d %s (%s) %.0f%%", k ? "," : "", d->info.index,
+                                d->info.name, d->info.platform, 100 * share[k]);
+        if (given && len < size) len += (size_t)snprintf(text + len, size - len, " (%d of %d)", c->counts[k], given);
+    }
+    return 1;
 }
 
 static cnn__cl *cnn__cl_of(const cnn_model *m) {
@@ -1832,14 +1888,17 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     c->obs = (double (*)[16][2])CNN_MALLOC((size_t)n * sizeof *c->obs);
     c->n_obs = (int *)CNN_MALLOC((size_t)n * sizeof(int));
     c->before = (double *)CNN_MALLOC((size_t)n * sizeof(double));
+    c->shown = (double *)CNN_MALLOC((size_t)n * sizeof(double));
     c->since_change = -1;
-    if (!c->dev || !c->weights || !c->counts || !c->moving || !c->coef_host || !c->obs || !c->n_obs || !c->before) {
+    if (!c->dev || !c->weights || !c->counts || !c->moving || !c->coef_host || !c->obs || !c->n_obs || !c->before ||
+        !c->shown) {
         cnn__cl_free(c, m);
         return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
     }
     memset(c->dev, 0, (size_t)n * sizeof *c->dev);
     memset(c->coef_host, 0, (size_t)m->n_nodes * sizeof(float *));
     memset(c->n_obs, 0, (size_t)n * sizeof(int));
+    for (int k = 0; k < n; k++) c->shown[k] = -1; /* nothing shown yet */
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i]->type == CNN__BATCH_NORM &&
             !(c->coef_host[i] = (float *)CNN_MALLOC((size_t)m->nodes[i]->c * 9 * sizeof(float)))) {
@@ -1885,6 +1944,7 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
                              n == 1 ? "" : "s", cnn_last_error());
     }
     c->n = kept;
+    memset(c->counts, 0, (size_t)n * sizeof(int)); /* no step yet (the checks' do not count) */
     if (!fixed)
         for (int k = 0; k < kept; k++) c->weights[k] = 1; /* auto starts equal */
     if (fixed) {
@@ -1901,6 +1961,7 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     b.forward = cnn__cl_forward;
     b.backward = cnn__cl_backward;
     b.release = cnn__cl_release_backend;
+    b.describe = cnn__cl_describe;
     if ((rc = cnn_model_set_backend(m, &b))) {
         cnn__cl_free(c, m);
         return rc;
@@ -1943,11 +2004,19 @@ CNN__CL_IMPL int cnn_opencl_get_split(const cnn_model *m, int *counts, int max) 
     return c->n;
 }
 
-CNN__CL_IMPL int cnn_opencl_get_times(const cnn_model *m, double *times, int max, double *host_s) {
+CNN__CL_IMPL int cnn_opencl_get_times(const cnn_model *m, cnn_opencl_times *t) {
     const cnn__cl *c = cnn__cl_of(m);
     if (!c) return cnn_set_error(CNN_ERR_STATE, "cnn_opencl_get_times: the model is not on OpenCL devices");
-    for (int k = 0; times && k < c->n && k < max; k++) times[k] = c->dev[k].busy_s;
-    if (host_s) *host_s = c->host_s;
+    if (!t) return cnn_set_error(CNN_ERR_ARG, "cnn_opencl_get_times: t is NULL");
+    memset(t, 0, sizeof *t);
+    t->n = c->n;
+    t->step_s = c->step_s;
+    t->reduce_s = c->host_s;
+    for (int k = 0; k < c->n; k++) {
+        const cnn__cl_dev *d = &c->dev[k];
+        t->compute_s[k] = d->busy_s < 0 ? -1 : d->busy_s - d->transfer_s;
+        t->transfer_s[k] = d->transfer_s;
+    }
     return c->n;
 }
 

@@ -20,10 +20,11 @@ ln -s /etc/OpenCL/vendors/pocl.icd "$V/pocl/" && ln -s /etc/OpenCL/vendors/pocl.
 run() {
   local label=$1 n=$2 vendors=$3 pocl=$4 device=$5 split=$6 out rate chose
   out=$(env OCL_ICD_VENDORS="$V/$vendors" POCL_DEVICES="$pocl" RUSTICL_ENABLE=llvmpipe \
-        $C --limit "$n" --epochs 1 --val-split 0 --verbose 0 --seed 1 --device "$device" \
+        $C --limit "$n" --epochs 1 --val-split 0 --verbose 2 --seed 1 --device "$device" \
         ${split:+--split "$split"} 2>&1)
   rate=$(sed -n 's/^throughput: \([0-9.]*\).*/\1/p' <<<"$out")
-  chose=$(grep -o 'split now [0-9 :]*' <<<"$out" | tail -1 | sed 's/split now //')
+  # fit's last line on the devices: "... 19% (6 of 32), ... 81% (26 of 32)" -> 6:26
+  chose=$(grep 'OpenCL, split' <<<"$out" | tail -1 | grep -o '([0-9]* of' | tr -dc '0-9 ' | xargs | tr ' ' ':')
   echo "| $label | ${split:-} | ${rate:-failed} | ${chose:-} |"
 }
 

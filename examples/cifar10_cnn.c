@@ -290,6 +290,7 @@ int main(int argc, char **argv) {
        time of the whole fit (so it includes the validation passes). */
     double images = augment ? (double)steps * batch_size * hist->epochs : (double)train->n * hist->epochs;
     printf("throughput: %.1f img/s\n", seconds > 0 ? images / seconds : 0.0);
+    report_device(m, stdout); /* on OpenCL: where the last batch's time went */
 
     int status = 0;
     if (save_path) {

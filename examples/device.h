@@ -40,4 +40,28 @@ static inline void use_device(cnn_model *m, const char *device, const char *spli
          "opencl-headers and libclblast-dev, then run make again)", device);
 #endif
 }
+
+/* On OpenCL devices: where the last step's time went (the split, each
+   device's compute and transfers, the host's reductions). */
+static inline void report_device(const cnn_model *m, FILE *out) {
+#ifdef CNN_EXAMPLES_OPENCL
+    cnn_opencl_times t;
+    int counts[CNN_OPENCL_MAX_DEVICES];
+    if (cnn_opencl_get_times(m, &t) <= 0 || cnn_opencl_get_split(m, counts, CNN_OPENCL_MAX_DEVICES) != t.n) return;
+    fprintf(out, "the last batch on OpenCL: %.1f ms;", t.step_s * 1e3);
+    for (int k = 0; k < t.n; k++) {
+        cnn_opencl_device_info info;
+        cnn_opencl_device(m, k, &info);
+        if (t.compute_s[k] < 0)
+            fprintf(out, " device %d (%s) %d samples, no clock;", info.index, info.name, counts[k]);
+        else
+            fprintf(out, " device %d (%s) %d samples, compute %.1f ms, transfers %.1f ms;", info.index, info.name,
+                    counts[k], t.compute_s[k] * 1e3, t.transfer_s[k] * 1e3);
+    }
+    fprintf(out, " host reductions %.1f ms\n", t.reduce_s * 1e3);
+#else
+    (void)m;
+    (void)out;
+#endif
+}
 #endif

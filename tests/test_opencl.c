@@ -432,7 +432,7 @@ static void test_listing(void) {
         CHECK(cnn_opencl_detach(m) == CNN_OK, "detach twice");
         clear_error();
         CHECK(cnn_opencl_detach(NULL) == CNN_ERR_ARG, "detach NULL");
-        CHECK(cnn_opencl_get_split(m, idx, 64) == CNN_ERR_STATE && cnn_opencl_get_times(m, NULL, 0, NULL) == CNN_ERR_STATE,
+        CHECK(cnn_opencl_get_split(m, idx, 64) == CNN_ERR_STATE && cnn_opencl_get_times(m, NULL) == CNN_ERR_STATE,
               "get_split / get_times on a CPU model");
         CHECK(cnn_opencl_num_devices(NULL) == 0, "num_devices(NULL)");
         cnn_model_free(m);
@@ -967,10 +967,15 @@ static void test_batch_sizes(const char *devices, const char *what) {
             nc = cnn_opencl_get_split(b, counts, 8);
             CHECK(nc == 2, "%s %s: get_split gives %d devices", what, sname, nc);
             {
-                double times[2] = {-1, -1}, host = -1;
-                int nt = cnn_opencl_get_times(b, times, 2, &host);
-                CHECK(nt == 2 && host >= 0 && (times[0] >= 0 || times[0] == -1) && (times[1] >= 0 || times[1] == -1),
+                cnn_opencl_times t;
+                int nt = cnn_opencl_get_times(b, &t);
+                const double *times = t.compute_s, host = t.reduce_s;
+                CHECK(nt == 2 && t.n == 2 && host >= 0 && t.step_s > 0 && (times[0] >= 0 || times[0] == -1) &&
+                      (times[1] >= 0 || times[1] == -1),
                       "%s %s B=%d: get_times %d: %g %g host %g", what, sname, B, nt, times[0], times[1], host);
+                for (int k = 0; k < 2; k++) /* copies: the batch slice, the weights and the gradients move */
+                    CHECK(counts[k] == 0 ? t.transfer_s[k] == 0 : times[k] == -1 ? t.transfer_s[k] == -1 : t.transfer_s[k] > 0,
+                          "%s %s B=%d: device %d: %d samples, transfer %g s", what, sname, B, k, counts[k], t.transfer_s[k]);
                 /* the auto split balances on these: a device that ran a training step (over a
                    hundred commands) cannot have computed for less than 10 us (a driver whose
                    clock stamps 0, 1, 2, 3 ns, as Mesa 22's rusticl does, must report -1, "no
@@ -1082,10 +1087,29 @@ static void test_fit(const char *devices, const char *what) {
     if (rc) goto done;
     {
         double t0 = cnn_wall_time(), t1, t2;
+        FILE *log = tmpfile();
+        char text[8192] = "";
+        size_t got = 0;
         ha = cnn_fit(a, d, .batch_size = 16, .epochs = 3, .validation_split = 0.25f);
         t1 = cnn_wall_time();
-        hb = cnn_fit(b, d, .batch_size = 16, .epochs = 3, .validation_split = 0.25f);
+        hb = cnn_fit(b, d, .batch_size = 16, .epochs = 3, .validation_split = 0.25f, .verbose = 2, .out = log);
         t2 = cnn_wall_time();
+        if (log) {
+            rewind(log);
+            got = fread(text, 1, sizeof text - 1, log);
+            text[got] = 0;
+            fclose(log);
+        }
+        { /* fit at verbose 2 names the devices and their shares before the first epoch */
+            const char *line = strstr(text, "OpenCL, split auto:"), *first = strstr(text, "Epoch 1/3");
+            int named = line != NULL && first != NULL && line < first;
+            for (int k = 0; named && k < cnn_opencl_num_devices(b); k++) {
+                cnn_opencl_device_info info;
+                named = cnn_opencl_device(b, k, &info) == CNN_OK && strstr(line, info.name) && strstr(line, info.platform);
+            }
+            CHECK(named && strchr(line, '%'), "fit's verbose output should name each device and its share:\n%s", text);
+            if (line) printf("#   fit shows: %.*s\n", (int)strcspn(line, "\n"), line);
+        }
         CHECK(ha && hb, "fit: CPU %p, OpenCL %p (%s)", (void *)ha, (void *)hb, cnn_last_error());
         if (!ha || !hb) goto done;
         printf("#   fit on %s: CPU %.2f s, OpenCL %.2f s\n", what, t1 - t0, t2 - t1);
