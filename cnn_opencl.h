@@ -66,6 +66,11 @@
      a shift of its own, merged exactly in double on the host, in the forward
      (mean, variance) and backward (sum of dy, of dy * (x - mean)) passes; the
      moving statistics are updated once, on the host, after the step succeeded.
+     With .local_batchnorm = 1, BatchNorm instead normalizes each device's
+     samples with their own statistics, as Keras' multi_gpu_model and tinygrad
+     do (each device's slice is then a batch of its own; the moving statistics
+     still follow the whole batch): faster (no waiting on each other within a
+     layer) but the model then depends on the split.
      Dropout masks come from the global sample index with cnn.h's stateless hash,
      so a sample gets the same mask whichever device it lands on.
 
@@ -169,6 +174,9 @@ typedef struct cnn_opencl_opts {
     int quiet;            /* 1 = no messages on stderr (a device left out, the split) */
     int drop_failed;      /* 1 = a device that fails during a step is left out and the step
                              redone on the others; with none left, on the CPU */
+    int local_batchnorm;  /* 1 = BatchNormalization normalizes each device's samples with their
+                             own statistics (Keras' multi_gpu_model, tinygrad), not the whole
+                             batch's; the moving statistics still follow the whole batch */
     int fail_after;       /* test hook: the fail_after-th device command from now fails
                              as if the device had (0 = never) */
 } cnn_opencl_opts;
@@ -659,12 +667,12 @@ typedef struct cnn__cl {
     int quiet, fail_after;
     int drop_failed;             /* leave failed devices out and redo the step (see the opts) */
     int checking;                /* the start-up check runs: no split bookkeeping */
+    int local_bn;                /* BatchNorm per device (.local_batchnorm) */
     const float *x;              /* this step's batch, for a step redone */
     long long steps;
     double host_s;               /* the last step's host seconds in reductions */
     double step_s;               /* the last step's wall seconds */
-    float **coef_host;           /* per BatchNorm node [9C]: scale, shift [2C], mean, inv std [C each], dx
-                                    coefficients [3C], gamma and beta gradients [C each] */
+    float **coef_host;           /* per BatchNorm node [devices][9C]: see cnn__cl_bn_block */
     float *moving;               /* staged moving statistics [n_state] */
     int moving_staged;
     /* auto split: the last observations per device (samples, seconds) */
@@ -1336,15 +1344,36 @@ static int cnn__cl_linear_backward(cnn__cl *c, cnn_model *m, cnn_node *n, int sk
     return CNN_OK;
 }
 
+/* BatchNormalization keeps per-channel numbers on the host in blocks of 9C
+   floats: scale k and shift [2C], mean and inverse deviation [C each], the
+   gradient's coefficients k1, k2, k3 [3C], gamma's and beta's gradients [C
+   each]. Synchronised (the default), one block serves every device; with
+   .local_batchnorm, device j has block j, from its own samples' statistics. */
+static float *cnn__cl_bn_block(cnn__cl *c, const cnn_node *n, const cnn__cl_dev *d) {
+    const int own = c->local_bn && cnn__bn_uses_batch(n);
+    return c->coef_host[n->index] + (own ? (size_t)(d - c->dev) * 9 * n->c : 0);
+}
+
+/* Channel ch's gradient coefficients in block blk from a group's sum dy and
+   sum dy (x - mean) over M values; returns gamma's gradient. */
+static double cnn__cl_bn_grad_coef(float *blk, int C, int ch, double gamma, double sdy, double sdyx, double M) {
+    const double inv = blk[3 * C + ch], dgamma = sdyx * inv, k1 = gamma * inv, k2 = -k1 * inv * dgamma / M;
+    float *g = blk + 4 * C;
+    g[ch] = (float)k1;
+    g[C + ch] = (float)k2;
+    g[2 * C + ch] = (float)(-k1 * sdy / M - k2 * blk[2 * C + ch]);
+    return dgamma;
+}
+
 /* BatchNormalization forward: the whole batch's statistics from every
-   device's sums (merged in device order, in double), then y = x * k + shift. */
+   device's sums (merged in device order, in double), then y = x * k + shift.
+   The moving statistics always follow the whole batch's. */
 static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
     const cnn_node *in = cnn__in(n, 0);
-    const int C = n->c;
+    const int C = n->c, batch = cnn__bn_uses_batch(n);
     const float *gamma = m->params + n->p_off, *beta = gamma + C, *mmean = m->state + n->s_off, *mvar = mmean + C;
-    float *k = c->coef_host[n->index], *shift = k + C, *mean = k + 2 * C, *inv = k + 3 * C;
     int rc = CNN_OK;
-    if (cnn__bn_uses_batch(n)) {
+    if (batch) {
         double t0;
         CNN__CL_EACH(c, d) {
             const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
@@ -1356,39 +1385,52 @@ static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
         if ((rc = cnn__cl_wait_all(c, "BatchNorm's batch sums"))) return rc;
         t0 = cnn_wall_time();
         for (int ch = 0; ch < C; ch++) {
-            cnn_moments acc = {0, 0, 0};
+            cnn_moments all = {0, 0, 0};
             double var;
+            float *blk = c->coef_host[n->index];
             CNN__CL_EACH(c, d) {
                 const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
+                cnn_moments own = {0, 0, 0};
                 for (size_t g = 0; g < chunks; g++) {
                     const float *p = d->part + (g * C + ch) * 3;
                     const size_t r = rows - g * CNN__CL_CHUNK < CNN__CL_CHUNK ? rows - g * CNN__CL_CHUNK : CNN__CL_CHUNK;
-                    cnn_moments_add(&acc, (double)r, p[0], p[1], p[2]);
+                    cnn_moments_add(&all, (double)r, p[0], p[1], p[2]);
+                    if (c->local_bn) cnn_moments_add(&own, (double)r, p[0], p[1], p[2]);
+                }
+                if (c->local_bn) { /* this device's own statistics */
+                    blk = cnn__cl_bn_block(c, n, d);
+                    blk[2 * C + ch] = (float)own.mean;
+                    blk[3 * C + ch] = (float)(1.0 / sqrt(own.m2 / own.count + n->epsilon));
                 }
             }
-            var = acc.m2 / acc.count;
-            mean[ch] = (float)acc.mean;
-            inv[ch] = (float)(1.0 / sqrt(var + n->epsilon));
+            var = all.m2 / all.count;
+            if (!c->local_bn) {
+                blk[2 * C + ch] = (float)all.mean;
+                blk[3 * C + ch] = (float)(1.0 / sqrt(var + n->epsilon));
+            }
             if (m->update_moving) { /* staged: applied once the whole step has succeeded */
-                const double unbiased = acc.count > 1 ? var * acc.count / (acc.count - 1) : var;
+                const double unbiased = all.count > 1 ? var * all.count / (all.count - 1) : var;
                 float *sm = c->moving + n->s_off, *sv = sm + C;
-                sm[ch] = (float)(n->momentum * mmean[ch] + (1.0 - n->momentum) * mean[ch]);
+                sm[ch] = (float)(n->momentum * mmean[ch] + (1.0 - n->momentum) * all.mean);
                 sv[ch] = (float)(n->momentum * mvar[ch] + (1.0 - n->momentum) * unbiased);
                 c->moving_staged = 1;
             }
         }
         c->host_s += cnn_wall_time() - t0;
-    } else {
-        for (int ch = 0; ch < C; ch++) {
-            mean[ch] = mmean[ch];
-            inv[ch] = 1.0f / sqrtf(mvar[ch] + n->epsilon);
-        }
     }
-    for (int ch = 0; ch < C; ch++) { /* y = gamma * (x - mean) * inv + beta = x * k + shift */
-        k[ch] = gamma[ch] * inv[ch];
-        shift[ch] = beta[ch] - mean[ch] * k[ch];
-    }
+    int shared_done = 0;
     CNN__CL_EACH(c, d) {
+        float *k = cnn__cl_bn_block(c, n, d), *shift = k + C, *mean = k + 2 * C, *inv = k + 3 * C;
+        if (k != c->coef_host[n->index] || !shared_done) /* each block once */
+            for (int ch = 0; ch < C; ch++) { /* y = gamma * (x - mean) * inv + beta = x * k + shift */
+                if (!batch) {
+                    mean[ch] = mmean[ch];
+                    inv[ch] = 1.0f / sqrtf(mvar[ch] + n->epsilon);
+                }
+                k[ch] = gamma[ch] * inv[ch];
+                shift[ch] = beta[ch] - mean[ch] * k[ch];
+            }
+        shared_done = 1;
         rc = cnn__cl_write(c, d, d->coef, 0, 2 * (size_t)C, k, "writing BatchNorm coefficients");
         if (!rc)
             rc = cnn__cl_run(c, d, CNN__K_BN_APPLY, (size_t)d->count * cnn__node_size(n), "mmmi", cnn__cl_out(d, in),
@@ -1399,19 +1441,20 @@ static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
 }
 
 /* BatchNormalization backward: sum dy and sum dy (x - mean) over the whole
-   batch, gamma's and beta's gradients on the host, and
+   batch (or, with .local_batchnorm, each device's own samples), gamma's and
+   beta's gradients on the host, and
    dx = gamma inv / M (M dy - sum dy - xhat sum dy xhat) = k1 dy + k2 x + k3. */
 static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
     const cnn_node *in = cnn__in(n, 0);
     const int C = n->c;
     const float *gamma = m->params + n->p_off;
-    float *k = c->coef_host[n->index], *mean = k + 2 * C, *inv = k + 3 * C, *g = k + 4 * C;
+    float *first = c->coef_host[n->index], *grads = first + 7 * C; /* gamma's and beta's, added when the step succeeds */
     int rc = CNN_OK;
     if (cnn__bn_uses_batch(n)) {
         double t0, M = 0;
         CNN__CL_EACH(c, d) {
             const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
-            rc = cnn__cl_write(c, d, d->coef, 0, (size_t)C, mean, "writing BatchNorm means");
+            rc = cnn__cl_write(c, d, d->coef, 0, (size_t)C, cnn__cl_bn_block(c, n, d) + 2 * C, "writing BatchNorm means");
             if (!rc)
                 rc = cnn__cl_run(c, d, CNN__K_BN_GRAD_PARTIALS, chunks * C, "mmmiiim", cnn__cl_dout(d, n),
                                  cnn__cl_out(d, in), d->coef, (int)rows, C, CNN__CL_CHUNK, d->nodes[n->index].part);
@@ -1422,32 +1465,32 @@ static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
         if ((rc = cnn__cl_wait_all(c, "BatchNorm's gradient sums"))) return rc;
         t0 = cnn_wall_time();
         for (int ch = 0; ch < C; ch++) {
-            double sdy = 0, sdyx = 0, dgamma, k1, k2;
+            double all_dy = 0, all_dyx = 0, dgamma = 0;
             CNN__CL_EACH(c, d) {
                 const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
+                double sdy = 0, sdyx = 0;
                 for (size_t q = 0; q < chunks; q++) {
                     sdy += d->part[(q * C + ch) * 2];
                     sdyx += d->part[(q * C + ch) * 2 + 1];
                 }
+                if (c->local_bn) dgamma += cnn__cl_bn_grad_coef(cnn__cl_bn_block(c, n, d), C, ch, gamma[ch], sdy, sdyx, (double)rows);
+                all_dy += sdy;
+                all_dyx += sdyx;
             }
-            dgamma = sdyx * inv[ch];
-            g[3 * C + ch] = (float)dgamma; /* gamma's and beta's gradients, added when the step succeeds */
-            g[4 * C + ch] = (float)sdy;
-            k1 = (double)gamma[ch] * inv[ch];
-            k2 = -k1 * inv[ch] * dgamma / M;
-            g[ch] = (float)k1;
-            g[C + ch] = (float)k2;
-            g[2 * C + ch] = (float)(-k1 * sdy / M - k2 * mean[ch]);
+            if (!c->local_bn) dgamma = cnn__cl_bn_grad_coef(first, C, ch, gamma[ch], all_dy, all_dyx, M);
+            grads[ch] = (float)dgamma;
+            grads[C + ch] = (float)all_dy;
         }
         c->host_s += cnn_wall_time() - t0;
     } else { /* moving statistics: dx = dy * k */
         for (int ch = 0; ch < C; ch++) {
-            g[ch] = k[ch];
-            g[C + ch] = g[2 * C + ch] = 0;
+            first[4 * C + ch] = first[ch];
+            first[5 * C + ch] = first[6 * C + ch] = 0;
         }
     }
     if (!cnn__cl_has_grad(in)) return CNN_OK;
     CNN__CL_EACH(c, d) {
+        const float *g = (cnn__bn_uses_batch(n) ? cnn__cl_bn_block(c, n, d) : first) + 4 * C;
         rc = cnn__cl_write(c, d, d->coef, 0, 3 * (size_t)C, g, "writing BatchNorm gradient coefficients");
         if (!rc)
             rc = cnn__cl_run(c, d, CNN__K_BN_GRAD_APPLY, (size_t)d->count * cnn__node_size(n), "mmmmi",
@@ -1901,7 +1944,7 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     for (int k = 0; k < n; k++) c->shown[k] = -1; /* nothing shown yet */
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i]->type == CNN__BATCH_NORM &&
-            !(c->coef_host[i] = (float *)CNN_MALLOC((size_t)m->nodes[i]->c * 9 * sizeof(float)))) {
+            !(c->coef_host[i] = (float *)CNN_MALLOC((size_t)n * m->nodes[i]->c * 9 * sizeof(float)))) {
             cnn__cl_free(c, m);
             return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
         }
@@ -1909,6 +1952,7 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     c->quiet = op.quiet;
     c->fail_after = op.fail_after;
     c->drop_failed = op.drop_failed;
+    c->local_bn = op.local_batchnorm;
     if ((rc = cnn_split_parse(op.split ? op.split : "auto", n, &fixed, c->weights))) {
         cnn__cl_free(c, m);
         return rc;

@@ -1217,6 +1217,94 @@ static void test_none(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* 6b. .local_batchnorm: each device normalizes with its own samples        */
+/* ------------------------------------------------------------------------ */
+
+/* the tutorial's layers without Dropout (the CPU reference below runs each
+   device's slice as a batch of its own, where dropout's sample index would
+   differ), and with a BatchNorm after the dense layer */
+static cnn_node *net_local_bn(cnn_model *m, cnn_node *x, int v) {
+    (void)v;
+    x = cnn_conv2d(m, x, .filters = 8, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_RELU, .name = "conv_1");
+    x = cnn_batch_norm(m, x, .name = "bn_1");
+    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_1");
+    x = cnn_flatten(m, x, .name = "flatten");
+    x = cnn_dense(m, x, .units = 16, .activation = CNN_RELU, .name = "fc");
+    x = cnn_batch_norm(m, x, .name = "bn_2");
+    return cnn_dense(m, x, .units = TCLASSES, .activation = CNN_SOFTMAX, .name = "softmax");
+}
+
+/* One SGD step of B on `devices` split `split` with .local_batchnorm against
+   the CPU: the loss is the count-weighted mean of each slice's loss, the
+   update is -lr x the count-weighted mean of each slice's gradient (each
+   slice a batch of its own), and the moving statistics are the whole batch's. */
+static void test_local_bn(const char *devices, const char *split, const char *what) {
+    const net_spec spec = {"local_bn", net_local_bn, 0, TH, TW, TC, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 1, NULL, 0};
+    const float lr = 0.05f;
+    enum { B = 16 };
+    cnn_model *l = make(&spec, cnn_sgd(.learning_rate = lr), 9), *g = make(&spec, cnn_sgd(.learning_rate = lr), 9);
+    cnn_model *ref = make(&spec, cnn_sgd(.learning_rate = lr), 9), *whole = make(&spec, cnn_sgd(.learning_rate = lr), 9);
+    static float x[B * TH * TW * TC], y[B];
+    float *p0 = NULL, *sum = NULL, loss_l = 0, loss_g = 0;
+    int counts[8], nc, rc;
+    double want_loss = 0, d_err = 0, d_norm = 0, sync_diff = 0;
+    group(name_of("%s: .local_batchnorm (per-device statistics) against per-slice CPU passes", mode));
+    if (!l || !g || !ref || !whole) { CHECK(0, "setup: %s", cnn_last_error()); goto done; }
+    tutorial_data(x, y, B);
+    p0 = (float *)malloc(ref->n_params * sizeof(float));
+    sum = (float *)calloc(ref->n_params, sizeof(float));
+    memcpy(p0, ref->params, ref->n_params * sizeof(float));
+    rc = cnn_opencl_attach(l, .devices = devices, .split = split, .local_batchnorm = 1, .quiet = 1);
+    if (!rc) rc = cnn_opencl_attach(g, .devices = devices, .split = split, .quiet = 1);
+    if (!rc) rc = cnn_train_on_batch(l, x, y, B, 1, &loss_l, NULL);
+    if (!rc) rc = cnn_train_on_batch(g, x, y, B, 1, &loss_g, NULL);
+    if (!rc) rc = cnn_train_on_batch(whole, x, y, B, 1, NULL, NULL);
+    CHECK(rc == CNN_OK, "%s: %s", what, cnn_last_error());
+    if (rc) goto done;
+    nc = cnn_opencl_get_split(l, counts, 8);
+    for (int k = 0, first = 0; k < nc; first += counts[k], k++) { /* each slice alone on the CPU */
+        double loss = 0, acc = 0;
+        if (counts[k] == 0) continue;
+        rc = cnn__compute_gradients(ref, x + (size_t)first * TH * TW * TC, y + first, counts[k], 1, NULL, &loss, &acc);
+        CHECK(rc == CNN_OK, "slice %d on the CPU: %s", k, cnn_last_error());
+        want_loss += loss * counts[k] / B;
+        for (size_t i = 0; i < ref->n_params; i++) sum[i] += ref->grads[i] * (float)counts[k] / B;
+    }
+    for (size_t i = 0; i < ref->n_params; i++) {
+        const double dl = (double)l->params[i] - p0[i], dr = -(double)lr * sum[i], dg = (double)g->params[i] - p0[i];
+        d_err += (dl - dr) * (dl - dr);
+        d_norm += dr * dr;
+        sync_diff += (dl - dg) * (dl - dg);
+    }
+    {
+        tensor t[32];
+        int nt = state_tensors(l, t, 32);
+        double worst_state = 0;
+        for (int i = 0; i < nt; i++) { /* bn_1's input is the same in both; bn_2's follows bn_1's normalization */
+            const double e = strcmp(t[i].node->name, "bn_1") ? 0 : rel(l->state + t[i].off, whole->state + t[i].off, t[i].count);
+            if (e > worst_state) worst_state = e;
+        }
+        printf("#   %s (split", what);
+        for (int k = 0; k < nc; k++) printf(" %d", counts[k]);
+        printf("): loss %.6f vs %.6f per slice (rel %.1e); update rel %.1e; bn_1's moving statistics rel %.1e vs the "
+               "whole batch's; the synchronised update differs by %.1e\n", loss_l, want_loss, fabs(loss_l - want_loss) / want_loss,
+               sqrt(d_err / d_norm), worst_state, sqrt(sync_diff / d_norm));
+        CHECK(fabs(loss_l - want_loss) <= 1e-5 * want_loss, "%s: loss %.7f, per-slice CPU %.7f", what, loss_l, want_loss);
+        CHECK(sqrt(d_err / d_norm) <= TOL, "%s: update rel %.2e against the per-slice CPU gradients", what, sqrt(d_err / d_norm));
+        CHECK(worst_state <= TOL, "%s: moving statistics rel %.2e against the whole batch's", what, worst_state);
+        CHECK(nc < 2 || counts[1] == 0 || sqrt(sync_diff / d_norm) > 1e-3,
+              "%s: local and synchronised BatchNorm should differ with two busy devices (%.2e)", what, sqrt(sync_diff / d_norm));
+    }
+done:
+    free(p0);
+    free(sum);
+    cnn_model_free(l);
+    cnn_model_free(g);
+    cnn_model_free(ref);
+    cnn_model_free(whole);
+}
+
+/* ------------------------------------------------------------------------ */
 /* 7. Error injection: a device command fails                               */
 /* ------------------------------------------------------------------------ */
 
@@ -1699,6 +1787,8 @@ int main(int argc, char **argv) {
         }
         test_batch_sizes("0,1", "2 PoCL devices");
         test_fit("0,1", "2 PoCL devices");
+        test_local_bn("0,1", "equal", "2 PoCL devices, equal");
+        test_local_bn("0,1", "3:1", "2 PoCL devices, 3:1");
         test_errors();
         test_drop_failed();
         test_detach_save();
@@ -1733,6 +1823,7 @@ int main(int argc, char **argv) {
                                            {both_rev, "1:3", "rusticl + PoCL, 1:3"}};
             test_training(cfgs, 4);
         }
+        test_local_bn(both, "1:3", "PoCL + rusticl, 1:3");
         test_batch_sizes(both, "PoCL + rusticl");
         test_fit(both, "PoCL + rusticl");
     } else if (!strcmp(mode, "uneven")) {
