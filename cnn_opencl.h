@@ -69,8 +69,7 @@
      With .local_batchnorm = 1, BatchNorm instead normalizes each device's
      samples with their own statistics, as Keras' multi_gpu_model and tinygrad
      do (each device's slice is then a batch of its own; the moving statistics
-     still follow the whole batch): faster (no waiting on each other within a
-     layer) but the model then depends on the split.
+     still follow the whole batch); the model then depends on the split.
      Dropout masks come from the global sample index with cnn.h's stateless hash,
      so a sample gets the same mask whichever device it lands on.
 
