@@ -74,10 +74,11 @@
      so a sample gets the same mask whichever device it lands on.
 
    LAYERS
-     Input, Conv2D (any kernel, strides, padding, activation), Dense,
-     BatchNormalization, MaxPooling2D, Flatten, Dropout and Activation: the
-     Keras tutorial network and its relatives. A model with another layer type
-     is refused by cnn_opencl_attach naming the layer.
+     Every layer of cnn.h: Input, Conv2D (any kernel, strides, padding,
+     activation), Dense, BatchNormalization, MaxPooling2D, AveragePooling2D,
+     GlobalAveragePooling2D, Flatten, Dropout, Activation, Add and Concatenate,
+     in any graph with one input (residual and branching networks too: every
+     layer adds its input gradients, so a layer read by several takes the sum).
 
    HOW IT RUNS
      One context and one in-order queue per device (OpenCL 1.2 host API), the
@@ -481,6 +482,55 @@ __kernel void add_to(__global float *dst, __global const float *src) {
     size_t i = get_global_id(0);
     dst[i] += src[i];
 }
+
+/* average pooling (GlobalAveragePooling2D: one window over the whole input):
+   the mean of the window's cells inside the input (Keras leaves padding out) */
+int window_count(int H, int W, int oy, int ox, int kh, int kw, int sh, int sw, int pt, int pl) {
+    int y0 = max(oy * sh - pt, 0), y1 = min(oy * sh - pt + kh, H), x0 = max(ox * sw - pl, 0), x1 = min(ox * sw - pl + kw, W);
+    return max(y1 - y0, 0) * max(x1 - x0, 0);
+}
+__kernel void avgpool(__global const float *x, __global float *y, int H, int W, int C, int Ho, int Wo, int kh, int kw,
+                      int sh, int sw, int pt, int pl) {
+    size_t i = get_global_id(0);
+    int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
+    int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
+    float s = 0.0f;
+    for (int ky = 0; ky < kh; ky++)
+        for (int kx = 0; kx < kw; kx++) {
+            int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
+            if (iy >= 0 && iy < H && ix >= 0 && ix < W) s += x[(((size_t)b * H + iy) * W + ix) * C + c];
+        }
+    y[i] = s * (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
+}
+/* dx += dy / count of every output whose window holds this input value */
+__kernel void avgpool_grad(__global const float *dy, __global float *dx, int H, int W, int C, int Ho, int Wo, int kh,
+                           int kw, int sh, int sw, int pt, int pl) {
+    size_t i = get_global_id(0);
+    int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+    float s = 0.0f;
+    for (int ky = 0; ky < kh; ky++) {
+        int ty = iy + pt - ky, oy = ty / sh;
+        if (ty < 0 || ty % sh != 0 || oy >= Ho) continue;
+        for (int kx = 0; kx < kw; kx++) {
+            int tx = ix + pl - kx, ox = tx / sw;
+            if (tx < 0 || tx % sw != 0 || ox >= Wo) continue;
+            s += dy[(((size_t)b * Ho + oy) * Wo + ox) * C + c] *
+                 (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
+        }
+    }
+    dx[i] += s;
+}
+
+/* Concatenate: input x [rows][ci] into columns [c0, c0 + ci) of y [rows][C], and back */
+__kernel void concat_copy(__global const float *x, __global float *y, int ci, int C, int c0) {
+    size_t i = get_global_id(0);
+    y[i / (size_t)ci * C + c0 + (int)(i % (size_t)ci)] = x[i];
+}
+__kernel void concat_grad(__global const float *dy, __global float *dx, int ci, int C, int c0) {
+    size_t i = get_global_id(0);
+    dx[i] += dy[i / (size_t)ci * C + c0 + (int)(i % (size_t)ci)];
+}
 );
 #undef CNN__CL_STR
 
@@ -488,12 +538,12 @@ enum {
     CNN__K_BIAS_ACT, CNN__K_SOFTMAX, CNN__K_ACT_GRAD, CNN__K_SOFTMAX_GRAD, CNN__K_IM2COL, CNN__K_COL2IM,
     CNN__K_COL_PARTIALS, CNN__K_COL_REDUCE, CNN__K_BN_PARTIALS, CNN__K_BN_APPLY, CNN__K_BN_GRAD_PARTIALS,
     CNN__K_BN_GRAD_APPLY, CNN__K_MAXPOOL, CNN__K_MAXPOOL_GRAD, CNN__K_DROPOUT, CNN__K_DROPOUT_GRAD, CNN__K_ADD,
-    CNN__KERNELS
+    CNN__K_AVGPOOL, CNN__K_AVGPOOL_GRAD, CNN__K_CONCAT, CNN__K_CONCAT_GRAD, CNN__KERNELS
 };
 static const char *const cnn__cl_kernel_names[CNN__KERNELS] = {
     "bias_act", "softmax_rows", "act_grad", "softmax_grad", "im2col", "col2im_add", "col_partials", "col_reduce",
     "bn_partials", "bn_apply", "bn_grad_partials", "bn_grad_apply", "maxpool", "maxpool_grad", "dropout",
-    "dropout_grad", "add_to"};
+    "dropout_grad", "add_to", "avgpool", "avgpool_grad", "concat_copy", "concat_grad"};
 
 #define CNN__CL_CHUNK 256 /* rows per partial sum: float sums of 256 rows, merged in double */
 
@@ -1503,6 +1553,21 @@ static int cnn__cl_pool(cnn__cl *c, cnn_node *n, int backward) {
     const cnn_node *in = cnn__in(n, 0);
     int rc = CNN_OK;
     if (backward && !cnn__cl_has_grad(in)) return CNN_OK;
+    if (n->type != CNN__MAX_POOL) { /* average pooling; global: one window over the whole input */
+        const int g = n->type == CNN__GLOBAL_AVG_POOL, Ho = g ? 1 : n->h, Wo = g ? 1 : n->w;
+        const int kh = g ? in->h : n->kh, kw = g ? in->w : n->kw, sh = g ? 1 : n->sh, sw = g ? 1 : n->sw;
+        const int pt = g ? 0 : n->pad_top, pl = g ? 0 : n->pad_left;
+        CNN__CL_EACH(c, d) {
+            if (backward)
+                rc = cnn__cl_run(c, d, CNN__K_AVGPOOL_GRAD, (size_t)d->count * cnn__node_size(in), "mmiiiiiiiiiii",
+                                 cnn__cl_dout(d, n), cnn__cl_dout(d, in), in->h, in->w, in->c, Ho, Wo, kh, kw, sh, sw, pt, pl);
+            else
+                rc = cnn__cl_run(c, d, CNN__K_AVGPOOL, (size_t)d->count * cnn__node_size(n), "mmiiiiiiiiiii",
+                                 cnn__cl_out(d, in), cnn__cl_out(d, n), in->h, in->w, in->c, Ho, Wo, kh, kw, sh, sw, pt, pl);
+            if (rc) return rc;
+        }
+        return CNN_OK;
+    }
     CNN__CL_EACH(c, d) {
         cl_mem cell = d->nodes[n->index].aux;
         if (backward)
@@ -1549,6 +1614,34 @@ static int cnn__cl_elementwise(cnn__cl *c, cnn_model *m, cnn_node *n, int backwa
     return CNN_OK;
 }
 
+/* Add: the sum of the inputs, each taking the whole gradient; Concatenate:
+   each input's channels side by side, each taking its slice of the gradient. */
+static int cnn__cl_merge(cnn__cl *c, cnn_node *n, int backward) {
+    int rc = CNN_OK;
+    CNN__CL_EACH(c, d) {
+        const size_t rows = (size_t)d->count * n->h * n->w;
+        int c0 = 0;
+        for (int i = 0; i < n->n_inputs && !rc; i++) {
+            const cnn_node *in = cnn__in(n, i);
+            const size_t count = rows * in->c;
+            if (backward && !cnn__cl_has_grad(in)) {
+            } else if (n->type == CNN__ADD && backward) {
+                rc = cnn__cl_run(c, d, CNN__K_ADD, count, "mm", cnn__cl_dout(d, in), cnn__cl_dout(d, n));
+            } else if (n->type == CNN__ADD) {
+                rc = i == 0 ? cnn__cl_copy(c, d, cnn__cl_out(d, in), cnn__cl_out(d, n), count)
+                            : cnn__cl_run(c, d, CNN__K_ADD, count, "mm", cnn__cl_out(d, n), cnn__cl_out(d, in));
+            } else {
+                rc = cnn__cl_run(c, d, backward ? CNN__K_CONCAT_GRAD : CNN__K_CONCAT, count, "mmiii",
+                                 backward ? cnn__cl_dout(d, n) : cnn__cl_out(d, in),
+                                 backward ? cnn__cl_dout(d, in) : cnn__cl_out(d, n), in->c, n->c, c0);
+            }
+            c0 += in->c;
+        }
+        if (rc) return rc;
+    }
+    return CNN_OK;
+}
+
 static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B) {
     c->step_t0 = cnn_wall_time();
     const cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
@@ -1568,7 +1661,11 @@ static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B)
         case CNN__CONV2D:
         case CNN__DENSE: rc = cnn__cl_linear_forward(c, n); break;
         case CNN__BATCH_NORM: rc = cnn__cl_bn_forward(c, m, n); break;
-        case CNN__MAX_POOL: rc = cnn__cl_pool(c, n, 0); break;
+        case CNN__MAX_POOL:
+        case CNN__AVG_POOL:
+        case CNN__GLOBAL_AVG_POOL: rc = cnn__cl_pool(c, n, 0); break;
+        case CNN__ADD:
+        case CNN__CONCAT: rc = cnn__cl_merge(c, n, 0); break;
         case CNN__DROPOUT:
         case CNN__ACTIVATION: rc = cnn__cl_elementwise(c, m, n, 0, 0); break;
         default: break; /* Input; Flatten is a view */
@@ -1610,7 +1707,11 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
         case CNN__CONV2D:
         case CNN__DENSE: rc = cnn__cl_linear_backward(c, m, n, skip_act); break;
         case CNN__BATCH_NORM: rc = cnn__cl_bn_backward(c, m, n); break;
-        case CNN__MAX_POOL: rc = cnn__cl_pool(c, n, 1); break;
+        case CNN__MAX_POOL:
+        case CNN__AVG_POOL:
+        case CNN__GLOBAL_AVG_POOL: rc = cnn__cl_pool(c, n, 1); break;
+        case CNN__ADD:
+        case CNN__CONCAT: rc = cnn__cl_merge(c, n, 1); break;
         case CNN__DROPOUT:
         case CNN__ACTIVATION: rc = cnn__cl_elementwise(c, m, n, 1, skip_act); break;
         default: break;
@@ -1909,12 +2010,12 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
         const cnn_node *nd = m->nodes[i];
         switch (nd->type) {
         case CNN__INPUT: inputs++; break;
-        case CNN__CONV2D: case CNN__DENSE: case CNN__BATCH_NORM: case CNN__MAX_POOL: case CNN__FLATTEN:
-        case CNN__DROPOUT: case CNN__ACTIVATION: break;
-        default:
-            return cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (%s) does not run on OpenCL yet (Conv2D, Dense, "
-                                 "BatchNormalization, MaxPooling2D, Flatten, Dropout and Activation do)", who, nd->name,
-                                 cnn__type_names[nd->type]);
+        case CNN__CONV2D: case CNN__DENSE: case CNN__BATCH_NORM: case CNN__MAX_POOL: case CNN__AVG_POOL:
+        case CNN__GLOBAL_AVG_POOL: case CNN__FLATTEN: case CNN__DROPOUT: case CNN__ACTIVATION: case CNN__ADD:
+        case CNN__CONCAT: break;
+        default: /* a layer type newer than this file */
+            return cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (type %d) does not run on OpenCL yet", who, nd->name,
+                                 (int)nd->type);
         }
     }
     if (inputs != 1) return cnn_set_error(CNN_ERR_ARG, "%s: the model has %d inputs; OpenCL runs models with one", who, inputs);
