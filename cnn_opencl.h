@@ -46,7 +46,8 @@
      device; "W1:W2:...": fixed weights, one per device, in whole samples;
      "auto" (the default): in proportion to each device's measured speed. Auto
      times every device over each step (kernel times from the device's own
-     clock), fits time = a + b x samples, and re-balances so that the devices
+     clock; when a driver's clock is no use, as Mesa 22's rusticl stamps 0-3 ns,
+     every device by when the host saw it finish each phase), fits time = a + b x samples, and re-balances so that the devices
      finish together, ignoring the first two steps (compiling), changing the
      split only when it gains more than 5% and in steps of batch / 16 samples
      (each new size costs PoCL a compilation). A device whose fixed cost
@@ -201,7 +202,7 @@ typedef struct cnn_opencl_times {
     double reduce_s;                           /* on the host: merging BatchNorm sums, summing gradients */
     double compute_s[CNN_OPENCL_MAX_DEVICES];  /* each device's kernels, by its own clock */
     double transfer_s[CNN_OPENCL_MAX_DEVICES]; /* each device's copies to and from the host */
-} cnn_opencl_times;  /* a device whose driver stamps no real times reports -1 (auto then splits equally) */
+} cnn_opencl_times;  /* a device whose driver stamps no real times reports -1 (auto then times by the host's clock) */
 /* Fills *t; returns the device count, or a negative cnn_status. */
 CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, cnn_opencl_times *t);
 
@@ -702,6 +703,7 @@ typedef struct cnn__cl_dev {
     unsigned char *transfer;    /* [cap_events] 1: that command is a transfer */
     double busy_s;              /* device seconds of the last step (compute and transfers; -1: no real clock) */
     double transfer_s;          /* of which transfers between host and device */
+    double wall_s;              /* the step's seconds until this device finished each phase, by the host's clock */
     int steps_at_count;         /* steps run at this count (the first ones compile) */
     int failed;                 /* a command of this device failed (see .drop_failed) */
 } cnn__cl_dev;
@@ -730,6 +732,8 @@ typedef struct cnn__cl {
     int cap_chunks_c;            /* floats in dev->part */
     /* auto's check on itself: the wall time of steps before and after a change */
     double step_t0, wall[8];     /* this step's start; the last steps' wall seconds */
+    double phase_t0;             /* the end of the last wait on the devices */
+    int host_clock;              /* auto times devices by the host's clock (a driver's clock is no use) */
     int n_wall, frozen;          /* frozen: auto stopped changing the split */
     double *before;              /* [n] the weights before the last change */
     double *shown;               /* [n] the shares in the last line describe wrote */
@@ -802,25 +806,49 @@ static void cnn__cl_collect_times(cnn__cl_dev *d) {
     d->n_events = 0;
 }
 
-/* Wait until device d has done everything queued, for at most the timeout. */
-static int cnn__cl_wait(cnn__cl *c, cnn__cl_dev *d, const char *what) {
-    cl_event ev = NULL;
-    cl_int e = cnn__cl_hook(c), st = CL_QUEUED;
+/* Wait until the devices have done everything queued, for at most the
+   timeout, polling them together; each device's finishing time by the host's
+   clock, from the last such wait (or the step's start), adds to its wall_s:
+   what the auto split measures when a driver's own clock is no use. */
+static int cnn__cl_wait_devices(cnn__cl *c, cnn__cl_dev *first, int n, const char *what) {
+    cl_event ev[CNN__CL_MAX_DEVICES];
+    int done[CNN__CL_MAX_DEVICES], left = 0, rc = CNN_OK;
     const double t0 = cnn_wall_time();
-    if (!e) e = clEnqueueMarkerWithWaitList(d->q, 0, NULL, &ev);
-    if (!e) e = clFlush(d->q);
-    if (e) {
-        if (ev) clReleaseEvent(ev);
-        return cnn__cl_fail(d, what, e);
+    for (int k = 0; k < n; k++) ev[k] = NULL, done[k] = 1;
+    for (int k = 0; k < n; k++) {
+        cnn__cl_dev *d = first + k;
+        cl_int e = cnn__cl_hook(c);
+        if (!e) e = clEnqueueMarkerWithWaitList(d->q, 0, NULL, &ev[k]);
+        if (!e) e = clFlush(d->q);
+        if (e) {
+            rc = cnn__cl_fail(d, what, e);
+            break;
+        }
+        done[k] = 0;
+        left++;
     }
-    for (int spins = 0;; spins++) {
-        e = clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof st, &st, NULL);
-        if (e || st <= CL_COMPLETE) break;
+    for (int spins = 0; left > 0 && !rc; spins++) {
+        for (int k = 0; k < n && !rc; k++) {
+            cl_int st = CL_QUEUED, e;
+            if (done[k]) continue;
+            e = clGetEventInfo(ev[k], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof st, &st, NULL);
+            if (e || st < 0) rc = cnn__cl_fail(first + k, what, e ? e : st);
+            else if (st == CL_COMPLETE) {
+                done[k] = 1;
+                left--;
+                first[k].wall_s += cnn_wall_time() - c->phase_t0;
+            }
+        }
+        if (rc || left == 0) break;
         if (cnn_wall_time() - t0 > c->timeout_s) {
-            clReleaseEvent(ev);
-            d->failed = 1;
-            return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s did not finish within %g s", d->info.index,
-                                 d->info.name, d->info.platform, what, c->timeout_s);
+            for (int k = 0; k < n; k++)
+                if (!done[k]) { /* the first device still busy is the one named */
+                    first[k].failed = 1;
+                    rc = cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s did not finish within %g s",
+                                       first[k].info.index, first[k].info.name, first[k].info.platform, what, c->timeout_s);
+                    break;
+                }
+            break;
         }
 #ifdef CNN__CL_HAVE_NANOSLEEP
         if (spins > 64) { /* poll busily for a moment, then leave the cores to the devices */
@@ -828,22 +856,22 @@ static int cnn__cl_wait(cnn__cl *c, cnn__cl_dev *d, const char *what) {
             nanosleep(&ts, NULL);
         }
 #else
-        if (spins > 64) { e = clWaitForEvents(1, &ev); break; } /* no sleep here: wait unbounded */
+        if (spins > 64) { /* no sleep here: wait for each in turn, unbounded */
+            for (int k = 0; k < n; k++)
+                if (!done[k] && clWaitForEvents(1, &ev[k]) == CL_SUCCESS) first[k].wall_s += cnn_wall_time() - c->phase_t0;
+            for (int k = 0; k < n; k++) done[k] = 1;
+            left = 0;
+        }
 #endif
     }
-    clReleaseEvent(ev);
-    if (e) return cnn__cl_fail(d, what, e);
-    if (st < 0) return cnn__cl_fail(d, what, st);
-    return CNN_OK;
+    for (int k = 0; k < n; k++)
+        if (ev[k]) clReleaseEvent(ev[k]);
+    c->phase_t0 = cnn_wall_time();
+    return rc;
 }
 
-static int cnn__cl_wait_all(cnn__cl *c, const char *what) {
-    for (int k = 0; k < c->n; k++) {
-        int rc = cnn__cl_wait(c, &c->dev[k], what);
-        if (rc) return rc;
-    }
-    return CNN_OK;
-}
+static int cnn__cl_wait(cnn__cl *c, cnn__cl_dev *d, const char *what) { return cnn__cl_wait_devices(c, d, 1, what); }
+static int cnn__cl_wait_all(cnn__cl *c, const char *what) { return cnn__cl_wait_devices(c, c->dev, c->n, what); }
 
 /* After an error: let every device finish what was queued (it may still read
    the caller's batch), keeping the error's message; returns rc. */
@@ -1289,6 +1317,7 @@ static int cnn__cl_plan(cnn__cl *c, cnn_model *m, int B) {
         cnn__cl_dev *d = &c->dev[k];
         if (counts[k] != d->count) d->steps_at_count = 0;
         if (counts[k] == 0) d->busy_s = d->transfer_s = 0; /* idle this step */
+        d->wall_s = 0;
         d->count = counts[k];
         d->first = first;
         first += counts[k];
@@ -1643,7 +1672,7 @@ static int cnn__cl_merge(cnn__cl *c, cnn_node *n, int backward) {
 }
 
 static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B) {
-    c->step_t0 = cnn_wall_time();
+    c->step_t0 = c->phase_t0 = cnn_wall_time();
     const cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
     const size_t per_in = cnn__node_size(in), U = cnn__node_size(o);
     int rc = cnn__cl_plan(c, m, B);
@@ -1745,19 +1774,20 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
     c->step_s = cnn_wall_time() - c->step_t0;
     if (c->checking) return CNN_OK;
     c->steps++;
-    for (int k = 0; k < c->n && !c->fixed && !c->equal; k++)
-        if (c->dev[k].count > 0 && c->dev[k].busy_s < 0) { /* no usable clock: auto cannot measure */
+    for (int k = 0; k < c->n && !c->fixed && !c->equal && !c->host_clock; k++)
+        if (c->dev[k].count > 0 && c->dev[k].busy_s < 0) { /* no usable device clock: time them all by the host's */
             if (!c->quiet)
-                fprintf(stderr, "cnn_opencl: device %d (%s) gives no usable kernel times; the auto split falls back "
-                        "to equal (give --split weights to share differently)\n", c->dev[k].info.index, c->dev[k].info.name);
-            c->equal = 1;
+                fprintf(stderr, "cnn_opencl: device %d (%s) gives no usable kernel times; the auto split times every "
+                        "device by the host's clock instead\n", c->dev[k].info.index, c->dev[k].info.name);
+            c->host_clock = 1;
+            memset(c->n_obs, 0, (size_t)c->n * sizeof(int));
         }
     if (!c->fixed && !c->equal) { /* auto: record this step, re-balance now and then */
         for (int k = 0; k < c->n; k++) {
             cnn__cl_dev *d = &c->dev[k];
             if (d->count > 0 && d->steps_at_count++ >= 2) { /* the first steps at a size compile */
                 c->obs[k][c->n_obs[k] % 16][0] = d->count;
-                c->obs[k][c->n_obs[k] % 16][1] = d->busy_s;
+                c->obs[k][c->n_obs[k] % 16][1] = c->host_clock ? d->wall_s : d->busy_s;
                 c->n_obs[k]++;
             }
         }

@@ -1031,12 +1031,9 @@ static void test_batch_sizes(const char *devices, const char *what) {
                 /* the auto split balances on these: a device that ran a training step (over a
                    hundred commands) cannot have computed for less than 10 us (a driver whose
                    clock stamps 0, 1, 2, 3 ns, as Mesa 22's rusticl does, must report -1, "no
-                   usable clock", and auto then splits equally), and one that sat idle
+                   usable clock", and auto then times by the host's clock), and one that sat idle
                    computed nothing in this step */
                 for (int k = 0; k < 2; k++) {
-                    if (times[k] == -1 && !strcmp(sname, "auto"))
-                        CHECK(counts[0] == B / 2 && counts[1] == B - B / 2, "%s auto B=%d: a device without a usable "
-                              "clock must make auto split equally, not %d+%d", what, B, counts[0], counts[1]);
                     if (counts[k] > 0 && times[k] != -1 && !(times[k] >= 1e-5) && !bad_timer[k]++)
                         CHECK(0, "%s %s B=%d: device %d (%s) ran %d samples in %.3g s of device time by its own clock: "
                               "an implausible timer, which the auto split trusts", what, sname, B, k, devs[b_dev(b, k)].name,
