@@ -52,9 +52,11 @@
      split only when it gains more than 5% and in steps of batch / 16 samples
      (each new size costs PoCL a compilation). A device whose fixed cost
      outweighs its share gets nothing. The wall clock then judges each change
-     after six steps: one that made steps slower is undone and auto keeps the
-     split before it (a driver's clock can mislead). Batches smaller than the device count
-     leave devices idle. cnn_opencl_get_split reads the split in use; fit at
+     after six steps: one that did not make steps 2% faster is undone (a
+     driver's clock can mislead, devices on shared cores slow each other).
+     When the fit has nothing better, auto tries once the fastest device alone,
+     and keeps it, saying so, if that beats the split. Batches smaller than
+     the device count leave devices idle. cnn_opencl_get_split reads the split in use; fit at
      verbose 1 or 2 prints it when attached and when it changes.
 
    EXACTNESS
@@ -739,6 +741,9 @@ typedef struct cnn__cl {
     double *shown;               /* [n] the shares in the last line describe wrote */
     double wall_before;          /* their mean step time */
     int since_change;            /* steps since the last change (-1: none to judge) */
+    int alone;                   /* the change being judged gives every sample to one device */
+    int alone_tried;             /* that has been tried (auto tries it once) */
+    int model_rejected;          /* the wall clock undid a change the fit predicted faster */
 } cnn__cl;
 
 static const char *cnn__cl_errname(cl_int e) {
@@ -1266,11 +1271,14 @@ static int cnn__cl_dev_check(cnn__cl *c, cnn__cl_dev *d, double *seconds) {
 
 /* Auto: fit time = a + b * samples to each device's recent steps (least
    squares when it has run at two sizes or more, else a = 0), balance, and
-   keep the new split when it is predicted to be 5% faster, in steps of
-   batch / 16 samples. */
+   try the new split when it is predicted to be 5% faster, in steps of
+   batch / 16 samples. When the fit proposes nothing better (or the wall clock
+   undid what it proposed), try once the fastest device alone: devices that
+   share cores or memory can make any split slower than one of them. The wall
+   clock judges every change (cnn__cl_judge). */
 static void cnn__cl_rebalance(cnn__cl *c, int B) {
-    double a[CNN__CL_MAX_DEVICES], b[CNN__CL_MAX_DEVICES], now = 0, then;
-    int counts[CNN__CL_MAX_DEVICES], q = B / 16 > 1 ? B / 16 : 1, given = 0, largest = 0;
+    double a[CNN__CL_MAX_DEVICES] = {0}, b[CNN__CL_MAX_DEVICES] = {0}, now = 0, then;
+    int counts[CNN__CL_MAX_DEVICES] = {0}, q = B / 16 > 1 ? B / 16 : 1, given = 0, largest = 0, busy = 0, best = 0;
     for (int k = 0; k < c->n; k++) {
         double sn = 0, st = 0, snn = 0, snt = 0, m = c->n_obs[k] < 16 ? c->n_obs[k] : 16;
         if (m < 1 && c->counts[k] > 0) return; /* not measured yet */
@@ -1284,19 +1292,32 @@ static void cnn__cl_rebalance(cnn__cl *c, int B) {
         if (!(b[k] > 0)) { b[k] = st / sn; a[k] = 0; }
         if (a[k] < 0) a[k] = 0;
         if (c->counts[k] > 0 && a[k] + b[k] * c->counts[k] > now) now = a[k] + b[k] * c->counts[k];
+        busy += c->counts[k] > 0;
+        if (a[k] + b[k] * B < a[best] + b[best] * B) best = k;
     }
-    if (cnn_split_balance(B, c->n, a, b, counts) < 0) return;
-    for (int k = 0; k < c->n; k++) { /* whole steps of q samples */
-        counts[k] = (counts[k] + q / 2) / q * q;
-        given += counts[k];
-        if (counts[k] > counts[largest]) largest = k;
+    then = now;
+    if (!c->model_rejected && cnn_split_balance(B, c->n, a, b, counts) >= 0) {
+        for (int k = 0; k < c->n; k++) { /* whole steps of q samples */
+            counts[k] = (counts[k] + q / 2) / q * q;
+            given += counts[k];
+            if (counts[k] > counts[largest]) largest = k;
+        }
+        counts[largest] += B - given;
+        then = 0;
+        for (int k = 0; k < c->n && counts[largest] >= 0; k++)
+            if (counts[k] > 0 && a[k] + b[k] * counts[k] > then) then = a[k] + b[k] * counts[k];
     }
-    counts[largest] += B - given;
-    if (counts[largest] < 0) return;
-    then = 0;
-    for (int k = 0; k < c->n; k++)
-        if (counts[k] > 0 && a[k] + b[k] * counts[k] > then) then = a[k] + b[k] * counts[k];
-    if (!(then < 0.95 * now)) return;
+    c->alone = 0;
+    if (!(then < 0.95 * now) || counts[largest] < 0) { /* nothing better from the fit: the fastest device alone? */
+        if (c->alone_tried || busy < 2) {
+            if (c->model_rejected) c->frozen = 1; /* nothing left to try */
+            return;
+        }
+        for (int k = 0; k < c->n; k++) counts[k] = k == best ? B : 0;
+        largest = best;
+        then = a[best] + b[best] * B;
+    }
+    if (counts[largest] == B) c->alone = c->alone_tried = 1;
     for (int k = 0; k < c->n; k++) {
         c->before[k] = c->weights[k];
         c->weights[k] = counts[k];
@@ -1304,9 +1325,35 @@ static void cnn__cl_rebalance(cnn__cl *c, int B) {
     c->wall_before = 0;
     for (int i = 0; i < 4; i++) c->wall_before += c->wall[(c->n_wall - 1 - i) & 7] / 4;
     c->since_change = 0;
-    if (!c->quiet && counts[largest] == B && c->n > 1) /* the others cost more than they give */
-        fprintf(stderr, "cnn_opencl: device %d (%s) alone is faster than a split (predicted %.1f ms per step instead of "
-                "%.1f): it takes every sample\n", c->dev[largest].info.index, c->dev[largest].info.name, then * 1e3, now * 1e3);
+}
+
+/* Auto's judge: six steps after a change (its new sizes compiled), the mean
+   wall time of the last four steps against the four before the change. A
+   change that did not gain 2% is undone (a driver's clock can mislead the
+   fit; devices can slow each other down). */
+static void cnn__cl_judge(cnn__cl *c) {
+    double now = 0;
+    const cnn__cl_dev *lone = NULL;
+    for (int i = 0; i < 4; i++) now += c->wall[(c->n_wall - 1 - i) & 7] / 4;
+    for (int k = 0; k < c->n && c->alone; k++)
+        if (c->weights[k] > 0) lone = &c->dev[k];
+    c->since_change = -1;
+    if (now < 0.98 * c->wall_before) {
+        if (lone) {
+            c->frozen = 1; /* one device: nothing left to balance */
+            if (!c->quiet)
+                fprintf(stderr, "cnn_opencl: device %d (%s) alone is faster than the split (%.1f ms per step instead "
+                        "of %.1f): it takes every sample\n", lone->info.index, lone->info.name, now * 1e3,
+                        c->wall_before * 1e3);
+        }
+        return;
+    }
+    for (int k = 0; k < c->n; k++) c->weights[k] = c->before[k];
+    if (!lone) c->model_rejected = 1;
+    else if (c->model_rejected) c->frozen = 1;
+    if (!c->quiet)
+        fprintf(stderr, "cnn_opencl: %s gained nothing (%.1f ms per step instead of %.1f): back to the split before\n",
+                lone ? "one device alone" : "the new split", now * 1e3, c->wall_before * 1e3);
 }
 
 /* This step's split of B samples, and buffers large enough for it. */
@@ -1791,22 +1838,8 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
                 c->n_obs[k]++;
             }
         }
-        /* the wall clock judges a change once the new sizes are compiled (6 steps):
-           a split that made steps slower is undone, and auto stops there (a
-           driver's clock can mislead it) */
         c->wall[c->n_wall++ & 7] = cnn_wall_time() - c->step_t0;
-        if (c->since_change >= 0 && ++c->since_change == 6) {
-            double now = 0;
-            for (int i = 0; i < 4; i++) now += c->wall[(c->n_wall - 1 - i) & 7] / 4;
-            if (now > 1.05 * c->wall_before) {
-                for (int k = 0; k < c->n; k++) c->weights[k] = c->before[k];
-                c->frozen = 1;
-                if (!c->quiet)
-                    fprintf(stderr, "cnn_opencl: the new split made steps slower (%.1f ms instead of %.1f): back to "
-                            "the one before, which auto keeps\n", now * 1e3, c->wall_before * 1e3);
-            }
-            c->since_change = -1;
-        }
+        if (c->since_change >= 0 && ++c->since_change == 6) cnn__cl_judge(c);
         if (c->steps % 4 == 0 && c->n_wall >= 4 && c->since_change < 0 && !c->frozen) cnn__cl_rebalance(c, B);
     }
     return CNN_OK;
@@ -1918,6 +1951,7 @@ static int cnn__cl_drop_failed(cnn__cl *c, cnn_model *m, int rc) {
         for (int k = 0; k < kept; k++) c->weights[k] = 1;
         c->since_change = -1;
         c->n_wall = 0;
+        c->alone = c->alone_tried = c->model_rejected = c->frozen = 0;
     }
     if (!c->quiet) {
         if (kept) fprintf(stderr, "cnn_opencl: redoing the step on the %d device%s left\n", kept, kept == 1 ? "" : "s");

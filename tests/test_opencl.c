@@ -1225,6 +1225,52 @@ done:
 /* 6. No platform                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* Auto's decisions, host side, on made-up timings (no device): the fit's
+   proposal, the wall clock undoing it, the fastest device alone, and the end. */
+static void auto_steps(cnn__cl *c, int steps, double wall_s) { /* as cnn__cl_backward_pass records a step */
+    for (int i = 0; i < steps; i++) {
+        c->wall[c->n_wall++ & 7] = wall_s;
+        if (c->since_change >= 0 && ++c->since_change == 6) cnn__cl_judge(c);
+    }
+}
+static void test_auto_logic(void) {
+    enum { B = 32 };
+    cnn__cl_dev dev[2];
+    double weights[2] = {1, 1}, before[2], obs[2][16][2];
+    int counts[2] = {16, 16}, n_obs[2] = {2, 2};
+    cnn__cl c;
+    group("auto split: the fit, the wall clock's judgement, one device alone (made-up timings)");
+    memset(&c, 0, sizeof c);
+    memset(dev, 0, sizeof dev);
+    c.n = 2, c.dev = dev, c.weights = weights, c.before = before, c.counts = counts, c.n_obs = n_obs;
+    c.obs = obs, c.quiet = 1, c.since_change = -1;
+    for (int i = 0; i < 2; i++) { /* device 0 takes 10 ms for 16 samples, device 1 20 ms */
+        obs[0][i][0] = obs[1][i][0] = 16;
+        obs[0][i][1] = 0.010;
+        obs[1][i][1] = 0.020;
+    }
+    auto_steps(&c, 4, 0.020);
+    cnn__cl_rebalance(&c, B);
+    CHECK(c.since_change == 0 && !c.alone && weights[0] > weights[1] && weights[1] > 0 && weights[0] + weights[1] == B,
+          "the fit should give device 0 about twice device 1's share: %g:%g", weights[0], weights[1]);
+    auto_steps(&c, 6, 0.025); /* ... but the steps got slower */
+    CHECK(weights[0] == 1 && weights[1] == 1 && c.model_rejected && !c.frozen, "a slower split is undone: %g:%g",
+          weights[0], weights[1]);
+    cnn__cl_rebalance(&c, B);
+    CHECK(c.alone && weights[0] == B && weights[1] == 0, "then device 0 alone is tried: %g:%g", weights[0], weights[1]);
+    auto_steps(&c, 6, 0.015); /* faster: kept, and auto is done */
+    CHECK(weights[0] == B && c.frozen, "one device alone that is faster is kept: %g:%g, frozen %d", weights[0], weights[1],
+          c.frozen);
+    /* the same, but alone is slower: back to equal, and done */
+    weights[0] = weights[1] = 1, c.frozen = c.alone_tried = 0, c.model_rejected = 1;
+    cnn__cl_rebalance(&c, B);
+    auto_steps(&c, 6, 0.030);
+    CHECK(weights[0] == 1 && weights[1] == 1 && c.frozen, "one device alone that is slower is undone: %g:%g, frozen %d",
+          weights[0], weights[1], c.frozen);
+    cnn__cl_rebalance(&c, B);
+    CHECK(c.since_change < 0 && weights[0] == 1, "a frozen auto changes nothing more");
+}
+
 static void test_none(void) {
     cnn_opencl_device_info info[4];
     int idx[4], n, rc;
@@ -1888,6 +1934,7 @@ int main(int argc, char **argv) {
         test_batch_sizes("0,1", "pthread + basic");
     } else if (!strcmp(mode, "none")) {
         test_none();
+        test_auto_logic();
     } else {
         return usage();
     }
