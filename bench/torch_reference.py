@@ -17,9 +17,14 @@ is updated with the unbiased batch variance.
 
 Usage (with /usr/bin/python3: Debian's python3-torch is importable only there):
   bench/torch_reference.py --images N [--batch-size B] [--threads T] [--infer]
+                           [--device cpu|cuda] [--shape HxWxC]
       synthetic data (uniform [0,1) images, labels i%10), 3 warm-up steps, then
       N images timed on one batch (as bench/train_bench.c does); --infer times
       prediction (eval mode, no_grad, batch 256). Prints "img/s: X" last.
+      --device cuda runs on the first CUDA GPU (model and the one batch stay on
+      it; the timing waits for the GPU to finish). --shape 28x28x1 gives the
+      network Fashion-MNIST's input (examples/cifar10_cnn's offline default);
+      the default is CIFAR-10's 32x32x3.
   bench/torch_reference.py --rss-cifar DIR [--threads T] [--batch-size B] [--limit N]
       loads every image of DIR (one subfolder per class of 32x32 images, such as
       the CIFAR-10 training JPEGs) into memory as uint8, trains one epoch at
@@ -38,15 +43,17 @@ import torch.nn.functional as F
 
 
 class TutorialNet(nn.Module):
-    def __init__(self, classes=10, channels_last=False):
+    def __init__(self, classes=10, channels_last=False, shape=(32, 32, 3)):
         super().__init__()
         self.channels_last = channels_last
-        self.conv_1 = nn.Conv2d(3, 64, 3)
+        h, w, c = shape
+        self.conv_1 = nn.Conv2d(c, 64, 3)
         # Keras momentum 0.99 (moving = 0.99*moving + 0.01*batch) is PyTorch momentum 0.01
         self.batch_norm_1 = nn.BatchNorm2d(64, eps=1e-3, momentum=0.01)
         self.conv_2 = nn.Conv2d(64, 32, 3)
         self.batch_norm_2 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
-        self.fc1 = nn.Linear(6 * 6 * 32, 512)
+        # valid 3x3 convolutions and 2x2 pools: 32x32 -> 30 -> 15 -> 13 -> 6 (28x28: 26, 13, 11, 5)
+        self.fc1 = nn.Linear(((h - 2) // 2 - 2) // 2 * (((w - 2) // 2 - 2) // 2) * 32, 512)
         self.dropout1 = nn.Dropout(0.2)
         self.fc2 = nn.Linear(512, 256)
         self.dropout2 = nn.Dropout(0.2)
@@ -70,7 +77,7 @@ class TutorialNet(nn.Module):
 
 def make_model(args):
     torch.manual_seed(1)
-    model = TutorialNet(channels_last=args.channels_last)
+    model = TutorialNet(channels_last=args.channels_last, shape=args.shape)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
     return model, opt
 
@@ -106,36 +113,56 @@ def rss_now_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
+def device_info(dev):
+    """What the figures were measured on: the BLAS on the CPU, the GPU and its float modes on CUDA."""
+    if dev.type != "cuda":
+        return "blas: %s" % blas_in_use()
+    return "device: %s  cudnn: %s  tf32 (conv / matmul): %s / %s" % (
+        torch.cuda.get_device_name(dev), torch.backends.cudnn.version(),
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+
+
 def bench(args):
     B = 256 if args.infer else args.batch_size
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("torch_reference: --device %s: torch %s sees no CUDA device" % (args.device, torch.__version__))
     model, opt = make_model(args)
+    model.to(dev)
     g = torch.Generator().manual_seed(12345)
-    x = torch.rand(B, 32, 32, 3, generator=g)
-    y = torch.arange(B) % 10
+    h, w, c = args.shape
+    x = torch.rand(B, h, w, c, generator=g).to(dev)
+    y = (torch.arange(B) % 10).to(dev)
+    # CUDA runs asynchronously: wait for the GPU before reading the clock
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if args.infer:
         model.eval()
         with torch.no_grad():
             for _ in range(3):  # warm-up
                 F.softmax(model(x), dim=1)
+            sync()
             t0 = time.perf_counter()
             done = 0
             while done < args.images:
                 F.softmax(model(x), dim=1)
                 done += B
+            sync()
             dt = time.perf_counter() - t0
     else:
         model.train()
         for _ in range(3):  # warm-up
             train_step(model, opt, x, y)
+        sync()
         t0 = time.perf_counter()
         done = 0
         while done < args.images:
             train_step(model, opt, x, y)
             done += B
+        sync()
         dt = time.perf_counter() - t0
-    print("torch: %s  blas: %s" % (torch.__version__, blas_in_use()))
-    print("threads: %d  batch: %d  mode: %s%s" % (
-        torch.get_num_threads(), B, "inference" if args.infer else "training",
+    print("torch: %s  %s" % (torch.__version__, device_info(dev)))
+    print("threads: %d  batch: %d  input: %dx%dx%d  mode: %s%s" % (
+        torch.get_num_threads(), B, h, w, c, "inference" if args.infer else "training",
         "  channels_last" if args.channels_last else ""))
     print("img/s: %.1f" % (done / dt))
 
@@ -223,6 +250,16 @@ def positive(v):
     return x
 
 
+def shape(v):
+    try:
+        h, w, c = (int(t) for t in v.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give HxWxC, such as 28x28x1")
+    if min(h, w) < 10 or c < 1:
+        raise argparse.ArgumentTypeError("the network needs images of at least 10x10 and 1 channel")
+    return (h, w, c)
+
+
 def main():
     p = argparse.ArgumentParser(description="The Keras CIFAR-10 tutorial network in PyTorch: "
                                 "images per second, or peak memory of one CIFAR-10 epoch.")
@@ -232,12 +269,18 @@ def main():
     p.add_argument("--infer", action="store_true", help="time prediction with batch 256 instead of training")
     p.add_argument("--channels-last", action="store_true",
                    help="feed the convolutions the NHWC memory as is (channels_last) instead of a NCHW copy")
+    p.add_argument("--device", default="cpu",
+                   help="where the timed run goes: cpu (default), cuda or cuda:N (a CUDA GPU)")
+    p.add_argument("--shape", type=shape, default=(32, 32, 3), metavar="HxWxC",
+                   help="input images of the timed run (default 32x32x3, CIFAR-10; 28x28x1 is Fashion-MNIST)")
     p.add_argument("--rss-cifar", metavar="DIR", help="train one epoch on an image folder, print peak RSS")
     p.add_argument("--limit", type=positive, default=None, help="with --rss-cifar: train on only N images")
     args = p.parse_args()
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     if args.rss_cifar:
+        if args.device != "cpu" or args.shape != (32, 32, 3):
+            p.error("--rss-cifar measures CIFAR-10 on the CPU: leave out --device and --shape")
         rss_cifar(args)
     else:
         bench(args)

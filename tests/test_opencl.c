@@ -734,7 +734,7 @@ static double twin_check(const net_spec *s, const char *devices, const char *spl
 
 /* the configurations every layer runs on: one device, and two with an uneven cut of B = 5 */
 static const char *layer_cfgs[][2] = {{"0", NULL}, {"0,1", "equal"}, {"0,1", "1:3"}};
-#define N_LAYER_CFGS 3
+static int n_layer_cfgs = (int)(sizeof layer_cfgs / sizeof layer_cfgs[0]); /* mode gpu: the first only */
 
 static void layer_group(const char *title, const net_spec *specs, int n, int B, int steps) {
     double worst_all = 0, t0 = cnn_wall_time();
@@ -746,7 +746,7 @@ static void layer_group(const char *title, const net_spec *specs, int n, int B, 
             CHECK(0, "%s: not run (it would crash the program) since '%s' failed", specs[i].label,
                   specs[specs[i].needs - 1].label);
         } else {
-            for (int k = 0; k < N_LAYER_CFGS; k++) {
+            for (int k = 0; k < n_layer_cfgs; k++) {
                 double e = twin_check(&specs[i], layer_cfgs[k][0], layer_cfgs[k][1], B, steps, cnn_sgd(.learning_rate = 0.05f));
                 if (e > worst_all || e != e) worst_all = e;
             }
@@ -755,7 +755,7 @@ static void layer_group(const char *title, const net_spec *specs, int n, int B, 
         group_failed |= test_current_failed;
     }
     test_current_failed = group_failed;
-    printf("#   %s: %d models x %d device configurations, worst rel %.2e (%.2f s)\n", title, n, N_LAYER_CFGS, worst_all,
+    printf("#   %s: %d models x %d device configurations, worst rel %.2e (%.2f s)\n", title, n, n_layer_cfgs, worst_all,
            cnn_wall_time() - t0);
 }
 
@@ -1850,7 +1850,7 @@ done:
 /* ------------------------------------------------------------------------ */
 
 static int usage(void) {
-    printf("usage: test_opencl pocl2|vendors|uneven|none   (tests/opencl_env.sh MODE PROGRAM MODE sets the environment)\n");
+    printf("usage: test_opencl pocl2|vendors|uneven|none|gpu   (tests/opencl_env.sh MODE PROGRAM MODE sets the environment)\n");
     return 2;
 }
 
@@ -1932,6 +1932,18 @@ int main(int argc, char **argv) {
             test_training(cfgs, 3);
         }
         test_batch_sizes("0,1", "pthread + basic");
+    } else if (!strcmp(mode, "gpu")) { /* device 0 alone, of any vendor (bench/gpu_check.sh) */
+        test_begin("opencl gpu: environment (device 0)");
+        CHECK(n_devs >= 1, "no OpenCL device");
+        if (test_current_failed) return test_finish();
+        printf("#   device 0: %s (%s), %s\n", devs[0].name, devs[0].platform, devs[0].version);
+        n_layer_cfgs = 1;
+        test_layers();
+        {
+            static const char *const cfgs[][3] = {{"0", NULL, "device 0"}};
+            test_training(cfgs, 1);
+        }
+        test_fit("0", "device 0");
     } else if (!strcmp(mode, "none")) {
         test_none();
         test_auto_logic();
