@@ -64,6 +64,9 @@
      CNN_MALLOC(sz), CNN_REALLOC(p,sz), CNN_FREE(p)   allocator (default libc)
      CNN_ASSERT(x)      internal invariant check (default assert)
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
+     CNN_REFERENCE      models run on the reference path by default: every layer as
+                        plain loops over its shapes, no fusion, no threads (slow; to read,
+                        and to check the fast path against; cnn_set_reference switches it)
 
    THREADS AND DETERMINISM
      With OpenMP the kernels use omp_get_max_threads() threads (OMP_NUM_THREADS, or
@@ -630,6 +633,13 @@ CNN_DEF int cnn_set_profiling(cnn_model *m, int on);
 CNN_DEF int cnn_model_num_layers(const cnn_model *m);
 /* The counters of layer i (0 = the input layer, in graph order). */
 CNN_DEF int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p);
+
+/* The reference path (1) or the fast one (0, the default; define
+   CNN_REFERENCE to make 1 the default): every layer's forward and backward
+   pass as plain loops over its shapes, the formula next to them, no fusion,
+   no blocking, no threads. Slow, and there to be read and to check the fast
+   path against (tests/test_reference.c). Switch between steps, not inside one. */
+CNN_DEF int cnn_set_reference(cnn_model *m, int on);
 
 /* ======================================================================== */
 /* Backends, and a batch split between workers                              */
@@ -1306,6 +1316,7 @@ struct cnn_model {
     float *dx_in;               /* where to put d loss / d input, or NULL */
     int dx_in_written;          /* as cnn_node.dout_written, for dx_in */
     int profiling;
+    int reference;              /* the passes run on cnn__reference_layers (cnn_set_reference) */
     cnn_backend backend;        /* backend.forward NULL: the CPU passes */
 };
 
@@ -1351,6 +1362,9 @@ CNN_IMPL cnn_model *cnn_model_new(void) {
     if (!m) return NULL;
     m->input = m->output = -1;
     m->rescale = 1.0f;
+#ifdef CNN_REFERENCE
+    m->reference = 1;
+#endif
     return m;
 }
 
@@ -3266,6 +3280,228 @@ static const cnn__layer_kind cnn__layers[CNN__LAYER_TYPES] = {
 };
 
 /* ======================================================================== */
+/* The reference path: every layer in plain loops                           */
+/* ======================================================================== */
+/* What each layer computes, written to be read (cnn_set_reference runs a model
+   on these). Shapes are NHWC: a sample is [h][w][c], a Conv2D kernel
+   [kh][kw][c_in][filters], a Dense kernel [c_in][units], biases follow their
+   kernel. A backward pass reads d loss / d output in n->dout and adds the
+   gradients of its inputs and parameters (see cnn__in_grad). Layers whose fast
+   pass is already a plain loop (pooling by averages, Flatten, Dropout,
+   Activation, Add, Concatenate) share it: see cnn__reference_layers. */
+
+/* The input value x[b][iy][ix][c] under window cell (ky, kx) of output
+   (oy, ox), or NULL where the cell lies in the padding. */
+static const float *cnn__ref_at(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int ky,
+                                int kx) {
+    const int iy = oy * n->sh - n->pad_top + ky, ix = ox * n->sw - n->pad_left + kx;
+    if (iy < 0 || iy >= in->h || ix < 0 || ix >= in->w) return NULL;
+    return x + (((size_t)b * in->h + iy) * in->w + ix) * in->c;
+}
+
+/* Conv2D: y[b][oy][ox][u] = act(bias[u] + sum over ky, kx, c of
+   x[b][oy*sh - pad_top + ky][ox*sw - pad_left + kx][c] * W[ky][kx][c][u]) */
+static void cnn__ref_conv_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0), *W = n->model->params + n->p_off, *bias = W + n->kernel_count;
+    const int C = in->c, U = n->units;
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++) {
+                float *y = n->out + (((size_t)b * n->h + oy) * n->w + ox) * U;
+                for (int u = 0; u < U; u++) y[u] = n->use_bias ? bias[u] : 0.0f;
+                for (int ky = 0; ky < n->kh; ky++)
+                    for (int kx = 0; kx < n->kw; kx++) {
+                        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, ky, kx);
+                        if (!xc) continue;
+                        for (int c = 0; c < C; c++)
+                            for (int u = 0; u < U; u++) y[u] += xc[c] * W[((size_t)(ky * n->kw + kx) * C + c) * U + u];
+                    }
+            }
+    cnn__activate(n->out, (size_t)B * cnn__node_size(n), U, n->activation, n->alpha);
+}
+
+/* With dz = dy * act'(z): dW[ky][kx][c][u] = sum over b, oy, ox of x[..][c] * dz[b][oy][ox][u];
+   dbias[u] = sum of dz[..][u]; dx[..][c] += sum over u of W[ky][kx][c][u] * dz[b][oy][ox][u] */
+static void cnn__ref_conv_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off;
+    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
+    const int C = in->c, U = n->units;
+    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), U, n->activation, n->alpha);
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++) {
+                const float *dz = n->dout + (((size_t)b * n->h + oy) * n->w + ox) * U;
+                for (int u = 0; u < U && gb; u++) gb[u] += dz[u];
+                for (int ky = 0; ky < n->kh; ky++)
+                    for (int kx = 0; kx < n->kw; kx++) {
+                        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, ky, kx);
+                        if (!xc) continue;
+                        for (int c = 0; c < C; c++) {
+                            const size_t k = ((size_t)(ky * n->kw + kx) * C + c) * U;
+                            float *dxc = dx ? dx + (xc - x) + c : NULL;
+                            for (int u = 0; u < U; u++) {
+                                if (gW) gW[k + u] += xc[c] * dz[u];
+                                if (dxc) *dxc += W[k + u] * dz[u];
+                            }
+                        }
+                    }
+            }
+}
+
+/* Dense: y[b][u] = act(bias[u] + sum over k of x[b][k] * W[k][u]), x flattened */
+static void cnn__ref_dense_forward(cnn_node *n, int B) {
+    const int K = (int)cnn__node_size(cnn__in(n, 0)), U = n->units;
+    const float *x = cnn__in_out(n, 0), *W = n->model->params + n->p_off, *bias = W + n->kernel_count;
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < U; u++) {
+            float s = n->use_bias ? bias[u] : 0.0f;
+            for (int k = 0; k < K; k++) s += x[(size_t)b * K + k] * W[(size_t)k * U + u];
+            n->out[(size_t)b * U + u] = s;
+        }
+    cnn__activate(n->out, (size_t)B * U, U, n->activation, n->alpha);
+}
+
+/* dz = dy * act'(z); dW[k][u] = sum over b of x[b][k] dz[b][u]; dbias[u] = sum of dz[b][u];
+   dx[b][k] += sum over u of W[k][u] dz[b][u] */
+static void cnn__ref_dense_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int K = (int)cnn__node_size(cnn__in(n, 0)), U = n->units;
+    const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off, *dz = n->dout;
+    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
+    cnn__activate_backward(n->out, n->dout, (size_t)B * U, U, n->activation, n->alpha);
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < U; u++) {
+            const float g = dz[(size_t)b * U + u];
+            if (gb) gb[u] += g;
+            for (int k = 0; k < K; k++) {
+                if (gW) gW[(size_t)k * U + u] += x[(size_t)b * K + k] * g;
+                if (dx) dx[(size_t)b * K + k] += W[(size_t)k * U + u] * g;
+            }
+        }
+}
+
+/* BatchNormalization over the M = B*h*w values of each channel c:
+   training: mean = sum x / M, var = sum (x - mean)^2 / M (and the moving
+   statistics move towards mean and the unbiased M/(M-1) var by 1 - momentum);
+   otherwise (inference, or frozen) the moving statistics. Then
+   y = gamma * (x - mean) / sqrt(var + epsilon) + beta. */
+static void cnn__ref_bn_forward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int C = n->c;
+    const size_t M = (size_t)B * n->h * n->w;
+    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *beta = gamma + C;
+    float *mmean = m->state + n->s_off, *mvar = mmean + C, *mean = n->stat, *inv = n->stat + C;
+    for (int c = 0; c < C; c++) {
+        if (cnn__bn_uses_batch(n)) {
+            double mu = 0, var = 0;
+            for (size_t r = 0; r < M; r++) mu += x[r * C + c];
+            mu /= (double)M;
+            for (size_t r = 0; r < M; r++) var += (x[r * C + c] - mu) * (x[r * C + c] - mu);
+            var /= (double)M;
+            mean[c] = (float)mu;
+            inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
+            if (m->update_moving) {
+                mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mu);
+                mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * (M > 1 ? var * M / (M - 1) : var));
+            }
+        } else {
+            mean[c] = mmean[c];
+            inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon);
+        }
+        for (size_t r = 0; r < M; r++) n->out[r * C + c] = gamma[c] * (x[r * C + c] - mean[c]) * inv[c] + beta[c];
+    }
+}
+
+/* With xhat = (x - mean) * inv: dgamma = sum dy * xhat, dbeta = sum dy, and,
+   as mean and var depend on every x of the channel,
+   dx = gamma * inv / M * (M * dy - sum dy - xhat * sum dy * xhat);
+   with the moving statistics (constants) dx = gamma * inv * dy. */
+static void cnn__ref_bn_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int C = n->c;
+    const size_t M = (size_t)B * n->h * n->w;
+    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *dy = n->dout, *mean = n->stat, *inv = n->stat + C;
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
+    for (int c = 0; c < C; c++) {
+        double sdy = 0, sdyx = 0;
+        for (size_t r = 0; r < M; r++) {
+            sdy += dy[r * C + c];
+            sdyx += (double)dy[r * C + c] * ((x[r * C + c] - mean[c]) * inv[c]);
+        }
+        if (cnn__bn_uses_batch(n)) {
+            m->grads[n->p_off + c] += (float)sdyx;
+            m->grads[n->p_off + C + c] += (float)sdy;
+        }
+        for (size_t r = 0; r < M && dx; r++) {
+            const size_t i = r * C + c;
+            const double xhat = (x[i] - mean[c]) * inv[c];
+            const double g = cnn__bn_uses_batch(n) ? gamma[c] * inv[c] / M * (M * dy[i] - sdy - xhat * sdyx)
+                                                   : gamma[c] * inv[c] * dy[i];
+            dx[i] = (add ? dx[i] : 0.0f) + (float)g;
+        }
+    }
+}
+
+/* MaxPooling2D: y = the largest input in the window (its first cell on ties;
+   padding cells take no part); the gradient goes to that cell alone. */
+static int cnn__ref_max_cell(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int c) {
+    int best = -1;
+    float v = 0;
+    for (int cell = 0; cell < n->kh * n->kw; cell++) {
+        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw);
+        if (xc && (best < 0 || xc[c] > v)) best = cell, v = xc[c];
+    }
+    return best;
+}
+static void cnn__ref_maxpool_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0);
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++)
+                for (int c = 0; c < n->c; c++) {
+                    const int cell = cnn__ref_max_cell(n, in, x, b, oy, ox, c);
+                    n->out[(((size_t)b * n->h + oy) * n->w + ox) * n->c + c] =
+                        cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw)[c];
+                }
+}
+static void cnn__ref_maxpool_backward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0);
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
+    if (!dx) return;
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++)
+                for (int c = 0; c < n->c; c++) {
+                    const int cell = cnn__ref_max_cell(n, in, x, b, oy, ox, c);
+                    const float *xc = cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw);
+                    dx[(xc - x) + c] += n->dout[(((size_t)b * n->h + oy) * n->w + ox) * n->c + c];
+                }
+}
+
+static const cnn__layer_kind cnn__reference_layers[CNN__LAYER_TYPES] = {
+    /* INPUT      */ {cnn__input_pass, cnn__input_pass},
+    /* CONV2D     */ {cnn__ref_conv_forward, cnn__ref_conv_backward},
+    /* DENSE      */ {cnn__ref_dense_forward, cnn__ref_dense_backward},
+    /* BATCH_NORM */ {cnn__ref_bn_forward, cnn__ref_bn_backward},
+    /* MAX_POOL   */ {cnn__ref_maxpool_forward, cnn__ref_maxpool_backward},
+    /* AVG_POOL   */ {cnn__avgpool_forward, cnn__avgpool_backward},
+    /* GAP        */ {cnn__gap_forward, cnn__gap_backward},
+    /* FLATTEN    */ {cnn__copy_forward, cnn__copy_backward},
+    /* DROPOUT    */ {cnn__dropout_forward, cnn__dropout_backward},
+    /* ACTIVATION */ {cnn__activation_forward, cnn__activation_backward},
+    /* ADD        */ {cnn__add_forward, cnn__add_backward},
+    /* CONCAT     */ {cnn__concat_forward, cnn__concat_backward},
+};
+
+/* ======================================================================== */
 /* Building: parameters, initialisation, batch buffers                      */
 /* ======================================================================== */
 
@@ -3450,7 +3686,7 @@ static void cnn__forward(cnn_model *m, const float *x, int B) {
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
         double t0 = m->profiling ? cnn_wall_time() : 0;
-        cnn__layers[n->type].forward(n, B);
+        (m->reference ? cnn__reference_layers : cnn__layers)[n->type].forward(n, B);
         if (m->profiling) {
             n->prof.forward_s += cnn_wall_time() - t0;
             n->prof.forward_flop += cnn__layer_flop(n, B);
@@ -3588,7 +3824,7 @@ static void cnn__backward(cnn_model *m, int B, int fused) {
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         cnn_node *n = m->nodes[i];
         double t0 = m->profiling ? cnn_wall_time() : 0;
-        cnn__layers[n->type].backward(n, B);
+        (m->reference ? cnn__reference_layers : cnn__layers)[n->type].backward(n, B);
         if (m->profiling) {
             int input_grad = n->n_inputs > 0 && cnn__in_dout(n, 0) != NULL;
             n->prof.backward_s += cnn_wall_time() - t0;
@@ -5221,6 +5457,12 @@ CNN_IMPL void cnn_sum_in_order(float *out, const float *const *parts, int n, siz
 /* ======================================================================== */
 /* Debugging aids: profile, input gradient, finite-difference gradient check */
 /* ======================================================================== */
+
+CNN_IMPL int cnn_set_reference(cnn_model *m, int on) {
+    if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_set_reference: the model is NULL");
+    m->reference = on != 0;
+    return CNN_OK;
+}
 
 CNN_IMPL int cnn_set_profiling(cnn_model *m, int on) {
     int rc = cnn__check_built(m, "cnn_set_profiling");

@@ -1,0 +1,229 @@
+/* test_reference.c - the fast path against the reference path (cnn_set_reference):
+   every layer kind, alone and in the fused arrangements the fast path plans
+   (Conv2D -> BatchNormalization -> MaxPooling2D, the tutorial's), forward
+   outputs, parameter gradients and input gradients of one training-mode pass;
+   then ten training steps of the tutorial network on both paths; and the
+   reference path's own gradients against central differences. */
+#define CNN_IMPLEMENTATION
+#include "cnn.h"
+#include "test_util.h"
+
+static float frand(unsigned *s) { *s = *s * 1664525u + 1013904223u; return (float)((*s >> 8) & 0xffffff) / 8388608.0f - 1.0f; }
+static void fill(float *v, size_t n, unsigned seed) { for (size_t i = 0; i < n; i++) v[i] = frand(&seed); }
+
+typedef cnn_node *(*net_fn)(cnn_model *m, cnn_node *x);
+
+static cnn_model *make(net_fn build, int h, int w, int c, cnn_loss loss, cnn_optimizer opt) {
+    cnn_model *m = cnn_model_new();
+    cnn_model_set_seed(m, 3);
+    cnn_node *x = cnn_input(m, h, w, c, "input");
+    if (cnn_model_set_output(m, build(m, x)) != CNN_OK || cnn_compile(m, .optimizer = opt, .loss = loss) != CNN_OK) {
+        printf("# building failed: %s\n", cnn_last_error());
+        cnn_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* BatchNorm's gamma, beta and moving statistics away from 1, 0, 0, 1 */
+static void stir_bn(cnn_model *m) {
+    size_t np, i;
+    float *p = cnn_model_params(m, &np);
+    for (i = 0; i < m->n_state; i++) m->state[i] = 0.3f + 0.1f * (float)(i % 7);
+    for (int k = 0; k < m->n_nodes; k++) {
+        const cnn_node *n = m->nodes[k];
+        if (n->type != CNN__BATCH_NORM) continue;
+        for (int c = 0; c < 2 * n->c; c++) p[n->p_off + c] = (c < n->c ? 1.0f : 0.0f) + 0.2f * (float)((c * 5) % 7 - 3) / 3;
+    }
+}
+
+static cnn_node *conv_relu(cnn_model *m, cnn_node *x) {
+    return cnn_conv2d(m, x, .filters = 5, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_RELU);
+}
+static cnn_node *conv_strided(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 4, .kernel_size = {3, 2}, .strides = {2, 1}, .padding = CNN_SAME, .activation = CNN_TANH);
+    return cnn_conv2d(m, x, .filters = 3, .kernel_size = {2, 2}, .strides = {2, 2}, .no_bias = 1);
+}
+static cnn_node *dense_softmax(cnn_model *m, cnn_node *x) {
+    x = cnn_dense(m, cnn_flatten(m, x), .units = 7, .activation = CNN_ELU);
+    return cnn_dense(m, x, .units = 4, .activation = CNN_SOFTMAX);
+}
+static cnn_node *bn_after_dense(cnn_model *m, cnn_node *x) {
+    x = cnn_batch_norm(m, cnn_dense(m, cnn_flatten(m, x), .units = 6));
+    return cnn_dense(m, x, .units = 3, .activation = CNN_SIGMOID);
+}
+/* the tutorial's block, which the fast path fuses: Conv2D (ReLU) -> BatchNorm -> MaxPooling2D */
+static cnn_node *conv_bn_pool(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 6, .kernel_size = {3, 3}, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    return cnn_dense(m, cnn_flatten(m, x), .units = 4, .activation = CNN_SOFTMAX);
+}
+static cnn_node *conv_bn_linear(cnn_model *m, cnn_node *x) { /* a linear conv read by BatchNorm alone */
+    x = cnn_batch_norm(m, cnn_conv2d(m, x, .filters = 4, .kernel_size = {3, 3}));
+    return cnn_conv2d(m, cnn_activation(m, x, .activation = CNN_LEAKY_RELU), .filters = 2, .kernel_size = {1, 1});
+}
+static cnn_node *pools(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 3, .kernel_size = {2, 2}, .activation = CNN_TANH);
+    x = cnn_max_pool2d(m, x, .pool_size = {3, 3}, .strides = {2, 2}, .padding = CNN_SAME);
+    x = cnn_avg_pool2d(m, x, .pool_size = {2, 2}, .strides = {1, 1}, .padding = CNN_SAME);
+    return cnn_dense(m, cnn_global_avg_pool2d(m, x), .units = 3, .activation = CNN_SOFTMAX);
+}
+static cnn_node *residual(cnn_model *m, cnn_node *x) {
+    cnn_node *a = cnn_conv2d(m, x, .filters = 4, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_RELU), *in[2];
+    cnn_node *b = cnn_conv2d(m, a, .filters = 4, .kernel_size = {3, 3}, .padding = CNN_SAME);
+    in[0] = a, in[1] = b;
+    x = cnn_add(m, in, 2);
+    in[0] = x, in[1] = cnn_max_pool2d(m, a, .pool_size = {2, 2}, .strides = {1, 1}, .padding = CNN_SAME);
+    x = cnn_dropout(m, cnn_concatenate(m, in, 2), .rate = 0.3f);
+    return cnn_dense(m, cnn_flatten(m, x), .units = 3, .activation = CNN_SOFTMAX);
+}
+static cnn_node *frozen_bn(cnn_model *m, cnn_node *x) {
+    x = cnn_batch_norm(m, cnn_conv2d(m, x, .filters = 3, .kernel_size = {3, 3}, .activation = CNN_RELU), .name = "frozen");
+    return cnn_dense(m, cnn_flatten(m, x), .units = 2, .activation = CNN_SOFTMAX);
+}
+
+/* One training-mode pass with its gradients on each path: output, loss,
+   parameter gradients and the input gradient. */
+static void compare_pass(const char *label, net_fn build, int h, int w, int c, cnn_loss loss, int freeze) {
+    enum { B = 5 };
+    cnn_model *fast = make(build, h, w, c, loss, cnn_sgd()), *ref = make(build, h, w, c, loss, cnn_sgd());
+    float x[B * 12 * 12 * 3], y[B * 256], dx_f[B * 12 * 12 * 3], dx_r[B * 12 * 12 * 3], lf = 0, lr = 0;
+    size_t np;
+    int U, yw;
+    test_begin(label);
+    if (!fast || !ref) { CHECK(0, "%s: %s", label, cnn_last_error()); cnn_model_free(fast); cnn_model_free(ref); return; }
+    stir_bn(fast);
+    stir_bn(ref);
+    if (freeze) { cnn_set_trainable(fast, "frozen", 0); cnn_set_trainable(ref, "frozen", 0); }
+    cnn_set_reference(ref, 1);
+    U = cnn_model_output_size(fast);
+    if (U > 256) { CHECK(0, "%s: %d outputs, more than the test's targets hold", label, U); U = 256; }
+    fill(x, (size_t)B * h * w * c, 17);
+    yw = loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY ? 1 : U;
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < yw; j++) y[b * yw + j] = yw == 1 ? (float)(b % U) : (float)((b + j) % 2);
+    CHECK(cnn_input_gradient(fast, x, y, B, yw, dx_f, &lf) == CNN_OK, "fast pass: %s", cnn_last_error());
+    CHECK(cnn_input_gradient(ref, x, y, B, yw, dx_r, &lr) == CNN_OK, "reference pass: %s", cnn_last_error());
+    {
+        const float *gf = cnn_model_grads(fast, &np), *gr = cnn_model_grads(ref, &np);
+        const double e_out = test_rel_err(fast->nodes[fast->output]->out, ref->nodes[ref->output]->out, (size_t)B * U);
+        const double e_g = test_rel_err(gf, gr, np), e_dx = test_rel_err(dx_f, dx_r, (size_t)B * h * w * c);
+        printf("#   %-58s output %.1e  loss %.1e  gradients %.1e  input gradient %.1e\n", label, e_out,
+               fabs(lf - lr) / fabs(lr), e_g, e_dx);
+        CHECK(e_out <= 1e-5, "output rel %.2e", e_out);
+        CHECK(fabs(lf - lr) <= 1e-5 * fabs(lr), "loss %.8f vs %.8f", lf, lr);
+        CHECK(e_g <= 1e-4, "parameter gradients rel %.2e", e_g);
+        CHECK(e_dx <= 1e-4, "input gradient rel %.2e", e_dx);
+        CHECK(test_rel_err(gr, gr, np) == 0 && e_g == e_g, "NaN in the gradients");
+    }
+    cnn_model_free(fast);
+    cnn_model_free(ref);
+}
+
+/* The tutorial network, ten SGD steps on each path (SGD: Adam would turn the
+   rounding noise of a BatchNorm-fed conv bias, whose gradient is zero in exact
+   arithmetic, into full-size steps) */
+static cnn_node *tutorial(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 8, .kernel_size = {3, 3}, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    x = cnn_conv2d(m, x, .filters = 8, .kernel_size = {3, 3}, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    x = cnn_dropout(m, cnn_dense(m, cnn_flatten(m, x), .units = 16, .activation = CNN_RELU), .rate = 0.2f);
+    return cnn_dense(m, x, .units = 5, .activation = CNN_SOFTMAX);
+}
+static void compare_training(void) {
+    enum { B = 8, H = 14, STEPS = 10 };
+    const cnn_optimizer opt = cnn_sgd(.learning_rate = 0.05f, .momentum = 0.9f);
+    cnn_model *fast = make(tutorial, H, H, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, opt);
+    cnn_model *ref = make(tutorial, H, H, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, opt);
+    float x[B * H * H * 3], y[B];
+    double worst_loss = 0;
+    test_begin("the tutorial network: 10 SGD steps on the fast and the reference path");
+    if (!fast || !ref) { CHECK(0, "%s", cnn_last_error()); cnn_model_free(fast); cnn_model_free(ref); return; }
+    cnn_set_reference(ref, 1);
+    for (int s = 0; s < STEPS; s++) {
+        float lf, lr;
+        fill(x, sizeof x / sizeof x[0], 100u + (unsigned)s);
+        for (int b = 0; b < B; b++) y[b] = (float)((b + s) % 5);
+        CHECK(cnn_train_on_batch(fast, x, y, B, 1, &lf, NULL) == CNN_OK, "fast step %d: %s", s, cnn_last_error());
+        CHECK(cnn_train_on_batch(ref, x, y, B, 1, &lr, NULL) == CNN_OK, "reference step %d: %s", s, cnn_last_error());
+        if (fabs(lf - lr) / fabs(lr) > worst_loss) worst_loss = fabs(lf - lr) / fabs(lr);
+    }
+    {
+        size_t np;
+        const float *pf = cnn_model_params(fast, &np), *pr = cnn_model_params(ref, &np);
+        const double e_p = test_rel_err(pf, pr, np), e_s = test_rel_err(fast->state, ref->state, fast->n_state);
+        printf("#   after %d steps: loss rel %.1e, parameters rel %.1e, moving statistics rel %.1e\n", STEPS, worst_loss, e_p, e_s);
+        CHECK(worst_loss <= 1e-4, "loss rel %.2e", worst_loss);
+        CHECK(e_p <= 1e-4, "parameters rel %.2e", e_p);
+        CHECK(e_s <= 1e-4, "moving statistics rel %.2e", e_s);
+        CHECK(e_p > 0, "the two paths gave the same bits: is the reference path running at all?");
+    }
+    cnn_model_free(fast);
+    cnn_model_free(ref);
+}
+
+/* The same graphs with smooth activations for central differences (ReLU's
+   zeros make ties in a max pool, where a difference quotient means nothing) */
+static cnn_node *conv_bn_pool_smooth(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 6, .kernel_size = {3, 3}, .activation = CNN_TANH);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    return cnn_dense(m, cnn_flatten(m, x), .units = 4, .activation = CNN_SOFTMAX);
+}
+static cnn_node *residual_smooth(cnn_model *m, cnn_node *x) {
+    cnn_node *a = cnn_conv2d(m, x, .filters = 4, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_TANH), *in[2];
+    cnn_node *b = cnn_conv2d(m, a, .filters = 4, .kernel_size = {3, 3}, .padding = CNN_SAME);
+    in[0] = a, in[1] = b;
+    x = cnn_add(m, in, 2);
+    in[0] = x, in[1] = cnn_avg_pool2d(m, a, .pool_size = {2, 2}, .strides = {1, 1}, .padding = CNN_SAME);
+    return cnn_dense(m, cnn_flatten(m, cnn_concatenate(m, in, 2)), .units = 3, .activation = CNN_SOFTMAX);
+}
+
+/* The reference path's own gradients against central differences */
+static void reference_gradients(void) {
+    static const struct { const char *label; net_fn build; int h, c; } nets[] = {
+        {"conv + BatchNorm + max pool", conv_bn_pool_smooth, 6, 2}, {"BatchNorm after Dense", bn_after_dense, 4, 2},
+        {"strided convs", conv_strided, 7, 2}, {"residual Add / Concatenate", residual_smooth, 5, 2}};
+    test_begin("the reference path's gradients against central differences");
+    for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++) {
+        enum { B = 3 };
+        const cnn_loss loss = nets[i].build == conv_strided || nets[i].build == bn_after_dense ? CNN_MSE
+                                                                                             : CNN_SPARSE_CATEGORICAL_CROSSENTROPY;
+        cnn_model *m = make(nets[i].build, nets[i].h, nets[i].h, nets[i].c, loss, cnn_sgd());
+        float x[B * 7 * 7 * 2], y[B * 64];
+        int U, yw;
+        double e;
+        if (!m) { CHECK(0, "%s: %s", nets[i].label, cnn_last_error()); continue; }
+        cnn_set_reference(m, 1);
+        {   /* away from the initial zero biases, where ReLU's kink sits on the data */
+            size_t np;
+            float *p = cnn_model_params(m, &np);
+            unsigned seed = 99;
+            for (size_t k = 0; k < np; k++) p[k] += 0.1f * frand(&seed);
+        }
+        U = cnn_model_output_size(m);
+        yw = loss == CNN_MSE ? U : 1;
+        fill(x, (size_t)B * nets[i].h * nets[i].h * nets[i].c, 5);
+        for (int k = 0; k < B * yw; k++) y[k] = loss == CNN_MSE ? 0.3f * (float)(k % 3) : (float)(k % U);
+        e = cnn_gradient_check(m, x, y, B, yw, 40, nets[i].build == conv_bn_pool_smooth ? 3e-3 : 1e-2);
+        printf("#   %-30s worst relative gap %.1e\n", nets[i].label, e);
+        CHECK(e >= 0 && e < 2e-2, "%s: %.3g", nets[i].label, e);
+        cnn_model_free(m);
+    }
+}
+
+int main(void) {
+    CHECK(cnn_set_reference(NULL, 1) == CNN_ERR_ARG, "cnn_set_reference(NULL)");
+    compare_pass("Conv2D 3x3 same, ReLU", conv_relu, 6, 5, 3, CNN_MSE, 0);
+    compare_pass("Conv2D 3x2 strides 2,1 same, then 2x2 stride 2 without bias", conv_strided, 7, 6, 2, CNN_MSE, 0);
+    compare_pass("Dense ELU, Dense softmax + crossentropy", dense_softmax, 4, 4, 2, CNN_CATEGORICAL_CROSSENTROPY, 0);
+    compare_pass("Dense -> BatchNorm -> Dense sigmoid", bn_after_dense, 4, 3, 2, CNN_BINARY_CROSSENTROPY, 0);
+    compare_pass("Conv2D -> BatchNorm -> MaxPool (fused on the fast path)", conv_bn_pool, 8, 8, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
+    compare_pass("linear Conv2D -> BatchNorm -> LeakyReLU", conv_bn_linear, 7, 7, 2, CNN_MSE, 0);
+    compare_pass("max 3x3 same, average 2x2 same, global average", pools, 9, 8, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
+    compare_pass("residual Add, Concatenate, Dropout", residual, 6, 6, 2, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
+    compare_pass("frozen BatchNorm (moving statistics)", frozen_bn, 6, 6, 2, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 1);
+    compare_training();
+    reference_gradients();
+    return test_finish();
+}
