@@ -64,6 +64,7 @@
      CNN_MALLOC(sz), CNN_REALLOC(p,sz), CNN_FREE(p)   allocator (default libc)
      CNN_ASSERT(x)      internal invariant check (default assert)
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
+     CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
      CNN_REFERENCE      models run on the reference path by default: every layer as
                         plain loops over its shapes, no fusion, no threads (slow; to read,
                         and to check the fast path against; cnn_set_reference switches it)
@@ -1234,6 +1235,25 @@ enum cnn__layer_type {
 #define CNN__MAX_INPUTS 16
 #define CNN__NAME_MAX 64
 
+/* The fusion plan: the blocks of layers the fast path runs as one, decided
+   once per graph by cnn__plan_fusion (NULL / 0: not fused). The tutorial's
+   Conv2D (ReLU) -> BatchNormalization -> MaxPooling2D is the block it is for:
+     - a BatchNorm whose only reader is a MaxPooling2D is applied by the pool as
+       it reads (y = x * k + shift at each window cell), and its backward pass
+       reads the pool's gradient and maxima: its own out and dout stay unused;
+     - a Conv2D (ReLU or linear) whose only reader is a BatchNorm sums that
+       BatchNorm's batch statistics from its product's tiles as they are stored;
+     - when that BatchNorm is in turn fused into a pool whose windows tile its
+       input (stride = size, no padding, at most 256 cells), the Conv2D also
+       makes the BatchNorm's input gradient, slice by slice, in its backward pass.
+   The reference path (cnn_set_reference) and CNN_NO_FUSION plan nothing;
+   the results agree to rounding (tests/test_reference.c, tests/test_core.c). */
+typedef struct cnn__fusion {
+    struct cnn_node *pool;      /* BatchNorm: the MaxPooling2D that applies it */
+    struct cnn_node *bn;        /* Conv2D: the BatchNorm that takes its batch sums from it */
+    int bn_input_grad;          /* Conv2D: and whose input gradient it makes (batch mode) */
+} cnn__fusion;
+
 struct cnn_node {
     cnn_model *model;
     int index, type;
@@ -1270,15 +1290,8 @@ struct cnn_node {
                                    cnn__argmax_cell) */
     cnn_layer_profile prof;     /* filled while model->profiling */
     int dout_written;           /* backward: a consumer has written dout in this pass */
-    int into_pool;              /* BatchNorm read only by a MaxPooling2D (node index
-                                   into_pool - 1), which applies it as it reads and whose
-                                   gradient it reads back: out and dout are never written */
-    int bn_reader;              /* Conv2D (ReLU or linear) read only by a BatchNorm, node index
-                                   bn_reader - 1, which takes its batch sums from this layer */
+    cnn__fusion fuse;           /* the fast path's blocks this layer is part of (cnn__plan_fusion) */
     int stats_ready;            /* BatchNorm: the Conv2D before has summed this pass's input */
-    int bn_grad;                /* Conv2D read only by such a BatchNorm (node index bn_grad - 1):
-                                   in batch mode the BatchNorm leaves its input gradient to
-                                   this layer, which computes it slice by slice as it goes */
 };
 
 struct cnn_model {
@@ -2480,8 +2493,8 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
     const cnn_model *m = n->model;
     const int C = cnn__in(n, 0)->c, K = n->kh * n->kw * C, N = n->units;
     const int row_runs = n->kw * C == CNN__TN_MR && CNN__TN_MR != CNN__MR && n->padding == CNN_VALID;
-    return m->training && n->trainable && !cnn__conv_direct(n) && (C % CNN__MR == 0 || row_runs) && n->bn_grad &&
-           cnn__bn_uses_batch(m->nodes[n->bn_grad - 1]) && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
+    return m->training && n->trainable && !cnn__conv_direct(n) && (C % CNN__MR == 0 || row_runs) && n->fuse.bn_input_grad &&
+           cnn__bn_uses_batch(n->fuse.bn) && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
            (size_t)CNN__SLICE_ROWS * N <= CNN__DZ_BUFFER;
 }
 
@@ -2541,7 +2554,7 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->aux, B);
     /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
        tiles as they are stored (the row path of cnn__gemm_nn) */
-    cnn_node *bn = n->bn_reader ? m->nodes[n->bn_reader - 1] : NULL;
+    cnn_node *bn = n->fuse.bn;
     const int stats = bn && cnn__bn_uses_batch(bn) && rows_path;
     if (bn) bn->stats_ready = stats;
     cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL, !cnn__conv_direct(n) && rows_path ? &src : NULL);
@@ -2661,7 +2674,7 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
 /* For rows [r0, r0 + rows) of conv n's output, at and cell as cnn__bn_dz_rows
    reads them: the offset of the pool output whose window holds the row (-1
    where none does: pool windows are strides, 'valid') and the row's cell in
-   that window, ky * kw + kx (at most 256 cells, see bn_grad). An output row's
+   that window, ky * kw + kx (at most 256 cells, see cnn__fusion). An output row's
    run at a time, each row apart from the one before: stepping a row's position
    from the last one's chains the rows and took as long as BatchNorm's pass. */
 static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int rows, long long *at, int *cell) {
@@ -2691,7 +2704,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     const int from_input = cnn__conv_grad_from_input(n); /* then A is not kept: see there */
     float *zeros = n->aux; /* [C], for cnn__conv_weight_grad_rows */
     if (from_input) memset(zeros, 0, (size_t)in->c * sizeof(float));
-    const cnn_node *bn = m->nodes[n->bn_grad - 1], *pool = m->nodes[bn->into_pool - 1];
+    const cnn_node *bn = n->fuse.bn, *pool = bn->fuse.pool;
     const int N = n->units, M = B * n->h * n->w, relu = n->activation == CNN_RELU;
     /* BatchNorm's input gradient is k1 * dy + k2 + (y - mean) * k3 (see cnn__bn_backward) */
     const float *y = n->out, *mean = bn->stat, *k = bn->coef;
@@ -2767,7 +2780,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     const float *A = direct ? cnn__in_out(n, 0) : n->aux; /* im2col, kept by the forward pass (not when
                                                               cnn__conv_grad_from_input, or when frozen) */
     float *dy = n->dout; /* becomes d(pre-activation) */
-    if (n->bn_grad && cnn__bn_uses_batch(m->nodes[n->bn_grad - 1])) {
+    if (n->fuse.bn_input_grad && cnn__bn_uses_batch(n->fuse.bn)) {
         cnn__conv_backward_through_bn(n, B, A, K);
     } else {
         cnn__pre_activation_grad(n, dy, (size_t)M);
@@ -2864,7 +2877,7 @@ static void cnn__bn_forward(cnn_node *n, int B) {
     /* y = gamma * (x - mean) * inv + beta = x * k + (beta - mean * k) */
     float *k = n->coef, *shift = n->coef + C, *y = n->out;
     for (int c = 0; c < C; c++) { k[c] = gamma[c] * inv[c]; shift[c] = beta[c] - mean[c] * k[c]; }
-    if (n->into_pool) return; /* the max-pooling layer applies k and shift as it reads */
+    if (n->fuse.pool) return; /* the max-pooling layer applies k and shift as it reads */
 CNN__PARALLEL_FOR((long long)M * C)
     for (long long r = 0; r < (long long)M; r++)
         for (int c = 0; c < C; c++) y[(size_t)r * C + c] = x[(size_t)r * C + c] * k[c] + shift[c];
@@ -2914,8 +2927,8 @@ static void cnn__bn_backward(cnn_node *n, int B) {
     const int C = n->c;
     const size_t M = (size_t)B * n->h * n->w;
     const float *gamma = m->params + n->p_off, *mean = n->stat, *inv = n->stat + C, *x = cnn__in_out(n, 0), *dy = n->dout;
-    const cnn_node *pool = n->into_pool ? m->nodes[n->into_pool - 1] : NULL;
-    const int deferred = cnn__in(n, 0)->bn_grad == n->index + 1 && cnn__bn_uses_batch(n);
+    const cnn_node *pool = n->fuse.pool;
+    const int deferred = cnn__in(n, 0)->fuse.bn == n && cnn__in(n, 0)->fuse.bn_input_grad && cnn__bn_uses_batch(n);
     int add = 0;
     float *dx = deferred ? NULL : cnn__in_grad(n, 0, &add); /* deferred: the Conv2D makes dx */
     if (!cnn__bn_uses_batch(n)) { /* frozen or inference: an affine map */
@@ -3034,7 +3047,7 @@ static void cnn__maxpool_forward(cnn_node *n, int B) {
     const int H = in->h, W = in->w, C = n->c;
     const float *x = cnn__in_out(n, 0), *k = NULL, *shift = NULL;
     float *xmax = NULL; /* [B][h][w][C]: x at the maxima, for BatchNorm's backward */
-    if (in->into_pool) { /* pool BatchNorm's y = x * k + shift, computed here from its input */
+    if (in->fuse.pool) { /* pool BatchNorm's y = x * k + shift, computed here from its input */
         x = cnn__in_out(in, 0);
         k = in->coef;
         shift = in->coef + C;
@@ -3062,7 +3075,7 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
 
 static void cnn__maxpool_backward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
-    if (in->into_pool) return; /* the BatchNorm before it reads n->dout and argmax itself */
+    if (in->fuse.pool) return; /* the BatchNorm before it reads n->dout and argmax itself */
     const size_t per_out = cnn__node_size(n), per_in = cnn__node_size(in);
     const int C = n->c, W = in->w;
     int add;
@@ -3528,6 +3541,39 @@ static void cnn__init_params(cnn_model *m) {
     m->step = 0;
 }
 
+#ifndef CNN_NO_FUSION
+/* The only reader of node i, or NULL when it has none or several. */
+static cnn_node *cnn__only_reader(const cnn_model *m, int i) {
+    cnn_node *only = NULL;
+    int readers = 0;
+    for (int j = i + 1; j < m->n_nodes; j++)
+        for (int k = 0; k < m->nodes[j]->n_inputs; k++)
+            if (m->nodes[j]->inputs[k] == i) readers++, only = m->nodes[j];
+    return readers == 1 ? only : NULL;
+}
+#endif
+
+/* The fusion plan of the graph (see cnn__fusion). */
+static void cnn__plan_fusion(cnn_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) memset(&m->nodes[i]->fuse, 0, sizeof m->nodes[i]->fuse);
+#ifndef CNN_NO_FUSION
+    for (int i = 0; i < m->n_nodes; i++) { /* BatchNorm -> MaxPooling2D */
+        cnn_node *n = m->nodes[i], *only = cnn__only_reader(m, i);
+        if (n->type == CNN__BATCH_NORM && only && only->type == CNN__MAX_POOL) n->fuse.pool = only;
+    }
+    for (int i = 0; i < m->n_nodes; i++) { /* Conv2D -> BatchNorm (-> MaxPooling2D) */
+        cnn_node *n = m->nodes[i], *bn = cnn__only_reader(m, i);
+        const cnn_node *pool = bn ? bn->fuse.pool : NULL;
+        if (n->type != CNN__CONV2D || (n->activation != CNN_RELU && n->activation != CNN_LINEAR) || !bn ||
+            bn->type != CNN__BATCH_NORM)
+            continue;
+        n->fuse.bn = bn;
+        n->fuse.bn_input_grad = pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID &&
+                                !cnn__argmax_wide(pool);
+    }
+#endif
+}
+
 CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
     if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the model is NULL");
     if (!output) /* keep the message of the layer that failed, if any */
@@ -3562,27 +3608,7 @@ CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
     m->output = remap[output->index];
     m->n_nodes = kept;
     CNN_FREE(used);
-    int *bn_reader = remap; /* reused: the reader of a Conv2D that has only one, else -1 */
-    for (int i = 0; i < m->n_nodes; i++) { /* a BatchNorm feeding only a MaxPooling2D fuses into it */
-        bn_reader[i] = -1;
-        cnn_node *n = m->nodes[i], *only = NULL;
-        int readers = 0;
-        for (int j = i + 1; j < m->n_nodes; j++)
-            for (int k = 0; k < m->nodes[j]->n_inputs; k++)
-                if (m->nodes[j]->inputs[k] == i) { readers++; only = m->nodes[j]; }
-        n->into_pool = n->type == CNN__BATCH_NORM && readers == 1 && only->type == CNN__MAX_POOL ? only->index + 1 : 0;
-        n->bn_grad = 0;
-        if (n->type == CNN__CONV2D && readers == 1 && (n->activation == CNN_RELU || n->activation == CNN_LINEAR))
-            bn_reader[i] = only->index; /* decided below, when the reader's fusion is known */
-    }
-    for (int i = 0; i < m->n_nodes; i++) { /* a Conv2D feeding only a BatchNorm sums for it; */
-        m->nodes[i]->bn_reader = 0;          /* if that one is fused into a pool, it makes its gradient */
-        if (bn_reader[i] < 0 || m->nodes[bn_reader[i]]->type != CNN__BATCH_NORM) continue;
-        const cnn_node *bn = m->nodes[bn_reader[i]], *pool = bn->into_pool ? m->nodes[bn->into_pool - 1] : NULL;
-        m->nodes[i]->bn_reader = bn->index + 1;
-        if (pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID && !cnn__argmax_wide(pool))
-            m->nodes[i]->bn_grad = bn->index + 1;
-    }
+    cnn__plan_fusion(m);
     CNN_FREE(remap);
     size_t np = 0, ns = 0;
     for (int i = 0; i < m->n_nodes; i++) {
@@ -3646,7 +3672,7 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
             n->aux = (float *)cnn__calloc(M * K, sizeof(float));
             ok = ok && n->aux;
             if (K * n->units > scratch) scratch = K * n->units; /* the transposed kernel */
-            if (n->bn_grad && cnn__through_bn_scratch((int)K, n->units) > scratch) scratch = cnn__through_bn_scratch((int)K, n->units);
+            if (n->fuse.bn_input_grad && cnn__through_bn_scratch((int)K, n->units) > scratch) scratch = cnn__through_bn_scratch((int)K, n->units);
         } else if (n->type == CNN__DENSE) { /* dy^T [N][B] and dx^T [K][B] */
             size_t K = (size_t)cnn__in(n, 0)->c;
             if ((K + n->units) * B > scratch) scratch = (K + n->units) * B;
@@ -3658,7 +3684,7 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
                      (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
         } else if (n->type == CNN__MAX_POOL) {
             ok = ok && (n->argmax = (unsigned char *)cnn__calloc(sz, cnn__argmax_wide(n) ? 2 : 1));
-            if (cnn__in(n, 0)->into_pool) ok = ok && (n->aux = (float *)cnn__calloc(sz, sizeof(float)));
+            if (cnn__in(n, 0)->fuse.pool) ok = ok && (n->aux = (float *)cnn__calloc(sz, sizeof(float)));
         }
         if (!ok) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name); }
     }

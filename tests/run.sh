@@ -49,6 +49,11 @@ if grep -q ' avx2 ' /proc/cpuinfo 2>/dev/null; then
   done
 fi
 
+# the fast path with its fusion planned away agrees with the reference path too
+compile "build test_reference (CNN_NO_FUSION)" $CC -std=c99 -O2 -march=native -fopenmp -DCNN_NO_FUSION -Wall -Wextra -I. \
+  tests/test_reference.c -lm -lpthread -o $B/test_reference_nofusion
+[ -x $B/test_reference_nofusion ] && run "test_reference (CNN_NO_FUSION)" $B/test_reference_nofusion
+
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 for t in $SAN; do
   [ -f tests/$t.c ] || continue

@@ -400,8 +400,8 @@ static void test_bn_pool_fusion(void) {
                 const int in = (pool == 2 ? 6 : 7) * 7 * 2;
                 char what[96];
                 snprintf(what, sizeof what, "pool %d, %s conv, %s", pool, relu ? "ReLU" : "linear", frozen_name[frozen]);
-                CHECK(cnn__find(a, "bn")->into_pool && !cnn__find(b, "bn")->into_pool, "%s: BN fusion not decided as expected", what);
-                CHECK(!cnn__find(a, "conv")->bn_grad == (pool == 0) && !cnn__find(b, "conv")->bn_grad,
+                CHECK(cnn__find(a, "bn")->fuse.pool && !cnn__find(b, "bn")->fuse.pool, "%s: BN fusion not decided as expected", what);
+                CHECK(!cnn__find(a, "conv")->fuse.bn_input_grad == (pool == 0) && !cnn__find(b, "conv")->fuse.bn_input_grad,
                       "%s: conv gradient fusion not decided as expected", what);
                 if (frozen) {
                     cnn_set_trainable(a, frozen == 1 ? "bn" : "conv", 0);
@@ -515,7 +515,7 @@ static void test_block_fusion(void) {
         }
         for (int b = 0; b < TB_BATCH; b++) y[b * 4 + (b * 3) % 4] = 1;
         cnn_model *m[2] = {two_block_model(0, variant), two_block_model(1, variant)};
-        CHECK(cnn__find(m[0], "conv2d")->bn_reader && cnn__find(m[0], "conv2d")->bn_grad && !cnn__find(m[1], "conv2d")->bn_reader,
+        CHECK(cnn__find(m[0], "conv2d")->fuse.bn && cnn__find(m[0], "conv2d")->fuse.bn_input_grad && !cnn__find(m[1], "conv2d")->fuse.bn,
               "fusion not decided as expected");
         float loss[2];
         for (int k = 0; k < 2; k++) cnn_input_gradient(m[k], x, y, TB_BATCH, 4, dx[k], &loss[k]);
