@@ -1278,10 +1278,11 @@ struct cnn_node {
     /* per-batch buffers, sized for model->cap_batch samples */
     float *out;                 /* [B][h][w][c] */
     float *dout;                /* [B][h][w][c] gradient of the loss w.r.t. out */
-    float *aux;                 /* Conv2D: im2col [B*Ho*Wo][K] (or, see cnn__conv_grad_from_input,
-                                   C zeros at its start, the rest unused and never touched);
-                                   Dropout: mask; MaxPooling2D after a
-                                   fused BatchNorm: BatchNorm's input at each maximum [B][h][w][c] */
+    float *im2col;              /* Conv2D: the im2col rows [B*Ho*Wo][K] the forward pass made (or, see
+                                   cnn__conv_grad_from_input, C zeros at its start, the rest unused) */
+    float *mask;                /* Dropout: each value's factor, 0 or 1 / (1 - rate) [B][h][w][c] */
+    float *x_at_max;            /* MaxPooling2D applying a fused BatchNorm: BatchNorm's input at each
+                                   maximum [B][h][w][c] (see cnn__fusion) */
     float *stat;                /* BatchNorm: batch mean [c], inverse std [c] */
     double *acc;                /* BatchNorm: sums [2c], then partial sums [CNN__CHUNKS][2c], then
                                    room for the statistics groups' floats (see cnn__epilogue) */
@@ -1330,6 +1331,8 @@ struct cnn_model {
     int dx_in_written;          /* as cnn_node.dout_written, for dx_in */
     int profiling;
     int reference;              /* the passes run on cnn__reference_layers (cnn_set_reference) */
+    int dout_is_preact;         /* backward: the output's dout is already d loss / d pre-activation
+                                   (softmax + crossentropy, sigmoid + binary crossentropy) */
     cnn_backend backend;        /* backend.forward NULL: the CPU passes */
 };
 
@@ -1384,9 +1387,10 @@ CNN_IMPL cnn_model *cnn_model_new(void) {
 static void cnn__free_buffers(cnn_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
-        CNN_FREE(n->out); CNN_FREE(n->dout); CNN_FREE(n->aux); CNN_FREE(n->stat); CNN_FREE(n->argmax);
+        CNN_FREE(n->out); CNN_FREE(n->dout); CNN_FREE(n->im2col); CNN_FREE(n->mask); CNN_FREE(n->x_at_max);
+        CNN_FREE(n->stat); CNN_FREE(n->argmax);
         CNN_FREE(n->acc); CNN_FREE(n->coef);
-        n->out = n->dout = n->aux = n->stat = n->coef = NULL;
+        n->out = n->dout = n->im2col = n->mask = n->x_at_max = n->stat = n->coef = NULL;
         n->acc = NULL;
         n->argmax = NULL;
     }
@@ -2292,6 +2296,13 @@ static float *cnn__in_grad_zeroed(cnn_node *n, int i, int B) {
     return dx;
 }
 
+/* The activation whose derivative a backward pass applies to n's dout: none
+   for the output layer when the loss already gave d loss / d pre-activation
+   (its softmax or sigmoid fused with the crossentropy, see cnn__loss). */
+static int cnn__grad_activation(const cnn_node *n) {
+    return n->model->dout_is_preact && n->index == n->model->output ? CNN_LINEAR : n->activation;
+}
+
 /* batch statistics when training (and trainable), moving statistics otherwise */
 static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && n->trainable; }
 
@@ -2547,11 +2558,11 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     const int K = n->kh * n->kw * in->c, M = B * n->h * n->w;
     const float *W = m->params + n->p_off;
     const float *x = cnn__in_out(n, 0);
-    const float *A = cnn__conv_direct(n) ? x : n->aux;
+    const float *A = cnn__conv_direct(n) ? x : n->im2col;
     /* im2col kept for the weight gradient, where the backward pass reads it */
-    const cnn__conv_input src = {n, in, x, m->training && n->trainable && !cnn__conv_grad_from_input(n) ? n->aux : NULL};
+    const cnn__conv_input src = {n, in, x, m->training && n->trainable && !cnn__conv_grad_from_input(n) ? n->im2col : NULL};
     const int rows_path = M >= 64 * CNN__MR; /* cnn__gemm_nn's path by rows, see there */
-    if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->aux, B);
+    if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->im2col, B);
     /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
        tiles as they are stored (the row path of cnn__gemm_nn) */
     cnn_node *bn = n->fuse.bn;
@@ -2564,15 +2575,15 @@ static void cnn__conv_forward(cnn_node *n, int B) {
    bias gradient is added; with ReLU both happen in one pass over dy. */
 static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
     cnn_model *m = n->model;
-    const int N = n->units;
+    const int N = n->units, act = cnn__grad_activation(n);
     float *gb = n->trainable && n->use_bias ? m->grads + n->p_off + n->kernel_count : NULL;
-    if (n->activation == CNN_RELU && gb) {
+    if (act == CNN_RELU && gb) {
         double *sums = (double *)m->scratch, *part = sums + N;
         cnn__relu_grad_sums(n->out, dy, M, N, part, sums);
         for (int j = 0; j < N; j++) gb[j] += (float)sums[j];
         return;
     }
-    cnn__activate_backward(n->out, dy, M * N, N, n->activation, n->alpha);
+    cnn__activate_backward(n->out, dy, M * N, N, act, n->alpha);
     if (gb) cnn__bias_grad(m, dy, gb, M, N);
 }
 
@@ -2679,7 +2690,7 @@ static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const
    from the last one's chains the rows and took as long as BatchNorm's pass. */
 static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int rows, long long *at, int *cell) {
     const int W = n->w, HW = n->h * W, N = n->units;
-    /* ox / kw as ox * inverse >> 32, exact while ox * kw < 2^32: widths are below 2^16 (cnn_input) */
+    /* ox / kw as ox * inverse >> 32, exact for ox < 2^16 and kw <= 256 (cnn__plan_fusion fuses no wider layer) */
     const unsigned long long inverse = (1ull << 32) / (unsigned)pool->kw + 1;
     int b = r0 / HW, oy = r0 % HW / W, ox0 = r0 % W, py = oy / pool->kh, ky = oy % pool->kh; /* of row r0 */
     for (int i = 0; i < rows;) {
@@ -2702,10 +2713,10 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     const cnn_node *in = cnn__in(n, 0);
     const float *x = cnn__in_out(n, 0);
     const int from_input = cnn__conv_grad_from_input(n); /* then A is not kept: see there */
-    float *zeros = n->aux; /* [C], for cnn__conv_weight_grad_rows */
+    float *zeros = n->im2col; /* [C], for cnn__conv_weight_grad_rows */
     if (from_input) memset(zeros, 0, (size_t)in->c * sizeof(float));
     const cnn_node *bn = n->fuse.bn, *pool = bn->fuse.pool;
-    const int N = n->units, M = B * n->h * n->w, relu = n->activation == CNN_RELU;
+    const int N = n->units, M = B * n->h * n->w, relu = cnn__grad_activation(n) == CNN_RELU;
     /* BatchNorm's input gradient is k1 * dy + k2 + (y - mean) * k3 (see cnn__bn_backward) */
     const float *y = n->out, *mean = bn->stat, *k = bn->coef;
     float *gW = n->trainable ? m->grads + n->p_off : NULL;
@@ -2777,7 +2788,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
     const int K = n->kh * n->kw * in->c, M = B * n->h * n->w, N = n->units;
     const int direct = cnn__conv_direct(n);
-    const float *A = direct ? cnn__in_out(n, 0) : n->aux; /* im2col, kept by the forward pass (not when
+    const float *A = direct ? cnn__in_out(n, 0) : n->im2col; /* im2col, kept by the forward pass (not when
                                                               cnn__conv_grad_from_input, or when frozen) */
     float *dy = n->dout; /* becomes d(pre-activation) */
     if (n->fuse.bn_input_grad && cnn__bn_uses_batch(n->fuse.bn)) {
@@ -2886,7 +2897,7 @@ CNN__PARALLEL_FOR((long long)M * C)
 /* BatchNorm fused into a max pool: its dy is the pool's gradient at the argmax
    cells and zero elsewhere. Sums of dy and dy*xhat over those cells (fixed chunks
    of pool positions, so thread-count independent) into s[2C]; the pool kept
-   BatchNorm's input x at those cells in its aux (read in order, not gathered). */
+   BatchNorm's input x at those cells in its x_at_max (read in order, not gathered). */
 static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, double *s) {
     const int C = n->c;
     const size_t P = (size_t)B * pool->h * pool->w;
@@ -2898,7 +2909,7 @@ static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, do
         double *p = part + (size_t)ch * 2 * C, *q = p + C;
         for (int c = 0; c < 2 * C; c++) p[c] = 0;
         for (size_t r = r0; r < r1; r++) {
-            const float *CNN__RESTRICT g = pool->dout + r * C, *CNN__RESTRICT xm = pool->aux + r * C;
+            const float *CNN__RESTRICT g = pool->dout + r * C, *CNN__RESTRICT xm = pool->x_at_max + r * C;
             for (int c = 0; c < C; c++) { p[c] += g[c]; q[c] += (double)g[c] * ((xm[c] - mean[c]) * inv[c]); }
         }
     }
@@ -3051,7 +3062,7 @@ static void cnn__maxpool_forward(cnn_node *n, int B) {
         x = cnn__in_out(in, 0);
         k = in->coef;
         shift = in->coef + C;
-        if (cnn__bn_uses_batch(in)) xmax = n->aux;
+        if (cnn__bn_uses_batch(in)) xmax = n->x_at_max;
     }
 CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
     for (long long r = 0; r < (long long)B * n->h; r++) {
@@ -3201,7 +3212,7 @@ static void cnn__dropout_forward(cnn_node *n, int B) {
     const float *x = cnn__in_out(n, 0);
     if (!m->training || m->dropout_off || n->rate == 0.0f) {
         memcpy(n->out, x, (size_t)B * per * sizeof(float));
-        for (size_t i = 0; i < (size_t)B * per; i++) n->aux[i] = 1.0f;
+        for (size_t i = 0; i < (size_t)B * per; i++) n->mask[i] = 1.0f;
         return;
     }
     const float keep = 1.0f / (1.0f - n->rate);
@@ -3211,8 +3222,8 @@ CNN__PARALLEL_FOR((long long)B * per)
         for (size_t i = 0; i < per; i++) {
             size_t k = (size_t)b * per + i;
             float u = cnn__hash_uniform(layer_key, m->dropout_step, (uint64_t)b, i);
-            n->aux[k] = u < n->rate ? 0.0f : keep;
-            n->out[k] = x[k] * n->aux[k];
+            n->mask[k] = u < n->rate ? 0.0f : keep;
+            n->out[k] = x[k] * n->mask[k];
         }
 }
 
@@ -3222,7 +3233,7 @@ static void cnn__dropout_backward(cnn_node *n, int B) {
     if (!dx) return;
     const long long count = (long long)B * (long long)cnn__node_size(n);
 CNN__PARALLEL_FOR(count)
-    for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k] * n->aux[k];
+    for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k] * n->mask[k];
 }
 
 static void cnn__activation_forward(cnn_node *n, int B) {
@@ -3231,7 +3242,7 @@ static void cnn__activation_forward(cnn_node *n, int B) {
 }
 
 static void cnn__activation_backward(cnn_node *n, int B) {
-    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), n->c, n->activation, n->alpha);
+    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), n->c, cnn__grad_activation(n), n->alpha);
     cnn__pass_backward(n, B, 0);
 }
 
@@ -3343,7 +3354,7 @@ static void cnn__ref_conv_backward(cnn_node *n, int B) {
     float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
     float *dx = cnn__in_grad_zeroed(n, 0, B);
     const int C = in->c, U = n->units;
-    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), U, n->activation, n->alpha);
+    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), U, cnn__grad_activation(n), n->alpha);
     for (int b = 0; b < B; b++)
         for (int oy = 0; oy < n->h; oy++)
             for (int ox = 0; ox < n->w; ox++) {
@@ -3386,7 +3397,7 @@ static void cnn__ref_dense_backward(cnn_node *n, int B) {
     const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off, *dz = n->dout;
     float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
     float *dx = cnn__in_grad_zeroed(n, 0, B);
-    cnn__activate_backward(n->out, n->dout, (size_t)B * U, U, n->activation, n->alpha);
+    cnn__activate_backward(n->out, n->dout, (size_t)B * U, U, cnn__grad_activation(n), n->alpha);
     for (int b = 0; b < B; b++)
         for (int u = 0; u < U; u++) {
             const float g = dz[(size_t)b * U + u];
@@ -3569,7 +3580,7 @@ static void cnn__plan_fusion(cnn_model *m) {
             continue;
         n->fuse.bn = bn;
         n->fuse.bn_input_grad = pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID &&
-                                !cnn__argmax_wide(pool);
+                                !cnn__argmax_wide(pool) && n->w < 65536; /* see cnn__pool_cells */
     }
 #endif
 }
@@ -3669,22 +3680,22 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
         }
         if (n->type == CNN__CONV2D) {
             size_t K = (size_t)n->kh * n->kw * cnn__in(n, 0)->c, M = (size_t)B * n->h * n->w;
-            n->aux = (float *)cnn__calloc(M * K, sizeof(float));
-            ok = ok && n->aux;
+            n->im2col = (float *)cnn__calloc(M * K, sizeof(float));
+            ok = ok && n->im2col;
             if (K * n->units > scratch) scratch = K * n->units; /* the transposed kernel */
             if (n->fuse.bn_input_grad && cnn__through_bn_scratch((int)K, n->units) > scratch) scratch = cnn__through_bn_scratch((int)K, n->units);
         } else if (n->type == CNN__DENSE) { /* dy^T [N][B] and dx^T [K][B] */
             size_t K = (size_t)cnn__in(n, 0)->c;
             if ((K + n->units) * B > scratch) scratch = (K + n->units) * B;
         } else if (n->type == CNN__BATCH_NORM || n->type == CNN__DROPOUT) {
-            if (n->type == CNN__DROPOUT) ok = ok && (n->aux = (float *)cnn__calloc(sz, sizeof(float)));
+            if (n->type == CNN__DROPOUT) ok = ok && (n->mask = (float *)cnn__calloc(sz, sizeof(float)));
             if (n->type == CNN__BATCH_NORM)
                 ok = ok && (n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float))) &&
                      (n->acc = (double *)cnn__calloc((2 * CNN__CHUNKS + 1) * 2 * (size_t)n->c, sizeof(double))) &&
                      (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
         } else if (n->type == CNN__MAX_POOL) {
             ok = ok && (n->argmax = (unsigned char *)cnn__calloc(sz, cnn__argmax_wide(n) ? 2 : 1));
-            if (cnn__in(n, 0)->fuse.pool) ok = ok && (n->aux = (float *)cnn__calloc(sz, sizeof(float)));
+            if (cnn__in(n, 0)->fuse.pool) ok = ok && (n->x_at_max = (float *)cnn__calloc(sz, sizeof(float)));
         }
         if (!ok) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name); }
     }
@@ -3844,9 +3855,7 @@ static void cnn__backward(cnn_model *m, int B, int fused) {
     CNN_ASSERT(B <= m->cap_batch);
     for (int i = 0; i < m->n_nodes; i++) m->nodes[i]->dout_written = 0; /* consumers overwrite, then add */
     m->dx_in_written = 0;
-    cnn_node *o = m->nodes[m->output];
-    int act = o->activation;
-    if (fused) o->activation = CNN_LINEAR; /* dout already holds d(pre-activation) */
+    m->dout_is_preact = fused;
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         cnn_node *n = m->nodes[i];
         double t0 = m->profiling ? cnn_wall_time() : 0;
@@ -3858,7 +3867,7 @@ static void cnn__backward(cnn_model *m, int B, int fused) {
             n->prof.backward_calls++;
         }
     }
-    o->activation = act;
+    m->dout_is_preact = 0;
 }
 
 /* forward (training mode) + loss + backward; grads are overwritten */
