@@ -1,4 +1,4 @@
-/* cnn.h - v0.7 - convolutional neural networks in one C header, the Keras way.
+/* cnn.h - v0.8 - convolutional neural networks in one C header, the Keras way.
 
    Build, train, evaluate and save CNNs such as the Keras CIFAR-10 tutorial network:
    a functional graph of named layers, Adam / SGD / RMSprop, cross-entropy and MSE
@@ -102,40 +102,18 @@
      temporary file beside the target, flushes it and renames it over the target,
      so a crash never leaves a half-written model at the target path.
 
-   REVISION HISTORY
-     0.7  (2026-11-29) MaxPooling2D keeps each maximum's window cell in a byte
-          (two for windows of more than 256 cells, at most 65536) instead of an
-          int offset, and writes BatchNorm's input at the maxima in its own pass;
-          BatchNorm's fused gradient pass compares 16 cells in one instruction and
-          finds each row's pool cell without stepping from the row before; the
-          conv's batch sums go to double once per 8 row tiles (float sums about a
-          shift the 8 share); conv_1's weight gradient reads its kernel rows
-          through one window table: conv_1 about 4% faster forward, 8% backward.
-     0.6  (2026-11-29) GEMM register tile in AVX-512 intrinsics (its epilogue no
-          longer goes through memory), its loop unrolled twice, TN tiles of 9 rows
-          for K = 27; BatchNorm's batch sums about each tile's first row (float
-          within the tile); BatchNorm's gradient rows with their sums in registers,
-          the next slice of the conv output fetched during the kernel-gradient
-          product; whole im2col rows copied in runs; a conv tile whose windows lie
-          inside the input reads it directly; a 3x3 'valid' conv on RGB fused
-          with BatchNorm keeps no im2col (its weight gradient reads the input a
-          kernel row at a time): +12-14% training.
-     0.5  (2026-11-29) BatchNorm's batch sums taken from the conv's registers; a
-          conv fused with BatchNorm and a pool whose input channels are a multiple
-          of 8 (4 without AVX-512) keeps no im2col for its backward pass (its weight
-          gradient reads the input through a table of window pointers); kernel-
-          gradient partials set by their first slice, not zeroed first: +7-8%.
-     0.4  (2026-11-29) GEMM epilogue kept in registers, BatchNorm's gradient rows
-          in one vectorized pass, 2x2 max pool in registers, short im2col runs
-          without memcpy calls, the pool keeping BatchNorm's input at its maxima:
-          5-8% faster training.
-     0.3  (2026-11-29) Conv2D -> BatchNormalization -> MaxPooling2D blocks fused
-          (batch statistics in the conv's GEMM, BatchNorm's input gradient made
-          inside the conv's backward pass), im2col rows made in cache and no
-          im2col-sized scratch, vectorized Adam: 1.4x faster training.
-     0.2  (2026-11-29) faster CPU kernels (FMA register tiles, fused bias/ReLU,
-          parallel reductions), per-layer profiling, cnn_dataset_split_off,
-          batch sources with their own batch size, cnn_wall_time.
+   REVISION HISTORY (what changed for users; the speed work of each version is
+   logged in bench/README.md, "Performance log")
+     0.8  (2026-12-05) the reference path (cnn_set_reference, CNN_REFERENCE):
+          every layer as plain loops, to read and to check against;
+          CNN_NO_FUSION; backends (cnn_model_set_backend, used by cnn_opencl.h)
+          that fit shows at verbose 1 or 2; the helpers a split batch needs
+          (cnn_split_batch, cnn_split_parse, cnn_split_balance, cnn_moments_add,
+          cnn_sum_in_order); CNN_ERR_DEVICE.
+     0.3-0.7 (2026-11-29) faster training and prediction (see bench/README.md);
+          no change to the API or the model file.
+     0.2  (2026-11-29) per-layer profiling (cnn_set_profiling), cnn_dataset_split_off,
+          batch sources with their own batch size, cnn_wall_time; faster kernels.
      0.1  (2026-11-28) first release: layers, losses, optimizers, fit, callbacks,
           save/load, CIFAR-10 binary and IDX loaders.
 
