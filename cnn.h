@@ -4830,32 +4830,13 @@ static int cnn__is_tty(FILE *f) {
 #endif
 }
 
-/* The loop behind cnn_fit and cnn_fit_source. val may be NULL. */
-static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val, const cnn_fit_opts *o, const float *class_weight) {
-    const int want_bs = o->batch_size ? o->batch_size : src->batch_size > 0 ? src->batch_size : 32;
-    const int epochs = o->epochs ? o->epochs : 1;
-    /* a batch larger than the data is the whole data: size the buffers for that */
-    const int bs = src->samples > 0 && src->samples < want_bs && !o->steps_per_epoch ? src->samples : want_bs;
-    const int per_pass = (src->samples + bs - 1) / bs;
-    const int steps = o->steps_per_epoch ? o->steps_per_epoch : per_pass;
-    const int has_acc = (m->metrics & CNN_ACCURACY) != 0;
-    FILE *out = o->out ? o->out : stdout;
-    const int dynamic = o->verbose == 1 && cnn__is_tty(out);
-    const size_t per_in = cnn__node_size(m->nodes[m->input]);
-    cnn__fit_state st;
-    memset(&st, 0, sizeof st);
-    st.m = m;
-    st.out = out;
-    st.h = (cnn_history *)cnn__alloc(1, sizeof(cnn_history), "a history");
-    float *x = (float *)cnn__alloc((size_t)bs * per_in, sizeof(float), "a training batch");
-    float *y = (float *)cnn__alloc((size_t)bs * src->y_width, sizeof(float), "training targets");
-    int rc = (st.h && x && y) ? cnn__ensure_batch(m, bs) : CNN_ERR_MEMORY;
-    if (steps <= 0 && !rc) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gives no batches");
-#if !defined(CNN_NO_SIGINT)
-    void (*old_handler)(int) = SIG_ERR;
-    if (!rc) { cnn__sigint_seen = 0; old_handler = signal(SIGINT, cnn__on_sigint); }
-#endif
-    for (cnn_callback **c = o->callbacks; c && *c; c++) /* a new run, as Keras' on_train_begin */
+/* ---- fit: the callbacks' hooks, one epoch, the epoch's log, the loop ----- */
+
+/* A new run, as Keras' on_train_begin: EarlyStopping and ReduceLROnPlateau
+   forget the last run, CSVLogger opens its file. */
+static int cnn__callbacks_train_begin(cnn_callback **callbacks) {
+    int rc = CNN_OK;
+    for (cnn_callback **c = callbacks; c && *c; c++)
         if ((*c)->kind == CNN__CB_EARLY_STOP || (*c)->kind == CNN__CB_REDUCE_LR) {
             (*c)->wait = (*c)->cooldown_left = 0;
             (*c)->best = (*c)->mode_max ? -INFINITY : INFINITY;
@@ -4864,106 +4845,189 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
             CNN_FREE((*c)->best_state);
             (*c)->best_params = (*c)->best_state = NULL;
         }
-    for (cnn_callback **c = o->callbacks; !rc && c && *c; c++)
+    for (cnn_callback **c = callbacks; !rc && c && *c; c++)
         if ((*c)->kind == CNN__CB_CSV) rc = cnn__csv_open(*c);
-    int pass = o->initial_epoch; /* passes over the source so far, for reshuffling */
-    if (!rc) rc = src->reset(src->ctx, pass);
-    for (int epoch = o->initial_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
-        for (cnn_callback **c = o->callbacks; c && *c; c++) {
-            if ((*c)->kind == CNN__CB_SCHEDULER) {
-                float lr = (*c)->sched.schedule(epoch, m->opt.learning_rate, (*c)->sched.user);
-                if (!(lr > 0) || !isfinite(lr)) { rc = cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule returned %g for epoch %d", lr, epoch); break; }
-                m->opt.learning_rate = lr;
-                if ((*c)->verbose) fprintf(out, "\nEpoch %d: LearningRateScheduler setting learning rate to %g.\n", epoch + 1, lr);
-            }
-            if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin && (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user)) st.stop = st.h->stopped_early = 1;
+    return rc;
+}
+
+/* on_epoch_begin: LearningRateScheduler sets the rate, LambdaCallback's hook may stop. */
+static int cnn__callbacks_epoch_begin(cnn__fit_state *st, cnn_callback **callbacks, int epoch) {
+    cnn_model *m = st->m;
+    for (cnn_callback **c = callbacks; c && *c; c++) {
+        if ((*c)->kind == CNN__CB_SCHEDULER) {
+            float lr = (*c)->sched.schedule(epoch, m->opt.learning_rate, (*c)->sched.user);
+            if (!(lr > 0) || !isfinite(lr))
+                return cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule returned %g for epoch %d", lr, epoch);
+            m->opt.learning_rate = lr;
+            if ((*c)->verbose) fprintf(st->out, "\nEpoch %d: LearningRateScheduler setting learning rate to %g.\n", epoch + 1, lr);
         }
-        if (rc || st.stop) break;
-        if (o->verbose && m->backend.describe && epoch == o->initial_epoch) cnn__describe_backend(m, 1, out);
-        if (o->verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, epochs);
-        if (!o->steps_per_epoch && epoch != o->initial_epoch && (rc = src->reset(src->ctx, ++pass))) break;
-        double t0 = cnn_wall_time(), last_draw = 0, loss_sum = 0, acc_sum = 0;
-        long long seen = 0;
-        int step = 0;
-        for (; step < steps; step++) {
-            int got = src->next(src->ctx, bs, x, y);
-            if (got == 0 && o->steps_per_epoch) { /* sampling continues across passes */
-                if ((rc = src->reset(src->ctx, ++pass))) break;
-                got = src->next(src->ctx, bs, x, y);
-            }
-            if (got < 0) { rc = got; break; }
-            if (got == 0) break;
-            if (got > bs) { rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch source returned %d samples for a batch of %d", got, bs); break; }
-            if ((rc = cnn__check_targets(m, y, got, src->y_width, "cnn_fit"))) break;
-            double l, a;
-            if ((rc = cnn__train_step(m, x, y, got, src->y_width, class_weight, &l, &a))) break;
-            loss_sum += l * got;
-            acc_sum += a * got;
-            seen += got;
-            for (cnn_callback **c = o->callbacks; c && *c; c++) {
-                if ((*c)->kind == CNN__CB_NAN && !isfinite(l)) {
-                    fprintf(out, "Batch %d: Invalid loss, terminating training\n", step);
-                    st.stop = 1;
-                    st.h->stopped_early = 1;
-                }
-                if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_batch_end && (*c)->lambda.on_batch_end(m, epoch, step, (float)l, (*c)->lambda.user)) st.stop = st.h->stopped_early = 1;
-            }
-            double now = cnn_wall_time();
-            if (dynamic && (now - last_draw > 0.1 || step + 1 == steps)) {
-                cnn__progress(out, step + 1, steps, now - t0, 0, 1, loss_sum / seen, acc_sum / seen, has_acc, NULL);
-                last_draw = now;
-            }
+        if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin && (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user))
+            st->stop = st->h->stopped_early = 1;
+    }
+    return CNN_OK;
+}
+
+/* on_batch_end: TerminateOnNaN and LambdaCallback may stop. */
+static void cnn__callbacks_batch_end(cnn__fit_state *st, cnn_callback **callbacks, int epoch, int step, double loss) {
+    for (cnn_callback **c = callbacks; c && *c; c++) {
+        if ((*c)->kind == CNN__CB_NAN && !isfinite(loss)) {
+            fprintf(st->out, "Batch %d: Invalid loss, terminating training\n", step);
+            st->stop = st->h->stopped_early = 1;
+        }
+        if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_batch_end &&
+            (*c)->lambda.on_batch_end(st->m, epoch, step, (float)loss, (*c)->lambda.user))
+            st->stop = st->h->stopped_early = 1;
+    }
+}
+
+/* on_train_end: EarlyStopping with restore_best_weights also restores when
+   training simply ends; CSV files close (the callbacks stay reusable). */
+static void cnn__callbacks_train_end(cnn__fit_state *st, cnn_callback **callbacks, int rc, int initial_epoch) {
+    for (cnn_callback **c = callbacks; !rc && c && *c; c++)
+        if ((*c)->kind == CNN__CB_EARLY_STOP && (*c)->restore_best && !st->h->stopped_early && (*c)->best_epoch >= 0 &&
+            (*c)->best_epoch != st->h->epochs - 1 + initial_epoch)
+            cnn__restore(*c, st->m, st->out);
+    for (cnn_callback **c = callbacks; c && *c; c++)
+        if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; }
+}
+
+/* What fit's loop shares between its parts. */
+typedef struct cnn__fit_run {
+    cnn_batch_source *src;
+    const cnn_fit_opts *o;
+    const float *class_weight;
+    float *x, *y;                /* one batch [bs][h][w][c], [bs][y_width] */
+    int bs, steps, has_acc, dynamic;
+    int pass;                    /* passes over the source so far, for reshuffling */
+    /* this epoch */
+    double t0, loss_sum, acc_sum;
+    long long seen;
+    int step;
+} cnn__fit_run;
+
+/* One epoch's steps: batches from the source, a training step each, the
+   batch callbacks and the progress bar. Returns CNN_OK or an error. */
+static int cnn__fit_epoch(cnn__fit_state *st, cnn__fit_run *r, int epoch) {
+    cnn_model *m = st->m;
+    cnn_batch_source *src = r->src;
+    double last_draw = 0;
+    int rc = CNN_OK;
+    r->t0 = cnn_wall_time();
+    r->loss_sum = r->acc_sum = 0;
+    r->seen = 0;
+    for (r->step = 0; r->step < r->steps; r->step++) {
+        int got = src->next(src->ctx, r->bs, r->x, r->y);
+        double l, a, now;
+        if (got == 0 && r->o->steps_per_epoch) { /* sampling continues across passes */
+            if ((rc = src->reset(src->ctx, ++r->pass))) return rc;
+            got = src->next(src->ctx, r->bs, r->x, r->y);
+        }
+        if (got < 0) return got;
+        if (got == 0) break;
+        if (got > r->bs)
+            return cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch source returned %d samples for a batch of %d", got, r->bs);
+        if ((rc = cnn__check_targets(m, r->y, got, src->y_width, "cnn_fit"))) return rc;
+        if ((rc = cnn__train_step(m, r->x, r->y, got, src->y_width, r->class_weight, &l, &a))) return rc;
+        r->loss_sum += l * got;
+        r->acc_sum += a * got;
+        r->seen += got;
+        cnn__callbacks_batch_end(st, r->o->callbacks, epoch, r->step, l);
+        now = cnn_wall_time();
+        if (r->dynamic && (now - last_draw > 0.1 || r->step + 1 == r->steps)) {
+            cnn__progress(st->out, r->step + 1, r->steps, now - r->t0, 0, 1, r->loss_sum / r->seen, r->acc_sum / r->seen,
+                          r->has_acc, NULL);
+            last_draw = now;
+        }
 #if !defined(CNN_NO_SIGINT)
-            if (cnn__sigint_seen) { st.stop = 1; st.h->interrupted = 1; }
+        if (cnn__sigint_seen) st->stop = st->h->interrupted = 1;
 #endif
-            if (st.stop) { step++; break; }
-        }
-        if (!rc && st.h->interrupted) { /* the History keeps the completed epochs only */
-            if (o->verbose) fprintf(out, "%sInterrupted: training stopped after batch %d of epoch %d.\n", dynamic ? "\n" : "", step, epoch + 1);
+        if (st->stop) { r->step++; break; }
+    }
+    return CNN_OK;
+}
+
+/* The epoch's History entries (loss, accuracy, the validation pass's, lr) and
+   its line at verbose 1 or 2. */
+static int cnn__fit_epoch_log(cnn__fit_state *st, cnn__fit_run *r, cnn_batch_source *val) {
+    cnn_model *m = st->m;
+    const cnn_fit_opts *o = r->o;
+    const double elapsed = cnn_wall_time() - r->t0, loss = r->loss_sum / r->seen, acc = r->acc_sum / r->seen;
+    char vtext[160] = "";
+    int rc, track_lr = 0;
+    if ((rc = cnn__history_put(st->h, "loss", loss))) return rc;
+    if (r->has_acc && (rc = cnn__history_put(st->h, "accuracy", acc))) return rc;
+    if (val) {
+        cnn_eval_result e;
+        if ((rc = cnn__evaluate_source(m, val, r->bs, o->validation_steps, &e))) return rc;
+        if ((rc = cnn__history_put(st->h, "val_loss", e.loss))) return rc;
+        if (r->has_acc && (rc = cnn__history_put(st->h, "val_accuracy", e.accuracy))) return rc;
+        if (r->has_acc) snprintf(vtext, sizeof vtext, " - val_loss: %.4f - val_accuracy: %.4f", e.loss, e.accuracy);
+        else snprintf(vtext, sizeof vtext, " - val_loss: %.4f", e.loss);
+    }
+    if (o->verbose == 1) cnn__progress(st->out, r->step, r->steps, elapsed, 1, r->dynamic, loss, acc, r->has_acc, vtext);
+    else if (o->verbose == 2) {
+        fprintf(st->out, "%d/%d - %.0fs - loss: %.4f", r->step, r->steps, elapsed, loss);
+        if (r->has_acc) fprintf(st->out, " - accuracy: %.4f", acc);
+        fprintf(st->out, "%s\n", vtext);
+        fflush(st->out);
+    }
+    if (o->verbose && m->backend.describe) cnn__describe_backend(m, 0, st->out); /* when the sharing changed */
+    /* lr as used in this epoch (callbacks may change it for the next), as Keras logs it */
+    for (cnn_callback **c = o->callbacks; c && *c; c++) track_lr |= (*c)->kind == CNN__CB_REDUCE_LR || (*c)->kind == CNN__CB_SCHEDULER;
+    return track_lr ? cnn__history_put(st->h, "lr", m->opt.learning_rate) : CNN_OK;
+}
+
+/* The loop behind cnn_fit and cnn_fit_source. val may be NULL. */
+static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val, const cnn_fit_opts *o, const float *class_weight) {
+    const int want_bs = o->batch_size ? o->batch_size : src->batch_size > 0 ? src->batch_size : 32;
+    const int epochs = o->epochs ? o->epochs : 1;
+    const size_t per_in = cnn__node_size(m->nodes[m->input]);
+    cnn__fit_state st;
+    cnn__fit_run r;
+    int rc;
+    memset(&st, 0, sizeof st);
+    memset(&r, 0, sizeof r);
+    st.m = m;
+    st.out = o->out ? o->out : stdout;
+    r.src = src, r.o = o, r.class_weight = class_weight;
+    /* a batch larger than the data is the whole data: size the buffers for that */
+    r.bs = src->samples > 0 && src->samples < want_bs && !o->steps_per_epoch ? src->samples : want_bs;
+    r.steps = o->steps_per_epoch ? o->steps_per_epoch : (src->samples + r.bs - 1) / r.bs;
+    r.has_acc = (m->metrics & CNN_ACCURACY) != 0;
+    r.dynamic = o->verbose == 1 && cnn__is_tty(st.out);
+    r.pass = o->initial_epoch;
+    st.h = (cnn_history *)cnn__alloc(1, sizeof(cnn_history), "a history");
+    r.x = (float *)cnn__alloc((size_t)r.bs * per_in, sizeof(float), "a training batch");
+    r.y = (float *)cnn__alloc((size_t)r.bs * src->y_width, sizeof(float), "training targets");
+    rc = (st.h && r.x && r.y) ? cnn__ensure_batch(m, r.bs) : CNN_ERR_MEMORY;
+    if (r.steps <= 0 && !rc) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gives no batches");
+#if !defined(CNN_NO_SIGINT)
+    void (*old_handler)(int) = SIG_ERR; /* Ctrl-C stops after the current batch; see THREADS AND DETERMINISM */
+    if (!rc) { cnn__sigint_seen = 0; old_handler = signal(SIGINT, cnn__on_sigint); }
+#endif
+    if (!rc) rc = cnn__callbacks_train_begin(o->callbacks);
+    if (!rc) rc = src->reset(src->ctx, r.pass);
+    for (int epoch = o->initial_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
+        if ((rc = cnn__callbacks_epoch_begin(&st, o->callbacks, epoch)) || st.stop) break;
+        if (o->verbose && m->backend.describe && epoch == o->initial_epoch) cnn__describe_backend(m, 1, st.out);
+        if (o->verbose) fprintf(st.out, "Epoch %d/%d\n", epoch + 1, epochs);
+        if (!o->steps_per_epoch && epoch != o->initial_epoch && (rc = src->reset(src->ctx, ++r.pass))) break;
+        if ((rc = cnn__fit_epoch(&st, &r, epoch))) break;
+        if (st.h->interrupted) { /* the History keeps the completed epochs only */
+            if (o->verbose) fprintf(st.out, "%sInterrupted: training stopped after batch %d of epoch %d.\n", r.dynamic ? "\n" : "", r.step, epoch + 1);
             break;
         }
-        if (rc || !seen) {
-            if (!rc && !seen) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gave no samples in epoch %d", epoch + 1);
-            break;
-        }
-        double elapsed = cnn_wall_time() - t0;
-        if ((rc = cnn__history_put(st.h, "loss", loss_sum / seen))) break;
-        if (has_acc && (rc = cnn__history_put(st.h, "accuracy", acc_sum / seen))) break;
-        char vtext[160] = "";
-        if (val) {
-            cnn_eval_result r;
-            if ((rc = cnn__evaluate_source(m, val, bs, o->validation_steps, &r))) break;
-            if ((rc = cnn__history_put(st.h, "val_loss", r.loss))) break;
-            if (has_acc && (rc = cnn__history_put(st.h, "val_accuracy", r.accuracy))) break;
-            if (has_acc) snprintf(vtext, sizeof vtext, " - val_loss: %.4f - val_accuracy: %.4f", r.loss, r.accuracy);
-            else snprintf(vtext, sizeof vtext, " - val_loss: %.4f", r.loss);
-        }
-        if (o->verbose == 1) cnn__progress(out, step, steps, elapsed, 1, dynamic, loss_sum / seen, acc_sum / seen, has_acc, vtext);
-        else if (o->verbose == 2) {
-            fprintf(out, "%d/%d - %.0fs - loss: %.4f", step, steps, elapsed, loss_sum / seen);
-            if (has_acc) fprintf(out, " - accuracy: %.4f", acc_sum / seen);
-            fprintf(out, "%s\n", vtext);
-            fflush(out);
-        }
-        if (o->verbose && m->backend.describe) cnn__describe_backend(m, 0, out); /* when the sharing changed */
-        /* lr as used in this epoch (callbacks below may change it for the next), as Keras logs it */
-        int track_lr = 0;
-        for (cnn_callback **c = o->callbacks; c && *c; c++) track_lr |= (*c)->kind == CNN__CB_REDUCE_LR || (*c)->kind == CNN__CB_SCHEDULER;
-        if (track_lr && (rc = cnn__history_put(st.h, "lr", m->opt.learning_rate))) break;
+        if (!r.seen) { rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gave no samples in epoch %d", epoch + 1); break; }
+        if ((rc = cnn__fit_epoch_log(&st, &r, val))) break;
         st.h->epochs++;
         for (cnn_callback **c = o->callbacks; c && *c && !rc; c++) rc = cnn__callback_epoch_end(*c, &st, epoch);
     }
-    /* EarlyStopping with restore_best_weights also restores when training simply ends */
-    for (cnn_callback **c = o->callbacks; !rc && c && *c; c++)
-        if ((*c)->kind == CNN__CB_EARLY_STOP && (*c)->restore_best && !st.h->stopped_early && (*c)->best_epoch >= 0 && (*c)->best_epoch != st.h->epochs - 1 + o->initial_epoch)
-            cnn__restore(*c, m, out);
+    cnn__callbacks_train_end(&st, o->callbacks, rc, o->initial_epoch);
 #if !defined(CNN_NO_SIGINT)
     if (old_handler != SIG_ERR) signal(SIGINT, old_handler);
 #endif
-    CNN_FREE(x);
-    CNN_FREE(y);
-    for (cnn_callback **c = o->callbacks; c && *c; c++) /* close CSV files; callbacks stay reusable */
-        if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; }
+    CNN_FREE(r.x);
+    CNN_FREE(r.y);
     if (rc) { /* the error is set where it happened */
         cnn_history_free(st.h);
         return NULL;
