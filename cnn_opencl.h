@@ -2059,17 +2059,11 @@ static cnn__cl *cnn__cl_of(const cnn_model *m) {
     return m && m->backend.forward == cnn__cl_forward ? (cnn__cl *)m->backend.ctx : NULL;
 }
 
-CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
-    static const char who[] = "cnn_opencl_attach";
-    cnn_opencl_opts op;
-    int idx[CNN__CL_MAX_DEVICES], n, rc, fixed = 0, kept = 0, inputs = 0;
-    cnn__cl *c = NULL;
-    cnn_backend b;
-    if (o) op = *o;
-    else memset(&op, 0, sizeof op);
+/* Can OpenCL run model m? Every layer kind of cnn.h, one input. */
+static int cnn__cl_check_model(const cnn_model *m, const char *who) {
+    int inputs = 0;
     if (!m) return cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", who);
     if (!m->built) return cnn_set_error(CNN_ERR_STATE, "%s: set the model's output first (cnn_model_set_output)", who);
-    if (op.timeout_s < 0) return cnn_set_error(CNN_ERR_ARG, "%s: timeout_s %g is negative", who, op.timeout_s);
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *nd = m->nodes[i];
         switch (nd->type) {
@@ -2083,8 +2077,15 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
         }
     }
     if (inputs != 1) return cnn_set_error(CNN_ERR_ARG, "%s: the model has %d inputs; OpenCL runs models with one", who, inputs);
-    if ((n = cnn_opencl_select(op.devices, idx, CNN__CL_MAX_DEVICES)) < 0) return n;
-    c = (cnn__cl *)CNN_MALLOC(sizeof *c);
+    return CNN_OK;
+}
+
+/* The backend's state for n devices, its host buffers and options, in *out;
+   returns CNN_OK or an error. */
+static int cnn__cl_new(cnn_model *m, int n, const cnn_opencl_opts *op, const char *who, cnn__cl **out) {
+    cnn__cl *c = (cnn__cl *)CNN_MALLOC(sizeof *c);
+    int rc;
+    *out = NULL;
     if (!c) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
     memset(c, 0, sizeof *c);
     c->dev = (cnn__cl_dev *)CNN_MALLOC((size_t)n * sizeof *c->dev);
@@ -2103,6 +2104,7 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
         return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
     }
     memset(c->dev, 0, (size_t)n * sizeof *c->dev);
+    memset(c->counts, 0, (size_t)n * sizeof(int));
     memset(c->coef_host, 0, (size_t)m->n_nodes * sizeof(float *));
     memset(c->n_obs, 0, (size_t)n * sizeof(int));
     for (int k = 0; k < n; k++) c->shown[k] = -1; /* nothing shown yet */
@@ -2112,56 +2114,75 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
             cnn__cl_free(c, m);
             return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
         }
-    c->timeout_s = op.timeout_s > 0 ? op.timeout_s : 120;
-    c->quiet = op.quiet;
-    c->fail_after = op.fail_after;
-    c->drop_failed = op.drop_failed;
-    c->local_bn = op.local_batchnorm;
-    if ((rc = cnn_split_parse(op.split ? op.split : "auto", n, &fixed, c->weights))) {
+    c->timeout_s = op->timeout_s > 0 ? op->timeout_s : 120;
+    c->quiet = op->quiet;
+    c->fail_after = op->fail_after;
+    c->drop_failed = op->drop_failed;
+    c->local_bn = op->local_batchnorm;
+    if ((rc = cnn_split_parse(op->split ? op->split : "auto", n, &c->fixed, c->weights))) {
         cnn__cl_free(c, m);
         return rc;
     }
-    c->fixed = fixed;
-    c->equal = op.split && !strcmp(op.split, "equal");
-    /* open each device, one at a time (CLBlast compiles on first use), and
-       leave out the ones that fail to open or fail the check */
+    c->equal = op->split && !strcmp(op->split, "equal");
+    *out = c;
+    return CNN_OK;
+}
+
+/* Open devices idx[n] one at a time (CLBlast compiles on first use), leaving
+   out, with a message, those that fail to open or fail the start-up check;
+   returns how many are kept (c->n). */
+static int cnn__cl_open_devices(cnn__cl *c, cnn_model *m, const int *idx, int n) {
+    int kept = 0;
     for (int k = 0; k < n; k++) {
         cnn__cl_dev *d = &c->dev[kept];
         const double t0 = cnn_wall_time();
         double secs = 0;
-        rc = cnn__cl_dev_open(d, idx[k], m);
+        int rc = cnn__cl_dev_open(d, idx[k], m);
         if (!rc) rc = cnn__cl_dev_check(c, d, &secs);
         if (!rc) rc = cnn__cl_check_layers(c, m, kept);
         secs = cnn_wall_time() - t0;
         if (rc) {
             if (!c->quiet) fprintf(stderr, "cnn_opencl: leaving device %d out: %s\n", idx[k], cnn_last_error());
             cnn__cl_dev_free(d, m->n_nodes);
-            if (fixed) { /* its weight goes with it */
+            if (c->fixed) /* its weight goes with it */
                 for (int j = kept; j < n - 1; j++) c->weights[j] = c->weights[j + 1];
-            }
             continue;
         }
         if (!c->quiet)
-            fprintf(stderr, "cnn_opencl: device %d: %s (%s), kernels built, CLBlast warmed and checked in %.2f s\n", d->info.index,
-                    d->info.name, d->info.platform, secs);
+            fprintf(stderr, "cnn_opencl: device %d: %s (%s), kernels built, CLBlast warmed and checked in %.2f s\n",
+                    d->info.index, d->info.name, d->info.platform, secs);
         kept++;
     }
-    if (kept == 0) {
+    memset(c->counts, 0, (size_t)n * sizeof(int)); /* no step yet (the checks' do not count) */
+    return c->n = kept;
+}
+
+CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
+    static const char who[] = "cnn_opencl_attach";
+    cnn_opencl_opts op;
+    int idx[CNN__CL_MAX_DEVICES], n, rc, kept;
+    cnn__cl *c;
+    cnn_backend b;
+    if (o) op = *o;
+    else memset(&op, 0, sizeof op);
+    if ((rc = cnn__cl_check_model(m, who))) return rc;
+    if (op.timeout_s < 0) return cnn_set_error(CNN_ERR_ARG, "%s: timeout_s %g is negative", who, op.timeout_s);
+    if ((n = cnn_opencl_select(op.devices, idx, CNN__CL_MAX_DEVICES)) < 0) return n;
+    if ((rc = cnn__cl_new(m, n, &op, who, &c))) return rc;
+    if ((kept = cnn__cl_open_devices(c, m, idx, n)) == 0) {
         cnn__cl_free(c, m);
         return cnn_set_error(CNN_ERR_DEVICE, "%s: none of the %d chosen OpenCL device%s could be used (%s)", who, n,
                              n == 1 ? "" : "s", cnn_last_error());
     }
-    c->n = kept;
-    memset(c->counts, 0, (size_t)n * sizeof(int)); /* no step yet (the checks' do not count) */
-    if (!fixed)
-        for (int k = 0; k < kept; k++) c->weights[k] = 1; /* auto starts equal */
-    if (fixed) {
+    if (c->fixed) {
         double total = 0;
         for (int k = 0; k < kept; k++) total += c->weights[k];
         if (!(total > 0)) {
             cnn__cl_free(c, m);
             return cnn_set_error(CNN_ERR_DEVICE, "%s: the devices left have weight 0 in split '%s'", who, op.split);
         }
+    } else {
+        for (int k = 0; k < kept; k++) c->weights[k] = 1; /* auto starts equal */
     }
     memset(&b, 0, sizeof b);
     b.name = "OpenCL";
@@ -2176,11 +2197,8 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     }
     if (!c->quiet) {
         fprintf(stderr, "cnn_opencl: %d device%s, split %s", kept, kept == 1 ? "" : "s",
-                fixed ? "fixed" : c->equal ? "equal" : "auto (equal until measured)");
-        if (fixed) {
-            fprintf(stderr, " ");
-            for (int k = 0; k < kept; k++) fprintf(stderr, "%s%g", k ? ":" : "", c->weights[k]);
-        }
+                c->fixed ? "fixed" : c->equal ? "equal" : "auto (equal until measured)");
+        for (int k = 0; k < kept && c->fixed; k++) fprintf(stderr, "%s%g", k ? ":" : " ", c->weights[k]);
         fprintf(stderr, "\n");
     }
     return CNN_OK;
