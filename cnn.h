@@ -5164,6 +5164,38 @@ static uint32_t cnn__crc32(const unsigned char *p, size_t n) {
     return ~c;
 }
 
+/* One layer's settings in the model file (format version 1), in this order:
+   12 unsigned 32-bit integers, then 6 floats. A layer kind reads the fields
+   it has (cnn__rebuild_node) and leaves the others as written. */
+typedef struct cnn__layer_record {
+    int h, w, c;                     /* the output shape */
+    int units;                       /* Conv2D filters, Dense units */
+    int kh, kw, sh, sw, padding;     /* kernel or pool window, strides, CNN_VALID / CNN_SAME */
+    int activation, use_bias, trainable;
+    float alpha;                     /* leaky_relu / elu parameter */
+    float l1, l2;                    /* kernel regularizer */
+    float rate;                      /* Dropout */
+    float momentum, epsilon;         /* BatchNormalization */
+} cnn__layer_record;
+
+static void cnn__put_record(cnn__buf *b, const cnn_node *n) {
+    const int ints[12] = {n->h,  n->w,  n->c,       n->units,      n->kh,       n->kw,
+                          n->sh, n->sw, n->padding, n->activation, n->use_bias, n->trainable};
+    const float floats[6] = {n->alpha, n->l1, n->l2, n->rate, n->momentum, n->epsilon};
+    for (int k = 0; k < 12; k++) cnn__put_u32(b, (uint32_t)ints[k]);
+    cnn__put_floats(b, floats, 6);
+}
+
+static void cnn__get_record(cnn__reader *r, cnn__layer_record *L) {
+    int v[12];
+    float f[6];
+    for (int k = 0; k < 12; k++) v[k] = (int)cnn__get_u32(r);
+    cnn__get_floats(r, f, 6);
+    L->h = v[0], L->w = v[1], L->c = v[2], L->units = v[3], L->kh = v[4], L->kw = v[5];
+    L->sh = v[6], L->sw = v[7], L->padding = v[8], L->activation = v[9], L->use_bias = v[10], L->trainable = v[11];
+    L->alpha = f[0], L->l1 = f[1], L->l2 = f[2], L->rate = f[3], L->momentum = f[4], L->epsilon = f[5];
+}
+
 static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
     cnn__put_u32(b, (uint32_t)m->n_nodes);
     cnn__put_u32(b, (uint32_t)m->input);
@@ -5174,10 +5206,7 @@ static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
         cnn__put_str(b, n->name);
         cnn__put_u32(b, (uint32_t)n->n_inputs);
         for (int k = 0; k < n->n_inputs; k++) cnn__put_u32(b, (uint32_t)n->inputs[k]);
-        int ints[12] = {n->h, n->w, n->c, n->units, n->kh, n->kw, n->sh, n->sw, n->padding, n->activation, n->use_bias, n->trainable};
-        for (int k = 0; k < 12; k++) cnn__put_u32(b, (uint32_t)ints[k]);
-        float floats[6] = {n->alpha, n->l1, n->l2, n->rate, n->momentum, n->epsilon};
-        cnn__put_floats(b, floats, 6);
+        cnn__put_record(b, n);
     }
     cnn__put_u64(b, m->seed);
     cnn__put_f32(b, m->rescale);
@@ -5244,38 +5273,42 @@ done:
     return rc;
 }
 
-/* rebuild node i from its stored description; NULL on error */
-static cnn_node *cnn__rebuild_node(cnn_model *m, int type, const char *name, cnn_node **ins, int n_in, const int *v, const float *f) {
+/* rebuild a node from its stored record; NULL on error */
+static cnn_node *cnn__rebuild_node(cnn_model *m, int type, const char *name, cnn_node **ins, int n_in,
+                                   const cnn__layer_record *L) {
     cnn_node *x = n_in > 0 ? ins[0] : NULL;
-    cnn_regularizer reg = {f[1], f[2]};
+    const cnn_regularizer reg = {L->l1, L->l2};
+    const cnn_activation_type act = (cnn_activation_type)L->activation;
     switch (type) {
-    case CNN__INPUT: return cnn_input(m, v[0], v[1], v[2], name);
+    case CNN__INPUT: return cnn_input(m, L->h, L->w, L->c, name);
     case CNN__CONV2D: {
         cnn_conv2d_opts o;
         memset(&o, 0, sizeof o);
-        o.filters = v[3]; o.kernel_size[0] = v[4]; o.kernel_size[1] = v[5]; o.strides[0] = v[6]; o.strides[1] = v[7];
-        o.padding = (cnn_padding)v[8]; o.activation = (cnn_activation_type)v[9]; o.alpha = f[0]; o.no_bias = !v[10];
-        o.kernel_regularizer = reg; o.name = name;
+        o.filters = L->units;
+        o.kernel_size[0] = L->kh, o.kernel_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
+        o.padding = (cnn_padding)L->padding, o.activation = act, o.alpha = L->alpha, o.no_bias = !L->use_bias;
+        o.kernel_regularizer = reg, o.name = name;
         return cnn_conv2d_opt(m, x, &o);
     }
     case CNN__DENSE: {
         cnn_dense_opts o;
         memset(&o, 0, sizeof o);
-        o.units = v[3]; o.activation = (cnn_activation_type)v[9]; o.alpha = f[0]; o.no_bias = !v[10];
-        o.kernel_regularizer = reg; o.name = name;
+        o.units = L->units, o.activation = act, o.alpha = L->alpha, o.no_bias = !L->use_bias;
+        o.kernel_regularizer = reg, o.name = name;
         return cnn_dense_opt(m, x, &o);
     }
-    case CNN__BATCH_NORM: { cnn_batch_norm_opts o = {f[4], f[5], name}; return cnn_batch_norm_opt(m, x, &o); }
+    case CNN__BATCH_NORM: { cnn_batch_norm_opts o = {L->momentum, L->epsilon, name}; return cnn_batch_norm_opt(m, x, &o); }
     case CNN__MAX_POOL: case CNN__AVG_POOL: {
         cnn_pool2d_opts o;
         memset(&o, 0, sizeof o);
-        o.pool_size[0] = v[4]; o.pool_size[1] = v[5]; o.strides[0] = v[6]; o.strides[1] = v[7]; o.padding = (cnn_padding)v[8]; o.name = name;
+        o.pool_size[0] = L->kh, o.pool_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
+        o.padding = (cnn_padding)L->padding, o.name = name;
         return type == CNN__MAX_POOL ? cnn_max_pool2d_opt(m, x, &o) : cnn_avg_pool2d_opt(m, x, &o);
     }
     case CNN__GLOBAL_AVG_POOL: { cnn_name_opts o = {name}; return cnn_global_avg_pool2d_opt(m, x, &o); }
     case CNN__FLATTEN: { cnn_name_opts o = {name}; return cnn_flatten_opt(m, x, &o); }
-    case CNN__DROPOUT: { cnn_dropout_opts o = {f[3], name}; return cnn_dropout_opt(m, x, &o); }
-    case CNN__ACTIVATION: { cnn_activation_opts o = {(cnn_activation_type)v[9], f[0], name}; return cnn_activation_opt(m, x, &o); }
+    case CNN__DROPOUT: { cnn_dropout_opts o = {L->rate, name}; return cnn_dropout_opt(m, x, &o); }
+    case CNN__ACTIVATION: { cnn_activation_opts o = {act, L->alpha, name}; return cnn_activation_opt(m, x, &o); }
     case CNN__ADD: { cnn_name_opts o = {name}; return cnn_add_opt(m, ins, n_in, &o); }
     case CNN__CONCAT: { cnn_name_opts o = {name}; return cnn_concatenate_opt(m, ins, n_in, &o); }
     default: cnn_set_error(CNN_ERR_FORMAT, "unknown layer type %d", type); return NULL;
@@ -5298,15 +5331,13 @@ static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
             if (idx >= i) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': input %u is not an earlier layer", name, idx); return CNN_ERR_FORMAT; }
             ins[k] = m->nodes[idx];
         }
-        int v[12];
-        float f[6];
-        for (int k = 0; k < 12; k++) v[k] = (int)cnn__get_u32(r);
-        cnn__get_floats(r, f, 6);
+        cnn__layer_record L;
+        cnn__get_record(r, &L);
         if (r->failed) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': truncated", name); return CNN_ERR_FORMAT; }
-        cnn_node *n = cnn__rebuild_node(m, (int)type, name, ins, (int)n_in, v, f);
+        cnn_node *n = cnn__rebuild_node(m, (int)type, name, ins, (int)n_in, &L);
         if (!n) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': %s", name, cnn_last_error()); return CNN_ERR_FORMAT; }
-        if (n->h != v[0] || n->w != v[1] || n->c != v[2]) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': stored shape does not match", name); return CNN_ERR_FORMAT; }
-        n->trainable = v[11] != 0;
+        if (n->h != L.h || n->w != L.w || n->c != L.c) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': stored shape does not match", name); return CNN_ERR_FORMAT; }
+        n->trainable = L.trainable != 0;
     }
     if ((int)input != m->input) { cnn_set_error(CNN_ERR_FORMAT, "bad input index"); return CNN_ERR_FORMAT; }
     if (cnn_model_set_output(m, m->nodes[output]) || m->n_nodes != (int)n_nodes) { cnn_set_error(CNN_ERR_FORMAT, "the stored graph is inconsistent"); return CNN_ERR_FORMAT; }
