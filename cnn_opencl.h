@@ -47,17 +47,18 @@
      "auto" (the default): in proportion to each device's measured speed. Auto
      times every device over each step (kernel times from the device's own
      clock; when a driver's clock is no use, as Mesa 22's rusticl stamps 0-3 ns,
-     every device by when the host saw it finish each phase), fits time = a + b x samples, and re-balances so that the devices
-     finish together, ignoring the first two steps (compiling), changing the
-     split only when it gains more than 5% and in steps of batch / 16 samples
-     (each new size costs PoCL a compilation). A device whose fixed cost
-     outweighs its share gets nothing. The wall clock then judges each change
-     after six steps: one that did not make steps 2% faster is undone (a
-     driver's clock can mislead, devices on shared cores slow each other).
-     When the fit has nothing better, auto tries once the fastest device alone,
-     and keeps it, saying so, if that beats the split. Batches smaller than
-     the device count leave devices idle. cnn_opencl_get_split reads the split in use; fit at
-     verbose 1 or 2 prints it when attached and when it changes.
+     every device by when the host saw it finish each phase), fits time = a + b
+     x samples, and re-balances so that the devices finish together, ignoring
+     the first two steps (compiling), changing the split only when it gains more
+     than 5% and in steps of batch / 16 samples (each new size costs PoCL a
+     compilation). A device whose fixed cost outweighs its share gets nothing.
+     The wall clock then judges each change after six steps: one that did not
+     make steps 2% faster is undone (a driver's clock can mislead, devices on
+     shared cores slow each other). When the fit has nothing better, auto tries
+     once the fastest device alone, and keeps it, saying so, if that beats the
+     split. Batches smaller than the device count leave devices idle.
+     cnn_opencl_get_split reads the split in use; fit at verbose 1 or 2 prints
+     it when attached and when it changes.
 
    EXACTNESS
      N devices train the same model as one, up to float rounding: every device
@@ -110,17 +111,18 @@
    ERRORS
      No platform, no device, a device that fails its start-up check (CLBlast's
      three products on a small case, then one forward and backward pass of the
-     model itself on 4 samples, each against the CPU path within 1e-3), a layer it cannot run: cnn_opencl_attach returns an
-     error saying so and the model stays on the CPU. An OpenCL error during a
-     step makes the call (fit, train_on_batch, ...) return CNN_ERR_DEVICE with
-     cnn_last_error() naming the device and the call; the model is then exactly
-     as after the last completed step (the host copy is the truth).
-     With .drop_failed = 1 a device whose command fails (an error, a wait past
-     .timeout_s, a buffer it cannot allocate) is left out instead, with a
-     message, and the step is redone whole on the devices left; when none is
-     left the step is redone, and training goes on, on the CPU (the model stays
-     attached with cnn_opencl_num_devices 0 until cnn_opencl_detach). The result
-     is the step as if the device had never been there.
+     model itself on 4 samples, each against the CPU path within 1e-3), a layer
+     it cannot run: cnn_opencl_attach returns an error saying so and the model
+     stays on the CPU. An OpenCL error during a step makes the call (fit,
+     train_on_batch, ...) return CNN_ERR_DEVICE with cnn_last_error() naming the
+     device and the call; the model is then exactly as after the last completed
+     step (the host copy is the truth). With .drop_failed = 1 a device whose
+     command fails (an error, a wait past .timeout_s, a buffer it cannot
+     allocate) is left out instead, with a message, and the step is redone whole
+     on the devices left; when none is left the step is redone, and training
+     goes on, on the CPU (the model stays attached with cnn_opencl_num_devices 0
+     until cnn_opencl_detach). The result is the step as if the device had never
+     been there.
 
    CONFIGURATION MACROS
      CNN_OPENCL_STATIC        every function static (as CNN_STATIC)
