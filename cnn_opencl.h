@@ -109,20 +109,21 @@
      compiled at attach, one device at a time, and the time is reported.
 
    ERRORS
-     No platform, no device, a device that fails its start-up check (CLBlast's
-     three products on a small case, then one forward and backward pass of the
-     model itself on 4 samples, each against the CPU path within 1e-3), a layer
-     it cannot run: cnn_opencl_attach returns an error saying so and the model
-     stays on the CPU. An OpenCL error during a step makes the call (fit,
-     train_on_batch, ...) return CNN_ERR_DEVICE with cnn_last_error() naming the
-     device and the call; the model is then exactly as after the last completed
-     step (the host copy is the truth). With .drop_failed = 1 a device whose
-     command fails (an error, a wait past .timeout_s, a buffer it cannot
-     allocate) is left out instead, with a message, and the step is redone whole
-     on the devices left; when none is left the step is redone, and training
-     goes on, on the CPU (the model stays attached with cnn_opencl_num_devices 0
-     until cnn_opencl_detach). The result is the step as if the device had never
-     been there.
+     A device that fails its start-up check (CLBlast's three products on a small
+     case, then one forward and backward pass of the model itself on 4 samples,
+     each against the CPU path within 1e-3) is left out with a message. No
+     platform, no device, no device left after the checks, a layer it cannot
+     run: cnn_opencl_attach returns an error saying so and the model stays on
+     the CPU. An OpenCL error during a step makes the call (fit, train_on_batch,
+     ...) return CNN_ERR_DEVICE with cnn_last_error() naming the device and the
+     call; the model is then exactly as after the last completed step (the host
+     copy is the truth). With .drop_failed = 1 a device whose command fails (an
+     error, a wait past .timeout_s, a buffer it cannot allocate) is left out
+     instead, with a message, and the step is redone whole on the devices left;
+     when none is left the step is redone, and training goes on, on the CPU (the
+     model stays attached with cnn_opencl_num_devices 0 until
+     cnn_opencl_detach). The result is the step as if the device had never been
+     there.
 
    CONFIGURATION MACROS
      CNN_OPENCL_STATIC        every function static (as CNN_STATIC)
