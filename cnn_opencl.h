@@ -341,6 +341,15 @@ __kernel void softmax_grad(__global float *dy, __global const float *y, int cols
     for (int i = 0; i < cols; i++) dy[r + i] = y[r + i] * (dy[r + i] - dot);
 }
 
+/* The output row (or column) whose window has input row i at its cell k, for
+   a window stepping by `stride` over an input padded by `pad` before it, or
+   -1 when none does: what every backward pass that scatters through windows
+   (col2im, the poolings) asks, gathered per input value instead. */
+int window_of(int i, int pad, int k, int stride, int n_out) {
+    int t = i + pad - k;
+    return t < 0 || t % stride != 0 || t / stride >= n_out ? -1 : t / stride;
+}
+
 /* im2col: col [count*Ho*Wo][K], K = kh*kw*C in the kernel's [ky][kx][c] order */
 __kernel void im2col(__global const float *x, __global float *col, int H, int W, int C, int Ho, int Wo, int kh,
                      int kw, int sh, int sw, int pt, int pl) {
@@ -360,12 +369,10 @@ __kernel void col2im_add(__global const float *dcol, __global float *dx, int H, 
     int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
     float s = 0.0f;
     for (int ky = 0; ky < kh; ky++) {
-        int ty = iy + pt - ky, oy = ty / sh;
-        if (ty < 0 || ty % sh != 0 || oy >= Ho) continue;
-        for (int kx = 0; kx < kw; kx++) {
-            int tx = ix + pl - kx, ox = tx / sw;
-            if (tx < 0 || tx % sw != 0 || ox >= Wo) continue;
-            s += dcol[(((size_t)b * Ho + oy) * Wo + ox) * K + (size_t)((ky * kw + kx) * C + c)];
+        int oy = window_of(iy, pt, ky, sh, Ho);
+        for (int kx = 0; kx < kw && oy >= 0; kx++) {
+            int ox = window_of(ix, pl, kx, sw, Wo);
+            if (ox >= 0) s += dcol[(((size_t)b * Ho + oy) * Wo + ox) * K + (size_t)((ky * kw + kx) * C + c)];
         }
     }
     dx[i] += s;
@@ -456,14 +463,11 @@ __kernel void maxpool_grad(__global const float *dy, __global const int *cell, _
     int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
     float s = 0.0f;
     for (int ky = 0; ky < kh; ky++) {
-        int ty = iy + pt - ky, oy = ty / sh;
-        if (ty < 0 || ty % sh != 0 || oy >= Ho) continue;
-        for (int kx = 0; kx < kw; kx++) {
-            int tx = ix + pl - kx, ox = tx / sw;
-            size_t o;
-            if (tx < 0 || tx % sw != 0 || ox >= Wo) continue;
-            o = (((size_t)b * Ho + oy) * Wo + ox) * C + c;
-            if (cell[o] == ky * kw + kx) s += dy[o];
+        int oy = window_of(iy, pt, ky, sh, Ho);
+        for (int kx = 0; kx < kw && oy >= 0; kx++) {
+            int ox = window_of(ix, pl, kx, sw, Wo);
+            size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c;
+            if (ox >= 0 && cell[o] == ky * kw + kx) s += dy[o];
         }
     }
     dx[i] += s;
@@ -516,13 +520,12 @@ __kernel void avgpool_grad(__global const float *dy, __global float *dx, int H, 
     int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
     float s = 0.0f;
     for (int ky = 0; ky < kh; ky++) {
-        int ty = iy + pt - ky, oy = ty / sh;
-        if (ty < 0 || ty % sh != 0 || oy >= Ho) continue;
-        for (int kx = 0; kx < kw; kx++) {
-            int tx = ix + pl - kx, ox = tx / sw;
-            if (tx < 0 || tx % sw != 0 || ox >= Wo) continue;
-            s += dy[(((size_t)b * Ho + oy) * Wo + ox) * C + c] *
-                 (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
+        int oy = window_of(iy, pt, ky, sh, Ho);
+        for (int kx = 0; kx < kw && oy >= 0; kx++) {
+            int ox = window_of(ix, pl, kx, sw, Wo);
+            if (ox >= 0)
+                s += dy[(((size_t)b * Ho + oy) * Wo + ox) * C + c] *
+                     (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
         }
     }
     dx[i] += s;
