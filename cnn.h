@@ -2403,11 +2403,22 @@ static void cnn__col2im_rows(const cnn_node *n, const cnn_node *in, const float 
    The rows are cut into a fixed number of chunks summed in parallel and then
    added in chunk order, so the result does not depend on the thread count.
    part holds CNN__CHUNKS x 2C doubles. */
+/* Rows [first row of chunk ch, first row of chunk ch + 1) of M rows */
+static size_t cnn__chunk_start(size_t M, int ch) { return M * (size_t)ch / CNN__CHUNKS; }
+
+/* out[width] = the chunks' partial sums part[CNN__CHUNKS][width] added in
+   chunk order: the one order every chunked sum ends in, whatever the threads */
+static void cnn__merge_chunks(const double *part, int width, double *out) {
+    for (int c = 0; c < width; c++) out[c] = 0;
+    for (int ch = 0; ch < CNN__CHUNKS; ch++)
+        for (int c = 0; c < width; c++) out[c] += part[(size_t)ch * width + c];
+}
+
 static void cnn__channel_sums(const float *a, const float *b, const float *shift, const float *scale, size_t M, int C,
                               double *part, double *out) {
     CNN__PARALLEL_FOR((long long)M * C)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
-        const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
+        const size_t r0 = cnn__chunk_start(M, ch), r1 = cnn__chunk_start(M, ch + 1);
         double *CNN__RESTRICT p = part + (size_t)ch * 2 * C, *CNN__RESTRICT q = p + C;
         for (int c = 0; c < 2 * C; c++) p[c] = 0;
         for (size_t r = r0; r < r1; r++) {
@@ -2420,9 +2431,7 @@ static void cnn__channel_sums(const float *a, const float *b, const float *shift
             }
         }
     }
-    for (int c = 0; c < 2 * C; c++) out[c] = 0;
-    for (int ch = 0; ch < CNN__CHUNKS; ch++)
-        for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)ch * 2 * C + c];
+    cnn__merge_chunks(part, 2 * C, out);
 }
 
 /* dy[M][N] := dy where y > 0, else 0 (ReLU's gradient), and out[N] = its column
@@ -2430,7 +2439,7 @@ static void cnn__channel_sums(const float *a, const float *b, const float *shift
 static void cnn__relu_grad_sums(const float *y, float *dy, size_t M, int N, double *part, double *out) {
     CNN__PARALLEL_FOR((long long)M * N)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
-        const size_t r0 = M * ch / CNN__CHUNKS, r1 = M * (ch + 1) / CNN__CHUNKS;
+        const size_t r0 = cnn__chunk_start(M, ch), r1 = cnn__chunk_start(M, ch + 1);
         double *CNN__RESTRICT p = part + (size_t)ch * N;
         for (int c = 0; c < N; c++) p[c] = 0;
         for (size_t r = r0; r < r1; r++) {
@@ -2441,9 +2450,7 @@ static void cnn__relu_grad_sums(const float *y, float *dy, size_t M, int N, doub
             for (int c = 0; c < N; c++) p[c] += dr[c];
         }
     }
-    for (int c = 0; c < N; c++) out[c] = 0;
-    for (int ch = 0; ch < CNN__CHUNKS; ch++)
-        for (int c = 0; c < N; c++) out[c] += part[(size_t)ch * N + c];
+    cnn__merge_chunks(part, N, out);
 }
 
 /* db[N] += column sums of d[M][N]; the model's scratch holds the partial sums */
@@ -2711,7 +2718,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
         float buffer[CNN__DZ_BUFFER];
-        const int r0 = (int)((long long)M * ch / CNN__CHUNKS), r1 = (int)((long long)M * (ch + 1) / CNN__CHUNKS);
+        const int r0 = (int)cnn__chunk_start((size_t)M, ch), r1 = (int)cnn__chunk_start((size_t)M, ch + 1);
         double *bp = bias_part + (size_t)ch * N;
         float *ss = slice_sum + (size_t)ch * N, *kp = NULL;
         for (int c = 0; c < N; c++) { bp[c] = 0; ss[c] = 0; }
@@ -2843,9 +2850,7 @@ static void cnn__bn_forward(cnn_node *n, int B) {
            any reasonable scale */
         double *sum = n->acc, *sq = n->acc + C, *part = n->acc + 2 * C;
         if (n->stats_ready) { /* the Conv2D before left its per-chunk sums in part */
-            for (int c = 0; c < 2 * C; c++) sum[c] = 0;
-            for (int ch = 0; ch < CNN__CHUNKS; ch++)
-                for (int c = 0; c < 2 * C; c++) sum[c] += part[(size_t)ch * 2 * C + c];
+            cnn__merge_chunks(part, 2 * C, sum);
         } else {
             cnn__channel_sums(x, NULL, NULL, NULL, M, C, part, sum);
         }
@@ -2883,7 +2888,7 @@ static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, do
     double *part = n->acc + 2 * C;
     CNN__PARALLEL_FOR((long long)P * C)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
-        const size_t r0 = P * ch / CNN__CHUNKS, r1 = P * (ch + 1) / CNN__CHUNKS;
+        const size_t r0 = cnn__chunk_start(P, ch), r1 = cnn__chunk_start(P, ch + 1);
         double *p = part + (size_t)ch * 2 * C, *q = p + C;
         for (int c = 0; c < 2 * C; c++) p[c] = 0;
         for (size_t r = r0; r < r1; r++) {
@@ -2891,9 +2896,7 @@ static void cnn__bn_pool_sums(const cnn_node *n, const cnn_node *pool, int B, do
             for (int c = 0; c < C; c++) { p[c] += g[c]; q[c] += (double)g[c] * ((xm[c] - mean[c]) * inv[c]); }
         }
     }
-    for (int c = 0; c < 2 * C; c++) s[c] = 0;
-    for (int ch = 0; ch < CNN__CHUNKS; ch++)
-        for (int c = 0; c < 2 * C; c++) s[c] += part[(size_t)ch * 2 * C + c];
+    cnn__merge_chunks(part, 2 * C, s);
 }
 
 /* dx at each maximum += k[c] * pool gradient, sample by sample (a window stays in its sample) */
