@@ -714,6 +714,15 @@ typedef struct cnn__cl_dev {
     double wall_s;              /* the step's seconds until this device finished each phase, by the host's clock */
     int steps_at_count;         /* steps run at this count (the first ones compile) */
     int failed;                 /* a command of this device failed (see .drop_failed) */
+    int hung;                   /* a wait on it ran past the timeout: it may still run what was
+                                   queued, reading and writing the host buffers named there, so
+                                   those are never freed (cnn__cl_dev_free leaves them) */
+    float *stage;               /* host copies the device's transfers use, owned here so that a late
+                                   transfer of a hung device touches nothing of the caller's:
+                                   the batch slice [cap][input size], its output or output
+                                   gradient [cap][output size] */
+    size_t stage_floats;
+    int quiet;                  /* as the backend's */
 } cnn__cl_dev;
 
 typedef struct cnn__cl {
@@ -726,6 +735,8 @@ typedef struct cnn__cl {
     int quiet, fail_after;
     int drop_failed;             /* leave failed devices out and redo the step (see the opts) */
     int checking;                /* the start-up check runs: no split bookkeeping */
+    float *params_stage;         /* this step's parameters [n_params], which every device reads */
+    int any_hung;                /* a device hung: the shared host buffers above are never freed */
     int local_bn;                /* BatchNorm per device (.local_batchnorm) */
     const float *x;              /* this step's batch, for a step redone */
     long long steps;
@@ -826,6 +837,13 @@ static int cnn__cl_wait_devices(cnn__cl *c, cnn__cl_dev *first, int n, const cha
     int done[CNN__CL_MAX_DEVICES], left = 0, rc = CNN_OK;
     const double t0 = cnn_wall_time();
     for (int k = 0; k < n; k++) ev[k] = NULL, done[k] = 1;
+    for (int k = 0; k < n; k++)
+        if (first[k].hung) {
+            first[k].failed = 1;
+            return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s) did not finish an earlier wait: leave it out "
+                                 "(cnn_opencl_detach, then attach without it, or .drop_failed)", first[k].info.index,
+                                 first[k].info.name, first[k].info.platform);
+        }
     for (int k = 0; k < n; k++) {
         cnn__cl_dev *d = first + k;
         cl_int e = cnn__cl_hook(c);
@@ -851,13 +869,12 @@ static int cnn__cl_wait_devices(cnn__cl *c, cnn__cl_dev *first, int n, const cha
             }
         }
         if (rc || left == 0) break;
-        if (cnn_wall_time() - t0 > c->timeout_s) {
-            for (int k = 0; k < n; k++)
-                if (!done[k]) { /* the first device still busy is the one named */
-                    first[k].failed = 1;
+        if (cnn_wall_time() - t0 > c->timeout_s) { /* every device still busy is hung; the first is named */
+            for (int k = n - 1; k >= 0; k--)
+                if (!done[k]) {
+                    first[k].failed = first[k].hung = 1;
                     rc = cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s did not finish within %g s",
                                        first[k].info.index, first[k].info.name, first[k].info.platform, what, c->timeout_s);
-                    break;
                 }
             break;
         }
@@ -866,14 +883,7 @@ static int cnn__cl_wait_devices(cnn__cl *c, cnn__cl_dev *first, int n, const cha
             struct timespec ts = {0, 200000};
             nanosleep(&ts, NULL);
         }
-#else
-        if (spins > 64) { /* no sleep here: wait for each in turn, unbounded */
-            for (int k = 0; k < n; k++)
-                if (!done[k] && clWaitForEvents(1, &ev[k]) == CL_SUCCESS) first[k].wall_s += cnn_wall_time() - c->phase_t0;
-            for (int k = 0; k < n; k++) done[k] = 1;
-            left = 0;
-        }
-#endif
+#endif /* (without POSIX's nanosleep it polls busily: still bounded) */
     }
     for (int k = 0; k < n; k++)
         if (ev[k]) clReleaseEvent(ev[k]);
@@ -1063,6 +1073,12 @@ static int cnn__cl_size_buffers(cnn__cl *c, cnn__cl_dev *d, cnn_model *m, int ca
         }
     }
     if (!rc && !d->coef) rc = cnn__cl_buffer(d, (size_t)widest * 3 * 4, &d->coef, "the per-channel coefficients");
+    if (!rc) {
+        const size_t want = (size_t)cap * (cnn__node_size(m->nodes[m->input]) + cnn__node_size(m->nodes[m->output]));
+        float *stage = (float *)CNN_REALLOC(d->stage, want * sizeof(float));
+        if (stage) d->stage = stage, d->stage_floats = want;
+        else rc = cnn_set_error(CNN_ERR_MEMORY, "cnn_opencl: out of host memory for a batch of %d", cap);
+    }
     if (!rc && !(d->part = (float *)CNN_MALLOC((size_t)c->cap_chunks_c * sizeof(float) + 4)))
         rc = cnn_set_error(CNN_ERR_MEMORY, "cnn_opencl: out of host memory for partial sums");
     if (rc) {
@@ -1074,6 +1090,12 @@ static int cnn__cl_size_buffers(cnn__cl *c, cnn__cl_dev *d, cnn_model *m, int ca
 }
 
 static void cnn__cl_dev_free(cnn__cl_dev *d, int n_nodes) {
+    if (d->hung) { /* it may still write into its host buffers: leave it all as it is */
+        if (!d->quiet) fprintf(stderr, "cnn_opencl: device %d (%s) did not finish; its buffers stay allocated\n", d->info.index,
+                d->info.name);
+        memset(d, 0, sizeof *d);
+        return;
+    }
     for (int i = 0; i < d->n_events; i++) clReleaseEvent(d->events[i]);
     CNN_FREE(d->events);
     CNN_FREE(d->transfer);
@@ -1081,6 +1103,7 @@ static void cnn__cl_dev_free(cnn__cl_dev *d, int n_nodes) {
     CNN_FREE(d->nodes);
     CNN_FREE(d->part);
     CNN_FREE(d->grads_host);
+    CNN_FREE(d->stage);
     cnn__cl_release(&d->params);
     cnn__cl_release(&d->grads);
     cnn__cl_release(&d->coef);
@@ -1732,10 +1755,11 @@ static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B)
     c->host_s = 0;
     if (!rc && m->update_moving) memcpy(c->moving, m->state, m->n_state * sizeof(float));
     c->moving_staged = 0;
+    if (!rc) memcpy(c->params_stage, m->params, m->n_params * sizeof(float)); /* see cnn__cl_dev.stage */
     CNN__CL_EACH(c, d) {
-        if (!rc) rc = cnn__cl_write(c, d, d->params, 0, m->n_params, m->params, "writing the parameters");
-        if (!rc) rc = cnn__cl_write(c, d, cnn__cl_out(d, in), 0, (size_t)d->count * per_in, x + (size_t)d->first * per_in,
-                                    "writing the batch");
+        memcpy(d->stage, x + (size_t)d->first * per_in, (size_t)d->count * per_in * sizeof(float));
+        if (!rc) rc = cnn__cl_write(c, d, d->params, 0, m->n_params, c->params_stage, "writing the parameters");
+        if (!rc) rc = cnn__cl_write(c, d, cnn__cl_out(d, in), 0, (size_t)d->count * per_in, d->stage, "writing the batch");
     }
     for (int i = 0; i < m->n_nodes && !rc; i++) {
         cnn_node *n = m->nodes[i];
@@ -1754,11 +1778,12 @@ static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B)
         }
     }
     CNN__CL_EACH(c, d) {
-        if (!rc) rc = cnn__cl_read(c, d, cnn__cl_out(d, o), 0, (size_t)d->count * U, o->out + (size_t)d->first * U,
+        if (!rc) rc = cnn__cl_read(c, d, cnn__cl_out(d, o), 0, (size_t)d->count * U, d->stage + (size_t)d->cap * per_in,
                                    "reading the output");
     }
     if (!rc) rc = cnn__cl_wait_all(c, "the forward pass");
     if (rc) return cnn__cl_drain(c, rc);
+    CNN__CL_EACH(c, d) memcpy(o->out + (size_t)d->first * U, d->stage + (size_t)d->cap * per_in, (size_t)d->count * U * 4);
     if (!m->training) {
         CNN__CL_EACH(c, d) cnn__cl_collect_times(d);
         c->step_s = cnn_wall_time() - c->step_t0;
@@ -1779,7 +1804,9 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
             if (!d->nodes[i].shared && m->nodes[i]->type != CNN__INPUT)
                 rc = cnn__cl_zero(c, d, d->nodes[i].dout, (size_t)d->count * cnn__node_size(m->nodes[i]),
                                   "clearing a layer's gradient");
-        if (!rc) rc = cnn__cl_write(c, d, cnn__cl_dout(d, o), 0, (size_t)d->count * U, o->dout + (size_t)d->first * U,
+        float *dout = d->stage + (size_t)d->cap * cnn__node_size(m->nodes[m->input]);
+        memcpy(dout, o->dout + (size_t)d->first * U, (size_t)d->count * U * sizeof(float));
+        if (!rc) rc = cnn__cl_write(c, d, cnn__cl_dout(d, o), 0, (size_t)d->count * U, dout,
                                     "writing the loss gradient");
     }
     for (int i = m->n_nodes - 1; i > 0 && !rc; i--) {
@@ -1931,6 +1958,7 @@ static int cnn__cl_drop_failed(cnn__cl *c, cnn_model *m, int rc) {
     for (int k = 0; k < c->n; k++) {
         cnn__cl_dev *d = &c->dev[k];
         if (d->failed) {
+            c->any_hung |= d->hung;
             if (!c->quiet)
                 fprintf(stderr, "cnn_opencl: leaving device %d (%s) out after its error: %s\n", d->info.index,
                         d->info.name, why);
@@ -2006,13 +2034,18 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
 
 static void cnn__cl_free(cnn__cl *c, cnn_model *m) {
     if (!c) return;
-    for (int k = 0; c->dev && k < c->n; k++) {
-        if (c->dev[k].q) clFinish(c->dev[k].q);
+    c->fail_after = 0;
+    for (int k = 0; c->dev && k < c->n; k++) { /* a bounded wait: a hung device is left as it is */
+        if (c->dev[k].q && !c->dev[k].hung) (void)cnn__cl_wait(c, &c->dev[k], "finishing before release");
+        c->any_hung |= c->dev[k].hung;
         cnn__cl_dev_free(&c->dev[k], m->n_nodes);
     }
-    CLBlastClearCache(); /* before the contexts its kernels belong to go */
-    for (int i = 0; c->coef_host && i < m->n_nodes; i++) CNN_FREE(c->coef_host[i]);
-    CNN_FREE(c->coef_host);
+    if (!c->any_hung) { /* else a hung device's transfers may still read these */
+        CLBlastClearCache(); /* before the contexts its kernels belong to go */
+        CNN_FREE(c->params_stage);
+        for (int i = 0; c->coef_host && i < m->n_nodes; i++) CNN_FREE(c->coef_host[i]);
+        CNN_FREE(c->coef_host);
+    }
     CNN_FREE(c->dev);
     CNN_FREE(c->weights);
     CNN_FREE(c->counts);
@@ -2103,9 +2136,11 @@ static int cnn__cl_new(cnn_model *m, int n, const cnn_opencl_opts *op, const cha
     c->n_obs = (int *)CNN_MALLOC((size_t)n * sizeof(int));
     c->before = (double *)CNN_MALLOC((size_t)n * sizeof(double));
     c->shown = (double *)CNN_MALLOC((size_t)n * sizeof(double));
+    c->params_stage = (float *)CNN_MALLOC((m->n_params ? m->n_params : 1) * sizeof(float));
     c->since_change = -1;
+    if (c->coef_host) memset(c->coef_host, 0, (size_t)m->n_nodes * sizeof(float *)); /* cnn__cl_free reads it */
     if (!c->dev || !c->weights || !c->counts || !c->moving || !c->coef_host || !c->obs || !c->n_obs || !c->before ||
-        !c->shown) {
+        !c->shown || !c->params_stage) {
         cnn__cl_free(c, m);
         return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
     }
@@ -2143,7 +2178,9 @@ static int cnn__cl_open_devices(cnn__cl *c, cnn_model *m, const int *idx, int n)
         cnn__cl_dev *d = &c->dev[kept];
         const double t0 = cnn_wall_time();
         double secs = 0;
-        int rc = cnn__cl_dev_open(d, idx[k], m);
+        int rc;
+        d->quiet = c->quiet;
+        rc = cnn__cl_dev_open(d, idx[k], m);
         if (!rc) rc = cnn__cl_dev_check(c, d, &secs);
         if (!rc) rc = cnn__cl_check_layers(c, m, kept);
         secs = cnn_wall_time() - t0;

@@ -1778,6 +1778,82 @@ static void test_drop_failed(void) {
     cnn_model_free(cpu);
 }
 
+/* A device that hangs: a barrier on a user event nobody sets holds device
+   0's queue. The call returns CNN_ERR_DEVICE after the timeout with the model
+   as it was, later calls refuse the hung device at once, detach returns; with
+   .drop_failed the step is redone on the other device. */
+static cl_event hang_device0(cnn_model *m, double timeout_s) {
+    cnn__cl *c = (cnn__cl *)m->backend.ctx;
+    cl_int e = CL_SUCCESS;
+    cl_event ue = clCreateUserEvent(c->dev[0].ctx, &e);
+    if (e == CL_SUCCESS) e = clEnqueueBarrierWithWaitList(c->dev[0].q, 1, &ue, NULL);
+    CHECK(e == CL_SUCCESS, "making device 0 hang: %d", (int)e);
+    c->timeout_s = timeout_s; /* after the first steps, which compile */
+    return ue;
+}
+
+static void test_hang(void) {
+    const cnn_optimizer opt = cnn_adam(.learning_rate = 0.003f);
+    enum { B = 12 };
+    static float xs[3][B * TH * TW * TC], ys[3][B];
+    group(name_of("%s: a hung device: bounded waits, the model kept, detach returns; .drop_failed goes on", mode));
+    for (int s = 0; s < 3; s++) tutorial_data(xs[s], ys[s], B);
+    {
+        cnn_model *m = make(&tutorial, opt, 4);
+        snapshot snap = {0};
+        cl_event ue = NULL;
+        double t0, t1, t2;
+        int rc = cnn_opencl_attach(m, .devices = "0,1", .split = "equal", .quiet = 1);
+        if (!rc) rc = cnn_train_on_batch(m, xs[0], ys[0], B, 1, NULL, NULL);
+        CHECK(rc == CNN_OK, "the step before: %s", cnn_last_error());
+        if (!rc) {
+            snap_take(&snap, m);
+            ue = hang_device0(m, 1.0);
+            t0 = cnn_wall_time();
+            rc = cnn_train_on_batch(m, xs[1], ys[1], B, 1, NULL, NULL);
+            t1 = cnn_wall_time();
+            CHECK(rc == CNN_ERR_DEVICE && error_has("did not finish within") && t1 - t0 < 10,
+                  "the hung step: rc %d after %.1f s (%s)", rc, t1 - t0, cnn_last_error());
+            CHECK(snap_equal(&snap, m), "the model changed in the hung step");
+            rc = cnn_train_on_batch(m, xs[1], ys[1], B, 1, NULL, NULL);
+            t2 = cnn_wall_time();
+            CHECK(rc == CNN_ERR_DEVICE && error_has("did not finish an earlier wait") && t2 - t1 < 5,
+                  "the next call refuses the hung device at once: rc %d after %.1f s (%s)", rc, t2 - t1, cnn_last_error());
+            printf("#   hung device: the step failed after %.1f s (timeout 1 s), the next call after %.2f s\n", t1 - t0, t2 - t1);
+            t0 = cnn_wall_time();
+            CHECK(cnn_opencl_detach(m) == CNN_OK && cnn_wall_time() - t0 < 10, "detach with a hung device: %.1f s",
+                  cnn_wall_time() - t0);
+            rc = cnn_train_on_batch(m, xs[1], ys[1], B, 1, NULL, NULL);
+            CHECK(rc == CNN_OK, "the CPU after detaching: %s", cnn_last_error());
+        }
+        if (ue) { clSetUserEventStatus(ue, CL_COMPLETE); clReleaseEvent(ue); } /* let the driver finish */
+        snap_free(&snap);
+        cnn_model_free(m);
+    }
+    {
+        cnn_model *m = make(&tutorial, opt, 4), *cpu = make(&tutorial, opt, 4);
+        cl_event ue = NULL;
+        worst w;
+        int rc = cnn_opencl_attach(m, .devices = "0,1", .split = "equal", .drop_failed = 1, .quiet = 1);
+        if (!rc) rc = cnn_train_on_batch(m, xs[0], ys[0], B, 1, NULL, NULL);
+        if (!rc) {
+            ue = hang_device0(m, 1.0);
+            rc = cnn_train_on_batch(m, xs[1], ys[1], B, 1, NULL, NULL);
+            if (!rc) rc = cnn_train_on_batch(m, xs[2], ys[2], B, 1, NULL, NULL);
+        }
+        for (int s = 0; s < 3 && !rc; s++) rc = cnn_train_on_batch(cpu, xs[s], ys[s], B, 1, NULL, NULL);
+        CHECK(rc == CNN_OK && cnn_opencl_num_devices(m) == 1, ".drop_failed with a hung device: rc %d, %d devices (%s)", rc,
+              cnn_opencl_num_devices(m), cnn_last_error());
+        if (!rc) {
+            compare_models(m, cpu, 0, 1, &w);
+            CHECK(w.rel <= TOL, "the steps redone without the hung device, vs the CPU: %s rel %.2e", w.where, w.rel);
+        }
+        if (ue) { clSetUserEventStatus(ue, CL_COMPLETE); clReleaseEvent(ue); }
+        cnn_model_free(m);
+        cnn_model_free(cpu);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* 8. Detach, and save while attached                                       */
 /* ------------------------------------------------------------------------ */
@@ -1886,6 +1962,7 @@ int main(int argc, char **argv) {
         test_local_bn("0,1", "3:1", "2 PoCL devices, 3:1");
         test_errors();
         test_drop_failed();
+        test_hang();
         test_detach_save();
     } else if (!strcmp(mode, "vendors")) {
         static char both[16], both_rev[16], only_r[16];
