@@ -1517,6 +1517,114 @@ static int cnn__aug_bad_image(const char *who, const char *path, int skip_bad) {
     return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", who, path, why);
 }
 
+#ifndef CNN__AUG_NO_DIRENT
+/* The error of both folder loaders when not one of their files decodes. */
+static int cnn__aug_none_decoded(const char *who, int total, const char *dir) {
+    return cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", who, total,
+                         dir);
+}
+
+/* Append the image files of class folder dir/cls to out (empty on entry), in
+   Keras' order: both folder loaders list their classes this way. */
+static int cnn__aug_class_files(const char *who, const char *dir, const char *cls, int follow_links,
+                                cnn__aug_strlist *out) {
+    char *cdir = cnn__aug_join(dir, cls);
+    int rc = cdir ? cnn__aug_scan_images(who, cdir, 0, follow_links, out) : CNN_ERR_MEMORY;
+    CNN_FREE(cdir);
+    if (rc < 0) return rc;
+    if (out->n > 1) qsort(out->v, (size_t)out->n, sizeof(char *), cnn__aug_walk_cmp);
+    return rc;
+}
+
+/* cnn_load_image_dir's options, checked before any file is read. */
+static int cnn__aug_dir_check(const char *dir, const cnn_image_dir_opts *opt) {
+    if (!dir) return cnn_set_error(CNN_ERR_ARG, "%s: the folder is NULL", cnn__aug_dir_who);
+    if (opt->height < 0 || opt->width < 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: target size %dx%d is negative ('%s')", cnn__aug_dir_who,
+                             opt->height, opt->width, dir);
+    if (opt->channels != 0 && opt->channels != 1 && opt->channels != 3 && opt->channels != 4)
+        return cnn_set_error(CNN_ERR_ARG, "%s: channels must be 1, 3 or 4 (0 = those of the first image), not %d "
+                             "('%s')", cnn__aug_dir_who, opt->channels, dir);
+    if ((int)opt->interpolation < (int)CNN_INTERP_DEFAULT || (int)opt->interpolation > (int)CNN_INTERP_HAMMING)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
+                             "_LANCZOS, _BOX or _HAMMING) ('%s')", cnn__aug_dir_who, (int)opt->interpolation, dir);
+    return CNN_OK;
+}
+
+/* The sorted class subfolders of dir and the image files of each, files
+   [classes->n] (set as soon as allocated, so the caller frees what was listed
+   when this fails); *total counts the files. */
+static int cnn__aug_dir_list(const char *dir, int follow_links, cnn__aug_strlist *classes, cnn__aug_strlist **files,
+                             int *total) {
+    cnn__aug_strlist *fl;
+    int rc = cnn__aug_list_classes(cnn__aug_dir_who, dir, classes);
+    if (rc < 0) return rc;
+    fl = *files = (cnn__aug_strlist *)CNN_MALLOC((size_t)classes->n * sizeof *fl);
+    if (!fl) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory ('%s')", cnn__aug_dir_who, dir);
+    memset(fl, 0, (size_t)classes->n * sizeof *fl);
+    for (int ci = 0; ci < classes->n; ci++) {
+        if ((rc = cnn__aug_class_files(cnn__aug_dir_who, dir, classes->v[ci], follow_links, &fl[ci])) < 0)
+            return rc;
+        if (fl[ci].n > INT_MAX - *total)
+            return cnn_set_error(CNN_ERR_ARG, "%s: too many images in '%s'", cnn__aug_dir_who, dir);
+        *total += fl[ci].n;
+    }
+    if (*total == 0)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %d class "
+                             "folder%s of '%s'", cnn__aug_dir_who, classes->n, classes->n == 1 ? "" : "s", dir);
+    return CNN_OK;
+}
+
+/* The target size and channels *h, *w, *c: those given, or those of the first
+   readable image (stbi_info reads only its header). */
+static int cnn__aug_dir_size(const char *dir, const cnn_image_dir_opts *opt, const cnn__aug_strlist *files,
+                             int nclasses, int total, int *h, int *w, int *c) {
+    *h = opt->height;
+    *w = opt->width;
+    *c = opt->channels;
+    for (int ci = 0; ci < nclasses && (!*h || !*w || !*c); ci++)
+        for (int fi = 0; fi < files[ci].n && (!*h || !*w || !*c); fi++) {
+            int x, y, comp;
+            if (stbi_info(files[ci].v[fi], &x, &y, &comp)) {
+                if (!*h) *h = y;
+                if (!*w) *w = x;
+                if (!*c) *c = comp == 2 ? 4 : comp;
+            } else if (!opt->skip_bad) {
+                return cnn__aug_bad_image(cnn__aug_dir_who, files[ci].v[fi], 0);
+            }
+        }
+    if (!*h || !*w || !*c) return cnn__aug_none_decoded(cnn__aug_dir_who, total, dir);
+    return CNN_OK;
+}
+
+/* Decode every file into d's images, in order, with its class as its label;
+   with skip_bad a file that does not decode is skipped (with a warning), so
+   *kept may end below d->n. */
+static int cnn__aug_dir_decode(cnn_dataset *d, const cnn__aug_strlist *files, int nclasses,
+                               const cnn_image_dir_opts *opt, int *kept) {
+    const cnn_interpolation interp =
+        opt->interpolation == CNN_INTERP_DEFAULT ? CNN_INTERP_BILINEAR : opt->interpolation;
+    const size_t img_size = (size_t)d->h * (size_t)d->w * (size_t)d->c;
+    int k = 0;
+    for (int ci = 0; ci < nclasses; ci++)
+        for (int fi = 0; fi < files[ci].n; fi++) {
+            const char *path = files[ci].v[fi];
+            unsigned char *dst = d->images + (size_t)k * img_size;
+            int rc = cnn__aug_load_resized(path, d->h, d->w, d->c, interp, opt->keep_aspect_ratio, dst);
+            if (rc == CNN_ERR_MEMORY)
+                return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s' to %dx%d",
+                                     cnn__aug_dir_who, path, d->w, d->h);
+            if (rc) {
+                if ((rc = cnn__aug_bad_image(cnn__aug_dir_who, path, opt->skip_bad)) < 0) return rc;
+                continue;
+            }
+            d->labels[k++] = ci;
+        }
+    *kept = k;
+    return CNN_OK;
+}
+#endif
+
 CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_image_dir_opts *o) {
 #ifdef CNN__AUG_NO_DIRENT
     (void)o;
@@ -1526,97 +1634,20 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
 #else
     cnn_image_dir_opts opt;
     cnn__aug_strlist classes = {NULL, 0, 0};
-    cnn__aug_strlist *files = NULL;
+    cnn__aug_strlist *files = NULL; /* [classes.n] */
     cnn_dataset *d = NULL;
-    cnn_interpolation interp;
     int h, w, c, total = 0, k = 0, ok = 0;
-    size_t img_size;
 
     if (o) opt = *o;
     else memset(&opt, 0, sizeof opt);
-    if (!dir) { cnn_set_error(CNN_ERR_ARG, "%s: the folder is NULL", cnn__aug_dir_who); return NULL; }
-    if (opt.height < 0 || opt.width < 0) {
-        cnn_set_error(CNN_ERR_ARG, "%s: target size %dx%d is negative ('%s')", cnn__aug_dir_who, opt.height,
-                      opt.width, dir);
-        return NULL;
-    }
-    if (opt.channels != 0 && opt.channels != 1 && opt.channels != 3 && opt.channels != 4) {
-        cnn_set_error(CNN_ERR_ARG, "%s: channels must be 1, 3 or 4 (0 = those of the first image), not %d ('%s')",
-                      cnn__aug_dir_who, opt.channels, dir);
-        return NULL;
-    }
-    if ((int)opt.interpolation < (int)CNN_INTERP_DEFAULT || (int)opt.interpolation > (int)CNN_INTERP_HAMMING) {
-        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, _LANCZOS, "
-                      "_BOX or _HAMMING) ('%s')", cnn__aug_dir_who, (int)opt.interpolation, dir);
-        return NULL;
-    }
-    interp = opt.interpolation == CNN_INTERP_DEFAULT ? CNN_INTERP_BILINEAR : opt.interpolation;
-    if (cnn__aug_list_classes(cnn__aug_dir_who, dir, &classes) < 0) goto done;
-    files = (cnn__aug_strlist *)CNN_MALLOC((size_t)classes.n * sizeof *files);
-    if (!files) { cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory ('%s')", cnn__aug_dir_who, dir); goto done; }
-    memset(files, 0, (size_t)classes.n * sizeof *files);
-    for (int ci = 0; ci < classes.n; ci++) {
-        char *cdir = cnn__aug_join(dir, classes.v[ci]);
-        int rc = cdir ? cnn__aug_scan_images(cnn__aug_dir_who, cdir, 0, opt.follow_links, &files[ci]) : CNN_ERR_MEMORY;
-        CNN_FREE(cdir);
-        if (rc < 0) goto done;
-        if (files[ci].n > 1) qsort(files[ci].v, (size_t)files[ci].n, sizeof(char *), cnn__aug_walk_cmp);
-        if (files[ci].n > INT_MAX - total) {
-            cnn_set_error(CNN_ERR_ARG, "%s: too many images in '%s'", cnn__aug_dir_who, dir);
-            goto done;
-        }
-        total += files[ci].n;
-    }
-    if (total == 0) {
-        cnn_set_error(CNN_ERR_FORMAT, "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %d class folder%s of '%s'",
-                      cnn__aug_dir_who, classes.n, classes.n == 1 ? "" : "s", dir);
-        goto done;
-    }
-
-    /* the target size and channels: given, or those of the first readable image */
-    h = opt.height;
-    w = opt.width;
-    c = opt.channels;
-    for (int ci = 0; ci < classes.n && (!h || !w || !c); ci++)
-        for (int fi = 0; fi < files[ci].n && (!h || !w || !c); fi++) {
-            int x, y, comp;
-            if (stbi_info(files[ci].v[fi], &x, &y, &comp)) {
-                if (!h) h = y;
-                if (!w) w = x;
-                if (!c) c = comp == 2 ? 4 : comp;
-            } else if (!opt.skip_bad) {
-                cnn__aug_bad_image(cnn__aug_dir_who, files[ci].v[fi], 0);
-                goto done;
-            }
-        }
-    if (!h || !w || !c) {
-        cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", cnn__aug_dir_who,
-                      total, dir);
-        goto done;
-    }
+    if (cnn__aug_dir_check(dir, &opt)) return NULL;
+    if (cnn__aug_dir_list(dir, opt.follow_links, &classes, &files, &total) < 0) goto done;
+    if (cnn__aug_dir_size(dir, &opt, files, classes.n, total, &h, &w, &c) < 0) goto done;
     d = cnn_dataset_new(total, h, w, c, classes.n);
     if (!d) goto done;
-    img_size = (size_t)h * (size_t)w * (size_t)c;
-
-    for (int ci = 0; ci < classes.n; ci++)
-        for (int fi = 0; fi < files[ci].n; fi++) {
-            const char *path = files[ci].v[fi];
-            unsigned char *dst = d->images + (size_t)k * img_size;
-            int rc = cnn__aug_load_resized(path, h, w, c, interp, opt.keep_aspect_ratio, dst);
-            if (rc == CNN_ERR_MEMORY) {
-                cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s' to %dx%d", cnn__aug_dir_who,
-                              path, w, h);
-                goto done;
-            }
-            if (rc) {
-                if (cnn__aug_bad_image(cnn__aug_dir_who, path, opt.skip_bad) < 0) goto done;
-                continue;
-            }
-            d->labels[k++] = ci;
-        }
+    if (cnn__aug_dir_decode(d, files, classes.n, &opt, &k) < 0) goto done;
     if (k == 0) {
-        cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", cnn__aug_dir_who,
-                      total, dir);
+        cnn__aug_none_decoded(cnn__aug_dir_who, total, dir);
         goto done;
     }
     if (k < total) { /* some were skipped */
@@ -1803,18 +1834,22 @@ static void cnn__aug_format_tick(char *buf, size_t size, double v, double step, 
     else snprintf(buf, size, "%.*f", (int)ceil(-log10(step) - 1e-9), v);
 }
 
-/* One panel: axes in the box [x0, x1] x [y0, y1] (the plotting area), title
-   above, tick labels, curves of up to two series, legend. */
-static void cnn__aug_panel(cnn__aug_canvas *cv, int x0, int y0, int x1, int y1, const char *title,
-                           const double *series[2], int epochs) {
-    static const char *const labels[2] = {"train", "validation"};
-    const cnn__aug_rgb colors[2] = {{31, 119, 180}, {255, 127, 14}}; /* matplotlib C0, C1 */
-    const cnn__aug_rgb black = {0, 0, 0}, grid = {222, 222, 222}, text = {34, 34, 34}, frame = {200, 200, 200};
-    const cnn__aug_rgb white = {255, 255, 255};
-    double lo = HUGE_VAL, hi = -HUGE_VAL, xlo, xhi, step, vmax, pad;
-    char buf[48];
-    int n_series = 0;
+/* A panel's plotting area [x0, x1] x [y0, y1] in pixels and the ranges it
+   shows: epochs xlo..xhi across, values lo..hi up. */
+typedef struct cnn__aug_plot {
+    int x0, y0, x1, y1;
+    double xlo, xhi, lo, hi;
+} cnn__aug_plot;
+/* an epoch and a value of plot p as pixel coordinates */
+#define CNN__AUG_X(p, v) ((p)->x0 + ((v) - (p)->xlo) / ((p)->xhi - (p)->xlo) * ((p)->x1 - (p)->x0))
+#define CNN__AUG_Y(p, v) ((p)->y1 - ((v) - (p)->lo) / ((p)->hi - (p)->lo) * ((p)->y1 - (p)->y0))
 
+/* The value range p->lo..p->hi of the finite values of the series, padded by
+   5% each side (a flat line: by 5% of its value) as matplotlib pads, and *vmax,
+   the larger of their magnitudes; returns how many series there are. */
+static int cnn__aug_panel_range(const double *series[2], int epochs, cnn__aug_plot *p, double *vmax) {
+    double lo = HUGE_VAL, hi = -HUGE_VAL, pad;
+    int n_series = 0;
     for (int s = 0; s < 2; s++)
         if (series[s]) {
             n_series++;
@@ -1825,21 +1860,87 @@ static void cnn__aug_panel(cnn__aug_canvas *cv, int x0, int y0, int x1, int y1, 
                 }
         }
     if (lo > hi) { lo = 0; hi = 1; } /* nothing to show */
-    vmax = fabs(lo) > fabs(hi) ? fabs(lo) : fabs(hi);
-    if (hi - lo <= 1e-9 * (vmax > 1 ? vmax : 1)) pad = vmax > 0 ? vmax * 0.05 : 0.05;
+    *vmax = fabs(lo) > fabs(hi) ? fabs(lo) : fabs(hi);
+    if (hi - lo <= 1e-9 * (*vmax > 1 ? *vmax : 1)) pad = *vmax > 0 ? *vmax * 0.05 : 0.05;
     else pad = (hi - lo) * 0.05;
-    lo -= pad;
-    hi += pad;
-    xlo = epochs > 1 ? 1 - (epochs - 1) * 0.05 : 0.5;
-    xhi = epochs > 1 ? epochs + (epochs - 1) * 0.05 : 1.5;
-#define CNN__AUG_X(v) (x0 + ((v) - xlo) / (xhi - xlo) * (x1 - x0))
-#define CNN__AUG_Y(v) (y1 - ((v) - lo) / (hi - lo) * (y1 - y0))
+    p->lo = lo - pad;
+    p->hi = hi + pad;
+    return n_series;
+}
+
+/* The curves: segments between consecutive finite values, dots when few epochs. */
+static void cnn__aug_panel_curves(cnn__aug_canvas *cv, const cnn__aug_plot *p, const double *series[2], int epochs,
+                                  const cnn__aug_rgb colors[2]) {
+    for (int s = 0; s < 2; s++) {
+        const double *v = series[s];
+        if (!v) continue;
+        for (int e = 0; e < epochs; e++) {
+            if (!cnn__aug_finite(v[e])) continue;
+            double x = CNN__AUG_X(p, e + 1), y = CNN__AUG_Y(p, v[e]);
+            if (e + 1 < epochs && cnn__aug_finite(v[e + 1]))
+                cnn__aug_segment(cv, x, y, CNN__AUG_X(p, e + 2), CNN__AUG_Y(p, v[e + 1]), 1.0, colors[s]);
+            if (epochs <= 40 || e == 0 || !cnn__aug_finite(v[e - 1]))
+                cnn__aug_segment(cv, x, y, x, y, epochs <= 40 ? 2.5 : 1.5, colors[s]);
+        }
+    }
+}
+
+/* The legend of n_series (> 0) series, in the corner that covers the fewest
+   points (matplotlib's "best"). */
+static void cnn__aug_panel_legend(cnn__aug_canvas *cv, const cnn__aug_plot *p, const double *series[2], int epochs,
+                                  int n_series, const cnn__aug_rgb colors[2], cnn__aug_rgb text) {
+    static const char *const labels[2] = {"train", "validation"};
+    const cnn__aug_rgb frame = {200, 200, 200}, white = {255, 255, 255};
+    const int x0 = p->x0, y0 = p->y0, x1 = p->x1, y1 = p->y1;
+    int bw = 8 + 24 + 6 + cnn__aug_text_width(series[1] ? labels[1] : labels[0], 1) + 8;
+    int bh = 8 + 14 * n_series, best = 0, best_count = INT_MAX, bx, by, row = 0;
+    for (int corner = 0; corner < 4; corner++) { /* upper right, lower right, upper left, lower left */
+        int cx = corner < 2 ? x1 - 8 - bw : x0 + 8, cy = corner % 2 ? y1 - 8 - bh : y0 + 8, count = 0;
+        for (int s = 0; s < 2; s++)
+            for (int e = 0; series[s] && e < epochs; e++)
+                if (cnn__aug_finite(series[s][e])) {
+                    double x = CNN__AUG_X(p, e + 1), y = CNN__AUG_Y(p, series[s][e]);
+                    count += x >= cx - 4 && x <= cx + bw + 4 && y >= cy - 4 && y <= cy + bh + 4;
+                }
+        if (count < best_count) { best_count = count; best = corner; }
+    }
+    bx = best < 2 ? x1 - 8 - bw : x0 + 8;
+    by = best % 2 ? y1 - 8 - bh : y0 + 8;
+    cnn__aug_fill(cv, bx, by, bx + bw, by + bh, frame);
+    cnn__aug_fill(cv, bx + 1, by + 1, bx + bw - 1, by + bh - 1, white);
+    for (int s = 0; s < 2; s++) {
+        int ly = by + 4 + 14 * row + 7;
+        if (!series[s]) continue;
+        cnn__aug_segment(cv, bx + 8, ly, bx + 32, ly, 1.0, colors[s]);
+        cnn__aug_text(cv, bx + 38, ly - 4, labels[s], 1, text);
+        row++;
+    }
+}
+
+/* One panel: axes in the box [x0, x1] x [y0, y1] (the plotting area), title
+   above, tick labels, curves of up to two series, legend. */
+static void cnn__aug_panel(cnn__aug_canvas *cv, int x0, int y0, int x1, int y1, const char *title,
+                           const double *series[2], int epochs) {
+    const cnn__aug_rgb colors[2] = {{31, 119, 180}, {255, 127, 14}}; /* matplotlib C0, C1 */
+    const cnn__aug_rgb black = {0, 0, 0}, grid = {222, 222, 222}, text = {34, 34, 34};
+    cnn__aug_plot pl;
+    double step, vmax;
+    char buf[48];
+    int n_series;
+
+    pl.x0 = x0;
+    pl.y0 = y0;
+    pl.x1 = x1;
+    pl.y1 = y1;
+    n_series = cnn__aug_panel_range(series, epochs, &pl, &vmax);
+    pl.xlo = epochs > 1 ? 1 - (epochs - 1) * 0.05 : 0.5;
+    pl.xhi = epochs > 1 ? epochs + (epochs - 1) * 0.05 : 1.5;
 
     /* y grid, ticks and labels */
-    step = cnn__aug_nice_step((hi - lo) / 5);
-    for (double k = ceil(lo / step); k * step <= hi; k++) {
+    step = cnn__aug_nice_step((pl.hi - pl.lo) / 5);
+    for (double k = ceil(pl.lo / step); k * step <= pl.hi; k++) {
         double v = fabs(k) < 0.5 ? 0 : k * step;
-        int y = (int)floor(CNN__AUG_Y(v) + 0.5);
+        int y = (int)floor(CNN__AUG_Y(&pl, v) + 0.5);
         cnn__aug_fill(cv, x0 + 1, y, x1, y + 1, grid);
         cnn__aug_fill(cv, x0 - 5, y, x0, y + 1, black);
         cnn__aug_format_tick(buf, sizeof buf, v, step, vmax);
@@ -1848,8 +1949,8 @@ static void cnn__aug_panel(cnn__aug_canvas *cv, int x0, int y0, int x1, int y1, 
     /* x grid, ticks and labels (whole epochs, 1-based) */
     step = epochs > 1 ? cnn__aug_nice_step((epochs - 1) / 8.0) : 1;
     if (step < 1) step = 1;
-    for (double k = ceil((xlo > 1 ? xlo : 1) / step); k * step <= xhi; k++) { /* epochs start at 1 */
-        int x = (int)floor(CNN__AUG_X(k * step) + 0.5);
+    for (double k = ceil((pl.xlo > 1 ? pl.xlo : 1) / step); k * step <= pl.xhi; k++) { /* epochs start at 1 */
+        int x = (int)floor(CNN__AUG_X(&pl, k * step) + 0.5);
         cnn__aug_fill(cv, x, y0, x + 1, y1, grid);
         cnn__aug_fill(cv, x, y1 + 1, x + 1, y1 + 6, black);
         snprintf(buf, sizeof buf, "%.0f", k * step);
@@ -1858,54 +1959,16 @@ static void cnn__aug_panel(cnn__aug_canvas *cv, int x0, int y0, int x1, int y1, 
     cnn__aug_text(cv, (x0 + x1 - cnn__aug_text_width("epoch", 1)) / 2, y1 + 26, "epoch", 1, text);
     cnn__aug_text(cv, (x0 + x1 - cnn__aug_text_width(title, 2)) / 2, y0 - 28, title, 2, text);
 
-    /* curves: segments between consecutive finite values, dots when few epochs */
-    for (int s = 0; s < 2; s++) {
-        const double *v = series[s];
-        if (!v) continue;
-        for (int e = 0; e < epochs; e++) {
-            if (!cnn__aug_finite(v[e])) continue;
-            double x = CNN__AUG_X(e + 1), y = CNN__AUG_Y(v[e]);
-            if (e + 1 < epochs && cnn__aug_finite(v[e + 1]))
-                cnn__aug_segment(cv, x, y, CNN__AUG_X(e + 2), CNN__AUG_Y(v[e + 1]), 1.0, colors[s]);
-            if (epochs <= 40 || e == 0 || !cnn__aug_finite(v[e - 1]))
-                cnn__aug_segment(cv, x, y, x, y, epochs <= 40 ? 2.5 : 1.5, colors[s]);
-        }
-    }
+    cnn__aug_panel_curves(cv, &pl, series, epochs, colors);
     /* the frame */
     cnn__aug_fill(cv, x0, y0, x1 + 1, y0 + 1, black);
     cnn__aug_fill(cv, x0, y1, x1 + 1, y1 + 1, black);
     cnn__aug_fill(cv, x0, y0, x0 + 1, y1 + 1, black);
     cnn__aug_fill(cv, x1, y0, x1 + 1, y1 + 1, black);
-
-    /* legend in the corner that covers the fewest points (matplotlib's "best") */
-    if (n_series) {
-        int bw = 8 + 24 + 6 + cnn__aug_text_width(series[1] ? labels[1] : labels[0], 1) + 8;
-        int bh = 8 + 14 * n_series, best = 0, best_count = INT_MAX, bx, by, row = 0;
-        for (int corner = 0; corner < 4; corner++) { /* upper right, lower right, upper left, lower left */
-            int cx = corner < 2 ? x1 - 8 - bw : x0 + 8, cy = corner % 2 ? y1 - 8 - bh : y0 + 8, count = 0;
-            for (int s = 0; s < 2; s++)
-                for (int e = 0; series[s] && e < epochs; e++)
-                    if (cnn__aug_finite(series[s][e])) {
-                        double x = CNN__AUG_X(e + 1), y = CNN__AUG_Y(series[s][e]);
-                        count += x >= cx - 4 && x <= cx + bw + 4 && y >= cy - 4 && y <= cy + bh + 4;
-                    }
-            if (count < best_count) { best_count = count; best = corner; }
-        }
-        bx = best < 2 ? x1 - 8 - bw : x0 + 8;
-        by = best % 2 ? y1 - 8 - bh : y0 + 8;
-        cnn__aug_fill(cv, bx, by, bx + bw, by + bh, frame);
-        cnn__aug_fill(cv, bx + 1, by + 1, bx + bw - 1, by + bh - 1, white);
-        for (int s = 0; s < 2; s++) {
-            int ly = by + 4 + 14 * row + 7;
-            if (!series[s]) continue;
-            cnn__aug_segment(cv, bx + 8, ly, bx + 32, ly, 1.0, colors[s]);
-            cnn__aug_text(cv, bx + 38, ly - 4, labels[s], 1, text);
-            row++;
-        }
-    }
+    if (n_series) cnn__aug_panel_legend(cv, &pl, series, epochs, n_series, colors, text);
+}
 #undef CNN__AUG_X
 #undef CNN__AUG_Y
-}
 
 CNN__AUG_IMPL int cnn_history_plot_png(const cnn_history *h, const char *path) {
     enum { W = 1000, H = 400, PANEL = W / 2 };
@@ -2030,6 +2093,118 @@ static int cnn__idg_is_random(const cnn_datagen *g) {
            o->brightness_range[0] != 0 || o->brightness_range[1] != 0 || o->horizontal_flip || o->vertical_flip;
 }
 
+/* The zoom factors' bounds *lo..*hi from zoom_range, in either of Keras' forms:
+   a float z (1-z .. 1+z) or a pair. */
+static int cnn__idg_check_zoom(const cnn_datagen_opts *op, const char *who, double *lo, double *hi) {
+    if (!cnn__aug_finite(op->zoom_range[0]) || !cnn__aug_finite(op->zoom_range[1]))
+        return cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} is not finite", who, (double)op->zoom_range[0],
+                             (double)op->zoom_range[1]);
+    if (op->zoom_range[1] == 0) { /* the float form z: [1-z, 1+z] */
+        if (!(op->zoom_range[0] >= 0 && op->zoom_range[0] < 1))
+            return cnn_set_error(CNN_ERR_ARG, "%s: zoom_range %g must be in [0, 1): zoom factors 1-z .. 1+z must "
+                                 "stay > 0 (or give {lo, hi} with 0 < lo <= hi)", who, (double)op->zoom_range[0]);
+        *lo = 1.0 - op->zoom_range[0];
+        *hi = 1.0 + op->zoom_range[0];
+    } else {
+        if (!(op->zoom_range[0] > 0 && op->zoom_range[1] >= op->zoom_range[0]))
+            return cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} must have 0 < lo <= hi (zoom factors <= 0 "
+                                 "are not images)", who, (double)op->zoom_range[0], (double)op->zoom_range[1]);
+        *lo = op->zoom_range[0];
+        *hi = op->zoom_range[1];
+    }
+    return CNN_OK;
+}
+
+/* The shifts: each axis in at most one of its three forms (_range, _int, _list). */
+static int cnn__idg_check_shifts(const cnn_datagen_opts *op, const char *who) {
+    if (op->width_shift_int < 0 || op->height_shift_int < 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: %s %d must be >= 0", who, op->width_shift_int < 0 ?
+                             "width_shift_int" : "height_shift_int",
+                             op->width_shift_int < 0 ? op->width_shift_int : op->height_shift_int);
+    for (int axis = 0; axis < 2; axis++) {
+        const char *name = axis ? "height_shift" : "width_shift";
+        const float *list = axis ? op->height_shift_list : op->width_shift_list;
+        const int len = axis ? op->height_shift_list_len : op->width_shift_list_len;
+        const int forms = ((axis ? op->height_shift_range : op->width_shift_range) != 0) +
+                          ((axis ? op->height_shift_int : op->width_shift_int) != 0) + (len != 0);
+        if (len < 0 || len > CNN_SHIFT_LIST_MAX)
+            return cnn_set_error(CNN_ERR_ARG, "%s: %s_list_len %d must be 0..%d", who, name, len,
+                                 CNN_SHIFT_LIST_MAX);
+        for (int i = 0; i < len; i++)
+            if (!cnn__aug_finite(list[i]))
+                return cnn_set_error(CNN_ERR_ARG, "%s: %s_list[%d] is not finite", who, name, i);
+        if (forms > 1)
+            return cnn_set_error(CNN_ERR_ARG, "%s: give %s as one of _range, _int or _list, not %d of them", who,
+                                 name, forms);
+    }
+    return CNN_OK;
+}
+
+/* Every option of cnn_datagen_new, checked in a fixed order (the first bad one
+   is the one reported); *zoom_lo..*zoom_hi as cnn__idg_check_zoom. */
+static int cnn__idg_check_opts(const cnn_datagen_opts *op, const char *who, double *zoom_lo, double *zoom_hi) {
+    int rc;
+    if ((rc = cnn__idg_range(who, "rotation_range", op->rotation_range)) ||
+        (rc = cnn__idg_range(who, "width_shift_range", op->width_shift_range)) ||
+        (rc = cnn__idg_range(who, "height_shift_range", op->height_shift_range)) ||
+        (rc = cnn__idg_range(who, "shear_range", op->shear_range)) ||
+        (rc = cnn__idg_range(who, "channel_shift_range", op->channel_shift_range)) ||
+        (rc = cnn__idg_range(who, "zca_epsilon", op->zca_epsilon)))
+        return rc;
+    if ((rc = cnn__idg_check_zoom(op, who, zoom_lo, zoom_hi))) return rc;
+    if ((op->brightness_range[0] != 0 || op->brightness_range[1] != 0) &&
+        !(op->brightness_range[0] >= 0 && op->brightness_range[1] >= op->brightness_range[0] &&
+          cnn__aug_finite(op->brightness_range[1])))
+        return cnn_set_error(CNN_ERR_ARG, "%s: brightness_range {%g, %g} must have 0 <= lo <= hi", who,
+                             (double)op->brightness_range[0], (double)op->brightness_range[1]);
+    if ((int)op->fill_mode < (int)CNN_FILL_NEAREST || (int)op->fill_mode > (int)CNN_FILL_WRAP)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown fill_mode %d (CNN_FILL_NEAREST, CNN_FILL_CONSTANT, "
+                             "CNN_FILL_REFLECT or CNN_FILL_WRAP)", who, (int)op->fill_mode);
+    if ((int)op->interpolation < (int)CNN_INTERP_DEFAULT || (int)op->interpolation > (int)CNN_INTERP_HAMMING)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_BILINEAR or "
+                             "CNN_INTERP_NEAREST)", who, (int)op->interpolation);
+    if ((int)op->interpolation > (int)CNN_INTERP_BILINEAR) { /* Keras' transforms are scipy's orders 0 and 1 */
+        static const char *const names[] = {"bicubic", "lanczos", "box", "hamming"};
+        return cnn_set_error(CNN_ERR_ARG, "%s: interpolation %s is for resizing files (flow_from_directory, "
+                             "cnn_load_image); the transforms take CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST", who,
+                             names[(int)op->interpolation - (int)CNN_INTERP_BICUBIC]);
+    }
+    if (!cnn__aug_finite(op->cval) || !cnn__aug_finite(op->rescale))
+        return cnn_set_error(CNN_ERR_ARG, "%s: %s %g is not finite", who,
+                             cnn__aug_finite(op->cval) ? "rescale" : "cval",
+                             (double)(cnn__aug_finite(op->cval) ? op->rescale : op->cval));
+    if (!(op->validation_split >= 0 && op->validation_split < 1))
+        return cnn_set_error(CNN_ERR_ARG, "%s: validation_split %g must be in [0, 1)", who,
+                             (double)op->validation_split);
+    return cnn__idg_check_shifts(op, who);
+}
+
+/* The defaults of zero options, then Keras' adjustments with its warnings: ZCA
+   implies centring and replaces std normalization; std normalization implies
+   centring. */
+static void cnn__idg_keras_adjust(cnn_datagen_opts *op, const char *who) {
+    if (op->zca_epsilon == 0) op->zca_epsilon = 1e-6f;
+    if (op->interpolation == CNN_INTERP_DEFAULT) op->interpolation = CNN_INTERP_BILINEAR;
+    if (op->zca_whitening && !op->featurewise_center) {
+        fprintf(stderr, "%s: warning: zca_whitening turns featurewise_center on (as Keras does)\n", who);
+        op->featurewise_center = 1;
+    }
+    if (op->zca_whitening && op->featurewise_std_normalization) {
+        fprintf(stderr, "%s: warning: zca_whitening turns featurewise_std_normalization off (as Keras does)\n", who);
+        op->featurewise_std_normalization = 0;
+    }
+    if (op->featurewise_std_normalization && !op->featurewise_center) {
+        fprintf(stderr, "%s: warning: featurewise_std_normalization turns featurewise_center on (as Keras does)\n",
+                who);
+        op->featurewise_center = 1;
+    }
+    if (op->samplewise_std_normalization && !op->samplewise_center) {
+        fprintf(stderr, "%s: warning: samplewise_std_normalization turns samplewise_center on (as Keras does)\n",
+                who);
+        op->samplewise_center = 1;
+    }
+}
+
 CNN__AUG_IMPL cnn_datagen *cnn_datagen_new_opt(const cnn_datagen_opts *o) {
     static const char who[] = "cnn_datagen_new";
     cnn_datagen_opts op;
@@ -2037,115 +2212,8 @@ CNN__AUG_IMPL cnn_datagen *cnn_datagen_new_opt(const cnn_datagen_opts *o) {
     double lo = 1, hi = 1;
     if (o) op = *o;
     else memset(&op, 0, sizeof op);
-    if (cnn__idg_range(who, "rotation_range", op.rotation_range) ||
-        cnn__idg_range(who, "width_shift_range", op.width_shift_range) ||
-        cnn__idg_range(who, "height_shift_range", op.height_shift_range) ||
-        cnn__idg_range(who, "shear_range", op.shear_range) ||
-        cnn__idg_range(who, "channel_shift_range", op.channel_shift_range) ||
-        cnn__idg_range(who, "zca_epsilon", op.zca_epsilon))
-        return NULL;
-    if (!cnn__aug_finite(op.zoom_range[0]) || !cnn__aug_finite(op.zoom_range[1])) {
-        cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} is not finite", who, (double)op.zoom_range[0],
-                      (double)op.zoom_range[1]);
-        return NULL;
-    }
-    if (op.zoom_range[1] == 0) { /* the float form z: [1-z, 1+z] */
-        if (!(op.zoom_range[0] >= 0 && op.zoom_range[0] < 1)) {
-            cnn_set_error(CNN_ERR_ARG, "%s: zoom_range %g must be in [0, 1): zoom factors 1-z .. 1+z must stay > 0 "
-                          "(or give {lo, hi} with 0 < lo <= hi)", who, (double)op.zoom_range[0]);
-            return NULL;
-        }
-        lo = 1.0 - op.zoom_range[0];
-        hi = 1.0 + op.zoom_range[0];
-    } else {
-        if (!(op.zoom_range[0] > 0 && op.zoom_range[1] >= op.zoom_range[0])) {
-            cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} must have 0 < lo <= hi (zoom factors <= 0 are "
-                          "not images)", who, (double)op.zoom_range[0], (double)op.zoom_range[1]);
-            return NULL;
-        }
-        lo = op.zoom_range[0];
-        hi = op.zoom_range[1];
-    }
-    if ((op.brightness_range[0] != 0 || op.brightness_range[1] != 0) &&
-        !(op.brightness_range[0] >= 0 && op.brightness_range[1] >= op.brightness_range[0] &&
-          cnn__aug_finite(op.brightness_range[1]))) {
-        cnn_set_error(CNN_ERR_ARG, "%s: brightness_range {%g, %g} must have 0 <= lo <= hi", who,
-                      (double)op.brightness_range[0], (double)op.brightness_range[1]);
-        return NULL;
-    }
-    if ((int)op.fill_mode < (int)CNN_FILL_NEAREST || (int)op.fill_mode > (int)CNN_FILL_WRAP) {
-        cnn_set_error(CNN_ERR_ARG, "%s: unknown fill_mode %d (CNN_FILL_NEAREST, CNN_FILL_CONSTANT, CNN_FILL_REFLECT "
-                      "or CNN_FILL_WRAP)", who, (int)op.fill_mode);
-        return NULL;
-    }
-    if ((int)op.interpolation < (int)CNN_INTERP_DEFAULT || (int)op.interpolation > (int)CNN_INTERP_HAMMING) {
-        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST)", who,
-                      (int)op.interpolation);
-        return NULL;
-    }
-    if ((int)op.interpolation > (int)CNN_INTERP_BILINEAR) { /* Keras' transforms are scipy's orders 0 and 1 */
-        static const char *const names[] = {"bicubic", "lanczos", "box", "hamming"};
-        cnn_set_error(CNN_ERR_ARG, "%s: interpolation %s is for resizing files (flow_from_directory, "
-                      "cnn_load_image); the transforms take CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST", who,
-                      names[(int)op.interpolation - (int)CNN_INTERP_BICUBIC]);
-        return NULL;
-    }
-    if (!cnn__aug_finite(op.cval) || !cnn__aug_finite(op.rescale)) {
-        cnn_set_error(CNN_ERR_ARG, "%s: %s %g is not finite", who, cnn__aug_finite(op.cval) ? "rescale" : "cval",
-                      (double)(cnn__aug_finite(op.cval) ? op.rescale : op.cval));
-        return NULL;
-    }
-    if (!(op.validation_split >= 0 && op.validation_split < 1)) {
-        cnn_set_error(CNN_ERR_ARG, "%s: validation_split %g must be in [0, 1)", who, (double)op.validation_split);
-        return NULL;
-    }
-    if (op.width_shift_int < 0 || op.height_shift_int < 0) {
-        cnn_set_error(CNN_ERR_ARG, "%s: %s %d must be >= 0", who, op.width_shift_int < 0 ? "width_shift_int" :
-                      "height_shift_int", op.width_shift_int < 0 ? op.width_shift_int : op.height_shift_int);
-        return NULL;
-    }
-    for (int axis = 0; axis < 2; axis++) {
-        const char *name = axis ? "height_shift" : "width_shift";
-        const float *list = axis ? op.height_shift_list : op.width_shift_list;
-        const int len = axis ? op.height_shift_list_len : op.width_shift_list_len;
-        const int forms = ((axis ? op.height_shift_range : op.width_shift_range) != 0) +
-                          ((axis ? op.height_shift_int : op.width_shift_int) != 0) + (len != 0);
-        if (len < 0 || len > CNN_SHIFT_LIST_MAX) {
-            cnn_set_error(CNN_ERR_ARG, "%s: %s_list_len %d must be 0..%d", who, name, len, CNN_SHIFT_LIST_MAX);
-            return NULL;
-        }
-        for (int i = 0; i < len; i++)
-            if (!cnn__aug_finite(list[i])) {
-                cnn_set_error(CNN_ERR_ARG, "%s: %s_list[%d] is not finite", who, name, i);
-                return NULL;
-            }
-        if (forms > 1) {
-            cnn_set_error(CNN_ERR_ARG, "%s: give %s as one of _range, _int or _list, not %d of them", who, name, forms);
-            return NULL;
-        }
-    }
-    if (op.zca_epsilon == 0) op.zca_epsilon = 1e-6f;
-    if (op.interpolation == CNN_INTERP_DEFAULT) op.interpolation = CNN_INTERP_BILINEAR;
-    /* Keras' adjustments, with its warnings: ZCA implies centring and replaces
-       std normalization; std normalization implies centring */
-    if (op.zca_whitening && !op.featurewise_center) {
-        fprintf(stderr, "%s: warning: zca_whitening turns featurewise_center on (as Keras does)\n", who);
-        op.featurewise_center = 1;
-    }
-    if (op.zca_whitening && op.featurewise_std_normalization) {
-        fprintf(stderr, "%s: warning: zca_whitening turns featurewise_std_normalization off (as Keras does)\n", who);
-        op.featurewise_std_normalization = 0;
-    }
-    if (op.featurewise_std_normalization && !op.featurewise_center) {
-        fprintf(stderr, "%s: warning: featurewise_std_normalization turns featurewise_center on (as Keras does)\n",
-                who);
-        op.featurewise_center = 1;
-    }
-    if (op.samplewise_std_normalization && !op.samplewise_center) {
-        fprintf(stderr, "%s: warning: samplewise_std_normalization turns samplewise_center on (as Keras does)\n",
-                who);
-        op.samplewise_center = 1;
-    }
+    if (cnn__idg_check_opts(&op, who, &lo, &hi)) return NULL;
+    cnn__idg_keras_adjust(&op, who);
     g = (cnn_datagen *)CNN_MALLOC(sizeof *g);
     if (!g) {
         cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
@@ -2846,14 +2914,13 @@ CNN__AUG_IMPL int cnn_datagen_standardize(const cnn_datagen *g, float *x, int n,
 /* ImageDataGenerator: fit (statistics, ZCA)                                */
 /* ======================================================================== */
 
-/* Symmetric eigendecomposition (Householder tridiagonalisation, then the
-   implicit QL method; EISPACK's tred2/tql2). On entry v [n][n] holds the
-   symmetric matrix; on return z [n][n] holds the eigenvectors as ROWS and d [n]
-   the eigenvalues. e [n] is scratch. Returns 0, or -1 if QL did not converge. */
-static int cnn__idg_eigen(double *v, double *z, double *d, double *e, int n) {
-#define V_(i, j) v[(size_t)(i) * (size_t)n + (size_t)(j)]
+/* Householder reduction of the symmetric v [n][n] to tridiagonal form (tred2's
+   first half): e[1..n-1] gets the sub-diagonal, d[1..n-1] each step's scale h,
+   and v the Householder vectors that cnn__idg_tridiag_vectors accumulates. */
+#define V_(i, j) v[(size_t)(i) * (size_t)n + (size_t)(j)] /* element (i, j) of v [n][n], in both halves */
+static void cnn__idg_householder(double *v, double *d, double *e, int n) {
     for (int j = 0; j < n; j++) d[j] = V_(n - 1, j);
-    for (int i = n - 1; i > 0; i--) { /* Householder reduction to tridiagonal form */
+    for (int i = n - 1; i > 0; i--) {
         double scale = 0, h = 0;
         for (int k = 0; k < i; k++) scale += fabs(d[k]);
         if (scale == 0) {
@@ -2903,7 +2970,12 @@ static int cnn__idg_eigen(double *v, double *z, double *d, double *e, int n) {
         }
         d[i] = h;
     }
-    for (int i = 0; i < n - 1; i++) { /* accumulate the transformations */
+}
+
+/* tred2's second half: accumulate the transformations in v [n][n] into the
+   orthogonal matrix that tridiagonalises, leaving the diagonal in d [n]. */
+static void cnn__idg_tridiag_vectors(double *v, double *d, int n) {
+    for (int i = 0; i < n - 1; i++) {
         double h;
         V_(n - 1, i) = V_(i, i);
         V_(i, i) = 1;
@@ -2923,63 +2995,78 @@ static int cnn__idg_eigen(double *v, double *z, double *d, double *e, int n) {
         V_(n - 1, j) = 0;
     }
     V_(n - 1, n - 1) = 1;
+}
+#undef V_
+
+/* tql2: the implicit QL method on the tridiagonal matrix (diagonal d [n],
+   sub-diagonal e[1..n-1]), applying its rotations to the vectors, the ROWS of
+   z [n][n]. On return d holds the eigenvalues. Returns 0, or -1 if an
+   eigenvalue took over 60 iterations. */
+static int cnn__idg_ql(double *z, double *d, double *e, int n) {
+    double f = 0, tst1 = 0;
+    const double eps = 2.220446049250313e-16;
+    for (int i = 1; i < n; i++) e[i - 1] = e[i];
+    e[n - 1] = 0;
+    for (int l = 0; l < n; l++) {
+        int m = l, iter = 0;
+        tst1 = fmax(tst1, fabs(d[l]) + fabs(e[l]));
+        while (m < n - 1 && fabs(e[m]) > eps * tst1) m++;
+        if (m > l) {
+            do {
+                double g = d[l], p = (d[l + 1] - g) / (2.0 * e[l]), r = hypot(p, 1.0), dl1, h, c = 1, c2 = 1,
+                       c3 = 1, el1, s = 0, s2 = 0;
+                if (++iter > 60) return -1;
+                if (p < 0) r = -r;
+                d[l] = e[l] / (p + r);
+                d[l + 1] = e[l] * (p + r);
+                dl1 = d[l + 1];
+                h = g - d[l];
+                for (int i = l + 2; i < n; i++) d[i] -= h;
+                f += h;
+                p = d[m];
+                el1 = e[l + 1];
+                for (int i = m - 1; i >= l; i--) {
+                    double *zi = z + (size_t)i * n, *zi1 = zi + n;
+                    c3 = c2;
+                    c2 = c;
+                    s2 = s;
+                    g = c * e[i];
+                    h = c * p;
+                    r = hypot(p, e[i]);
+                    e[i + 1] = s * r;
+                    s = e[i] / r;
+                    c = p / r;
+                    p = c * d[i] - s * g;
+                    d[i + 1] = h + s * (c * g + s * d[i]);
+                    for (int k = 0; k < n; k++) {
+                        double t = zi1[k];
+                        zi1[k] = s * zi[k] + c * t;
+                        zi[k] = c * zi[k] - s * t;
+                    }
+                }
+                p = -s * s2 * c3 * el1 * e[l] / dl1;
+                e[l] = s * p;
+                d[l] = c * p;
+            } while (fabs(e[l]) > eps * tst1);
+        }
+        d[l] += f;
+        e[l] = 0;
+    }
+    return 0;
+}
+
+/* Symmetric eigendecomposition (Householder tridiagonalisation, then the
+   implicit QL method; EISPACK's tred2/tql2). On entry v [n][n] holds the
+   symmetric matrix; on return z [n][n] holds the eigenvectors as ROWS and d [n]
+   the eigenvalues. e [n] is scratch. Returns 0, or -1 if QL did not converge. */
+static int cnn__idg_eigen(double *v, double *z, double *d, double *e, int n) {
+    cnn__idg_householder(v, d, e, n);
+    cnn__idg_tridiag_vectors(v, d, n);
     e[0] = 0;
     /* z = v transposed: QL's rotations then touch two contiguous rows */
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) z[(size_t)j * n + i] = V_(i, j);
-#undef V_
-    for (int i = 1; i < n; i++) e[i - 1] = e[i];
-    e[n - 1] = 0;
-    {
-        double f = 0, tst1 = 0;
-        const double eps = 2.220446049250313e-16;
-        for (int l = 0; l < n; l++) {
-            int m = l, iter = 0;
-            tst1 = fmax(tst1, fabs(d[l]) + fabs(e[l]));
-            while (m < n - 1 && fabs(e[m]) > eps * tst1) m++;
-            if (m > l) {
-                do {
-                    double g = d[l], p = (d[l + 1] - g) / (2.0 * e[l]), r = hypot(p, 1.0), dl1, h, c = 1, c2 = 1,
-                           c3 = 1, el1, s = 0, s2 = 0;
-                    if (++iter > 60) return -1;
-                    if (p < 0) r = -r;
-                    d[l] = e[l] / (p + r);
-                    d[l + 1] = e[l] * (p + r);
-                    dl1 = d[l + 1];
-                    h = g - d[l];
-                    for (int i = l + 2; i < n; i++) d[i] -= h;
-                    f += h;
-                    p = d[m];
-                    el1 = e[l + 1];
-                    for (int i = m - 1; i >= l; i--) {
-                        double *zi = z + (size_t)i * n, *zi1 = zi + n;
-                        c3 = c2;
-                        c2 = c;
-                        s2 = s;
-                        g = c * e[i];
-                        h = c * p;
-                        r = hypot(p, e[i]);
-                        e[i + 1] = s * r;
-                        s = e[i] / r;
-                        c = p / r;
-                        p = c * d[i] - s * g;
-                        d[i + 1] = h + s * (c * g + s * d[i]);
-                        for (int k = 0; k < n; k++) {
-                            double t = zi1[k];
-                            zi1[k] = s * zi[k] + c * t;
-                            zi[k] = c * zi[k] - s * t;
-                        }
-                    }
-                    p = -s * s2 * c3 * el1 * e[l] / dl1;
-                    e[l] = s * p;
-                    d[l] = c * p;
-                } while (fabs(e[l]) > eps * tst1);
-            }
-            d[l] += f;
-            e[l] = 0;
-        }
-    }
-    return 0;
+        for (int j = 0; j < n; j++) z[(size_t)j * n + i] = v[(size_t)i * (size_t)n + (size_t)j];
+    return cnn__idg_ql(z, d, e, n);
 }
 
 /* sigma (upper triangle) += xt^T xt over nb of the B columns of xt [n][B] */
@@ -3118,9 +3205,89 @@ static void cnn__idg_fit_image(const cnn_datagen *g, const unsigned char *x8, co
     }
 }
 
+enum { CNN__IDG_FIT_B = 32 }; /* images per rank-B update of fit's covariance */
+
+/* fit's buffers. ZCA's covariance comes from all the centred images (gram:
+   fewer images than values per image) or is summed B images at a time. */
+typedef struct cnn__idg_fitbuf {
+    double *sum, *ss;  /* [c]: per channel, sums of the values and of the squared deviations */
+    float *img, *tmp;  /* [h][w][c]: the image fit sees, and the image before its transform */
+    float *mean, *std; /* [c] */
+    float *pc;         /* [per][per]: the ZCA matrix */
+    double *sigma;     /* [per][per]: the covariance (not gram) */
+    double *xt;        /* [per][B]: the centred images of the next rank-B update (not gram) */
+    double *xall;      /* [N][per]: the centred images (gram) */
+} cnn__idg_fitbuf;
+
+static void cnn__idg_fitbuf_free(cnn__idg_fitbuf *b) {
+    CNN_FREE(b->sum);
+    CNN_FREE(b->ss);
+    CNN_FREE(b->img);
+    CNN_FREE(b->tmp);
+    CNN_FREE(b->mean);
+    CNN_FREE(b->std);
+    CNN_FREE(b->sigma);
+    CNN_FREE(b->xt);
+    CNN_FREE(b->xall);
+    CNN_FREE(b->pc);
+}
+
+/* fit's buffers for images of per values, c channels, N of them in all (b
+   zeroed on entry; whatever was allocated stays in b when this fails). */
+static int cnn__idg_fit_alloc(cnn__idg_fitbuf *b, int c, size_t per, double N, int zca, int gram, const char *who) {
+    b->sum = (double *)CNN_MALLOC((size_t)c * sizeof(double));
+    b->ss = (double *)CNN_MALLOC((size_t)c * sizeof(double));
+    b->img = (float *)CNN_MALLOC(per * sizeof(float));
+    b->tmp = (float *)CNN_MALLOC(per * sizeof(float));
+    b->mean = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+    b->std = (float *)CNN_MALLOC((size_t)c * sizeof(float));
+    if (!b->sum || !b->ss || !b->img || !b->tmp || !b->mean || !b->std)
+        return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+    if (zca) {
+        b->pc = (float *)CNN_MALLOC(per * per * sizeof(float));
+        if (gram) { /* the centred images [N][per] */
+            b->xall = (double *)CNN_MALLOC((size_t)N * per * sizeof(double));
+        } else {    /* sigma [per][per], summed B images at a time from xt [per][B] */
+            b->sigma = (double *)CNN_MALLOC(per * per * sizeof(double));
+            b->xt = (double *)CNN_MALLOC(per * CNN__IDG_FIT_B * sizeof(double));
+            if (b->sigma) memset(b->sigma, 0, per * per * sizeof(double));
+        }
+        if (!b->pc || (gram ? !b->xall : !b->sigma || !b->xt))
+            return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for the ZCA matrix (%zu x %zu)", who, per,
+                                 per);
+    }
+    return CNN_OK;
+}
+
+/* fit's arguments, all checked before anything is allocated. */
+static int cnn__idg_fit_check(const cnn_datagen *g, int n, int h, int w, int c, int rounds,
+                              const cnn_datagen_fit_opts *fo, const char *who) {
+    const size_t per = (size_t)h * (size_t)w * (size_t)c;
+    int rc;
+    if (fo && fo->rounds < 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: rounds %d must be >= 1 (0 = 1)", who, fo->rounds);
+    if (n <= 0) return cnn_set_error(CNN_ERR_ARG, "%s: no images to fit on (n = %d)", who, n);
+    if ((rc = cnn__idg_check_shape(h, w, c, who))) return rc;
+    if ((double)n * rounds > (double)INT_MAX)
+        return cnn_set_error(CNN_ERR_ARG, "%s: %d rounds of %d images are too many", who, rounds, n);
+    if (g->o.zca_whitening && per > 32768)
+        return cnn_set_error(CNN_ERR_ARG, "%s: ZCA of %dx%dx%d images needs a %zu x %zu matrix; at most 32768 "
+                             "values per image are supported", who, h, w, c, per, per);
+    return CNN_OK;
+}
+
+/* The ZCA matrix b->pc from pass 2's centred data: from the images themselves
+   (gram), or from sigma, the sum of their outer products, divided by N here. */
+static int cnn__idg_fit_zca(cnn__idg_fitbuf *b, size_t per, double N, int gram, float eps, const char *who) {
+    if (gram) return cnn__idg_zca_gram(b->xall, (int)N, (int)per, eps, b->pc, who);
+    for (size_t i = 0; i < per; i++)
+        for (size_t j = i; j < per; j++) b->sigma[i * per + j] /= N;
+    return cnn__idg_zca_matrix(b->sigma, (int)per, eps, N, b->pc, who);
+}
+
 static int cnn__idg_fit(cnn_datagen *g, const unsigned char *x8, const float *xf, int n, int h, int w, int c,
                         const cnn_datagen_fit_opts *fo, const char *who) {
-    enum { B = 32 }; /* images per rank-B update of the covariance */
+    enum { B = CNN__IDG_FIT_B };
     const cnn_datagen_opts *o = &g->o;
     const int augment = fo ? fo->augment : 0, rounds = augment && fo->rounds ? fo->rounds : 1;
     const uint64_t seed = fo ? fo->seed : 0;
@@ -3128,100 +3295,62 @@ static int cnn__idg_fit(cnn_datagen *g, const unsigned char *x8, const float *xf
     const int zca = o->zca_whitening;
     const double N = (double)rounds * n; /* images fit sees */
     const int gram = zca && N < (double)per; /* fewer images than values: ZCA from the data itself */
-    double *sum = NULL, *ss = NULL, *sigma = NULL, *xt = NULL, *xall = NULL, count;
-    float *img = NULL, *tmp = NULL, *mean = NULL, *std = NULL, *pc = NULL;
+    double count;
+    cnn__idg_fitbuf b;
     cnn__idg_scratch s;
     int rc = CNN_OK, nb = 0;
     memset(&s, 0, sizeof s);
-    if (fo && fo->rounds < 0) return cnn_set_error(CNN_ERR_ARG, "%s: rounds %d must be >= 1 (0 = 1)", who, fo->rounds);
-    if (n <= 0) return cnn_set_error(CNN_ERR_ARG, "%s: no images to fit on (n = %d)", who, n);
-    if ((rc = cnn__idg_check_shape(h, w, c, who))) return rc;
-    if ((double)n * rounds > (double)INT_MAX) return cnn_set_error(CNN_ERR_ARG, "%s: %d rounds of %d images are too many", who, rounds, n);
+    memset(&b, 0, sizeof b);
+    /* the checks include ZCA's size limit, which may come before the early return
+       below: with ZCA on there is always something to compute */
+    if ((rc = cnn__idg_fit_check(g, n, h, w, c, rounds, fo, who))) return rc;
     if (!o->featurewise_center && !o->featurewise_std_normalization && !zca) return CNN_OK; /* nothing to compute */
-    if (zca && per > 32768)
-        return cnn_set_error(CNN_ERR_ARG, "%s: ZCA of %dx%dx%d images needs a %zu x %zu matrix; at most 32768 values per "
-                             "image are supported", who, h, w, c, per, per);
-    sum = (double *)CNN_MALLOC((size_t)c * sizeof(double));
-    ss = (double *)CNN_MALLOC((size_t)c * sizeof(double));
-    img = (float *)CNN_MALLOC(per * sizeof(float));
-    tmp = (float *)CNN_MALLOC(per * sizeof(float));
-    mean = (float *)CNN_MALLOC((size_t)c * sizeof(float));
-    std = (float *)CNN_MALLOC((size_t)c * sizeof(float));
-    if (!sum || !ss || !img || !tmp || !mean || !std) { rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who); goto done; }
-    if (zca) {
-        pc = (float *)CNN_MALLOC(per * per * sizeof(float));
-        if (gram) { /* the centred images [N][per] */
-            xall = (double *)CNN_MALLOC((size_t)N * per * sizeof(double));
-        } else {    /* sigma [per][per], summed B images at a time from xt [per][B] */
-            sigma = (double *)CNN_MALLOC(per * per * sizeof(double));
-            xt = (double *)CNN_MALLOC(per * B * sizeof(double));
-            if (sigma) memset(sigma, 0, per * per * sizeof(double));
-        }
-        if (!pc || (gram ? !xall : !sigma || !xt)) {
-            rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for the ZCA matrix (%zu x %zu)", who, per, per);
-            goto done;
-        }
-    }
+    if ((rc = cnn__idg_fit_alloc(&b, c, per, N, zca, gram, who))) goto done;
     if (augment && (rc = cnn__idg_scratch_init(&s, h, w, c, 0, 0))) goto done;
-    memset(sum, 0, (size_t)c * sizeof(double));
-    memset(ss, 0, (size_t)c * sizeof(double));
+    memset(b.sum, 0, (size_t)c * sizeof(double));
+    memset(b.ss, 0, (size_t)c * sizeof(double));
     count = (double)rounds * n * h * w;
     for (int r = 0; r < rounds; r++) /* pass 1: the mean */
         for (int i = 0; i < n; i++) {
-            cnn__idg_fit_image(g, x8, xf, h, w, c, r, i, augment, seed, &s, tmp, img);
+            cnn__idg_fit_image(g, x8, xf, h, w, c, r, i, augment, seed, &s, b.tmp, b.img);
             for (size_t p = 0; p < per; p += (size_t)c)
-                for (int k = 0; k < c; k++) sum[k] += img[p + (size_t)k];
+                for (int k = 0; k < c; k++) b.sum[k] += b.img[p + (size_t)k];
         }
-    for (int k = 0; k < c; k++) mean[k] = (float)(sum[k] / count);
+    for (int k = 0; k < c; k++) b.mean[k] = (float)(b.sum[k] / count);
     for (int r = 0; r < rounds; r++) /* pass 2: the std and the covariance of the centred data */
         for (int i = 0; i < n; i++) {
-            cnn__idg_fit_image(g, x8, xf, h, w, c, r, i, augment, seed, &s, tmp, img);
+            cnn__idg_fit_image(g, x8, xf, h, w, c, r, i, augment, seed, &s, b.tmp, b.img);
             for (size_t p = 0; p < per; p += (size_t)c)
                 for (int k = 0; k < c; k++) {
-                    double v = (double)img[p + (size_t)k] - mean[k];
-                    ss[k] += v * v;
-                    const double centred = (double)(img[p + (size_t)k] - mean[k]);
-                    if (gram) xall[((size_t)r * n + (size_t)i) * per + p + (size_t)k] = centred;
-                    else if (zca) xt[(p + (size_t)k) * B + (size_t)nb] = centred;
+                    double v = (double)b.img[p + (size_t)k] - b.mean[k];
+                    b.ss[k] += v * v;
+                    const double centred = (double)(b.img[p + (size_t)k] - b.mean[k]);
+                    if (gram) b.xall[((size_t)r * n + (size_t)i) * per + p + (size_t)k] = centred;
+                    else if (zca) b.xt[(p + (size_t)k) * B + (size_t)nb] = centred;
                 }
             if (zca && !gram && ++nb == B) {
-                cnn__idg_syrk(sigma, xt, (int)per, B, nb);
+                cnn__idg_syrk(b.sigma, b.xt, (int)per, B, nb);
                 nb = 0;
             }
         }
-    if (zca && !gram && nb) cnn__idg_syrk(sigma, xt, (int)per, B, nb);
-    for (int k = 0; k < c; k++) std[k] = (float)sqrt(ss[k] / count);
+    if (zca && !gram && nb) cnn__idg_syrk(b.sigma, b.xt, (int)per, B, nb);
+    for (int k = 0; k < c; k++) b.std[k] = (float)sqrt(b.ss[k] / count);
     if (zca) {
-        if (gram) {
-            if ((rc = cnn__idg_zca_gram(xall, (int)N, (int)per, o->zca_epsilon, pc, who))) goto done;
-        } else {
-            for (size_t i = 0; i < per; i++)
-                for (size_t j = i; j < per; j++) sigma[i * per + j] /= N;
-            if ((rc = cnn__idg_zca_matrix(sigma, (int)per, o->zca_epsilon, N, pc, who))) goto done;
-        }
+        if ((rc = cnn__idg_fit_zca(&b, per, N, gram, o->zca_epsilon, who))) goto done;
         CNN_FREE(g->pc);
-        g->pc = pc;
+        g->pc = b.pc;
         g->d = (int)per;
-        pc = NULL;
+        b.pc = NULL;
     }
     CNN_FREE(g->mean);
     CNN_FREE(g->std);
-    g->mean = mean;
-    g->std = std;
+    g->mean = b.mean;
+    g->std = b.std;
     g->c = c;
-    mean = std = NULL;
+    b.mean = b.std = NULL;
 done:
     cnn__idg_scratch_free(&s);
-    CNN_FREE(sum);
-    CNN_FREE(ss);
-    CNN_FREE(img);
-    CNN_FREE(tmp);
-    CNN_FREE(mean);
-    CNN_FREE(std);
-    CNN_FREE(sigma);
-    CNN_FREE(xt);
-    CNN_FREE(xall);
-    CNN_FREE(pc);
+    cnn__idg_fitbuf_free(&b);
     return rc;
 }
 
@@ -3966,6 +4095,223 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_float_opt(const cnn_datagen *g, const f
 
 /* ---- flow_from_directory -------------------------------------------------- */
 
+#ifndef CNN__AUG_NO_DIRENT
+/* flow_from_directory's options, checked before any file is read: *th x *tw x
+   *ch is the images' size (target_size {0, 0} is Keras' 256 x 256), and
+   op->interpolation is made explicit (Keras' default is nearest). */
+static int cnn__idg_dir_check(const cnn_datagen *g, const char *dir, cnn_directory_flow_opts *op, int *th, int *tw,
+                              int *ch) {
+    const char *who = cnn__idg_dir_who;
+    if (!g || !dir) return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "folder" : "generator");
+    *th = op->target_size[0];
+    *tw = op->target_size[1];
+    if (*th == 0 && *tw == 0) *th = *tw = 256;
+    if (*th <= 0 || *tw <= 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: target_size {%d, %d} must have height and width > 0 (or both 0 for "
+                             "Keras' 256 x 256) ('%s')", who, op->target_size[0], op->target_size[1], dir);
+    if ((int)op->color_mode < 0 || (int)op->color_mode > (int)CNN_COLOR_RGBA)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown color_mode %d (CNN_COLOR_RGB, CNN_COLOR_GRAYSCALE or "
+                             "CNN_COLOR_RGBA)", who, (int)op->color_mode);
+    if ((int)op->class_mode < 0 || (int)op->class_mode > (int)CNN_CLASS_NONE)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown class_mode %d (CNN_CLASS_CATEGORICAL, _BINARY, _SPARSE, "
+                             "_INPUT or _NONE)", who, (int)op->class_mode);
+    if ((int)op->interpolation < 0 || (int)op->interpolation > (int)CNN_INTERP_HAMMING)
+        return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
+                             "_LANCZOS, _BOX or _HAMMING)", who, (int)op->interpolation);
+    if (op->interpolation == CNN_INTERP_DEFAULT) op->interpolation = CNN_INTERP_NEAREST; /* Keras' default */
+    if ((int)op->subset < 0 || (int)op->subset > (int)CNN_SUBSET_VALIDATION ||
+        (op->subset && g->o.validation_split <= 0))
+        return cnn_set_error(CNN_ERR_ARG, "%s: %s", who, op->subset && (int)op->subset <= (int)CNN_SUBSET_VALIDATION
+                             ? "a subset needs the generator's validation_split > 0" : "unknown subset");
+    *ch = op->color_mode == CNN_COLOR_GRAYSCALE ? 1 : op->color_mode == CNN_COLOR_RGBA ? 4 : 3;
+    return CNN_OK;
+}
+
+/* The classes, in label order: those given (each a subfolder of dir, listed
+   once), or the sorted subfolders. */
+static int cnn__idg_dir_classes(const char *dir, const cnn_directory_flow_opts *op, cnn__aug_strlist *classes) {
+    const char *who = cnn__idg_dir_who;
+    int rc;
+    if (op->classes) {
+        for (const char *const *p = op->classes; *p; p++) {
+            struct stat st;
+            char *cdir;
+            if (!**p || strchr(*p, '/'))
+                return cnn_set_error(CNN_ERR_ARG, "%s: class name '%s' is not a subfolder name", who, *p);
+            for (int i = 0; i < classes->n; i++)
+                if (!strcmp(classes->v[i], *p))
+                    return cnn_set_error(CNN_ERR_ARG, "%s: class '%s' is listed twice", who, *p);
+            if (!(cdir = cnn__aug_join(dir, *p))) return CNN_ERR_MEMORY;
+            if (stat(cdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                rc = cnn_set_error(CNN_ERR_IO, "%s: class folder '%s' does not exist", who, cdir);
+                CNN_FREE(cdir);
+                return rc;
+            }
+            CNN_FREE(cdir);
+            if ((rc = cnn__aug_push(classes, cnn__aug_strdup(*p))) < 0) return rc;
+        }
+        if (classes->n == 0) return cnn_set_error(CNN_ERR_ARG, "%s: the classes list is empty", who);
+    } else if ((rc = cnn__aug_list_classes(who, dir, classes)) < 0) {
+        return rc;
+    }
+    if (op->class_mode == CNN_CLASS_BINARY && classes->n != 2)
+        return cnn_set_error(CNN_ERR_ARG, "%s: class_mode binary needs exactly 2 classes, '%s' has %d", who, dir,
+                             classes->n);
+    return CNN_OK;
+}
+
+/* The subset's slice of one class's sorted files: Keras splits each class on
+   its own at int(n * validation_split), the validation part first. The slice's
+   names move to all, with label ci in labels [*cap]; the others are freed, and
+   files is left empty (also when this fails). */
+static int cnn__idg_dir_subset(const cnn_datagen *g, cnn_subset subset, const char *dir, int ci,
+                               cnn__aug_strlist *files, cnn__aug_strlist *all, int **labels, int *cap) {
+    int lo = 0, hi = files->n, rc;
+    if (subset) {
+        int split = cnn__idg_split_at(g->o.validation_split, files->n);
+        if (subset == CNN_SUBSET_VALIDATION) hi = split;
+        else lo = split;
+    }
+    for (int i = 0; i < files->n; i++) {
+        if (i < lo || i >= hi) {
+            CNN_FREE(files->v[i]);
+            continue;
+        }
+        if (all->n == *cap) {
+            int ncap = *cap ? *cap * 2 : 256;
+            int *nl = ncap > 0 ? (int *)CNN_REALLOC(*labels, (size_t)ncap * sizeof(int)) : NULL;
+            if (!nl) {
+                for (int r = i; r < files->n; r++) CNN_FREE(files->v[r]);
+                files->n = 0;
+                return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory listing '%s'", cnn__idg_dir_who, dir);
+            }
+            *labels = nl;
+            *cap = ncap;
+        }
+        (*labels)[all->n] = ci;
+        if ((rc = cnn__aug_push(all, files->v[i])) < 0) {
+            for (int r = i + 1; r < files->n; r++) CNN_FREE(files->v[r]);
+            files->n = 0;
+            return rc;
+        }
+    }
+    files->n = 0; /* the names now belong to `all` (or were freed) */
+    return CNN_OK;
+}
+
+/* The files to flow: each class folder in label order, listed in Keras' order
+   (cnn__aug_class_files), then cut to the subset's slice (cnn__idg_dir_subset);
+   all gets their paths, *labels [all->n] their classes. */
+static int cnn__idg_dir_list(const cnn_datagen *g, const char *dir, const cnn_directory_flow_opts *op,
+                             const cnn__aug_strlist *classes, cnn__aug_strlist *all, int **labels) {
+    const char *who = cnn__idg_dir_who;
+    cnn__aug_strlist files = {NULL, 0, 0}; /* one class's, at a time */
+    int rc = CNN_OK, cap = 0;
+    for (int ci = 0; ci < classes->n; ci++) {
+        if ((rc = cnn__aug_class_files(who, dir, classes->v[ci], op->follow_links, &files)) < 0) break;
+        if ((rc = cnn__idg_dir_subset(g, op->subset, dir, ci, &files, all, labels, &cap)) < 0) break;
+    }
+    cnn__aug_strlist_free(&files);
+    if (rc < 0) return rc;
+    if (all->n == 0)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %s%d "
+                             "class folder%s of '%s'", who, op->subset == CNN_SUBSET_VALIDATION ?
+                             "validation part of the " : op->subset == CNN_SUBSET_TRAINING ? "training part of the " :
+                             "", classes->n, classes->n == 1 ? "" : "s", dir);
+    return CNN_OK;
+}
+
+/* Decode every listed file now into images [all->n][th][tw][ch], on all cores
+   when built with OpenMP (lazy: images is NULL and only the headers are read,
+   the workers decode later); then, in file order, keep the good ones (keep
+   [*kept]: their indices in all, their images moved to the front) and report
+   the bad. status [all->n] is scratch. */
+static int cnn__idg_dir_decode(const cnn__aug_strlist *all, const cnn_directory_flow_opts *op, int th, int tw,
+                               int ch, unsigned char *images, int *status, int *keep, int *kept) {
+    const char *who = cnn__idg_dir_who;
+    const size_t per = (size_t)th * (size_t)tw * (size_t)ch;
+    const int n_files = all->n, lazy = op->lazy, keep_aspect = op->keep_aspect_ratio;
+    const cnn_interpolation interp = op->interpolation;
+    char **names = all->v;
+    int k = 0, rc;
+    CNN__IDG_OMP(omp parallel for schedule(dynamic, 8))
+    for (int i = 0; i < n_files; i++) {
+        int x, y, comp;
+        if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
+        else status[i] = cnn__aug_load_resized(names[i], th, tw, ch, interp, keep_aspect, images + (size_t)i * per);
+    }
+    for (int i = 0; i < n_files; i++) {
+        int x, y, comp;
+        if (status[i] == CNN_ERR_MEMORY)
+            return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding '%s'", who, names[i]);
+        if (status[i]) { /* decode it again here: the reason is kept per thread */
+            unsigned char *px = cnn__aug_load(names[i], &x, &y, &comp, ch);
+            stbi_image_free(px);
+            if ((rc = cnn__aug_bad_image(who, names[i], op->skip_bad)) < 0) return rc;
+            continue;
+        }
+        if (images && k != i) memcpy(images + (size_t)k * per, images + (size_t)i * per, per);
+        keep[k++] = i;
+    }
+    *kept = k;
+    return CNN_OK;
+}
+
+/* The flow over the k kept files (keep [k]: indices into all and labels): their
+   names move from all into the flow, and so does *d, the decoded images (NULL
+   when lazy). Frees the flow and returns NULL when it fails. */
+static cnn_flow *cnn__idg_dir_build(const cnn_datagen *g, const cnn_directory_flow_opts *op,
+                                    const cnn__aug_strlist *classes, cnn__aug_strlist *all, const int *labels,
+                                    const int *keep, int k, int th, int tw, int ch, cnn_dataset **d) {
+    const char *who = cnn__idg_dir_who;
+    cnn__idg_common co;
+    cnn_flow *f;
+    co.batch_size = op->batch_size;
+    co.no_shuffle = op->no_shuffle;
+    co.seed = op->seed;
+    co.save_to_dir = op->save_to_dir;
+    co.save_prefix = op->save_prefix;
+    co.save_format = op->save_format;
+    co.workers = op->workers;
+    co.max_queue_size = op->max_queue_size;
+    if (!(f = cnn__idg_flow_new(g, k, th, tw, ch, &co, who))) return NULL;
+    f->files = (char **)CNN_MALLOC((size_t)k * sizeof(char *));
+    f->labels = (int *)CNN_MALLOC((size_t)k * sizeof(int));
+    if (!f->files || !f->labels) {
+        CNN_FREE(f->files);
+        f->files = NULL;
+        cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+        goto fail;
+    }
+    for (int i = 0; i < k; i++) { /* the kept names move into the flow */
+        f->files[i] = all->v[keep[i]];
+        all->v[keep[i]] = NULL;
+        f->labels[i] = labels[keep[i]];
+    }
+    f->num_classes = classes->n;
+    if (cnn__idg_copy_names(f, classes->v, classes->n)) goto fail;
+    f->lazy = op->lazy;
+    f->resize = op->interpolation;
+    f->keep_aspect = op->keep_aspect_ratio;
+    if (*d) {
+        f->own = *d;
+        f->x8 = (*d)->images;
+        *d = NULL;
+    }
+    switch (op->class_mode) {
+    case CNN_CLASS_CATEGORICAL: f->y_mode = CNN__IDG_Y_ONEHOT; f->y_width = classes->n; break;
+    case CNN_CLASS_BINARY:
+    case CNN_CLASS_SPARSE: f->y_mode = CNN__IDG_Y_INDEX; f->y_width = 1; break;
+    case CNN_CLASS_INPUT: f->y_mode = CNN__IDG_Y_INPUT; f->y_width = th * tw * ch; break;
+    default: f->y_mode = CNN__IDG_Y_NONE; f->y_width = 0; break;
+    }
+    return cnn__idg_flow_finish(f, who);
+fail:
+    cnn_flow_free(f);
+    return NULL;
+}
+#endif
+
 CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g, const char *dir,
                                                             const cnn_directory_flow_opts *o) {
 #ifdef CNN__AUG_NO_DIRENT
@@ -3977,133 +4323,16 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
 #else
     const char *who = cnn__idg_dir_who;
     cnn_directory_flow_opts op;
-    cnn__aug_strlist classes = {NULL, 0, 0}, all = {NULL, 0, 0}, files = {NULL, 0, 0};
-    cnn__idg_common co;
+    cnn__aug_strlist classes = {NULL, 0, 0}, all = {NULL, 0, 0};
     cnn_flow *f = NULL;
     cnn_dataset *d = NULL;
-    int *labels = NULL, *keep = NULL, *status = NULL;
-    int th, tw, ch, k = 0, ok = 0, cap = 0;
+    int *labels = NULL, *keep = NULL, *status = NULL; /* [all.n] */
+    int th = 0, tw = 0, ch = 0, k = 0; /* sizes set by cnn__idg_dir_check; 0 quiets -Wmaybe-uninitialized */
     if (o) op = *o;
     else memset(&op, 0, sizeof op);
-    if (!g || !dir) {
-        cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "folder" : "generator");
-        return NULL;
-    }
-    th = op.target_size[0];
-    tw = op.target_size[1];
-    if (th == 0 && tw == 0) th = tw = 256;
-    if (th <= 0 || tw <= 0) {
-        cnn_set_error(CNN_ERR_ARG, "%s: target_size {%d, %d} must have height and width > 0 (or both 0 for Keras' "
-                      "256 x 256) ('%s')", who, op.target_size[0], op.target_size[1], dir);
-        return NULL;
-    }
-    if ((int)op.color_mode < 0 || (int)op.color_mode > (int)CNN_COLOR_RGBA) {
-        cnn_set_error(CNN_ERR_ARG, "%s: unknown color_mode %d (CNN_COLOR_RGB, CNN_COLOR_GRAYSCALE or CNN_COLOR_RGBA)",
-                      who, (int)op.color_mode);
-        return NULL;
-    }
-    if ((int)op.class_mode < 0 || (int)op.class_mode > (int)CNN_CLASS_NONE) {
-        cnn_set_error(CNN_ERR_ARG, "%s: unknown class_mode %d (CNN_CLASS_CATEGORICAL, _BINARY, _SPARSE, _INPUT or "
-                      "_NONE)", who, (int)op.class_mode);
-        return NULL;
-    }
-    if ((int)op.interpolation < 0 || (int)op.interpolation > (int)CNN_INTERP_HAMMING) {
-        cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, _LANCZOS, "
-                      "_BOX or _HAMMING)", who, (int)op.interpolation);
-        return NULL;
-    }
-    if (op.interpolation == CNN_INTERP_DEFAULT) op.interpolation = CNN_INTERP_NEAREST; /* Keras' default */
-    if ((int)op.subset < 0 || (int)op.subset > (int)CNN_SUBSET_VALIDATION || (op.subset && g->o.validation_split <= 0)) {
-        cnn_set_error(CNN_ERR_ARG, "%s: %s", who, op.subset && (int)op.subset <= (int)CNN_SUBSET_VALIDATION
-                      ? "a subset needs the generator's validation_split > 0" : "unknown subset");
-        return NULL;
-    }
-    ch = op.color_mode == CNN_COLOR_GRAYSCALE ? 1 : op.color_mode == CNN_COLOR_RGBA ? 4 : 3;
-
-    /* classes: given (in label order), or the sorted subfolders */
-    if (op.classes) {
-        for (const char *const *p = op.classes; *p; p++) {
-            struct stat st;
-            char *cdir;
-            if (!**p || strchr(*p, '/')) {
-                cnn_set_error(CNN_ERR_ARG, "%s: class name '%s' is not a subfolder name", who, *p);
-                goto done;
-            }
-            for (int i = 0; i < classes.n; i++)
-                if (!strcmp(classes.v[i], *p)) {
-                    cnn_set_error(CNN_ERR_ARG, "%s: class '%s' is listed twice", who, *p);
-                    goto done;
-                }
-            if (!(cdir = cnn__aug_join(dir, *p))) goto done;
-            if (stat(cdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-                cnn_set_error(CNN_ERR_IO, "%s: class folder '%s' does not exist", who, cdir);
-                CNN_FREE(cdir);
-                goto done;
-            }
-            CNN_FREE(cdir);
-            if (cnn__aug_push(&classes, cnn__aug_strdup(*p)) < 0) goto done;
-        }
-        if (classes.n == 0) {
-            cnn_set_error(CNN_ERR_ARG, "%s: the classes list is empty", who);
-            goto done;
-        }
-    } else if (cnn__aug_list_classes(who, dir, &classes) < 0) {
-        goto done;
-    }
-    if (op.class_mode == CNN_CLASS_BINARY && classes.n != 2) {
-        cnn_set_error(CNN_ERR_ARG, "%s: class_mode binary needs exactly 2 classes, '%s' has %d", who, dir, classes.n);
-        goto done;
-    }
-
-    /* files: per class, sorted, the subset's slice of each */
-    for (int ci = 0; ci < classes.n; ci++) {
-        char *cdir = cnn__aug_join(dir, classes.v[ci]);
-        int rc = cdir ? cnn__aug_scan_images(who, cdir, 0, op.follow_links, &files) : CNN_ERR_MEMORY;
-        int lo = 0, hi = files.n;
-        CNN_FREE(cdir);
-        if (rc < 0) goto done;
-        if (files.n > 1) qsort(files.v, (size_t)files.n, sizeof(char *), cnn__aug_walk_cmp);
-        if (op.subset) {
-            int split = cnn__idg_split_at(g->o.validation_split, files.n);
-            if (op.subset == CNN_SUBSET_VALIDATION) hi = split;
-            else lo = split;
-        }
-        for (int i = 0; i < files.n; i++) {
-            if (i < lo || i >= hi) {
-                CNN_FREE(files.v[i]);
-                continue;
-            }
-            if (all.n == cap) {
-                int ncap = cap ? cap * 2 : 256;
-                int *nl = ncap > 0 ? (int *)CNN_REALLOC(labels, (size_t)ncap * sizeof(int)) : NULL;
-                if (!nl) {
-                    for (int r = i; r < files.n; r++) CNN_FREE(files.v[r]);
-                    files.n = 0;
-                    cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory listing '%s'", who, dir);
-                    goto done;
-                }
-                labels = nl;
-                cap = ncap;
-            }
-            labels[all.n] = ci;
-            if (cnn__aug_push(&all, files.v[i]) < 0) {
-                for (int r = i + 1; r < files.n; r++) CNN_FREE(files.v[r]);
-                files.n = 0;
-                goto done;
-            }
-        }
-        files.n = 0; /* the names now belong to `all` (or were freed) */
-    }
-    if (all.n == 0) {
-        cnn_set_error(CNN_ERR_FORMAT, "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %s%d class "
-                      "folder%s of '%s'", who, op.subset == CNN_SUBSET_VALIDATION ? "validation part of the " :
-                      op.subset == CNN_SUBSET_TRAINING ? "training part of the " : "", classes.n,
-                      classes.n == 1 ? "" : "s", dir);
-        goto done;
-    }
-
-    /* decode now, on all cores when built with OpenMP (or just read the headers
-       when lazy); then, in file order, keep the good ones and report the bad */
+    if (cnn__idg_dir_check(g, dir, &op, &th, &tw, &ch)) return NULL;
+    if (cnn__idg_dir_classes(dir, &op, &classes) < 0) goto done;
+    if (cnn__idg_dir_list(g, dir, &op, &classes, &all, &labels) < 0) goto done;
     keep = (int *)CNN_MALLOC((size_t)all.n * sizeof(int));
     status = (int *)CNN_MALLOC((size_t)all.n * sizeof(int));
     if (!keep || !status) {
@@ -4111,96 +4340,17 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
         goto done;
     }
     if (!op.lazy && !(d = cnn_dataset_new(all.n, th, tw, ch, classes.n))) goto done;
-    {
-        const size_t per = (size_t)th * (size_t)tw * (size_t)ch;
-        const int n_files = all.n, lazy = op.lazy, keep_aspect = op.keep_aspect_ratio;
-        const cnn_interpolation interp = op.interpolation;
-        char **names = all.v;
-        unsigned char *images = d ? d->images : NULL;
-        CNN__IDG_OMP(omp parallel for schedule(dynamic, 8))
-        for (int i = 0; i < n_files; i++) {
-            int x, y, comp;
-            if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
-            else status[i] = cnn__aug_load_resized(names[i], th, tw, ch, interp, keep_aspect, images + (size_t)i * per);
-        }
-        for (int i = 0; i < n_files; i++) {
-            int x, y, comp;
-            if (status[i] == CNN_ERR_MEMORY) {
-                cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding '%s'", who, names[i]);
-                goto done;
-            }
-            if (status[i]) { /* decode it again here: the reason is kept per thread */
-                const char *why;
-                unsigned char *px = cnn__aug_load(names[i], &x, &y, &comp, ch);
-                stbi_image_free(px);
-                why = cnn__aug_why();
-                if (op.skip_bad) {
-                    fprintf(stderr, "%s: warning: skipping '%s': cannot decode it (%s)\n", who, names[i], why);
-                    continue;
-                }
-                cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", who, names[i], why);
-                goto done;
-            }
-            if (images && k != i) memcpy(images + (size_t)k * per, images + (size_t)i * per, per);
-            keep[k++] = i;
-        }
-    }
+    if (cnn__idg_dir_decode(&all, &op, th, tw, ch, d ? d->images : NULL, status, keep, &k) < 0) goto done;
     if (k == 0) {
-        cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", who, all.n, dir);
+        cnn__aug_none_decoded(who, all.n, dir);
         goto done;
     }
     if (d) d->n = k;
-
-    co.batch_size = op.batch_size;
-    co.no_shuffle = op.no_shuffle;
-    co.seed = op.seed;
-    co.save_to_dir = op.save_to_dir;
-    co.save_prefix = op.save_prefix;
-    co.save_format = op.save_format;
-    co.workers = op.workers;
-    co.max_queue_size = op.max_queue_size;
-    if (!(f = cnn__idg_flow_new(g, k, th, tw, ch, &co, who))) goto done;
-    f->files = (char **)CNN_MALLOC((size_t)k * sizeof(char *));
-    f->labels = (int *)CNN_MALLOC((size_t)k * sizeof(int));
-    if (!f->files || !f->labels) {
-        CNN_FREE(f->files);
-        f->files = NULL;
-        cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
-        goto done;
-    }
-    for (int i = 0; i < k; i++) { /* the kept names move into the flow */
-        f->files[i] = all.v[keep[i]];
-        all.v[keep[i]] = NULL;
-        f->labels[i] = labels[keep[i]];
-    }
-    f->num_classes = classes.n;
-    if (cnn__idg_copy_names(f, classes.v, classes.n)) goto done;
-    f->lazy = op.lazy;
-    f->resize = op.interpolation;
-    f->keep_aspect = op.keep_aspect_ratio;
-    if (d) {
-        f->own = d;
-        f->x8 = d->images;
-        d = NULL;
-    }
-    switch (op.class_mode) {
-    case CNN_CLASS_CATEGORICAL: f->y_mode = CNN__IDG_Y_ONEHOT; f->y_width = classes.n; break;
-    case CNN_CLASS_BINARY:
-    case CNN_CLASS_SPARSE: f->y_mode = CNN__IDG_Y_INDEX; f->y_width = 1; break;
-    case CNN_CLASS_INPUT: f->y_mode = CNN__IDG_Y_INPUT; f->y_width = th * tw * ch; break;
-    default: f->y_mode = CNN__IDG_Y_NONE; f->y_width = 0; break;
-    }
-    f = cnn__idg_flow_finish(f, who);
-    ok = f != NULL;
+    f = cnn__idg_dir_build(g, &op, &classes, &all, labels, keep, k, th, tw, ch, &d);
 done:
-    if (!ok) {
-        cnn_flow_free(f);
-        f = NULL;
-    }
     cnn_dataset_free(d);
     for (int i = 0; i < all.n; i++) CNN_FREE(all.v[i]);
     CNN_FREE(all.v);
-    cnn__aug_strlist_free(&files);
     cnn__aug_strlist_free(&classes);
     CNN_FREE(labels);
     CNN_FREE(keep);
