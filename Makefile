@@ -26,7 +26,13 @@ deps:
 
 examples: deps $(EXAMPLES)
 
-examples/%: examples/%.c $(HEADERS) $(wildcard examples/*.h)
+# a stamp that names whether OpenCL was found: examples built before it was
+# installed (or after it was removed) are built again
+OPENCL_STAMP = build/.opencl-$(if $(OPENCL),yes,no)
+$(OPENCL_STAMP):
+	@mkdir -p build && rm -f build/.opencl-* && touch $@
+
+examples/%: examples/%.c $(HEADERS) $(wildcard examples/*.h) $(OPENCL_STAMP)
 	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(CLFLAGS) $(WARN) -I. $< $(CLLIBS) -lm -lpthread -o $@
 
 # The suite: unit tests (optimised with OpenMP, then under ASan/UBSan),

@@ -38,7 +38,8 @@
      Devices are numbered across all platforms the ICD loader finds, in platform
      order (examples/devices lists them). A choice is an index list "0,2", a
      type "gpu", "cpu" or "all", or a piece of a device or platform name
-     ("llvmpipe", "pthread"; any case). With no choice: every GPU, or every
+     ("llvmpipe", "RTX 4090"; any case; digits alone name a device only when
+     they are no index here). With no choice: every GPU, or every
      device when there is no GPU.
 
    THE SPLIT (.split)
@@ -623,6 +624,13 @@ CNN__CL_IMPL int cnn_opencl_devices(cnn_opencl_device_info *out, int max) {
 }
 
 /* Does `hay` contain `needle`, ignoring case? */
+/* a equals b, in any case */
+static int cnn__cl_same(const char *a, const char *b) {
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
+    return *a == *b;
+}
+
 static int cnn__cl_contains(const char *hay, const char *needle) {
     size_t n = strlen(needle);
     for (; *hay; hay++) {
@@ -631,6 +639,15 @@ static int cnn__cl_contains(const char *hay, const char *needle) {
         if (i == n) return 1;
     }
     return n == 0;
+}
+
+/* "4090" is a piece of a device name, not an index, when it is no index here
+   and some device's name has it */
+static int cnn__cl_digits_name(const char *choice, const cnn_opencl_device_info *all, int n) {
+    if (strchr(choice, ',') || strtol(choice, NULL, 10) < n) return 0;
+    for (int i = 0; i < n; i++)
+        if (cnn__cl_contains(all[i].name, choice)) return 1;
+    return 0;
 }
 
 CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
@@ -650,7 +667,7 @@ CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
             for (int i = 0; i < n && i < max; i++) indices[k++] = i;
         return k;
     }
-    if (isdigit((unsigned char)choice[0])) { /* "0,2" */
+    if (strspn(choice, "0123456789,") == strlen(choice) && !cnn__cl_digits_name(choice, all, n)) { /* "0,2" */
         const char *p = choice;
         while (*p) {
             char *end;
@@ -669,11 +686,10 @@ CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
         }
         return k;
     }
-    for (int i = 0; i < n && k < max; i++) {
-        const int pick = !strcmp(choice, "all") || (!strcmp(choice, "gpu") && all[i].is_gpu) ||
-                         (!strcmp(choice, "cpu") && all[i].is_cpu) ||
-                         (strcmp(choice, "gpu") && strcmp(choice, "cpu") &&
-                          (cnn__cl_contains(all[i].name, choice) || cnn__cl_contains(all[i].platform, choice)));
+    for (int i = 0; i < n && k < max; i++) { /* a type (any case), else a piece of a name (any case) */
+        const int all_of = cnn__cl_same(choice, "all"), gpu = cnn__cl_same(choice, "gpu"), cpu = cnn__cl_same(choice, "cpu");
+        const int pick = all_of || (gpu && all[i].is_gpu) || (cpu && all[i].is_cpu) ||
+                         (!gpu && !cpu && (cnn__cl_contains(all[i].name, choice) || cnn__cl_contains(all[i].platform, choice)));
         if (pick) indices[k++] = i;
     }
     if (k == 0)
@@ -1794,10 +1810,11 @@ static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B)
 static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
     const cnn_node *o = m->nodes[m->output];
     const size_t U = cnn__node_size(o);
-    const float *parts[CNN__CL_MAX_DEVICES];
-    int rc = CNN_OK, used = 0;
+    const float *parts[CNN__CL_MAX_DEVICES + 1];
+    int rc = CNN_OK, used = 1;
     double t0;
     (void)B;
+    parts[0] = m->grads; /* the host's share: regularization, BatchNorm's gamma and beta */
     CNN__CL_EACH(c, d) {
         if (!rc) rc = cnn__cl_zero(c, d, d->grads, m->n_params, "clearing the gradients");
         for (int i = 0; i < m->n_nodes && !rc; i++)
@@ -1843,17 +1860,14 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
                 m->grads[n->p_off + n->c + ch] += g[4 * n->c + ch];
             }
     }
-    for (size_t i = 0; i < m->n_params; i++) { /* the devices' gradients in device order, in double */
-        double s = m->grads[i];
-        for (int k = 0; k < used; k++) s += parts[k][i];
-        m->grads[i] = (float)s;
-    }
+    cnn_sum_in_order(m->grads, parts, used, m->n_params); /* then the devices', in device order, in double */
     if (c->moving_staged) memcpy(m->state, c->moving, m->n_state * sizeof(float)); /* the step succeeded */
     c->moving_staged = 0;
     c->host_s += cnn_wall_time() - t0;
     c->step_s = cnn_wall_time() - c->step_t0;
     if (c->checking) return CNN_OK;
     c->steps++;
+    if (c->n < 2) return CNN_OK; /* nothing to balance */
     for (int k = 0; k < c->n && !c->fixed && !c->equal && !c->host_clock; k++)
         if (c->dev[k].count > 0 && c->dev[k].busy_s < 0) { /* no usable device clock: time them all by the host's */
             if (!c->quiet)

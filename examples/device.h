@@ -37,7 +37,7 @@ static inline void use_device(cnn_model *m, const char *device, const char *spli
 #else
     (void)m;
     fail(EXIT_USAGE, "--device %s: this program was built without OpenCL (install ocl-icd-opencl-dev, "
-         "opencl-headers and libclblast-dev, then run make again)", device);
+         "opencl-headers and libclblast-dev, then run make examples again: they are rebuilt when OpenCL appears)", device);
 #endif
 }
 

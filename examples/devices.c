@@ -29,10 +29,11 @@ int main(int argc, char **argv) {
                "or your GPU vendor's driver), or OCL_ICD_VENDORS points at an empty folder\n");
         return 1;
     }
-    printf("%-3s %-4s %-34s %-28s %5s %9s  %s\n", "#", "type", "device", "platform", "units", "memory", "OpenCL");
+    printf("%-3s %-5s %-34s %-16s %-28s %5s %9s  %s\n", "#", "type", "device", "vendor", "platform", "units", "memory",
+           "OpenCL");
     for (int i = 0; i < n; i++)
-        printf("%-3d %-4s %-34.34s %-28.28s %5d %6.1f GB  %s\n", dev[i].index,
-               dev[i].is_gpu ? "gpu" : dev[i].is_cpu ? "cpu" : "other", dev[i].name, dev[i].platform,
+        printf("%-3d %-5s %-34.34s %-16.16s %-28.28s %5d %6.1f GB  %s\n", dev[i].index,
+               dev[i].is_gpu ? "gpu" : dev[i].is_cpu ? "cpu" : "other", dev[i].name, dev[i].vendor, dev[i].platform,
                dev[i].compute_units, (double)dev[i].global_memory / 1e9, dev[i].version);
     /* which devices a choice names: the argument, else CNN_OPENCL_DEVICES, else the default */
     k = cnn_opencl_select(argc > 1 ? argv[1] : NULL, chosen, 64);

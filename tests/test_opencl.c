@@ -360,10 +360,18 @@ static void test_listing(void) {
     CHECK(n == CNN_ERR_ARG && error_has("twice"), "'1,1': %d (%s)", n, cnn_last_error());
     n = select_list("0,1,0", idx, 64);
     CHECK(n == CNN_ERR_ARG && error_has("device 0 twice"), "'0,1,0': %d (%s)", n, cnn_last_error());
-    n = select_list("0;1", idx, 64);
-    CHECK(n == CNN_ERR_ARG && error_has("index list"), "'0;1': %d (%s)", n, cnn_last_error());
+    n = select_list("0;1", idx, 64); /* not an index list: a name piece that names nothing */
+    CHECK(n == CNN_ERR_DEVICE && error_has("'0;1'"), "'0;1': %d (%s)", n, cnn_last_error());
     n = select_list("1x", idx, 64);
-    CHECK(n == CNN_ERR_ARG && error_has("'1x'"), "'1x': %d (%s)", n, cnn_last_error());
+    CHECK(n == CNN_ERR_DEVICE && error_has("'1x'"), "'1x': %d (%s)", n, cnn_last_error());
+    n = select_list("ALL", idx, 64); /* types in any case */
+    CHECK(n == n_devs, "'ALL': %d (%s)", n, cnn_last_error());
+    n = select_list("Cpu", idx, 64);
+    CHECK(n == n_devs, "'Cpu': %d (%s)", n, cnn_last_error());
+    if (strstr(devs[0].name, "512")) { /* digits that are no index here but part of a name ("4090", "avx512") */
+        n = select_list("512", idx, 64);
+        CHECK(n >= 1 && idx[0] == 0, "'512' as a piece of '%s': %d (%s)", devs[0].name, n, cnn_last_error());
+    }
     n = select_list("0,,1", idx, 64);
     CHECK(n < 0 && error_has("0,,1"), "'0,,1': %d (%s)", n, cnn_last_error());
     n = select_list("no-such-device", idx, 64);
@@ -2000,15 +2008,23 @@ int main(int argc, char **argv) {
         test_fit(both, "PoCL + rusticl");
     } else if (!strcmp(mode, "uneven")) {
         test_begin("opencl uneven: environment (two PoCL devices)");
-        CHECK(n_devs >= 2 && find_device("Portable", 1) == 1, "need two PoCL devices: run under tests/opencl_env.sh uneven");
+        static char fast_slow[16], slow_fast[16];
+        int fast = -1, slow = -1; /* PoCL lists its devices in its own order: find them by name */
+        for (int i = 0; i < n_devs; i++) {
+            if (strstr(devs[i].name, "pthread")) fast = i;
+            if (strstr(devs[i].name, "basic")) slow = i;
+        }
+        CHECK(n_devs >= 2 && fast >= 0 && slow >= 0, "need PoCL's pthread and basic devices: run under tests/opencl_env.sh uneven");
         if (test_current_failed) return test_finish();
+        snprintf(fast_slow, sizeof fast_slow, "%d,%d", fast, slow);
+        snprintf(slow_fast, sizeof slow_fast, "%d,%d", slow, fast);
         {
-            static const char *const cfgs[][3] = {{"0,1", NULL, "pthread + basic, auto"},
-                                                  {"0,1", "equal", "pthread + basic, equal"},
-                                                  {"1,0", "3:1", "basic + pthread, 3:1"}};
+            const char *const cfgs[][3] = {{fast_slow, NULL, "pthread + basic, auto"},
+                                           {fast_slow, "equal", "pthread + basic, equal"},
+                                           {slow_fast, "3:1", "basic + pthread, 3:1"}};
             test_training(cfgs, 3);
         }
-        test_batch_sizes("0,1", "pthread + basic");
+        test_batch_sizes(fast_slow, "pthread + basic");
     } else if (!strcmp(mode, "gpu")) { /* device 0 alone, of any vendor (bench/gpu_check.sh) */
         test_begin("opencl gpu: environment (device 0)");
         CHECK(n_devs >= 1, "no OpenCL device");
