@@ -1309,6 +1309,8 @@ struct cnn_model {
     int dx_in_written;          /* as cnn_node.dout_written, for dx_in */
     int profiling;
     int reference;              /* the passes run on cnn__reference_layers (cnn_set_reference) */
+    long long first_sample;     /* the batch's first sample in a larger batch that workers split (a
+                                   backend sets it): dropout masks follow the global sample index */
     int dout_is_preact;         /* backward: the output's dout is already d loss / d pre-activation
                                    (softmax + crossentropy, sigmoid + binary crossentropy) */
     cnn_backend backend;        /* backend.forward NULL: the CPU passes */
@@ -3186,7 +3188,8 @@ CNN__PARALLEL_FOR(count)
 
 static void cnn__copy_backward(cnn_node *n, int B) { cnn__pass_backward(n, B, 0); }
 
-/* Dropout masks depend on (seed, layer, optimizer step, sample in batch, element) only. */
+/* Dropout masks depend on (seed, layer, optimizer step, sample index in the whole batch, element)
+   only: a worker given samples [first_sample, ...) of a split batch draws their masks. */
 static void cnn__dropout_forward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const size_t per = cnn__node_size(n);
@@ -3202,7 +3205,7 @@ CNN__PARALLEL_FOR((long long)B * per)
     for (int b = 0; b < B; b++)
         for (size_t i = 0; i < per; i++) {
             size_t k = (size_t)b * per + i;
-            float u = cnn__hash_uniform(layer_key, m->dropout_step, (uint64_t)b, i);
+            float u = cnn__hash_uniform(layer_key, m->dropout_step, (uint64_t)(m->first_sample + b), i);
             n->mask[k] = u < n->rate ? 0.0f : keep;
             n->out[k] = x[k] * n->mask[k];
         }

@@ -9,6 +9,7 @@
    - cnn_moments_add: Chan's merge of per-worker moments about their own shifts,
      against moments computed directly in double, whatever the cut;
    - cnn_sum_in_order: double sums in the given order;
+   - dropout masks that follow the global sample index (a worker's first_sample);
    - the backend hook: a test backend that counts its calls and runs the CPU
      passes; train_on_batch, predict, evaluate, fit (and input gradients) give
      results identical to a model without it; device errors leave the model
@@ -905,6 +906,38 @@ static void test_backend_bad_input(void) {
     CHECK(c.release == 1, "free: release %d", c.release);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Dropout by global sample index: a worker's slice draws the batch's masks  */
+/* ------------------------------------------------------------------------ */
+
+static void test_dropout_slices(void) {
+    enum { B = 10, P = 4 * 4 * 3, FIRST = 6 };
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 4, 4, 3, "input");
+    float in[B * P], whole[B * P];
+    int rc;
+    test_begin("dropout masks follow the global sample index (first_sample), not the slice's own");
+    rc = cnn_model_set_output(m, cnn_dropout(m, x, .rate = 0.5f, .name = "drop"));
+    if (!rc) rc = cnn_compile(m, .loss = CNN_MSE);
+    if (!rc) rc = cnn__ensure_batch(m, B);
+    CHECK(rc == CNN_OK, "model: %s", cnn_last_error());
+    if (rc) { cnn_model_free(m); return; }
+    for (int i = 0; i < B * P; i++) in[i] = 1.0f + (float)i;
+    m->training = 1;
+    cnn__forward(m, in, B); /* the whole batch */
+    memcpy(whole, m->nodes[m->output]->out, sizeof whole);
+    m->first_sample = FIRST; /* samples FIRST.. alone, as a worker would run them */
+    cnn__forward(m, in + FIRST * P, B - FIRST);
+    CHECK(memcmp(m->nodes[m->output]->out, whole + FIRST * P, (size_t)(B - FIRST) * P * sizeof(float)) == 0,
+          "the slice from sample %d draws other masks than the whole batch", FIRST);
+    m->first_sample = 0; /* and without the offset, the masks of samples 0.. (so the test can fail) */
+    cnn__forward(m, in + FIRST * P, B - FIRST);
+    CHECK(memcmp(m->nodes[m->output]->out, whole + FIRST * P, (size_t)(B - FIRST) * P * sizeof(float)) != 0,
+          "without first_sample the slice should draw the first samples' masks");
+    m->training = 0;
+    cnn_model_free(m);
+}
+
 int main(void) {
     cnn_set_num_threads(1);
     make_batch();
@@ -917,6 +950,7 @@ int main(void) {
     test_split_balance();
     test_moments();
     test_sum_in_order();
+    test_dropout_slices();
     test_backend_runs();
     test_backend_errors();
     test_backend_release();
