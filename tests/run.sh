@@ -16,7 +16,7 @@ run() {
   local name=$1; shift
   local out rc
   out=$("$@" 2>&1); rc=$?
-  printf '%s\n' "$out" | grep -E '^(PASS|FAIL)' | tee -a "$log"
+  printf '%s\n' "$out" | grep -E '^(PASS|FAIL|SKIP)' | tee -a "$log"
   if [ $rc -ne 0 ] && ! printf '%s\n' "$out" | grep -q '^FAIL'; then
     echo "FAIL $name: exit status $rc" | tee -a "$log"
     printf '%s\n' "$out" | tail -20
@@ -135,6 +135,6 @@ echo "== examples"
 if [ -x examples/cifar10_cnn ] && [ -f tests/test_examples.sh ]; then run examples bash tests/test_examples.sh
 else echo "FAIL examples: not built (run make examples)" | tee -a "$log"; fi
 
-p=$(grep -c '^PASS' "$log"); f=$(grep -c '^FAIL' "$log")
-echo "$p passed, $f failed"
+p=$(grep -c '^PASS' "$log"); f=$(grep -c '^FAIL' "$log"); s=$(grep -c '^SKIP' "$log")
+echo "$p passed, $f failed$([ "$s" -gt 0 ] && echo ", $s skipped (a driver that cannot run a case; see the SKIP lines)")"
 [ "$f" -eq 0 ]
