@@ -682,6 +682,19 @@ typedef struct cnn_moments { double count, mean, m2; } cnn_moments;
 CNN_DEF void cnn_moments_add(cnn_moments *acc, double count, double shift, double sum, double sum_sq);
 /* out[i] = parts[0][i] + parts[1][i] + ... in that order, summed in double. */
 CNN_DEF void cnn_sum_in_order(float *out, const float *const *parts, int n, size_t count);
+/* BatchNormalization of one channel over a batch split between workers, from
+   its merged moments: the mean and 1 / sqrt(variance + epsilon) to normalize
+   with, and (when moving_mean is not NULL) the moving statistics moved as
+   Keras does: moving = momentum * moving + (1 - momentum) * batch, with the
+   unbiased (count / (count - 1)) variance. */
+CNN_DEF void cnn_bn_batch_stats(const cnn_moments *acc, float epsilon, float momentum, float *mean, float *inv,
+                                float *moving_mean, float *moving_var);
+/* BatchNormalization's input gradient for one channel of a group of M values
+   (the whole batch, or one worker's), from sum dy and sum dy * (x - mean):
+   dx = k[0] * dy + k[1] * x + k[2]. Returns gamma's gradient, sum dy * xhat
+   (beta's is sum dy). */
+CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, double sum_dy, double sum_dy_xc, double M,
+                                        float k[3]);
 
 #ifdef __cplusplus
 }
@@ -5566,6 +5579,28 @@ CNN_IMPL void cnn_sum_in_order(float *out, const float *const *parts, int n, siz
         for (int k = 0; k < n; k++) s += parts[k][i];
         out[i] = (float)s;
     }
+}
+
+CNN_IMPL void cnn_bn_batch_stats(const cnn_moments *acc, float epsilon, float momentum, float *mean, float *inv,
+                                 float *moving_mean, float *moving_var) {
+    const double var = acc->count > 0 ? acc->m2 / acc->count : 0;
+    *mean = (float)acc->mean;
+    *inv = (float)(1.0 / sqrt(var + epsilon));
+    if (moving_mean) {
+        const double unbiased = acc->count > 1 ? var * acc->count / (acc->count - 1) : var;
+        *moving_mean = (float)(momentum * *moving_mean + (1.0 - momentum) * acc->mean);
+        *moving_var = (float)(momentum * *moving_var + (1.0 - momentum) * unbiased);
+    }
+}
+
+CNN_IMPL double cnn_bn_grad_coefficients(double gamma, double mean, double inv, double sum_dy, double sum_dy_xc, double M,
+                                         float k[3]) {
+    /* dx = gamma inv / M (M dy - sum dy - xhat sum dy xhat), xhat = (x - mean) inv */
+    const double dgamma = sum_dy_xc * inv, k1 = gamma * inv, k2 = -k1 * inv * dgamma / M;
+    k[0] = (float)k1;
+    k[1] = (float)k2;
+    k[2] = (float)(-k1 * sum_dy / M - k2 * mean);
+    return dgamma;
 }
 
 /* ======================================================================== */

@@ -1527,11 +1527,9 @@ static float *cnn__cl_bn_block(cnn__cl *c, const cnn_node *n, const cnn__cl_dev 
 /* Channel ch's gradient coefficients in block blk from a group's sum dy and
    sum dy (x - mean) over M values; returns gamma's gradient. */
 static double cnn__cl_bn_grad_coef(float *blk, int C, int ch, double gamma, double sdy, double sdyx, double M) {
-    const double inv = blk[3 * C + ch], dgamma = sdyx * inv, k1 = gamma * inv, k2 = -k1 * inv * dgamma / M;
-    float *g = blk + 4 * C;
-    g[ch] = (float)k1;
-    g[C + ch] = (float)k2;
-    g[2 * C + ch] = (float)(-k1 * sdy / M - k2 * blk[2 * C + ch]);
+    float k[3];
+    const double dgamma = cnn_bn_grad_coefficients(gamma, blk[2 * C + ch], blk[3 * C + ch], sdy, sdyx, M, k);
+    blk[4 * C + ch] = k[0], blk[5 * C + ch] = k[1], blk[6 * C + ch] = k[2];
     return dgamma;
 }
 
@@ -1556,7 +1554,6 @@ static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
         t0 = cnn_wall_time();
         for (int ch = 0; ch < C; ch++) {
             cnn_moments all = {0, 0, 0};
-            double var;
             float *blk = c->coef_host[n->index];
             CNN__CL_EACH(c, d) {
                 const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
@@ -1569,21 +1566,16 @@ static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
                 }
                 if (c->local_bn) { /* this device's own statistics */
                     blk = cnn__cl_bn_block(c, n, d);
-                    blk[2 * C + ch] = (float)own.mean;
-                    blk[3 * C + ch] = (float)(1.0 / sqrt(own.m2 / own.count + n->epsilon));
+                    cnn_bn_batch_stats(&own, n->epsilon, n->momentum, blk + 2 * C + ch, blk + 3 * C + ch, NULL, NULL);
                 }
             }
-            var = all.m2 / all.count;
-            if (!c->local_bn) {
-                blk[2 * C + ch] = (float)all.mean;
-                blk[3 * C + ch] = (float)(1.0 / sqrt(var + n->epsilon));
-            }
-            if (m->update_moving) { /* staged: applied once the whole step has succeeded */
-                const double unbiased = all.count > 1 ? var * all.count / (all.count - 1) : var;
-                float *sm = c->moving + n->s_off, *sv = sm + C;
-                sm[ch] = (float)(n->momentum * mmean[ch] + (1.0 - n->momentum) * all.mean);
-                sv[ch] = (float)(n->momentum * mvar[ch] + (1.0 - n->momentum) * unbiased);
-                c->moving_staged = 1;
+            {   /* the whole batch's; its moving statistics staged, applied once the step has succeeded */
+                float mean_all, inv_all, *sm = c->moving + n->s_off, *sv = sm + C;
+                sm[ch] = mmean[ch], sv[ch] = mvar[ch];
+                cnn_bn_batch_stats(&all, n->epsilon, n->momentum, &mean_all, &inv_all, m->update_moving ? sm + ch : NULL,
+                                   sv + ch);
+                c->moving_staged |= m->update_moving;
+                if (!c->local_bn) blk[2 * C + ch] = mean_all, blk[3 * C + ch] = inv_all;
             }
         }
         c->host_s += cnn_wall_time() - t0;

@@ -907,6 +907,51 @@ static void test_backend_bad_input(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* BatchNorm's statistics and gradient coefficients from per-worker sums      */
+/* ------------------------------------------------------------------------ */
+
+/* Against the formulas computed directly over all values in double: a channel
+   of M values cut between three workers, each sending sums about its own
+   first value. */
+static void test_bn_helpers(void) {
+    enum { M = 300 };
+    const int cut[4] = {0, 37, 200, M};
+    double x[M], dy[M], mean = 0, var = 0, sdy = 0, sdyx = 0;
+    float bmean, binv, mm = 0.25f, mv = 2.0f, k[3];
+    cnn_moments acc = {0, 0, 0};
+    test_begin("BatchNorm helpers: batch statistics, moving update and gradient coefficients from worker sums");
+    for (int i = 0; i < M; i++) x[i] = 3.0 + 2.0 * rnd_unit() + (i % 7), dy[i] = rnd_unit() - 0.5;
+    for (int i = 0; i < M; i++) mean += x[i] / M;
+    for (int i = 0; i < M; i++) var += (x[i] - mean) * (x[i] - mean) / M;
+    for (int w = 0; w < 3; w++) { /* each worker's sums about its first value */
+        double shift = x[cut[w]], s1 = 0, s2 = 0;
+        for (int i = cut[w]; i < cut[w + 1]; i++) s1 += x[i] - shift, s2 += (x[i] - shift) * (x[i] - shift);
+        cnn_moments_add(&acc, cut[w + 1] - cut[w], shift, s1, s2);
+    }
+    cnn_bn_batch_stats(&acc, 1e-3f, 0.99f, &bmean, &binv, &mm, &mv);
+    CHECK(fabs(bmean - mean) <= 1e-6 * fabs(mean) && fabs(binv - 1.0 / sqrt(var + 1e-3f)) <= 1e-6 / sqrt(var),
+          "mean %.8g vs %.8g, inv %.8g vs %.8g", bmean, mean, binv, 1.0 / sqrt(var + 1e-3f));
+    CHECK(fabs(mm - (0.99f * 0.25f + 0.01 * mean)) <= 1e-6 && fabs(mv - (0.99f * 2.0f + 0.01 * var * M / (M - 1))) <= 1e-6,
+          "moving statistics %.8g %.8g", mm, mv);
+    for (int i = 0; i < M; i++) sdy += dy[i], sdyx += dy[i] * (x[i] - mean);
+    {
+        const double gamma = 1.3, inv = 1.0 / sqrt(var + 1e-3), dgamma = cnn_bn_grad_coefficients(gamma, mean, inv, sdy, sdyx, M, k);
+        double worst = 0, sdyxhat = 0;
+        for (int i = 0; i < M; i++) { /* dx = gamma inv / M (M dy - sum dy - xhat sum dy xhat) */
+            const double xhat = (x[i] - mean) * inv, want = gamma * inv / M * (M * dy[i] - sdy - xhat * sdyx * inv);
+            const double got = k[0] * dy[i] + k[1] * x[i] + k[2];
+            if (fabs(got - want) > worst) worst = fabs(got - want);
+            sdyxhat += dy[i] * xhat;
+        }
+        CHECK(worst <= 1e-5, "dx off by %.3g", worst);
+        CHECK(fabs(dgamma - sdyxhat) <= 1e-9 * (1 + fabs(sdyxhat)), "dgamma %.10g vs %.10g", dgamma, sdyxhat);
+    }
+    mm = 0.25f;
+    cnn_bn_batch_stats(&acc, 1e-3f, 0.99f, &bmean, &binv, NULL, NULL); /* no moving update asked */
+    CHECK(mm == 0.25f, "the moving statistics moved without being asked");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Dropout by global sample index: a worker's slice draws the batch's masks  */
 /* ------------------------------------------------------------------------ */
 
@@ -950,6 +995,7 @@ int main(void) {
     test_split_balance();
     test_moments();
     test_sum_in_order();
+    test_bn_helpers();
     test_dropout_slices();
     test_backend_runs();
     test_backend_errors();
