@@ -38,8 +38,8 @@
      Devices are numbered across all platforms the ICD loader finds, in platform
      order (examples/devices lists them). A choice is an index list "0,2", a
      type "gpu", "cpu" or "all", or a piece of a device or platform name
-     ("llvmpipe", "RTX 4090"; any case; digits alone name a device only when
-     they are no index here). With no choice: every GPU, or every
+     ("llvmpipe", "RTX 4090"; any case; three digits or more name a device
+     when they are no index here, as "4090"). With no choice: every GPU, or every
      device when there is no GPU.
 
    THE SPLIT (.split)
@@ -641,10 +641,11 @@ static int cnn__cl_contains(const char *hay, const char *needle) {
     return n == 0;
 }
 
-/* "4090" is a piece of a device name, not an index, when it is no index here
-   and some device's name has it */
+/* "4090" is a piece of a device name, not an index, when it has three digits
+   or more, is no index here and some device's name has it ("5" with two
+   devices stays a wrong index) */
 static int cnn__cl_digits_name(const char *choice, const cnn_opencl_device_info *all, int n) {
-    if (strchr(choice, ',') || strtol(choice, NULL, 10) < n) return 0;
+    if (strchr(choice, ',') || strlen(choice) < 3 || strtol(choice, NULL, 10) < n) return 0;
     for (int i = 0; i < n; i++)
         if (cnn__cl_contains(all[i].name, choice)) return 1;
     return 0;
