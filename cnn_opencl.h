@@ -1,4 +1,4 @@
-/* cnn_opencl.h - v0.1 - train cnn.h models on OpenCL devices of any vendor, each batch split between them
+/* cnn_opencl.h - v0.2 - train cnn.h models on OpenCL devices of any vendor, each batch split between them
 
    Keras' multi_gpu_model(model, n) done on every OpenCL device at once: one call
    puts a cnn.h model (built; compiled to train) on the chosen devices, and from then on the same
@@ -96,8 +96,11 @@
      the calling thread with non-blocking calls, so they compute at the same
      time and CLBlast's first call per device (its kernel compilation, run and
      timed at attach, one device at a time) never races. Every wait on a device
-     is bounded (.timeout_s, default 120 s; compiled in strict ISO C without
-     POSIX's nanosleep, the wait after the first polls is unbounded).
+     is bounded (.timeout_s, default 120 s, per wait; compiled without POSIX's
+     nanosleep it polls without sleeping). A device past the timeout is hung:
+     later calls refuse it at once, and what it may still write to is never
+     freed. Transfers go through the backend's own host copies, never the
+     caller's batch or the model's buffers.
 
    THE KERNEL CACHE
      Built programs are kept on disk, keyed by a hash of the kernel source, the
@@ -131,6 +134,13 @@
      CL_TARGET_OPENCL_VERSION defaults to 120 here (the 1.2 host API)
 
    REVISION HISTORY
+     0.2  (2026-12-05) every layer of cnn.h (the poolings, Add, Concatenate);
+          .drop_failed; .local_batchnorm; a start-up check that runs the
+          model itself; fit shows the split; cnn_opencl_get_times as a
+          struct (compute, transfers, reductions); auto times by the host's
+          clock when a driver's is no use, keeps only changes the wall clock
+          confirms and tries the fastest device alone; hung devices are
+          left as they are, never waited on forever nor freed under them.
      0.1  (2026-12-05) devices across platforms, choice by index, type or name,
           one or several devices with equal, fixed and auto splits, BatchNorm
           synchronised across devices, exact gradient sums, bounded waits.
