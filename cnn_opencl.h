@@ -2049,8 +2049,14 @@ static int cnn__cl_backward(cnn_model *m, int B, int fused) {
 /* Attach, detach, queries                                                  */
 /* ======================================================================== */
 
+/* Backends alive (attached, or being attached): CLBlast's kernel cache is
+   one for the process, so it is cleared only when the last one goes (a
+   re-attach keeps the new devices' warm kernels; other models keep theirs). */
+static int cnn__cl_alive;
+
 static void cnn__cl_free(cnn__cl *c, cnn_model *m) {
     if (!c) return;
+    cnn__cl_alive--;
     c->fail_after = 0;
     for (int k = 0; c->dev && k < c->n; k++) { /* a bounded wait: a hung device is left as it is */
         if (c->dev[k].q && !c->dev[k].hung) (void)cnn__cl_wait(c, &c->dev[k], "finishing before release");
@@ -2058,7 +2064,7 @@ static void cnn__cl_free(cnn__cl *c, cnn_model *m) {
         cnn__cl_dev_free(&c->dev[k], m->n_nodes);
     }
     if (!c->any_hung) { /* else a hung device's transfers may still read these */
-        CLBlastClearCache(); /* before the contexts its kernels belong to go */
+        if (cnn__cl_alive == 0) CLBlastClearCache(); /* before the contexts its kernels belong to go */
         CNN_FREE(c->params_stage);
         for (int i = 0; c->coef_host && i < m->n_nodes; i++) CNN_FREE(c->coef_host[i]);
         CNN_FREE(c->coef_host);
@@ -2144,6 +2150,7 @@ static int cnn__cl_new(cnn_model *m, int n, const cnn_opencl_opts *op, const cha
     *out = NULL;
     if (!c) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
     memset(c, 0, sizeof *c);
+    cnn__cl_alive++;
     c->dev = (cnn__cl_dev *)CNN_MALLOC((size_t)n * sizeof *c->dev);
     c->weights = (double *)CNN_MALLOC((size_t)n * sizeof(double));
     c->counts = (int *)CNN_MALLOC((size_t)n * sizeof(int));
