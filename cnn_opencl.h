@@ -748,7 +748,6 @@ typedef struct cnn__cl_dev {
                                    transfer of a hung device touches nothing of the caller's:
                                    the batch slice [cap][input size], its output or output
                                    gradient [cap][output size] */
-    size_t stage_floats;
     int quiet;                  /* as the backend's */
 } cnn__cl_dev;
 
@@ -1103,7 +1102,7 @@ static int cnn__cl_size_buffers(cnn__cl *c, cnn__cl_dev *d, cnn_model *m, int ca
     if (!rc) {
         const size_t want = (size_t)cap * (cnn__node_size(m->nodes[m->input]) + cnn__node_size(m->nodes[m->output]));
         float *stage = (float *)CNN_REALLOC(d->stage, want * sizeof(float));
-        if (stage) d->stage = stage, d->stage_floats = want;
+        if (stage) d->stage = stage;
         else rc = cnn_set_error(CNN_ERR_MEMORY, "cnn_opencl: out of host memory for a batch of %d", cap);
     }
     if (!rc && !(d->part = (float *)CNN_MALLOC((size_t)c->cap_chunks_c * sizeof(float) + 4)))
