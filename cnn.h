@@ -65,6 +65,7 @@
      CNN_ASSERT(x)      internal invariant check (default assert)
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
      CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
+     CNN_NO_AVX512      leave the AVX-512 kernels out (see cnn_set_kernels)
      CNN_REFERENCE      models run on the reference path by default: every layer as
                         plain loops over its shapes, no fusion, no threads (slow; to read,
                         and to check the fast path against; cnn_set_reference switches it)
@@ -167,6 +168,18 @@ CNN_DEF double cnn_wall_time(void);
 /* Threads used by the kernels (OpenMP); n <= 0 means all cores. */
 CNN_DEF void cnn_set_num_threads(int n);
 CNN_DEF int cnn_get_num_threads(void);
+
+/* The CPU kernels' instruction-set path, process-wide: "avx512" or "portable"
+   (plain C the compiler vectorises). By default the best one this processor
+   runs, chosen at run time whatever the compiler flags; the environment
+   variable CNN_KERNELS or this call pins one (NULL or "auto": the best again).
+   An unknown name, or one this processor or build cannot run, is CNN_ERR_ARG
+   and changes nothing. Call it between steps. Results are bit-identical run to
+   run within a path; two paths agree to rounding. CNN_NO_AVX512 leaves the
+   AVX-512 path out of the build. */
+CNN_DEF int cnn_set_kernels(const char *name);
+/* the path in use, e.g. "avx512" */
+CNN_DEF const char *cnn_kernels(void);
 
 /* ======================================================================== */
 /* Datasets: uint8 images [n][h][w][c] with integer class labels           */
@@ -717,8 +730,8 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#if defined(__AVX512F__) || defined(__AVX__)
-#include <immintrin.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h> /* the AVX-512 kernels (see Kernels) */
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/time.h>
@@ -1678,30 +1691,6 @@ CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, in
    order: the results do not depend on the thread count. */
 #define CNN__CHUNKS 32
 
-#ifndef CNN__MR
-#if defined(__AVX512F__)
-#define CNN__MR 8 /* 8 x 32 floats = 16 of the 32 zmm registers */
-#else
-#define CNN__MR 4
-#endif
-#endif
-/* The TN product may use taller tiles of CNN__TN_MR rows where K is a
-   multiple of it and not of CNN__MR: K = 27 (a 3x3 kernel on RGB) in 3 tiles
-   of 9 rows, not 4 of 8 with 5 rows wasted. */
-#if defined(__AVX512F__)
-#define CNN__TN_MR 9 /* 9 x 32 floats = 18 zmm accumulators */
-#else
-#define CNN__TN_MR CNN__MR
-#endif
-#if defined(__AVX512F__) && (CNN__MR > 12 || CNN__TN_MR > 12)
-#error "cnn.h: the AVX-512 tile addresses at most 12 rows (CNN__MR)"
-#endif
-#if defined(__AVX512F__)
-#define CNN__NR 32 /* 4 x 32 floats = 8 zmm accumulators */
-#else
-#define CNN__NR 16 /* 4 x 16 floats = 8 ymm (AVX) or 16 xmm accumulators */
-#endif
-
 /* a*b + c in one rounding where the machine has FMA: ISO C modes (-std=c99)
    forbid the compiler to fuse a*b+c by itself, which would halve the speed */
 #ifdef FP_FAST_FMAF
@@ -1738,16 +1727,264 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
 #define CNN__PREFETCH_L2(p) ((void)(p))
 #endif
 
-#if defined(__AVX512F__)
+/* ======================================================================== */
+/* Kernels: one section per instruction set, reached through one table      */
+/* ======================================================================== */
+/* The inner loops the layers spend their time in, written once per
+   instruction set. A layer never names an instruction set: it calls
+   cnn__kern()->tile(...) and reads the tile shape (mr, tn_mr, nr) from the
+   same row. A new instruction set is one more section and one more row of
+   cnn__kernel_paths below.
+     tile              C[rows][cols] (+)= A B over K, then the epilogue
+     tile_prefetching  a full TN tile that also steps a prefetch
+     tile_at           a TN tile whose A rows are read through a pointer table
+     copy_windows      im2col's whole rows: span rows of kh runs of run floats
+     bn_dz_rows        BatchNorm's fused input gradient through ReLU (see
+                       cnn__conv_backward_through_bn)
+     adam_update       Adam's update of a run of parameters
+   Results are bit-identical run to run for a path and a thread count; two
+   paths round differently (FMA or not, tile order) and agree to rounding. */
+typedef struct cnn__kernel_path {
+    const char *name;  /* "portable", "avx512": what CNN_KERNELS and cnn_set_kernels take */
+    int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
+    int (*supported)(void);
+    void (*tile)(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb, float *c, size_t ldc,
+                 int rows, int cols, int load, const cnn__epilogue *ep);
+    void (*tile_prefetching)(int R, int K, const float *a, size_t a_ks, const float *b, size_t ldb, float *c,
+                             size_t ldc, int load, cnn__prefetch *pf);
+    void (*tile_at)(int R, int K, const float *const *win, size_t off, const float *b, size_t ldb, float *c,
+                    size_t ldc, int cols, int load, cnn__prefetch *pf);
+    void (*copy_windows)(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span, int kh,
+                         int run);
+    void (*bn_dz_rows)(int N, int rows, const float *y, const float *mean, const float *k,
+                       const unsigned char *argmax, const float *g, const long long *at, const int *cell, int relu,
+                       float *d, float *ss);
+    void (*adam_update)(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
+                        float lr_t, float eps);
+} cnn__kernel_path;
+
+/* The tallest register tile and the widest of any path: stack buffers are sized by them */
+enum { CNN__MR_MAX = 12, CNN__NR_MAX = 32 };
+
+/* c[r][j] (+)= sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j], then the epilogue, for
+   the last cols < nr columns of a product: plain loops, shared by every path */
+static void cnn__tile_narrow(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
+                             size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load,
+                             const cnn__epilogue *ep) {
+    for (int r = 0; r < rows; r++) {
+        float *cr = c + r * ldc;
+        if (!load)
+            for (int j = 0; j < cols; j++) cr[j] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float ar = a[r * a_rs + (size_t)k * a_ks];
+            const float *bk = b + (size_t)k * ldb;
+            for (int j = 0; j < cols; j++) cr[j] = CNN__FMA(ar, bk[j], cr[j]);
+        }
+        if (ep && ep->bias)
+            for (int j = 0; j < cols; j++) cr[j] += ep->bias[j];
+        if (ep && ep->relu)
+            for (int j = 0; j < cols; j++) cr[j] = cr[j] < 0 ? 0.0f : cr[j];
+    }
+    for (int j = 0; ep && ep->s && j < cols; j++) { /* BatchNorm's statistics (see cnn__stats_close) */
+        const float shift = ep->opens ? c[j] : ep->shift[j];
+        float s = ep->opens ? 0.0f : ep->s[j], q = ep->opens ? 0.0f : ep->q[j];
+        for (int r = 0; r < rows; r++) {
+            const float d = c[r * ldc + j] - shift;
+            s += d;
+            q = CNN__FMA(d, d, q);
+        }
+        ep->shift[j] = shift;
+        ep->s[j] = s;
+        ep->q[j] = q;
+    }
+}
+
+/* the same for a tile_at tile's last columns: A's row k is win[k] + off */
+static void cnn__tile_at_narrow(int R, int K, const float *const *CNN__RESTRICT win, size_t off,
+                                const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols,
+                                int load) {
+    for (int r = 0; r < R; r++) {
+        for (int j = 0; !load && j < cols; j++) c[r * ldc + j] = 0.0f;
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < cols; j++)
+                c[r * ldc + j] = CNN__FMA(win[k][off + r], b[(size_t)k * ldb + j], c[r * ldc + j]);
+    }
+}
+
+/* dst[0..len) = src[0..len) in fixed-size moves the compiler inlines. The
+   runs im2col copies are short (9 floats for a 3x3 kernel on RGB): a memcpy
+   call each would cost more than the copy, and a plain copy loop would
+   become one (or a slow rep movs). */
+static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const float *CNN__RESTRICT src, int len) {
+    int q = 0;
+    for (; q + 16 <= len; q += 16) memcpy(dst + q, src + q, 16 * sizeof(float));
+    if (len - q >= 8) { memcpy(dst + q, src + q, 8 * sizeof(float)); q += 8; }
+    if (len - q >= 4) { memcpy(dst + q, src + q, 4 * sizeof(float)); q += 4; }
+    if (len - q >= 2) { memcpy(dst + q, src + q, 2 * sizeof(float)); q += 2; }
+    if (len - q >= 1) dst[q] = src[q];
+}
+
+/* ---- portable C: any processor, vectorised by the compiler where it can ---- */
+
+enum { CNN__PORTABLE_MR = 4, CNN__PORTABLE_NR = 16 }; /* 4 x 16 floats: 8 ymm (AVX) or 16 xmm accumulators */
+
+/* R full-width rows of a tile, R a constant where this is inlined, so that the
+   compiler unrolls the loops and keeps acc in registers. Row r of step k of A
+   is a[r * a_rs + k * a_ks], or with a table win (tile_at) win[k][a_ks + r].
+   pf, when not NULL: memory to fetch into L2, a cache line per step of k. */
+static CNN__ALWAYS_INLINE void cnn__tile_rows_portable(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
+                                                       size_t a_ks, const float *const *CNN__RESTRICT win,
+                                                       const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
+                                                       size_t ldc, int load, const cnn__epilogue *ep, cnn__prefetch *pf) {
+    enum { NR = CNN__PORTABLE_NR };
+    float acc[CNN__PORTABLE_MR][NR];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
+    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (size_t)k * ldb;
+        const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
+        if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
+        for (int r = 0; r < R; r++) {
+            const float ar = ak[r * a_rs];
+            for (int j = 0; j < NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
+        }
+    }
+    if (pf) pf->next = pf_next;
+    /* the epilogue in one branch-free pass, so that acc stays in registers:
+       + bias (or + 0), then max(., 0) for ReLU (or max(., -inf), a no-op) */
+    float bias[NR] = {0};
+    const float floor = ep && ep->relu ? 0.0f : -INFINITY;
+    if (ep && ep->bias) memcpy(bias, ep->bias, sizeof bias);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NR; j++) {
+            const float v = acc[r][j] + bias[j];
+            acc[r][j] = v < floor ? floor : v;
+            c[r * ldc + j] = acc[r][j];
+        }
+    if (ep && ep->s) { /* BatchNorm's statistics from the registers (see cnn__stats_close) */
+        float shift[NR], s[NR], q[NR];
+        for (int j = 0; j < NR; j++) {
+            shift[j] = ep->opens ? acc[0][j] : ep->shift[j];
+            s[j] = ep->opens ? 0.0f : ep->s[j];
+            q[j] = ep->opens ? 0.0f : ep->q[j];
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < NR; j++) {
+                const float d = acc[r][j] - shift[j];
+                s[j] += d;
+                q[j] = CNN__FMA(d, d, q[j]);
+            }
+        for (int j = 0; j < NR; j++) {
+            ep->shift[j] = shift[j];
+            ep->s[j] = s[j];
+            ep->q[j] = q[j];
+        }
+    }
+}
+
+/* Full-width tiles of each height run in registers (one copy of the loop per
+   height); narrower ones take the plain loop. Never inlined: inside a bigger
+   loop the accumulators would spill. */
+static CNN__NOINLINE void cnn__tile_portable(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
+                                             float *c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
+    if (cols == CNN__PORTABLE_NR) switch (rows) {
+        case 1: cnn__tile_rows_portable(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 2: cnn__tile_rows_portable(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 3: cnn__tile_rows_portable(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 4: cnn__tile_rows_portable(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        default: break;
+        }
+    cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
+}
+
+static CNN__NOINLINE void cnn__tile_prefetching_portable(int R, int K, const float *a, size_t a_ks, const float *b,
+                                                         size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
+    (void)R; /* always CNN__PORTABLE_MR: tn_mr is mr here */
+    cnn__tile_rows_portable(CNN__PORTABLE_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+}
+
+static CNN__NOINLINE void cnn__tile_at_portable(int R, int K, const float *const *win, size_t off, const float *b,
+                                                size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+    if (cols == CNN__PORTABLE_NR && R == CNN__PORTABLE_MR)
+        cnn__tile_rows_portable(CNN__PORTABLE_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else
+        cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
+}
+
+static void cnn__copy_windows_portable(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span,
+                                       int kh, int run) {
+    for (int r = 0; r < span; r++, src += step, dst += ldd)
+        for (int ky = 0; ky < kh; ky++) cnn__copy_floats(dst + ky * run, src + ky * row_step, run);
+}
+
+static void cnn__bn_dz_rows_portable(int N, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
+                                     const float *CNN__RESTRICT k, const unsigned char *CNN__RESTRICT argmax,
+                                     const float *CNN__RESTRICT g, const long long *at, const int *cell, int relu,
+                                     float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
+    const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
+    for (int i = 0; i < rows; i++) {
+        const float *CNN__RESTRICT yr = y + (size_t)i * N;
+        const unsigned char *CNN__RESTRICT am = at[i] >= 0 ? argmax + at[i] : NULL;
+        const float *CNN__RESTRICT gr = at[i] >= 0 ? g + at[i] : NULL;
+        float *CNN__RESTRICT dr = d + (size_t)i * N;
+        for (int c = 0; c < N; c++) {
+            float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
+            if (am) v = CNN__FMA(k1[c], am[c] == cell[i] ? gr[c] : 0.0f, v);
+            dr[c] = relu && !(yr[c] > 0) ? 0.0f : v;
+        }
+        for (int c = 0; c < N; c++) ss[c] += dr[c];
+    }
+}
+
+/* Adam (see cnn__optimizer_step): m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
+   p -= lr_t m / (sqrt(v) + eps). Every operation is correctly rounded, so a
+   vector path gives the same result as this loop. */
+static void cnn__adam_update_portable(float *CNN__RESTRICT p, const float *CNN__RESTRICT g, float *CNN__RESTRICT s1,
+                                      float *CNN__RESTRICT s2, long long count, float b1, float b2, float lr_t,
+                                      float eps) {
+    CNN__PARALLEL_FOR(count)
+    for (long long k = 0; k < count; k++) {
+        s1[k] = b1 * s1[k] + (1 - b1) * g[k];
+        s2[k] = b2 * s2[k] + (1 - b2) * g[k] * g[k];
+        p[k] -= lr_t * s1[k] / (sqrtf(s2[k]) + eps);
+    }
+}
+
+static int cnn__supported_portable(void) { return 1; }
+
+/* ---- AVX-512 (F, BW, VL with FMA): x86-64 from Skylake-SP and Zen 4 on ---- */
+/* Compiled whatever the flags where the compiler can target it function by
+   function (GCC, Clang), and run only where the processor has it; other
+   compilers build it when their flags target AVX-512. CNN_NO_AVX512 leaves it out. */
+#if !defined(CNN_NO_AVX512) && (defined(__x86_64__) || defined(_M_X64))
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 6)
+#define CNN__AVX512 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma")
+#endif
+#elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define CNN__AVX512 1
+#endif
+#endif
+#ifdef CNN__AVX512
+
+enum { CNN__AVX512_MR = 8, CNN__AVX512_TN_MR = 9, CNN__AVX512_NR = 32 };
+/* 8 x 32 floats = 16 of the 32 zmm registers; the TN product's 9-row tiles
+   (18 accumulators) fit K = 27 (a 3x3 kernel on RGB) in 3 tiles, not 4 of 8 */
+
 /* R full-width rows of a tile (R a constant where this is inlined): the same
-   operations as the portable version below, in AVX-512 intrinsics, two zmm
+   operations as cnn__tile_rows_portable, in AVX-512 intrinsics, two zmm
    accumulators a row. In plain C the compiler keeps the 8 x 32 accumulators in
    registers through the product but in memory through the epilogue. */
-static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
-                                              const float *const *CNN__RESTRICT win, const float *CNN__RESTRICT b,
-                                              size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
-                                              const cnn__epilogue *ep, cnn__prefetch *pf) {
-    __m512 acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][2];
+static CNN__ALWAYS_INLINE void cnn__tile_rows_avx512(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
+                                                     size_t a_ks, const float *const *CNN__RESTRICT win,
+                                                     const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
+                                                     size_t ldc, int load, const cnn__epilogue *ep, cnn__prefetch *pf) {
+    __m512 acc[CNN__AVX512_TN_MR][2];
     CNN__UNROLL(16)
     for (int r = 0; r < R; r++) {
         acc[r][0] = load ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
@@ -1810,146 +2047,219 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *C
         }
     }
 }
-#else
-/* R full-width rows of a tile, R a constant where this is inlined, so that the
-   compiler unrolls the loops and keeps acc in registers. Row r of step k of A
-   is a[r * a_rs + k * a_ks], or with a table win (cnn__tile_at) win[k][a_ks + r]. */
-static CNN__ALWAYS_INLINE void cnn__tile_rows(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
-                                              const float *const *CNN__RESTRICT win, const float *CNN__RESTRICT b,
-                                              size_t ldb, float *CNN__RESTRICT c, size_t ldc, int load,
-                                              const cnn__epilogue *ep, cnn__prefetch *pf) {
-    float acc[CNN__TN_MR > CNN__MR ? CNN__TN_MR : CNN__MR][CNN__NR];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < CNN__NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
-    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
-    for (int k = 0; k < K; k++) {
-        const float *bk = b + (size_t)k * ldb;
-        const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
-        if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
-        for (int r = 0; r < R; r++) {
-            const float ar = ak[r * a_rs];
-            for (int j = 0; j < CNN__NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
-        }
-    }
-    if (pf) pf->next = pf_next;
-    /* the epilogue in one branch-free pass, so that acc stays in registers:
-       + bias (or + 0), then max(., 0) for ReLU (or max(., -inf), a no-op) */
-    float bias[CNN__NR] = {0};
-    const float floor = ep && ep->relu ? 0.0f : -INFINITY;
-    if (ep && ep->bias) memcpy(bias, ep->bias, sizeof bias);
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < CNN__NR; j++) {
-            const float v = acc[r][j] + bias[j];
-            acc[r][j] = v < floor ? floor : v;
-            c[r * ldc + j] = acc[r][j];
-        }
-    if (ep && ep->s) { /* BatchNorm's statistics from the registers (see cnn__stats_close) */
-        float shift[CNN__NR], s[CNN__NR], q[CNN__NR];
-        for (int j = 0; j < CNN__NR; j++) {
-            shift[j] = ep->opens ? acc[0][j] : ep->shift[j];
-            s[j] = ep->opens ? 0.0f : ep->s[j];
-            q[j] = ep->opens ? 0.0f : ep->q[j];
-        }
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < CNN__NR; j++) {
-                const float d = acc[r][j] - shift[j];
-                s[j] += d;
-                q[j] = CNN__FMA(d, d, q[j]);
-            }
-        for (int j = 0; j < CNN__NR; j++) {
-            ep->shift[j] = shift[j];
-            ep->s[j] = s[j];
-            ep->q[j] = q[j];
-        }
-    }
-}
-#endif
 
-/* c[r][j] = (load ? c[r][j] : 0) + sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j] for
-   r < rows, j < cols, then the epilogue ep (NULL = none). Full-width tiles of
-   any height run in registers (one copy of the loop per height); narrower ones
-   (the last columns) take a plain loop. Never inlined: inside a bigger loop the
-   accumulators would spill. */
-static CNN__NOINLINE void cnn__tile(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
-                      size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
-    if (cols == CNN__NR) {
-        switch (rows) {
-        case CNN__MR: cnn__tile_rows(CNN__MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-#if CNN__TN_MR > CNN__MR
-        case CNN__TN_MR: cnn__tile_rows(CNN__TN_MR, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-#endif
-        case 1: cnn__tile_rows(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-        case 2: cnn__tile_rows(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-        case 3: cnn__tile_rows(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-#if CNN__MR > 4
-        case 4: cnn__tile_rows(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-        case 5: cnn__tile_rows(5, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-        case 6: cnn__tile_rows(6, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-        case 7: cnn__tile_rows(7, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
-#endif
+/* bn_dz_rows for channels [c0, c0 + 16Q) (those below N), Q a constant
+   where this is inlined: row after row, the Q sums in registers (a sum kept in
+   memory would chain each row's add to the previous row's store) */
+static CNN__ALWAYS_INLINE void cnn__bn_dz_block_avx512(const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y,
+                                                const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k1,
+                                                const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
+                                                const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
+                                                const long long *at, const int *cell, int relu, float *CNN__RESTRICT d,
+                                                float *CNN__RESTRICT ss) {
+    __mmask16 lanes[4];
+    __m512 vmean[4], v1[4], v2[4], v3[4], sum[4];
+    for (int q = 0; q < Q; q++) {
+        const int c = c0 + 16 * q;
+        lanes[q] = (__mmask16)(N - c >= 16 ? 0xFFFF : (1u << (N - c)) - 1);
+        vmean[q] = _mm512_maskz_loadu_ps(lanes[q], mean + c);
+        v1[q] = _mm512_maskz_loadu_ps(lanes[q], k1 + c);
+        v2[q] = _mm512_maskz_loadu_ps(lanes[q], k2 + c);
+        v3[q] = _mm512_maskz_loadu_ps(lanes[q], k3 + c);
+        sum[q] = _mm512_maskz_loadu_ps(lanes[q], ss + c);
+    }
+    for (int i = 0; i < rows; i++) {
+        const __m128i here = _mm_set1_epi8((char)cell[i]);
+        for (int q = 0; q < Q; q++) {
+            const int c = c0 + 16 * q;
+            const __m512 yv = _mm512_maskz_loadu_ps(lanes[q], y + (size_t)i * N + c);
+            /* live: the lanes ReLU passes (all of them without ReLU); dz is 0 elsewhere */
+            const __mmask16 live = relu ? _mm512_mask_cmp_ps_mask(lanes[q], yv, _mm512_setzero_ps(), _CMP_GT_OQ) : lanes[q];
+            __m512 v = _mm512_maskz_fmadd_ps(live, _mm512_sub_ps(yv, vmean[q]), v3[q], v2[q]);
+            if (at[i] >= 0) {
+                const __mmask16 hit = _mm_mask_cmpeq_epi8_mask(live, _mm_maskz_loadu_epi8(lanes[q], argmax + at[i] + c), here);
+                v = _mm512_mask3_fmadd_ps(v1[q], _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
+            }
+            _mm512_mask_storeu_ps(d + (size_t)i * N + c, lanes[q], v);
+            sum[q] = _mm512_add_ps(sum[q], v);
+        }
+    }
+    for (int q = 0; q < Q; q++) _mm512_mask_storeu_ps(ss + c0 + 16 * q, lanes[q], sum[q]);
+}
+
+static CNN__NOINLINE void cnn__tile_avx512(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
+                                           float *c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
+    if (cols == CNN__AVX512_NR) switch (rows) {
+        case 1: cnn__tile_rows_avx512(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 2: cnn__tile_rows_avx512(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 3: cnn__tile_rows_avx512(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 4: cnn__tile_rows_avx512(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 5: cnn__tile_rows_avx512(5, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 6: cnn__tile_rows_avx512(6, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 7: cnn__tile_rows_avx512(7, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 8: cnn__tile_rows_avx512(8, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 9: cnn__tile_rows_avx512(9, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
         default: break;
         }
-    }
-    for (int r = 0; r < rows; r++) { /* the last columns */
-        float *cr = c + r * ldc;
-        if (!load)
-            for (int j = 0; j < cols; j++) cr[j] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            const float ar = a[r * a_rs + (size_t)k * a_ks];
-            const float *bk = b + (size_t)k * ldb;
-            for (int j = 0; j < cols; j++) cr[j] = CNN__FMA(ar, bk[j], cr[j]);
+    cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
+}
+
+static CNN__NOINLINE void cnn__tile_prefetching_avx512(int R, int K, const float *a, size_t a_ks, const float *b,
+                                                       size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
+    if (R == CNN__AVX512_TN_MR) cnn__tile_rows_avx512(CNN__AVX512_TN_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+    else cnn__tile_rows_avx512(CNN__AVX512_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+}
+
+static CNN__NOINLINE void cnn__tile_at_avx512(int R, int K, const float *const *win, size_t off, const float *b,
+                                              size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+    if (cols == CNN__AVX512_NR && R == CNN__AVX512_MR)
+        cnn__tile_rows_avx512(CNN__AVX512_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else if (cols == CNN__AVX512_NR && R == CNN__AVX512_TN_MR)
+        cnn__tile_rows_avx512(CNN__AVX512_TN_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else
+        cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
+}
+
+/* im2col's runs in masked moves of up to 16 floats (a 3x3 window on RGB has runs of 9) */
+static void cnn__copy_windows_avx512(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span,
+                                     int kh, int run) {
+    const __mmask16 tail = (__mmask16)((1u << (run % 16)) - 1);
+    for (int r = 0; r < span; r++, src += step, dst += ldd)
+        for (int ky = 0; ky < kh; ky++) {
+            float *CNN__RESTRICT d = dst + ky * run;
+            const float *CNN__RESTRICT s = src + ky * row_step;
+            int q = 0;
+            for (; q + 16 <= run; q += 16) _mm512_storeu_ps(d + q, _mm512_loadu_ps(s + q));
+            _mm512_mask_storeu_ps(d + q, tail, _mm512_maskz_loadu_ps(tail, s + q));
         }
-        if (ep && ep->bias)
-            for (int j = 0; j < cols; j++) cr[j] += ep->bias[j];
-        if (ep && ep->relu)
-            for (int j = 0; j < cols; j++) cr[j] = cr[j] < 0 ? 0.0f : cr[j];
-    }
-    for (int j = 0; ep && ep->s && j < cols; j++) { /* the same sums as above */
-        const float shift = ep->opens ? c[j] : ep->shift[j];
-        float s = ep->opens ? 0.0f : ep->s[j], q = ep->opens ? 0.0f : ep->q[j];
-        for (int r = 0; r < rows; r++) {
-            const float d = c[r * ldc + j] - shift;
-            s += d;
-            q = CNN__FMA(d, d, q);
+}
+
+static void cnn__bn_dz_rows_avx512(int N, int rows, const float *y, const float *mean, const float *k,
+                                   const unsigned char *argmax, const float *g, const long long *at, const int *cell,
+                                   int relu, float *d, float *ss) {
+    const float *k1 = k, *k2 = k + N, *k3 = k + 2 * N;
+    for (int c0 = 0; c0 < N; c0 += 64)
+        switch (((N - c0 < 64 ? N - c0 : 64) + 15) / 16) { /* 16-lane blocks of the next 64 channels */
+        case 1: cnn__bn_dz_block_avx512(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        case 2: cnn__bn_dz_block_avx512(2, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        case 3: cnn__bn_dz_block_avx512(3, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        default: cnn__bn_dz_block_avx512(4, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
         }
-        ep->shift[j] = shift;
-        ep->s[j] = s;
-        ep->q[j] = q;
+}
+
+/* Adam on 16 parameters at a time; the last count % 16 go through the same
+   vector code in a zero-padded block, so every parameter takes the same
+   instructions. (sqrtf may set errno, which keeps compilers from vectorising
+   the portable loop in ISO C modes.) */
+static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t,
+                                   float eps) {
+    const __m512 gk = _mm512_loadu_ps(g);
+    const __m512 m = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(b1), _mm512_loadu_ps(s1)),
+                                   _mm512_mul_ps(_mm512_set1_ps(1 - b1), gk));
+    const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(b2), _mm512_loadu_ps(s2)),
+                                   _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1 - b2), gk), gk));
+    const __m512 root = _mm512_mask_sqrt_ps(v, (__mmask16)0xFFFF, v); /* (g++ warns about the plain form's undefined vector) */
+    const __m512 step = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(lr_t), m), _mm512_add_ps(root, _mm512_set1_ps(eps)));
+    _mm512_storeu_ps(s1, m);
+    _mm512_storeu_ps(s2, v);
+    _mm512_storeu_ps(p, _mm512_sub_ps(_mm512_loadu_ps(p), step));
+}
+
+static void cnn__adam_update_avx512(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
+                                    float lr_t, float eps) {
+    const long long blocks = count / 16, done = blocks * 16;
+    CNN__PARALLEL_FOR(count)
+    for (long long i = 0; i < blocks; i++)
+        cnn__adam_lanes_avx512(p + i * 16, g + i * 16, s1 + i * 16, s2 + i * 16, b1, b2, lr_t, eps);
+    if (done < count) {
+        float tp[16] = {0}, tg[16] = {0}, t1[16] = {0}, t2[16] = {0};
+        const size_t rest = (size_t)(count - done) * sizeof(float);
+        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
+        cnn__adam_lanes_avx512(tp, tg, t1, t2, b1, b2, lr_t, eps);
+        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
     }
 }
 
-/* A full TN tile of R = CNN__MR or CNN__TN_MR rows (a_rs 1) that also steps
-   the prefetch pf: a copy of the tile's loop apart, so that the others carry
-   no prefetch test */
-static CNN__NOINLINE void cnn__tile_prefetching(int R, int K, const float *CNN__RESTRICT a, size_t a_ks,
-                                                const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
-                                                size_t ldc, int load, cnn__prefetch *pf) {
-    if (R == CNN__TN_MR) cnn__tile_rows(CNN__TN_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
-    else cnn__tile_rows(CNN__MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
-}
-
-/* c[r][j] = (load ? c[r][j] : 0) + sum_k win[k][off + r] * b[k*ldb + j] for r < R (CNN__MR or CNN__TN_MR), j < cols:
-   the TN product's tile with A's row k read through a pointer win[k] (a
-   Conv2D's input at the window of im2col's row k), see cnn__conv_weight_grad_rows */
-static CNN__NOINLINE void cnn__tile_at(int R, int K, const float *const *CNN__RESTRICT win, size_t off,
-                                       const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols,
-                                       int load, cnn__prefetch *pf) {
-    if (cols == CNN__NR && R == CNN__MR) {
-        cnn__tile_rows(CNN__MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
-        return;
-    }
-#if CNN__TN_MR > CNN__MR
-    if (cols == CNN__NR && R == CNN__TN_MR) {
-        cnn__tile_rows(CNN__TN_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
-        return;
-    }
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__) && __GNUC__ >= 6
+#pragma GCC pop_options
 #endif
-    for (int r = 0; r < R; r++) { /* the last columns */
-        for (int j = 0; !load && j < cols; j++) c[r * ldc + j] = 0.0f;
-        for (int k = 0; k < K; k++)
-            for (int j = 0; j < cols; j++) c[r * ldc + j] = CNN__FMA(win[k][off + r], b[(size_t)k * ldb + j], c[r * ldc + j]);
-    }
+
+static int cnn__supported_avx512(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+    return 1; /* the build targets it (see above) */
+#endif
 }
+#endif /* CNN__AVX512 */
+
+/* ---- the table ---- */
+
+/* Best first: the first row the processor supports runs unless CNN_KERNELS
+   or cnn_set_kernels names another. */
+static const cnn__kernel_path cnn__kernel_paths[] = {
+#ifdef CNN__AVX512
+    {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, cnn__supported_avx512, cnn__tile_avx512,
+     cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512, cnn__bn_dz_rows_avx512,
+     cnn__adam_update_avx512},
+#endif
+    {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, cnn__supported_portable, cnn__tile_portable,
+     cnn__tile_prefetching_portable, cnn__tile_at_portable, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
+     cnn__adam_update_portable},
+};
+enum { CNN__KERNEL_PATHS = (int)(sizeof cnn__kernel_paths / sizeof cnn__kernel_paths[0]) };
+
+static const cnn__kernel_path *cnn__kernel_path_now; /* NULL until the first use */
+
+/* the row named name that this processor runs, or NULL */
+static const cnn__kernel_path *cnn__find_kernel_path(const char *name) {
+    for (int i = 0; i < CNN__KERNEL_PATHS; i++)
+        if (!strcmp(cnn__kernel_paths[i].name, name) && cnn__kernel_paths[i].supported()) return &cnn__kernel_paths[i];
+    return NULL;
+}
+
+static const cnn__kernel_path *cnn__best_kernel_path(void) {
+    for (int i = 0; i < CNN__KERNEL_PATHS; i++)
+        if (cnn__kernel_paths[i].supported()) return &cnn__kernel_paths[i];
+    return &cnn__kernel_paths[CNN__KERNEL_PATHS - 1];
+}
+
+/* The path in use: chosen at the first call, from CNN_KERNELS when it names
+   a path this processor runs (a warning on stderr when it does not). The
+   layers call it outside their parallel loops. */
+static const cnn__kernel_path *cnn__kern(void) {
+    if (cnn__kernel_path_now) return cnn__kernel_path_now;
+    const char *want = getenv("CNN_KERNELS");
+    const cnn__kernel_path *k = want && *want && strcmp(want, "auto") ? cnn__find_kernel_path(want) : NULL;
+    if (want && *want && strcmp(want, "auto") && !k)
+        fprintf(stderr, "cnn.h: CNN_KERNELS=%s is not a kernel path this build and processor run; using %s\n", want,
+                cnn__best_kernel_path()->name);
+    cnn__kernel_path_now = k ? k : cnn__best_kernel_path();
+    return cnn__kernel_path_now;
+}
+
+CNN_IMPL int cnn_set_kernels(const char *name) {
+    if (!name || !name[0] || !strcmp(name, "auto")) {
+        cnn__kernel_path_now = cnn__best_kernel_path();
+        return CNN_OK;
+    }
+    const cnn__kernel_path *k = cnn__find_kernel_path(name);
+    if (!k) {
+        char runs[128] = "";
+        for (int i = 0; i < CNN__KERNEL_PATHS; i++)
+            if (cnn__kernel_paths[i].supported())
+                snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%s", runs[0] ? ", " : "", cnn__kernel_paths[i].name);
+        return cnn_set_error(CNN_ERR_ARG, "cnn_set_kernels: '%s' is not a kernel path this build and processor run (%s)",
+                             name, runs);
+    }
+    cnn__kernel_path_now = k;
+    return CNN_OK;
+}
+
+CNN_IMPL const char *cnn_kernels(void) { return cnn__kern()->name; }
 
 /* the epilogue with its bias, and the statistics of group (when not NULL),
    moved to column j, for the last slice of K only */
@@ -2010,6 +2320,7 @@ static int cnn__conv_rows_inside(const cnn_node *n, const cnn_node *in, int i, i
 static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, const float *CNN__RESTRICT B, int ldb,
                                   float *CNN__RESTRICT c, int ldc, int N, int load, const cnn__epilogue *ep,
                                   const cnn__epilogue *group) {
+    const cnn__kernel_path *kern = cnn__kern();
     const cnn_node *n = cv->conv, *in = cv->in;
     const int HWo = n->h * n->w, b = i / HWo, oy = i % HWo / n->w, ox = i % n->w;
     const int C = in->c, W = in->w, run = n->kw * C;
@@ -2017,17 +2328,17 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
     for (int ky = 0; ky < n->kh; ky++)
         for (int k0 = 0; k0 < run; k0 += CNN__KB) {
             const int kb = run - k0 < CNN__KB ? run - k0 : CNN__KB, last = ky == n->kh - 1 && k0 + kb == run;
-            for (int j = 0; j < N; j += CNN__NR) {
+            for (int j = 0; j < N; j += kern->nr) {
                 const cnn__epilogue e = cnn__epilogue_at(ep, j, group);
-                cnn__tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1, B + (size_t)(ky * run + k0) * ldb + j,
-                          (size_t)ldb, c + j, (size_t)ldc, rows, N - j < CNN__NR ? N - j : CNN__NR, load || ky > 0 || k0 > 0,
+                kern->tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1, B + (size_t)(ky * run + k0) * ldb + j,
+                          (size_t)ldb, c + j, (size_t)ldc, rows, N - j < kern->nr ? N - j : kern->nr, load || ky > 0 || k0 > 0,
                           last ? &e : NULL);
             }
         }
 }
 
 /* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
-   (and M >= 64 * CNN__MR), A is the conv's im2col matrix, made just before use
+   (and M >= 64 * kern->mr), A is the conv's im2col matrix, made just before use
    so that the product reads it from cache: CNN__IM2COL_TILES row tiles at a
    time into conv->col when the backward pass will read it again; else as
    many on the stack for a shallow conv (CNN__GROUP_K), and for a deeper one a
@@ -2036,21 +2347,22 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
 static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
                          const cnn__conv_input *conv) {
-    const int row_tiles = (M + CNN__MR - 1) / CNN__MR, col_tiles = (N + CNN__NR - 1) / CNN__NR;
-    CNN_ASSERT(M >= 64 * CNN__MR || (!conv && !(ep && ep->stats)));
-    if (M < 64 * CNN__MR) {
+    const cnn__kernel_path *kern = cnn__kern();
+    const int row_tiles = (M + kern->mr - 1) / kern->mr, col_tiles = (N + kern->nr - 1) / kern->nr;
+    CNN_ASSERT(M >= 64 * kern->mr || (!conv && !(ep && ep->stats)));
+    if (M < 64 * kern->mr) {
         /* Few rows (a Dense layer's batch): threads take column panels, so each
            panel of B is read from memory once and serves every row. The sums run
            in the same order as below. */
         CNN__PARALLEL_FOR((long long)M * N * K)
         for (int ct = 0; ct < col_tiles; ct++) {
-            const int j = ct * CNN__NR, cols = N - j < CNN__NR ? N - j : CNN__NR;
+            const int j = ct * kern->nr, cols = N - j < kern->nr ? N - j : kern->nr;
             const cnn__epilogue e = cnn__epilogue_at(ep, j, NULL);
             for (int k0 = 0; k0 < K; k0 += CNN__KB) {
                 const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
-                for (int i = 0; i < M; i += CNN__MR)
-                    cnn__tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb,
-                              C + (size_t)i * ldc + j, (size_t)ldc, M - i < CNN__MR ? M - i : CNN__MR, cols,
+                for (int i = 0; i < M; i += kern->mr)
+                    kern->tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb,
+                              C + (size_t)i * ldc + j, (size_t)ldc, M - i < kern->mr ? M - i : kern->mr, cols,
                               accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
             }
         }
@@ -2074,11 +2386,11 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         /* im2col rows made CNN__IM2COL_TILES tiles at a time: into the kept
            matrix, or for a shallow conv that keeps none into group */
         const int grouped = conv && (conv->col || K <= CNN__GROUP_K);
-        float group[CNN__IM2COL_TILES * CNN__MR * CNN__GROUP_K]; /* [rows][K] */
+        float group[CNN__IM2COL_TILES * CNN__MR_MAX * CNN__GROUP_K]; /* [rows][K] */
         const float *made = A; /* rows made, from row made_i0 on, lda apart */
         int made_i0 = 0;
         for (int t = t0; t < t1; t++) {
-            const int i = t * CNN__MR, rows = M - i < CNN__MR ? M - i : CNN__MR;
+            const int i = t * kern->mr, rows = M - i < kern->mr ? M - i : kern->mr;
             float *c = C + (size_t)i * ldc;
             stats.opens = (t - t0) % CNN__STATS_TILES == 0;
             if (sum && stats.opens && stats_rows) {
@@ -2087,7 +2399,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             }
             stats_rows += rows;
             if (grouped && (t - t0) % CNN__IM2COL_TILES == 0) {
-                const int end = (t + CNN__IM2COL_TILES < t1 ? t + CNN__IM2COL_TILES : t1) * CNN__MR;
+                const int end = (t + CNN__IM2COL_TILES < t1 ? t + CNN__IM2COL_TILES : t1) * kern->mr;
                 float *dst = conv->col ? conv->col + (size_t)i * lda : group;
                 cnn__im2col_rows(conv->conv, conv->in, conv->x, i, (end < M ? end : M) - i, 0, K, dst, lda);
                 made = dst;
@@ -2099,7 +2411,7 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             }
             for (int k0 = 0; k0 < K; k0 += CNN__KB) {
                 const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
-                float a_rows[CNN__MR * CNN__KB]; /* an im2col block [rows][kb] nobody keeps */
+                float a_rows[CNN__MR_MAX * CNN__KB]; /* an im2col block [rows][kb] nobody keeps */
                 const float *ak = made + (size_t)(i - made_i0) * lda + k0;
                 size_t a_rs = (size_t)lda;
                 if (conv && !grouped) {
@@ -2107,10 +2419,10 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                     ak = a_rows;
                     a_rs = CNN__KB;
                 }
-                for (int j = 0; j < N; j += CNN__NR) {
+                for (int j = 0; j < N; j += kern->nr) {
                     const cnn__epilogue e = cnn__epilogue_at(ep, j, sum ? &stats : NULL);
-                    cnn__tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
-                              rows, N - j < CNN__NR ? N - j : CNN__NR, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
+                    kern->tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
+                              rows, N - j < kern->nr ? N - j : kern->nr, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
                 }
             }
         }
@@ -2118,11 +2430,14 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
     }
 }
 
-/* rows of the TN product's tiles of C [K][N] (see CNN__TN_MR), and their count */
-static int cnn__tn_height(int K) { return K % CNN__MR != 0 && K % CNN__TN_MR == 0 ? CNN__TN_MR : CNN__MR; }
+/* rows of the TN product's tiles of C [K][N] (see kern->tn_mr), and their count */
+static int cnn__tn_height(const cnn__kernel_path *kern, int K) {
+    return K % kern->mr != 0 && K % kern->tn_mr == 0 ? kern->tn_mr : kern->mr;
+}
 static int cnn__tn_tile_count(int K, int N) {
-    const int h = cnn__tn_height(K);
-    return ((K + h - 1) / h) * ((N + CNN__NR - 1) / CNN__NR);
+    const cnn__kernel_path *kern = cnn__kern();
+    const int h = cnn__tn_height(kern, K);
+    return ((K + h - 1) / h) * ((N + kern->nr - 1) / kern->nr);
 }
 
 /* The TN product over rows [m0, m0+mb) of A and D for C's tiles lo..hi-1
@@ -2131,15 +2446,16 @@ enum { CNN__TN_ROWS = 256 }; /* rows of A and D visited per pass, so they stay i
 static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const float *CNN__RESTRICT A, int lda,
                           const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc, int load,
                           cnn__prefetch *pf) {
-    const int col_tiles = (N + CNN__NR - 1) / CNN__NR, h = cnn__tn_height(K);
+    const cnn__kernel_path *kern = cnn__kern();
+    const int col_tiles = (N + kern->nr - 1) / kern->nr, h = cnn__tn_height(kern, K);
     for (int t = lo; t < hi; t++) {
-        const int k = (t / col_tiles) * h, j = (t % col_tiles) * CNN__NR;
-        const int rows = K - k < h ? K - k : h, cols = N - j < CNN__NR ? N - j : CNN__NR;
-        if (pf && rows == h && cols == CNN__NR)
-            cnn__tile_prefetching(rows, mb, A + (size_t)m0 * lda + k, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
+        const int k = (t / col_tiles) * h, j = (t % col_tiles) * kern->nr;
+        const int rows = K - k < h ? K - k : h, cols = N - j < kern->nr ? N - j : kern->nr;
+        if (pf && rows == h && cols == kern->nr)
+            kern->tile_prefetching(rows, mb, A + (size_t)m0 * lda + k, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
                                   C + (size_t)k * ldc + j, (size_t)ldc, load, pf);
         else
-            cnn__tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
+            kern->tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
                       C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, load, NULL);
     }
 }
@@ -2301,32 +2617,6 @@ static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && 
 
 /* ---- Conv2D: im2col + GEMM --------------------------------------------- */
 
-/* dst[0..len) = src[0..len) in fixed-size moves the compiler inlines. The
-   runs im2col copies are short (9 floats for a 3x3 kernel on RGB): a memcpy
-   call each would cost more than the copy, and a plain copy loop would
-   become one (or a slow rep movs). */
-static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const float *CNN__RESTRICT src, int len) {
-    int q = 0;
-    for (; q + 16 <= len; q += 16) memcpy(dst + q, src + q, 16 * sizeof(float));
-    if (len - q >= 8) { memcpy(dst + q, src + q, 8 * sizeof(float)); q += 8; }
-    if (len - q >= 4) { memcpy(dst + q, src + q, 4 * sizeof(float)); q += 4; }
-    if (len - q >= 2) { memcpy(dst + q, src + q, 2 * sizeof(float)); q += 2; }
-    if (len - q >= 1) dst[q] = src[q];
-}
-
-/* dst[0..len) = src[0..len), a run of one im2col row: with AVX-512 in masked
-   moves of up to 16 floats (a 3x3 window on RGB has runs of 9) */
-static CNN__ALWAYS_INLINE void cnn__copy_run(float *CNN__RESTRICT dst, const float *CNN__RESTRICT src, int len) {
-#if defined(__AVX512F__)
-    int q = 0;
-    for (; q + 16 <= len; q += 16) _mm512_storeu_ps(dst + q, _mm512_loadu_ps(src + q));
-    const __mmask16 tail = (__mmask16)((1u << (len - q)) - 1);
-    _mm512_mask_storeu_ps(dst + q, tail, _mm512_maskz_loadu_ps(tail, src + q));
-#else
-    cnn__copy_floats(dst, src, len);
-#endif
-}
-
 /* Rows [r0, r0+rows) and columns [k0, k0+kb) of conv n's im2col matrix
    col [B*Ho*Wo][K] into dst [rows][ldd], from its input x [B][H][W][C]; the
    K index is (ky*kw + kx)*C + ci, so each ky gives one run of kw*C floats,
@@ -2345,8 +2635,7 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
             while (!cnn__conv_rows_inside(n, in, b * HWo + oy * n->w + ox, span)) span--;
             const float *src = x + (((size_t)b * H + iy0) * W + ix0) * C;
             const size_t row_step = (size_t)W * C, step = (size_t)n->sw * C;
-            for (int r = 0; r < span; r++, src += step, d += ldd)
-                for (int ky = 0; ky < n->kh; ky++) cnn__copy_run(d + ky * run, src + ky * row_step, run);
+            cnn__kern()->copy_windows(d, ldd, src, step, row_step, span, n->kh, run);
             i += span - 1;
             ox += span;
             if (ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
@@ -2489,8 +2778,8 @@ static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const
 #define CNN__DZ_BUFFER 8192              /* floats of dz a thread keeps on its stack (32 KiB) */
 
 /* A trainable Conv2D fused with a training BatchNorm (and its pool; see
-   cnn__conv_backward_through_bn) whose input has a multiple of CNN__MR channels,
-   or whose kernel rows are runs of CNN__TN_MR floats with no padding (3x3 on
+   cnn__conv_backward_through_bn) whose input has a multiple of kern->mr channels,
+   or whose kernel rows are runs of kern->tn_mr floats with no padding (3x3 on
    RGB, 'valid', with AVX-512), keeps no im2col from its forward pass (but for a
    batch too small for the row path, where cnn__im2col makes it whole anyway):
    its backward pass takes the weight gradient from the input itself, slice by
@@ -2501,10 +2790,11 @@ static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const
    needed: kernel partials in chunks, and a slice's dz on the stack. */
 enum { CNN__SLICE_ROWS = 64 }; /* rows of dz such a backward pass makes at a time */
 static int cnn__conv_grad_from_input(const cnn_node *n) {
+    const cnn__kernel_path *kern = cnn__kern();
     const cnn_model *m = n->model;
     const int C = cnn__in(n, 0)->c, K = n->kh * n->kw * C, N = n->units;
-    const int row_runs = n->kw * C == CNN__TN_MR && CNN__TN_MR != CNN__MR && n->padding == CNN_VALID;
-    return m->training && n->trainable && !cnn__conv_direct(n) && (C % CNN__MR == 0 || row_runs) && n->fuse.bn_input_grad &&
+    const int row_runs = n->kw * C == kern->tn_mr && kern->tn_mr != kern->mr && n->padding == CNN_VALID;
+    return m->training && n->trainable && !cnn__conv_direct(n) && (C % kern->mr == 0 || row_runs) && n->fuse.bn_input_grad &&
            cnn__bn_uses_batch(n->fuse.bn) && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
            (size_t)CNN__SLICE_ROWS * N <= CNN__DZ_BUFFER;
 }
@@ -2512,12 +2802,13 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
 /* kp [K][N] (+)= the weight gradient of rows [r0, r0+rows) (rows <= CNN__SLICE_ROWS)
    of conv n, from its input x and dz [rows][N]: for each kernel cell (ky, kx),
    a table of where that cell of each row's window lies in x (or zeros, of C
-   floats, outside the image) feeds cnn__tile_at, one tile per CNN__MR channels;
-   or, where C is not a multiple of CNN__MR (see cnn__conv_grad_from_input), for
+   floats, outside the image) feeds cnn__tile_at, one tile per kern->mr channels;
+   or, where C is not a multiple of kern->mr (see cnn__conv_grad_from_input), for
    each kernel row a table of where that row of each window starts, its kw*C =
-   CNN__TN_MR floats one tile of rows of kp. pf: memory to fetch meanwhile. */
+   kern->tn_mr floats one tile of rows of kp. pf: memory to fetch meanwhile. */
 static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x, const float *zeros, int r0,
                                        int rows, const float *dz, float *kp, int load, cnn__prefetch *pf) {
+    const cnn__kernel_path *kern = cnn__kern();
     const int H = in->h, W = in->w, C = in->c, N = n->units, HWo = n->h * n->w;
     int iy0[CNN__SLICE_ROWS], ix0[CNN__SLICE_ROWS], sample[CNN__SLICE_ROWS]; /* of each row's window */
     int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
@@ -2527,14 +2818,14 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
         ix0[i] = ox * n->sw - n->pad_left;
         if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
     }
-    if (C % CNN__MR != 0) { /* kernel rows of CNN__TN_MR floats, windows inside x */
+    if (C % kern->mr != 0) { /* kernel rows of kern->tn_mr floats, windows inside x */
         const int run = n->kw * C;
         const float *win[CNN__SLICE_ROWS]; /* each window's top row; kernel row ky lies ky * W * C further */
         for (int i = 0; i < rows; i++) win[i] = x + (((size_t)sample[i] * H + iy0[i]) * W + ix0[i]) * C;
         for (int ky = 0; ky < n->kh; ky++)
-            for (int j = 0; j < N; j += CNN__NR)
-                cnn__tile_at(run, rows, win, (size_t)ky * W * C, dz + j, (size_t)N, kp + (size_t)ky * run * N + j,
-                             (size_t)N, N - j < CNN__NR ? N - j : CNN__NR, load, pf);
+            for (int j = 0; j < N; j += kern->nr)
+                kern->tile_at(run, rows, win, (size_t)ky * W * C, dz + j, (size_t)N, kp + (size_t)ky * run * N + j,
+                             (size_t)N, N - j < kern->nr ? N - j : kern->nr, load, pf);
         return;
     }
     for (int ky = 0; ky < n->kh; ky++)
@@ -2545,14 +2836,15 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
                 win[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x + (((size_t)sample[i] * H + iy) * W + ix) * C : zeros;
             }
             float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
-            for (int c = 0; c < C; c += CNN__MR)
-                for (int j = 0; j < N; j += CNN__NR)
-                    cnn__tile_at(CNN__MR, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
-                                 N - j < CNN__NR ? N - j : CNN__NR, load, NULL);
+            for (int c = 0; c < C; c += kern->mr)
+                for (int j = 0; j < N; j += kern->nr)
+                    kern->tile_at(kern->mr, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
+                                 N - j < kern->nr ? N - j : kern->nr, load, NULL);
         }
 }
 
 static void cnn__conv_forward(cnn_node *n, int B) {
+    const cnn__kernel_path *kern = cnn__kern();
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
     const int K = n->kh * n->kw * in->c, M = B * n->h * n->w;
@@ -2561,7 +2853,7 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     const float *A = cnn__conv_direct(n) ? x : n->im2col;
     /* im2col kept for the weight gradient, where the backward pass reads it */
     const cnn__conv_input src = {n, in, x, m->training && n->trainable && !cnn__conv_grad_from_input(n) ? n->im2col : NULL};
-    const int rows_path = M >= 64 * CNN__MR; /* cnn__gemm_nn's path by rows, see there */
+    const int rows_path = M >= 64 * kern->mr; /* cnn__gemm_nn's path by rows, see there */
     if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->im2col, B);
     /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
        tiles as they are stored (the row path of cnn__gemm_nn) */
@@ -2611,77 +2903,6 @@ static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (
    the row is a channel's maximum where argmax[at[i] + c] == cell[i], its cell in
    the window. ReLU's gradient applied; ss [N] += each row of d, row after row. */
 enum { CNN__DZ_ROWS = 64 }; /* rows per call: the size of at and cell */
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define CNN__DZ_AVX512 1 /* 16 argmax bytes to a mask in one compare */
-#endif
-#if defined(CNN__DZ_AVX512)
-/* cnn__bn_dz_rows for channels [c0, c0 + 16Q) (those below N), Q a constant
-   where this is inlined: row after row, the Q sums in registers (a sum kept in
-   memory would chain each row's add to the previous row's store) */
-static CNN__ALWAYS_INLINE void cnn__bn_dz_block(const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y,
-                                                const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k1,
-                                                const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
-                                                const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
-                                                const long long *at, const int *cell, int relu, float *CNN__RESTRICT d,
-                                                float *CNN__RESTRICT ss) {
-    __mmask16 lanes[4];
-    __m512 vmean[4], v1[4], v2[4], v3[4], sum[4];
-    for (int q = 0; q < Q; q++) {
-        const int c = c0 + 16 * q;
-        lanes[q] = (__mmask16)(N - c >= 16 ? 0xFFFF : (1u << (N - c)) - 1);
-        vmean[q] = _mm512_maskz_loadu_ps(lanes[q], mean + c);
-        v1[q] = _mm512_maskz_loadu_ps(lanes[q], k1 + c);
-        v2[q] = _mm512_maskz_loadu_ps(lanes[q], k2 + c);
-        v3[q] = _mm512_maskz_loadu_ps(lanes[q], k3 + c);
-        sum[q] = _mm512_maskz_loadu_ps(lanes[q], ss + c);
-    }
-    for (int i = 0; i < rows; i++) {
-        const __m128i here = _mm_set1_epi8((char)cell[i]);
-        for (int q = 0; q < Q; q++) {
-            const int c = c0 + 16 * q;
-            const __m512 yv = _mm512_maskz_loadu_ps(lanes[q], y + (size_t)i * N + c);
-            /* live: the lanes ReLU passes (all of them without ReLU); dz is 0 elsewhere */
-            const __mmask16 live = relu ? _mm512_mask_cmp_ps_mask(lanes[q], yv, _mm512_setzero_ps(), _CMP_GT_OQ) : lanes[q];
-            __m512 v = _mm512_maskz_fmadd_ps(live, _mm512_sub_ps(yv, vmean[q]), v3[q], v2[q]);
-            if (at[i] >= 0) {
-                const __mmask16 hit = _mm_mask_cmpeq_epi8_mask(live, _mm_maskz_loadu_epi8(lanes[q], argmax + at[i] + c), here);
-                v = _mm512_mask3_fmadd_ps(v1[q], _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
-            }
-            _mm512_mask_storeu_ps(d + (size_t)i * N + c, lanes[q], v);
-            sum[q] = _mm512_add_ps(sum[q], v);
-        }
-    }
-    for (int q = 0; q < Q; q++) _mm512_mask_storeu_ps(ss + c0 + 16 * q, lanes[q], sum[q]);
-}
-#endif
-static void cnn__bn_dz_rows(int N, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
-                            const float *CNN__RESTRICT k, const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
-                            const long long *at, const int *cell, int relu, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
-    const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
-#if defined(CNN__DZ_AVX512)
-    for (int c0 = 0; c0 < N; c0 += 64)
-        switch (((N - c0 < 64 ? N - c0 : 64) + 15) / 16) { /* 16-lane blocks of the next 64 channels */
-        case 1: cnn__bn_dz_block(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        case 2: cnn__bn_dz_block(2, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        case 3: cnn__bn_dz_block(3, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        default: cnn__bn_dz_block(4, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        }
-#else
-    for (int i = 0; i < rows; i++) {
-        const float *CNN__RESTRICT yr = y + (size_t)i * N;
-        const unsigned char *CNN__RESTRICT am = at[i] >= 0 ? argmax + at[i] : NULL;
-        const float *CNN__RESTRICT gr = at[i] >= 0 ? g + at[i] : NULL;
-        float *CNN__RESTRICT dr = d + (size_t)i * N;
-        for (int c = 0; c < N; c++) {
-            float v = CNN__FMA(yr[c] - mean[c], k3[c], k2[c]);
-            if (am) v = CNN__FMA(k1[c], am[c] == cell[i] ? gr[c] : 0.0f, v);
-            dr[c] = relu && !(yr[c] > 0) ? 0.0f : v;
-        }
-        for (int c = 0; c < N; c++) ss[c] += dr[c];
-    }
-#endif
-}
-
 /* For rows [r0, r0 + rows) of conv n's output, at and cell as cnn__bn_dz_rows
    reads them: the offset of the pool output whose window holds the row (-1
    where none does: pool windows are strides, 'valid') and the row's cell in
@@ -2709,6 +2930,7 @@ static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int
 }
 
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
+    const cnn__kernel_path *kern = cnn__kern();
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
     const float *x = cnn__in_out(n, 0);
@@ -2749,7 +2971,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                 long long at[CNN__DZ_ROWS];
                 int cell[CNN__DZ_ROWS];
                 cnn__pool_cells(n, pool, q0, rows, at, cell);
-                cnn__bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell, relu,
+                kern->bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell, relu,
                                 dz + (size_t)(q0 - s0) * N, ss);
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
@@ -2784,6 +3006,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
 }
 
 static void cnn__conv_backward(cnn_node *n, int B) {
+    const cnn__kernel_path *kern = cnn__kern();
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
     const int K = n->kh * n->kw * in->c, M = B * n->h * n->w, N = n->units;
@@ -2810,14 +3033,14 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     const int P = n->h * n->w;
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int b = 0; b < B; b++)
-        for (int i = 0; i < P; i += CNN__MR) {
-            const int rows = P - i < CNN__MR ? P - i : CNN__MR;
+        for (int i = 0; i < P; i += kern->mr) {
+            const int rows = P - i < kern->mr ? P - i : kern->mr;
             for (int k0 = 0; k0 < K; k0 += KS) {
                 const int ks = K - k0 < KS ? K - k0 : KS;
-                float dcol[CNN__MR * KS]; /* [rows][ks] */
-                for (int k = k0; k < k0 + ks; k += CNN__NR)
-                    cnn__tile(N, dy + ((size_t)b * P + i) * N, N, 1, WT + k, K, dcol + (k - k0), KS, rows,
-                              k0 + ks - k < CNN__NR ? k0 + ks - k : CNN__NR, 0, NULL);
+                float dcol[CNN__MR_MAX * KS]; /* [rows][ks] */
+                for (int k = k0; k < k0 + ks; k += kern->nr)
+                    kern->tile(N, dy + ((size_t)b * P + i) * N, N, 1, WT + k, K, dcol + (k - k0), KS, rows,
+                              k0 + ks - k < kern->nr ? k0 + ks - k : kern->nr, 0, NULL);
                 cnn__col2im_rows(n, in, dcol, KS, b * P + i, rows, k0, ks, dx);
             }
         }
@@ -3715,6 +3938,7 @@ static double cnn__layer_flop(const cnn_node *n, int B) {
 }
 
 static void cnn__forward(cnn_model *m, const float *x, int B) {
+    (void)cnn__kern(); /* the kernel path is chosen here, before any parallel loop reads it */
     CNN_ASSERT(m->built && B > 0 && B <= m->cap_batch); /* callers size the buffers first */
     m->x_in = (float *)x;
     for (int i = 0; i < m->n_nodes; i++) {
@@ -3849,6 +4073,7 @@ static double cnn__regularize(cnn_model *m, int grad) {
 }
 
 static void cnn__backward(cnn_model *m, int B, int fused) {
+    (void)cnn__kern(); /* the kernel path is chosen here, before any parallel loop reads it */
     CNN_ASSERT(B <= m->cap_batch);
     for (int i = 0; i < m->n_nodes; i++) m->nodes[i]->dout_written = 0; /* consumers overwrite, then add */
     m->dx_in_written = 0;
@@ -3892,62 +4117,6 @@ static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, 
 /* Optimizers: one loop over the flat parameter buffer                      */
 /* ======================================================================== */
 
-/* Adam's update of count parameters. sqrtf may set errno, which keeps compilers
-   from vectorizing it in ISO C modes; the vector square root of AVX gives the
-   same correctly rounded result. The last count % lanes parameters go through
-   the same vector code (in a zero-padded block), so every parameter is updated
-   by the same instructions, whatever the compiler fuses. */
-#if defined(__AVX512F__)
-#define CNN__V __m512
-#define CNN__VL 16
-#define CNN__VOP(op) _mm512_##op##_ps
-#define CNN__VSQRT(v) _mm512_mask_sqrt_ps((v), (__mmask16)0xFFFF, (v)) /* (g++ warns about the plain form's undefined vector) */
-#elif defined(__AVX__)
-#define CNN__V __m256
-#define CNN__VL 8
-#define CNN__VOP(op) _mm256_##op##_ps
-#define CNN__VSQRT(v) _mm256_sqrt_ps(v)
-#endif
-#ifdef CNN__VL
-static void cnn__adam_lanes(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t, float eps) {
-    const CNN__V gk = CNN__VOP(loadu)(g);
-    const CNN__V m = CNN__VOP(add)(CNN__VOP(mul)(CNN__VOP(set1)(b1), CNN__VOP(loadu)(s1)), CNN__VOP(mul)(CNN__VOP(set1)(1 - b1), gk));
-    const CNN__V v = CNN__VOP(add)(CNN__VOP(mul)(CNN__VOP(set1)(b2), CNN__VOP(loadu)(s2)),
-                                   CNN__VOP(mul)(CNN__VOP(mul)(CNN__VOP(set1)(1 - b2), gk), gk));
-    const CNN__V step = CNN__VOP(div)(CNN__VOP(mul)(CNN__VOP(set1)(lr_t), m), CNN__VOP(add)(CNN__VSQRT(v), CNN__VOP(set1)(eps)));
-    CNN__VOP(storeu)(s1, m);
-    CNN__VOP(storeu)(s2, v);
-    CNN__VOP(storeu)(p, CNN__VOP(sub)(CNN__VOP(loadu)(p), step));
-}
-#endif
-
-static void cnn__adam_update(float *CNN__RESTRICT p, const float *CNN__RESTRICT g, float *CNN__RESTRICT s1,
-                             float *CNN__RESTRICT s2, long long count, float b1, float b2, float lr_t, float eps) {
-#ifdef CNN__VL
-    const long long blocks = count / CNN__VL, done = blocks * CNN__VL;
-CNN__PARALLEL_FOR(count)
-    for (long long i = 0; i < blocks; i++) cnn__adam_lanes(p + i * CNN__VL, g + i * CNN__VL, s1 + i * CNN__VL, s2 + i * CNN__VL, b1, b2, lr_t, eps);
-    if (done < count) {
-        float tp[CNN__VL] = {0}, tg[CNN__VL] = {0}, t1[CNN__VL] = {0}, t2[CNN__VL] = {0};
-        const size_t rest = (size_t)(count - done) * sizeof(float);
-        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
-        cnn__adam_lanes(tp, tg, t1, t2, b1, b2, lr_t, eps);
-        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
-    }
-#undef CNN__V
-#undef CNN__VL
-#undef CNN__VOP
-#undef CNN__VSQRT
-#else
-CNN__PARALLEL_FOR(count)
-    for (long long k = 0; k < count; k++) {
-        s1[k] = b1 * s1[k] + (1 - b1) * g[k];
-        s2[k] = b2 * s2[k] + (1 - b2) * g[k] * g[k];
-        p[k] -= lr_t * s1[k] / (sqrtf(s2[k]) + eps);
-    }
-#endif
-}
-
 static void cnn__optimizer_step(cnn_model *m) {
     const cnn_optimizer *o = &m->opt;
     const float lr = o->learning_rate;
@@ -3964,7 +4133,7 @@ static void cnn__optimizer_step(cnn_model *m) {
         const long long count = (long long)n->p_count;
         switch (o->type) {
         case CNN_ADAM:
-            cnn__adam_update(p, g, s1, s2, count, b1, b2, lr_t, eps);
+            cnn__kern()->adam_update(p, g, s1, s2, count, b1, b2, lr_t, eps);
             break;
         case CNN_SGD: /* Keras: v = momentum*v - lr*g; p += v (nesterov: p += momentum*v - lr*g) */
 CNN__PARALLEL_FOR(count)

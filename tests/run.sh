@@ -38,16 +38,33 @@ for t in $UNIT; do
   [ -x $B/$t ] && run $t $B/$t
 done
 
-# the kernels without AVX-512 (AVX2 + FMA, and baseline x86-64: narrower register
-# tiles, the AVX and the scalar Adam), where this processor can run them
-if grep -q ' avx2 ' /proc/cpuinfo 2>/dev/null; then
-  for arch in x86-64-v3 x86-64; do
-    for t in test_core test_grad test_parity; do
-      compile "build $t (-march=$arch)" $CC -std=c99 -O2 -march=$arch -fopenmp -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.$arch
-      [ -x $B/$t.$arch ] && run "$t (-march=$arch)" $B/$t.$arch
-    done
+# every CPU kernel path this processor runs (cnn_set_kernels), pinned through
+# CNN_KERNELS: the -march=native build, and a plain -O2 build (no -march), which
+# must find the same paths at run time; the same tolerances on each
+cat > $B/kernel_paths.c <<'C'
+#define CNN_IMPLEMENTATION
+#include "cnn.h"
+int main(void) { /* the known paths this build and processor run, one a line */
+    const char *known[] = {"avx512", "avx2", "neon", "portable"};
+    for (int i = 0; i < 4; i++) if (cnn_set_kernels(known[i]) == CNN_OK) printf("%s\n", known[i]);
+    return 0;
+}
+C
+compile "build kernel_paths" $CC -std=c99 -O2 -Wall -Wextra -I. $B/kernel_paths.c -lm -o $B/kernel_paths
+paths=$([ -x $B/kernel_paths ] && $B/kernel_paths | tr '\n' ' ')
+echo "kernel paths this processor runs: $paths"
+for t in test_core test_grad test_parity; do
+  compile "build $t (plain -O2)" $CC -std=c99 -O2 -fopenmp -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.O2
+done
+for k in $paths; do
+  for t in test_core test_grad test_parity test_reference; do
+    [ -x $B/$t ] && CNN_KERNELS=$k run "$t (kernels $k)" $B/$t
+    [ -x $B/$t.O2 ] && CNN_KERNELS=$k run "$t (kernels $k, plain -O2)" $B/$t.O2
   done
-fi
+done
+compile "build test_core (CNN_NO_AVX512)" $CC -std=c99 -O2 -fopenmp -DCNN_NO_AVX512 -Wall -Wextra -I. tests/test_core.c \
+  -lm -lpthread -o $B/test_core.noavx512
+[ -x $B/test_core.noavx512 ] && run "test_core (CNN_NO_AVX512)" $B/test_core.noavx512
 
 # the fast path with its fusion planned away agrees with the reference path too
 compile "build test_reference (CNN_NO_FUSION)" $CC -std=c99 -O2 -march=native -fopenmp -DCNN_NO_FUSION -Wall -Wextra -I. \
@@ -61,16 +78,15 @@ for t in $SAN; do
     -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.san
   [ -x $B/$t.san ] && ASAN_OPTIONS=detect_leaks=1 run "$t (asan+ubsan)" $B/$t.san
 done
-# the AVX-512 kernels (masked loads near buffer ends) under the sanitizers, where they run
-if grep -q ' avx512f ' /proc/cpuinfo 2>/dev/null; then
-  compile "build test_core (asan+ubsan, -march=native)" $CC -std=c99 -O1 -g -march=native -fopenmp -fno-omit-frame-pointer \
-    -fsanitize=address,undefined -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/test_core.c -lm -lpthread -o $B/test_core.san512
-  [ -x $B/test_core.san512 ] && ASAN_OPTIONS=detect_leaks=1 run "test_core (asan+ubsan, -march=native)" $B/test_core.san512
-  # AVX-512F without BW/VL: the AVX-512 register tiles with the portable BatchNorm gradient pass
-  compile "build test_core (-mavx512f -mfma)" $CC -std=c99 -O2 -mavx512f -mfma -fopenmp -Wall -Wextra -I. tests/test_core.c \
-    -lm -lpthread -o $B/test_core.avx512f
-  [ -x $B/test_core.avx512f ] && run "test_core (-mavx512f -mfma)" $B/test_core.avx512f
-fi
+# the builds above run the best kernel path at run time (AVX-512's masked loads
+# near buffer ends, where the processor has it); every other path this processor
+# runs under the sanitizers too
+for k in $paths; do
+  [ "$k" = "$(echo $paths | cut -d' ' -f1)" ] && continue
+  for t in test_core test_grad; do
+    [ -x $B/$t.san ] && CNN_KERNELS=$k ASAN_OPTIONS=detect_leaks=1 run "$t (asan+ubsan, kernels $k)" $B/$t.san
+  done
+done
 
 echo "== compile checks (-Wall -Wextra, no warnings allowed)"
 cat > $B/impl.c <<'C'
@@ -91,6 +107,7 @@ compile "compiles with AVX-512 paths, C99 (gcc -O2)" gcc -std=c99 -O2 -mavx512f 
 compile "compiles with AVX-512 paths, C++ (g++ -O2)" g++ -std=c++11 -O2 -mavx512f -mavx512bw -mavx512vl -mfma -Wall -Wextra -I. -c $B/impl.cpp -o $B/avx512pp.o
 compile "compiles with AVX-512 paths, C99 (clang -O2)" clang -std=c99 -O2 -mavx512f -mavx512bw -mavx512vl -mfma -Wall -Wextra -I. -c $B/impl.c -o $B/avx512clang.o
 compile "compiles with AVX-512F alone (no BW/VL), C99 (gcc -O2)" gcc -std=c99 -O2 -mavx512f -mfma -Wall -Wextra -I. -c $B/impl.c -o $B/avx512f.o
+compile "compiles for x86-64 without AVX-512 kernels (CNN_NO_AVX512, clang)" clang -std=c99 -O2 -DCNN_NO_AVX512 -Wall -Wextra -I. -c $B/impl.c -o $B/noavx512.o
 compile "compiles with CNN_STATIC" gcc -std=c99 -DCNN_STATIC -Wall -Wextra -I. $B/impl.c -lm -o $B/static
 compile "declarations only (no implementation)" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_augment.h
 compile "cnn_opencl.h declarations only" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_opencl.h

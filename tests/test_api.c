@@ -230,6 +230,21 @@ static void test_errors(void) {
     cnn_set_num_threads(1);
     CHECK(cnn_get_num_threads() == 1, "threads after set(1): %d", cnn_get_num_threads());
     cnn_set_num_threads(before);
+
+    test_begin("cnn_set_kernels / cnn_kernels");
+    const char *path = cnn_kernels();
+    CHECK(path && (!strcmp(path, "avx512") || !strcmp(path, "portable")), "path in use: %s", path ? path : "NULL");
+    CHECK(cnn_set_kernels("portable") == CNN_OK && !strcmp(cnn_kernels(), "portable"), "portable runs everywhere");
+    clear_error();
+    CHECK(cnn_set_kernels("sse9") == CNN_ERR_ARG, "an unknown path must be refused");
+    CHECK(strstr(cnn_last_error(), "sse9") && strstr(cnn_last_error(), "portable"),
+          "the message names the path and those that run: %s", cnn_last_error());
+    CHECK(!strcmp(cnn_kernels(), "portable"), "a refused call changes nothing: %s", cnn_kernels());
+    CHECK(cnn_set_kernels("") == CNN_OK && cnn_set_kernels(NULL) == CNN_OK && cnn_set_kernels("auto") == CNN_OK,
+          "empty, NULL and auto pick the best path");
+    const char *best = cnn_kernels();
+    CHECK(cnn_set_kernels(best) == CNN_OK && !strcmp(cnn_kernels(), best), "the best path by name: %s", best);
+    CHECK(cnn_set_kernels(path) == CNN_OK, "back to %s", path);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -567,6 +567,10 @@ static void test_predict_batch_invariance(void) {
 }
 
 int main(void) {
+    const char *pinned = getenv("CNN_KERNELS"); /* tests/run.sh pins each kernel path in turn */
+    test_begin("CNN_KERNELS pins the kernel path");
+    CHECK(!pinned || !*pinned || !strcmp(cnn_kernels(), pinned), "CNN_KERNELS=%s, running %s", pinned, cnn_kernels());
+    printf("# kernel path: %s\n", cnn_kernels());
     cnn_set_num_threads(1);
     check_optimizer("SGD (plain) follows p -= lr*g", cnn_sgd(.learning_rate = 0.1f));
     check_optimizer("SGD momentum follows Keras' velocity rule", cnn_sgd(.learning_rate = 0.1f, .momentum = 0.9f));
