@@ -1230,11 +1230,26 @@ CNN_IMPL cnn_dataset *cnn_load_idx(const char *images_path, const char *labels_p
 /* Shape legend used below: B = batch, H/W/C = a layer's input height, width,
    channels, Ho/Wo/Co = its output, K = kh*kw*C (one im2col row). */
 
-enum cnn__layer_type {
-    CNN__INPUT, CNN__CONV2D, CNN__DENSE, CNN__BATCH_NORM, CNN__MAX_POOL, CNN__AVG_POOL,
-    CNN__GLOBAL_AVG_POOL, CNN__FLATTEN, CNN__DROPOUT, CNN__ACTIVATION, CNN__ADD, CNN__CONCAT,
-    CNN__LAYER_TYPES
-};
+/* Every layer kind: its id, its block (cnn__kind_<block>, see Layers), its
+   Keras class name and the prefix of its automatic names, as Keras makes them.
+   A kind's position is its type number in the model file: new kinds go last. */
+#define CNN__LAYER_KINDS(X)                                                      \
+    X(INPUT, input, "InputLayer", "input")                                       \
+    X(CONV2D, conv2d, "Conv2D", "conv2d")                                        \
+    X(DENSE, dense, "Dense", "dense")                                            \
+    X(BATCH_NORM, bn, "BatchNormalization", "batch_normalization")               \
+    X(MAX_POOL, maxpool, "MaxPooling2D", "max_pooling2d")                        \
+    X(AVG_POOL, avgpool, "AveragePooling2D", "average_pooling2d")                \
+    X(GLOBAL_AVG_POOL, gap, "GlobalAveragePooling2D", "global_average_pooling2d") \
+    X(FLATTEN, flatten, "Flatten", "flatten")                                    \
+    X(DROPOUT, dropout, "Dropout", "dropout")                                    \
+    X(ACTIVATION, activation, "Activation", "activation")                        \
+    X(ADD, add, "Add", "add")                                                    \
+    X(CONCAT, concat, "Concatenate", "concatenate")
+
+#define CNN__KIND_ID(id, block, keras, prefix) CNN__##id,
+enum cnn__layer_type { CNN__LAYER_KINDS(CNN__KIND_ID) CNN__LAYER_TYPES };
+#undef CNN__KIND_ID
 
 #define CNN__MAX_INPUTS 16
 #define CNN__NAME_MAX 64
@@ -1334,7 +1349,7 @@ struct cnn_model {
     float *dx_in;               /* where to put d loss / d input, or NULL */
     int dx_in_written;          /* as cnn_node.dout_written, for dx_in */
     int profiling;
-    int reference;              /* the passes run on cnn__reference_layers (cnn_set_reference) */
+    int reference;              /* the passes run on each kind's reference passes (cnn_set_reference) */
     long long first_sample;     /* the batch's first sample in a larger batch that workers split (a
                                    backend sets it): dropout masks follow the global sample index */
     int dout_is_preact;         /* backward: the output's dout is already d loss / d pre-activation
@@ -1371,13 +1386,12 @@ static const float *cnn__in_out(const cnn_node *n, int i) {
 /* Graph construction                                                       */
 /* ======================================================================== */
 
-static const char *cnn__type_names[CNN__LAYER_TYPES] = {
-    "InputLayer", "Conv2D", "Dense", "BatchNormalization", "MaxPooling2D", "AveragePooling2D",
-    "GlobalAveragePooling2D", "Flatten", "Dropout", "Activation", "Add", "Concatenate"};
-/* prefixes of automatic names, as Keras makes them */
-static const char *cnn__auto_names[CNN__LAYER_TYPES] = {
-    "input", "conv2d", "dense", "batch_normalization", "max_pooling2d", "average_pooling2d",
-    "global_average_pooling2d", "flatten", "dropout", "activation", "add", "concatenate"};
+#define CNN__KIND_NAME(id, block, keras, prefix) keras,
+#define CNN__KIND_PREFIX(id, block, keras, prefix) prefix,
+static const char *cnn__type_names[CNN__LAYER_TYPES] = {CNN__LAYER_KINDS(CNN__KIND_NAME)};
+static const char *cnn__auto_names[CNN__LAYER_TYPES] = {CNN__LAYER_KINDS(CNN__KIND_PREFIX)};
+#undef CNN__KIND_NAME
+#undef CNN__KIND_PREFIX
 
 CNN_IMPL cnn_model *cnn_model_new(void) {
     cnn_model *m = (cnn_model *)cnn__alloc(1, sizeof *m, "a model");
@@ -1508,173 +1522,6 @@ static int cnn__window(int in, int k, int s, int padding, int *pad_before) {
     *pad_before = 0;
     return in >= k ? (in - k) / s + 1 : 0;
 }
-
-CNN_IMPL cnn_node *cnn_input(cnn_model *m, int h, int w, int c, const char *name) {
-    cnn_node *n = cnn__new_node(m, CNN__INPUT, NULL, 0, name);
-    if (!n) return NULL;
-    if (m->input >= 0) { cnn_set_error(CNN_ERR_ARG, "Input '%s': the model already has an input ('%s'); one input is supported", n->name, m->nodes[m->input]->name); return cnn__fail(n); }
-    if (h <= 0 || w <= 0 || c <= 0) { cnn_set_error(CNN_ERR_SHAPE, "Input '%s': shape %dx%dx%d must be positive", n->name, h, w, c); return cnn__fail(n); }
-    n->h = h; n->w = w; n->c = c;
-    n = cnn__push(m, n);
-    if (n) m->input = n->index;
-    return n;
-}
-
-CNN_IMPL cnn_node *cnn_conv2d_opt(cnn_model *m, cnn_node *x, const cnn_conv2d_opts *o) {
-    cnn_node *n = cnn__new_node(m, CNN__CONV2D, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    if (!o) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': options are NULL", n->name); return cnn__fail(n); }
-    n->units = o->filters;
-    n->kh = o->kernel_size[0]; n->kw = o->kernel_size[1];
-    n->sh = o->strides[0] ? o->strides[0] : 1;
-    n->sw = o->strides[1] ? o->strides[1] : 1;
-    n->padding = o->padding;
-    n->activation = o->activation;
-    n->alpha = o->alpha;
-    n->use_bias = !o->no_bias;
-    n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
-    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': filters must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
-    if (n->kh <= 0 || n->kw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': kernel_size must be positive (got %dx%d)", n->name, n->kh, n->kw); return cnn__fail(n); }
-    if (n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': strides must be positive", n->name); return cnn__fail(n); }
-    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': padding must be CNN_VALID or CNN_SAME", n->name); return cnn__fail(n); }
-    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
-    if (x->h == 1 && x->w == 1 && cnn__in(n, 0)->type == CNN__FLATTEN) { cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': input '%s' is flat; Conv2D needs an image", n->name, x->name); return cnn__fail(n); }
-    n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
-    n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
-    n->c = n->units;
-    if (n->h <= 0 || n->w <= 0) {
-        cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': kernel %dx%d does not fit input '%s' of %dx%dx%d", n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
-        return cnn__fail(n);
-    }
-    n->kernel_count = (size_t)n->kh * n->kw * x->c * n->units;
-    n->p_count = n->kernel_count + (n->use_bias ? (size_t)n->units : 0);
-    return cnn__push(m, n);
-}
-
-CNN_IMPL cnn_node *cnn_dense_opt(cnn_model *m, cnn_node *x, const cnn_dense_opts *o) {
-    cnn_node *n = cnn__new_node(m, CNN__DENSE, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    if (!o) { cnn_set_error(CNN_ERR_ARG, "Dense '%s': options are NULL", n->name); return cnn__fail(n); }
-    n->units = o->units;
-    n->activation = o->activation;
-    n->alpha = o->alpha;
-    n->use_bias = !o->no_bias;
-    n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
-    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Dense '%s': units must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
-    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
-    if (x->h != 1 || x->w != 1) {
-        /* Keras applies Dense to the last axis of an image; we ask for an explicit Flatten */
-        cnn_set_error(CNN_ERR_SHAPE, "Dense '%s': input '%s' has shape %dx%dx%d; add a Flatten or GlobalAveragePooling2D between them", n->name, x->name, x->h, x->w, x->c);
-        return cnn__fail(n);
-    }
-    n->h = n->w = 1;
-    n->c = n->units;
-    n->kernel_count = (size_t)x->c * n->units;
-    n->p_count = n->kernel_count + (n->use_bias ? (size_t)n->units : 0);
-    return cnn__push(m, n);
-}
-
-CNN_IMPL cnn_node *cnn_batch_norm_opt(cnn_model *m, cnn_node *x, const cnn_batch_norm_opts *o) {
-    cnn_node *n = cnn__new_node(m, CNN__BATCH_NORM, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    n->momentum = o && o->momentum != 0.0f ? o->momentum : 0.99f;
-    n->epsilon = o && o->epsilon != 0.0f ? o->epsilon : 1e-3f;
-    if (!(n->momentum >= 0.0f && n->momentum <= 1.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': momentum %g is not in [0, 1]", n->name, n->momentum); return cnn__fail(n); }
-    if (!(n->epsilon > 0.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': epsilon must be > 0", n->name); return cnn__fail(n); }
-    n->h = x->h; n->w = x->w; n->c = x->c;
-    n->p_count = 2 * (size_t)n->c;   /* gamma, beta */
-    n->s_count = 2 * (size_t)n->c;   /* moving mean, moving variance */
-    return cnn__push(m, n);
-}
-
-static cnn_node *cnn__pool(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o, int type) {
-    cnn_node *n = cnn__new_node(m, type, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    const char *kind = cnn__type_names[type];
-    n->kh = o && o->pool_size[0] ? o->pool_size[0] : 2;
-    n->kw = o && o->pool_size[1] ? o->pool_size[1] : 2;
-    n->sh = o && o->strides[0] ? o->strides[0] : n->kh;
-    n->sw = o && o->strides[1] ? o->strides[1] : n->kw;
-    n->padding = o ? o->padding : CNN_VALID;
-    if (n->kh <= 0 || n->kw <= 0 || n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "%s '%s': pool_size and strides must be positive", kind, n->name); return cnn__fail(n); }
-    if (type == CNN__MAX_POOL && (long long)n->kh * n->kw > 65536) { /* see cnn__argmax_cell */
-        cnn_set_error(CNN_ERR_ARG, "%s '%s': a window of %dx%d is more than 65536 cells", kind, n->name, n->kh, n->kw);
-        return cnn__fail(n);
-    }
-    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "%s '%s': padding must be CNN_VALID or CNN_SAME", kind, n->name); return cnn__fail(n); }
-    n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
-    n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
-    n->c = x->c;
-    if (n->h <= 0 || n->w <= 0) {
-        cnn_set_error(CNN_ERR_SHAPE, "%s '%s': window %dx%d does not fit input '%s' of %dx%dx%d", kind, n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
-        return cnn__fail(n);
-    }
-    return cnn__push(m, n);
-}
-
-CNN_IMPL cnn_node *cnn_max_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__MAX_POOL); }
-CNN_IMPL cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__AVG_POOL); }
-
-CNN_IMPL cnn_node *cnn_global_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o) {
-    cnn_node *n = cnn__new_node(m, CNN__GLOBAL_AVG_POOL, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    n->h = n->w = 1;
-    n->c = x->c;
-    return cnn__push(m, n);
-}
-
-CNN_IMPL cnn_node *cnn_flatten_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o) {
-    cnn_node *n = cnn__new_node(m, CNN__FLATTEN, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    n->h = n->w = 1;
-    n->c = x->h * x->w * x->c; /* NHWC order, as Keras channels_last */
-    return cnn__push(m, n);
-}
-
-CNN_IMPL cnn_node *cnn_dropout_opt(cnn_model *m, cnn_node *x, const cnn_dropout_opts *o) {
-    cnn_node *n = cnn__new_node(m, CNN__DROPOUT, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    n->rate = o ? o->rate : 0.0f;
-    if (!(n->rate >= 0.0f && n->rate < 1.0f)) { cnn_set_error(CNN_ERR_ARG, "Dropout '%s': rate %g is not in [0, 1)", n->name, n->rate); return cnn__fail(n); }
-    n->h = x->h; n->w = x->w; n->c = x->c;
-    return cnn__push(m, n);
-}
-
-CNN_IMPL cnn_node *cnn_activation_opt(cnn_model *m, cnn_node *x, const cnn_activation_opts *o) {
-    cnn_node *n = cnn__new_node(m, CNN__ACTIVATION, &x, 1, o ? o->name : NULL);
-    if (!n) return NULL;
-    n->activation = o ? o->activation : CNN_LINEAR;
-    n->alpha = o ? o->alpha : 0.0f;
-    if (cnn__check_activation(n->activation, &n->alpha, n->name)) return cnn__fail(n);
-    n->h = x->h; n->w = x->w; n->c = x->c;
-    return cnn__push(m, n);
-}
-
-static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, const cnn_name_opts *o, int type) {
-    const char *kind = cnn__type_names[type];
-    if (!inputs || count < 2) {
-        if (m) cnn_set_error(CNN_ERR_ARG, "%s '%s': needs a list of at least 2 inputs (got %d)", kind, o && o->name ? o->name : cnn__auto_names[type], inputs ? count : 0);
-        else cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", kind);
-        return NULL;
-    }
-    cnn_node *n = cnn__new_node(m, type, inputs, count, o ? o->name : NULL);
-    if (!n) return NULL;
-    const cnn_node *a = inputs[0];
-    n->h = a->h; n->w = a->w; n->c = a->c;
-    for (int i = 1; i < count; i++) {
-        const cnn_node *b = inputs[i];
-        int same = type == CNN__ADD ? (b->h == a->h && b->w == a->w && b->c == a->c) : (b->h == a->h && b->w == a->w);
-        if (!same) {
-            cnn_set_error(CNN_ERR_SHAPE, "%s '%s': input '%s' (%dx%dx%d) does not match input '%s' (%dx%dx%d)", kind, n->name, a->name, a->h, a->w, a->c, b->name, b->h, b->w, b->c);
-            return cnn__fail(n);
-        }
-        if (type == CNN__CONCAT) n->c += b->c;
-    }
-    return cnn__push(m, n);
-}
-
-CNN_IMPL cnn_node *cnn_add_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__ADD); }
-CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__CONCAT); }
 
 /* ======================================================================== */
 /* GEMM kernels (row-major, register-blocked, OpenMP over output tiles)     */
@@ -2843,26 +2690,6 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
         }
 }
 
-static void cnn__conv_forward(cnn_node *n, int B) {
-    const cnn__kernel_path *kern = cnn__kern();
-    cnn_model *m = n->model;
-    const cnn_node *in = cnn__in(n, 0);
-    const int K = n->kh * n->kw * in->c, M = B * n->h * n->w;
-    const float *W = m->params + n->p_off;
-    const float *x = cnn__in_out(n, 0);
-    const float *A = cnn__conv_direct(n) ? x : n->im2col;
-    /* im2col kept for the weight gradient, where the backward pass reads it */
-    const cnn__conv_input src = {n, in, x, m->training && n->trainable && !cnn__conv_grad_from_input(n) ? n->im2col : NULL};
-    const int rows_path = M >= 64 * kern->mr; /* cnn__gemm_nn's path by rows, see there */
-    if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->im2col, B);
-    /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
-       tiles as they are stored (the row path of cnn__gemm_nn) */
-    cnn_node *bn = n->fuse.bn;
-    const int stats = bn && cnn__bn_uses_batch(bn) && rows_path;
-    if (bn) bn->stats_ready = stats;
-    cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL, !cnn__conv_direct(n) && rows_path ? &src : NULL);
-}
-
 /* A Conv2D or Dense layer's dy [M][units] becomes d(pre-activation), and the
    bias gradient is added; with ReLU both happen in one pass over dy. */
 static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
@@ -3005,6 +2832,164 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     }
 }
 
+/* ---- passes several layers share ------------------------------------------ */
+
+/* out = the input, unchanged (Flatten: the same values, read as [B][h*w*c]) */
+static void cnn__copy_forward(cnn_node *n, int B) {
+    memcpy(n->out, cnn__in_out(n, 0), (size_t)B * cnn__node_size(n) * sizeof(float));
+}
+
+/* dx (+)= dout, element-wise, for input i */
+static void cnn__pass_backward(cnn_node *n, int B, int i) {
+    int add;
+    float *dx = cnn__in_grad(n, i, &add);
+    if (!dx) return;
+    const long long count = (long long)B * (long long)cnn__node_size(n);
+CNN__PARALLEL_FOR(count)
+    for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k];
+}
+
+static void cnn__copy_backward(cnn_node *n, int B) { cnn__pass_backward(n, B, 0); }
+
+/* ======================================================================== */
+/* Layers: one block each                                                   */
+/* ======================================================================== */
+/* A layer kind is one block below: the constructor users call (cnn_xxx_opt),
+   its forward and backward passes, its reference passes where the fast ones
+   are not plain loops already, and its row, a cnn__layer_kind, that tells the
+   rest of the model everything else it needs: how to rebuild the layer from
+   the model file, initialise and name its tensors, size its batch buffers and
+   count its FLOPs. Adding a layer = one block here, one line in
+   CNN__LAYER_KINDS, the declaration of its constructor (and options) at the
+   top, and for OpenCL one row of cnn_opencl.h's kernel table.
+
+   Shapes are NHWC: a sample is [h][w][c], a Conv2D kernel [kh][kw][c_in][filters],
+   a Dense kernel [c_in][units], biases follow their kernel. A forward pass
+   reads its inputs' outputs (cnn__in_out) and writes n->out; a backward pass
+   reads d loss / d output in n->dout and adds the gradients of its inputs
+   (cnn__in_grad) and of its parameters (m->grads). The reference passes
+   (cnn_set_reference) are the formulas as plain loops over the shapes, to be
+   read and to check the fast ones against (tests/test_reference.c). */
+
+/* One layer's settings in the model file (format version 1), in this order:
+   12 unsigned 32-bit integers, then 6 floats. Each kind's rebuild reads the
+   fields it has and leaves the others as written. */
+typedef struct cnn__layer_record {
+    int h, w, c;                     /* the output shape */
+    int units;                       /* Conv2D filters, Dense units */
+    int kh, kw, sh, sw, padding;     /* kernel or pool window, strides, CNN_VALID / CNN_SAME */
+    int activation, use_bias, trainable;
+    float alpha;                     /* leaky_relu / elu parameter */
+    float l1, l2;                    /* kernel regularizer */
+    float rate;                      /* Dropout */
+    float momentum, epsilon;         /* BatchNormalization */
+} cnn__layer_record;
+
+/* a named tensor of a layer: count floats at offset in its parameters
+   (m->params + p_off) or, state = 1, in its state (m->state + s_off) */
+typedef struct cnn__tensor_ref { const char *name; int state; size_t offset, count; } cnn__tensor_ref;
+
+typedef struct cnn__layer_kind {
+    void (*forward)(cnn_node *n, int B);
+    void (*backward)(cnn_node *n, int B);
+    void (*ref_forward)(cnn_node *n, int B);  /* NULL: forward is the reference already */
+    void (*ref_backward)(cnn_node *n, int B); /* NULL: backward is */
+    /* the layer from its record in the model file, after its inputs */
+    cnn_node *(*rebuild)(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L);
+    void (*init)(cnn_node *n, cnn__rng *r);  /* initial parameters and state (NULL: it has none) */
+    /* named tensor t = 0, 1, ...: 1 and *ref, or 0 past the last (NULL: none) */
+    int (*tensor)(const cnn_node *n, int t, cnn__tensor_ref *ref);
+    /* batch buffers beyond out and dout for B samples, raising *scratch to the
+       floats of m->scratch the passes need; 0 when out of memory (NULL: none) */
+    int (*buffers)(cnn_node *n, int B, size_t *scratch);
+    double (*flop)(const cnn_node *n, int B); /* the forward pass's floating-point operations (NULL: 0) */
+} cnn__layer_kind;
+
+/* The input value x[b][iy][ix][c] under window cell (ky, kx) of output
+   (oy, ox), or NULL where the cell lies in the padding. */
+static const float *cnn__ref_at(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int ky,
+                                int kx) {
+    const int iy = oy * n->sh - n->pad_top + ky, ix = ox * n->sw - n->pad_left + kx;
+    if (iy < 0 || iy >= in->h || ix < 0 || ix >= in->w) return NULL;
+    return x + (((size_t)b * in->h + iy) * in->w + ix) * in->c;
+}
+
+/* ---- InputLayer: the batch itself, [B][h][w][c] ------------------------- */
+
+CNN_IMPL cnn_node *cnn_input(cnn_model *m, int h, int w, int c, const char *name) {
+    cnn_node *n = cnn__new_node(m, CNN__INPUT, NULL, 0, name);
+    if (!n) return NULL;
+    if (m->input >= 0) { cnn_set_error(CNN_ERR_ARG, "Input '%s': the model already has an input ('%s'); one input is supported", n->name, m->nodes[m->input]->name); return cnn__fail(n); }
+    if (h <= 0 || w <= 0 || c <= 0) { cnn_set_error(CNN_ERR_SHAPE, "Input '%s': shape %dx%dx%d must be positive", n->name, h, w, c); return cnn__fail(n); }
+    n->h = h; n->w = w; n->c = c;
+    n = cnn__push(m, n);
+    if (n) m->input = n->index;
+    return n;
+}
+
+static void cnn__input_pass(cnn_node *n, int B) { (void)n; (void)B; }
+
+static cnn_node *cnn__rebuild_input(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    (void)ins; (void)n_in;
+    return cnn_input(m, L->h, L->w, L->c, name);
+}
+
+static const cnn__layer_kind cnn__kind_input = {cnn__input_pass, cnn__input_pass, NULL, NULL, cnn__rebuild_input,
+                                                NULL, NULL, NULL, NULL};
+
+/* ---- Conv2D ------------------------------------------------------------- */
+
+CNN_IMPL cnn_node *cnn_conv2d_opt(cnn_model *m, cnn_node *x, const cnn_conv2d_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__CONV2D, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    if (!o) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': options are NULL", n->name); return cnn__fail(n); }
+    n->units = o->filters;
+    n->kh = o->kernel_size[0]; n->kw = o->kernel_size[1];
+    n->sh = o->strides[0] ? o->strides[0] : 1;
+    n->sw = o->strides[1] ? o->strides[1] : 1;
+    n->padding = o->padding;
+    n->activation = o->activation;
+    n->alpha = o->alpha;
+    n->use_bias = !o->no_bias;
+    n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
+    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': filters must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
+    if (n->kh <= 0 || n->kw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': kernel_size must be positive (got %dx%d)", n->name, n->kh, n->kw); return cnn__fail(n); }
+    if (n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': strides must be positive", n->name); return cnn__fail(n); }
+    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': padding must be CNN_VALID or CNN_SAME", n->name); return cnn__fail(n); }
+    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
+    if (x->h == 1 && x->w == 1 && cnn__in(n, 0)->type == CNN__FLATTEN) { cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': input '%s' is flat; Conv2D needs an image", n->name, x->name); return cnn__fail(n); }
+    n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
+    n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
+    n->c = n->units;
+    if (n->h <= 0 || n->w <= 0) {
+        cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': kernel %dx%d does not fit input '%s' of %dx%dx%d", n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
+        return cnn__fail(n);
+    }
+    n->kernel_count = (size_t)n->kh * n->kw * x->c * n->units;
+    n->p_count = n->kernel_count + (n->use_bias ? (size_t)n->units : 0);
+    return cnn__push(m, n);
+}
+
+static void cnn__conv_forward(cnn_node *n, int B) {
+    const cnn__kernel_path *kern = cnn__kern();
+    cnn_model *m = n->model;
+    const cnn_node *in = cnn__in(n, 0);
+    const int K = n->kh * n->kw * in->c, M = B * n->h * n->w;
+    const float *W = m->params + n->p_off;
+    const float *x = cnn__in_out(n, 0);
+    const float *A = cnn__conv_direct(n) ? x : n->im2col;
+    /* im2col kept for the weight gradient, where the backward pass reads it */
+    const cnn__conv_input src = {n, in, x, m->training && n->trainable && !cnn__conv_grad_from_input(n) ? n->im2col : NULL};
+    const int rows_path = M >= 64 * kern->mr; /* cnn__gemm_nn's path by rows, see there */
+    if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->im2col, B);
+    /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
+       tiles as they are stored (the row path of cnn__gemm_nn) */
+    cnn_node *bn = n->fuse.bn;
+    const int stats = bn && cnn__bn_uses_batch(bn) && rows_path;
+    if (bn) bn->stats_ready = stats;
+    cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL, !cnn__conv_direct(n) && rows_path ? &src : NULL);
+}
+
 static void cnn__conv_backward(cnn_node *n, int B) {
     const cnn__kernel_path *kern = cnn__kern();
     cnn_model *m = n->model;
@@ -3046,7 +3031,130 @@ static void cnn__conv_backward(cnn_node *n, int B) {
         }
 }
 
-/* ---- Dense ------------------------------------------------------------- */
+/* Conv2D: y[b][oy][ox][u] = act(bias[u] + sum over ky, kx, c of
+   x[b][oy*sh - pad_top + ky][ox*sw - pad_left + kx][c] * W[ky][kx][c][u]) */
+static void cnn__ref_conv_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0), *W = n->model->params + n->p_off, *bias = W + n->kernel_count;
+    const int C = in->c, U = n->units;
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++) {
+                float *y = n->out + (((size_t)b * n->h + oy) * n->w + ox) * U;
+                for (int u = 0; u < U; u++) y[u] = n->use_bias ? bias[u] : 0.0f;
+                for (int ky = 0; ky < n->kh; ky++)
+                    for (int kx = 0; kx < n->kw; kx++) {
+                        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, ky, kx);
+                        if (!xc) continue;
+                        for (int c = 0; c < C; c++)
+                            for (int u = 0; u < U; u++) y[u] += xc[c] * W[((size_t)(ky * n->kw + kx) * C + c) * U + u];
+                    }
+            }
+    cnn__activate(n->out, (size_t)B * cnn__node_size(n), U, n->activation, n->alpha);
+}
+
+/* With dz = dy * act'(z): dW[ky][kx][c][u] = sum over b, oy, ox of x[..][c] * dz[b][oy][ox][u];
+   dbias[u] = sum of dz[..][u]; dx[..][c] += sum over u of W[ky][kx][c][u] * dz[b][oy][ox][u] */
+static void cnn__ref_conv_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off;
+    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
+    const int C = in->c, U = n->units;
+    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), U, cnn__grad_activation(n), n->alpha);
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++) {
+                const float *dz = n->dout + (((size_t)b * n->h + oy) * n->w + ox) * U;
+                for (int u = 0; u < U && gb; u++) gb[u] += dz[u];
+                for (int ky = 0; ky < n->kh; ky++)
+                    for (int kx = 0; kx < n->kw; kx++) {
+                        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, ky, kx);
+                        if (!xc) continue;
+                        for (int c = 0; c < C; c++) {
+                            const size_t k = ((size_t)(ky * n->kw + kx) * C + c) * U;
+                            float *dxc = dx ? dx + (xc - x) + c : NULL;
+                            for (int u = 0; u < U; u++) {
+                                if (gW) gW[k + u] += xc[c] * dz[u];
+                                if (dxc) *dxc += W[k + u] * dz[u];
+                            }
+                        }
+                    }
+            }
+}
+
+static cnn_node *cnn__rebuild_conv2d(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_conv2d_opts o;
+    memset(&o, 0, sizeof o);
+    o.filters = L->units;
+    o.kernel_size[0] = L->kh, o.kernel_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
+    o.padding = (cnn_padding)L->padding, o.activation = (cnn_activation_type)L->activation, o.alpha = L->alpha;
+    o.no_bias = !L->use_bias, o.kernel_regularizer.l1 = L->l1, o.kernel_regularizer.l2 = L->l2, o.name = name;
+    return cnn_conv2d_opt(m, n_in > 0 ? ins[0] : NULL, &o);
+}
+
+/* glorot_uniform kernel (Keras' default): U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)),
+   fans counted over the receptive field; zero bias */
+static void cnn__init_glorot(cnn_node *n, cnn__rng *r) {
+    float *p = n->model->params + n->p_off;
+    const double rf = n->type == CNN__CONV2D ? (double)n->kh * n->kw : 1.0; /* receptive field */
+    const double limit = sqrt(6.0 / (rf * cnn__in(n, 0)->c + rf * n->units));
+    for (size_t k = 0; k < n->kernel_count; k++) p[k] = (float)((2.0 * cnn__rng_uniform(r) - 1.0) * limit);
+    for (size_t k = n->kernel_count; k < n->p_count; k++) p[k] = 0.0f;
+}
+
+/* kernel, then bias (when used) */
+static int cnn__tensors_kernel_bias(const cnn_node *n, int t, cnn__tensor_ref *ref) {
+    const size_t bias = n->p_count - n->kernel_count;
+    if (t == 0) { ref->name = "kernel", ref->state = 0, ref->offset = 0, ref->count = n->kernel_count; return 1; }
+    if (t == 1 && bias) { ref->name = "bias", ref->state = 0, ref->offset = n->kernel_count, ref->count = bias; return 1; }
+    return 0;
+}
+
+/* im2col [B*Ho*Wo][K]; scratch for the transposed kernel [K][N], the bias
+   gradient's partial sums and the fused backward pass */
+static int cnn__buffers_conv2d(cnn_node *n, int B, size_t *scratch) {
+    const size_t K = (size_t)n->kh * n->kw * cnn__in(n, 0)->c, M = (size_t)B * n->h * n->w;
+    const size_t need[3] = {(size_t)(CNN__CHUNKS + 1) * 4 * n->units, K * n->units,
+                            n->fuse.bn_input_grad ? cnn__through_bn_scratch((int)K, n->units) : 0};
+    for (int i = 0; i < 3; i++) *scratch = need[i] > *scratch ? need[i] : *scratch;
+    n->im2col = (float *)cnn__calloc(M * K, sizeof(float));
+    return n->im2col != NULL;
+}
+
+/* multiply-adds x 2 of the forward product for B samples (the backward pass
+   does twice that: weight gradient and input gradient) */
+static double cnn__flop_linear(const cnn_node *n, int B) { return 2.0 * B * n->h * n->w * (double)n->kernel_count; }
+
+static const cnn__layer_kind cnn__kind_conv2d = {cnn__conv_forward, cnn__conv_backward, cnn__ref_conv_forward,
+                                                 cnn__ref_conv_backward, cnn__rebuild_conv2d, cnn__init_glorot,
+                                                 cnn__tensors_kernel_bias, cnn__buffers_conv2d, cnn__flop_linear};
+
+/* ---- Dense -------------------------------------------------------------- */
+
+CNN_IMPL cnn_node *cnn_dense_opt(cnn_model *m, cnn_node *x, const cnn_dense_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__DENSE, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    if (!o) { cnn_set_error(CNN_ERR_ARG, "Dense '%s': options are NULL", n->name); return cnn__fail(n); }
+    n->units = o->units;
+    n->activation = o->activation;
+    n->alpha = o->alpha;
+    n->use_bias = !o->no_bias;
+    n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
+    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Dense '%s': units must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
+    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
+    if (x->h != 1 || x->w != 1) {
+        /* Keras applies Dense to the last axis of an image; we ask for an explicit Flatten */
+        cnn_set_error(CNN_ERR_SHAPE, "Dense '%s': input '%s' has shape %dx%dx%d; add a Flatten or GlobalAveragePooling2D between them", n->name, x->name, x->h, x->w, x->c);
+        return cnn__fail(n);
+    }
+    n->h = n->w = 1;
+    n->c = n->units;
+    n->kernel_count = (size_t)x->c * n->units;
+    n->p_count = n->kernel_count + (n->use_bias ? (size_t)n->units : 0);
+    return cnn__push(m, n);
+}
 
 static void cnn__dense_forward(cnn_node *n, int B) {
     const float *W = n->model->params + n->p_off;
@@ -3072,7 +3180,72 @@ static void cnn__dense_backward(cnn_node *n, int B) {
         for (int k = 0; k < K; k++) dx[(size_t)b * K + k] = (add ? dx[(size_t)b * K + k] : 0.0f) + dxT[(size_t)k * B + b];
 }
 
+/* Dense: y[b][u] = act(bias[u] + sum over k of x[b][k] * W[k][u]), x flattened */
+static void cnn__ref_dense_forward(cnn_node *n, int B) {
+    const int K = (int)cnn__node_size(cnn__in(n, 0)), U = n->units;
+    const float *x = cnn__in_out(n, 0), *W = n->model->params + n->p_off, *bias = W + n->kernel_count;
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < U; u++) {
+            float s = n->use_bias ? bias[u] : 0.0f;
+            for (int k = 0; k < K; k++) s += x[(size_t)b * K + k] * W[(size_t)k * U + u];
+            n->out[(size_t)b * U + u] = s;
+        }
+    cnn__activate(n->out, (size_t)B * U, U, n->activation, n->alpha);
+}
+
+/* dz = dy * act'(z); dW[k][u] = sum over b of x[b][k] dz[b][u]; dbias[u] = sum of dz[b][u];
+   dx[b][k] += sum over u of W[k][u] dz[b][u] */
+static void cnn__ref_dense_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int K = (int)cnn__node_size(cnn__in(n, 0)), U = n->units;
+    const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off, *dz = n->dout;
+    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
+    cnn__activate_backward(n->out, n->dout, (size_t)B * U, U, cnn__grad_activation(n), n->alpha);
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < U; u++) {
+            const float g = dz[(size_t)b * U + u];
+            if (gb) gb[u] += g;
+            for (int k = 0; k < K; k++) {
+                if (gW) gW[(size_t)k * U + u] += x[(size_t)b * K + k] * g;
+                if (dx) dx[(size_t)b * K + k] += W[(size_t)k * U + u] * g;
+            }
+        }
+}
+
+static cnn_node *cnn__rebuild_dense(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_dense_opts o;
+    memset(&o, 0, sizeof o);
+    o.units = L->units, o.activation = (cnn_activation_type)L->activation, o.alpha = L->alpha, o.no_bias = !L->use_bias;
+    o.kernel_regularizer.l1 = L->l1, o.kernel_regularizer.l2 = L->l2, o.name = name;
+    return cnn_dense_opt(m, n_in > 0 ? ins[0] : NULL, &o);
+}
+
+/* scratch: dy^T [N][B] and dx^T [K][B], and the bias gradient's partial sums */
+static int cnn__buffers_dense(cnn_node *n, int B, size_t *scratch) {
+    const size_t K = (size_t)cnn__in(n, 0)->c, need[2] = {(size_t)(CNN__CHUNKS + 1) * 4 * n->units, (K + n->units) * B};
+    for (int i = 0; i < 2; i++) *scratch = need[i] > *scratch ? need[i] : *scratch;
+    return 1;
+}
+
+static const cnn__layer_kind cnn__kind_dense = {cnn__dense_forward, cnn__dense_backward, cnn__ref_dense_forward,
+                                                cnn__ref_dense_backward, cnn__rebuild_dense, cnn__init_glorot,
+                                                cnn__tensors_kernel_bias, cnn__buffers_dense, cnn__flop_linear};
+
 /* ---- BatchNormalization (axis -1) --------------------------------------- */
+
+CNN_IMPL cnn_node *cnn_batch_norm_opt(cnn_model *m, cnn_node *x, const cnn_batch_norm_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__BATCH_NORM, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->momentum = o && o->momentum != 0.0f ? o->momentum : 0.99f;
+    n->epsilon = o && o->epsilon != 0.0f ? o->epsilon : 1e-3f;
+    if (!(n->momentum >= 0.0f && n->momentum <= 1.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': momentum %g is not in [0, 1]", n->name, n->momentum); return cnn__fail(n); }
+    if (!(n->epsilon > 0.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': epsilon must be > 0", n->name); return cnn__fail(n); }
+    n->h = x->h; n->w = x->w; n->c = x->c;
+    n->p_count = 2 * (size_t)n->c;   /* gamma, beta */
+    n->s_count = 2 * (size_t)n->c;   /* moving mean, moving variance */
+    return cnn__push(m, n);
+}
 
 static void cnn__bn_forward(cnn_node *n, int B) {
     cnn_model *m = n->model;
@@ -3209,7 +3382,129 @@ CNN__PARALLEL_FOR((long long)M * C)
     }
 }
 
-/* ---- Pooling ------------------------------------------------------------ */
+/* BatchNormalization over the M = B*h*w values of each channel c:
+   training: mean = sum x / M, var = sum (x - mean)^2 / M (and the moving
+   statistics move towards mean and the unbiased M/(M-1) var by 1 - momentum);
+   otherwise (inference, or frozen) the moving statistics. Then
+   y = gamma * (x - mean) / sqrt(var + epsilon) + beta. */
+static void cnn__ref_bn_forward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int C = n->c;
+    const size_t M = (size_t)B * n->h * n->w;
+    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *beta = gamma + C;
+    float *mmean = m->state + n->s_off, *mvar = mmean + C, *mean = n->stat, *inv = n->stat + C;
+    for (int c = 0; c < C; c++) {
+        if (cnn__bn_uses_batch(n)) {
+            double mu = 0, var = 0;
+            for (size_t r = 0; r < M; r++) mu += x[r * C + c];
+            mu /= (double)M;
+            for (size_t r = 0; r < M; r++) var += (x[r * C + c] - mu) * (x[r * C + c] - mu);
+            var /= (double)M;
+            mean[c] = (float)mu;
+            inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
+            if (m->update_moving) {
+                mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mu);
+                mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * (M > 1 ? var * M / (M - 1) : var));
+            }
+        } else {
+            mean[c] = mmean[c];
+            inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon);
+        }
+        for (size_t r = 0; r < M; r++) n->out[r * C + c] = gamma[c] * (x[r * C + c] - mean[c]) * inv[c] + beta[c];
+    }
+}
+
+/* With xhat = (x - mean) * inv: dgamma = sum dy * xhat, dbeta = sum dy, and,
+   as mean and var depend on every x of the channel,
+   dx = gamma * inv / M * (M * dy - sum dy - xhat * sum dy * xhat);
+   with the moving statistics (constants) dx = gamma * inv * dy. */
+static void cnn__ref_bn_backward(cnn_node *n, int B) {
+    cnn_model *m = n->model;
+    const int C = n->c;
+    const size_t M = (size_t)B * n->h * n->w;
+    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *dy = n->dout, *mean = n->stat, *inv = n->stat + C;
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
+    for (int c = 0; c < C; c++) {
+        double sdy = 0, sdyx = 0;
+        for (size_t r = 0; r < M; r++) {
+            sdy += dy[r * C + c];
+            sdyx += (double)dy[r * C + c] * ((x[r * C + c] - mean[c]) * inv[c]);
+        }
+        if (cnn__bn_uses_batch(n)) {
+            m->grads[n->p_off + c] += (float)sdyx;
+            m->grads[n->p_off + C + c] += (float)sdy;
+        }
+        for (size_t r = 0; r < M && dx; r++) {
+            const size_t i = r * C + c;
+            const double xhat = (x[i] - mean[c]) * inv[c];
+            const double g = cnn__bn_uses_batch(n) ? gamma[c] * inv[c] / M * (M * dy[i] - sdy - xhat * sdyx)
+                                                   : gamma[c] * inv[c] * dy[i];
+            dx[i] = (add ? dx[i] : 0.0f) + (float)g;
+        }
+    }
+}
+
+static cnn_node *cnn__rebuild_bn(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_batch_norm_opts o = {L->momentum, L->epsilon, name};
+    return cnn_batch_norm_opt(m, n_in > 0 ? ins[0] : NULL, &o);
+}
+
+/* gamma 1, beta 0, moving mean 0, moving variance 1 */
+static void cnn__init_bn(cnn_node *n, cnn__rng *r) {
+    float *p = n->model->params + n->p_off, *s = n->model->state + n->s_off;
+    (void)r;
+    for (int c = 0; c < n->c; c++) { p[c] = 1.0f; p[n->c + c] = 0.0f; }
+    for (int c = 0; c < n->c; c++) { s[c] = 0.0f; s[n->c + c] = 1.0f; }
+}
+
+static int cnn__tensors_bn(const cnn_node *n, int t, cnn__tensor_ref *ref) {
+    static const char *names[4] = {"gamma", "beta", "moving_mean", "moving_variance"};
+    if (t < 0 || t > 3) return 0;
+    ref->name = names[t], ref->state = t >= 2, ref->offset = (size_t)(t % 2) * n->c, ref->count = (size_t)n->c;
+    return 1;
+}
+
+/* the batch statistics stat [2c], their sums acc and this pass's coefficients coef [3c] */
+static int cnn__buffers_bn(cnn_node *n, int B, size_t *scratch) {
+    (void)B; (void)scratch;
+    n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float));
+    n->acc = (double *)cnn__calloc((2 * CNN__CHUNKS + 1) * 2 * (size_t)n->c, sizeof(double));
+    n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float));
+    return n->stat && n->acc && n->coef;
+}
+
+static const cnn__layer_kind cnn__kind_bn = {cnn__bn_forward, cnn__bn_backward, cnn__ref_bn_forward, cnn__ref_bn_backward,
+                                             cnn__rebuild_bn, cnn__init_bn, cnn__tensors_bn, cnn__buffers_bn, NULL};
+
+/* ---- MaxPooling2D ------------------------------------------------------- */
+
+static cnn_node *cnn__pool(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o, int type) {
+    cnn_node *n = cnn__new_node(m, type, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    const char *kind = cnn__type_names[type];
+    n->kh = o && o->pool_size[0] ? o->pool_size[0] : 2;
+    n->kw = o && o->pool_size[1] ? o->pool_size[1] : 2;
+    n->sh = o && o->strides[0] ? o->strides[0] : n->kh;
+    n->sw = o && o->strides[1] ? o->strides[1] : n->kw;
+    n->padding = o ? o->padding : CNN_VALID;
+    if (n->kh <= 0 || n->kw <= 0 || n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "%s '%s': pool_size and strides must be positive", kind, n->name); return cnn__fail(n); }
+    if (type == CNN__MAX_POOL && (long long)n->kh * n->kw > 65536) { /* see cnn__argmax_cell */
+        cnn_set_error(CNN_ERR_ARG, "%s '%s': a window of %dx%d is more than 65536 cells", kind, n->name, n->kh, n->kw);
+        return cnn__fail(n);
+    }
+    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "%s '%s': padding must be CNN_VALID or CNN_SAME", kind, n->name); return cnn__fail(n); }
+    n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
+    n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
+    n->c = x->c;
+    if (n->h <= 0 || n->w <= 0) {
+        cnn_set_error(CNN_ERR_SHAPE, "%s '%s': window %dx%d does not fit input '%s' of %dx%dx%d", kind, n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
+        return cnn__fail(n);
+    }
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_max_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__MAX_POOL); }
 
 /* One 2x2 window lying inside the input, all C channels: y [C] the maximum of
    the cells x0, x1 = x0 + C (the window's top row), x2, x3 = x2 + C (its
@@ -3339,6 +3634,75 @@ CNN__PARALLEL_FOR((long long)B * per_out)
             }
 }
 
+/* MaxPooling2D: y = the largest input in the window (its first cell on ties;
+   padding cells take no part); the gradient goes to that cell alone. */
+static int cnn__ref_max_cell(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int c) {
+    int best = -1;
+    float v = 0;
+    for (int cell = 0; cell < n->kh * n->kw; cell++) {
+        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw);
+        if (xc && (best < 0 || xc[c] > v)) best = cell, v = xc[c];
+    }
+    return best;
+}
+
+static void cnn__ref_maxpool_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0);
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++)
+                for (int c = 0; c < n->c; c++) {
+                    const int cell = cnn__ref_max_cell(n, in, x, b, oy, ox, c);
+                    n->out[(((size_t)b * n->h + oy) * n->w + ox) * n->c + c] =
+                        cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw)[c];
+                }
+}
+
+static void cnn__ref_maxpool_backward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0);
+    float *dx = cnn__in_grad_zeroed(n, 0, B);
+    if (!dx) return;
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < n->h; oy++)
+            for (int ox = 0; ox < n->w; ox++)
+                for (int c = 0; c < n->c; c++) {
+                    const int cell = cnn__ref_max_cell(n, in, x, b, oy, ox, c);
+                    const float *xc = cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw);
+                    dx[(xc - x) + c] += n->dout[(((size_t)b * n->h + oy) * n->w + ox) * n->c + c];
+                }
+}
+
+static cnn_node *cnn__rebuild_pool(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L,
+                                   int type) {
+    cnn_pool2d_opts o;
+    memset(&o, 0, sizeof o);
+    o.pool_size[0] = L->kh, o.pool_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
+    o.padding = (cnn_padding)L->padding, o.name = name;
+    return cnn__pool(m, n_in > 0 ? ins[0] : NULL, &o, type);
+}
+static cnn_node *cnn__rebuild_maxpool(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    return cnn__rebuild_pool(m, name, ins, n_in, L, CNN__MAX_POOL);
+}
+
+/* argmax: each output's window cell; x_at_max when it applies a fused BatchNorm */
+static int cnn__buffers_maxpool(cnn_node *n, int B, size_t *scratch) {
+    const size_t size = (size_t)B * cnn__node_size(n);
+    (void)scratch;
+    n->argmax = (unsigned char *)cnn__calloc(size, cnn__argmax_wide(n) ? 2 : 1);
+    if (cnn__in(n, 0)->fuse.pool) n->x_at_max = (float *)cnn__calloc(size, sizeof(float));
+    return n->argmax && (n->x_at_max || !cnn__in(n, 0)->fuse.pool);
+}
+
+static const cnn__layer_kind cnn__kind_maxpool = {cnn__maxpool_forward, cnn__maxpool_backward, cnn__ref_maxpool_forward,
+                                                  cnn__ref_maxpool_backward, cnn__rebuild_maxpool, NULL, NULL,
+                                                  cnn__buffers_maxpool, NULL};
+
+/* ---- AveragePooling2D --------------------------------------------------- */
+
+CNN_IMPL cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__AVG_POOL); }
+
 /* number of window cells inside the input (Keras' average excludes padding) */
 static int cnn__avg_count(const cnn_node *n, const cnn_node *in, int oy, int ox) {
     int cnt = 0;
@@ -3378,8 +3742,27 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
                 if (!backward) for (int c = 0; c < C; c++) n->out[o + c] *= scale;
             }
 }
+
 static void cnn__avgpool_forward(cnn_node *n, int B) { cnn__avgpool_pass(n, B, 0); }
+
 static void cnn__avgpool_backward(cnn_node *n, int B) { cnn__avgpool_pass(n, B, 1); }
+
+static cnn_node *cnn__rebuild_avgpool(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    return cnn__rebuild_pool(m, name, ins, n_in, L, CNN__AVG_POOL);
+}
+
+static const cnn__layer_kind cnn__kind_avgpool = {cnn__avgpool_forward, cnn__avgpool_backward, NULL, NULL,
+                                                  cnn__rebuild_avgpool, NULL, NULL, NULL, NULL};
+
+/* ---- GlobalAveragePooling2D --------------------------------------------- */
+
+CNN_IMPL cnn_node *cnn_global_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__GLOBAL_AVG_POOL, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->h = n->w = 1;
+    n->c = x->c;
+    return cnn__push(m, n);
+}
 
 static void cnn__gap_forward(cnn_node *n, int B) {
     const cnn_node *in = cnn__in(n, 0);
@@ -3406,23 +3789,44 @@ static void cnn__gap_backward(cnn_node *n, int B) {
             for (int c = 0; c < C; c++) dx[((size_t)b * P + p) * C + c] += n->dout[(size_t)b * C + c] / (float)P;
 }
 
-/* ---- Flatten, Dropout, Activation, Add, Concatenate --------------------- */
-
-static void cnn__copy_forward(cnn_node *n, int B) {
-    memcpy(n->out, cnn__in_out(n, 0), (size_t)B * cnn__node_size(n) * sizeof(float));
+static cnn_node *cnn__rebuild_gap(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_name_opts o = {name};
+    (void)L;
+    return cnn_global_avg_pool2d_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
 
-/* dx (+)= dout, element-wise, for input i */
-static void cnn__pass_backward(cnn_node *n, int B, int i) {
-    int add;
-    float *dx = cnn__in_grad(n, i, &add);
-    if (!dx) return;
-    const long long count = (long long)B * (long long)cnn__node_size(n);
-CNN__PARALLEL_FOR(count)
-    for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k];
+static const cnn__layer_kind cnn__kind_gap = {cnn__gap_forward, cnn__gap_backward, NULL, NULL, cnn__rebuild_gap,
+                                              NULL, NULL, NULL, NULL};
+
+/* ---- Flatten ------------------------------------------------------------ */
+
+CNN_IMPL cnn_node *cnn_flatten_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__FLATTEN, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->h = n->w = 1;
+    n->c = x->h * x->w * x->c; /* NHWC order, as Keras channels_last */
+    return cnn__push(m, n);
 }
 
-static void cnn__copy_backward(cnn_node *n, int B) { cnn__pass_backward(n, B, 0); }
+static cnn_node *cnn__rebuild_flatten(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_name_opts o = {name};
+    (void)L;
+    return cnn_flatten_opt(m, n_in > 0 ? ins[0] : NULL, &o);
+}
+
+static const cnn__layer_kind cnn__kind_flatten = {cnn__copy_forward, cnn__copy_backward, NULL, NULL,
+                                                  cnn__rebuild_flatten, NULL, NULL, NULL, NULL};
+
+/* ---- Dropout ------------------------------------------------------------ */
+
+CNN_IMPL cnn_node *cnn_dropout_opt(cnn_model *m, cnn_node *x, const cnn_dropout_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__DROPOUT, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->rate = o ? o->rate : 0.0f;
+    if (!(n->rate >= 0.0f && n->rate < 1.0f)) { cnn_set_error(CNN_ERR_ARG, "Dropout '%s': rate %g is not in [0, 1)", n->name, n->rate); return cnn__fail(n); }
+    n->h = x->h; n->w = x->w; n->c = x->c;
+    return cnn__push(m, n);
+}
 
 /* Dropout masks depend on (seed, layer, optimizer step, sample index in the whole batch, element)
    only: a worker given samples [first_sample, ...) of a split batch draws their masks. */
@@ -3456,6 +3860,33 @@ CNN__PARALLEL_FOR(count)
     for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k] * n->mask[k];
 }
 
+static cnn_node *cnn__rebuild_dropout(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_dropout_opts o = {L->rate, name};
+    return cnn_dropout_opt(m, n_in > 0 ? ins[0] : NULL, &o);
+}
+
+/* mask: each value's factor, 0 or 1 / (1 - rate) */
+static int cnn__buffers_dropout(cnn_node *n, int B, size_t *scratch) {
+    (void)scratch;
+    n->mask = (float *)cnn__calloc((size_t)B * cnn__node_size(n), sizeof(float));
+    return n->mask != NULL;
+}
+
+static const cnn__layer_kind cnn__kind_dropout = {cnn__dropout_forward, cnn__dropout_backward, NULL, NULL,
+                                                  cnn__rebuild_dropout, NULL, NULL, cnn__buffers_dropout, NULL};
+
+/* ---- Activation --------------------------------------------------------- */
+
+CNN_IMPL cnn_node *cnn_activation_opt(cnn_model *m, cnn_node *x, const cnn_activation_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__ACTIVATION, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->activation = o ? o->activation : CNN_LINEAR;
+    n->alpha = o ? o->alpha : 0.0f;
+    if (cnn__check_activation(n->activation, &n->alpha, n->name)) return cnn__fail(n);
+    n->h = x->h; n->w = x->w; n->c = x->c;
+    return cnn__push(m, n);
+}
+
 static void cnn__activation_forward(cnn_node *n, int B) {
     cnn__copy_forward(n, B);
     cnn__activate(n->out, (size_t)B * cnn__node_size(n), n->c, n->activation, n->alpha);
@@ -3465,6 +3896,42 @@ static void cnn__activation_backward(cnn_node *n, int B) {
     cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), n->c, cnn__grad_activation(n), n->alpha);
     cnn__pass_backward(n, B, 0);
 }
+
+static cnn_node *cnn__rebuild_activation(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                         const cnn__layer_record *L) {
+    cnn_activation_opts o = {(cnn_activation_type)L->activation, L->alpha, name};
+    return cnn_activation_opt(m, n_in > 0 ? ins[0] : NULL, &o);
+}
+
+static const cnn__layer_kind cnn__kind_activation = {cnn__activation_forward, cnn__activation_backward, NULL, NULL,
+                                                     cnn__rebuild_activation, NULL, NULL, NULL, NULL};
+
+/* ---- Add ---------------------------------------------------------------- */
+
+static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, const cnn_name_opts *o, int type) {
+    const char *kind = cnn__type_names[type];
+    if (!inputs || count < 2) {
+        if (m) cnn_set_error(CNN_ERR_ARG, "%s '%s': needs a list of at least 2 inputs (got %d)", kind, o && o->name ? o->name : cnn__auto_names[type], inputs ? count : 0);
+        else cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", kind);
+        return NULL;
+    }
+    cnn_node *n = cnn__new_node(m, type, inputs, count, o ? o->name : NULL);
+    if (!n) return NULL;
+    const cnn_node *a = inputs[0];
+    n->h = a->h; n->w = a->w; n->c = a->c;
+    for (int i = 1; i < count; i++) {
+        const cnn_node *b = inputs[i];
+        int same = type == CNN__ADD ? (b->h == a->h && b->w == a->w && b->c == a->c) : (b->h == a->h && b->w == a->w);
+        if (!same) {
+            cnn_set_error(CNN_ERR_SHAPE, "%s '%s': input '%s' (%dx%dx%d) does not match input '%s' (%dx%dx%d)", kind, n->name, a->name, a->h, a->w, a->c, b->name, b->h, b->w, b->c);
+            return cnn__fail(n);
+        }
+        if (type == CNN__CONCAT) n->c += b->c;
+    }
+    return cnn__push(m, n);
+}
+
+CNN_IMPL cnn_node *cnn_add_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__ADD); }
 
 static void cnn__add_forward(cnn_node *n, int B) {
     const long long count = (long long)B * (long long)cnn__node_size(n);
@@ -3479,6 +3946,19 @@ CNN__PARALLEL_FOR(count)
 static void cnn__add_backward(cnn_node *n, int B) {
     for (int i = 0; i < n->n_inputs; i++) cnn__pass_backward(n, B, i);
 }
+
+static cnn_node *cnn__rebuild_add(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_name_opts o = {name};
+    (void)L;
+    return cnn_add_opt(m, ins, n_in, &o);
+}
+
+static const cnn__layer_kind cnn__kind_add = {cnn__add_forward, cnn__add_backward, NULL, NULL, cnn__rebuild_add,
+                                              NULL, NULL, NULL, NULL};
+
+/* ---- Concatenate -------------------------------------------------------- */
+
+CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__CONCAT); }
 
 /* forward copies each input's channels into its slice; backward adds them back */
 static void cnn__concat_pass(cnn_node *n, int B, int backward) {
@@ -3497,276 +3977,36 @@ static void cnn__concat_pass(cnn_node *n, int B, int backward) {
         c0 += ci;
     }
 }
+
 static void cnn__concat_forward(cnn_node *n, int B) { cnn__concat_pass(n, B, 0); }
+
 static void cnn__concat_backward(cnn_node *n, int B) { cnn__concat_pass(n, B, 1); }
 
-static void cnn__input_pass(cnn_node *n, int B) { (void)n; (void)B; }
-
-/* The layer table: adding a layer = one constructor + one row here. */
-typedef struct cnn__layer_kind {
-    void (*forward)(cnn_node *n, int B);
-    void (*backward)(cnn_node *n, int B);
-} cnn__layer_kind;
-
-static const cnn__layer_kind cnn__layers[CNN__LAYER_TYPES] = {
-    /* INPUT      */ {cnn__input_pass, cnn__input_pass},
-    /* CONV2D     */ {cnn__conv_forward, cnn__conv_backward},
-    /* DENSE      */ {cnn__dense_forward, cnn__dense_backward},
-    /* BATCH_NORM */ {cnn__bn_forward, cnn__bn_backward},
-    /* MAX_POOL   */ {cnn__maxpool_forward, cnn__maxpool_backward},
-    /* AVG_POOL   */ {cnn__avgpool_forward, cnn__avgpool_backward},
-    /* GAP        */ {cnn__gap_forward, cnn__gap_backward},
-    /* FLATTEN    */ {cnn__copy_forward, cnn__copy_backward},
-    /* DROPOUT    */ {cnn__dropout_forward, cnn__dropout_backward},
-    /* ACTIVATION */ {cnn__activation_forward, cnn__activation_backward},
-    /* ADD        */ {cnn__add_forward, cnn__add_backward},
-    /* CONCAT     */ {cnn__concat_forward, cnn__concat_backward},
-};
-
-/* ======================================================================== */
-/* The reference path: every layer in plain loops                           */
-/* ======================================================================== */
-/* What each layer computes, written to be read (cnn_set_reference runs a model
-   on these). Shapes are NHWC: a sample is [h][w][c], a Conv2D kernel
-   [kh][kw][c_in][filters], a Dense kernel [c_in][units], biases follow their
-   kernel. A backward pass reads d loss / d output in n->dout and adds the
-   gradients of its inputs and parameters (see cnn__in_grad). Layers whose fast
-   pass is already a plain loop (pooling by averages, Flatten, Dropout,
-   Activation, Add, Concatenate) share it: see cnn__reference_layers. */
-
-/* The input value x[b][iy][ix][c] under window cell (ky, kx) of output
-   (oy, ox), or NULL where the cell lies in the padding. */
-static const float *cnn__ref_at(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int ky,
-                                int kx) {
-    const int iy = oy * n->sh - n->pad_top + ky, ix = ox * n->sw - n->pad_left + kx;
-    if (iy < 0 || iy >= in->h || ix < 0 || ix >= in->w) return NULL;
-    return x + (((size_t)b * in->h + iy) * in->w + ix) * in->c;
+static cnn_node *cnn__rebuild_concat(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+    cnn_name_opts o = {name};
+    (void)L;
+    return cnn_concatenate_opt(m, ins, n_in, &o);
 }
 
-/* Conv2D: y[b][oy][ox][u] = act(bias[u] + sum over ky, kx, c of
-   x[b][oy*sh - pad_top + ky][ox*sw - pad_left + kx][c] * W[ky][kx][c][u]) */
-static void cnn__ref_conv_forward(cnn_node *n, int B) {
-    const cnn_node *in = cnn__in(n, 0);
-    const float *x = cnn__in_out(n, 0), *W = n->model->params + n->p_off, *bias = W + n->kernel_count;
-    const int C = in->c, U = n->units;
-    for (int b = 0; b < B; b++)
-        for (int oy = 0; oy < n->h; oy++)
-            for (int ox = 0; ox < n->w; ox++) {
-                float *y = n->out + (((size_t)b * n->h + oy) * n->w + ox) * U;
-                for (int u = 0; u < U; u++) y[u] = n->use_bias ? bias[u] : 0.0f;
-                for (int ky = 0; ky < n->kh; ky++)
-                    for (int kx = 0; kx < n->kw; kx++) {
-                        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, ky, kx);
-                        if (!xc) continue;
-                        for (int c = 0; c < C; c++)
-                            for (int u = 0; u < U; u++) y[u] += xc[c] * W[((size_t)(ky * n->kw + kx) * C + c) * U + u];
-                    }
-            }
-    cnn__activate(n->out, (size_t)B * cnn__node_size(n), U, n->activation, n->alpha);
-}
+static const cnn__layer_kind cnn__kind_concat = {cnn__concat_forward, cnn__concat_backward, NULL, NULL,
+                                                 cnn__rebuild_concat, NULL, NULL, NULL, NULL};
 
-/* With dz = dy * act'(z): dW[ky][kx][c][u] = sum over b, oy, ox of x[..][c] * dz[b][oy][ox][u];
-   dbias[u] = sum of dz[..][u]; dx[..][c] += sum over u of W[ky][kx][c][u] * dz[b][oy][ox][u] */
-static void cnn__ref_conv_backward(cnn_node *n, int B) {
-    cnn_model *m = n->model;
-    const cnn_node *in = cnn__in(n, 0);
-    const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off;
-    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
-    float *dx = cnn__in_grad_zeroed(n, 0, B);
-    const int C = in->c, U = n->units;
-    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), U, cnn__grad_activation(n), n->alpha);
-    for (int b = 0; b < B; b++)
-        for (int oy = 0; oy < n->h; oy++)
-            for (int ox = 0; ox < n->w; ox++) {
-                const float *dz = n->dout + (((size_t)b * n->h + oy) * n->w + ox) * U;
-                for (int u = 0; u < U && gb; u++) gb[u] += dz[u];
-                for (int ky = 0; ky < n->kh; ky++)
-                    for (int kx = 0; kx < n->kw; kx++) {
-                        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, ky, kx);
-                        if (!xc) continue;
-                        for (int c = 0; c < C; c++) {
-                            const size_t k = ((size_t)(ky * n->kw + kx) * C + c) * U;
-                            float *dxc = dx ? dx + (xc - x) + c : NULL;
-                            for (int u = 0; u < U; u++) {
-                                if (gW) gW[k + u] += xc[c] * dz[u];
-                                if (dxc) *dxc += W[k + u] * dz[u];
-                            }
-                        }
-                    }
-            }
-}
+/* ---- the table: the kinds in CNN__LAYER_KINDS' order --------------------- */
 
-/* Dense: y[b][u] = act(bias[u] + sum over k of x[b][k] * W[k][u]), x flattened */
-static void cnn__ref_dense_forward(cnn_node *n, int B) {
-    const int K = (int)cnn__node_size(cnn__in(n, 0)), U = n->units;
-    const float *x = cnn__in_out(n, 0), *W = n->model->params + n->p_off, *bias = W + n->kernel_count;
-    for (int b = 0; b < B; b++)
-        for (int u = 0; u < U; u++) {
-            float s = n->use_bias ? bias[u] : 0.0f;
-            for (int k = 0; k < K; k++) s += x[(size_t)b * K + k] * W[(size_t)k * U + u];
-            n->out[(size_t)b * U + u] = s;
-        }
-    cnn__activate(n->out, (size_t)B * U, U, n->activation, n->alpha);
-}
-
-/* dz = dy * act'(z); dW[k][u] = sum over b of x[b][k] dz[b][u]; dbias[u] = sum of dz[b][u];
-   dx[b][k] += sum over u of W[k][u] dz[b][u] */
-static void cnn__ref_dense_backward(cnn_node *n, int B) {
-    cnn_model *m = n->model;
-    const int K = (int)cnn__node_size(cnn__in(n, 0)), U = n->units;
-    const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off, *dz = n->dout;
-    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
-    float *dx = cnn__in_grad_zeroed(n, 0, B);
-    cnn__activate_backward(n->out, n->dout, (size_t)B * U, U, cnn__grad_activation(n), n->alpha);
-    for (int b = 0; b < B; b++)
-        for (int u = 0; u < U; u++) {
-            const float g = dz[(size_t)b * U + u];
-            if (gb) gb[u] += g;
-            for (int k = 0; k < K; k++) {
-                if (gW) gW[(size_t)k * U + u] += x[(size_t)b * K + k] * g;
-                if (dx) dx[(size_t)b * K + k] += W[(size_t)k * U + u] * g;
-            }
-        }
-}
-
-/* BatchNormalization over the M = B*h*w values of each channel c:
-   training: mean = sum x / M, var = sum (x - mean)^2 / M (and the moving
-   statistics move towards mean and the unbiased M/(M-1) var by 1 - momentum);
-   otherwise (inference, or frozen) the moving statistics. Then
-   y = gamma * (x - mean) / sqrt(var + epsilon) + beta. */
-static void cnn__ref_bn_forward(cnn_node *n, int B) {
-    cnn_model *m = n->model;
-    const int C = n->c;
-    const size_t M = (size_t)B * n->h * n->w;
-    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *beta = gamma + C;
-    float *mmean = m->state + n->s_off, *mvar = mmean + C, *mean = n->stat, *inv = n->stat + C;
-    for (int c = 0; c < C; c++) {
-        if (cnn__bn_uses_batch(n)) {
-            double mu = 0, var = 0;
-            for (size_t r = 0; r < M; r++) mu += x[r * C + c];
-            mu /= (double)M;
-            for (size_t r = 0; r < M; r++) var += (x[r * C + c] - mu) * (x[r * C + c] - mu);
-            var /= (double)M;
-            mean[c] = (float)mu;
-            inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
-            if (m->update_moving) {
-                mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mu);
-                mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * (M > 1 ? var * M / (M - 1) : var));
-            }
-        } else {
-            mean[c] = mmean[c];
-            inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon);
-        }
-        for (size_t r = 0; r < M; r++) n->out[r * C + c] = gamma[c] * (x[r * C + c] - mean[c]) * inv[c] + beta[c];
-    }
-}
-
-/* With xhat = (x - mean) * inv: dgamma = sum dy * xhat, dbeta = sum dy, and,
-   as mean and var depend on every x of the channel,
-   dx = gamma * inv / M * (M * dy - sum dy - xhat * sum dy * xhat);
-   with the moving statistics (constants) dx = gamma * inv * dy. */
-static void cnn__ref_bn_backward(cnn_node *n, int B) {
-    cnn_model *m = n->model;
-    const int C = n->c;
-    const size_t M = (size_t)B * n->h * n->w;
-    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *dy = n->dout, *mean = n->stat, *inv = n->stat + C;
-    int add;
-    float *dx = cnn__in_grad(n, 0, &add);
-    for (int c = 0; c < C; c++) {
-        double sdy = 0, sdyx = 0;
-        for (size_t r = 0; r < M; r++) {
-            sdy += dy[r * C + c];
-            sdyx += (double)dy[r * C + c] * ((x[r * C + c] - mean[c]) * inv[c]);
-        }
-        if (cnn__bn_uses_batch(n)) {
-            m->grads[n->p_off + c] += (float)sdyx;
-            m->grads[n->p_off + C + c] += (float)sdy;
-        }
-        for (size_t r = 0; r < M && dx; r++) {
-            const size_t i = r * C + c;
-            const double xhat = (x[i] - mean[c]) * inv[c];
-            const double g = cnn__bn_uses_batch(n) ? gamma[c] * inv[c] / M * (M * dy[i] - sdy - xhat * sdyx)
-                                                   : gamma[c] * inv[c] * dy[i];
-            dx[i] = (add ? dx[i] : 0.0f) + (float)g;
-        }
-    }
-}
-
-/* MaxPooling2D: y = the largest input in the window (its first cell on ties;
-   padding cells take no part); the gradient goes to that cell alone. */
-static int cnn__ref_max_cell(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int c) {
-    int best = -1;
-    float v = 0;
-    for (int cell = 0; cell < n->kh * n->kw; cell++) {
-        const float *xc = cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw);
-        if (xc && (best < 0 || xc[c] > v)) best = cell, v = xc[c];
-    }
-    return best;
-}
-static void cnn__ref_maxpool_forward(cnn_node *n, int B) {
-    const cnn_node *in = cnn__in(n, 0);
-    const float *x = cnn__in_out(n, 0);
-    for (int b = 0; b < B; b++)
-        for (int oy = 0; oy < n->h; oy++)
-            for (int ox = 0; ox < n->w; ox++)
-                for (int c = 0; c < n->c; c++) {
-                    const int cell = cnn__ref_max_cell(n, in, x, b, oy, ox, c);
-                    n->out[(((size_t)b * n->h + oy) * n->w + ox) * n->c + c] =
-                        cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw)[c];
-                }
-}
-static void cnn__ref_maxpool_backward(cnn_node *n, int B) {
-    const cnn_node *in = cnn__in(n, 0);
-    const float *x = cnn__in_out(n, 0);
-    float *dx = cnn__in_grad_zeroed(n, 0, B);
-    if (!dx) return;
-    for (int b = 0; b < B; b++)
-        for (int oy = 0; oy < n->h; oy++)
-            for (int ox = 0; ox < n->w; ox++)
-                for (int c = 0; c < n->c; c++) {
-                    const int cell = cnn__ref_max_cell(n, in, x, b, oy, ox, c);
-                    const float *xc = cnn__ref_at(n, in, x, b, oy, ox, cell / n->kw, cell % n->kw);
-                    dx[(xc - x) + c] += n->dout[(((size_t)b * n->h + oy) * n->w + ox) * n->c + c];
-                }
-}
-
-static const cnn__layer_kind cnn__reference_layers[CNN__LAYER_TYPES] = {
-    /* INPUT      */ {cnn__input_pass, cnn__input_pass},
-    /* CONV2D     */ {cnn__ref_conv_forward, cnn__ref_conv_backward},
-    /* DENSE      */ {cnn__ref_dense_forward, cnn__ref_dense_backward},
-    /* BATCH_NORM */ {cnn__ref_bn_forward, cnn__ref_bn_backward},
-    /* MAX_POOL   */ {cnn__ref_maxpool_forward, cnn__ref_maxpool_backward},
-    /* AVG_POOL   */ {cnn__avgpool_forward, cnn__avgpool_backward},
-    /* GAP        */ {cnn__gap_forward, cnn__gap_backward},
-    /* FLATTEN    */ {cnn__copy_forward, cnn__copy_backward},
-    /* DROPOUT    */ {cnn__dropout_forward, cnn__dropout_backward},
-    /* ACTIVATION */ {cnn__activation_forward, cnn__activation_backward},
-    /* ADD        */ {cnn__add_forward, cnn__add_backward},
-    /* CONCAT     */ {cnn__concat_forward, cnn__concat_backward},
-};
+#define CNN__KIND_ROW(id, block, keras, prefix) &cnn__kind_##block,
+static const cnn__layer_kind *const cnn__layers[CNN__LAYER_TYPES] = {CNN__LAYER_KINDS(CNN__KIND_ROW)};
+#undef CNN__KIND_ROW
 
 /* ======================================================================== */
 /* Building: parameters, initialisation, batch buffers                      */
 /* ======================================================================== */
 
-/* glorot_uniform kernels, zero biases, gamma 1, beta 0, moving mean 0 / var 1 */
+/* every layer's initial parameters and state, layer after layer from one
+   stream of the model's seed; the optimizer starts afresh */
 static void cnn__init_params(cnn_model *m) {
     cnn__rng r = {cnn__mix64(m->seed ^ 0x494e4954ULL)};
-    for (int i = 0; i < m->n_nodes; i++) {
-        cnn_node *n = m->nodes[i];
-        float *p = m->params + n->p_off;
-        if (n->type == CNN__CONV2D || n->type == CNN__DENSE) {
-            int in_c = cnn__in(n, 0)->c;
-            double rf = n->type == CNN__CONV2D ? (double)n->kh * n->kw : 1.0; /* receptive field */
-            double limit = sqrt(6.0 / (rf * in_c + rf * n->units));
-            for (size_t k = 0; k < n->kernel_count; k++) p[k] = (float)((2.0 * cnn__rng_uniform(&r) - 1.0) * limit);
-            for (size_t k = n->kernel_count; k < n->p_count; k++) p[k] = 0.0f;
-        } else if (n->type == CNN__BATCH_NORM) {
-            for (int c = 0; c < n->c; c++) { p[c] = 1.0f; p[n->c + c] = 0.0f; }
-            float *s = m->state + n->s_off;
-            for (int c = 0; c < n->c; c++) { s[c] = 0.0f; s[n->c + c] = 1.0f; }
-        }
-    }
+    for (int i = 0; i < m->n_nodes; i++)
+        if (cnn__layers[m->nodes[i]->type]->init) cnn__layers[m->nodes[i]->type]->init(m->nodes[i], &r);
     if (m->slot1) memset(m->slot1, 0, m->n_params * sizeof(float));
     if (m->slot2) memset(m->slot2, 0, m->n_params * sizeof(float));
     m->step = 0;
@@ -3893,30 +4133,8 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
         if (n->type == CNN__INPUT) continue;
         n->out = (float *)cnn__calloc(sz, sizeof(float));
         n->dout = (float *)cnn__calloc(sz, sizeof(float));
-        int ok = n->out && n->dout;
-        if (n->type == CNN__CONV2D || n->type == CNN__DENSE) { /* bias gradient partial sums (doubles) */
-            size_t bias_sums = (size_t)(CNN__CHUNKS + 1) * 4 * n->units;
-            if (bias_sums > scratch) scratch = bias_sums;
-        }
-        if (n->type == CNN__CONV2D) {
-            size_t K = (size_t)n->kh * n->kw * cnn__in(n, 0)->c, M = (size_t)B * n->h * n->w;
-            n->im2col = (float *)cnn__calloc(M * K, sizeof(float));
-            ok = ok && n->im2col;
-            if (K * n->units > scratch) scratch = K * n->units; /* the transposed kernel */
-            if (n->fuse.bn_input_grad && cnn__through_bn_scratch((int)K, n->units) > scratch) scratch = cnn__through_bn_scratch((int)K, n->units);
-        } else if (n->type == CNN__DENSE) { /* dy^T [N][B] and dx^T [K][B] */
-            size_t K = (size_t)cnn__in(n, 0)->c;
-            if ((K + n->units) * B > scratch) scratch = (K + n->units) * B;
-        } else if (n->type == CNN__BATCH_NORM || n->type == CNN__DROPOUT) {
-            if (n->type == CNN__DROPOUT) ok = ok && (n->mask = (float *)cnn__calloc(sz, sizeof(float)));
-            if (n->type == CNN__BATCH_NORM)
-                ok = ok && (n->stat = (float *)cnn__calloc(2 * (size_t)n->c, sizeof(float))) &&
-                     (n->acc = (double *)cnn__calloc((2 * CNN__CHUNKS + 1) * 2 * (size_t)n->c, sizeof(double))) &&
-                     (n->coef = (float *)cnn__calloc(3 * (size_t)n->c, sizeof(float)));
-        } else if (n->type == CNN__MAX_POOL) {
-            ok = ok && (n->argmax = (unsigned char *)cnn__calloc(sz, cnn__argmax_wide(n) ? 2 : 1));
-            if (cnn__in(n, 0)->fuse.pool) ok = ok && (n->x_at_max = (float *)cnn__calloc(sz, sizeof(float)));
-        }
+        const cnn__layer_kind *kind = cnn__layers[n->type];
+        const int ok = n->out && n->dout && (!kind->buffers || kind->buffers(n, B, &scratch));
         if (!ok) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name); }
     }
     m->scratch = (float *)cnn__calloc(scratch, sizeof(float));
@@ -3930,11 +4148,9 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
 /* Forward, loss, backward                                                  */
 /* ======================================================================== */
 
-/* multiply-adds x 2 of a layer's forward products for B samples; the backward
-   pass does twice that (weight gradient and input gradient) */
+/* the forward pass's floating-point operations for B samples */
 static double cnn__layer_flop(const cnn_node *n, int B) {
-    if (n->type != CNN__CONV2D && n->type != CNN__DENSE) return 0;
-    return 2.0 * B * n->h * n->w * (double)n->kernel_count;
+    return cnn__layers[n->type]->flop ? cnn__layers[n->type]->flop(n, B) : 0;
 }
 
 static void cnn__forward(cnn_model *m, const float *x, int B) {
@@ -3944,7 +4160,8 @@ static void cnn__forward(cnn_model *m, const float *x, int B) {
     for (int i = 0; i < m->n_nodes; i++) {
         cnn_node *n = m->nodes[i];
         double t0 = m->profiling ? cnn_wall_time() : 0;
-        (m->reference ? cnn__reference_layers : cnn__layers)[n->type].forward(n, B);
+        const cnn__layer_kind *kind = cnn__layers[n->type];
+        (m->reference && kind->ref_forward ? kind->ref_forward : kind->forward)(n, B);
         if (m->profiling) {
             n->prof.forward_s += cnn_wall_time() - t0;
             n->prof.forward_flop += cnn__layer_flop(n, B);
@@ -4081,7 +4298,8 @@ static void cnn__backward(cnn_model *m, int B, int fused) {
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         cnn_node *n = m->nodes[i];
         double t0 = m->profiling ? cnn_wall_time() : 0;
-        (m->reference ? cnn__reference_layers : cnn__layers)[n->type].backward(n, B);
+        const cnn__layer_kind *kind = cnn__layers[n->type];
+        (m->reference && kind->ref_backward ? kind->ref_backward : kind->backward)(n, B);
         if (m->profiling) {
             int input_grad = n->n_inputs > 0 && cnn__in_dout(n, 0) != NULL;
             n->prof.backward_s += cnn_wall_time() - t0;
@@ -4476,18 +4694,12 @@ static float *cnn__tensor(const cnn_model *m, const char *layer, const char *whi
     if (!m->built) { cnn_set_error(CNN_ERR_STATE, "%s: the model has no output yet (call cnn_model_set_output)", fn); return NULL; }
     cnn_node *n = cnn__find(m, layer);
     if (!n) { cnn_set_error(CNN_ERR_ARG, "%s: no layer named '%s'", fn, layer); return NULL; }
-    float *p = m->params + n->p_off;
-    size_t bias = n->p_count - n->kernel_count;
-    if ((n->type == CNN__CONV2D || n->type == CNN__DENSE) && !strcmp(which, "kernel")) { *count = n->kernel_count; return p; }
-    if ((n->type == CNN__CONV2D || n->type == CNN__DENSE) && !strcmp(which, "bias") && bias) { *count = bias; return p + n->kernel_count; }
-    if (n->type == CNN__BATCH_NORM) {
-        size_t C = (size_t)n->c;
-        *count = C;
-        if (!strcmp(which, "gamma")) return p;
-        if (!strcmp(which, "beta")) return p + C;
-        if (!strcmp(which, "moving_mean")) return m->state + n->s_off;
-        if (!strcmp(which, "moving_variance")) return m->state + n->s_off + C;
-    }
+    cnn__tensor_ref ref;
+    for (int t = 0; cnn__layers[n->type]->tensor && cnn__layers[n->type]->tensor(n, t, &ref); t++)
+        if (!strcmp(which, ref.name)) {
+            *count = ref.count;
+            return (ref.state ? m->state + n->s_off : m->params + n->p_off) + ref.offset;
+        }
     cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (%s) has no tensor '%s'", fn, layer, cnn__type_names[n->type], which);
     return NULL;
 }
@@ -5352,20 +5564,6 @@ static uint32_t cnn__crc32(const unsigned char *p, size_t n) {
     return ~c;
 }
 
-/* One layer's settings in the model file (format version 1), in this order:
-   12 unsigned 32-bit integers, then 6 floats. A layer kind reads the fields
-   it has (cnn__rebuild_node) and leaves the others as written. */
-typedef struct cnn__layer_record {
-    int h, w, c;                     /* the output shape */
-    int units;                       /* Conv2D filters, Dense units */
-    int kh, kw, sh, sw, padding;     /* kernel or pool window, strides, CNN_VALID / CNN_SAME */
-    int activation, use_bias, trainable;
-    float alpha;                     /* leaky_relu / elu parameter */
-    float l1, l2;                    /* kernel regularizer */
-    float rate;                      /* Dropout */
-    float momentum, epsilon;         /* BatchNormalization */
-} cnn__layer_record;
-
 static void cnn__put_record(cnn__buf *b, const cnn_node *n) {
     const int ints[12] = {n->h,  n->w,  n->c,       n->units,      n->kh,       n->kw,
                           n->sh, n->sw, n->padding, n->activation, n->use_bias, n->trainable};
@@ -5464,43 +5662,11 @@ done:
 /* rebuild a node from its stored record; NULL on error */
 static cnn_node *cnn__rebuild_node(cnn_model *m, int type, const char *name, cnn_node **ins, int n_in,
                                    const cnn__layer_record *L) {
-    cnn_node *x = n_in > 0 ? ins[0] : NULL;
-    const cnn_regularizer reg = {L->l1, L->l2};
-    const cnn_activation_type act = (cnn_activation_type)L->activation;
-    switch (type) {
-    case CNN__INPUT: return cnn_input(m, L->h, L->w, L->c, name);
-    case CNN__CONV2D: {
-        cnn_conv2d_opts o;
-        memset(&o, 0, sizeof o);
-        o.filters = L->units;
-        o.kernel_size[0] = L->kh, o.kernel_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
-        o.padding = (cnn_padding)L->padding, o.activation = act, o.alpha = L->alpha, o.no_bias = !L->use_bias;
-        o.kernel_regularizer = reg, o.name = name;
-        return cnn_conv2d_opt(m, x, &o);
+    if (type < 0 || type >= CNN__LAYER_TYPES) {
+        cnn_set_error(CNN_ERR_FORMAT, "unknown layer type %d", type);
+        return NULL;
     }
-    case CNN__DENSE: {
-        cnn_dense_opts o;
-        memset(&o, 0, sizeof o);
-        o.units = L->units, o.activation = act, o.alpha = L->alpha, o.no_bias = !L->use_bias;
-        o.kernel_regularizer = reg, o.name = name;
-        return cnn_dense_opt(m, x, &o);
-    }
-    case CNN__BATCH_NORM: { cnn_batch_norm_opts o = {L->momentum, L->epsilon, name}; return cnn_batch_norm_opt(m, x, &o); }
-    case CNN__MAX_POOL: case CNN__AVG_POOL: {
-        cnn_pool2d_opts o;
-        memset(&o, 0, sizeof o);
-        o.pool_size[0] = L->kh, o.pool_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
-        o.padding = (cnn_padding)L->padding, o.name = name;
-        return type == CNN__MAX_POOL ? cnn_max_pool2d_opt(m, x, &o) : cnn_avg_pool2d_opt(m, x, &o);
-    }
-    case CNN__GLOBAL_AVG_POOL: { cnn_name_opts o = {name}; return cnn_global_avg_pool2d_opt(m, x, &o); }
-    case CNN__FLATTEN: { cnn_name_opts o = {name}; return cnn_flatten_opt(m, x, &o); }
-    case CNN__DROPOUT: { cnn_dropout_opts o = {L->rate, name}; return cnn_dropout_opt(m, x, &o); }
-    case CNN__ACTIVATION: { cnn_activation_opts o = {act, L->alpha, name}; return cnn_activation_opt(m, x, &o); }
-    case CNN__ADD: { cnn_name_opts o = {name}; return cnn_add_opt(m, ins, n_in, &o); }
-    case CNN__CONCAT: { cnn_name_opts o = {name}; return cnn_concatenate_opt(m, ins, n_in, &o); }
-    default: cnn_set_error(CNN_ERR_FORMAT, "unknown layer type %d", type); return NULL;
-    }
+    return cnn__layers[type]->rebuild(m, name, ins, n_in, L);
 }
 
 /* fill the empty model m from the payload; an error code on failure */
