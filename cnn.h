@@ -292,6 +292,18 @@ typedef struct cnn_name_opts {
     const char *name;
 } cnn_name_opts;
 
+typedef struct cnn_zero_padding2d_opts {
+    int padding[4];           /* rows added at the top, bottom, columns at the left, right;
+                                 all 0 = 1 on each side (Keras' default, padding=1) */
+    const char *name;
+} cnn_zero_padding2d_opts;
+
+typedef struct cnn_up_sampling2d_opts {
+    int size[2];              /* each row repeated size[0] times, each column size[1] times;
+                                 {0,0} = {2,2}. Nearest neighbour (Keras' default interpolation) */
+    const char *name;
+} cnn_up_sampling2d_opts;
+
 CNN_DEF cnn_model *cnn_model_new(void);
 CNN_DEF void cnn_model_free(cnn_model *m);
 
@@ -306,6 +318,10 @@ CNN_DEF cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d
 CNN_DEF cnn_node *cnn_global_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o);
 CNN_DEF cnn_node *cnn_flatten_opt(cnn_model *m, cnn_node *x, const cnn_name_opts *o);
 CNN_DEF cnn_node *cnn_dropout_opt(cnn_model *m, cnn_node *x, const cnn_dropout_opts *o);
+/* ZeroPadding2D: zeros around each image, [h][w][c] -> [top+h+bottom][left+w+right][c] */
+CNN_DEF cnn_node *cnn_zero_padding2d_opt(cnn_model *m, cnn_node *x, const cnn_zero_padding2d_opts *o);
+/* UpSampling2D: each pixel repeated, [h][w][c] -> [h*size[0]][w*size[1]][c] */
+CNN_DEF cnn_node *cnn_up_sampling2d_opt(cnn_model *m, cnn_node *x, const cnn_up_sampling2d_opts *o);
 CNN_DEF cnn_node *cnn_activation_opt(cnn_model *m, cnn_node *x, const cnn_activation_opts *o);
 /* Element-wise sum of n >= 2 nodes of equal shape. */
 CNN_DEF cnn_node *cnn_add_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o);
@@ -323,6 +339,8 @@ CNN_DEF cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int
     cnn_global_avg_pool2d_opt((m), (x), &(cnn_name_opts){__VA_ARGS__})
 #define cnn_flatten(m, x, ...) cnn_flatten_opt((m), (x), &(cnn_name_opts){__VA_ARGS__})
 #define cnn_dropout(m, x, ...) cnn_dropout_opt((m), (x), &(cnn_dropout_opts){__VA_ARGS__})
+#define cnn_zero_padding2d(m, x, ...) cnn_zero_padding2d_opt((m), (x), &(cnn_zero_padding2d_opts){__VA_ARGS__})
+#define cnn_up_sampling2d(m, x, ...) cnn_up_sampling2d_opt((m), (x), &(cnn_up_sampling2d_opts){__VA_ARGS__})
 #define cnn_activation(m, x, ...) cnn_activation_opt((m), (x), &(cnn_activation_opts){__VA_ARGS__})
 #define cnn_add(m, inputs, n, ...) cnn_add_opt((m), (inputs), (n), &(cnn_name_opts){__VA_ARGS__})
 #define cnn_concatenate(m, inputs, n, ...) \
@@ -1245,7 +1263,9 @@ CNN_IMPL cnn_dataset *cnn_load_idx(const char *images_path, const char *labels_p
     X(DROPOUT, dropout, "Dropout", "dropout")                                    \
     X(ACTIVATION, activation, "Activation", "activation")                        \
     X(ADD, add, "Add", "add")                                                    \
-    X(CONCAT, concat, "Concatenate", "concatenate")
+    X(CONCAT, concat, "Concatenate", "concatenate")                              \
+    X(ZERO_PADDING, zero_padding, "ZeroPadding2D", "zero_padding2d")              \
+    X(UP_SAMPLING, up_sampling, "UpSampling2D", "up_sampling2d")
 
 #define CNN__KIND_ID(id, block, keras, prefix) CNN__##id,
 enum cnn__layer_type { CNN__LAYER_KINDS(CNN__KIND_ID) CNN__LAYER_TYPES };
@@ -3990,6 +4010,147 @@ static cnn_node *cnn__rebuild_concat(cnn_model *m, const char *name, cnn_node **
 
 static const cnn__layer_kind cnn__kind_concat = {cnn__concat_forward, cnn__concat_backward, NULL, NULL,
                                                  cnn__rebuild_concat, NULL, NULL, NULL, NULL};
+
+/* ---- ZeroPadding2D ------------------------------------------------------ */
+/* kh, kw hold the rows added at the top and the columns added at the left;
+   the output shape gives the bottom and right. */
+
+CNN_IMPL cnn_node *cnn_zero_padding2d_opt(cnn_model *m, cnn_node *x, const cnn_zero_padding2d_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__ZERO_PADDING, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    int pad[4] = {1, 1, 1, 1}; /* top, bottom, left, right */
+    if (o && (o->padding[0] || o->padding[1] || o->padding[2] || o->padding[3])) memcpy(pad, o->padding, sizeof pad);
+    for (int i = 0; i < 4; i++)
+        if (pad[i] < 0 || pad[i] > 65535) {
+            cnn_set_error(CNN_ERR_ARG, "ZeroPadding2D '%s': padding %d is not in 0..65535", n->name, pad[i]);
+            return cnn__fail(n);
+        }
+    const long long h = (long long)x->h + pad[0] + pad[1], w = (long long)x->w + pad[2] + pad[3];
+    if (h * w * x->c > INT_MAX) {
+        cnn_set_error(CNN_ERR_SHAPE, "ZeroPadding2D '%s': %lldx%lldx%d values per sample are too many", n->name, h, w, x->c);
+        return cnn__fail(n);
+    }
+    n->kh = pad[0], n->kw = pad[2];
+    n->h = (int)h, n->w = (int)w, n->c = x->c;
+    return cnn__push(m, n);
+}
+
+/* y[b][top + i][left + j][c] = x[b][i][j][c], 0 in the border */
+static void cnn__zero_padding_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0);
+    const size_t row = (size_t)in->w * in->c; /* floats of an input row */
+    memset(n->out, 0, (size_t)B * cnn__node_size(n) * sizeof(float));
+    CNN__PARALLEL_FOR((long long)B * cnn__node_size(n))
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < in->h; i++)
+            memcpy(n->out + (((size_t)b * n->h + n->kh + i) * n->w + n->kw) * n->c, x + ((size_t)b * in->h + i) * row,
+                   row * sizeof(float));
+}
+
+/* dx[b][i][j][c] (+)= dy[b][top + i][left + j][c]: the border's gradient goes nowhere */
+static void cnn__zero_padding_backward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const size_t row = (size_t)in->w * in->c;
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
+    if (!dx) return;
+    CNN__PARALLEL_FOR((long long)B * cnn__node_size(in))
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < in->h; i++) {
+            const float *dy = n->dout + (((size_t)b * n->h + n->kh + i) * n->w + n->kw) * n->c;
+            float *d = dx + ((size_t)b * in->h + i) * row;
+            for (size_t k = 0; k < row; k++) d[k] = (add ? d[k] : 0.0f) + dy[k];
+        }
+}
+
+static cnn_node *cnn__rebuild_zero_padding(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                           const cnn__layer_record *L) {
+    cnn_node *x = n_in > 0 ? ins[0] : NULL;
+    cnn_zero_padding2d_opts o;
+    memset(&o, 0, sizeof o);
+    if (x) {
+        const int pad[4] = {L->kh, L->h - x->h - L->kh, L->kw, L->w - x->w - L->kw};
+        memcpy(o.padding, pad, sizeof pad);
+    }
+    o.name = name;
+    cnn_node *n = cnn_zero_padding2d_opt(m, x, &o);
+    if (n && (n->h != L->h || n->w != L->w)) { /* a record of all-zero padding reads as the default 1 */
+        cnn_set_error(CNN_ERR_FORMAT, "ZeroPadding2D '%s': the record's shape %dx%d does not follow from its input", name,
+                      L->h, L->w);
+        return NULL;
+    }
+    return n;
+}
+
+static const cnn__layer_kind cnn__kind_zero_padding = {cnn__zero_padding_forward, cnn__zero_padding_backward, NULL,
+                                                       NULL, cnn__rebuild_zero_padding, NULL, NULL, NULL, NULL};
+
+/* ---- UpSampling2D (nearest) --------------------------------------------- */
+/* kh, kw hold the factors of rows and columns. */
+
+CNN_IMPL cnn_node *cnn_up_sampling2d_opt(cnn_model *m, cnn_node *x, const cnn_up_sampling2d_opts *o) {
+    cnn_node *n = cnn__new_node(m, CNN__UP_SAMPLING, &x, 1, o ? o->name : NULL);
+    if (!n) return NULL;
+    n->kh = o && o->size[0] ? o->size[0] : 2;
+    n->kw = o && o->size[1] ? o->size[1] : 2;
+    if (n->kh < 1 || n->kw < 1 || n->kh > 65535 || n->kw > 65535) {
+        cnn_set_error(CNN_ERR_ARG, "UpSampling2D '%s': size %dx%d must be in 1..65535", n->name, n->kh, n->kw);
+        return cnn__fail(n);
+    }
+    const long long h = (long long)x->h * n->kh, w = (long long)x->w * n->kw;
+    if (h * w * x->c > INT_MAX) {
+        cnn_set_error(CNN_ERR_SHAPE, "UpSampling2D '%s': %lldx%lldx%d values per sample are too many", n->name, h, w, x->c);
+        return cnn__fail(n);
+    }
+    n->h = (int)h, n->w = (int)w, n->c = x->c;
+    return cnn__push(m, n);
+}
+
+/* y[b][i][j][c] = x[b][i / kh][j / kw][c] */
+static void cnn__up_sampling_forward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const float *x = cnn__in_out(n, 0);
+    const int C = n->c;
+    CNN__PARALLEL_FOR((long long)B * cnn__node_size(n))
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < n->h; i++)
+            for (int j = 0; j < n->w; j++)
+                memcpy(n->out + (((size_t)b * n->h + i) * n->w + j) * C,
+                       x + (((size_t)b * in->h + i / n->kh) * in->w + j / n->kw) * C, (size_t)C * sizeof(float));
+}
+
+/* dx[b][i][j][c] (+)= the sum of dy over the kh x kw block that repeats it,
+   row by row */
+static void cnn__up_sampling_backward(cnn_node *n, int B) {
+    const cnn_node *in = cnn__in(n, 0);
+    const int C = n->c;
+    int add;
+    float *dx = cnn__in_grad(n, 0, &add);
+    if (!dx) return;
+    CNN__PARALLEL_FOR((long long)B * cnn__node_size(n))
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < in->h; i++)
+            for (int j = 0; j < in->w; j++) {
+                float *d = dx + (((size_t)b * in->h + i) * in->w + j) * C;
+                for (int c = 0; c < C; c++) {
+                    float sum = 0;
+                    for (int p = 0; p < n->kh; p++)
+                        for (int q = 0; q < n->kw; q++)
+                            sum += n->dout[(((size_t)b * n->h + i * n->kh + p) * n->w + j * n->kw + q) * C + c];
+                    d[c] = (add ? d[c] : 0.0f) + sum;
+                }
+            }
+}
+
+static cnn_node *cnn__rebuild_up_sampling(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                          const cnn__layer_record *L) {
+    cnn_up_sampling2d_opts o = {{L->kh, L->kw}, name};
+    return cnn_up_sampling2d_opt(m, n_in > 0 ? ins[0] : NULL, &o);
+}
+
+static const cnn__layer_kind cnn__kind_up_sampling = {cnn__up_sampling_forward, cnn__up_sampling_backward, NULL, NULL,
+                                                      cnn__rebuild_up_sampling, NULL, NULL, NULL, NULL};
 
 /* ---- the table: the kinds in CNN__LAYER_KINDS' order --------------------- */
 
