@@ -2482,6 +2482,23 @@ static int cnn__grad_activation(const cnn_node *n) {
 /* batch statistics when training (and trainable), moving statistics otherwise */
 static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && n->trainable; }
 
+/* A BatchNorm channel's statistics from its batch mean mu and biased variance
+   var over M values: the mean and inv = 1 / sqrt(var + epsilon) that
+   normalise, and, when moving_mean is not NULL, Keras' moving update:
+   moving = momentum * moving + (1 - momentum) * batch, with the variance
+   unbiased (var * M / (M - 1)). Every path (fast, reference, split between
+   devices) closes its statistics here. */
+static void cnn__bn_close(double mu, double var, double M, float epsilon, float momentum, float *mean, float *inv,
+                          float *moving_mean, float *moving_var) {
+    *mean = (float)mu;
+    *inv = (float)(1.0 / sqrt(var + epsilon));
+    if (moving_mean) {
+        const double unbiased = M > 1 ? var * M / (M - 1) : var;
+        *moving_mean = (float)(momentum * *moving_mean + (1.0 - momentum) * mu);
+        *moving_var = (float)(momentum * *moving_var + (1.0 - momentum) * unbiased);
+    }
+}
+
 /* ---- Conv2D: im2col + GEMM --------------------------------------------- */
 
 /* Rows [r0, r0+rows) and columns [k0, k0+kb) of conv n's im2col matrix
@@ -2834,10 +2851,10 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             }
         }
     }
-    for (int c = 0; gb && c < N; c++) {
-        double sum = 0;
-        for (int ch = 0; ch < CNN__CHUNKS; ch++) sum += bias_part[(size_t)ch * N + c];
-        gb[c] += (float)sum;
+    if (gb) {
+        double *sums = (double *)(void *)slice_sum; /* [N]: the slices are done */
+        cnn__merge_chunks(bias_part, N, sums);
+        for (int c = 0; c < N; c++) gb[c] += (float)sums[c];
     }
     if (!in_chunks) { /* dz is in dout: step == M when in_chunks is 0 */
         if (gW) cnn__gemm_tn(M, N, K, A, K, n->dout, N, gW, N);
@@ -3286,15 +3303,9 @@ static void cnn__bn_forward(cnn_node *n, int B) {
             cnn__channel_sums(x, NULL, NULL, NULL, M, C, part, sum);
         }
         for (int c = 0; c < C; c++) {
-            double mu = sum[c] / M, var = sq[c] / M - mu * mu;
-            if (var < 0) var = 0;
-            mean[c] = (float)mu;
-            inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
-            if (m->update_moving) { /* moving variance from the unbiased batch variance */
-                double unbiased = M > 1 ? var * M / (M - 1) : var;
-                mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mean[c]);
-                mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * unbiased);
-            }
+            const double mu = sum[c] / M, var = sq[c] / M - mu * mu;
+            cnn__bn_close(mu, var > 0 ? var : 0, (double)M, n->epsilon, n->momentum, &mean[c], &inv[c],
+                          m->update_moving ? &mmean[c] : NULL, &mvar[c]);
         }
     } else {
         for (int c = 0; c < C; c++) { mean[c] = mmean[c]; inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon); }
@@ -3420,12 +3431,8 @@ static void cnn__ref_bn_forward(cnn_node *n, int B) {
             mu /= (double)M;
             for (size_t r = 0; r < M; r++) var += (x[r * C + c] - mu) * (x[r * C + c] - mu);
             var /= (double)M;
-            mean[c] = (float)mu;
-            inv[c] = (float)(1.0 / sqrt(var + n->epsilon));
-            if (m->update_moving) {
-                mmean[c] = (float)(n->momentum * mmean[c] + (1.0 - n->momentum) * mu);
-                mvar[c] = (float)(n->momentum * mvar[c] + (1.0 - n->momentum) * (M > 1 ? var * M / (M - 1) : var));
-            }
+            cnn__bn_close(mu, var, (double)M, n->epsilon, n->momentum, &mean[c], &inv[c],
+                          m->update_moving ? &mmean[c] : NULL, &mvar[c]);
         } else {
             mean[c] = mmean[c];
             inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon);
@@ -6079,14 +6086,8 @@ CNN_IMPL void cnn_sum_in_order(float *out, const float *const *parts, int n, siz
 
 CNN_IMPL void cnn_bn_batch_stats(const cnn_moments *acc, float epsilon, float momentum, float *mean, float *inv,
                                  float *moving_mean, float *moving_var) {
-    const double var = acc->count > 0 ? acc->m2 / acc->count : 0;
-    *mean = (float)acc->mean;
-    *inv = (float)(1.0 / sqrt(var + epsilon));
-    if (moving_mean) {
-        const double unbiased = acc->count > 1 ? var * acc->count / (acc->count - 1) : var;
-        *moving_mean = (float)(momentum * *moving_mean + (1.0 - momentum) * acc->mean);
-        *moving_var = (float)(momentum * *moving_var + (1.0 - momentum) * unbiased);
-    }
+    cnn__bn_close(acc->mean, acc->count > 0 ? acc->m2 / acc->count : 0, acc->count, epsilon, momentum, mean, inv,
+                  moving_mean, moving_var);
 }
 
 CNN_IMPL double cnn_bn_grad_coefficients(double gamma, double mean, double inv, double sum_dy, double sum_dy_xc, double M,
