@@ -75,17 +75,21 @@
      cnn_set_num_threads). One seed (cnn_model_set_seed) drives initialisation,
      shuffling and dropout; the same seed and thread count give bit-identical runs.
      Dropout masks depend on the seed, the optimizer step and the sample position, never on
-     thread scheduling. During cnn_fit a SIGINT handler (the one piece of global
-     state besides the error message) makes Ctrl-C stop after the current batch;
-     the previous handler is restored when fit returns. Every long sum (BatchNorm
-     statistics, bias and kernel gradients) is cut into fixed runs of rows, so the
-     results are also the same for any thread count.
+     thread scheduling. Global state is three things: the error message (per
+     thread), the kernel path (cnn_set_kernels) and, during cnn_fit only, a SIGINT
+     handler that makes Ctrl-C stop after the current batch; fit restores the
+     previous handler when it returns, and CNN_NO_SIGINT leaves Ctrl-C alone.
+     Every long sum (BatchNorm statistics, bias and kernel gradients) is cut into
+     fixed runs of rows, so the results are also the same for any thread count;
+     they are the same run to run for a kernel path (two paths agree to rounding).
 
    SPEED
      Convolutions and Dense layers are GEMMs on one register-blocked FMA kernel
-     (8x32 tiles in AVX-512 intrinsics where the compiler targets AVX-512, 4x16
-     tiles in portable C that compilers vectorize elsewhere); bias and ReLU ride
-     along in its stores. A Conv2D -> BatchNormalization -> MaxPooling2D block,
+     (8x32 tiles in AVX-512 intrinsics, 4x16 tiles in portable C that compilers
+     vectorize); bias and ReLU ride along in its stores. The kernels of each
+     instruction set sit in one section, reached through one table, and the best
+     path the processor runs is chosen at run time, whatever the compiler flags
+     (cnn_set_kernels; a plain -O2 build runs the AVX-512 path where it exists). A Conv2D -> BatchNormalization -> MaxPooling2D block,
      as in the tutorial, is fused: the conv's GEMM sums the batch statistics as
      it stores, the pool applies the normalization as it reads, and in the
      backward pass the conv makes BatchNorm's input gradient a slice at a time
@@ -102,9 +106,18 @@
      statistics) and the optimizer slots as float32 arrays. Saving writes a
      temporary file beside the target, flushes it and renames it over the target,
      so a crash never leaves a half-written model at the target path.
+     Compatibility: a new layer kind adds a type number (its place in
+     CNN__LAYER_KINDS) and leaves the version alone; an older reader refuses such
+     a file with "unknown layer type N". Any change to the layout itself raises
+     the version, and every older version keeps loading.
 
    REVISION HISTORY (what changed for users; the speed work of each version is
    logged in bench/README.md, "Performance log")
+     0.9  (2026-12-05) ZeroPadding2D and UpSampling2D (nearest); the CPU kernels
+          chosen at run time (cnn_set_kernels, cnn_kernels, CNN_KERNELS,
+          CNN_NO_AVX512): a build without -march flags runs the AVX-512 path
+          where the processor has it. The moving mean of BatchNorm moves towards
+          the batch mean in double (differs from 0.8 in the last bit).
      0.8  (2026-12-05) the reference path (cnn_set_reference, CNN_REFERENCE):
           every layer as plain loops, to read and to check against;
           CNN_NO_FUSION; backends (cnn_model_set_backend, used by cnn_opencl.h)
@@ -419,7 +432,7 @@ typedef struct cnn_optimizer {
 
 typedef enum cnn_loss {
     CNN_LOSS_NONE = 0,
-    CNN_CATEGORICAL_CROSSENTROPY,        /* one-hot targets (labels are one-hot encoded) */
+    CNN_CATEGORICAL_CROSSENTROPY,        /* targets one-hot [B][classes], or class indices [B] read as one-hot */
     CNN_SPARSE_CATEGORICAL_CROSSENTROPY, /* integer targets */
     CNN_BINARY_CROSSENTROPY,             /* targets in [0,1], sigmoid outputs */
     CNN_MSE                              /* mean squared error */
