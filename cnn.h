@@ -648,6 +648,8 @@ typedef struct cnn_layer_profile {
     double forward_flop, backward_flop;/* floating-point operations (a multiply-add is 2) of
                                           the layer's products; 0 for layers without any */
     long long forward_calls, backward_calls;
+    const char *kernels;               /* the CPU kernel path of the passes ("avx512", see
+                                          cnn_set_kernels), or "reference" */
 } cnn_layer_profile;
 
 /* Switch profiling on (resetting the counters) or off. It costs two clock
@@ -5008,7 +5010,9 @@ CNN_IMPL int cnn_summary(const cnn_model *m, FILE *out) {
         if (n->trainable) trainable += n->p_count; else frozen += n->p_count;
         frozen += n->s_count;
     }
-    fprintf(out, "Total params: %zu\nTrainable params: %zu\nNon-trainable params: %zu\n%s\n", trainable + frozen, trainable, frozen, rule);
+    fprintf(out, "Total params: %zu\nTrainable params: %zu\nNon-trainable params: %zu\n", trainable + frozen, trainable,
+            frozen);
+    fprintf(out, "CPU kernels: %s\n%s\n", m->reference ? "reference" : cnn_kernels(), rule);
     return CNN_OK;
 }
 
@@ -6146,6 +6150,7 @@ CNN_IMPL int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p) {
     *p = n->prof;
     p->name = n->name;
     p->type = cnn__type_names[n->type];
+    p->kernels = m->reference ? "reference" : cnn_kernels();
     return CNN_OK;
 }
 

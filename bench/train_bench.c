@@ -82,7 +82,8 @@ int main(int argc, char **argv) {
                    p.backward_s > 0 ? p.backward_flop / p.backward_s * 1e-9 : 0);
         }
     }
-    printf("threads: %d  batch: %d  mode: %s\n", cnn_get_num_threads(), B, infer ? "inference" : "training");
+    printf("threads: %d  batch: %d  mode: %s  kernels: %s\n", cnn_get_num_threads(), B, infer ? "inference" : "training",
+           cnn_kernels());
     printf("img/s: %.1f\n", done / dt);
     free(x); free(y); free(out);
     cnn_model_free(m);

@@ -155,6 +155,8 @@ static void test_summary(void) {
               strstr(text, "(None, 6, 6, 32)") && strstr(text, "(None, 1152)"),
           "output shapes missing");
     CHECK(cnn_model_param_count(m) == (size_t)total, "param count %zu, want %ld", cnn_model_param_count(m), total);
+    snprintf(want, sizeof want, "CPU kernels: %s\n", cnn_kernels());
+    CHECK(strstr(text, want) != NULL, "the summary does not name the kernel path: no '%s'", want);
     cnn_model_free(m);
 }
 
