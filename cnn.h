@@ -89,13 +89,14 @@
      vectorize); bias and ReLU ride along in its stores. The kernels of each
      instruction set sit in one section, reached through one table, and the best
      path the processor runs is chosen at run time, whatever the compiler flags
-     (cnn_set_kernels; a plain -O2 build runs the AVX-512 path where it exists). A Conv2D -> BatchNormalization -> MaxPooling2D block,
-     as in the tutorial, is fused: the conv's GEMM sums the batch statistics as
-     it stores, the pool applies the normalization as it reads, and in the
-     backward pass the conv makes BatchNorm's input gradient a slice at a time
-     as its own weight gradient consumes it (a layer put between them keeps them
-     apart; the results agree to rounding). The per-layer profile
-     (cnn_set_profiling) shows where the time goes.
+     (cnn_set_kernels; a plain -O2 build runs the AVX-512 path where it exists).
+     A Conv2D -> BatchNormalization -> MaxPooling2D block, as in the tutorial,
+     is fused: the conv's GEMM sums the batch statistics as it stores, the pool
+     applies the normalization as it reads, and in the backward pass the conv
+     makes BatchNorm's input gradient a slice at a time as its own weight
+     gradient consumes it (a layer put between them keeps them apart; the
+     results agree to rounding). The per-layer profile (cnn_set_profiling)
+     shows where the time goes.
 
    MODEL FILE FORMAT (version 1, little-endian)
      "CNNMODEL" magic (8 bytes), u32 version, u64 payload length, payload, u32 CRC-32
@@ -352,8 +353,10 @@ CNN_DEF cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int
     cnn_global_avg_pool2d_opt((m), (x), &(cnn_name_opts){__VA_ARGS__})
 #define cnn_flatten(m, x, ...) cnn_flatten_opt((m), (x), &(cnn_name_opts){__VA_ARGS__})
 #define cnn_dropout(m, x, ...) cnn_dropout_opt((m), (x), &(cnn_dropout_opts){__VA_ARGS__})
-#define cnn_zero_padding2d(m, x, ...) cnn_zero_padding2d_opt((m), (x), &(cnn_zero_padding2d_opts){__VA_ARGS__})
-#define cnn_up_sampling2d(m, x, ...) cnn_up_sampling2d_opt((m), (x), &(cnn_up_sampling2d_opts){__VA_ARGS__})
+#define cnn_zero_padding2d(m, x, ...) \
+    cnn_zero_padding2d_opt((m), (x), &(cnn_zero_padding2d_opts){__VA_ARGS__})
+#define cnn_up_sampling2d(m, x, ...) \
+    cnn_up_sampling2d_opt((m), (x), &(cnn_up_sampling2d_opts){__VA_ARGS__})
 #define cnn_activation(m, x, ...) cnn_activation_opt((m), (x), &(cnn_activation_opts){__VA_ARGS__})
 #define cnn_add(m, inputs, n, ...) cnn_add_opt((m), (inputs), (n), &(cnn_name_opts){__VA_ARGS__})
 #define cnn_concatenate(m, inputs, n, ...) \
@@ -432,7 +435,7 @@ typedef struct cnn_optimizer {
 
 typedef enum cnn_loss {
     CNN_LOSS_NONE = 0,
-    CNN_CATEGORICAL_CROSSENTROPY,        /* targets one-hot [B][classes], or class indices [B] read as one-hot */
+    CNN_CATEGORICAL_CROSSENTROPY,        /* one-hot targets [B][classes], or class indices [B] */
     CNN_SPARSE_CATEGORICAL_CROSSENTROPY, /* integer targets */
     CNN_BINARY_CROSSENTROPY,             /* targets in [0,1], sigmoid outputs */
     CNN_MSE                              /* mean squared error */
@@ -733,14 +736,14 @@ CNN_DEF void cnn_sum_in_order(float *out, const float *const *parts, int n, size
    with, and (when moving_mean is not NULL) the moving statistics moved as
    Keras does: moving = momentum * moving + (1 - momentum) * batch, with the
    unbiased (count / (count - 1)) variance. */
-CNN_DEF void cnn_bn_batch_stats(const cnn_moments *acc, float epsilon, float momentum, float *mean, float *inv,
-                                float *moving_mean, float *moving_var);
+CNN_DEF void cnn_bn_batch_stats(const cnn_moments *acc, float epsilon, float momentum, float *mean,
+                                float *inv, float *moving_mean, float *moving_var);
 /* BatchNormalization's input gradient for one channel of a group of M values
    (the whole batch, or one worker's), from sum dy and sum dy * (x - mean):
    dx = k[0] * dy + k[1] * x + k[2]. Returns gamma's gradient, sum dy * xhat
    (beta's is sum dy). */
-CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, double sum_dy, double sum_dy_xc, double M,
-                                        float k[3]);
+CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, double sum_dy,
+                                        double sum_dy_xc, double M, float k[3]);
 
 #ifdef __cplusplus
 }
@@ -965,9 +968,17 @@ static char **cnn__copy_names(const char *const *names, int count) {
     char **copy = (char **)cnn__alloc((size_t)count, sizeof(char *), "class names");
     if (!copy) return NULL;
     for (int i = 0; i < count; i++) {
-        if (!names[i]) { cnn_set_error(CNN_ERR_ARG, "class name %d is NULL", i); cnn__free_names(copy, i); return NULL; }
+        if (!names[i]) {
+            cnn_set_error(CNN_ERR_ARG, "class name %d is NULL", i);
+            cnn__free_names(copy, i);
+            return NULL;
+        }
         copy[i] = cnn__strdup(names[i]);
-        if (!copy[i]) { cnn_set_error(CNN_ERR_MEMORY, "out of memory copying class names"); cnn__free_names(copy, i); return NULL; }
+        if (!copy[i]) {
+            cnn_set_error(CNN_ERR_MEMORY, "out of memory copying class names");
+            cnn__free_names(copy, i);
+            return NULL;
+        }
     }
     return copy;
 }
@@ -981,11 +992,14 @@ CNN_IMPL void cnn_dataset_free(cnn_dataset *d) {
 }
 
 CNN_IMPL int cnn_dataset_set_class_names(cnn_dataset *d, const char *const *names, int count) {
-    if (!d || !names) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: NULL %s", d ? "names" : "dataset");
+    if (!d || !names)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: NULL %s", d ? "names" : "dataset");
     if (count != d->num_classes)
-        return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: %d names for %d classes", count, d->num_classes);
+        return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: %d names for %d classes", count,
+                             d->num_classes);
     for (int i = 0; i < count; i++)
-        if (!names[i]) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: class name %d is NULL", i);
+        if (!names[i])
+            return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_set_class_names: class name %d is NULL", i);
     char **copy = cnn__copy_names(names, count);
     if (!copy) return CNN_ERR_MEMORY;
     cnn__free_names(d->class_names, d->num_classes);
@@ -1022,7 +1036,8 @@ CNN_IMPL int cnn_dataset_shuffle(cnn_dataset *d, uint64_t seed) {
 CNN_IMPL cnn_dataset *cnn_dataset_subset(const cnn_dataset *d, int start, int count) {
     if (!d) { cnn_set_error(CNN_ERR_ARG, "cnn_dataset_subset: the dataset is NULL"); return NULL; }
     if (start < 0 || count < 0 || start > d->n || count > d->n - start) {
-        cnn_set_error(CNN_ERR_ARG, "cnn_dataset_subset: range %d..%d outside the %d images", start, start + count, d->n);
+        cnn_set_error(CNN_ERR_ARG, "cnn_dataset_subset: range %d..%d outside the %d images", start,
+                      start + count, d->n);
         return NULL;
     }
     cnn_dataset *s = cnn_dataset_new(count, d->h, d->w, d->c, d->num_classes);
@@ -1032,7 +1047,8 @@ CNN_IMPL cnn_dataset *cnn_dataset_subset(const cnn_dataset *d, int start, int co
         memcpy(s->images, d->images + (size_t)start * sz, (size_t)count * sz);
         memcpy(s->labels, d->labels + start, (size_t)count * sizeof(int));
     }
-    if (d->class_names && cnn_dataset_set_class_names(s, (const char *const *)d->class_names, d->num_classes)) {
+    if (d->class_names &&
+        cnn_dataset_set_class_names(s, (const char *const *)d->class_names, d->num_classes)) {
         cnn_dataset_free(s);
         return NULL;
     }
@@ -1046,7 +1062,8 @@ static int cnn__split_at(int n, float fraction) {
     return (int)floor((double)n * (1.0 - f));
 }
 
-CNN_IMPL int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset **first, cnn_dataset **second) {
+CNN_IMPL int cnn_dataset_split(const cnn_dataset *d, float fraction, cnn_dataset **first,
+                               cnn_dataset **second) {
     if (!first || !second) return cnn_set_error(CNN_ERR_ARG, "cnn_dataset_split: NULL output pointer");
     *first = *second = NULL;
     int rc = cnn__check_dataset(d, "cnn_dataset_split");
@@ -1121,9 +1138,14 @@ static void cnn__cifar10_records(cnn_dataset *d, int at, const unsigned char *bu
 }
 
 static int cnn__cifar10_check(const unsigned char *buf, size_t len, const char *path) {
-    if (len == 0 || len % 3073) return cnn_set_error(CNN_ERR_FORMAT, "'%s' is not a CIFAR-10 binary batch (size %zu is not a multiple of 3073)", path, len);
+    if (len == 0 || len % 3073)
+        return cnn_set_error(CNN_ERR_FORMAT,
+                             "'%s' is not a CIFAR-10 binary batch (size %zu is not a multiple of 3073)", path,
+                             len);
     for (size_t i = 0; i < len; i += 3073)
-        if (buf[i] > 9) return cnn_set_error(CNN_ERR_FORMAT, "'%s': record %zu has label %d, not 0..9", path, i / 3073, buf[i]);
+        if (buf[i] > 9)
+            return cnn_set_error(CNN_ERR_FORMAT, "'%s': record %zu has label %d, not 0..9", path, i / 3073,
+                                 buf[i]);
     return CNN_OK;
 }
 
@@ -1195,7 +1217,11 @@ CNN_IMPL cnn_dataset *cnn_load_cifar10(const char *dir, int train) {
             cnn__cifar10_records(d, at, bufs[i], (int)(lens[i] / 3073));
             at += (int)(lens[i] / 3073);
         }
-        if (cnn_dataset_set_class_names(d, cnn__cifar10_names, 10)) { cnn_dataset_free(d); d = NULL; goto done; }
+        if (cnn_dataset_set_class_names(d, cnn__cifar10_names, 10)) {
+            cnn_dataset_free(d);
+            d = NULL;
+            goto done;
+        }
         cnn__cifar10_meta(d, dir);
     }
 done:
@@ -1209,14 +1235,21 @@ static uint32_t cnn__be32(const unsigned char *p) {
 
 CNN_IMPL cnn_dataset *cnn_load_idx_memory(const unsigned char *images, size_t images_len,
                                           const unsigned char *labels, size_t labels_len) {
-    if (!images || !labels) { cnn_set_error(CNN_ERR_ARG, "cnn_load_idx_memory: NULL %s", images ? "labels" : "images"); return NULL; }
+    if (!images || !labels) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_load_idx_memory: NULL %s", images ? "labels" : "images");
+        return NULL;
+    }
     /* images: 00 00 08 ndim, dims (big-endian u32), data; labels: 00 00 08 01, n, data */
     if (images_len < 4 || images[0] || images[1] || images[2] != 0x08 || images[3] < 2 || images[3] > 4) {
-        cnn_set_error(CNN_ERR_FORMAT, "IDX images: bad magic (want unsigned-byte data with 2 to 4 dimensions)");
+        cnn_set_error(CNN_ERR_FORMAT,
+                      "IDX images: bad magic (want unsigned-byte data with 2 to 4 dimensions)");
         return NULL;
     }
     int ndim = images[3];
-    if (images_len < 4 + 4 * (size_t)ndim) { cnn_set_error(CNN_ERR_FORMAT, "IDX images: truncated header"); return NULL; }
+    if (images_len < 4 + 4 * (size_t)ndim) {
+        cnn_set_error(CNN_ERR_FORMAT, "IDX images: truncated header");
+        return NULL;
+    }
     uint32_t dims[4] = {1, 1, 1, 1};
     for (int i = 0; i < ndim; i++) dims[i] = cnn__be32(images + 4 + 4 * i);
     uint32_t n = dims[0], h = dims[1], w = ndim >= 3 ? dims[2] : 1, c = ndim == 4 ? dims[3] : 1;
@@ -1225,14 +1258,23 @@ CNN_IMPL cnn_dataset *cnn_load_idx_memory(const unsigned char *images, size_t im
         return NULL;
     }
     size_t per = (size_t)h * w * c; /* h, w <= 65536 and c <= 4096: no overflow here */
-    if (per > (SIZE_MAX - 64) / n) { cnn_set_error(CNN_ERR_FORMAT, "IDX images: %u images of %u bytes are too many", n, (unsigned)per); return NULL; }
+    if (per > (SIZE_MAX - 64) / n) {
+        cnn_set_error(CNN_ERR_FORMAT, "IDX images: %u images of %u bytes are too many", n, (unsigned)per);
+        return NULL;
+    }
     size_t need = 4 + 4 * (size_t)ndim + (size_t)n * per;
-    if (images_len < need) { cnn_set_error(CNN_ERR_FORMAT, "IDX images: truncated (%zu bytes, need %zu)", images_len, need); return NULL; }
+    if (images_len < need) {
+        cnn_set_error(CNN_ERR_FORMAT, "IDX images: truncated (%zu bytes, need %zu)", images_len, need);
+        return NULL;
+    }
     if (labels_len < 8 || labels[0] || labels[1] || labels[2] != 0x08 || labels[3] != 1) {
         cnn_set_error(CNN_ERR_FORMAT, "IDX labels: bad magic (want unsigned-byte data with 1 dimension)");
         return NULL;
     }
-    if (cnn__be32(labels + 4) != n) { cnn_set_error(CNN_ERR_FORMAT, "IDX labels: %u labels for %u images", cnn__be32(labels + 4), n); return NULL; }
+    if (cnn__be32(labels + 4) != n) {
+        cnn_set_error(CNN_ERR_FORMAT, "IDX labels: %u labels for %u images", cnn__be32(labels + 4), n);
+        return NULL;
+    }
     if (labels_len < 8 + (size_t)n) { cnn_set_error(CNN_ERR_FORMAT, "IDX labels: truncated"); return NULL; }
     int classes = 0;
     for (uint32_t i = 0; i < n; i++) if (labels[8 + i] + 1 > classes) classes = labels[8 + i] + 1;
@@ -1407,7 +1449,8 @@ static int cnn__argmax_cell(const cnn_node *pool, size_t i) {
 /* where cell `cell` of output (oy, ox)'s window lies in the pool's input
    (W_in wide), channel 0, as an offset inside the sample */
 static size_t cnn__window_offset(const cnn_node *pool, int W_in, int oy, int ox, int cell) {
-    const int iy = oy * pool->sh - pool->pad_top + cell / pool->kw, ix = ox * pool->sw - pool->pad_left + cell % pool->kw;
+    const int iy = oy * pool->sh - pool->pad_top + cell / pool->kw,
+              ix = ox * pool->sw - pool->pad_left + cell % pool->kw;
     return ((size_t)iy * W_in + ix) * pool->c;
 }
 
@@ -1475,19 +1518,29 @@ static cnn_node *cnn__find(const cnn_model *m, const char *name) {
 
 /* Check the model and the inputs of a new layer of `type`; on success return a
    new node (not yet in the graph) with its name set. */
-static cnn_node *cnn__new_node(cnn_model *m, int type, cnn_node *const *inputs, int n_inputs, const char *name) {
+static cnn_node *cnn__new_node(cnn_model *m, int type, cnn_node *const *inputs, int n_inputs,
+                               const char *name) {
     const char *kind = cnn__type_names[type];
     const char *shown = name ? name : cnn__auto_names[type];
     if (!m) { cnn_set_error(CNN_ERR_ARG, "%s '%s': the model is NULL", kind, shown); return NULL; }
-    if (m->built) { cnn_set_error(CNN_ERR_STATE, "%s '%s': the model's output is already set; layers cannot be added", kind, shown); return NULL; }
-    if (n_inputs > CNN__MAX_INPUTS) { cnn_set_error(CNN_ERR_ARG, "%s '%s': at most %d inputs", kind, shown, CNN__MAX_INPUTS); return NULL; }
+    if (m->built) {
+        cnn_set_error(CNN_ERR_STATE, "%s '%s': the model's output is already set; layers cannot be added",
+                      kind, shown);
+        return NULL;
+    }
+    if (n_inputs > CNN__MAX_INPUTS) {
+        cnn_set_error(CNN_ERR_ARG, "%s '%s': at most %d inputs", kind, shown, CNN__MAX_INPUTS);
+        return NULL;
+    }
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i]) { /* an earlier layer failed: keep its message, the root cause */
             if (!cnn__error[0]) cnn_set_error(CNN_ERR_ARG, "%s '%s': input %d is NULL", kind, shown, i);
             return NULL;
         }
-        if (inputs[i]->model != m || inputs[i]->index >= m->n_nodes || m->nodes[inputs[i]->index] != inputs[i]) {
-            cnn_set_error(CNN_ERR_ARG, "%s '%s': input '%s' belongs to another model", kind, shown, inputs[i]->name);
+        if (inputs[i]->model != m || inputs[i]->index >= m->n_nodes ||
+            m->nodes[inputs[i]->index] != inputs[i]) {
+            cnn_set_error(CNN_ERR_ARG, "%s '%s': input '%s' belongs to another model", kind, shown,
+                          inputs[i]->name);
             return NULL;
         }
     }
@@ -1495,7 +1548,10 @@ static cnn_node *cnn__new_node(cnn_model *m, int type, cnn_node *const *inputs, 
         cnn_set_error(CNN_ERR_ARG, "%s: the name must have 1 to %d characters", kind, CNN__NAME_MAX - 1);
         return NULL;
     }
-    if (name && cnn__find(m, name)) { cnn_set_error(CNN_ERR_ARG, "%s '%s': a layer with this name already exists", kind, name); return NULL; }
+    if (name && cnn__find(m, name)) {
+        cnn_set_error(CNN_ERR_ARG, "%s '%s': a layer with this name already exists", kind, name);
+        return NULL;
+    }
     cnn_node *n = (cnn_node *)cnn__alloc(1, sizeof *n, "a layer");
     if (!n) return NULL;
     n->model = m;
@@ -1520,7 +1576,11 @@ static cnn_node *cnn__push(cnn_model *m, cnn_node *n) {
     if (m->n_nodes == m->cap_nodes) {
         int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
         cnn_node **nn = (cnn_node **)CNN_REALLOC(m->nodes, (size_t)cap * sizeof *nn);
-        if (!nn) { cnn_set_error(CNN_ERR_MEMORY, "out of memory adding layer '%s'", n->name); CNN_FREE(n); return NULL; }
+        if (!nn) {
+            cnn_set_error(CNN_ERR_MEMORY, "out of memory adding layer '%s'", n->name);
+            CNN_FREE(n);
+            return NULL;
+        }
         m->nodes = nn;
         m->cap_nodes = cap;
     }
@@ -1533,9 +1593,11 @@ static cnn_node *cnn__push(cnn_model *m, cnn_node *n) {
 static cnn_node *cnn__fail(cnn_node *n) { CNN_FREE(n); return NULL; }
 
 static int cnn__check_activation(int a, float *alpha, const char *layer) {
-    if (a < CNN_LINEAR || a > CNN_ELU) return cnn_set_error(CNN_ERR_ARG, "layer '%s': unknown activation %d", layer, a);
+    if (a < CNN_LINEAR || a > CNN_ELU)
+        return cnn_set_error(CNN_ERR_ARG, "layer '%s': unknown activation %d", layer, a);
     if (*alpha == 0.0f) *alpha = a == CNN_LEAKY_RELU ? 0.3f : 1.0f;
-    if (!(*alpha > 0.0f) || !isfinite(*alpha)) return cnn_set_error(CNN_ERR_ARG, "layer '%s': activation alpha must be > 0", layer);
+    if (!(*alpha > 0.0f) || !isfinite(*alpha))
+        return cnn_set_error(CNN_ERR_ARG, "layer '%s': activation alpha must be > 0", layer);
     return CNN_OK;
 }
 
@@ -1630,17 +1692,17 @@ typedef struct cnn__kernel_path {
     const char *name;  /* "portable", "avx512": what CNN_KERNELS and cnn_set_kernels take */
     int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
     int (*supported)(void);
-    void (*tile)(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb, float *c, size_t ldc,
-                 int rows, int cols, int load, const cnn__epilogue *ep);
+    void (*tile)(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb, float *c,
+                 size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep);
     void (*tile_prefetching)(int R, int K, const float *a, size_t a_ks, const float *b, size_t ldb, float *c,
                              size_t ldc, int load, cnn__prefetch *pf);
     void (*tile_at)(int R, int K, const float *const *win, size_t off, const float *b, size_t ldb, float *c,
                     size_t ldc, int cols, int load, cnn__prefetch *pf);
-    void (*copy_windows)(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span, int kh,
-                         int run);
+    void (*copy_windows)(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span,
+                         int kh, int run);
     void (*bn_dz_rows)(int N, int rows, const float *y, const float *mean, const float *k,
-                       const unsigned char *argmax, const float *g, const long long *at, const int *cell, int relu,
-                       float *d, float *ss);
+                       const unsigned char *argmax, const float *g, const long long *at, const int *cell,
+                       int relu, float *d, float *ss);
     void (*adam_update)(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
                         float lr_t, float eps);
 } cnn__kernel_path;
@@ -1650,9 +1712,9 @@ enum { CNN__MR_MAX = 12, CNN__NR_MAX = 32 };
 
 /* c[r][j] (+)= sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j], then the epilogue, for
    the last cols < nr columns of a product: plain loops, shared by every path */
-static void cnn__tile_narrow(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks, const float *CNN__RESTRICT b,
-                             size_t ldb, float *CNN__RESTRICT c, size_t ldc, int rows, int cols, int load,
-                             const cnn__epilogue *ep) {
+static void cnn__tile_narrow(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
+                             const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc,
+                             int rows, int cols, int load, const cnn__epilogue *ep) {
     for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
         if (!load)
@@ -1683,8 +1745,8 @@ static void cnn__tile_narrow(int K, const float *CNN__RESTRICT a, size_t a_rs, s
 
 /* the same for a tile_at tile's last columns: A's row k is win[k] + off */
 static void cnn__tile_at_narrow(int R, int K, const float *const *CNN__RESTRICT win, size_t off,
-                                const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc, int cols,
-                                int load) {
+                                const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc,
+                                int cols, int load) {
     for (int r = 0; r < R; r++) {
         for (int j = 0; !load && j < cols; j++) c[r * ldc + j] = 0.0f;
         for (int k = 0; k < K; k++)
@@ -1697,7 +1759,8 @@ static void cnn__tile_at_narrow(int R, int K, const float *const *CNN__RESTRICT 
    runs im2col copies are short (9 floats for a 3x3 kernel on RGB): a memcpy
    call each would cost more than the copy, and a plain copy loop would
    become one (or a slow rep movs). */
-static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const float *CNN__RESTRICT src, int len) {
+static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const float *CNN__RESTRICT src,
+                                                int len) {
     int q = 0;
     for (; q + 16 <= len; q += 16) memcpy(dst + q, src + q, 16 * sizeof(float));
     if (len - q >= 8) { memcpy(dst + q, src + q, 8 * sizeof(float)); q += 8; }
@@ -1714,10 +1777,12 @@ enum { CNN__PORTABLE_MR = 4, CNN__PORTABLE_NR = 16 }; /* 4 x 16 floats: 8 ymm (A
    compiler unrolls the loops and keeps acc in registers. Row r of step k of A
    is a[r * a_rs + k * a_ks], or with a table win (tile_at) win[k][a_ks + r].
    pf, when not NULL: memory to fetch into L2, a cache line per step of k. */
-static CNN__ALWAYS_INLINE void cnn__tile_rows_portable(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
-                                                       size_t a_ks, const float *const *CNN__RESTRICT win,
-                                                       const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
-                                                       size_t ldc, int load, const cnn__epilogue *ep, cnn__prefetch *pf) {
+static CNN__ALWAYS_INLINE void cnn__tile_rows_portable(const int R, int K, const float *CNN__RESTRICT a,
+                                                       size_t a_rs, size_t a_ks,
+                                                       const float *const *CNN__RESTRICT win,
+                                                       const float *CNN__RESTRICT b, size_t ldb,
+                                                       float *CNN__RESTRICT c, size_t ldc, int load,
+                                                       const cnn__epilogue *ep, cnn__prefetch *pf) {
     enum { NR = CNN__PORTABLE_NR };
     float acc[CNN__PORTABLE_MR][NR];
     for (int r = 0; r < R; r++)
@@ -1768,8 +1833,9 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_portable(const int R, int K, const
 /* Full-width tiles of each height run in registers (one copy of the loop per
    height); narrower ones take the plain loop. Never inlined: inside a bigger
    loop the accumulators would spill. */
-static CNN__NOINLINE void cnn__tile_portable(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
-                                             float *c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
+static CNN__NOINLINE void cnn__tile_portable(int K, const float *a, size_t a_rs, size_t a_ks, const float *b,
+                                             size_t ldb, float *c, size_t ldc, int rows, int cols, int load,
+                                             const cnn__epilogue *ep) {
     if (cols == CNN__PORTABLE_NR) switch (rows) {
         case 1: cnn__tile_rows_portable(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
         case 2: cnn__tile_rows_portable(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
@@ -1780,30 +1846,33 @@ static CNN__NOINLINE void cnn__tile_portable(int K, const float *a, size_t a_rs,
     cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
 }
 
-static CNN__NOINLINE void cnn__tile_prefetching_portable(int R, int K, const float *a, size_t a_ks, const float *b,
-                                                         size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
+static CNN__NOINLINE void cnn__tile_prefetching_portable(int R, int K, const float *a, size_t a_ks,
+                                                         const float *b, size_t ldb, float *c, size_t ldc,
+                                                         int load, cnn__prefetch *pf) {
     (void)R; /* always CNN__PORTABLE_MR: tn_mr is mr here */
     cnn__tile_rows_portable(CNN__PORTABLE_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
 }
 
-static CNN__NOINLINE void cnn__tile_at_portable(int R, int K, const float *const *win, size_t off, const float *b,
-                                                size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+static CNN__NOINLINE void cnn__tile_at_portable(int R, int K, const float *const *win, size_t off,
+                                                const float *b, size_t ldb, float *c, size_t ldc, int cols,
+                                                int load, cnn__prefetch *pf) {
     if (cols == CNN__PORTABLE_NR && R == CNN__PORTABLE_MR)
         cnn__tile_rows_portable(CNN__PORTABLE_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
     else
         cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
 }
 
-static void cnn__copy_windows_portable(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span,
-                                       int kh, int run) {
+static void cnn__copy_windows_portable(float *dst, int ldd, const float *src, size_t step, size_t row_step,
+                                       int span, int kh, int run) {
     for (int r = 0; r < span; r++, src += step, dst += ldd)
         for (int ky = 0; ky < kh; ky++) cnn__copy_floats(dst + ky * run, src + ky * row_step, run);
 }
 
-static void cnn__bn_dz_rows_portable(int N, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
-                                     const float *CNN__RESTRICT k, const unsigned char *CNN__RESTRICT argmax,
-                                     const float *CNN__RESTRICT g, const long long *at, const int *cell, int relu,
-                                     float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
+static void cnn__bn_dz_rows_portable(int N, int rows, const float *CNN__RESTRICT y,
+                                     const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k,
+                                     const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
+                                     const long long *at, const int *cell, int relu, float *CNN__RESTRICT d,
+                                     float *CNN__RESTRICT ss) {
     const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
     for (int i = 0; i < rows; i++) {
         const float *CNN__RESTRICT yr = y + (size_t)i * N;
@@ -1822,9 +1891,9 @@ static void cnn__bn_dz_rows_portable(int N, int rows, const float *CNN__RESTRICT
 /* Adam (see cnn__optimizer_step): m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
    p -= lr_t m / (sqrt(v) + eps). Every operation is correctly rounded, so a
    vector path gives the same result as this loop. */
-static void cnn__adam_update_portable(float *CNN__RESTRICT p, const float *CNN__RESTRICT g, float *CNN__RESTRICT s1,
-                                      float *CNN__RESTRICT s2, long long count, float b1, float b2, float lr_t,
-                                      float eps) {
+static void cnn__adam_update_portable(float *CNN__RESTRICT p, const float *CNN__RESTRICT g,
+                                      float *CNN__RESTRICT s1, float *CNN__RESTRICT s2, long long count,
+                                      float b1, float b2, float lr_t, float eps) {
     CNN__PARALLEL_FOR(count)
     for (long long k = 0; k < count; k++) {
         s1[k] = b1 * s1[k] + (1 - b1) * g[k];
@@ -1843,7 +1912,8 @@ static int cnn__supported_portable(void) { return 1; }
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 6)
 #define CNN__AVX512 1
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#define CNN__AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#pragma clang attribute push(CNN__AVX512_TARGET, apply_to = function)
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma")
@@ -1862,10 +1932,12 @@ enum { CNN__AVX512_MR = 8, CNN__AVX512_TN_MR = 9, CNN__AVX512_NR = 32 };
    operations as cnn__tile_rows_portable, in AVX-512 intrinsics, two zmm
    accumulators a row. In plain C the compiler keeps the 8 x 32 accumulators in
    registers through the product but in memory through the epilogue. */
-static CNN__ALWAYS_INLINE void cnn__tile_rows_avx512(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
-                                                     size_t a_ks, const float *const *CNN__RESTRICT win,
-                                                     const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
-                                                     size_t ldc, int load, const cnn__epilogue *ep, cnn__prefetch *pf) {
+static CNN__ALWAYS_INLINE void cnn__tile_rows_avx512(const int R, int K, const float *CNN__RESTRICT a,
+                                                     size_t a_rs, size_t a_ks,
+                                                     const float *const *CNN__RESTRICT win,
+                                                     const float *CNN__RESTRICT b, size_t ldb,
+                                                     float *CNN__RESTRICT c, size_t ldc, int load,
+                                                     const cnn__epilogue *ep, cnn__prefetch *pf) {
     __m512 acc[CNN__AVX512_TN_MR][2];
     CNN__UNROLL(16)
     for (int r = 0; r < R; r++) {
@@ -1933,12 +2005,11 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_avx512(const int R, int K, const f
 /* bn_dz_rows for channels [c0, c0 + 16Q) (those below N), Q a constant
    where this is inlined: row after row, the Q sums in registers (a sum kept in
    memory would chain each row's add to the previous row's store) */
-static CNN__ALWAYS_INLINE void cnn__bn_dz_block_avx512(const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y,
-                                                const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k1,
-                                                const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
-                                                const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
-                                                const long long *at, const int *cell, int relu, float *CNN__RESTRICT d,
-                                                float *CNN__RESTRICT ss) {
+static CNN__ALWAYS_INLINE void cnn__bn_dz_block_avx512(
+    const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
+    const float *CNN__RESTRICT k1, const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
+    const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g, const long long *at,
+    const int *cell, int relu, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
     __mmask16 lanes[4];
     __m512 vmean[4], v1[4], v2[4], v3[4], sum[4];
     for (int q = 0; q < Q; q++) {
@@ -1956,10 +2027,13 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_block_avx512(const int Q, int N, int c
             const int c = c0 + 16 * q;
             const __m512 yv = _mm512_maskz_loadu_ps(lanes[q], y + (size_t)i * N + c);
             /* live: the lanes ReLU passes (all of them without ReLU); dz is 0 elsewhere */
-            const __mmask16 live = relu ? _mm512_mask_cmp_ps_mask(lanes[q], yv, _mm512_setzero_ps(), _CMP_GT_OQ) : lanes[q];
+            const __mmask16 live = relu ? _mm512_mask_cmp_ps_mask(lanes[q], yv, _mm512_setzero_ps(),
+                                                                  _CMP_GT_OQ)
+                                        : lanes[q];
             __m512 v = _mm512_maskz_fmadd_ps(live, _mm512_sub_ps(yv, vmean[q]), v3[q], v2[q]);
             if (at[i] >= 0) {
-                const __mmask16 hit = _mm_mask_cmpeq_epi8_mask(live, _mm_maskz_loadu_epi8(lanes[q], argmax + at[i] + c), here);
+                const __mmask16 hit = _mm_mask_cmpeq_epi8_mask(
+                    live, _mm_maskz_loadu_epi8(lanes[q], argmax + at[i] + c), here);
                 v = _mm512_mask3_fmadd_ps(v1[q], _mm512_maskz_loadu_ps(hit, g + at[i] + c), v, hit);
             }
             _mm512_mask_storeu_ps(d + (size_t)i * N + c, lanes[q], v);
@@ -1969,8 +2043,9 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_block_avx512(const int Q, int N, int c
     for (int q = 0; q < Q; q++) _mm512_mask_storeu_ps(ss + c0 + 16 * q, lanes[q], sum[q]);
 }
 
-static CNN__NOINLINE void cnn__tile_avx512(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
-                                           float *c, size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep) {
+static CNN__NOINLINE void cnn__tile_avx512(int K, const float *a, size_t a_rs, size_t a_ks, const float *b,
+                                           size_t ldb, float *c, size_t ldc, int rows, int cols, int load,
+                                           const cnn__epilogue *ep) {
     if (cols == CNN__AVX512_NR) switch (rows) {
         case 1: cnn__tile_rows_avx512(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
         case 2: cnn__tile_rows_avx512(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
@@ -1986,14 +2061,17 @@ static CNN__NOINLINE void cnn__tile_avx512(int K, const float *a, size_t a_rs, s
     cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
 }
 
-static CNN__NOINLINE void cnn__tile_prefetching_avx512(int R, int K, const float *a, size_t a_ks, const float *b,
-                                                       size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
-    if (R == CNN__AVX512_TN_MR) cnn__tile_rows_avx512(CNN__AVX512_TN_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+static CNN__NOINLINE void cnn__tile_prefetching_avx512(int R, int K, const float *a, size_t a_ks,
+                                                       const float *b, size_t ldb, float *c, size_t ldc,
+                                                       int load, cnn__prefetch *pf) {
+    if (R == CNN__AVX512_TN_MR)
+        cnn__tile_rows_avx512(CNN__AVX512_TN_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
     else cnn__tile_rows_avx512(CNN__AVX512_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
 }
 
-static CNN__NOINLINE void cnn__tile_at_avx512(int R, int K, const float *const *win, size_t off, const float *b,
-                                              size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+static CNN__NOINLINE void cnn__tile_at_avx512(int R, int K, const float *const *win, size_t off,
+                                              const float *b, size_t ldb, float *c, size_t ldc, int cols,
+                                              int load, cnn__prefetch *pf) {
     if (cols == CNN__AVX512_NR && R == CNN__AVX512_MR)
         cnn__tile_rows_avx512(CNN__AVX512_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
     else if (cols == CNN__AVX512_NR && R == CNN__AVX512_TN_MR)
@@ -2003,8 +2081,8 @@ static CNN__NOINLINE void cnn__tile_at_avx512(int R, int K, const float *const *
 }
 
 /* im2col's runs in masked moves of up to 16 floats (a 3x3 window on RGB has runs of 9) */
-static void cnn__copy_windows_avx512(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span,
-                                     int kh, int run) {
+static void cnn__copy_windows_avx512(float *dst, int ldd, const float *src, size_t step, size_t row_step,
+                                     int span, int kh, int run) {
     const __mmask16 tail = (__mmask16)((1u << (run % 16)) - 1);
     for (int r = 0; r < span; r++, src += step, dst += ldd)
         for (int ky = 0; ky < kh; ky++) {
@@ -2017,15 +2095,23 @@ static void cnn__copy_windows_avx512(float *dst, int ldd, const float *src, size
 }
 
 static void cnn__bn_dz_rows_avx512(int N, int rows, const float *y, const float *mean, const float *k,
-                                   const unsigned char *argmax, const float *g, const long long *at, const int *cell,
-                                   int relu, float *d, float *ss) {
+                                   const unsigned char *argmax, const float *g, const long long *at,
+                                   const int *cell, int relu, float *d, float *ss) {
     const float *k1 = k, *k2 = k + N, *k3 = k + 2 * N;
     for (int c0 = 0; c0 < N; c0 += 64)
         switch (((N - c0 < 64 ? N - c0 : 64) + 15) / 16) { /* 16-lane blocks of the next 64 channels */
-        case 1: cnn__bn_dz_block_avx512(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        case 2: cnn__bn_dz_block_avx512(2, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        case 3: cnn__bn_dz_block_avx512(3, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        default: cnn__bn_dz_block_avx512(4, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        case 1:
+            cnn__bn_dz_block_avx512(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss);
+            break;
+        case 2:
+            cnn__bn_dz_block_avx512(2, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss);
+            break;
+        case 3:
+            cnn__bn_dz_block_avx512(3, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss);
+            break;
+        default:
+            cnn__bn_dz_block_avx512(4, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss);
+            break;
         }
 }
 
@@ -2033,22 +2119,24 @@ static void cnn__bn_dz_rows_avx512(int N, int rows, const float *y, const float 
    vector code in a zero-padded block, so every parameter takes the same
    instructions. (sqrtf may set errno, which keeps compilers from vectorising
    the portable loop in ISO C modes.) */
-static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t,
-                                   float eps) {
+static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s2, float b1, float b2,
+                                   float lr_t, float eps) {
     const __m512 gk = _mm512_loadu_ps(g);
     const __m512 m = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(b1), _mm512_loadu_ps(s1)),
                                    _mm512_mul_ps(_mm512_set1_ps(1 - b1), gk));
     const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(b2), _mm512_loadu_ps(s2)),
                                    _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1 - b2), gk), gk));
-    const __m512 root = _mm512_mask_sqrt_ps(v, (__mmask16)0xFFFF, v); /* (g++ warns about the plain form's undefined vector) */
-    const __m512 step = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(lr_t), m), _mm512_add_ps(root, _mm512_set1_ps(eps)));
+    /* the masked form: g++ warns about the plain form's undefined vector */
+    const __m512 root = _mm512_mask_sqrt_ps(v, (__mmask16)0xFFFF, v);
+    const __m512 step = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(lr_t), m),
+                                      _mm512_add_ps(root, _mm512_set1_ps(eps)));
     _mm512_storeu_ps(s1, m);
     _mm512_storeu_ps(s2, v);
     _mm512_storeu_ps(p, _mm512_sub_ps(_mm512_loadu_ps(p), step));
 }
 
-static void cnn__adam_update_avx512(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
-                                    float lr_t, float eps) {
+static void cnn__adam_update_avx512(float *p, const float *g, float *s1, float *s2, long long count, float b1,
+                                    float b2, float lr_t, float eps) {
     const long long blocks = count / 16, done = blocks * 16;
     CNN__PARALLEL_FOR(count)
     for (long long i = 0; i < blocks; i++)
@@ -2056,7 +2144,10 @@ static void cnn__adam_update_avx512(float *p, const float *g, float *s1, float *
     if (done < count) {
         float tp[16] = {0}, tg[16] = {0}, t1[16] = {0}, t2[16] = {0};
         const size_t rest = (size_t)(count - done) * sizeof(float);
-        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
+        memcpy(tp, p + done, rest);
+        memcpy(tg, g + done, rest);
+        memcpy(t1, s1 + done, rest);
+        memcpy(t2, s2 + done, rest);
         cnn__adam_lanes_avx512(tp, tg, t1, t2, b1, b2, lr_t, eps);
         memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
     }
@@ -2071,7 +2162,8 @@ static void cnn__adam_update_avx512(float *p, const float *g, float *s1, float *
 static int cnn__supported_avx512(void) {
 #if defined(__GNUC__) || defined(__clang__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
 #else
     return 1; /* the build targets it (see above) */
 #endif
@@ -2088,9 +2180,9 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
      cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512, cnn__bn_dz_rows_avx512,
      cnn__adam_update_avx512},
 #endif
-    {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, cnn__supported_portable, cnn__tile_portable,
-     cnn__tile_prefetching_portable, cnn__tile_at_portable, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
-     cnn__adam_update_portable},
+    {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, cnn__supported_portable,
+     cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable, cnn__copy_windows_portable,
+     cnn__bn_dz_rows_portable, cnn__adam_update_portable},
 };
 enum { CNN__KERNEL_PATHS = (int)(sizeof cnn__kernel_paths / sizeof cnn__kernel_paths[0]) };
 
@@ -2099,7 +2191,8 @@ static const cnn__kernel_path *cnn__kernel_path_now; /* NULL until the first use
 /* the row named name that this processor runs, or NULL */
 static const cnn__kernel_path *cnn__find_kernel_path(const char *name) {
     for (int i = 0; i < CNN__KERNEL_PATHS; i++)
-        if (!strcmp(cnn__kernel_paths[i].name, name) && cnn__kernel_paths[i].supported()) return &cnn__kernel_paths[i];
+        if (!strcmp(cnn__kernel_paths[i].name, name) && cnn__kernel_paths[i].supported())
+            return &cnn__kernel_paths[i];
     return NULL;
 }
 
@@ -2117,8 +2210,8 @@ static const cnn__kernel_path *cnn__kern(void) {
     const char *want = getenv("CNN_KERNELS");
     const cnn__kernel_path *k = want && *want && strcmp(want, "auto") ? cnn__find_kernel_path(want) : NULL;
     if (want && *want && strcmp(want, "auto") && !k)
-        fprintf(stderr, "cnn.h: CNN_KERNELS=%s is not a kernel path this build and processor run; using %s\n", want,
-                cnn__best_kernel_path()->name);
+        fprintf(stderr, "cnn.h: CNN_KERNELS=%s is not a kernel path this build and processor run; using %s\n",
+                want, cnn__best_kernel_path()->name);
     cnn__kernel_path_now = k ? k : cnn__best_kernel_path();
     return cnn__kernel_path_now;
 }
@@ -2133,8 +2226,10 @@ CNN_IMPL int cnn_set_kernels(const char *name) {
         char runs[128] = "";
         for (int i = 0; i < CNN__KERNEL_PATHS; i++)
             if (cnn__kernel_paths[i].supported())
-                snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%s", runs[0] ? ", " : "", cnn__kernel_paths[i].name);
-        return cnn_set_error(CNN_ERR_ARG, "cnn_set_kernels: '%s' is not a kernel path this build and processor run (%s)",
+                snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%s", runs[0] ? ", " : "",
+                         cnn__kernel_paths[i].name);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "cnn_set_kernels: '%s' is not a kernel path this build and processor run (%s)",
                              name, runs);
     }
     cnn__kernel_path_now = k;
@@ -2164,7 +2259,8 @@ static cnn__epilogue cnn__epilogue_at(const cnn__epilogue *ep, int j, const cnn_
 enum { CNN__STATS_TILES = 8 };
 /* a group of G rows into the run's sums, columns [0, N): sum x = sum d + G shift,
    sum x^2 = sum d^2 + shift (2 sum d + G shift) */
-static void cnn__stats_close(int N, int G, const cnn__epilogue *group, double *CNN__RESTRICT sum, double *CNN__RESTRICT sq) {
+static void cnn__stats_close(int N, int G, const cnn__epilogue *group, double *CNN__RESTRICT sum,
+                             double *CNN__RESTRICT sq) {
     for (int j = 0; j < N; j++) {
         const double sh = group->shift[j];
         sum[j] += group->s[j] + G * sh;
@@ -2174,8 +2270,8 @@ static void cnn__stats_close(int N, int G, const cnn__epilogue *group, double *C
 
 /* A Conv2D's input, read as its im2col matrix a tile at a time (see cnn__im2col_rows) */
 typedef struct cnn__conv_input { const cnn_node *conv, *in; const float *x; float *col; } cnn__conv_input;
-static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0, int kb,
-                             float *CNN__RESTRICT dst, int ldd);
+static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0,
+                             int kb, float *CNN__RESTRICT dst, int ldd);
 
 enum { CNN__KB = 256 }; /* a 256-deep slice of B stays in L2 while row tiles stream */
 /* im2col rows kept for the backward pass are made this many row tiles at a
@@ -2199,22 +2295,23 @@ static int cnn__conv_rows_inside(const cnn_node *n, const cnn_node *in, int i, i
    read from the input itself (see cnn__conv_rows_inside): for each kernel row
    ky, A's rows are runs of kw*C floats of x, one every sw*C floats. The same
    sums in the same order as from im2col, so the same results. */
-static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, const float *CNN__RESTRICT B, int ldb,
-                                  float *CNN__RESTRICT c, int ldc, int N, int load, const cnn__epilogue *ep,
-                                  const cnn__epilogue *group) {
+static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, const float *CNN__RESTRICT B,
+                                  int ldb, float *CNN__RESTRICT c, int ldc, int N, int load,
+                                  const cnn__epilogue *ep, const cnn__epilogue *group) {
     const cnn__kernel_path *kern = cnn__kern();
     const cnn_node *n = cv->conv, *in = cv->in;
     const int HWo = n->h * n->w, b = i / HWo, oy = i % HWo / n->w, ox = i % n->w;
     const int C = in->c, W = in->w, run = n->kw * C;
-    const float *x0 = cv->x + (((size_t)b * in->h + oy * n->sh - n->pad_top) * W + ox * n->sw - n->pad_left) * C;
+    const float *x0 = cv->x +
+                      (((size_t)b * in->h + oy * n->sh - n->pad_top) * W + ox * n->sw - n->pad_left) * C;
     for (int ky = 0; ky < n->kh; ky++)
         for (int k0 = 0; k0 < run; k0 += CNN__KB) {
             const int kb = run - k0 < CNN__KB ? run - k0 : CNN__KB, last = ky == n->kh - 1 && k0 + kb == run;
             for (int j = 0; j < N; j += kern->nr) {
                 const cnn__epilogue e = cnn__epilogue_at(ep, j, group);
-                kern->tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1, B + (size_t)(ky * run + k0) * ldb + j,
-                          (size_t)ldb, c + j, (size_t)ldc, rows, N - j < kern->nr ? N - j : kern->nr, load || ky > 0 || k0 > 0,
-                          last ? &e : NULL);
+                kern->tile(kb, x0 + (size_t)ky * W * C + k0, (size_t)n->sw * C, 1,
+                           B + (size_t)(ky * run + k0) * ldb + j, (size_t)ldb, c + j, (size_t)ldc, rows,
+                           N - j < kern->nr ? N - j : kern->nr, load || ky > 0 || k0 > 0, last ? &e : NULL);
             }
         }
 }
@@ -2243,9 +2340,10 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             for (int k0 = 0; k0 < K; k0 += CNN__KB) {
                 const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
                 for (int i = 0; i < M; i += kern->mr)
-                    kern->tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j, (size_t)ldb,
-                              C + (size_t)i * ldc + j, (size_t)ldc, M - i < kern->mr ? M - i : kern->mr, cols,
-                              accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
+                    kern->tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j,
+                               (size_t)ldb, C + (size_t)i * ldc + j, (size_t)ldc,
+                               M - i < kern->mr ? M - i : kern->mr, cols, accumulate || k0 > 0,
+                               k0 + kb == K ? &e : NULL);
             }
         }
         return;
@@ -2255,7 +2353,8 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
     const int runs = ep && ep->stats ? CNN__CHUNKS : row_tiles;
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int run = 0; run < runs; run++) {
-        double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL, *CNN__RESTRICT sq = sum ? sum + N : NULL;
+        double *CNN__RESTRICT sum = ep && ep->stats ? ep->stats + (size_t)run * 2 * N : NULL,
+                              *CNN__RESTRICT sq = sum ? sum + N : NULL;
         for (int c = 0; sum && c < 2 * N; c++) sum[c] = 0;
         cnn__epilogue stats = {NULL, 0, NULL, NULL, NULL, NULL, 0}; /* the open group of tiles' statistics */
         int stats_rows = 0;
@@ -2264,7 +2363,8 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             stats.s = stats.shift + N;
             stats.q = stats.s + N;
         }
-        const int t0 = (int)((long long)row_tiles * run / runs), t1 = (int)((long long)row_tiles * (run + 1) / runs);
+        const int t0 = (int)((long long)row_tiles * run / runs),
+                  t1 = (int)((long long)row_tiles * (run + 1) / runs);
         /* im2col rows made CNN__IM2COL_TILES tiles at a time: into the kept
            matrix, or for a shallow conv that keeps none into group */
         const int grouped = conv && (conv->col || K <= CNN__GROUP_K);
@@ -2287,7 +2387,8 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                 made = dst;
                 made_i0 = i;
             }
-            if (conv && !grouped && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) { /* no im2col needed */
+            /* windows inside the input: no im2col needed */
+            if (conv && !grouped && cnn__conv_rows_inside(conv->conv, conv->in, i, rows)) {
                 cnn__conv_tile_inside(conv, i, rows, B, ldb, c, ldc, N, accumulate, ep, sum ? &stats : NULL);
                 continue;
             }
@@ -2304,7 +2405,8 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                 for (int j = 0; j < N; j += kern->nr) {
                     const cnn__epilogue e = cnn__epilogue_at(ep, j, sum ? &stats : NULL);
                     kern->tile(kb, ak, a_rs, 1, B + (size_t)k0 * ldb + j, (size_t)ldb, c + j, (size_t)ldc,
-                              rows, N - j < kern->nr ? N - j : kern->nr, accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
+                               rows, N - j < kern->nr ? N - j : kern->nr, accumulate || k0 > 0,
+                               k0 + kb == K ? &e : NULL);
                 }
             }
         }
@@ -2334,8 +2436,8 @@ static void cnn__tn_tiles(int lo, int hi, int m0, int mb, int N, int K, const fl
         const int k = (t / col_tiles) * h, j = (t % col_tiles) * kern->nr;
         const int rows = K - k < h ? K - k : h, cols = N - j < kern->nr ? N - j : kern->nr;
         if (pf && rows == h && cols == kern->nr)
-            kern->tile_prefetching(rows, mb, A + (size_t)m0 * lda + k, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
-                                  C + (size_t)k * ldc + j, (size_t)ldc, load, pf);
+            kern->tile_prefetching(rows, mb, A + (size_t)m0 * lda + k, (size_t)lda, D + (size_t)m0 * ldd + j,
+                                   (size_t)ldd, C + (size_t)k * ldc + j, (size_t)ldc, load, pf);
         else
             kern->tile(mb, A + (size_t)m0 * lda + k, 1, (size_t)lda, D + (size_t)m0 * ldd + j, (size_t)ldd,
                       C + (size_t)k * ldc + j, (size_t)ldc, rows, cols, load, NULL);
@@ -2353,15 +2455,16 @@ static void cnn__thread_share(int n, int *lo, int *hi) {
     *hi = (int)((long long)n * (tid + 1) / nt);
 }
 
-static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int lda, const float *CNN__RESTRICT D,
-                         int ldd, float *CNN__RESTRICT C, int ldc) {
+static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int lda,
+                         const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc) {
     const int tiles = cnn__tn_tile_count(K, N);
     CNN__OMP(omp parallel if(((long long)M * N * K) > CNN__PARALLEL_MIN))
     {
         int lo, hi;
         cnn__thread_share(tiles, &lo, &hi);
         for (int m0 = 0; m0 < M; m0 += CNN__TN_ROWS)
-            cnn__tn_tiles(lo, hi, m0, M - m0 < CNN__TN_ROWS ? M - m0 : CNN__TN_ROWS, N, K, A, lda, D, ldd, C, ldc, 1, NULL);
+            cnn__tn_tiles(lo, hi, m0, M - m0 < CNN__TN_ROWS ? M - m0 : CNN__TN_ROWS, N, K, A, lda, D, ldd, C,
+                          ldc, 1, NULL);
     }
 }
 
@@ -2503,8 +2606,8 @@ static int cnn__bn_uses_batch(const cnn_node *n) { return n->model->training && 
    moving = momentum * moving + (1 - momentum) * batch, with the variance
    unbiased (var * M / (M - 1)). Every path (fast, reference, split between
    devices) closes its statistics here. */
-static void cnn__bn_close(double mu, double var, double M, float epsilon, float momentum, float *mean, float *inv,
-                          float *moving_mean, float *moving_var) {
+static void cnn__bn_close(double mu, double var, double M, float epsilon, float momentum, float *mean,
+                          float *inv, float *moving_mean, float *moving_var) {
     *mean = (float)mu;
     *inv = (float)(1.0 / sqrt(var + epsilon));
     if (moving_mean) {
@@ -2520,8 +2623,8 @@ static void cnn__bn_close(double mu, double var, double M, float epsilon, float 
    col [B*Ho*Wo][K] into dst [rows][ldd], from its input x [B][H][W][C]; the
    K index is (ky*kw + kx)*C + ci, so each ky gives one run of kw*C floats,
    contiguous in x away from the borders. */
-static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0, int kb,
-                             float *CNN__RESTRICT dst, int ldd) {
+static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float *x, int r0, int rows, int k0,
+                             int kb, float *CNN__RESTRICT dst, int ldd) {
     const int H = in->h, W = in->w, C = in->c, HWo = n->h * n->w, run = n->kw * C;
     int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
     for (int i = 0; i < rows; i++) {
@@ -2560,7 +2663,9 @@ static void cnn__im2col_rows(const cnn_node *n, const cnn_node *in, const float 
 }
 
 /* a 1x1 convolution with strides 1 needs no im2col: its input is the matrix */
-static int cnn__conv_direct(const cnn_node *n) { return n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1; }
+static int cnn__conv_direct(const cnn_node *n) {
+    return n->kh == 1 && n->kw == 1 && n->sh == 1 && n->sw == 1;
+}
 
 /* all of col [B*Ho*Wo][K] */
 static void cnn__im2col(const cnn_node *n, const cnn_node *in, const float *x, float *col, int B) {
@@ -2573,8 +2678,8 @@ CNN__PARALLEL_FOR((long long)M * K)
 /* The reverse of cnn__im2col_rows: adds src [rows][lds], rows [r0, r0+rows)
    and columns [k0, k0+kb) of an im2col-shaped gradient, into dx [B][H][W][C]
    where those entries were read from. */
-static void cnn__col2im_rows(const cnn_node *n, const cnn_node *in, const float *src, int lds, int r0, int rows, int k0,
-                             int kb, float *dx) {
+static void cnn__col2im_rows(const cnn_node *n, const cnn_node *in, const float *src, int lds, int r0,
+                             int rows, int k0, int kb, float *dx) {
     const int H = in->h, W = in->w, C = in->c, HWo = n->h * n->w, run = n->kw * C;
     int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
     for (int i = 0; i < rows; i++) {
@@ -2617,8 +2722,8 @@ static void cnn__merge_chunks(const double *part, int width, double *out) {
         for (int c = 0; c < width; c++) out[c] += part[(size_t)ch * width + c];
 }
 
-static void cnn__channel_sums(const float *a, const float *b, const float *shift, const float *scale, size_t M, int C,
-                              double *part, double *out) {
+static void cnn__channel_sums(const float *a, const float *b, const float *shift, const float *scale,
+                              size_t M, int C, double *part, double *out) {
     CNN__PARALLEL_FOR((long long)M * C)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
         const size_t r0 = cnn__chunk_start(M, ch), r1 = cnn__chunk_start(M, ch + 1);
@@ -2628,7 +2733,10 @@ static void cnn__channel_sums(const float *a, const float *b, const float *shift
             const float *ar = a + r * C;
             if (b) {
                 const float *br = b + r * C;
-                for (int c = 0; c < C; c++) { p[c] += ar[c]; q[c] += (double)ar[c] * ((br[c] - shift[c]) * scale[c]); }
+                for (int c = 0; c < C; c++) {
+                    p[c] += ar[c];
+                    q[c] += (double)ar[c] * ((br[c] - shift[c]) * scale[c]);
+                }
             } else {
                 for (int c = 0; c < C; c++) { p[c] += ar[c]; q[c] += (double)ar[c] * ar[c]; }
             }
@@ -2668,7 +2776,8 @@ static void cnn__bias_grad(cnn_model *m, const float *d, float *db, size_t M, in
 static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const float *W, double *stats,
                                 const cnn__conv_input *conv) {
     const int N = n->units;
-    cnn__epilogue ep = {n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats, NULL, NULL, NULL, 0};
+    cnn__epilogue ep = {
+        n->use_bias ? W + n->kernel_count : NULL, n->activation == CNN_RELU, stats, NULL, NULL, NULL, 0};
     cnn__gemm_nn(M, N, K, A, K, W, N, n->out, N, 0, &ep, conv);
     if (n->activation != CNN_RELU) cnn__activate(n->out, (size_t)M * N, N, n->activation, n->alpha);
 }
@@ -2693,8 +2802,9 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
     const cnn_model *m = n->model;
     const int C = cnn__in(n, 0)->c, K = n->kh * n->kw * C, N = n->units;
     const int row_runs = n->kw * C == kern->tn_mr && kern->tn_mr != kern->mr && n->padding == CNN_VALID;
-    return m->training && n->trainable && !cnn__conv_direct(n) && (C % kern->mr == 0 || row_runs) && n->fuse.bn_input_grad &&
-           cnn__bn_uses_batch(n->fuse.bn) && (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
+    return m->training && n->trainable && !cnn__conv_direct(n) && (C % kern->mr == 0 || row_runs) &&
+           n->fuse.bn_input_grad && cnn__bn_uses_batch(n->fuse.bn) &&
+           (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
            (size_t)CNN__SLICE_ROWS * N <= CNN__DZ_BUFFER;
 }
 
@@ -2705,8 +2815,9 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
    or, where C is not a multiple of kern->mr (see cnn__conv_grad_from_input), for
    each kernel row a table of where that row of each window starts, its kw*C =
    kern->tn_mr floats one tile of rows of kp. pf: memory to fetch meanwhile. */
-static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x, const float *zeros, int r0,
-                                       int rows, const float *dz, float *kp, int load, cnn__prefetch *pf) {
+static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x,
+                                       const float *zeros, int r0, int rows, const float *dz, float *kp,
+                                       int load, cnn__prefetch *pf) {
     const cnn__kernel_path *kern = cnn__kern();
     const int H = in->h, W = in->w, C = in->c, N = n->units, HWo = n->h * n->w;
     int iy0[CNN__SLICE_ROWS], ix0[CNN__SLICE_ROWS], sample[CNN__SLICE_ROWS]; /* of each row's window */
@@ -2723,8 +2834,9 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
         for (int i = 0; i < rows; i++) win[i] = x + (((size_t)sample[i] * H + iy0[i]) * W + ix0[i]) * C;
         for (int ky = 0; ky < n->kh; ky++)
             for (int j = 0; j < N; j += kern->nr)
-                kern->tile_at(run, rows, win, (size_t)ky * W * C, dz + j, (size_t)N, kp + (size_t)ky * run * N + j,
-                             (size_t)N, N - j < kern->nr ? N - j : kern->nr, load, pf);
+                kern->tile_at(run, rows, win, (size_t)ky * W * C, dz + j, (size_t)N,
+                              kp + (size_t)ky * run * N + j, (size_t)N, N - j < kern->nr ? N - j : kern->nr,
+                              load, pf);
         return;
     }
     for (int ky = 0; ky < n->kh; ky++)
@@ -2732,13 +2844,15 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
             const float *win[CNN__SLICE_ROWS];
             for (int i = 0; i < rows; i++) {
                 const int iy = iy0[i] + ky, ix = ix0[i] + kx;
-                win[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x + (((size_t)sample[i] * H + iy) * W + ix) * C : zeros;
+                win[i] = iy >= 0 && iy < H && ix >= 0 && ix < W
+                             ? x + (((size_t)sample[i] * H + iy) * W + ix) * C
+                             : zeros;
             }
             float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
             for (int c = 0; c < C; c += kern->mr)
                 for (int j = 0; j < N; j += kern->nr)
-                    kern->tile_at(kern->mr, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
-                                 N - j < kern->nr ? N - j : kern->nr, load, NULL);
+                    kern->tile_at(kern->mr, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j,
+                                  (size_t)N, N - j < kern->nr ? N - j : kern->nr, load, NULL);
         }
 }
 
@@ -2771,7 +2885,8 @@ static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
    big (then one GEMM over all rows takes the kernel gradient). The kernel
    partials come from the kept im2col, or, where cnn__conv_grad_from_input,
    from the input itself in slices of CNN__SLICE_ROWS rows. */
-static size_t cnn__through_bn_scratch(int K, int N) { /* floats: bias partials (doubles), slice sums, kernel partials */
+/* floats of scratch: bias partials (doubles), slice sums, kernel partials */
+static size_t cnn__through_bn_scratch(int K, int N) {
     size_t parts = (size_t)CNN__CHUNKS * K * N;
     return 3 * (size_t)CNN__CHUNKS * N + (parts <= CNN__KERNEL_PARTS_MAX ? parts : 0);
 }
@@ -2788,9 +2903,11 @@ enum { CNN__DZ_ROWS = 64 }; /* rows per call: the size of at and cell */
    that window, ky * kw + kx (at most 256 cells, see cnn__fusion). An output row's
    run at a time, each row apart from the one before: stepping a row's position
    from the last one's chains the rows and took as long as BatchNorm's pass. */
-static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int rows, long long *at, int *cell) {
+static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int rows, long long *at,
+                            int *cell) {
     const int W = n->w, HW = n->h * W, N = n->units;
-    /* ox / kw as ox * inverse >> 32, exact for ox < 2^16 and kw <= 256 (cnn__plan_fusion fuses no wider layer) */
+    /* ox / kw as ox * inverse >> 32, exact for ox < 2^16 and kw <= 256
+       (cnn__plan_fusion fuses no wider layer) */
     const unsigned long long inverse = (1ull << 32) / (unsigned)pool->kw + 1;
     int b = r0 / HW, oy = r0 % HW / W, ox0 = r0 % W, py = oy / pool->kh, ky = oy % pool->kh; /* of row r0 */
     for (int i = 0; i < rows;) {
@@ -2828,7 +2945,8 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     float *slice_sum = m->scratch + 2 * CNN__CHUNKS * N;       /* [CNN__CHUNKS][N] */
     float *kernel_part = slice_sum + CNN__CHUNKS * N;           /* [CNN__CHUNKS][K][N] */
     const int keep = cnn__in_dout(n, 0) != NULL;
-    const int to_dout = keep || !in_chunks || N > CNN__DZ_BUFFER; /* dz is kept in dout, else in a stack buffer */
+    /* dz is kept in dout, else in a stack buffer */
+    const int to_dout = keep || !in_chunks || N > CNN__DZ_BUFFER;
     const int step = from_input ? CNN__SLICE_ROWS : to_dout ? M : CNN__DZ_BUFFER / N; /* rows per slice */
     if (!keep && !gW) return; /* a frozen first layer: nothing to make */
     CNN__PARALLEL_FOR((long long)M * N * K)
@@ -2850,8 +2968,8 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                 long long at[CNN__DZ_ROWS];
                 int cell[CNN__DZ_ROWS];
                 cnn__pool_cells(n, pool, q0, rows, at, cell);
-                kern->bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell, relu,
-                                dz + (size_t)(q0 - s0) * N, ss);
+                kern->bn_dz_rows(N, rows, y + (size_t)q0 * N, mean, k, pool->argmax, pool->dout, at, cell,
+                                 relu, dz + (size_t)(q0 - s0) * N, ss);
             }
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
             /* the next slice's rows of y, fetched as the product runs */
@@ -2861,8 +2979,8 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
                 cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0, &next);
             } else if (in_chunks) {
                 for (int m0 = 0; m0 < s1 - s0; m0 += CNN__TN_ROWS)
-                    cnn__tn_tiles(0, tiles, m0, s1 - s0 - m0 < CNN__TN_ROWS ? s1 - s0 - m0 : CNN__TN_ROWS, N, K,
-                                  A + (size_t)s0 * K, K, dz, N, kp, N, s0 > r0 || m0 > 0, &next);
+                    cnn__tn_tiles(0, tiles, m0, s1 - s0 - m0 < CNN__TN_ROWS ? s1 - s0 - m0 : CNN__TN_ROWS, N,
+                                  K, A + (size_t)s0 * K, K, dz, N, kp, N, s0 > r0 || m0 > 0, &next);
             }
         }
     }
@@ -2947,7 +3065,8 @@ typedef struct cnn__layer_kind {
     void (*ref_forward)(cnn_node *n, int B);  /* NULL: forward is the reference already */
     void (*ref_backward)(cnn_node *n, int B); /* NULL: backward is */
     /* the layer from its record in the model file, after its inputs */
-    cnn_node *(*rebuild)(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L);
+    cnn_node *(*rebuild)(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                         const cnn__layer_record *L);
     void (*init)(cnn_node *n, cnn__rng *r);  /* initial parameters and state (NULL: it has none) */
     /* named tensor t = 0, 1, ...: 1 and *ref, or 0 past the last (NULL: none) */
     int (*tensor)(const cnn_node *n, int t, cnn__tensor_ref *ref);
@@ -2959,8 +3078,8 @@ typedef struct cnn__layer_kind {
 
 /* The input value x[b][iy][ix][c] under window cell (ky, kx) of output
    (oy, ox), or NULL where the cell lies in the padding. */
-static const float *cnn__ref_at(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int ky,
-                                int kx) {
+static const float *cnn__ref_at(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox,
+                                int ky, int kx) {
     const int iy = oy * n->sh - n->pad_top + ky, ix = ox * n->sw - n->pad_left + kx;
     if (iy < 0 || iy >= in->h || ix < 0 || ix >= in->w) return NULL;
     return x + (((size_t)b * in->h + iy) * in->w + ix) * in->c;
@@ -2971,8 +3090,16 @@ static const float *cnn__ref_at(const cnn_node *n, const cnn_node *in, const flo
 CNN_IMPL cnn_node *cnn_input(cnn_model *m, int h, int w, int c, const char *name) {
     cnn_node *n = cnn__new_node(m, CNN__INPUT, NULL, 0, name);
     if (!n) return NULL;
-    if (m->input >= 0) { cnn_set_error(CNN_ERR_ARG, "Input '%s': the model already has an input ('%s'); one input is supported", n->name, m->nodes[m->input]->name); return cnn__fail(n); }
-    if (h <= 0 || w <= 0 || c <= 0) { cnn_set_error(CNN_ERR_SHAPE, "Input '%s': shape %dx%dx%d must be positive", n->name, h, w, c); return cnn__fail(n); }
+    if (m->input >= 0) {
+        cnn_set_error(CNN_ERR_ARG,
+                      "Input '%s': the model already has an input ('%s'); one input is supported", n->name,
+                      m->nodes[m->input]->name);
+        return cnn__fail(n);
+    }
+    if (h <= 0 || w <= 0 || c <= 0) {
+        cnn_set_error(CNN_ERR_SHAPE, "Input '%s': shape %dx%dx%d must be positive", n->name, h, w, c);
+        return cnn__fail(n);
+    }
     n->h = h; n->w = w; n->c = c;
     n = cnn__push(m, n);
     if (n) m->input = n->index;
@@ -2981,13 +3108,14 @@ CNN_IMPL cnn_node *cnn_input(cnn_model *m, int h, int w, int c, const char *name
 
 static void cnn__input_pass(cnn_node *n, int B) { (void)n; (void)B; }
 
-static cnn_node *cnn__rebuild_input(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_input(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                    const cnn__layer_record *L) {
     (void)ins; (void)n_in;
     return cnn_input(m, L->h, L->w, L->c, name);
 }
 
-static const cnn__layer_kind cnn__kind_input = {cnn__input_pass, cnn__input_pass, NULL, NULL, cnn__rebuild_input,
-                                                NULL, NULL, NULL, NULL};
+static const cnn__layer_kind cnn__kind_input = {
+    cnn__input_pass, cnn__input_pass, NULL, NULL, cnn__rebuild_input, NULL, NULL, NULL, NULL};
 
 /* ---- Conv2D ------------------------------------------------------------- */
 
@@ -3004,17 +3132,37 @@ CNN_IMPL cnn_node *cnn_conv2d_opt(cnn_model *m, cnn_node *x, const cnn_conv2d_op
     n->alpha = o->alpha;
     n->use_bias = !o->no_bias;
     n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
-    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': filters must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
-    if (n->kh <= 0 || n->kw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': kernel_size must be positive (got %dx%d)", n->name, n->kh, n->kw); return cnn__fail(n); }
-    if (n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': strides must be positive", n->name); return cnn__fail(n); }
-    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': padding must be CNN_VALID or CNN_SAME", n->name); return cnn__fail(n); }
-    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
-    if (x->h == 1 && x->w == 1 && cnn__in(n, 0)->type == CNN__FLATTEN) { cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': input '%s' is flat; Conv2D needs an image", n->name, x->name); return cnn__fail(n); }
+    if (n->units <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': filters must be > 0 (got %d)", n->name, n->units);
+        return cnn__fail(n);
+    }
+    if (n->kh <= 0 || n->kw <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': kernel_size must be positive (got %dx%d)", n->name, n->kh,
+                      n->kw);
+        return cnn__fail(n);
+    }
+    if (n->sh <= 0 || n->sw <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': strides must be positive", n->name);
+        return cnn__fail(n);
+    }
+    if (n->padding != CNN_VALID && n->padding != CNN_SAME) {
+        cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': padding must be CNN_VALID or CNN_SAME", n->name);
+        return cnn__fail(n);
+    }
+    if (cnn__check_activation(n->activation, &n->alpha, n->name) ||
+        cnn__check_regularizer(o->kernel_regularizer, n->name))
+        return cnn__fail(n);
+    if (x->h == 1 && x->w == 1 && cnn__in(n, 0)->type == CNN__FLATTEN) {
+        cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': input '%s' is flat; Conv2D needs an image", n->name,
+                      x->name);
+        return cnn__fail(n);
+    }
     n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
     n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
     n->c = n->units;
     if (n->h <= 0 || n->w <= 0) {
-        cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': kernel %dx%d does not fit input '%s' of %dx%dx%d", n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
+        cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': kernel %dx%d does not fit input '%s' of %dx%dx%d", n->name,
+                      n->kh, n->kw, x->name, x->h, x->w, x->c);
         return cnn__fail(n);
     }
     n->kernel_count = (size_t)n->kh * n->kw * x->c * n->units;
@@ -3031,7 +3179,8 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     const float *x = cnn__in_out(n, 0);
     const float *A = cnn__conv_direct(n) ? x : n->im2col;
     /* im2col kept for the weight gradient, where the backward pass reads it */
-    const cnn__conv_input src = {n, in, x, m->training && n->trainable && !cnn__conv_grad_from_input(n) ? n->im2col : NULL};
+    const cnn__conv_input src = {
+        n, in, x, m->training && n->trainable && !cnn__conv_grad_from_input(n) ? n->im2col : NULL};
     const int rows_path = M >= 64 * kern->mr; /* cnn__gemm_nn's path by rows, see there */
     if (!cnn__conv_direct(n) && !rows_path) cnn__im2col(n, in, x, n->im2col, B);
     /* a BatchNorm reading only this layer gets its batch sums from the GEMM's
@@ -3039,7 +3188,8 @@ static void cnn__conv_forward(cnn_node *n, int B) {
     cnn_node *bn = n->fuse.bn;
     const int stats = bn && cnn__bn_uses_batch(bn) && rows_path;
     if (bn) bn->stats_ready = stats;
-    cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL, !cnn__conv_direct(n) && rows_path ? &src : NULL);
+    cnn__linear_forward(n, M, K, A, W, stats ? bn->acc + 2 * n->units : NULL,
+                        !cnn__conv_direct(n) && rows_path ? &src : NULL);
 }
 
 static void cnn__conv_backward(cnn_node *n, int B) {
@@ -3099,7 +3249,8 @@ static void cnn__ref_conv_forward(cnn_node *n, int B) {
                         const float *xc = cnn__ref_at(n, in, x, b, oy, ox, ky, kx);
                         if (!xc) continue;
                         for (int c = 0; c < C; c++)
-                            for (int u = 0; u < U; u++) y[u] += xc[c] * W[((size_t)(ky * n->kw + kx) * C + c) * U + u];
+                            for (int u = 0; u < U; u++)
+                                y[u] += xc[c] * W[((size_t)(ky * n->kw + kx) * C + c) * U + u];
                     }
             }
     cnn__activate(n->out, (size_t)B * cnn__node_size(n), U, n->activation, n->alpha);
@@ -3111,10 +3262,12 @@ static void cnn__ref_conv_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const cnn_node *in = cnn__in(n, 0);
     const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off;
-    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
+    float *gW = n->trainable ? m->grads + n->p_off : NULL,
+          *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
     float *dx = cnn__in_grad_zeroed(n, 0, B);
     const int C = in->c, U = n->units;
-    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), U, cnn__grad_activation(n), n->alpha);
+    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), U, cnn__grad_activation(n),
+                           n->alpha);
     for (int b = 0; b < B; b++)
         for (int oy = 0; oy < n->h; oy++)
             for (int ox = 0; ox < n->w; ox++) {
@@ -3136,12 +3289,14 @@ static void cnn__ref_conv_backward(cnn_node *n, int B) {
             }
 }
 
-static cnn_node *cnn__rebuild_conv2d(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_conv2d(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                     const cnn__layer_record *L) {
     cnn_conv2d_opts o;
     memset(&o, 0, sizeof o);
     o.filters = L->units;
     o.kernel_size[0] = L->kh, o.kernel_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
-    o.padding = (cnn_padding)L->padding, o.activation = (cnn_activation_type)L->activation, o.alpha = L->alpha;
+    o.padding = (cnn_padding)L->padding, o.activation = (cnn_activation_type)L->activation,
+    o.alpha = L->alpha;
     o.no_bias = !L->use_bias, o.kernel_regularizer.l1 = L->l1, o.kernel_regularizer.l2 = L->l2, o.name = name;
     return cnn_conv2d_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
@@ -3159,8 +3314,14 @@ static void cnn__init_glorot(cnn_node *n, cnn__rng *r) {
 /* kernel, then bias (when used) */
 static int cnn__tensors_kernel_bias(const cnn_node *n, int t, cnn__tensor_ref *ref) {
     const size_t bias = n->p_count - n->kernel_count;
-    if (t == 0) { ref->name = "kernel", ref->state = 0, ref->offset = 0, ref->count = n->kernel_count; return 1; }
-    if (t == 1 && bias) { ref->name = "bias", ref->state = 0, ref->offset = n->kernel_count, ref->count = bias; return 1; }
+    if (t == 0) {
+        ref->name = "kernel", ref->state = 0, ref->offset = 0, ref->count = n->kernel_count;
+        return 1;
+    }
+    if (t == 1 && bias) {
+        ref->name = "bias", ref->state = 0, ref->offset = n->kernel_count, ref->count = bias;
+        return 1;
+    }
     return 0;
 }
 
@@ -3177,11 +3338,14 @@ static int cnn__buffers_conv2d(cnn_node *n, int B, size_t *scratch) {
 
 /* multiply-adds x 2 of the forward product for B samples (the backward pass
    does twice that: weight gradient and input gradient) */
-static double cnn__flop_linear(const cnn_node *n, int B) { return 2.0 * B * n->h * n->w * (double)n->kernel_count; }
+static double cnn__flop_linear(const cnn_node *n, int B) {
+    return 2.0 * B * n->h * n->w * (double)n->kernel_count;
+}
 
-static const cnn__layer_kind cnn__kind_conv2d = {cnn__conv_forward, cnn__conv_backward, cnn__ref_conv_forward,
-                                                 cnn__ref_conv_backward, cnn__rebuild_conv2d, cnn__init_glorot,
-                                                 cnn__tensors_kernel_bias, cnn__buffers_conv2d, cnn__flop_linear};
+static const cnn__layer_kind cnn__kind_conv2d = {
+    cnn__conv_forward,        cnn__conv_backward,  cnn__ref_conv_forward,
+    cnn__ref_conv_backward,   cnn__rebuild_conv2d, cnn__init_glorot,
+    cnn__tensors_kernel_bias, cnn__buffers_conv2d, cnn__flop_linear};
 
 /* ---- Dense -------------------------------------------------------------- */
 
@@ -3194,11 +3358,19 @@ CNN_IMPL cnn_node *cnn_dense_opt(cnn_model *m, cnn_node *x, const cnn_dense_opts
     n->alpha = o->alpha;
     n->use_bias = !o->no_bias;
     n->l1 = o->kernel_regularizer.l1; n->l2 = o->kernel_regularizer.l2;
-    if (n->units <= 0) { cnn_set_error(CNN_ERR_ARG, "Dense '%s': units must be > 0 (got %d)", n->name, n->units); return cnn__fail(n); }
-    if (cnn__check_activation(n->activation, &n->alpha, n->name) || cnn__check_regularizer(o->kernel_regularizer, n->name)) return cnn__fail(n);
+    if (n->units <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "Dense '%s': units must be > 0 (got %d)", n->name, n->units);
+        return cnn__fail(n);
+    }
+    if (cnn__check_activation(n->activation, &n->alpha, n->name) ||
+        cnn__check_regularizer(o->kernel_regularizer, n->name))
+        return cnn__fail(n);
     if (x->h != 1 || x->w != 1) {
         /* Keras applies Dense to the last axis of an image; we ask for an explicit Flatten */
-        cnn_set_error(CNN_ERR_SHAPE, "Dense '%s': input '%s' has shape %dx%dx%d; add a Flatten or GlobalAveragePooling2D between them", n->name, x->name, x->h, x->w, x->c);
+        cnn_set_error(
+            CNN_ERR_SHAPE,
+            "Dense '%s': input '%s' has shape %dx%dx%d; add a Flatten or GlobalAveragePooling2D between them",
+            n->name, x->name, x->h, x->w, x->c);
         return cnn__fail(n);
     }
     n->h = n->w = 1;
@@ -3229,7 +3401,8 @@ static void cnn__dense_backward(cnn_node *n, int B) {
     cnn__transpose(B, N, dy, dyT);
     cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0, NULL, NULL);
     for (int b = 0; b < B; b++)
-        for (int k = 0; k < K; k++) dx[(size_t)b * K + k] = (add ? dx[(size_t)b * K + k] : 0.0f) + dxT[(size_t)k * B + b];
+        for (int k = 0; k < K; k++)
+            dx[(size_t)b * K + k] = (add ? dx[(size_t)b * K + k] : 0.0f) + dxT[(size_t)k * B + b];
 }
 
 /* Dense: y[b][u] = act(bias[u] + sum over k of x[b][k] * W[k][u]), x flattened */
@@ -3251,7 +3424,8 @@ static void cnn__ref_dense_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const int K = (int)cnn__node_size(cnn__in(n, 0)), U = n->units;
     const float *x = cnn__in_out(n, 0), *W = m->params + n->p_off, *dz = n->dout;
-    float *gW = n->trainable ? m->grads + n->p_off : NULL, *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
+    float *gW = n->trainable ? m->grads + n->p_off : NULL,
+          *gb = gW && n->use_bias ? gW + n->kernel_count : NULL;
     float *dx = cnn__in_grad_zeroed(n, 0, B);
     cnn__activate_backward(n->out, n->dout, (size_t)B * U, U, cnn__grad_activation(n), n->alpha);
     for (int b = 0; b < B; b++)
@@ -3265,24 +3439,28 @@ static void cnn__ref_dense_backward(cnn_node *n, int B) {
         }
 }
 
-static cnn_node *cnn__rebuild_dense(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_dense(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                    const cnn__layer_record *L) {
     cnn_dense_opts o;
     memset(&o, 0, sizeof o);
-    o.units = L->units, o.activation = (cnn_activation_type)L->activation, o.alpha = L->alpha, o.no_bias = !L->use_bias;
+    o.units = L->units, o.activation = (cnn_activation_type)L->activation, o.alpha = L->alpha,
+    o.no_bias = !L->use_bias;
     o.kernel_regularizer.l1 = L->l1, o.kernel_regularizer.l2 = L->l2, o.name = name;
     return cnn_dense_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
 
 /* scratch: dy^T [N][B] and dx^T [K][B], and the bias gradient's partial sums */
 static int cnn__buffers_dense(cnn_node *n, int B, size_t *scratch) {
-    const size_t K = (size_t)cnn__in(n, 0)->c, need[2] = {(size_t)(CNN__CHUNKS + 1) * 4 * n->units, (K + n->units) * B};
+    const size_t K = (size_t)cnn__in(n, 0)->c,
+                 need[2] = {(size_t)(CNN__CHUNKS + 1) * 4 * n->units, (K + n->units) * B};
     for (int i = 0; i < 2; i++) *scratch = need[i] > *scratch ? need[i] : *scratch;
     return 1;
 }
 
-static const cnn__layer_kind cnn__kind_dense = {cnn__dense_forward, cnn__dense_backward, cnn__ref_dense_forward,
-                                                cnn__ref_dense_backward, cnn__rebuild_dense, cnn__init_glorot,
-                                                cnn__tensors_kernel_bias, cnn__buffers_dense, cnn__flop_linear};
+static const cnn__layer_kind cnn__kind_dense = {
+    cnn__dense_forward,       cnn__dense_backward, cnn__ref_dense_forward,
+    cnn__ref_dense_backward,  cnn__rebuild_dense,  cnn__init_glorot,
+    cnn__tensors_kernel_bias, cnn__buffers_dense,  cnn__flop_linear};
 
 /* ---- BatchNormalization (axis -1) --------------------------------------- */
 
@@ -3291,8 +3469,15 @@ CNN_IMPL cnn_node *cnn_batch_norm_opt(cnn_model *m, cnn_node *x, const cnn_batch
     if (!n) return NULL;
     n->momentum = o && o->momentum != 0.0f ? o->momentum : 0.99f;
     n->epsilon = o && o->epsilon != 0.0f ? o->epsilon : 1e-3f;
-    if (!(n->momentum >= 0.0f && n->momentum <= 1.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': momentum %g is not in [0, 1]", n->name, n->momentum); return cnn__fail(n); }
-    if (!(n->epsilon > 0.0f)) { cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': epsilon must be > 0", n->name); return cnn__fail(n); }
+    if (!(n->momentum >= 0.0f && n->momentum <= 1.0f)) {
+        cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': momentum %g is not in [0, 1]", n->name,
+                      n->momentum);
+        return cnn__fail(n);
+    }
+    if (!(n->epsilon > 0.0f)) {
+        cnn_set_error(CNN_ERR_ARG, "BatchNormalization '%s': epsilon must be > 0", n->name);
+        return cnn__fail(n);
+    }
     n->h = x->h; n->w = x->w; n->c = x->c;
     n->p_count = 2 * (size_t)n->c;   /* gamma, beta */
     n->s_count = 2 * (size_t)n->c;   /* moving mean, moving variance */
@@ -3366,7 +3551,8 @@ static void cnn__bn_pool_scatter(const cnn_node *n, const cnn_node *pool, int B,
             for (int ox = 0; ox < pool->w; ox++) {
                 const size_t o = (((size_t)b * pool->h + oy) * pool->w + ox) * C;
                 for (int c = 0; c < C; c++)
-                    dx[(size_t)b * per_in + cnn__window_offset(pool, n->w, oy, ox, cnn__argmax_cell(pool, o + c)) + c] +=
+                    dx[(size_t)b * per_in +
+                       cnn__window_offset(pool, n->w, oy, ox, cnn__argmax_cell(pool, o + c)) + c] +=
                         k[c] * pool->dout[o + c];
             }
 }
@@ -3375,9 +3561,11 @@ static void cnn__bn_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const int C = n->c;
     const size_t M = (size_t)B * n->h * n->w;
-    const float *gamma = m->params + n->p_off, *mean = n->stat, *inv = n->stat + C, *x = cnn__in_out(n, 0), *dy = n->dout;
+    const float *gamma = m->params + n->p_off, *mean = n->stat, *inv = n->stat + C, *x = cnn__in_out(n, 0),
+                *dy = n->dout;
     const cnn_node *pool = n->fuse.pool;
-    const int deferred = cnn__in(n, 0)->fuse.bn == n && cnn__in(n, 0)->fuse.bn_input_grad && cnn__bn_uses_batch(n);
+    const int deferred = cnn__in(n, 0)->fuse.bn == n && cnn__in(n, 0)->fuse.bn_input_grad &&
+                         cnn__bn_uses_batch(n);
     int add = 0;
     float *dx = deferred ? NULL : cnn__in_grad(n, 0, &add); /* deferred: the Conv2D makes dx */
     if (!cnn__bn_uses_batch(n)) { /* frozen or inference: an affine map */
@@ -3390,7 +3578,8 @@ static void cnn__bn_backward(cnn_node *n, int B) {
             return;
         }
         for (size_t r = 0; r < M; r++)
-            for (int c = 0; c < C; c++) dx[r * C + c] = (add ? dx[r * C + c] : 0.0f) + dy[r * C + c] * gamma[c] * inv[c];
+            for (int c = 0; c < C; c++)
+                dx[r * C + c] = (add ? dx[r * C + c] : 0.0f) + dy[r * C + c] * gamma[c] * inv[c];
         return;
     }
     double *s = n->acc; /* sum dy, sum dy*xhat, with xhat = (x - mean) * inv */
@@ -3452,7 +3641,8 @@ static void cnn__ref_bn_forward(cnn_node *n, int B) {
             mean[c] = mmean[c];
             inv[c] = 1.0f / sqrtf(mvar[c] + n->epsilon);
         }
-        for (size_t r = 0; r < M; r++) n->out[r * C + c] = gamma[c] * (x[r * C + c] - mean[c]) * inv[c] + beta[c];
+        for (size_t r = 0; r < M; r++)
+            n->out[r * C + c] = gamma[c] * (x[r * C + c] - mean[c]) * inv[c] + beta[c];
     }
 }
 
@@ -3464,7 +3654,8 @@ static void cnn__ref_bn_backward(cnn_node *n, int B) {
     cnn_model *m = n->model;
     const int C = n->c;
     const size_t M = (size_t)B * n->h * n->w;
-    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *dy = n->dout, *mean = n->stat, *inv = n->stat + C;
+    const float *x = cnn__in_out(n, 0), *gamma = m->params + n->p_off, *dy = n->dout, *mean = n->stat,
+                *inv = n->stat + C;
     int add;
     float *dx = cnn__in_grad(n, 0, &add);
     for (int c = 0; c < C; c++) {
@@ -3487,7 +3678,8 @@ static void cnn__ref_bn_backward(cnn_node *n, int B) {
     }
 }
 
-static cnn_node *cnn__rebuild_bn(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_bn(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                 const cnn__layer_record *L) {
     cnn_batch_norm_opts o = {L->momentum, L->epsilon, name};
     return cnn_batch_norm_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
@@ -3503,7 +3695,8 @@ static void cnn__init_bn(cnn_node *n, cnn__rng *r) {
 static int cnn__tensors_bn(const cnn_node *n, int t, cnn__tensor_ref *ref) {
     static const char *names[4] = {"gamma", "beta", "moving_mean", "moving_variance"};
     if (t < 0 || t > 3) return 0;
-    ref->name = names[t], ref->state = t >= 2, ref->offset = (size_t)(t % 2) * n->c, ref->count = (size_t)n->c;
+    ref->name = names[t], ref->state = t >= 2, ref->offset = (size_t)(t % 2) * n->c,
+    ref->count = (size_t)n->c;
     return 1;
 }
 
@@ -3516,8 +3709,9 @@ static int cnn__buffers_bn(cnn_node *n, int B, size_t *scratch) {
     return n->stat && n->acc && n->coef;
 }
 
-static const cnn__layer_kind cnn__kind_bn = {cnn__bn_forward, cnn__bn_backward, cnn__ref_bn_forward, cnn__ref_bn_backward,
-                                             cnn__rebuild_bn, cnn__init_bn, cnn__tensors_bn, cnn__buffers_bn, NULL};
+static const cnn__layer_kind cnn__kind_bn = {cnn__bn_forward,      cnn__bn_backward, cnn__ref_bn_forward,
+                                             cnn__ref_bn_backward, cnn__rebuild_bn,  cnn__init_bn,
+                                             cnn__tensors_bn,      cnn__buffers_bn,  NULL};
 
 /* ---- MaxPooling2D ------------------------------------------------------- */
 
@@ -3530,39 +3724,50 @@ static cnn_node *cnn__pool(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o, 
     n->sh = o && o->strides[0] ? o->strides[0] : n->kh;
     n->sw = o && o->strides[1] ? o->strides[1] : n->kw;
     n->padding = o ? o->padding : CNN_VALID;
-    if (n->kh <= 0 || n->kw <= 0 || n->sh <= 0 || n->sw <= 0) { cnn_set_error(CNN_ERR_ARG, "%s '%s': pool_size and strides must be positive", kind, n->name); return cnn__fail(n); }
-    if (type == CNN__MAX_POOL && (long long)n->kh * n->kw > 65536) { /* see cnn__argmax_cell */
-        cnn_set_error(CNN_ERR_ARG, "%s '%s': a window of %dx%d is more than 65536 cells", kind, n->name, n->kh, n->kw);
+    if (n->kh <= 0 || n->kw <= 0 || n->sh <= 0 || n->sw <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s '%s': pool_size and strides must be positive", kind, n->name);
         return cnn__fail(n);
     }
-    if (n->padding != CNN_VALID && n->padding != CNN_SAME) { cnn_set_error(CNN_ERR_ARG, "%s '%s': padding must be CNN_VALID or CNN_SAME", kind, n->name); return cnn__fail(n); }
+    if (type == CNN__MAX_POOL && (long long)n->kh * n->kw > 65536) { /* see cnn__argmax_cell */
+        cnn_set_error(CNN_ERR_ARG, "%s '%s': a window of %dx%d is more than 65536 cells", kind, n->name,
+                      n->kh, n->kw);
+        return cnn__fail(n);
+    }
+    if (n->padding != CNN_VALID && n->padding != CNN_SAME) {
+        cnn_set_error(CNN_ERR_ARG, "%s '%s': padding must be CNN_VALID or CNN_SAME", kind, n->name);
+        return cnn__fail(n);
+    }
     n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
     n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
     n->c = x->c;
     if (n->h <= 0 || n->w <= 0) {
-        cnn_set_error(CNN_ERR_SHAPE, "%s '%s': window %dx%d does not fit input '%s' of %dx%dx%d", kind, n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
+        cnn_set_error(CNN_ERR_SHAPE, "%s '%s': window %dx%d does not fit input '%s' of %dx%dx%d", kind,
+                      n->name, n->kh, n->kw, x->name, x->h, x->w, x->c);
         return cnn__fail(n);
     }
     return cnn__push(m, n);
 }
 
-CNN_IMPL cnn_node *cnn_max_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__MAX_POOL); }
+CNN_IMPL cnn_node *cnn_max_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) {
+    return cnn__pool(m, x, o, CNN__MAX_POOL);
+}
 
 /* One 2x2 window lying inside the input, all C channels: y [C] the maximum of
    the cells x0, x1 = x0 + C (the window's top row), x2, x3 = x2 + C (its
    bottom row), am [C] the first cell holding it (0 to 3, see cnn__argmax_cell)
    and, when xm is not NULL, xm [C] the input there; BatchNorm's x * k + shift
    applied first when k is not NULL. One pass with everything in registers. */
-static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0, const float *CNN__RESTRICT x2,
-                                            const float *CNN__RESTRICT k, const float *CNN__RESTRICT shift,
-                                            float *CNN__RESTRICT y, unsigned char *CNN__RESTRICT am,
-                                            float *CNN__RESTRICT xm) {
+static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0,
+                                            const float *CNN__RESTRICT x2, const float *CNN__RESTRICT k,
+                                            const float *CNN__RESTRICT shift, float *CNN__RESTRICT y,
+                                            unsigned char *CNN__RESTRICT am, float *CNN__RESTRICT xm) {
     const float *CNN__RESTRICT x1 = x0 + C, *CNN__RESTRICT x3 = x2 + C;
     for (int c = 0; c < C; c++) {
         const float v0 = k ? x0[c] * k[c] + shift[c] : x0[c], v1 = k ? x1[c] * k[c] + shift[c] : x1[c];
         const float v2 = k ? x2[c] * k[c] + shift[c] : x2[c], v3 = k ? x3[c] * k[c] + shift[c] : x3[c];
         float best = v0, raw = x0[c];
-        float at = 0; /* the cell as a float: gcc makes int selects of 0..3 into branches, and stops vectorizing */
+        float at =
+            0; /* the cell as a float: gcc makes int selects of 0..3 into branches, and stops vectorizing */
         at = v1 > best ? 1.0f : at; raw = v1 > best ? x1[c] : raw; best = v1 > best ? v1 : best;
         at = v2 > best ? 2.0f : at; raw = v2 > best ? x2[c] : raw; best = v2 > best ? v2 : best;
         at = v3 > best ? 3.0f : at; raw = v3 > best ? x3[c] : raw; best = v3 > best ? v3 : best;
@@ -3575,8 +3780,9 @@ static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0
 /* One window of any shape, padding skipped, as cnn__max_2x2: the cells go to
    the pool's argmax from element `at` on, xm [C] as there. Channels 64 at a
    time, their cells on the stack. */
-static void cnn__max_window(cnn_node *n, const float *CNN__RESTRICT xb, int H, int W, int oy, int ox, const float *k,
-                            const float *shift, float *CNN__RESTRICT y, size_t at, float *CNN__RESTRICT xm) {
+static void cnn__max_window(cnn_node *n, const float *CNN__RESTRICT xb, int H, int W, int oy, int ox,
+                            const float *k, const float *shift, float *CNN__RESTRICT y, size_t at,
+                            float *CNN__RESTRICT xm) {
     const int C = n->c;
     for (int c0 = 0; c0 < C; c0 += 64) {
         const int cn = C - c0 < 64 ? C - c0 : 64;
@@ -3589,7 +3795,10 @@ static void cnn__max_window(cnn_node *n, const float *CNN__RESTRICT xb, int H, i
                 if (ix < 0 || ix >= W) continue;
                 const float *CNN__RESTRICT xc = xb + ((size_t)iy * W + ix) * C + c0;
                 if (first) { /* the window's first cell seeds the maximum (NaN included) */
-                    for (int c = 0; c < cn; c++) { y[c0 + c] = k ? xc[c] * k[c0 + c] + shift[c0 + c] : xc[c]; cell[c] = here; }
+                    for (int c = 0; c < cn; c++) {
+                        y[c0 + c] = k ? xc[c] * k[c0 + c] + shift[c0 + c] : xc[c];
+                        cell[c] = here;
+                    }
                     first = 0;
                     continue;
                 }
@@ -3602,7 +3811,8 @@ static void cnn__max_window(cnn_node *n, const float *CNN__RESTRICT xb, int H, i
             }
         }
         for (int c = 0; c < cn; c++) {
-            if (cnn__argmax_wide(n)) ((unsigned short *)(void *)n->argmax)[at + c0 + c] = (unsigned short)cell[c];
+            if (cnn__argmax_wide(n))
+                ((unsigned short *)(void *)n->argmax)[at + c0 + c] = (unsigned short)cell[c];
             else n->argmax[at + c0 + c] = (unsigned char)cell[c];
             if (xm) xm[c0 + c] = xb[cnn__window_offset(n, W, oy, ox, cell[c]) + c0 + c];
         }
@@ -3630,7 +3840,8 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
             const int iy = oy * n->sh - n->pad_top, ix = ox * n->sw - n->pad_left;
             if (n->kh == 2 && n->kw == 2 && iy >= 0 && iy + 2 <= H && ix >= 0 && ix + 2 <= W) {
                 const float *x0 = xb + ((size_t)iy * W + ix) * C, *x2 = x0 + (size_t)W * C;
-                if (k && xm) cnn__max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, xm); /* each case inlined apart */
+                /* each case inlined apart */
+                if (k && xm) cnn__max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, xm);
                 else if (k) cnn__max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, NULL);
                 else cnn__max_2x2(C, x0, x2, NULL, NULL, n->out + o, n->argmax + o, NULL);
             } else {
@@ -3648,7 +3859,8 @@ static void cnn__maxpool_backward(cnn_node *n, int B) {
     int add;
     float *dx = cnn__in_grad(n, 0, &add);
     if (!dx) return;
-    if (!add && n->sh == n->kh && n->sw == n->kw && n->padding == CNN_VALID && in->h == n->h * n->kh && W == n->w * n->kw) {
+    if (!add && n->sh == n->kh && n->sw == n->kw && n->padding == CNN_VALID && in->h == n->h * n->kh &&
+        W == n->w * n->kw) {
         /* the windows tile the input: write every input once, the maximum its
            gradient and the rest zero, instead of clearing and scattering */
 CNN__PARALLEL_FOR((long long)B * per_in)
@@ -3672,13 +3884,15 @@ CNN__PARALLEL_FOR((long long)B * per_out)
             for (int ox = 0; ox < n->w; ox++) {
                 const size_t o = (size_t)b * per_out + ((size_t)oy * n->w + ox) * C;
                 for (int c = 0; c < C; c++)
-                    dx[(size_t)b * per_in + cnn__window_offset(n, W, oy, ox, cnn__argmax_cell(n, o + c)) + c] += n->dout[o + c];
+                    dx[(size_t)b * per_in + cnn__window_offset(n, W, oy, ox, cnn__argmax_cell(n, o + c)) +
+                       c] += n->dout[o + c];
             }
 }
 
 /* MaxPooling2D: y = the largest input in the window (its first cell on ties;
    padding cells take no part); the gradient goes to that cell alone. */
-static int cnn__ref_max_cell(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox, int c) {
+static int cnn__ref_max_cell(const cnn_node *n, const cnn_node *in, const float *x, int b, int oy, int ox,
+                             int c) {
     int best = -1;
     float v = 0;
     for (int cell = 0; cell < n->kh * n->kw; cell++) {
@@ -3716,15 +3930,16 @@ static void cnn__ref_maxpool_backward(cnn_node *n, int B) {
                 }
 }
 
-static cnn_node *cnn__rebuild_pool(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L,
-                                   int type) {
+static cnn_node *cnn__rebuild_pool(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                   const cnn__layer_record *L, int type) {
     cnn_pool2d_opts o;
     memset(&o, 0, sizeof o);
     o.pool_size[0] = L->kh, o.pool_size[1] = L->kw, o.strides[0] = L->sh, o.strides[1] = L->sw;
     o.padding = (cnn_padding)L->padding, o.name = name;
     return cnn__pool(m, n_in > 0 ? ins[0] : NULL, &o, type);
 }
-static cnn_node *cnn__rebuild_maxpool(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_maxpool(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                      const cnn__layer_record *L) {
     return cnn__rebuild_pool(m, name, ins, n_in, L, CNN__MAX_POOL);
 }
 
@@ -3737,13 +3952,21 @@ static int cnn__buffers_maxpool(cnn_node *n, int B, size_t *scratch) {
     return n->argmax && (n->x_at_max || !cnn__in(n, 0)->fuse.pool);
 }
 
-static const cnn__layer_kind cnn__kind_maxpool = {cnn__maxpool_forward, cnn__maxpool_backward, cnn__ref_maxpool_forward,
-                                                  cnn__ref_maxpool_backward, cnn__rebuild_maxpool, NULL, NULL,
-                                                  cnn__buffers_maxpool, NULL};
+static const cnn__layer_kind cnn__kind_maxpool = {cnn__maxpool_forward,
+                                                  cnn__maxpool_backward,
+                                                  cnn__ref_maxpool_forward,
+                                                  cnn__ref_maxpool_backward,
+                                                  cnn__rebuild_maxpool,
+                                                  NULL,
+                                                  NULL,
+                                                  cnn__buffers_maxpool,
+                                                  NULL};
 
 /* ---- AveragePooling2D --------------------------------------------------- */
 
-CNN_IMPL cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) { return cnn__pool(m, x, o, CNN__AVG_POOL); }
+CNN_IMPL cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o) {
+    return cnn__pool(m, x, o, CNN__AVG_POOL);
+}
 
 /* number of window cells inside the input (Keras' average excludes padding) */
 static int cnn__avg_count(const cnn_node *n, const cnn_node *in, int oy, int ox) {
@@ -3789,7 +4012,8 @@ static void cnn__avgpool_forward(cnn_node *n, int B) { cnn__avgpool_pass(n, B, 0
 
 static void cnn__avgpool_backward(cnn_node *n, int B) { cnn__avgpool_pass(n, B, 1); }
 
-static cnn_node *cnn__rebuild_avgpool(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_avgpool(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                      const cnn__layer_record *L) {
     return cnn__rebuild_pool(m, name, ins, n_in, L, CNN__AVG_POOL);
 }
 
@@ -3828,17 +4052,19 @@ static void cnn__gap_backward(cnn_node *n, int B) {
     if (!dx) return;
     for (int b = 0; b < B; b++)
         for (size_t p = 0; p < P; p++)
-            for (int c = 0; c < C; c++) dx[((size_t)b * P + p) * C + c] += n->dout[(size_t)b * C + c] / (float)P;
+            for (int c = 0; c < C; c++)
+                dx[((size_t)b * P + p) * C + c] += n->dout[(size_t)b * C + c] / (float)P;
 }
 
-static cnn_node *cnn__rebuild_gap(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_gap(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                  const cnn__layer_record *L) {
     cnn_name_opts o = {name};
     (void)L;
     return cnn_global_avg_pool2d_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
 
-static const cnn__layer_kind cnn__kind_gap = {cnn__gap_forward, cnn__gap_backward, NULL, NULL, cnn__rebuild_gap,
-                                              NULL, NULL, NULL, NULL};
+static const cnn__layer_kind cnn__kind_gap = {
+    cnn__gap_forward, cnn__gap_backward, NULL, NULL, cnn__rebuild_gap, NULL, NULL, NULL, NULL};
 
 /* ---- Flatten ------------------------------------------------------------ */
 
@@ -3850,7 +4076,8 @@ CNN_IMPL cnn_node *cnn_flatten_opt(cnn_model *m, cnn_node *x, const cnn_name_opt
     return cnn__push(m, n);
 }
 
-static cnn_node *cnn__rebuild_flatten(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_flatten(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                      const cnn__layer_record *L) {
     cnn_name_opts o = {name};
     (void)L;
     return cnn_flatten_opt(m, n_in > 0 ? ins[0] : NULL, &o);
@@ -3865,7 +4092,10 @@ CNN_IMPL cnn_node *cnn_dropout_opt(cnn_model *m, cnn_node *x, const cnn_dropout_
     cnn_node *n = cnn__new_node(m, CNN__DROPOUT, &x, 1, o ? o->name : NULL);
     if (!n) return NULL;
     n->rate = o ? o->rate : 0.0f;
-    if (!(n->rate >= 0.0f && n->rate < 1.0f)) { cnn_set_error(CNN_ERR_ARG, "Dropout '%s': rate %g is not in [0, 1)", n->name, n->rate); return cnn__fail(n); }
+    if (!(n->rate >= 0.0f && n->rate < 1.0f)) {
+        cnn_set_error(CNN_ERR_ARG, "Dropout '%s': rate %g is not in [0, 1)", n->name, n->rate);
+        return cnn__fail(n);
+    }
     n->h = x->h; n->w = x->w; n->c = x->c;
     return cnn__push(m, n);
 }
@@ -3902,7 +4132,8 @@ CNN__PARALLEL_FOR(count)
     for (long long k = 0; k < count; k++) dx[k] = (add ? dx[k] : 0.0f) + n->dout[k] * n->mask[k];
 }
 
-static cnn_node *cnn__rebuild_dropout(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_dropout(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                      const cnn__layer_record *L) {
     cnn_dropout_opts o = {L->rate, name};
     return cnn_dropout_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
@@ -3914,8 +4145,15 @@ static int cnn__buffers_dropout(cnn_node *n, int B, size_t *scratch) {
     return n->mask != NULL;
 }
 
-static const cnn__layer_kind cnn__kind_dropout = {cnn__dropout_forward, cnn__dropout_backward, NULL, NULL,
-                                                  cnn__rebuild_dropout, NULL, NULL, cnn__buffers_dropout, NULL};
+static const cnn__layer_kind cnn__kind_dropout = {cnn__dropout_forward,
+                                                  cnn__dropout_backward,
+                                                  NULL,
+                                                  NULL,
+                                                  cnn__rebuild_dropout,
+                                                  NULL,
+                                                  NULL,
+                                                  cnn__buffers_dropout,
+                                                  NULL};
 
 /* ---- Activation --------------------------------------------------------- */
 
@@ -3935,7 +4173,8 @@ static void cnn__activation_forward(cnn_node *n, int B) {
 }
 
 static void cnn__activation_backward(cnn_node *n, int B) {
-    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), n->c, cnn__grad_activation(n), n->alpha);
+    cnn__activate_backward(n->out, n->dout, (size_t)B * cnn__node_size(n), n->c, cnn__grad_activation(n),
+                           n->alpha);
     cnn__pass_backward(n, B, 0);
 }
 
@@ -3945,15 +4184,25 @@ static cnn_node *cnn__rebuild_activation(cnn_model *m, const char *name, cnn_nod
     return cnn_activation_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
 
-static const cnn__layer_kind cnn__kind_activation = {cnn__activation_forward, cnn__activation_backward, NULL, NULL,
-                                                     cnn__rebuild_activation, NULL, NULL, NULL, NULL};
+static const cnn__layer_kind cnn__kind_activation = {cnn__activation_forward,
+                                                     cnn__activation_backward,
+                                                     NULL,
+                                                     NULL,
+                                                     cnn__rebuild_activation,
+                                                     NULL,
+                                                     NULL,
+                                                     NULL,
+                                                     NULL};
 
 /* ---- Add ---------------------------------------------------------------- */
 
-static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, const cnn_name_opts *o, int type) {
+static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, const cnn_name_opts *o,
+                            int type) {
     const char *kind = cnn__type_names[type];
     if (!inputs || count < 2) {
-        if (m) cnn_set_error(CNN_ERR_ARG, "%s '%s': needs a list of at least 2 inputs (got %d)", kind, o && o->name ? o->name : cnn__auto_names[type], inputs ? count : 0);
+        if (m)
+            cnn_set_error(CNN_ERR_ARG, "%s '%s': needs a list of at least 2 inputs (got %d)", kind,
+                          o && o->name ? o->name : cnn__auto_names[type], inputs ? count : 0);
         else cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", kind);
         return NULL;
     }
@@ -3963,9 +4212,12 @@ static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, co
     n->h = a->h; n->w = a->w; n->c = a->c;
     for (int i = 1; i < count; i++) {
         const cnn_node *b = inputs[i];
-        int same = type == CNN__ADD ? (b->h == a->h && b->w == a->w && b->c == a->c) : (b->h == a->h && b->w == a->w);
+        int same = type == CNN__ADD ? (b->h == a->h && b->w == a->w && b->c == a->c)
+                                    : (b->h == a->h && b->w == a->w);
         if (!same) {
-            cnn_set_error(CNN_ERR_SHAPE, "%s '%s': input '%s' (%dx%dx%d) does not match input '%s' (%dx%dx%d)", kind, n->name, a->name, a->h, a->w, a->c, b->name, b->h, b->w, b->c);
+            cnn_set_error(CNN_ERR_SHAPE,
+                          "%s '%s': input '%s' (%dx%dx%d) does not match input '%s' (%dx%dx%d)", kind,
+                          n->name, a->name, a->h, a->w, a->c, b->name, b->h, b->w, b->c);
             return cnn__fail(n);
         }
         if (type == CNN__CONCAT) n->c += b->c;
@@ -3973,7 +4225,9 @@ static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, co
     return cnn__push(m, n);
 }
 
-CNN_IMPL cnn_node *cnn_add_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__ADD); }
+CNN_IMPL cnn_node *cnn_add_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) {
+    return cnn__merge(m, inputs, n, o, CNN__ADD);
+}
 
 static void cnn__add_forward(cnn_node *n, int B) {
     const long long count = (long long)B * (long long)cnn__node_size(n);
@@ -3989,18 +4243,21 @@ static void cnn__add_backward(cnn_node *n, int B) {
     for (int i = 0; i < n->n_inputs; i++) cnn__pass_backward(n, B, i);
 }
 
-static cnn_node *cnn__rebuild_add(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_add(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                  const cnn__layer_record *L) {
     cnn_name_opts o = {name};
     (void)L;
     return cnn_add_opt(m, ins, n_in, &o);
 }
 
-static const cnn__layer_kind cnn__kind_add = {cnn__add_forward, cnn__add_backward, NULL, NULL, cnn__rebuild_add,
-                                              NULL, NULL, NULL, NULL};
+static const cnn__layer_kind cnn__kind_add = {
+    cnn__add_forward, cnn__add_backward, NULL, NULL, cnn__rebuild_add, NULL, NULL, NULL, NULL};
 
 /* ---- Concatenate -------------------------------------------------------- */
 
-CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) { return cnn__merge(m, inputs, n, o, CNN__CONCAT); }
+CNN_IMPL cnn_node *cnn_concatenate_opt(cnn_model *m, cnn_node *const *inputs, int n, const cnn_name_opts *o) {
+    return cnn__merge(m, inputs, n, o, CNN__CONCAT);
+}
 
 /* forward copies each input's channels into its slice; backward adds them back */
 static void cnn__concat_pass(cnn_node *n, int B, int backward) {
@@ -4012,10 +4269,12 @@ static void cnn__concat_pass(cnn_node *n, int B, int backward) {
         int add = 0;
         float *dx = backward ? cnn__in_grad(n, i, &add) : NULL;
         if (!backward)
-            for (size_t p = 0; p < P; p++) memcpy(n->out + p * n->c + c0, x + p * ci, (size_t)ci * sizeof(float));
+            for (size_t p = 0; p < P; p++)
+                memcpy(n->out + p * n->c + c0, x + p * ci, (size_t)ci * sizeof(float));
         else if (dx)
             for (size_t p = 0; p < P; p++)
-                for (int c = 0; c < ci; c++) dx[p * ci + c] = (add ? dx[p * ci + c] : 0.0f) + n->dout[p * n->c + c0 + c];
+                for (int c = 0; c < ci; c++)
+                    dx[p * ci + c] = (add ? dx[p * ci + c] : 0.0f) + n->dout[p * n->c + c0 + c];
         c0 += ci;
     }
 }
@@ -4024,7 +4283,8 @@ static void cnn__concat_forward(cnn_node *n, int B) { cnn__concat_pass(n, B, 0);
 
 static void cnn__concat_backward(cnn_node *n, int B) { cnn__concat_pass(n, B, 1); }
 
-static cnn_node *cnn__rebuild_concat(cnn_model *m, const char *name, cnn_node **ins, int n_in, const cnn__layer_record *L) {
+static cnn_node *cnn__rebuild_concat(cnn_model *m, const char *name, cnn_node **ins, int n_in,
+                                     const cnn__layer_record *L) {
     cnn_name_opts o = {name};
     (void)L;
     return cnn_concatenate_opt(m, ins, n_in, &o);
@@ -4041,7 +4301,8 @@ CNN_IMPL cnn_node *cnn_zero_padding2d_opt(cnn_model *m, cnn_node *x, const cnn_z
     cnn_node *n = cnn__new_node(m, CNN__ZERO_PADDING, &x, 1, o ? o->name : NULL);
     if (!n) return NULL;
     int pad[4] = {1, 1, 1, 1}; /* top, bottom, left, right */
-    if (o && (o->padding[0] || o->padding[1] || o->padding[2] || o->padding[3])) memcpy(pad, o->padding, sizeof pad);
+    if (o && (o->padding[0] || o->padding[1] || o->padding[2] || o->padding[3]))
+        memcpy(pad, o->padding, sizeof pad);
     for (int i = 0; i < 4; i++)
         if (pad[i] < 0 || pad[i] > 65535) {
             cnn_set_error(CNN_ERR_ARG, "ZeroPadding2D '%s': padding %d is not in 0..65535", n->name, pad[i]);
@@ -4049,7 +4310,8 @@ CNN_IMPL cnn_node *cnn_zero_padding2d_opt(cnn_model *m, cnn_node *x, const cnn_z
         }
     const long long h = (long long)x->h + pad[0] + pad[1], w = (long long)x->w + pad[2] + pad[3];
     if (h * w * x->c > INT_MAX) {
-        cnn_set_error(CNN_ERR_SHAPE, "ZeroPadding2D '%s': %lldx%lldx%d values per sample are too many", n->name, h, w, x->c);
+        cnn_set_error(CNN_ERR_SHAPE, "ZeroPadding2D '%s': %lldx%lldx%d values per sample are too many",
+                      n->name, h, w, x->c);
         return cnn__fail(n);
     }
     n->kh = pad[0], n->kw = pad[2];
@@ -4066,8 +4328,8 @@ static void cnn__zero_padding_forward(cnn_node *n, int B) {
     CNN__PARALLEL_FOR((long long)B * cnn__node_size(n))
     for (int b = 0; b < B; b++)
         for (int i = 0; i < in->h; i++)
-            memcpy(n->out + (((size_t)b * n->h + n->kh + i) * n->w + n->kw) * n->c, x + ((size_t)b * in->h + i) * row,
-                   row * sizeof(float));
+            memcpy(n->out + (((size_t)b * n->h + n->kh + i) * n->w + n->kw) * n->c,
+                   x + ((size_t)b * in->h + i) * row, row * sizeof(float));
 }
 
 /* dx[b][i][j][c] (+)= dy[b][top + i][left + j][c]: the border's gradient goes nowhere */
@@ -4098,15 +4360,23 @@ static cnn_node *cnn__rebuild_zero_padding(cnn_model *m, const char *name, cnn_n
     o.name = name;
     cnn_node *n = cnn_zero_padding2d_opt(m, x, &o);
     if (n && (n->h != L->h || n->w != L->w)) { /* a record of all-zero padding reads as the default 1 */
-        cnn_set_error(CNN_ERR_FORMAT, "ZeroPadding2D '%s': the record's shape %dx%d does not follow from its input", name,
+        cnn_set_error(CNN_ERR_FORMAT,
+                      "ZeroPadding2D '%s': the record's shape %dx%d does not follow from its input", name,
                       L->h, L->w);
         return NULL;
     }
     return n;
 }
 
-static const cnn__layer_kind cnn__kind_zero_padding = {cnn__zero_padding_forward, cnn__zero_padding_backward, NULL,
-                                                       NULL, cnn__rebuild_zero_padding, NULL, NULL, NULL, NULL};
+static const cnn__layer_kind cnn__kind_zero_padding = {cnn__zero_padding_forward,
+                                                       cnn__zero_padding_backward,
+                                                       NULL,
+                                                       NULL,
+                                                       cnn__rebuild_zero_padding,
+                                                       NULL,
+                                                       NULL,
+                                                       NULL,
+                                                       NULL};
 
 /* ---- UpSampling2D (nearest) --------------------------------------------- */
 /* kh, kw hold the factors of rows and columns. */
@@ -4117,12 +4387,14 @@ CNN_IMPL cnn_node *cnn_up_sampling2d_opt(cnn_model *m, cnn_node *x, const cnn_up
     n->kh = o && o->size[0] ? o->size[0] : 2;
     n->kw = o && o->size[1] ? o->size[1] : 2;
     if (n->kh < 1 || n->kw < 1 || n->kh > 65535 || n->kw > 65535) {
-        cnn_set_error(CNN_ERR_ARG, "UpSampling2D '%s': size %dx%d must be in 1..65535", n->name, n->kh, n->kw);
+        cnn_set_error(CNN_ERR_ARG, "UpSampling2D '%s': size %dx%d must be in 1..65535", n->name, n->kh,
+                      n->kw);
         return cnn__fail(n);
     }
     const long long h = (long long)x->h * n->kh, w = (long long)x->w * n->kw;
     if (h * w * x->c > INT_MAX) {
-        cnn_set_error(CNN_ERR_SHAPE, "UpSampling2D '%s': %lldx%lldx%d values per sample are too many", n->name, h, w, x->c);
+        cnn_set_error(CNN_ERR_SHAPE, "UpSampling2D '%s': %lldx%lldx%d values per sample are too many",
+                      n->name, h, w, x->c);
         return cnn__fail(n);
     }
     n->h = (int)h, n->w = (int)w, n->c = x->c;
@@ -4139,7 +4411,8 @@ static void cnn__up_sampling_forward(cnn_node *n, int B) {
         for (int i = 0; i < n->h; i++)
             for (int j = 0; j < n->w; j++)
                 memcpy(n->out + (((size_t)b * n->h + i) * n->w + j) * C,
-                       x + (((size_t)b * in->h + i / n->kh) * in->w + j / n->kw) * C, (size_t)C * sizeof(float));
+                       x + (((size_t)b * in->h + i / n->kh) * in->w + j / n->kw) * C,
+                       (size_t)C * sizeof(float));
 }
 
 /* dx[b][i][j][c] (+)= the sum of dy over the kh x kw block that repeats it,
@@ -4159,7 +4432,8 @@ static void cnn__up_sampling_backward(cnn_node *n, int B) {
                     float sum = 0;
                     for (int p = 0; p < n->kh; p++)
                         for (int q = 0; q < n->kw; q++)
-                            sum += n->dout[(((size_t)b * n->h + i * n->kh + p) * n->w + j * n->kw + q) * C + c];
+                            sum +=
+                                n->dout[(((size_t)b * n->h + i * n->kh + p) * n->w + j * n->kw + q) * C + c];
                     d[c] = (add ? d[c] : 0.0f) + sum;
                 }
             }
@@ -4171,8 +4445,15 @@ static cnn_node *cnn__rebuild_up_sampling(cnn_model *m, const char *name, cnn_no
     return cnn_up_sampling2d_opt(m, n_in > 0 ? ins[0] : NULL, &o);
 }
 
-static const cnn__layer_kind cnn__kind_up_sampling = {cnn__up_sampling_forward, cnn__up_sampling_backward, NULL, NULL,
-                                                      cnn__rebuild_up_sampling, NULL, NULL, NULL, NULL};
+static const cnn__layer_kind cnn__kind_up_sampling = {cnn__up_sampling_forward,
+                                                      cnn__up_sampling_backward,
+                                                      NULL,
+                                                      NULL,
+                                                      cnn__rebuild_up_sampling,
+                                                      NULL,
+                                                      NULL,
+                                                      NULL,
+                                                      NULL};
 
 /* ---- the table: the kinds in CNN__LAYER_KINDS' order --------------------- */
 
@@ -4222,8 +4503,9 @@ static void cnn__plan_fusion(cnn_model *m) {
             bn->type != CNN__BATCH_NORM)
             continue;
         n->fuse.bn = bn;
-        n->fuse.bn_input_grad = pool && pool->sh == pool->kh && pool->sw == pool->kw && pool->padding == CNN_VALID &&
-                                !cnn__argmax_wide(pool) && n->w < 65536; /* see cnn__pool_cells */
+        n->fuse.bn_input_grad = pool && pool->sh == pool->kh && pool->sw == pool->kw &&
+                                pool->padding == CNN_VALID && !cnn__argmax_wide(pool) &&
+                                n->w < 65536 /* see cnn__pool_cells */;
     }
 #endif
 }
@@ -4231,11 +4513,17 @@ static void cnn__plan_fusion(cnn_model *m) {
 CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
     if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the model is NULL");
     if (!output) /* keep the message of the layer that failed, if any */
-        return cnn__error[0] ? CNN_ERR_ARG : cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output layer is NULL");
-    if (output->model != m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: layer '%s' belongs to another model", output->name);
+        return cnn__error[0] ? CNN_ERR_ARG
+                             : cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output layer is NULL");
+    if (output->model != m)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: layer '%s' belongs to another model",
+                             output->name);
     if (m->built) return cnn_set_error(CNN_ERR_STATE, "cnn_model_set_output: the output is already set");
-    if (m->input < 0) return cnn_set_error(CNN_ERR_STATE, "cnn_model_set_output: the model has no Input layer");
-    if (output->type == CNN__INPUT) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output '%s' is the input itself", output->name);
+    if (m->input < 0)
+        return cnn_set_error(CNN_ERR_STATE, "cnn_model_set_output: the model has no Input layer");
+    if (output->type == CNN__INPUT)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_output: the output '%s' is the input itself",
+                             output->name);
     /* Keep only what the output depends on: layers built but unused would cost time. */
     char *used = (char *)cnn__alloc((size_t)m->n_nodes, 1, "a layer mask");
     if (!used) return CNN_ERR_MEMORY;
@@ -4245,7 +4533,9 @@ CNN_IMPL int cnn_model_set_output(cnn_model *m, cnn_node *output) {
             for (int k = 0; k < m->nodes[i]->n_inputs; k++) used[m->nodes[i]->inputs[k]] = 1;
     if (!used[m->input]) {
         CNN_FREE(used);
-        return cnn_set_error(CNN_ERR_SHAPE, "cnn_model_set_output: output '%s' is not connected to input '%s'", output->name, m->nodes[m->input]->name);
+        return cnn_set_error(CNN_ERR_SHAPE,
+                             "cnn_model_set_output: output '%s' is not connected to input '%s'", output->name,
+                             m->nodes[m->input]->name);
     }
     int *remap = (int *)cnn__alloc((size_t)m->n_nodes, sizeof(int), "a layer map");
     if (!remap) { CNN_FREE(used); return CNN_ERR_MEMORY; }
@@ -4294,14 +4584,17 @@ CNN_IMPL int cnn_model_set_seed(cnn_model *m, uint64_t seed) {
 
 static int cnn__check_built(const cnn_model *m, const char *fn) {
     if (!m) return cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", fn);
-    if (!m->built) return cnn_set_error(CNN_ERR_STATE, "%s: the model has no output yet (call cnn_model_set_output)", fn);
+    if (!m->built)
+        return cnn_set_error(CNN_ERR_STATE, "%s: the model has no output yet (call cnn_model_set_output)",
+                             fn);
     return CNN_OK;
 }
 
 static int cnn__check_compiled(const cnn_model *m, const char *fn) {
     int rc = cnn__check_built(m, fn);
     if (rc) return rc;
-    if (!m->compiled) return cnn_set_error(CNN_ERR_STATE, "%s: the model is not compiled (call cnn_compile)", fn);
+    if (!m->compiled)
+        return cnn_set_error(CNN_ERR_STATE, "%s: the model is not compiled (call cnn_compile)", fn);
     return CNN_OK;
 }
 
@@ -4318,10 +4611,16 @@ static int cnn__ensure_batch(cnn_model *m, int B) {
         n->dout = (float *)cnn__calloc(sz, sizeof(float));
         const cnn__layer_kind *kind = cnn__layers[n->type];
         const int ok = n->out && n->dout && (!kind->buffers || kind->buffers(n, B, &scratch));
-        if (!ok) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name); }
+        if (!ok) {
+            cnn__free_buffers(m);
+            return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d at layer '%s'", B, n->name);
+        }
     }
     m->scratch = (float *)cnn__calloc(scratch, sizeof(float));
-    if (!m->scratch) { cnn__free_buffers(m); return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d", B); }
+    if (!m->scratch) {
+        cnn__free_buffers(m);
+        return cnn_set_error(CNN_ERR_MEMORY, "out of memory for a batch of %d", B);
+    }
     m->scratch_size = scratch;
     m->cap_batch = B;
     return CNN_OK;
@@ -4375,23 +4674,33 @@ static int cnn__argmax(const float *v, int n) {
 }
 
 /* class index of target row t (y_width 1: the value itself; else its argmax) */
-static int cnn__target_class(const float *t, int y_width) { return y_width == 1 ? (int)t[0] : cnn__argmax(t, y_width); }
+static int cnn__target_class(const float *t, int y_width) {
+    return y_width == 1 ? (int)t[0] : cnn__argmax(t, y_width);
+}
 
 /* Validate targets y [B][y_width] against the model's output width U. */
 static int cnn__check_targets(const cnn_model *m, const float *y, int B, int y_width, const char *fn) {
     const int U = cnn_model_output_size(m);
     if (!y) return cnn_set_error(CNN_ERR_ARG, "%s: the targets are NULL", fn);
     if (y_width != 1 && y_width != U)
-        return cnn_set_error(CNN_ERR_SHAPE, "%s: targets have width %d; the output '%s' has %d units (give 1 class index per sample or %d values)", fn, y_width, m->nodes[m->output]->name, U, U);
+        return cnn_set_error(CNN_ERR_SHAPE,
+                             "%s: targets have width %d; the output '%s' has %d units (give 1 class index "
+                             "per sample or %d values)",
+                             fn, y_width, m->nodes[m->output]->name, U, U);
     int sparse = y_width == 1 && U > 1; /* one class index per sample */
     if (m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY && y_width != 1)
-        return cnn_set_error(CNN_ERR_SHAPE, "%s: sparse_categorical_crossentropy takes one class index per sample (y_width 1), not %d", fn, y_width);
+        return cnn_set_error(
+            CNN_ERR_SHAPE,
+            "%s: sparse_categorical_crossentropy takes one class index per sample (y_width 1), not %d", fn,
+            y_width);
     for (int b = 0; b < B; b++)
         for (int j = 0; j < y_width; j++) {
             float v = y[(size_t)b * y_width + j];
-            if (!isfinite(v)) return cnn_set_error(CNN_ERR_ARG, "%s: target %d of sample %d is not finite", fn, j, b);
+            if (!isfinite(v))
+                return cnn_set_error(CNN_ERR_ARG, "%s: target %d of sample %d is not finite", fn, j, b);
             if (sparse && (v < 0 || v >= U || v != floorf(v)))
-                return cnn_set_error(CNN_ERR_ARG, "%s: label %g of sample %d is not a class index in 0..%d", fn, v, b, U - 1);
+                return cnn_set_error(CNN_ERR_ARG, "%s: label %g of sample %d is not a class index in 0..%d",
+                                     fn, v, b, U - 1);
         }
     return CNN_OK;
 }
@@ -4400,8 +4709,8 @@ static int cnn__check_targets(const cnn_model *m, const float *y, int B, int y_w
    written into the output node's dout (already d(pre-activation) when the
    softmax/sigmoid is fused with cross-entropy: *fused is set). y_width as in
    cnn_batch_source; weights [num classes] or NULL. */
-static void cnn__loss(cnn_model *m, const float *y, int B, int y_width, const float *class_weight, int want_grad,
-                      double *loss_out, double *acc_out, int *fused) {
+static void cnn__loss(cnn_model *m, const float *y, int B, int y_width, const float *class_weight,
+                      int want_grad, double *loss_out, double *acc_out, int *fused) {
     const cnn_node *o = m->nodes[m->output];
     const int U = (int)cnn__node_size(o);
     const float *p = o->out;
@@ -4409,14 +4718,18 @@ static void cnn__loss(cnn_model *m, const float *y, int B, int y_width, const fl
     const float eps = 1e-7f;
     double loss = 0, correct = 0;
     int sparse_targets = y_width == 1 && U > 1;
-    *fused = (m->loss == CNN_CATEGORICAL_CROSSENTROPY || m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY) && o->activation == CNN_SOFTMAX &&
-             o->type != CNN__ACTIVATION && (o->type == CNN__DENSE || o->type == CNN__CONV2D);
-    if (m->loss == CNN_BINARY_CROSSENTROPY && o->activation == CNN_SIGMOID && (o->type == CNN__DENSE || o->type == CNN__CONV2D)) *fused = 1;
+    *fused = (m->loss == CNN_CATEGORICAL_CROSSENTROPY || m->loss == CNN_SPARSE_CATEGORICAL_CROSSENTROPY) &&
+             o->activation == CNN_SOFTMAX && o->type != CNN__ACTIVATION &&
+             (o->type == CNN__DENSE || o->type == CNN__CONV2D);
+    if (m->loss == CNN_BINARY_CROSSENTROPY && o->activation == CNN_SIGMOID &&
+        (o->type == CNN__DENSE || o->type == CNN__CONV2D))
+        *fused = 1;
     for (int b = 0; b < B; b++) {
         const float *pb = p + (size_t)b * U, *tb = y + (size_t)b * y_width;
         float *db = d + (size_t)b * U;
         int label = cnn__target_class(tb, y_width);
-        double w = class_weight && (U > 1 || y_width == 1) ? class_weight[U > 1 ? label : (tb[0] > 0.5f)] : 1.0;
+        double w = class_weight && (U > 1 || y_width == 1) ? class_weight[U > 1 ? label : (tb[0] > 0.5f)]
+                                                           : 1.0;
         double l = 0;
         float scale = (float)(w / B);
         switch (m->loss) {
@@ -4426,7 +4739,9 @@ static void cnn__loss(cnn_model *m, const float *y, int B, int y_width, const fl
                 float t = sparse_targets ? (j == label) : tb[j];
                 float pc = pb[j] < eps ? eps : pb[j] > 1 - eps ? 1 - eps : pb[j];
                 if (t != 0) l -= t * log(pc);
-                if (want_grad) db[j] = *fused ? (pb[j] - t) * scale : (pb[j] > eps && pb[j] < 1 - eps ? -t / pc * scale : 0.0f);
+                if (want_grad)
+                    db[j] = *fused ? (pb[j] - t) * scale
+                                   : (pb[j] > eps && pb[j] < 1 - eps ? -t / pc * scale : 0.0f);
             }
             correct += cnn__argmax(pb, U) == label;
             break;
@@ -4435,7 +4750,10 @@ static void cnn__loss(cnn_model *m, const float *y, int B, int y_width, const fl
                 float t = sparse_targets ? (j == label) : tb[y_width == 1 ? 0 : j];
                 float pc = pb[j] < eps ? eps : pb[j] > 1 - eps ? 1 - eps : pb[j];
                 l -= (t * log(pc) + (1 - t) * log(1 - pc)) / U;
-                if (want_grad) db[j] = *fused ? (pb[j] - t) * scale / U : (pb[j] > eps && pb[j] < 1 - eps ? (pc - t) / (pc * (1 - pc)) * scale / U : 0.0f);
+                if (want_grad)
+                    db[j] = *fused ? (pb[j] - t) * scale / U
+                                   : (pb[j] > eps && pb[j] < 1 - eps ? (pc - t) / (pc * (1 - pc)) * scale / U
+                                                                     : 0.0f);
                 correct += (double)((pb[j] > 0.5f) == (t > 0.5f)) / U;
             }
             break;
@@ -4561,20 +4879,27 @@ CNN_IMPL int cnn_compile_opt(cnn_model *m, const cnn_compile_opts *o) {
     int rc = cnn__check_built(m, "cnn_compile");
     if (rc) return rc;
     if (!o) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: options are NULL");
-    if (o->loss < CNN_CATEGORICAL_CROSSENTROPY || o->loss > CNN_MSE) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown or missing loss (%d)", (int)o->loss);
-    if (o->metrics & ~CNN_ACCURACY) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown metrics bits 0x%x", (unsigned)o->metrics);
+    if (o->loss < CNN_CATEGORICAL_CROSSENTROPY || o->loss > CNN_MSE)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown or missing loss (%d)", (int)o->loss);
+    if (o->metrics & ~CNN_ACCURACY)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown metrics bits 0x%x", (unsigned)o->metrics);
     cnn_optimizer opt = o->optimizer;
-    if (opt.type < CNN_ADAM || opt.type > CNN_RMSPROP) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown optimizer type %d", (int)opt.type);
+    if (opt.type < CNN_ADAM || opt.type > CNN_RMSPROP)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_compile: unknown optimizer type %d", (int)opt.type);
     if (opt.learning_rate == 0.0f) opt.learning_rate = opt.type == CNN_SGD ? 0.01f : 0.001f;
     if (opt.beta_1 == 0.0f) opt.beta_1 = 0.9f;
     if (opt.beta_2 == 0.0f) opt.beta_2 = 0.999f;
     if (opt.epsilon == 0.0f) opt.epsilon = 1e-7f;
     if (opt.rho == 0.0f) opt.rho = 0.9f;
-    if (!(opt.learning_rate > 0) || !isfinite(opt.learning_rate)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: learning_rate must be > 0");
-    if (!(opt.beta_1 > 0 && opt.beta_1 < 1 && opt.beta_2 > 0 && opt.beta_2 < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: Adam betas must be in (0, 1)");
+    if (!(opt.learning_rate > 0) || !isfinite(opt.learning_rate))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_compile: learning_rate must be > 0");
+    if (!(opt.beta_1 > 0 && opt.beta_1 < 1 && opt.beta_2 > 0 && opt.beta_2 < 1))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_compile: Adam betas must be in (0, 1)");
     if (!(opt.epsilon > 0)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: epsilon must be > 0");
-    if (!(opt.momentum >= 0 && opt.momentum < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: momentum must be in [0, 1)");
-    if (!(opt.rho > 0 && opt.rho < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_compile: rho must be in (0, 1)");
+    if (!(opt.momentum >= 0 && opt.momentum < 1))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_compile: momentum must be in [0, 1)");
+    if (!(opt.rho > 0 && opt.rho < 1))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_compile: rho must be in (0, 1)");
     if (!m->slot1) {
         float *s1 = (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots");
         float *s2 = s1 ? (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots") : NULL;
@@ -4592,12 +4917,15 @@ CNN_IMPL int cnn_compile_opt(cnn_model *m, const cnn_compile_opts *o) {
     return CNN_OK;
 }
 
-CNN_IMPL float cnn_get_learning_rate(const cnn_model *m) { return m && m->compiled ? m->opt.learning_rate : 0.0f; }
+CNN_IMPL float cnn_get_learning_rate(const cnn_model *m) {
+    return m && m->compiled ? m->opt.learning_rate : 0.0f;
+}
 
 CNN_IMPL int cnn_set_learning_rate(cnn_model *m, float lr) {
     int rc = cnn__check_compiled(m, "cnn_set_learning_rate");
     if (rc) return rc;
-    if (!(lr > 0) || !isfinite(lr)) return cnn_set_error(CNN_ERR_ARG, "cnn_set_learning_rate: %g is not a positive learning rate", lr);
+    if (!(lr > 0) || !isfinite(lr))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_set_learning_rate: %g is not a positive learning rate", lr);
     m->opt.learning_rate = lr;
     return CNN_OK;
 }
@@ -4614,7 +4942,8 @@ static int cnn__check_batch(const cnn_model *m, const void *x, int n, const char
 }
 
 /* a compiled model, n > 0 inputs and valid targets */
-static int cnn__check_xy(const cnn_model *m, const float *x, const float *y, int n, int y_width, const char *fn) {
+static int cnn__check_xy(const cnn_model *m, const float *x, const float *y, int n, int y_width,
+                         const char *fn) {
     int rc = cnn__check_compiled(m, fn);
     if (!rc) rc = cnn__check_batch(m, x, n, fn);
     if (!rc) rc = cnn__check_targets(m, y, n, y_width, fn);
@@ -4622,8 +4951,8 @@ static int cnn__check_xy(const cnn_model *m, const float *x, const float *y, int
 }
 
 /* one optimizer step; class_weight may be NULL */
-static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, int y_width, const float *class_weight,
-                           double *loss, double *acc) {
+static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, int y_width,
+                           const float *class_weight, double *loss, double *acc) {
     /* Dropout masks are keyed by the step (saved with the model, so training
        resumes identically after a load) and the sample's place in the batch. */
     m->dropout_step = (uint64_t)m->step;
@@ -4635,7 +4964,8 @@ static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, 
     return CNN_OK;
 }
 
-CNN_IMPL int cnn_train_on_batch(cnn_model *m, const float *x, const float *y, int n, int y_width, float *loss, float *accuracy) {
+CNN_IMPL int cnn_train_on_batch(cnn_model *m, const float *x, const float *y, int n, int y_width, float *loss,
+                                float *accuracy) {
     int rc = cnn__check_xy(m, x, y, n, y_width, "cnn_train_on_batch");
     if (rc) return rc;
     double l, a;
@@ -4652,7 +4982,8 @@ CNN_IMPL int cnn_predict(cnn_model *m, const float *x, int n, int batch_size, fl
     if (!rc) rc = cnn__check_batch(m, x, n, "cnn_predict");
     if (rc) return rc;
     if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_predict: the output buffer is NULL");
-    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_predict: batch_size %d is negative", batch_size);
+    if (batch_size < 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_predict: batch_size %d is negative", batch_size);
     if (batch_size == 0) batch_size = 32;
     const cnn_node *in = m->nodes[m->input];
     const size_t per_in = cnn__node_size(in), U = (size_t)cnn_model_output_size(m);
@@ -4683,12 +5014,14 @@ CNN_IMPL int cnn_preprocess(const cnn_model *m, const unsigned char *images, int
     return CNN_OK;
 }
 
-CNN_IMPL int cnn_predict_images(cnn_model *m, const unsigned char *images, int n, int batch_size, float *out) {
+CNN_IMPL int cnn_predict_images(cnn_model *m, const unsigned char *images, int n, int batch_size,
+                                float *out) {
     int rc = cnn__check_built(m, "cnn_predict_images");
     if (!rc) rc = cnn__check_batch(m, images, n, "cnn_predict_images");
     if (rc) return rc;
     if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_predict_images: the output buffer is NULL");
-    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_predict_images: batch_size %d is negative", batch_size);
+    if (batch_size < 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_predict_images: batch_size %d is negative", batch_size);
     if (batch_size == 0) batch_size = 32;
     const size_t per_in = cnn__node_size(m->nodes[m->input]), U = (size_t)cnn_model_output_size(m);
     int B = batch_size < n ? batch_size : n;
@@ -4746,18 +5079,22 @@ static int cnn__check_dataset_fits(const cnn_model *m, const cnn_dataset *d, con
     if (rc) return rc;
     const cnn_node *in = m->nodes[m->input];
     if (d->h != in->h || d->w != in->w || d->c != in->c)
-        return cnn_set_error(CNN_ERR_SHAPE, "%s: images are %dx%dx%d but input '%s' expects %dx%dx%d", fn, d->h, d->w, d->c, in->name, in->h, in->w, in->c);
+        return cnn_set_error(CNN_ERR_SHAPE, "%s: images are %dx%dx%d but input '%s' expects %dx%dx%d", fn,
+                             d->h, d->w, d->c, in->name, in->h, in->w, in->c);
     const int U = cnn_model_output_size(m);
     for (int i = 0; i < d->n; i++) {
         int limit = (m->loss == CNN_BINARY_CROSSENTROPY && U == 1) ? 2 : U;
         if (d->labels[i] < 0 || d->labels[i] >= limit)
-            return cnn_set_error(CNN_ERR_ARG, "%s: label %d of image %d is out of range for output '%s' with %d units", fn, d->labels[i], i, m->nodes[m->output]->name, U);
+            return cnn_set_error(CNN_ERR_ARG,
+                                 "%s: label %d of image %d is out of range for output '%s' with %d units", fn,
+                                 d->labels[i], i, m->nodes[m->output]->name, U);
     }
     return CNN_OK;
 }
 
 /* set up src to stream d (NULL order on failure) */
-static int cnn__array_source_init(cnn_batch_source *src, cnn__array_source *s, const cnn_model *m, const cnn_dataset *d, int shuffle, uint64_t seed) {
+static int cnn__array_source_init(cnn_batch_source *src, cnn__array_source *s, const cnn_model *m,
+                                  const cnn_dataset *d, int shuffle, uint64_t seed) {
     memset(src, 0, sizeof *src);
     memset(s, 0, sizeof *s);
     s->d = d; s->m = m; s->shuffle = shuffle; s->seed = seed;
@@ -4774,18 +5111,24 @@ static int cnn__array_source_init(cnn_batch_source *src, cnn__array_source *s, c
 
 static int cnn__check_source(const cnn_model *m, const cnn_batch_source *src, const char *fn) {
     if (!src) return cnn_set_error(CNN_ERR_ARG, "%s: the batch source is NULL", fn);
-    if (!src->next || !src->reset) return cnn_set_error(CNN_ERR_ARG, "%s: the batch source has no next/reset functions", fn);
+    if (!src->next || !src->reset)
+        return cnn_set_error(CNN_ERR_ARG, "%s: the batch source has no next/reset functions", fn);
     const cnn_node *in = m->nodes[m->input];
     if (src->h != in->h || src->w != in->w || src->c != in->c)
-        return cnn_set_error(CNN_ERR_SHAPE, "%s: the batch source gives %dx%dx%d images but input '%s' expects %dx%dx%d", fn, src->h, src->w, src->c, in->name, in->h, in->w, in->c);
+        return cnn_set_error(CNN_ERR_SHAPE,
+                             "%s: the batch source gives %dx%dx%d images but input '%s' expects %dx%dx%d", fn,
+                             src->h, src->w, src->c, in->name, in->h, in->w, in->c);
     int U = cnn_model_output_size(m);
     if (src->y_width != 1 && src->y_width != U)
-        return cnn_set_error(CNN_ERR_SHAPE, "%s: the batch source gives targets of width %d; output '%s' has %d units", fn, src->y_width, m->nodes[m->output]->name, U);
+        return cnn_set_error(CNN_ERR_SHAPE,
+                             "%s: the batch source gives targets of width %d; output '%s' has %d units", fn,
+                             src->y_width, m->nodes[m->output]->name, U);
     return CNN_OK;
 }
 
 /* Loss/accuracy over `steps` batches of a source (0 = one pass), inference mode. */
-static int cnn__evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_size, int steps, cnn_eval_result *r) {
+static int cnn__evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_size, int steps,
+                                cnn_eval_result *r) {
     const size_t per_in = cnn__node_size(m->nodes[m->input]);
     float *x = (float *)cnn__alloc((size_t)batch_size * per_in, sizeof(float), "an evaluation batch");
     float *y = (float *)cnn__alloc((size_t)batch_size * src->y_width, sizeof(float), "evaluation targets");
@@ -4797,7 +5140,11 @@ static int cnn__evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_s
         int got = src->next(src->ctx, batch_size, x, y);
         if (got < 0) { rc = got; break; }
         if (got == 0) break;
-        if (got > batch_size) { rc = cnn_set_error(CNN_ERR_ARG, "batch source returned %d samples for a batch of %d", got, batch_size); break; }
+        if (got > batch_size) {
+            rc = cnn_set_error(CNN_ERR_ARG, "batch source returned %d samples for a batch of %d", got,
+                               batch_size);
+            break;
+        }
         if ((rc = cnn__check_targets(m, y, got, src->y_width, "evaluate"))) break;
         double l, a;
         int fused;
@@ -4817,12 +5164,14 @@ static int cnn__evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_s
     return CNN_OK;
 }
 
-CNN_IMPL int cnn_evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_size, int steps, cnn_eval_result *r) {
+CNN_IMPL int cnn_evaluate_source(cnn_model *m, cnn_batch_source *src, int batch_size, int steps,
+                                 cnn_eval_result *r) {
     int rc = cnn__check_compiled(m, "cnn_evaluate_source");
     if (!rc) rc = cnn__check_source(m, src, "cnn_evaluate_source");
     if (rc) return rc;
     if (!r) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate_source: the result pointer is NULL");
-    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate_source: batch_size %d is negative", batch_size);
+    if (batch_size < 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate_source: batch_size %d is negative", batch_size);
     return cnn__evaluate_source(m, src, batch_size ? batch_size : 32, steps, r);
 }
 
@@ -4831,7 +5180,8 @@ CNN_IMPL int cnn_evaluate(cnn_model *m, const cnn_dataset *d, int batch_size, cn
     if (!rc) rc = cnn__check_dataset_fits(m, d, "cnn_evaluate");
     if (rc) return rc;
     if (!r) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate: the result pointer is NULL");
-    if (batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate: batch_size %d is negative", batch_size);
+    if (batch_size < 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_evaluate: batch_size %d is negative", batch_size);
     cnn_batch_source src;
     cnn__array_source s;
     if ((rc = cnn__array_source_init(&src, &s, m, d, 0, 0))) return rc;
@@ -4845,7 +5195,9 @@ CNN_IMPL int cnn_evaluate(cnn_model *m, const cnn_dataset *d, int batch_size, cn
 /* ======================================================================== */
 
 CNN_IMPL int cnn_model_input_shape(const cnn_model *m, int *h, int *w, int *c) {
-    if (!m || m->input < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_model_input_shape: %s", m ? "the model has no input" : "the model is NULL");
+    if (!m || m->input < 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_input_shape: %s",
+                             m ? "the model has no input" : "the model is NULL");
     const cnn_node *in = m->nodes[m->input];
     if (h) *h = in->h;
     if (w) *w = in->w;
@@ -4872,9 +5224,16 @@ CNN_IMPL int cnn_node_shape(const cnn_node *x, int *h, int *w, int *c) {
 CNN_IMPL const char *cnn_node_name(const cnn_node *x) { return x ? x->name : NULL; }
 
 /* a pointer to tensor `which` of layer `layer` and its size; NULL + error if none */
-static float *cnn__tensor(const cnn_model *m, const char *layer, const char *which, size_t *count, const char *fn) {
-    if (!m || !layer || !which) { cnn_set_error(CNN_ERR_ARG, "%s: NULL %s", fn, !m ? "model" : !layer ? "layer name" : "tensor name"); return NULL; }
-    if (!m->built) { cnn_set_error(CNN_ERR_STATE, "%s: the model has no output yet (call cnn_model_set_output)", fn); return NULL; }
+static float *cnn__tensor(const cnn_model *m, const char *layer, const char *which, size_t *count,
+                          const char *fn) {
+    if (!m || !layer || !which) {
+        cnn_set_error(CNN_ERR_ARG, "%s: NULL %s", fn, !m ? "model" : !layer ? "layer name" : "tensor name");
+        return NULL;
+    }
+    if (!m->built) {
+        cnn_set_error(CNN_ERR_STATE, "%s: the model has no output yet (call cnn_model_set_output)", fn);
+        return NULL;
+    }
     cnn_node *n = cnn__find(m, layer);
     if (!n) { cnn_set_error(CNN_ERR_ARG, "%s: no layer named '%s'", fn, layer); return NULL; }
     cnn__tensor_ref ref;
@@ -4883,7 +5242,8 @@ static float *cnn__tensor(const cnn_model *m, const char *layer, const char *whi
             *count = ref.count;
             return (ref.state ? m->state + n->s_off : m->params + n->p_off) + ref.offset;
         }
-    cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (%s) has no tensor '%s'", fn, layer, cnn__type_names[n->type], which);
+    cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (%s) has no tensor '%s'", fn, layer, cnn__type_names[n->type],
+                  which);
     return NULL;
 }
 
@@ -4894,33 +5254,45 @@ CNN_IMPL float *cnn_layer_weights(cnn_model *m, const char *layer, const char *w
     return p;
 }
 
-CNN_IMPL int cnn_get_weights(const cnn_model *m, const char *layer, const char *which, float *out, size_t count) {
+CNN_IMPL int cnn_get_weights(const cnn_model *m, const char *layer, const char *which, float *out,
+                             size_t count) {
     size_t n = 0;
     const float *p = cnn__tensor(m, layer, which, &n, "cnn_get_weights");
     if (!p) return CNN_ERR_ARG;
     if (!out) return cnn_set_error(CNN_ERR_ARG, "cnn_get_weights: the output buffer is NULL");
-    if (count != n) return cnn_set_error(CNN_ERR_SHAPE, "cnn_get_weights: '%s' of layer '%s' has %zu values, not %zu", which, layer, n, count);
+    if (count != n)
+        return cnn_set_error(CNN_ERR_SHAPE, "cnn_get_weights: '%s' of layer '%s' has %zu values, not %zu",
+                             which, layer, n, count);
     memcpy(out, p, n * sizeof(float));
     return CNN_OK;
 }
 
-CNN_IMPL int cnn_set_weights(cnn_model *m, const char *layer, const char *which, const float *in, size_t count) {
+CNN_IMPL int cnn_set_weights(cnn_model *m, const char *layer, const char *which, const float *in,
+                             size_t count) {
     size_t n = 0;
     float *p = cnn__tensor(m, layer, which, &n, "cnn_set_weights");
     if (!p) return CNN_ERR_ARG;
     if (!in) return cnn_set_error(CNN_ERR_ARG, "cnn_set_weights: the input buffer is NULL");
-    if (count != n) return cnn_set_error(CNN_ERR_SHAPE, "cnn_set_weights: '%s' of layer '%s' has %zu values, not %zu", which, layer, n, count);
+    if (count != n)
+        return cnn_set_error(CNN_ERR_SHAPE, "cnn_set_weights: '%s' of layer '%s' has %zu values, not %zu",
+                             which, layer, n, count);
     for (size_t i = 0; i < n; i++)
-        if (!isfinite(in[i])) return cnn_set_error(CNN_ERR_ARG, "cnn_set_weights: value %zu for '%s' of layer '%s' is not finite", i, which, layer);
+        if (!isfinite(in[i]))
+            return cnn_set_error(CNN_ERR_ARG,
+                                 "cnn_set_weights: value %zu for '%s' of layer '%s' is not finite", i, which,
+                                 layer);
     if (!strcmp(which, "moving_variance"))
         for (size_t i = 0; i < n; i++)
-            if (in[i] < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_set_weights: moving_variance of layer '%s' must be >= 0", layer);
+            if (in[i] < 0)
+                return cnn_set_error(CNN_ERR_ARG,
+                                     "cnn_set_weights: moving_variance of layer '%s' must be >= 0", layer);
     memcpy(p, in, n * sizeof(float));
     return CNN_OK;
 }
 
 CNN_IMPL int cnn_set_trainable(cnn_model *m, const char *layer, int trainable) {
-    if (!m || !layer) return cnn_set_error(CNN_ERR_ARG, "cnn_set_trainable: NULL %s", m ? "layer name" : "model");
+    if (!m || !layer)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_set_trainable: NULL %s", m ? "layer name" : "model");
     cnn_node *n = cnn__find(m, layer);
     if (!n) return cnn_set_error(CNN_ERR_ARG, "cnn_set_trainable: no layer named '%s'", layer);
     n->trainable = trainable != 0;
@@ -4941,7 +5313,9 @@ CNN_IMPL float *cnn_model_grads(cnn_model *m, size_t *count) {
 
 CNN_IMPL int cnn_model_set_rescale(cnn_model *m, float rescale) {
     if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_rescale: the model is NULL");
-    if (!(rescale != 0.0f) || !isfinite(rescale)) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_rescale: rescale %g must be finite and non-zero", rescale);
+    if (!(rescale != 0.0f) || !isfinite(rescale))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_rescale: rescale %g must be finite and non-zero",
+                             rescale);
     m->rescale = rescale;
     return CNN_OK;
 }
@@ -4950,12 +5324,22 @@ CNN_IMPL float cnn_model_rescale(const cnn_model *m) { return m ? m->rescale : 0
 
 CNN_IMPL int cnn_model_set_featurewise(cnn_model *m, const float *mean, const float *std, int c) {
     if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_featurewise: the model is NULL");
-    if (!mean && !std) { CNN_FREE(m->mean); CNN_FREE(m->std); m->mean = m->std = NULL; m->stats_c = 0; return CNN_OK; }
-    if (!mean || !std) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_featurewise: give both mean and std, or neither");
+    if (!mean && !std) {
+        CNN_FREE(m->mean);
+        CNN_FREE(m->std);
+        m->mean = m->std = NULL;
+        m->stats_c = 0;
+        return CNN_OK;
+    }
+    if (!mean || !std)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_featurewise: give both mean and std, or neither");
     if (m->input < 0 || c != m->nodes[m->input]->c)
-        return cnn_set_error(CNN_ERR_SHAPE, "cnn_model_set_featurewise: %d channels, but the input has %d", c, m->input < 0 ? 0 : m->nodes[m->input]->c);
+        return cnn_set_error(CNN_ERR_SHAPE, "cnn_model_set_featurewise: %d channels, but the input has %d", c,
+                             m->input < 0 ? 0 : m->nodes[m->input]->c);
     for (int i = 0; i < c; i++)
-        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i])) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_featurewise: channel %d needs a finite mean and a std > 0", i);
+        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
+            return cnn_set_error(
+                CNN_ERR_ARG, "cnn_model_set_featurewise: channel %d needs a finite mean and a std > 0", i);
     float *nm = (float *)cnn__alloc((size_t)c, sizeof(float), "featurewise mean");
     float *ns = (float *)cnn__alloc((size_t)c, sizeof(float), "featurewise std");
     if (!nm || !ns) { CNN_FREE(nm); CNN_FREE(ns); return CNN_ERR_MEMORY; }
@@ -4967,10 +5351,13 @@ CNN_IMPL int cnn_model_set_featurewise(cnn_model *m, const float *mean, const fl
 }
 
 CNN_IMPL int cnn_model_set_class_names(cnn_model *m, const char *const *names, int count) {
-    if (!m || !names) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: NULL %s", m ? "names" : "model");
-    if (count <= 0) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: count %d must be > 0", count);
+    if (!m || !names)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: NULL %s", m ? "names" : "model");
+    if (count <= 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: count %d must be > 0", count);
     for (int i = 0; i < count; i++)
-        if (!names[i]) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: class name %d is NULL", i);
+        if (!names[i])
+            return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_class_names: class name %d is NULL", i);
     char **copy = cnn__copy_names(names, count);
     if (!copy) return CNN_ERR_MEMORY;
     cnn__free_names(m->class_names, m->n_class_names);
@@ -4999,7 +5386,8 @@ CNN_IMPL int cnn_summary(const cnn_model *m, FILE *out) {
         char label[128], shape[64];
         snprintf(label, sizeof label, "%s (%s)", n->name, cnn__type_names[n->type]);
         int flat = n->type == CNN__DENSE || n->type == CNN__FLATTEN || n->type == CNN__GLOBAL_AVG_POOL ||
-                   (n->h == 1 && n->w == 1 && n->type != CNN__INPUT && n->type != CNN__CONV2D && cnn__in(n, 0)->h == 1 && cnn__in(n, 0)->w == 1);
+                   (n->h == 1 && n->w == 1 && n->type != CNN__INPUT && n->type != CNN__CONV2D &&
+                    cnn__in(n, 0)->h == 1 && cnn__in(n, 0)->w == 1);
         if (flat) snprintf(shape, sizeof shape, "(None, %d)", n->c);
         else snprintf(shape, sizeof shape, "(None, %d, %d, %d)", n->h, n->w, n->c);
         size_t params = n->p_count + n->s_count;
@@ -5010,8 +5398,8 @@ CNN_IMPL int cnn_summary(const cnn_model *m, FILE *out) {
         if (n->trainable) trainable += n->p_count; else frozen += n->p_count;
         frozen += n->s_count;
     }
-    fprintf(out, "Total params: %zu\nTrainable params: %zu\nNon-trainable params: %zu\n", trainable + frozen, trainable,
-            frozen);
+    fprintf(out, "Total params: %zu\nTrainable params: %zu\nNon-trainable params: %zu\n", trainable + frozen,
+            trainable, frozen);
     fprintf(out, "CPU kernels: %s\n%s\n", m->reference ? "reference" : cnn_kernels(), rule);
     return CNN_OK;
 }
@@ -5038,9 +5426,11 @@ static int cnn__history_put(cnn_history *h, const char *key, double value) {
     int k = 0;
     while (k < h->n_keys && strcmp(h->keys[k], key)) k++;
     if (k == h->n_keys) {
-        if (k == CNN_HISTORY_MAX_KEYS) return cnn_set_error(CNN_ERR_ARG, "history: too many keys (adding '%s')", key);
+        if (k == CNN_HISTORY_MAX_KEYS)
+            return cnn_set_error(CNN_ERR_ARG, "history: too many keys (adding '%s')", key);
         snprintf(h->keys[k], sizeof h->keys[k], "%s", key);
-        h->values[k] = (double *)cnn__alloc((size_t)(h->capacity > 0 ? h->capacity : 1), sizeof(double), "history");
+        h->values[k] = (double *)cnn__alloc((size_t)(h->capacity > 0 ? h->capacity : 1), sizeof(double),
+                                            "history");
         if (!h->values[k]) return CNN_ERR_MEMORY;
         for (int e = 0; e < h->capacity; e++) h->values[k][e] = NAN;
         h->n_keys++;
@@ -5063,7 +5453,15 @@ static int cnn__history_put(cnn_history *h, const char *key, double value) {
 /* Callbacks                                                                */
 /* ======================================================================== */
 
-enum { CNN__CB_CHECKPOINT, CNN__CB_EARLY_STOP, CNN__CB_REDUCE_LR, CNN__CB_CSV, CNN__CB_SCHEDULER, CNN__CB_NAN, CNN__CB_LAMBDA };
+enum {
+    CNN__CB_CHECKPOINT,
+    CNN__CB_EARLY_STOP,
+    CNN__CB_REDUCE_LR,
+    CNN__CB_CSV,
+    CNN__CB_SCHEDULER,
+    CNN__CB_NAN,
+    CNN__CB_LAMBDA
+};
 
 struct cnn_callback {
     int kind;
@@ -5096,9 +5494,17 @@ static cnn_callback *cnn__callback_new(int kind, const char *monitor, cnn_monito
     if (!cb) return NULL;
     cb->kind = kind;
     if (!monitor) monitor = "val_loss";
-    if (strlen(monitor) >= sizeof cb->monitor) { cnn_set_error(CNN_ERR_ARG, "callback: monitor name '%s' is too long", monitor); CNN_FREE(cb); return NULL; }
+    if (strlen(monitor) >= sizeof cb->monitor) {
+        cnn_set_error(CNN_ERR_ARG, "callback: monitor name '%s' is too long", monitor);
+        CNN_FREE(cb);
+        return NULL;
+    }
     strcpy(cb->monitor, monitor);
-    if (mode < CNN_MODE_AUTO || mode > CNN_MODE_MAX) { cnn_set_error(CNN_ERR_ARG, "callback: unknown mode %d", (int)mode); CNN_FREE(cb); return NULL; }
+    if (mode < CNN_MODE_AUTO || mode > CNN_MODE_MAX) {
+        cnn_set_error(CNN_ERR_ARG, "callback: unknown mode %d", (int)mode);
+        CNN_FREE(cb);
+        return NULL;
+    }
     /* Keras' auto mode: metrics with "acc" in their name are maximised */
     cb->mode_max = mode == CNN_MODE_MAX || (mode == CNN_MODE_AUTO && strstr(monitor, "acc") != NULL);
     cb->best = cb->mode_max ? -INFINITY : INFINITY;
@@ -5107,7 +5513,10 @@ static cnn_callback *cnn__callback_new(int kind, const char *monitor, cnn_monito
 }
 
 CNN_IMPL cnn_callback *cnn_model_checkpoint_opt(const cnn_checkpoint_opts *o) {
-    if (!o || !o->filepath || !o->filepath[0]) { cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: filepath is missing"); return NULL; }
+    if (!o || !o->filepath || !o->filepath[0]) {
+        cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: filepath is missing");
+        return NULL;
+    }
     cnn_callback *cb = cnn__callback_new(CNN__CB_CHECKPOINT, o->monitor, o->mode);
     if (!cb) return NULL;
     cb->filepath = cnn__strdup(o->filepath);
@@ -5121,7 +5530,10 @@ CNN_IMPL cnn_callback *cnn_early_stopping_opt(const cnn_early_stopping_opts *o) 
     cnn_early_stopping_opts d;
     memset(&d, 0, sizeof d);
     if (!o) o = &d;
-    if (o->patience < 0 || !(o->min_delta >= 0)) { cnn_set_error(CNN_ERR_ARG, "EarlyStopping: patience and min_delta must be >= 0"); return NULL; }
+    if (o->patience < 0 || !(o->min_delta >= 0)) {
+        cnn_set_error(CNN_ERR_ARG, "EarlyStopping: patience and min_delta must be >= 0");
+        return NULL;
+    }
     cnn_callback *cb = cnn__callback_new(CNN__CB_EARLY_STOP, o->monitor, o->mode);
     if (!cb) return NULL;
     cb->min_delta = o->min_delta;
@@ -5136,8 +5548,15 @@ CNN_IMPL cnn_callback *cnn_reduce_lr_on_plateau_opt(const cnn_reduce_lr_opts *o)
     memset(&d, 0, sizeof d);
     if (!o) o = &d;
     float factor = o->factor == 0.0f ? 0.1f : o->factor;
-    if (!(factor > 0 && factor < 1)) { cnn_set_error(CNN_ERR_ARG, "ReduceLROnPlateau: factor %g must be in (0, 1)", factor); return NULL; }
-    if (o->patience < 0 || o->cooldown < 0 || !(o->min_lr >= 0) || !(o->min_delta >= 0)) { cnn_set_error(CNN_ERR_ARG, "ReduceLROnPlateau: patience, cooldown, min_lr and min_delta must be >= 0"); return NULL; }
+    if (!(factor > 0 && factor < 1)) {
+        cnn_set_error(CNN_ERR_ARG, "ReduceLROnPlateau: factor %g must be in (0, 1)", factor);
+        return NULL;
+    }
+    if (o->patience < 0 || o->cooldown < 0 || !(o->min_lr >= 0) || !(o->min_delta >= 0)) {
+        cnn_set_error(CNN_ERR_ARG,
+                      "ReduceLROnPlateau: patience, cooldown, min_lr and min_delta must be >= 0");
+        return NULL;
+    }
     cnn_callback *cb = cnn__callback_new(CNN__CB_REDUCE_LR, o->monitor, o->mode);
     if (!cb) return NULL;
     cb->factor = factor;
@@ -5150,7 +5569,10 @@ CNN_IMPL cnn_callback *cnn_reduce_lr_on_plateau_opt(const cnn_reduce_lr_opts *o)
 }
 
 CNN_IMPL cnn_callback *cnn_csv_logger_opt(const cnn_csv_logger_opts *o) {
-    if (!o || !o->filename || !o->filename[0]) { cnn_set_error(CNN_ERR_ARG, "CSVLogger: filename is missing"); return NULL; }
+    if (!o || !o->filename || !o->filename[0]) {
+        cnn_set_error(CNN_ERR_ARG, "CSVLogger: filename is missing");
+        return NULL;
+    }
     cnn_callback *cb = cnn__callback_new(CNN__CB_CSV, NULL, CNN_MODE_AUTO);
     if (!cb) return NULL;
     cb->filename = cnn__strdup(o->filename);
@@ -5161,16 +5583,24 @@ CNN_IMPL cnn_callback *cnn_csv_logger_opt(const cnn_csv_logger_opts *o) {
 }
 
 CNN_IMPL cnn_callback *cnn_lr_scheduler_opt(const cnn_lr_scheduler_opts *o) {
-    if (!o || !o->schedule) { cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule function is missing"); return NULL; }
+    if (!o || !o->schedule) {
+        cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule function is missing");
+        return NULL;
+    }
     cnn_callback *cb = cnn__callback_new(CNN__CB_SCHEDULER, NULL, CNN_MODE_AUTO);
     if (cb) { cb->sched = *o; cb->verbose = o->verbose; }
     return cb;
 }
 
-CNN_IMPL cnn_callback *cnn_terminate_on_nan(void) { return cnn__callback_new(CNN__CB_NAN, NULL, CNN_MODE_AUTO); }
+CNN_IMPL cnn_callback *cnn_terminate_on_nan(void) {
+    return cnn__callback_new(CNN__CB_NAN, NULL, CNN_MODE_AUTO);
+}
 
 CNN_IMPL cnn_callback *cnn_lambda_callback_opt(const cnn_lambda_opts *o) {
-    if (!o || (!o->on_epoch_begin && !o->on_epoch_end && !o->on_batch_end)) { cnn_set_error(CNN_ERR_ARG, "LambdaCallback: no hook given"); return NULL; }
+    if (!o || (!o->on_epoch_begin && !o->on_epoch_end && !o->on_batch_end)) {
+        cnn_set_error(CNN_ERR_ARG, "LambdaCallback: no hook given");
+        return NULL;
+    }
     cnn_callback *cb = cnn__callback_new(CNN__CB_LAMBDA, NULL, CNN_MODE_AUTO);
     if (cb) cb->lambda = *o;
     return cb;
@@ -5196,24 +5626,38 @@ static int cnn__format_path(const char *tmpl, int epoch1, const cnn_history *h, 
         char key[64] = {0}, spec[32] = {0}, fmt[40];
         const char *colon = (const char *)memchr(p, ':', (size_t)(close - p));
         size_t klen = (size_t)((colon ? colon : close) - p - 1);
-        if (klen == 0 || klen >= sizeof key) return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: bad field in filepath '%s'", tmpl);
+        if (klen == 0 || klen >= sizeof key)
+            return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: bad field in filepath '%s'", tmpl);
         memcpy(key, p + 1, klen);
         if (colon) {
             size_t slen = (size_t)(close - colon - 1);
-            if (slen >= sizeof spec || strspn(colon + 1, "0123456789.dfeg") < slen) return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: bad format in field '{%s}' of '%s'", key, tmpl);
+            if (slen >= sizeof spec || strspn(colon + 1, "0123456789.dfeg") < slen)
+                return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: bad format in field '{%s}' of '%s'", key,
+                                     tmpl);
             memcpy(spec, colon + 1, slen);
         }
         char piece[128];
         if (!strcmp(key, "epoch")) {
             char last = spec[0] ? spec[strlen(spec) - 1] : 'd';
-            if (last == 'd') { snprintf(fmt, sizeof fmt, "%%%s", spec[0] ? spec : "d"); snprintf(piece, sizeof piece, fmt, epoch1); }
-            else { snprintf(fmt, sizeof fmt, "%%%s", spec); snprintf(piece, sizeof piece, fmt, (double)epoch1); }
+            if (last == 'd') {
+                snprintf(fmt, sizeof fmt, "%%%s", spec[0] ? spec : "d");
+                snprintf(piece, sizeof piece, fmt, epoch1);
+            } else {
+                snprintf(fmt, sizeof fmt, "%%%s", spec);
+                snprintf(piece, sizeof piece, fmt, (double)epoch1);
+            }
         } else {
             const double *v = cnn_history_get(h, key);
-            if (!v) return cnn_set_error(CNN_ERR_ARG, "ModelCheckpoint: filepath '%s' names '%s', which is not in the logs", tmpl, key);
+            if (!v)
+                return cnn_set_error(CNN_ERR_ARG,
+                                     "ModelCheckpoint: filepath '%s' names '%s', which is not in the logs",
+                                     tmpl, key);
             char last = spec[0] ? spec[strlen(spec) - 1] : 'g';
             if (last == 'd') snprintf(piece, sizeof piece, "%d", (int)v[h->epochs - 1]);
-            else { snprintf(fmt, sizeof fmt, "%%%s", spec[0] ? spec : ".6g"); snprintf(piece, sizeof piece, fmt, v[h->epochs - 1]); }
+            else {
+                snprintf(fmt, sizeof fmt, "%%%s", spec[0] ? spec : ".6g");
+                snprintf(piece, sizeof piece, fmt, v[h->epochs - 1]);
+            }
         }
         size_t pl = strlen(piece);
         if (o + pl >= cap) goto too_long;
@@ -5249,7 +5693,8 @@ static int cnn__csv_open(cnn_callback *cb) {
         if (f) { fseek(f, 0, SEEK_END); size = ftell(f); fclose(f); }
     }
     cb->csv = fopen(cb->filename, cb->append ? "a" : "w");
-    if (!cb->csv) return cnn_set_error(CNN_ERR_IO, "CSVLogger: cannot open '%s': %s", cb->filename, strerror(errno));
+    if (!cb->csv)
+        return cnn_set_error(CNN_ERR_IO, "CSVLogger: cannot open '%s': %s", cb->filename, strerror(errno));
     cb->csv_header_done = size > 0; /* appending to a log that has its header */
     return CNN_OK;
 }
@@ -5259,7 +5704,11 @@ static int cnn__csv_write(cnn_callback *cb, const cnn_history *h, int epoch0) {
     int order[CNN_HISTORY_MAX_KEYS], n = h->n_keys;
     for (int i = 0; i < n; i++) order[i] = i;
     for (int i = 1; i < n; i++) /* keys sorted, as Keras writes them */
-        for (int j = i; j > 0 && strcmp(h->keys[order[j - 1]], h->keys[order[j]]) > 0; j--) { int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t; }
+        for (int j = i; j > 0 && strcmp(h->keys[order[j - 1]], h->keys[order[j]]) > 0; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
     if (!cb->csv_header_done) {
         fprintf(cb->csv, "epoch");
         for (int i = 0; i < n; i++) fprintf(cb->csv, "%c%s", cb->separator, h->keys[order[i]]);
@@ -5267,7 +5716,8 @@ static int cnn__csv_write(cnn_callback *cb, const cnn_history *h, int epoch0) {
         cb->csv_header_done = 1;
     }
     fprintf(cb->csv, "%d", epoch0);
-    for (int i = 0; i < n; i++) fprintf(cb->csv, "%c%.17g", cb->separator, h->values[order[i]][h->epochs - 1]);
+    for (int i = 0; i < n; i++)
+        fprintf(cb->csv, "%c%.17g", cb->separator, h->values[order[i]][h->epochs - 1]);
     fprintf(cb->csv, "\n");
     fflush(cb->csv);
     return ferror(cb->csv) ? cnn_set_error(CNN_ERR_IO, "CSVLogger: cannot write '%s'", cb->filename) : CNN_OK;
@@ -5290,7 +5740,8 @@ static void cnn__restore(const cnn_callback *cb, cnn_model *m, FILE *out) {
     if (!cb->best_params) return;
     memcpy(m->params, cb->best_params, m->n_params * sizeof(float));
     memcpy(m->state, cb->best_state, m->n_state * sizeof(float));
-    if (cb->verbose) fprintf(out, "Restoring model weights from the end of the best epoch: %d.\n", cb->best_epoch + 1);
+    if (cb->verbose)
+        fprintf(out, "Restoring model weights from the end of the best epoch: %d.\n", cb->best_epoch + 1);
 }
 
 /* on_epoch_end of one callback; epoch0 is 0-based. Returns <0 on error. */
@@ -5299,7 +5750,8 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
     const cnn_history *h = st->h;
     const double *series = cnn_history_get(h, cb->monitor);
     double cur = series ? series[h->epochs - 1] : NAN;
-    int needs_monitor = cb->kind == CNN__CB_EARLY_STOP || cb->kind == CNN__CB_REDUCE_LR || (cb->kind == CNN__CB_CHECKPOINT && cb->save_best_only);
+    int needs_monitor = cb->kind == CNN__CB_EARLY_STOP || cb->kind == CNN__CB_REDUCE_LR ||
+                        (cb->kind == CNN__CB_CHECKPOINT && cb->save_best_only);
     if (needs_monitor && !series) {
         fprintf(st->out, "WARNING: callback monitors '%s', which is not available (keys:", cb->monitor);
         for (int k = 0; k < h->n_keys; k++) fprintf(st->out, " %s", h->keys[k]);
@@ -5313,10 +5765,14 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
         if (rc) return rc;
         if (cb->save_best_only) {
             if (!(cb->mode_max ? cur > cb->best : cur < cb->best)) {
-                if (cb->verbose) fprintf(st->out, "\nEpoch %d: %s did not improve from %.5f\n", epoch0 + 1, cb->monitor, cb->best);
+                if (cb->verbose)
+                    fprintf(st->out, "\nEpoch %d: %s did not improve from %.5f\n", epoch0 + 1, cb->monitor,
+                            cb->best);
                 return CNN_OK;
             }
-            if (cb->verbose) fprintf(st->out, "\nEpoch %d: %s improved from %.5f to %.5f, saving model to %s\n", epoch0 + 1, cb->monitor, cb->best, cur, path);
+            if (cb->verbose)
+                fprintf(st->out, "\nEpoch %d: %s improved from %.5f to %.5f, saving model to %s\n",
+                        epoch0 + 1, cb->monitor, cb->best, cur, path);
             cb->best = cur;
         } else if (cb->verbose) fprintf(st->out, "\nEpoch %d: saving model to %s\n", epoch0 + 1, path);
         return cnn_save(m, path);
@@ -5348,7 +5804,9 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
                 float lr = old * cb->factor;
                 if (lr < cb->min_lr) lr = cb->min_lr;
                 m->opt.learning_rate = lr;
-                if (cb->verbose) fprintf(st->out, "\nEpoch %d: ReduceLROnPlateau reducing learning rate to %g.\n", epoch0 + 1, lr);
+                if (cb->verbose)
+                    fprintf(st->out, "\nEpoch %d: ReduceLROnPlateau reducing learning rate to %g.\n",
+                            epoch0 + 1, lr);
                 cb->cooldown_left = cb->cooldown;
                 cb->wait = 0;
             }
@@ -5356,7 +5814,8 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
         return CNN_OK;
     case CNN__CB_CSV: return cnn__csv_write(cb, h, epoch0);
     case CNN__CB_LAMBDA:
-        if (cb->lambda.on_epoch_end && cb->lambda.on_epoch_end(m, epoch0, h, cb->lambda.user)) st->stop = st->h->stopped_early = 1;
+        if (cb->lambda.on_epoch_end && cb->lambda.on_epoch_end(m, epoch0, h, cb->lambda.user))
+            st->stop = st->h->stopped_early = 1;
         return CNN_OK;
     default: return CNN_OK;
     }
@@ -5384,7 +5843,10 @@ static void cnn__progress(FILE *out, int step, int steps, double elapsed, int fi
     for (int s = steps; s >= 10; s /= 10) digits++;
     len += snprintf(line + len, sizeof line - len, "%*d/%d [", digits, step, steps);
     int filled = steps > 0 ? (int)(30.0 * step / steps) : 30;
-    for (int i = 0; i < 30; i++) line[len++] = i < filled - 1 || (i == filled - 1 && step >= steps) ? '=' : i == filled - 1 ? '>' : '.';
+    for (int i = 0; i < 30; i++)
+        line[len++] = i < filled - 1 || (i == filled - 1 && step >= steps) ? '='
+                      : i == filled - 1                                    ? '>'
+                                                                           : '.';
     len += snprintf(line + len, sizeof line - len, "]");
     if (final) {
         double per = step > 0 ? elapsed / step : 0;
@@ -5442,18 +5904,23 @@ static int cnn__callbacks_epoch_begin(cnn__fit_state *st, cnn_callback **callbac
         if ((*c)->kind == CNN__CB_SCHEDULER) {
             float lr = (*c)->sched.schedule(epoch, m->opt.learning_rate, (*c)->sched.user);
             if (!(lr > 0) || !isfinite(lr))
-                return cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule returned %g for epoch %d", lr, epoch);
+                return cnn_set_error(CNN_ERR_ARG, "LearningRateScheduler: schedule returned %g for epoch %d",
+                                     lr, epoch);
             m->opt.learning_rate = lr;
-            if ((*c)->verbose) fprintf(st->out, "\nEpoch %d: LearningRateScheduler setting learning rate to %g.\n", epoch + 1, lr);
+            if ((*c)->verbose)
+                fprintf(st->out, "\nEpoch %d: LearningRateScheduler setting learning rate to %g.\n",
+                        epoch + 1, lr);
         }
-        if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin && (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user))
+        if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_epoch_begin &&
+            (*c)->lambda.on_epoch_begin(m, epoch, (*c)->lambda.user))
             st->stop = st->h->stopped_early = 1;
     }
     return CNN_OK;
 }
 
 /* on_batch_end: TerminateOnNaN and LambdaCallback may stop. */
-static void cnn__callbacks_batch_end(cnn__fit_state *st, cnn_callback **callbacks, int epoch, int step, double loss) {
+static void cnn__callbacks_batch_end(cnn__fit_state *st, cnn_callback **callbacks, int epoch, int step,
+                                     double loss) {
     for (cnn_callback **c = callbacks; c && *c; c++) {
         if ((*c)->kind == CNN__CB_NAN && !isfinite(loss)) {
             fprintf(st->out, "Batch %d: Invalid loss, terminating training\n", step);
@@ -5467,10 +5934,11 @@ static void cnn__callbacks_batch_end(cnn__fit_state *st, cnn_callback **callback
 
 /* on_train_end: EarlyStopping with restore_best_weights also restores when
    training simply ends; CSV files close (the callbacks stay reusable). */
-static void cnn__callbacks_train_end(cnn__fit_state *st, cnn_callback **callbacks, int rc, int initial_epoch) {
+static void cnn__callbacks_train_end(cnn__fit_state *st, cnn_callback **callbacks, int rc,
+                                     int initial_epoch) {
     for (cnn_callback **c = callbacks; !rc && c && *c; c++)
-        if ((*c)->kind == CNN__CB_EARLY_STOP && (*c)->restore_best && !st->h->stopped_early && (*c)->best_epoch >= 0 &&
-            (*c)->best_epoch != st->h->epochs - 1 + initial_epoch)
+        if ((*c)->kind == CNN__CB_EARLY_STOP && (*c)->restore_best && !st->h->stopped_early &&
+            (*c)->best_epoch >= 0 && (*c)->best_epoch != st->h->epochs - 1 + initial_epoch)
             cnn__restore(*c, st->m, st->out);
     for (cnn_callback **c = callbacks; c && *c; c++)
         if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; }
@@ -5510,7 +5978,8 @@ static int cnn__fit_epoch(cnn__fit_state *st, cnn__fit_run *r, int epoch) {
         if (got < 0) return got;
         if (got == 0) break;
         if (got > r->bs)
-            return cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch source returned %d samples for a batch of %d", got, r->bs);
+            return cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch source returned %d samples for a batch of %d",
+                                 got, r->bs);
         if ((rc = cnn__check_targets(m, r->y, got, src->y_width, "cnn_fit"))) return rc;
         if ((rc = cnn__train_step(m, r->x, r->y, got, src->y_width, r->class_weight, &l, &a))) return rc;
         r->loss_sum += l * got;
@@ -5519,8 +5988,8 @@ static int cnn__fit_epoch(cnn__fit_state *st, cnn__fit_run *r, int epoch) {
         cnn__callbacks_batch_end(st, r->o->callbacks, epoch, r->step, l);
         now = cnn_wall_time();
         if (r->dynamic && (now - last_draw > 0.1 || r->step + 1 == r->steps)) {
-            cnn__progress(st->out, r->step + 1, r->steps, now - r->t0, 0, 1, r->loss_sum / r->seen, r->acc_sum / r->seen,
-                          r->has_acc, NULL);
+            cnn__progress(st->out, r->step + 1, r->steps, now - r->t0, 0, 1, r->loss_sum / r->seen,
+                          r->acc_sum / r->seen, r->has_acc, NULL);
             last_draw = now;
         }
 #if !defined(CNN_NO_SIGINT)
@@ -5546,24 +6015,29 @@ static int cnn__fit_epoch_log(cnn__fit_state *st, cnn__fit_run *r, cnn_batch_sou
         if ((rc = cnn__evaluate_source(m, val, r->bs, o->validation_steps, &e))) return rc;
         if ((rc = cnn__history_put(st->h, "val_loss", e.loss))) return rc;
         if (r->has_acc && (rc = cnn__history_put(st->h, "val_accuracy", e.accuracy))) return rc;
-        if (r->has_acc) snprintf(vtext, sizeof vtext, " - val_loss: %.4f - val_accuracy: %.4f", e.loss, e.accuracy);
+        if (r->has_acc)
+            snprintf(vtext, sizeof vtext, " - val_loss: %.4f - val_accuracy: %.4f", e.loss, e.accuracy);
         else snprintf(vtext, sizeof vtext, " - val_loss: %.4f", e.loss);
     }
-    if (o->verbose == 1) cnn__progress(st->out, r->step, r->steps, elapsed, 1, r->dynamic, loss, acc, r->has_acc, vtext);
+    if (o->verbose == 1)
+        cnn__progress(st->out, r->step, r->steps, elapsed, 1, r->dynamic, loss, acc, r->has_acc, vtext);
     else if (o->verbose == 2) {
         fprintf(st->out, "%d/%d - %.0fs - loss: %.4f", r->step, r->steps, elapsed, loss);
         if (r->has_acc) fprintf(st->out, " - accuracy: %.4f", acc);
         fprintf(st->out, "%s\n", vtext);
         fflush(st->out);
     }
-    if (o->verbose && m->backend.describe) cnn__describe_backend(m, 0, st->out); /* when the sharing changed */
+    if (o->verbose && m->backend.describe)
+        cnn__describe_backend(m, 0, st->out); /* when the sharing changed */
     /* lr as used in this epoch (callbacks may change it for the next), as Keras logs it */
-    for (cnn_callback **c = o->callbacks; c && *c; c++) track_lr |= (*c)->kind == CNN__CB_REDUCE_LR || (*c)->kind == CNN__CB_SCHEDULER;
+    for (cnn_callback **c = o->callbacks; c && *c; c++)
+        track_lr |= (*c)->kind == CNN__CB_REDUCE_LR || (*c)->kind == CNN__CB_SCHEDULER;
     return track_lr ? cnn__history_put(st->h, "lr", m->opt.learning_rate) : CNN_OK;
 }
 
 /* The loop behind cnn_fit and cnn_fit_source. val may be NULL. */
-static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val, const cnn_fit_opts *o, const float *class_weight) {
+static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val,
+                             const cnn_fit_opts *o, const float *class_weight) {
     const int want_bs = o->batch_size ? o->batch_size : src->batch_size > 0 ? src->batch_size : 32;
     const int epochs = o->epochs ? o->epochs : 1;
     const size_t per_in = cnn__node_size(m->nodes[m->input]);
@@ -5587,25 +6061,34 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     rc = (st.h && r.x && r.y) ? cnn__ensure_batch(m, r.bs) : CNN_ERR_MEMORY;
     if (r.steps <= 0 && !rc) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gives no batches");
 #if !defined(CNN_NO_SIGINT)
-    void (*old_handler)(int) = SIG_ERR; /* Ctrl-C stops after the current batch; see THREADS AND DETERMINISM */
+    /* Ctrl-C stops after the current batch; see THREADS AND DETERMINISM */
+    void (*old_handler)(int) = SIG_ERR;
     if (!rc) { cnn__sigint_seen = 0; old_handler = signal(SIGINT, cnn__on_sigint); }
 #endif
     if (!rc) rc = cnn__callbacks_train_begin(o->callbacks);
     if (!rc) rc = src->reset(src->ctx, r.pass);
     for (int epoch = o->initial_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
         if ((rc = cnn__callbacks_epoch_begin(&st, o->callbacks, epoch)) || st.stop) break;
-        if (o->verbose && m->backend.describe && epoch == o->initial_epoch) cnn__describe_backend(m, 1, st.out);
+        if (o->verbose && m->backend.describe && epoch == o->initial_epoch)
+            cnn__describe_backend(m, 1, st.out);
         if (o->verbose) fprintf(st.out, "Epoch %d/%d\n", epoch + 1, epochs);
         if (!o->steps_per_epoch && epoch != o->initial_epoch && (rc = src->reset(src->ctx, ++r.pass))) break;
         if ((rc = cnn__fit_epoch(&st, &r, epoch))) break;
         if (st.h->interrupted) { /* the History keeps the completed epochs only */
-            if (o->verbose) fprintf(st.out, "%sInterrupted: training stopped after batch %d of epoch %d.\n", r.dynamic ? "\n" : "", r.step, epoch + 1);
+            if (o->verbose)
+                fprintf(st.out, "%sInterrupted: training stopped after batch %d of epoch %d.\n",
+                        r.dynamic ? "\n" : "", r.step, epoch + 1);
             break;
         }
-        if (!r.seen) { rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gave no samples in epoch %d", epoch + 1); break; }
+        if (!r.seen) {
+            rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gave no samples in epoch %d",
+                               epoch + 1);
+            break;
+        }
         if ((rc = cnn__fit_epoch_log(&st, &r, val))) break;
         st.h->epochs++;
-        for (cnn_callback **c = o->callbacks; c && *c && !rc; c++) rc = cnn__callback_epoch_end(*c, &st, epoch);
+        for (cnn_callback **c = o->callbacks; c && *c && !rc; c++)
+            rc = cnn__callback_epoch_end(*c, &st, epoch);
     }
     cnn__callbacks_train_end(&st, o->callbacks, rc, o->initial_epoch);
 #if !defined(CNN_NO_SIGINT)
@@ -5622,30 +6105,45 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
 
 static int cnn__check_fit_opts(const cnn_model *m, const cnn_fit_opts *o) {
     if (!o) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: options are NULL");
-    if (o->batch_size < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch_size %d must be > 0", o->batch_size);
+    if (o->batch_size < 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch_size %d must be > 0", o->batch_size);
     if (o->epochs < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: epochs %d must be > 0", o->epochs);
-    if (o->initial_epoch < 0 || o->initial_epoch >= (o->epochs ? o->epochs : 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: initial_epoch %d must be in [0, epochs)", o->initial_epoch);
-    if (o->steps_per_epoch < 0 || o->validation_steps < 0) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: steps_per_epoch and validation_steps must be >= 0");
-    if (o->verbose < 0 || o->verbose > 2) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: verbose %d must be 0, 1 or 2", o->verbose);
-    if (!(o->validation_split >= 0 && o->validation_split < 1)) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g is not in [0, 1)", o->validation_split);
+    if (o->initial_epoch < 0 || o->initial_epoch >= (o->epochs ? o->epochs : 1))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_fit: initial_epoch %d must be in [0, epochs)",
+                             o->initial_epoch);
+    if (o->steps_per_epoch < 0 || o->validation_steps < 0)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_fit: steps_per_epoch and validation_steps must be >= 0");
+    if (o->verbose < 0 || o->verbose > 2)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_fit: verbose %d must be 0, 1 or 2", o->verbose);
+    if (!(o->validation_split >= 0 && o->validation_split < 1))
+        return cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g is not in [0, 1)",
+                             o->validation_split);
     int nval = (o->validation_split > 0) + (o->validation_data != NULL) + (o->validation_source != NULL);
-    if (nval > 1) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: give only one of validation_split, validation_data, validation_source");
+    if (nval > 1)
+        return cnn_set_error(
+            CNN_ERR_ARG, "cnn_fit: give only one of validation_split, validation_data, validation_source");
     if (o->class_weight) {
         int U = cnn_model_output_size(m), k = U > 1 ? U : 2;
         for (int i = 0; i < k; i++)
-            if (!(o->class_weight[i] >= 0) || !isfinite(o->class_weight[i])) return cnn_set_error(CNN_ERR_ARG, "cnn_fit: class_weight[%d] must be finite and >= 0", i);
+            if (!(o->class_weight[i] >= 0) || !isfinite(o->class_weight[i]))
+                return cnn_set_error(CNN_ERR_ARG, "cnn_fit: class_weight[%d] must be finite and >= 0", i);
     }
     return CNN_OK;
 }
 
 CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const cnn_fit_opts *o) {
-    if (cnn__check_compiled(m, "cnn_fit") || cnn__check_fit_opts(m, o) || cnn__check_dataset_fits(m, train, "cnn_fit")) return NULL;
-    if (o->validation_data && cnn__check_dataset_fits(m, o->validation_data, "cnn_fit (validation_data)")) return NULL;
-    if (o->validation_source && cnn__check_source(m, o->validation_source, "cnn_fit (validation_source)")) return NULL;
+    if (cnn__check_compiled(m, "cnn_fit") || cnn__check_fit_opts(m, o) ||
+        cnn__check_dataset_fits(m, train, "cnn_fit"))
+        return NULL;
+    if (o->validation_data && cnn__check_dataset_fits(m, o->validation_data, "cnn_fit (validation_data)"))
+        return NULL;
+    if (o->validation_source && cnn__check_source(m, o->validation_source, "cnn_fit (validation_source)"))
+        return NULL;
     /* validation_split takes the last fraction of the data before shuffling, as Keras does */
     int n_val = o->validation_split > 0 ? train->n - cnn__split_at(train->n, o->validation_split) : 0;
     if (o->validation_split > 0 && (n_val == 0 || n_val == train->n)) {
-        cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g of %d images leaves an empty part", o->validation_split, train->n);
+        cnn_set_error(CNN_ERR_ARG, "cnn_fit: validation_split %g of %d images leaves an empty part",
+                      o->validation_split, train->n);
         return NULL;
     }
     if (!m->class_names && train->class_names && train->num_classes > 0)
@@ -5659,7 +6157,8 @@ CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const 
     cnn__array_source s, vs;
     memset(&vs, 0, sizeof vs);
     /* the shuffle seed moves on with every step taken, so repeated fit calls see new orders */
-    if (cnn__array_source_init(&src, &s, m, &tr, !o->no_shuffle, m->seed ^ cnn__mix64((uint64_t)m->step))) return NULL;
+    if (cnn__array_source_init(&src, &s, m, &tr, !o->no_shuffle, m->seed ^ cnn__mix64((uint64_t)m->step)))
+        return NULL;
     const cnn_dataset *vd = n_val ? &va : o->validation_data;
     if (vd) {
         if (cnn__array_source_init(&vsrc, &vs, m, vd, 0, 0)) { CNN_FREE(s.order); return NULL; }
@@ -5672,11 +6171,25 @@ CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const 
 }
 
 CNN_IMPL cnn_history *cnn_fit_source_opt(cnn_model *m, cnn_batch_source *train, const cnn_fit_opts *o) {
-    if (cnn__check_compiled(m, "cnn_fit_source") || cnn__check_fit_opts(m, o) || cnn__check_source(m, train, "cnn_fit_source")) return NULL;
-    if (o->validation_split > 0) { cnn_set_error(CNN_ERR_ARG, "cnn_fit_source: validation_split needs arrays; give validation_data or validation_source"); return NULL; }
-    if (o->validation_data && cnn__check_dataset_fits(m, o->validation_data, "cnn_fit_source (validation_data)")) return NULL;
-    if (o->validation_source && cnn__check_source(m, o->validation_source, "cnn_fit_source (validation_source)")) return NULL;
-    if (train->samples <= 0 && !o->steps_per_epoch) { cnn_set_error(CNN_ERR_ARG, "cnn_fit_source: the source does not know its size; give steps_per_epoch"); return NULL; }
+    if (cnn__check_compiled(m, "cnn_fit_source") || cnn__check_fit_opts(m, o) ||
+        cnn__check_source(m, train, "cnn_fit_source"))
+        return NULL;
+    if (o->validation_split > 0) {
+        cnn_set_error(
+            CNN_ERR_ARG,
+            "cnn_fit_source: validation_split needs arrays; give validation_data or validation_source");
+        return NULL;
+    }
+    if (o->validation_data &&
+        cnn__check_dataset_fits(m, o->validation_data, "cnn_fit_source (validation_data)"))
+        return NULL;
+    if (o->validation_source &&
+        cnn__check_source(m, o->validation_source, "cnn_fit_source (validation_source)"))
+        return NULL;
+    if (train->samples <= 0 && !o->steps_per_epoch) {
+        cnn_set_error(CNN_ERR_ARG, "cnn_fit_source: the source does not know its size; give steps_per_epoch");
+        return NULL;
+    }
     if (train->rescale != 0.0f) cnn_model_set_rescale(m, train->rescale);
     if (train->mean && train->std) cnn_model_set_featurewise(m, train->mean, train->std, train->c);
     cnn_batch_source vsrc, *val = o->validation_source;
@@ -5711,11 +6224,23 @@ static void cnn__put(cnn__buf *b, const void *src, size_t n) {
     memcpy(b->p + b->len, src, n);
     b->len += n;
 }
-static void cnn__put_u32(cnn__buf *b, uint32_t v) { unsigned char t[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)}; cnn__put(b, t, 4); }
-static void cnn__put_u64(cnn__buf *b, uint64_t v) { cnn__put_u32(b, (uint32_t)v); cnn__put_u32(b, (uint32_t)(v >> 32)); }
+static void cnn__put_u32(cnn__buf *b, uint32_t v) {
+    unsigned char t[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    cnn__put(b, t, 4);
+}
+static void cnn__put_u64(cnn__buf *b, uint64_t v) {
+    cnn__put_u32(b, (uint32_t)v);
+    cnn__put_u32(b, (uint32_t)(v >> 32));
+}
 static void cnn__put_f32(cnn__buf *b, float f) { uint32_t u; memcpy(&u, &f, 4); cnn__put_u32(b, u); }
-static void cnn__put_str(cnn__buf *b, const char *s) { cnn__put_u32(b, (uint32_t)strlen(s)); cnn__put(b, s, strlen(s)); }
-static void cnn__put_floats(cnn__buf *b, const float *f, size_t n) { for (size_t i = 0; i < n; i++) cnn__put_f32(b, f[i]); }
+static void cnn__put_str(cnn__buf *b, const char *s) {
+    cnn__put_u32(b, (uint32_t)strlen(s));
+    cnn__put(b, s, strlen(s));
+}
+static void cnn__put_floats(cnn__buf *b, const float *f, size_t n) {
+    for (size_t i = 0; i < n; i++) cnn__put_f32(b, f[i]);
+}
 
 typedef struct cnn__reader { const unsigned char *p; size_t len, pos; int failed; } cnn__reader;
 
@@ -5725,9 +6250,21 @@ static int cnn__get(cnn__reader *r, void *dst, size_t n) {
     r->pos += n;
     return 1;
 }
-static uint32_t cnn__get_u32(cnn__reader *r) { unsigned char t[4]; cnn__get(r, t, 4); return (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24; }
-static uint64_t cnn__get_u64(cnn__reader *r) { uint64_t lo = cnn__get_u32(r); return lo | (uint64_t)cnn__get_u32(r) << 32; }
-static float cnn__get_f32(cnn__reader *r) { uint32_t u = cnn__get_u32(r); float f; memcpy(&f, &u, 4); return f; }
+static uint32_t cnn__get_u32(cnn__reader *r) {
+    unsigned char t[4];
+    cnn__get(r, t, 4);
+    return (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+}
+static uint64_t cnn__get_u64(cnn__reader *r) {
+    uint64_t lo = cnn__get_u32(r);
+    return lo | (uint64_t)cnn__get_u32(r) << 32;
+}
+static float cnn__get_f32(cnn__reader *r) {
+    uint32_t u = cnn__get_u32(r);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 static int cnn__get_str(cnn__reader *r, char *dst, size_t cap) {
     uint32_t n = cnn__get_u32(r);
     if (r->failed || n >= cap) { r->failed = 1; return 0; }
@@ -5763,7 +6300,8 @@ static void cnn__get_record(cnn__reader *r, cnn__layer_record *L) {
     for (int k = 0; k < 12; k++) v[k] = (int)cnn__get_u32(r);
     cnn__get_floats(r, f, 6);
     L->h = v[0], L->w = v[1], L->c = v[2], L->units = v[3], L->kh = v[4], L->kw = v[5];
-    L->sh = v[6], L->sw = v[7], L->padding = v[8], L->activation = v[9], L->use_bias = v[10], L->trainable = v[11];
+    L->sh = v[6], L->sw = v[7], L->padding = v[8], L->activation = v[9], L->use_bias = v[10],
+    L->trainable = v[11];
     L->alpha = f[0], L->l1 = f[1], L->l2 = f[2], L->rate = f[3], L->momentum = f[4], L->epsilon = f[5];
 }
 
@@ -5782,7 +6320,10 @@ static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
     cnn__put_u64(b, m->seed);
     cnn__put_f32(b, m->rescale);
     cnn__put_u32(b, (uint32_t)(m->mean ? m->stats_c : 0));
-    if (m->mean) { cnn__put_floats(b, m->mean, (size_t)m->stats_c); cnn__put_floats(b, m->std, (size_t)m->stats_c); }
+    if (m->mean) {
+        cnn__put_floats(b, m->mean, (size_t)m->stats_c);
+        cnn__put_floats(b, m->std, (size_t)m->stats_c);
+    }
     cnn__put_u32(b, (uint32_t)m->n_class_names);
     for (int i = 0; i < m->n_class_names; i++) cnn__put_str(b, m->class_names[i]);
     cnn__put_u32(b, (uint32_t)m->compiled);
@@ -5801,7 +6342,10 @@ static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
     cnn__put_u64(b, m->n_state);
     cnn__put_floats(b, m->state, m->n_state);
     cnn__put_u32(b, m->compiled && m->slot1 ? 1u : 0u);
-    if (m->compiled && m->slot1) { cnn__put_floats(b, m->slot1, m->n_params); cnn__put_floats(b, m->slot2, m->n_params); }
+    if (m->compiled && m->slot1) {
+        cnn__put_floats(b, m->slot1, m->n_params);
+        cnn__put_floats(b, m->slot2, m->n_params);
+    }
 }
 
 CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
@@ -5818,7 +6362,10 @@ CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
     cnn__put(&file, payload.p, payload.len);
     cnn__put_u32(&file, cnn__crc32(payload.p, payload.len));
     CNN_FREE(payload.p);
-    if (payload.failed || file.failed) { CNN_FREE(file.p); return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory serialising the model"); }
+    if (payload.failed || file.failed) {
+        CNN_FREE(file.p);
+        return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory serialising the model");
+    }
     /* write a temporary file beside the target, then rename it over the target */
     size_t plen = strlen(path);
     char *tmp = (char *)CNN_MALLOC(plen + 32);
@@ -5830,14 +6377,26 @@ CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
 #endif
     int ok;
     FILE *f = fopen(tmp, "wb");
-    if (!f) { rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot create '%s': %s", tmp, strerror(errno)); goto done; }
+    if (!f) {
+        rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot create '%s': %s", tmp, strerror(errno));
+        goto done;
+    }
     ok = fwrite(file.p, 1, file.len, f) == file.len && fflush(f) == 0;
 #ifdef CNN__POSIX
     ok = ok && fsync(fileno(f)) == 0;
 #endif
     ok = (fclose(f) == 0) && ok;
-    if (!ok) { remove(tmp); rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot write '%s': %s", tmp, strerror(errno)); goto done; }
-    if (rename(tmp, path) != 0) { remove(tmp); rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot rename '%s' to '%s': %s", tmp, path, strerror(errno)); goto done; }
+    if (!ok) {
+        remove(tmp);
+        rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot write '%s': %s", tmp, strerror(errno));
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot rename '%s' to '%s': %s", tmp, path,
+                           strerror(errno));
+        goto done;
+    }
 done:
     CNN_FREE(tmp);
     CNN_FREE(file.p);
@@ -5857,39 +6416,69 @@ static cnn_node *cnn__rebuild_node(cnn_model *m, int type, const char *name, cnn
 /* fill the empty model m from the payload; an error code on failure */
 static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
     uint32_t n_nodes = cnn__get_u32(r), input = cnn__get_u32(r), output = cnn__get_u32(r);
-    if (r->failed || n_nodes == 0 || n_nodes > 100000 || input >= n_nodes || output >= n_nodes) { cnn_set_error(CNN_ERR_FORMAT, "bad layer count"); return CNN_ERR_FORMAT; }
+    if (r->failed || n_nodes == 0 || n_nodes > 100000 || input >= n_nodes || output >= n_nodes) {
+        cnn_set_error(CNN_ERR_FORMAT, "bad layer count");
+        return CNN_ERR_FORMAT;
+    }
     for (uint32_t i = 0; i < n_nodes; i++) {
         char name[CNN__NAME_MAX];
         uint32_t type = cnn__get_u32(r);
-        if (!cnn__get_str(r, name, sizeof name)) { cnn_set_error(CNN_ERR_FORMAT, "layer %u: bad name", i); return CNN_ERR_FORMAT; }
+        if (!cnn__get_str(r, name, sizeof name)) {
+            cnn_set_error(CNN_ERR_FORMAT, "layer %u: bad name", i);
+            return CNN_ERR_FORMAT;
+        }
         uint32_t n_in = cnn__get_u32(r);
         cnn_node *ins[CNN__MAX_INPUTS];
-        if (r->failed || n_in > CNN__MAX_INPUTS || type >= CNN__LAYER_TYPES) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': bad type or inputs", name); return CNN_ERR_FORMAT; }
+        if (r->failed || n_in > CNN__MAX_INPUTS || type >= CNN__LAYER_TYPES) {
+            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': bad type or inputs", name);
+            return CNN_ERR_FORMAT;
+        }
         for (uint32_t k = 0; k < n_in; k++) {
             uint32_t idx = cnn__get_u32(r);
-            if (idx >= i) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': input %u is not an earlier layer", name, idx); return CNN_ERR_FORMAT; }
+            if (idx >= i) {
+                cnn_set_error(CNN_ERR_FORMAT, "layer '%s': input %u is not an earlier layer", name, idx);
+                return CNN_ERR_FORMAT;
+            }
             ins[k] = m->nodes[idx];
         }
         cnn__layer_record L;
         cnn__get_record(r, &L);
-        if (r->failed) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': truncated", name); return CNN_ERR_FORMAT; }
+        if (r->failed) {
+            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': truncated", name);
+            return CNN_ERR_FORMAT;
+        }
         cnn_node *n = cnn__rebuild_node(m, (int)type, name, ins, (int)n_in, &L);
-        if (!n) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': %s", name, cnn_last_error()); return CNN_ERR_FORMAT; }
-        if (n->h != L.h || n->w != L.w || n->c != L.c) { cnn_set_error(CNN_ERR_FORMAT, "layer '%s': stored shape does not match", name); return CNN_ERR_FORMAT; }
+        if (!n) {
+            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': %s", name, cnn_last_error());
+            return CNN_ERR_FORMAT;
+        }
+        if (n->h != L.h || n->w != L.w || n->c != L.c) {
+            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': stored shape does not match", name);
+            return CNN_ERR_FORMAT;
+        }
         n->trainable = L.trainable != 0;
     }
     if ((int)input != m->input) { cnn_set_error(CNN_ERR_FORMAT, "bad input index"); return CNN_ERR_FORMAT; }
-    if (cnn_model_set_output(m, m->nodes[output]) || m->n_nodes != (int)n_nodes) { cnn_set_error(CNN_ERR_FORMAT, "the stored graph is inconsistent"); return CNN_ERR_FORMAT; }
+    if (cnn_model_set_output(m, m->nodes[output]) || m->n_nodes != (int)n_nodes) {
+        cnn_set_error(CNN_ERR_FORMAT, "the stored graph is inconsistent");
+        return CNN_ERR_FORMAT;
+    }
     m->seed = cnn__get_u64(r);
     m->rescale = cnn__get_f32(r);
     uint32_t sc = cnn__get_u32(r);
-    if (r->failed || !isfinite(m->rescale) || m->rescale == 0 || (sc && (int)sc != m->nodes[m->input]->c)) { cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing"); return CNN_ERR_FORMAT; }
+    if (r->failed || !isfinite(m->rescale) || m->rescale == 0 || (sc && (int)sc != m->nodes[m->input]->c)) {
+        cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing");
+        return CNN_ERR_FORMAT;
+    }
     if (sc) {
         float mean[4096], stdv[4096];
         if (sc > 4096) { cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing"); return CNN_ERR_FORMAT; }
         cnn__get_floats(r, mean, sc);
         cnn__get_floats(r, stdv, sc);
-        if (r->failed || cnn_model_set_featurewise(m, mean, stdv, (int)sc)) { cnn_set_error(CNN_ERR_FORMAT, "bad featurewise statistics"); return CNN_ERR_FORMAT; }
+        if (r->failed || cnn_model_set_featurewise(m, mean, stdv, (int)sc)) {
+            cnn_set_error(CNN_ERR_FORMAT, "bad featurewise statistics");
+            return CNN_ERR_FORMAT;
+        }
     }
     uint32_t nc = cnn__get_u32(r);
     if (r->failed || nc > 100000) { cnn_set_error(CNN_ERR_FORMAT, "bad class names"); return CNN_ERR_FORMAT; }
@@ -5898,7 +6487,10 @@ static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
         if (!m->class_names) return CNN_ERR_MEMORY;
         for (uint32_t i = 0; i < nc; i++) {
             char name[1024];
-            if (!cnn__get_str(r, name, sizeof name) || !(m->class_names[i] = cnn__strdup(name))) { cnn_set_error(CNN_ERR_FORMAT, "bad class name %u", i); return CNN_ERR_FORMAT; }
+            if (!cnn__get_str(r, name, sizeof name) || !(m->class_names[i] = cnn__strdup(name))) {
+                cnn_set_error(CNN_ERR_FORMAT, "bad class name %u", i);
+                return CNN_ERR_FORMAT;
+            }
             m->n_class_names = (int)i + 1;
         }
     }
@@ -5916,18 +6508,33 @@ static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
         co.optimizer.epsilon = f[3]; co.optimizer.momentum = f[4]; co.optimizer.rho = f[5];
         co.optimizer.nesterov = (int)cnn__get_u32(r);
         step = cnn__get_u64(r);
-        if (r->failed || cnn_compile_opt(m, &co)) { cnn_set_error(CNN_ERR_FORMAT, "bad compile settings: %s", cnn_last_error()); return CNN_ERR_FORMAT; }
+        if (r->failed || cnn_compile_opt(m, &co)) {
+            cnn_set_error(CNN_ERR_FORMAT, "bad compile settings: %s", cnn_last_error());
+            return CNN_ERR_FORMAT;
+        }
     }
-    if (cnn__get_u64(r) != m->n_params) { cnn_set_error(CNN_ERR_FORMAT, "parameter count does not match the layers"); return CNN_ERR_FORMAT; }
+    if (cnn__get_u64(r) != m->n_params) {
+        cnn_set_error(CNN_ERR_FORMAT, "parameter count does not match the layers");
+        return CNN_ERR_FORMAT;
+    }
     cnn__get_floats(r, m->params, m->n_params);
-    if (cnn__get_u64(r) != m->n_state) { cnn_set_error(CNN_ERR_FORMAT, "state count does not match the layers"); return CNN_ERR_FORMAT; }
+    if (cnn__get_u64(r) != m->n_state) {
+        cnn_set_error(CNN_ERR_FORMAT, "state count does not match the layers");
+        return CNN_ERR_FORMAT;
+    }
     cnn__get_floats(r, m->state, m->n_state);
     uint32_t slots = cnn__get_u32(r);
-    if (slots && !compiled) { cnn_set_error(CNN_ERR_FORMAT, "optimizer state without compile settings"); return CNN_ERR_FORMAT; }
+    if (slots && !compiled) {
+        cnn_set_error(CNN_ERR_FORMAT, "optimizer state without compile settings");
+        return CNN_ERR_FORMAT;
+    }
     if (slots) { cnn__get_floats(r, m->slot1, m->n_params); cnn__get_floats(r, m->slot2, m->n_params); }
     m->step = (long long)step;
     if (r->failed) { cnn_set_error(CNN_ERR_FORMAT, "truncated weights"); return CNN_ERR_FORMAT; }
-    if (r->pos != r->len) { cnn_set_error(CNN_ERR_FORMAT, "%zu unexpected bytes after the weights", r->len - r->pos); return CNN_ERR_FORMAT; }
+    if (r->pos != r->len) {
+        cnn_set_error(CNN_ERR_FORMAT, "%zu unexpected bytes after the weights", r->len - r->pos);
+        return CNN_ERR_FORMAT;
+    }
     return CNN_OK;
 }
 
@@ -5935,15 +6542,31 @@ CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
     const unsigned char *p = (const unsigned char *)data;
     if (!p) { cnn_set_error(CNN_ERR_ARG, "cnn_load_memory: data is NULL"); return NULL; }
     if (len == 0) { cnn_set_error(CNN_ERR_FORMAT, "model file is empty"); return NULL; }
-    if (len < 24 || memcmp(p, "CNNMODEL", 8)) { cnn_set_error(CNN_ERR_FORMAT, "not a cnn.h model file (bad magic)"); return NULL; }
+    if (len < 24 || memcmp(p, "CNNMODEL", 8)) {
+        cnn_set_error(CNN_ERR_FORMAT, "not a cnn.h model file (bad magic)");
+        return NULL;
+    }
     cnn__reader r = {p + 8, len - 8, 0, 0};
     uint32_t version = cnn__get_u32(&r);
-    if (version != CNN__FORMAT_VERSION) { cnn_set_error(CNN_ERR_FORMAT, "model file version %u is not supported (this cnn.h reads version %u)", version, CNN__FORMAT_VERSION); return NULL; }
+    if (version != CNN__FORMAT_VERSION) {
+        cnn_set_error(CNN_ERR_FORMAT, "model file version %u is not supported (this cnn.h reads version %u)",
+                      version, CNN__FORMAT_VERSION);
+        return NULL;
+    }
     uint64_t plen = cnn__get_u64(&r);
-    if (plen != len - 24) { cnn_set_error(CNN_ERR_FORMAT, "model file is truncated or has trailing data (%zu payload bytes, header says %llu)", len < 24 ? 0 : len - 24, (unsigned long long)plen); return NULL; }
+    if (plen != len - 24) {
+        cnn_set_error(CNN_ERR_FORMAT,
+                      "model file is truncated or has trailing data (%zu payload bytes, header says %llu)",
+                      len < 24 ? 0 : len - 24, (unsigned long long)plen);
+        return NULL;
+    }
     const unsigned char *payload = p + 20;
-    uint32_t crc = (uint32_t)payload[plen] | (uint32_t)payload[plen + 1] << 8 | (uint32_t)payload[plen + 2] << 16 | (uint32_t)payload[plen + 3] << 24;
-    if (crc != cnn__crc32(payload, (size_t)plen)) { cnn_set_error(CNN_ERR_FORMAT, "model file is corrupted (checksum mismatch)"); return NULL; }
+    uint32_t crc = (uint32_t)payload[plen] | (uint32_t)payload[plen + 1] << 8 |
+                   (uint32_t)payload[plen + 2] << 16 | (uint32_t)payload[plen + 3] << 24;
+    if (crc != cnn__crc32(payload, (size_t)plen)) {
+        cnn_set_error(CNN_ERR_FORMAT, "model file is corrupted (checksum mismatch)");
+        return NULL;
+    }
     cnn__reader pr = {payload, (size_t)plen, 0, 0};
     cnn_model *m = cnn_model_new();
     if (m && cnn__deserialize(m, &pr)) { cnn_model_free(m); m = NULL; }
@@ -5969,7 +6592,8 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
 CNN_IMPL int cnn_model_set_backend(cnn_model *m, const cnn_backend *b) {
     if (!m) return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_backend: the model is NULL");
     if (b && (!b->forward || !b->backward))
-        return cnn_set_error(CNN_ERR_ARG, "cnn_model_set_backend: backend '%s' lacks its forward or backward pass",
+        return cnn_set_error(CNN_ERR_ARG,
+                             "cnn_model_set_backend: backend '%s' lacks its forward or backward pass",
                              b->name ? b->name : "?");
     if (m->backend.release) m->backend.release(m);
     if (b) m->backend = *b;
@@ -5995,8 +6619,8 @@ CNN_IMPL int cnn_split_batch(int B, int n, const double *weights, int *counts) {
     double largest = 0, scale = 1;
     for (int k = 0; k < n; k++) {
         if (!(weights[k] >= 0) || !isfinite(weights[k]))
-            return cnn_set_error(CNN_ERR_ARG, "cnn_split_batch: weight %d (%g) must be a finite number >= 0", k,
-                                 weights[k]);
+            return cnn_set_error(CNN_ERR_ARG, "cnn_split_batch: weight %d (%g) must be a finite number >= 0",
+                                 k, weights[k]);
         total += weights[k];
         largest = weights[k] > largest ? weights[k] : largest;
     }
@@ -6035,8 +6659,10 @@ CNN_IMPL int cnn_split_parse(const char *spec, int n, int *fixed, double *weight
         char *end;
         weights[k] = strtod(p, &end);
         if (end == p || !(weights[k] >= 0) || !isfinite(weights[k]))
-            return cnn_set_error(CNN_ERR_ARG, "split '%s': weight %d is not a number >= 0 (give equal, auto or "
-                                 "W1:W2:..., one weight per device)", spec, k + 1);
+            return cnn_set_error(CNN_ERR_ARG,
+                                 "split '%s': weight %d is not a number >= 0 (give equal, auto or "
+                                 "W1:W2:..., one weight per device)",
+                                 spec, k + 1);
         p = end;
         if (k < n - 1 && *p++ != ':')
             return cnn_set_error(CNN_ERR_ARG, "split '%s' has fewer weights than the %d devices", spec, n);
@@ -6049,11 +6675,14 @@ CNN_IMPL int cnn_split_parse(const char *spec, int n, int *fixed, double *weight
 
 CNN_IMPL double cnn_split_balance(int B, int n, const double *a, const double *b, int *counts) {
     double lo = 0, hi = 0, t;
-    if (B < 0 || n <= 0 || !a || !b || !counts) return cnn_set_error(CNN_ERR_ARG, "cnn_split_balance: bad arguments");
+    if (B < 0 || n <= 0 || !a || !b || !counts)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_split_balance: bad arguments");
     for (int k = 0; k < n; k++) {
         if (!(a[k] >= 0 && b[k] > 0) || !isfinite(a[k]) || !isfinite(b[k]))
-            return cnn_set_error(CNN_ERR_ARG, "cnn_split_balance: worker %d's timing (%g + %g per sample) is not "
-                                 "usable", k, a[k], b[k]);
+            return cnn_set_error(CNN_ERR_ARG,
+                                 "cnn_split_balance: worker %d's timing (%g + %g per sample) is not "
+                                 "usable",
+                                 k, a[k], b[k]);
         if (k == 0 || a[k] + b[k] * B < hi) hi = a[k] + b[k] * B; /* one worker alone */
     }
     for (int it = 0; it < 200; it++) { /* the least time T by which the workers can do B samples */
@@ -6101,14 +6730,14 @@ CNN_IMPL void cnn_sum_in_order(float *out, const float *const *parts, int n, siz
     }
 }
 
-CNN_IMPL void cnn_bn_batch_stats(const cnn_moments *acc, float epsilon, float momentum, float *mean, float *inv,
-                                 float *moving_mean, float *moving_var) {
-    cnn__bn_close(acc->mean, acc->count > 0 ? acc->m2 / acc->count : 0, acc->count, epsilon, momentum, mean, inv,
-                  moving_mean, moving_var);
+CNN_IMPL void cnn_bn_batch_stats(const cnn_moments *acc, float epsilon, float momentum, float *mean,
+                                 float *inv, float *moving_mean, float *moving_var) {
+    cnn__bn_close(acc->mean, acc->count > 0 ? acc->m2 / acc->count : 0, acc->count, epsilon, momentum, mean,
+                  inv, moving_mean, moving_var);
 }
 
-CNN_IMPL double cnn_bn_grad_coefficients(double gamma, double mean, double inv, double sum_dy, double sum_dy_xc, double M,
-                                         float k[3]) {
+CNN_IMPL double cnn_bn_grad_coefficients(double gamma, double mean, double inv, double sum_dy,
+                                         double sum_dy_xc, double M, float k[3]) {
     /* dx = gamma inv / M (M dy - sum dy - xhat sum dy xhat), xhat = (x - mean) inv */
     const double dgamma = sum_dy_xc * inv, k1 = gamma * inv, k2 = -k1 * inv * dgamma / M;
     k[0] = (float)k1;
@@ -6145,7 +6774,8 @@ CNN_IMPL int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p) {
     int rc = cnn__check_built(m, "cnn_get_profile");
     if (rc) return rc;
     if (!p) return cnn_set_error(CNN_ERR_ARG, "cnn_get_profile: the result pointer is NULL");
-    if (i < 0 || i >= m->n_nodes) return cnn_set_error(CNN_ERR_ARG, "cnn_get_profile: layer %d is not in 0..%d", i, m->n_nodes - 1);
+    if (i < 0 || i >= m->n_nodes)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_get_profile: layer %d is not in 0..%d", i, m->n_nodes - 1);
     const cnn_node *n = m->nodes[i];
     *p = n->prof;
     p->name = n->name;
@@ -6154,7 +6784,8 @@ CNN_IMPL int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p) {
     return CNN_OK;
 }
 
-CNN_IMPL int cnn_input_gradient(cnn_model *m, const float *x, const float *y, int n, int y_width, float *dx, float *loss) {
+CNN_IMPL int cnn_input_gradient(cnn_model *m, const float *x, const float *y, int n, int y_width, float *dx,
+                                float *loss) {
     int rc = cnn__check_xy(m, x, y, n, y_width, "cnn_input_gradient");
     if (rc) return rc;
     if (!dx) return cnn_set_error(CNN_ERR_ARG, "cnn_input_gradient: dx is NULL");
@@ -6180,9 +6811,11 @@ static double cnn__loss_at(cnn_model *m, const float *x, const float *y, int B, 
     return l + cnn__regularize(m, 0);
 }
 
-CNN_IMPL double cnn_gradient_check(cnn_model *m, const float *x, const float *y, int n, int y_width, int samples, double step) {
+CNN_IMPL double cnn_gradient_check(cnn_model *m, const float *x, const float *y, int n, int y_width,
+                                   int samples, double step) {
     int rc = cnn__check_xy(m, x, y, n, y_width, "cnn_gradient_check");
-    if (!rc && (samples <= 0 || !(step > 0))) rc = cnn_set_error(CNN_ERR_ARG, "cnn_gradient_check: samples and step must be > 0");
+    if (!rc && (samples <= 0 || !(step > 0)))
+        rc = cnn_set_error(CNN_ERR_ARG, "cnn_gradient_check: samples and step must be > 0");
     if (rc) return rc;
     double l, a, worst = 0;
     m->dropout_off = 1;
