@@ -6413,8 +6413,8 @@ static cnn_node *cnn__rebuild_node(cnn_model *m, int type, const char *name, cnn
     return cnn__layers[type]->rebuild(m, name, ins, n_in, L);
 }
 
-/* fill the empty model m from the payload; an error code on failure */
-static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
+/* the layer graph: each layer rebuilt through its kind from its record */
+static int cnn__read_layers(cnn_model *m, cnn__reader *r) {
     uint32_t n_nodes = cnn__get_u32(r), input = cnn__get_u32(r), output = cnn__get_u32(r);
     if (r->failed || n_nodes == 0 || n_nodes > 100000 || input >= n_nodes || output >= n_nodes) {
         cnn_set_error(CNN_ERR_FORMAT, "bad layer count");
@@ -6463,6 +6463,11 @@ static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
         cnn_set_error(CNN_ERR_FORMAT, "the stored graph is inconsistent");
         return CNN_ERR_FORMAT;
     }
+    return CNN_OK;
+}
+
+/* the seed, input preprocessing and class names */
+static int cnn__read_preprocessing(cnn_model *m, cnn__reader *r) {
     m->seed = cnn__get_u64(r);
     m->rescale = cnn__get_f32(r);
     uint32_t sc = cnn__get_u32(r);
@@ -6494,9 +6499,13 @@ static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
             m->n_class_names = (int)i + 1;
         }
     }
-    uint32_t compiled = cnn__get_u32(r);
-    uint64_t step = 0;
-    if (compiled) {
+    return CNN_OK;
+}
+
+/* compile settings, when saved (*compiled), and the optimizer's step count */
+static int cnn__read_compile(cnn_model *m, cnn__reader *r, uint32_t *compiled, uint64_t *step) {
+    *compiled = cnn__get_u32(r);
+    if (*compiled) {
         cnn_compile_opts co;
         memset(&co, 0, sizeof co);
         co.loss = (cnn_loss)cnn__get_u32(r);
@@ -6507,12 +6516,23 @@ static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
         co.optimizer.learning_rate = f[0]; co.optimizer.beta_1 = f[1]; co.optimizer.beta_2 = f[2];
         co.optimizer.epsilon = f[3]; co.optimizer.momentum = f[4]; co.optimizer.rho = f[5];
         co.optimizer.nesterov = (int)cnn__get_u32(r);
-        step = cnn__get_u64(r);
+        *step = cnn__get_u64(r);
         if (r->failed || cnn_compile_opt(m, &co)) {
             cnn_set_error(CNN_ERR_FORMAT, "bad compile settings: %s", cnn_last_error());
             return CNN_ERR_FORMAT;
         }
     }
+    return CNN_OK;
+}
+
+/* fill the empty model m from the payload; an error code on failure */
+static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
+    uint32_t compiled = 0;
+    uint64_t step = 0;
+    int rc = cnn__read_layers(m, r);
+    if (!rc) rc = cnn__read_preprocessing(m, r);
+    if (!rc) rc = cnn__read_compile(m, r, &compiled, &step);
+    if (rc) return rc;
     if (cnn__get_u64(r) != m->n_params) {
         cnn_set_error(CNN_ERR_FORMAT, "parameter count does not match the layers");
         return CNN_ERR_FORMAT;
