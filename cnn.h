@@ -6286,23 +6286,29 @@ static uint32_t cnn__crc32(const unsigned char *p, size_t n) {
     return ~c;
 }
 
+/* The record's fields in file order (see cnn__layer_record): one list that
+   writing and reading both follow, by name. A layer's node has fields of the
+   same names. */
+#define CNN__RECORD_INTS(X) \
+    X(h) X(w) X(c) X(units) X(kh) X(kw) X(sh) X(sw) X(padding) X(activation) X(use_bias) X(trainable)
+#define CNN__RECORD_FLOATS(X) X(alpha) X(l1) X(l2) X(rate) X(momentum) X(epsilon)
+
 static void cnn__put_record(cnn__buf *b, const cnn_node *n) {
-    const int ints[12] = {n->h,  n->w,  n->c,       n->units,      n->kh,       n->kw,
-                          n->sh, n->sw, n->padding, n->activation, n->use_bias, n->trainable};
-    const float floats[6] = {n->alpha, n->l1, n->l2, n->rate, n->momentum, n->epsilon};
-    for (int k = 0; k < 12; k++) cnn__put_u32(b, (uint32_t)ints[k]);
-    cnn__put_floats(b, floats, 6);
+#define CNN__PUT_INT(f) cnn__put_u32(b, (uint32_t)n->f);
+#define CNN__PUT_FLOAT(f) cnn__put_f32(b, n->f);
+    CNN__RECORD_INTS(CNN__PUT_INT)
+    CNN__RECORD_FLOATS(CNN__PUT_FLOAT)
+#undef CNN__PUT_INT
+#undef CNN__PUT_FLOAT
 }
 
 static void cnn__get_record(cnn__reader *r, cnn__layer_record *L) {
-    int v[12];
-    float f[6];
-    for (int k = 0; k < 12; k++) v[k] = (int)cnn__get_u32(r);
-    cnn__get_floats(r, f, 6);
-    L->h = v[0], L->w = v[1], L->c = v[2], L->units = v[3], L->kh = v[4], L->kw = v[5];
-    L->sh = v[6], L->sw = v[7], L->padding = v[8], L->activation = v[9], L->use_bias = v[10],
-    L->trainable = v[11];
-    L->alpha = f[0], L->l1 = f[1], L->l2 = f[2], L->rate = f[3], L->momentum = f[4], L->epsilon = f[5];
+#define CNN__GET_INT(f) L->f = (int)cnn__get_u32(r);
+#define CNN__GET_FLOAT(f) L->f = cnn__get_f32(r);
+    CNN__RECORD_INTS(CNN__GET_INT)
+    CNN__RECORD_FLOATS(CNN__GET_FLOAT)
+#undef CNN__GET_INT
+#undef CNN__GET_FLOAT
 }
 
 static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
