@@ -309,8 +309,8 @@ typedef enum cnn_interpolation {
    every filter but nearest. CNN_INTERP_DEFAULT means bilinear here.
    Any sizes from 1 x 1 up; src and dst must not overlap. Returns CNN_OK or a
    negative cnn_status (bad arguments, out of memory). */
-CNN_DEF int cnn_resize_uint8(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
-                             cnn_interpolation interpolation);
+CNN_DEF int cnn_resize_uint8(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw,
+                             int dh, cnn_interpolation interpolation);
 
 /* One image file as Keras' load_img(path, color_mode, target_size,
    interpolation, keep_aspect_ratio) makes it, into pixels [h][w][c]: decoded
@@ -642,7 +642,7 @@ CNN_DEF void cnn_flow_free(cnn_flow *f);
 
 #ifdef CNN_AUGMENT_STB_IMPLEMENTATION
 #if defined(STBI_INCLUDE_STB_IMAGE_H) || defined(INCLUDE_STB_IMAGE_WRITE_H)
-#error "cnn_augment.h: CNN_AUGMENT_STB_IMPLEMENTATION needs the stb headers not to be included before it in this file"
+#error "cnn_augment.h: define CNN_AUGMENT_STB_IMPLEMENTATION before any stb header is included in this file"
 #endif
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
@@ -856,12 +856,15 @@ static int cnn__aug_gunzip(const unsigned char *in, size_t len, const char *path
     size_t p = 10, dlen;
     int flg, olen = 0;
     char *dec;
-    if (len < 18) return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s' is a truncated gzip file (%zu bytes)", who, path, len);
+    if (len < 18)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s' is a truncated gzip file (%zu bytes)", who, path, len);
     if (in[2] != 8)
-        return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s': unsupported gzip compression method %d (only 8, deflate)",
-                             who, path, in[2]);
+        return cnn_set_error(CNN_ERR_FORMAT,
+                             "%s: '%s': unsupported gzip compression method %d (only 8, deflate)", who, path,
+                             in[2]);
     flg = in[3];
-    if (flg & 0xE0) return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s': reserved gzip header flags set", who, path);
+    if (flg & 0xE0)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s': reserved gzip header flags set", who, path);
     if (flg & 4) { /* FEXTRA: 2-byte length, then that many bytes */
         if (p + 2 > len) goto truncated;
         p += 2 + ((size_t)in[p] | (size_t)in[p + 1] << 8);
@@ -890,9 +893,10 @@ static int cnn__aug_gunzip(const unsigned char *in, size_t len, const char *path
     if ((uint32_t)olen != cnn__aug_le32(in + len - 4) ||
         cnn__aug_crc32((const unsigned char *)dec, (size_t)olen) != cnn__aug_le32(in + len - 8)) {
         stbi_image_free(dec);
-        return cnn_set_error(CNN_ERR_FORMAT,
-                             "%s: '%s': gzip length/CRC-32 mismatch (file truncated, damaged, or several gzip members)",
-                             who, path);
+        return cnn_set_error(
+            CNN_ERR_FORMAT,
+            "%s: '%s': gzip length/CRC-32 mismatch (file truncated, damaged, or several gzip members)", who,
+            path);
     }
     out->data = (unsigned char *)dec;
     out->len = (size_t)olen;
@@ -979,8 +983,10 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_fashion_mnist(const char *dir, int train) {
     d = cnn_load_idx_gz(path[0], path[1]);
     if (!d) goto done;
     if (d->num_classes > 10 || d->c != 1) {
-        cnn_set_error(CNN_ERR_FORMAT, "cnn_load_fashion_mnist: '%s' has %d classes of %d channel(s), not Fashion-MNIST's "
-                      "10 grey classes", path[1], d->num_classes, d->c);
+        cnn_set_error(CNN_ERR_FORMAT,
+                      "cnn_load_fashion_mnist: '%s' has %d classes of %d channel(s), not Fashion-MNIST's "
+                      "10 grey classes",
+                      path[1], d->num_classes, d->c);
         cnn_dataset_free(d);
         d = NULL;
         goto done;
@@ -1069,7 +1075,8 @@ static void cnn__rs_axis_free(cnn__rs_axis *a) {
     CNN_FREE(a->k);
 }
 
-static int cnn__rs_axis_init(cnn__rs_axis *a, int n_in, float in0, float in1, int n_out, cnn_interpolation f) {
+static int cnn__rs_axis_init(cnn__rs_axis *a, int n_in, float in0, float in1, int n_out,
+                             cnn_interpolation f) {
     const double scale = (double)(in1 - in0) / n_out, filterscale = scale < 1.0 ? 1.0 : scale;
     const double support = cnn__rs_mul(cnn__rs_support(f), filterscale), ss = 1.0 / filterscale;
     double *w;
@@ -1119,8 +1126,8 @@ static unsigned char cnn__rs_clip(int64_t s) {
 }
 
 /* The pass across: out [oh][ow][c] from rows row0 .. row0 + oh - 1 of in [..][iw][c]. */
-static void cnn__rs_pass_x(const unsigned char *in, int iw, int row0, unsigned char *out, int ow, int oh, int c,
-                           const cnn__rs_axis *a) {
+static void cnn__rs_pass_x(const unsigned char *in, int iw, int row0, unsigned char *out, int ow, int oh,
+                           int c, const cnn__rs_axis *a) {
     for (int y = 0; y < oh; y++) {
         const unsigned char *row = in + (size_t)(y + row0) * (size_t)iw * (size_t)c;
         unsigned char *o = out + (size_t)y * (size_t)ow * (size_t)c;
@@ -1158,8 +1165,8 @@ static void cnn__rs_pass_y(const unsigned char *in, int w, int row0, unsigned ch
    matters: across first, unless the height shrinks by more than twice as many
    pixels as the width does (Pillow 13's rule); across first only resizes the
    rows the pass down will read. Returns CNN_OK or CNN_ERR_MEMORY. */
-static int cnn__rs_filtered(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
-                            cnn_interpolation f, const float box[4]) {
+static int cnn__rs_filtered(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw,
+                            int dh, cnn_interpolation f, const float box[4]) {
     const int need_x = dw != sw || box[0] != 0 || box[2] != (float)dw;
     const int need_y = dh != sh || box[1] != 0 || box[3] != (float)dh;
     const int x_first = !(sh - dh > 0 && sh - dh > (sw - dw) * 2);
@@ -1207,8 +1214,8 @@ done:
 
 /* Nearest resize of the span box of src: PIL's ImagingScaleAffine (positions
    stepped by repeated addition; a position outside the input leaves a 0). */
-static int cnn__rs_nearest(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
-                           const float box[4]) {
+static int cnn__rs_nearest(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw,
+                           int dh, const float box[4]) {
     const double sx = (double)(box[2] - box[0]) / dw, sy = (double)(box[3] - box[1]) / dh;
     int *col = (int *)CNN_MALLOC((size_t)dw * sizeof(int));
     double pos = box[0] + sx * 0.5;
@@ -1238,8 +1245,8 @@ static unsigned char cnn__rs_muldiv255(unsigned a, unsigned b) {
 
 /* PIL's Image.resize(size, filter, box) for src [sh][sw][c], c = 1..4 (L, LA,
    RGB, RGBA), into dst [dh][dw][c]. Returns CNN_OK or CNN_ERR_MEMORY. */
-static int cnn__rs_resize_box(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
-                              cnn_interpolation f, const float box[4]) {
+static int cnn__rs_resize_box(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw,
+                              int dh, cnn_interpolation f, const float box[4]) {
     const size_t n_in = (size_t)sw * (size_t)sh, n_out = (size_t)dw * (size_t)dh;
     const int alpha = (c == 2 || c == 4) && f != CNN_INTERP_NEAREST;
     unsigned char *pre = NULL;
@@ -1304,24 +1311,28 @@ static int cnn__rs_check(const char *who, int sw, int sh, int c, int dw, int dh,
         (double)dw * 8 > (double)INT_MAX || (double)dh * 8 > (double)INT_MAX)
         return cnn_set_error(CNN_ERR_ARG, "%s: %dx%d to %dx%d is too large", who, sw, sh, dw, dh);
     if ((int)f < (int)CNN_INTERP_DEFAULT || (int)f > (int)CNN_INTERP_HAMMING)
-        return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
-                             "_LANCZOS, _BOX or _HAMMING)", who, (int)f);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
+                             "_LANCZOS, _BOX or _HAMMING)",
+                             who, (int)f);
     return CNN_OK;
 }
 
-CNN__AUG_IMPL int cnn_resize_uint8(const unsigned char *src, int sw, int sh, int c, unsigned char *dst, int dw, int dh,
-                                   cnn_interpolation interpolation) {
+CNN__AUG_IMPL int cnn_resize_uint8(const unsigned char *src, int sw, int sh, int c, unsigned char *dst,
+                                   int dw, int dh, cnn_interpolation interpolation) {
     static const char who[] = "cnn_resize_uint8";
     float box[4];
     int rc;
-    if (!src || !dst) return cnn_set_error(CNN_ERR_ARG, "%s: the %s pixels are NULL", who, src ? "output" : "input");
+    if (!src || !dst)
+        return cnn_set_error(CNN_ERR_ARG, "%s: the %s pixels are NULL", who, src ? "output" : "input");
     if ((rc = cnn__rs_check(who, sw, sh, c, dw, dh, interpolation))) return rc;
     if (interpolation == CNN_INTERP_DEFAULT) interpolation = CNN_INTERP_BILINEAR;
     box[0] = box[1] = 0;
     box[2] = (float)sw;
     box[3] = (float)sh;
     if (cnn__rs_resize_box(src, sw, sh, c, dst, dw, dh, interpolation, box))
-        return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory resizing %dx%d to %dx%d", who, sw, sh, dw, dh);
+        return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory resizing %dx%d to %dx%d", who, sw, sh, dw,
+                             dh);
     return CNN_OK;
 }
 
@@ -1334,7 +1345,8 @@ static const char cnn__aug_dir_who[] = "cnn_load_image_dir";
 
 #ifndef CNN__AUG_NO_DIRENT
 /* Append the image files under folder `path` (recursively) to out. */
-static int cnn__aug_scan_images(const char *who, const char *path, int depth, int follow_links, cnn__aug_strlist *out) {
+static int cnn__aug_scan_images(const char *who, const char *path, int depth, int follow_links,
+                                cnn__aug_strlist *out) {
     DIR *dp = opendir(path);
     struct dirent *e;
     int rc = CNN_OK;
@@ -1381,13 +1393,15 @@ static int cnn__aug_list_classes(const char *who, const char *dir, cnn__aug_strl
         if (e->d_name[0] == '.') continue;
         child = cnn__aug_join(dir, e->d_name);
         if (!child) { rc = CNN_ERR_MEMORY; break; }
-        if (stat(child, &st) == 0 && S_ISDIR(st.st_mode)) rc = cnn__aug_push(classes, cnn__aug_strdup(e->d_name));
+        if (stat(child, &st) == 0 && S_ISDIR(st.st_mode))
+            rc = cnn__aug_push(classes, cnn__aug_strdup(e->d_name));
         CNN_FREE(child);
     }
     closedir(dp);
     if (rc == CNN_OK && classes->n == 0)
-        rc = cnn_set_error(CNN_ERR_FORMAT, "%s: '%s' has no class subfolders (expected one folder of images per class)",
-                           who, dir);
+        rc = cnn_set_error(CNN_ERR_FORMAT,
+                           "%s: '%s' has no class subfolders (expected one folder of images per class)", who,
+                           dir);
     if (rc == CNN_OK) qsort(classes->v, (size_t)classes->n, sizeof(char *), cnn__aug_strcmp);
     return rc;
 }
@@ -1413,8 +1427,10 @@ static int cnn__aug_truncated_bmp(const char *path) {
     FILE *f = fopen(path, "rb");
     int truncated = 0;
     if (!f) return 0;
-    if (fread(h, 1, 6, f) == 6 && h[0] == 'B' && h[1] == 'M' && fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0) {
-        unsigned long declared = (unsigned long)h[2] | (unsigned long)h[3] << 8 | (unsigned long)h[4] << 16 | (unsigned long)h[5] << 24;
+    if (fread(h, 1, 6, f) == 6 && h[0] == 'B' && h[1] == 'M' && fseek(f, 0, SEEK_END) == 0 &&
+        (size = ftell(f)) >= 0) {
+        unsigned long declared = (unsigned long)h[2] | (unsigned long)h[3] << 8 | (unsigned long)h[4] << 16 |
+                                 (unsigned long)h[5] << 24;
         truncated = declared > 0 && (unsigned long)size < declared;
     }
     fclose(f);
@@ -1446,7 +1462,9 @@ static void cnn__aug_convert(const unsigned char *in, int from, unsigned char *o
     const int grey = from <= 2, has_alpha = from == 2 || from == 4;
     for (size_t i = 0; i < n; i++, in += from, out += to) {
         if (to == 1) {
-            out[0] = grey ? in[0] : (unsigned char)((in[0] * 19595u + in[1] * 38470u + in[2] * 7471u + 0x8000u) >> 16);
+            out[0] = grey
+                         ? in[0]
+                         : (unsigned char)((in[0] * 19595u + in[1] * 38470u + in[2] * 7471u + 0x8000u) >> 16);
             continue;
         }
         out[0] = in[0];
@@ -1497,13 +1515,15 @@ CNN__AUG_IMPL int cnn_load_image(const char *path, int h, int w, int c, cnn_inte
                                  int keep_aspect_ratio, unsigned char *pixels) {
     static const char who[] = "cnn_load_image";
     int rc;
-    if (!path || !pixels) return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, path ? "pixel buffer" : "path");
+    if (!path || !pixels)
+        return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, path ? "pixel buffer" : "path");
     if (c != 1 && c != 3 && c != 4)
         return cnn_set_error(CNN_ERR_ARG, "%s: channels must be 1, 3 or 4, not %d ('%s')", who, c, path);
     if ((rc = cnn__rs_check(who, 1, 1, c, w, h, interpolation))) return rc;
-    rc = cnn__aug_load_resized(path, h, w, c, interpolation ? interpolation : CNN_INTERP_NEAREST, keep_aspect_ratio,
-                               pixels);
-    if (rc == CNN_ERR_FORMAT) return cnn_set_error(rc, "%s: cannot decode image '%s' (%s)", who, path, cnn__aug_why());
+    rc = cnn__aug_load_resized(path, h, w, c, interpolation ? interpolation : CNN_INTERP_NEAREST,
+                               keep_aspect_ratio, pixels);
+    if (rc == CNN_ERR_FORMAT)
+        return cnn_set_error(rc, "%s: cannot decode image '%s' (%s)", who, path, cnn__aug_why());
     if (rc) return cnn_set_error(rc, "%s: out of memory decoding or resizing '%s' to %dx%d", who, path, w, h);
     return CNN_OK;
 }
@@ -1520,8 +1540,8 @@ static int cnn__aug_bad_image(const char *who, const char *path, int skip_bad) {
 #ifndef CNN__AUG_NO_DIRENT
 /* The error of both folder loaders when not one of their files decodes. */
 static int cnn__aug_none_decoded(const char *who, int total, const char *dir) {
-    return cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", who, total,
-                         dir);
+    return cnn_set_error(CNN_ERR_FORMAT, "%s: none of the %d image files in '%s' could be decoded", who,
+                         total, dir);
 }
 
 /* Append the image files of class folder dir/cls to out (empty on entry), in
@@ -1543,19 +1563,24 @@ static int cnn__aug_dir_check(const char *dir, const cnn_image_dir_opts *opt) {
         return cnn_set_error(CNN_ERR_ARG, "%s: target size %dx%d is negative ('%s')", cnn__aug_dir_who,
                              opt->height, opt->width, dir);
     if (opt->channels != 0 && opt->channels != 1 && opt->channels != 3 && opt->channels != 4)
-        return cnn_set_error(CNN_ERR_ARG, "%s: channels must be 1, 3 or 4 (0 = those of the first image), not %d "
-                             "('%s')", cnn__aug_dir_who, opt->channels, dir);
-    if ((int)opt->interpolation < (int)CNN_INTERP_DEFAULT || (int)opt->interpolation > (int)CNN_INTERP_HAMMING)
-        return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
-                             "_LANCZOS, _BOX or _HAMMING) ('%s')", cnn__aug_dir_who, (int)opt->interpolation, dir);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: channels must be 1, 3 or 4 (0 = those of the first image), not %d "
+                             "('%s')",
+                             cnn__aug_dir_who, opt->channels, dir);
+    if ((int)opt->interpolation < (int)CNN_INTERP_DEFAULT ||
+        (int)opt->interpolation > (int)CNN_INTERP_HAMMING)
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
+                             "_LANCZOS, _BOX or _HAMMING) ('%s')",
+                             cnn__aug_dir_who, (int)opt->interpolation, dir);
     return CNN_OK;
 }
 
 /* The sorted class subfolders of dir and the image files of each, files
    [classes->n] (set as soon as allocated, so the caller frees what was listed
    when this fails); *total counts the files. */
-static int cnn__aug_dir_list(const char *dir, int follow_links, cnn__aug_strlist *classes, cnn__aug_strlist **files,
-                             int *total) {
+static int cnn__aug_dir_list(const char *dir, int follow_links, cnn__aug_strlist *classes,
+                             cnn__aug_strlist **files, int *total) {
     cnn__aug_strlist *fl;
     int rc = cnn__aug_list_classes(cnn__aug_dir_who, dir, classes);
     if (rc < 0) return rc;
@@ -1570,8 +1595,10 @@ static int cnn__aug_dir_list(const char *dir, int follow_links, cnn__aug_strlist
         *total += fl[ci].n;
     }
     if (*total == 0)
-        return cnn_set_error(CNN_ERR_FORMAT, "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %d class "
-                             "folder%s of '%s'", cnn__aug_dir_who, classes->n, classes->n == 1 ? "" : "s", dir);
+        return cnn_set_error(CNN_ERR_FORMAT,
+                             "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %d class "
+                             "folder%s of '%s'",
+                             cnn__aug_dir_who, classes->n, classes->n == 1 ? "" : "s", dir);
     return CNN_OK;
 }
 
@@ -1706,9 +1733,11 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_dataset_part(const char *path, int train) {
         return cnn_load_image_dir_opt(path, NULL);
     }
     if (S_ISREG(st.st_mode) && cnn__aug_ends_with(path, ".bin")) return cnn_load_cifar10_file(path);
-    cnn_set_error(CNN_ERR_ARG,
-                  "cnn_load_dataset: '%s' is neither a folder (CIFAR-10 batches, or one subfolder of images per "
-                  "class) nor a CIFAR-10 .bin file", path);
+    cnn_set_error(
+        CNN_ERR_ARG,
+        "cnn_load_dataset: '%s' is neither a folder (CIFAR-10 batches, or one subfolder of images per "
+        "class) nor a CIFAR-10 .bin file",
+        path);
     return NULL;
 }
 
@@ -1816,7 +1845,8 @@ static void cnn__aug_text(cnn__aug_canvas *cv, int x, int y, const char *s, int 
         for (int row = 0; row < 9; row++)
             for (int bit = 0; bit < 5; bit++)
                 if (cnn__aug_font[at - cnn__aug_font_chars][row] & (16 >> bit))
-                    cnn__aug_fill(cv, x + bit * scale, y + row * scale, x + (bit + 1) * scale, y + (row + 1) * scale, col);
+                    cnn__aug_fill(cv, x + bit * scale, y + row * scale, x + (bit + 1) * scale,
+                                  y + (row + 1) * scale, col);
     }
 }
 
@@ -1869,8 +1899,8 @@ static int cnn__aug_panel_range(const double *series[2], int epochs, cnn__aug_pl
 }
 
 /* The curves: segments between consecutive finite values, dots when few epochs. */
-static void cnn__aug_panel_curves(cnn__aug_canvas *cv, const cnn__aug_plot *p, const double *series[2], int epochs,
-                                  const cnn__aug_rgb colors[2]) {
+static void cnn__aug_panel_curves(cnn__aug_canvas *cv, const cnn__aug_plot *p, const double *series[2],
+                                  int epochs, const cnn__aug_rgb colors[2]) {
     for (int s = 0; s < 2; s++) {
         const double *v = series[s];
         if (!v) continue;
@@ -1887,8 +1917,8 @@ static void cnn__aug_panel_curves(cnn__aug_canvas *cv, const cnn__aug_plot *p, c
 
 /* The legend of n_series (> 0) series, in the corner that covers the fewest
    points (matplotlib's "best"). */
-static void cnn__aug_panel_legend(cnn__aug_canvas *cv, const cnn__aug_plot *p, const double *series[2], int epochs,
-                                  int n_series, const cnn__aug_rgb colors[2], cnn__aug_rgb text) {
+static void cnn__aug_panel_legend(cnn__aug_canvas *cv, const cnn__aug_plot *p, const double *series[2],
+                                  int epochs, int n_series, const cnn__aug_rgb colors[2], cnn__aug_rgb text) {
     static const char *const labels[2] = {"train", "validation"};
     const cnn__aug_rgb frame = {200, 200, 200}, white = {255, 255, 255};
     const int x0 = p->x0, y0 = p->y0, x1 = p->x1, y1 = p->y1;
@@ -1978,7 +2008,8 @@ CNN__AUG_IMPL int cnn_history_plot_png(const cnn_history *h, const char *path) {
     if (!h) return cnn_set_error(CNN_ERR_ARG, "cnn_history_plot_png: the history is NULL");
     if (!path) return cnn_set_error(CNN_ERR_ARG, "cnn_history_plot_png: the path is NULL");
     if (h->epochs <= 0)
-        return cnn_set_error(CNN_ERR_ARG, "cnn_history_plot_png: the history is empty (no epochs) ('%s')", path);
+        return cnn_set_error(CNN_ERR_ARG, "cnn_history_plot_png: the history is empty (no epochs) ('%s')",
+                             path);
     loss[0] = cnn_history_get(h, "loss");
     loss[1] = cnn_history_get(h, "val_loss");
     acc[0] = cnn_history_get(h, "accuracy");
@@ -1986,8 +2017,8 @@ CNN__AUG_IMPL int cnn_history_plot_png(const cnn_history *h, const char *path) {
     if (!acc[0]) acc[0] = cnn_history_get(h, "acc"); /* older Keras names */
     if (!acc[1]) acc[1] = cnn_history_get(h, "val_acc");
     if (!loss[0] && !loss[1] && !acc[0] && !acc[1])
-        return cnn_set_error(CNN_ERR_ARG, "cnn_history_plot_png: the history has no loss or accuracy values ('%s')",
-                             path);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "cnn_history_plot_png: the history has no loss or accuracy values ('%s')", path);
     cv.w = W;
     cv.h = H;
     cv.px = (unsigned char *)CNN_MALLOC((size_t)W * H * 3);
@@ -2079,7 +2110,8 @@ struct cnn_datagen {
 
 static int cnn__idg_range(const char *who, const char *name, float v) {
     if (!(v >= 0) || !cnn__aug_finite(v))
-        return cnn_set_error(CNN_ERR_ARG, "%s: %s must be a finite number >= 0, not %g", who, name, (double)v);
+        return cnn_set_error(CNN_ERR_ARG, "%s: %s must be a finite number >= 0, not %g", who, name,
+                             (double)v);
     return CNN_OK;
 }
 
@@ -2088,27 +2120,31 @@ static int cnn__idg_is_random(const cnn_datagen *g) {
     const cnn_datagen_opts *o = &g->o;
     return o->rotation_range != 0 || o->width_shift_range != 0 || o->height_shift_range != 0 ||
            o->width_shift_int != 0 || o->height_shift_int != 0 || o->width_shift_list_len != 0 ||
-           o->height_shift_list_len != 0 ||
-           o->shear_range != 0 || !(g->zoom_lo == 1 && g->zoom_hi == 1) || o->channel_shift_range != 0 ||
-           o->brightness_range[0] != 0 || o->brightness_range[1] != 0 || o->horizontal_flip || o->vertical_flip;
+           o->height_shift_list_len != 0 || o->shear_range != 0 || !(g->zoom_lo == 1 && g->zoom_hi == 1) ||
+           o->channel_shift_range != 0 || o->brightness_range[0] != 0 || o->brightness_range[1] != 0 ||
+           o->horizontal_flip || o->vertical_flip;
 }
 
 /* The zoom factors' bounds *lo..*hi from zoom_range, in either of Keras' forms:
    a float z (1-z .. 1+z) or a pair. */
 static int cnn__idg_check_zoom(const cnn_datagen_opts *op, const char *who, double *lo, double *hi) {
     if (!cnn__aug_finite(op->zoom_range[0]) || !cnn__aug_finite(op->zoom_range[1]))
-        return cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} is not finite", who, (double)op->zoom_range[0],
-                             (double)op->zoom_range[1]);
+        return cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} is not finite", who,
+                             (double)op->zoom_range[0], (double)op->zoom_range[1]);
     if (op->zoom_range[1] == 0) { /* the float form z: [1-z, 1+z] */
         if (!(op->zoom_range[0] >= 0 && op->zoom_range[0] < 1))
-            return cnn_set_error(CNN_ERR_ARG, "%s: zoom_range %g must be in [0, 1): zoom factors 1-z .. 1+z must "
-                                 "stay > 0 (or give {lo, hi} with 0 < lo <= hi)", who, (double)op->zoom_range[0]);
+            return cnn_set_error(CNN_ERR_ARG,
+                                 "%s: zoom_range %g must be in [0, 1): zoom factors 1-z .. 1+z must "
+                                 "stay > 0 (or give {lo, hi} with 0 < lo <= hi)",
+                                 who, (double)op->zoom_range[0]);
         *lo = 1.0 - op->zoom_range[0];
         *hi = 1.0 + op->zoom_range[0];
     } else {
         if (!(op->zoom_range[0] > 0 && op->zoom_range[1] >= op->zoom_range[0]))
-            return cnn_set_error(CNN_ERR_ARG, "%s: zoom_range {%g, %g} must have 0 < lo <= hi (zoom factors <= 0 "
-                                 "are not images)", who, (double)op->zoom_range[0], (double)op->zoom_range[1]);
+            return cnn_set_error(CNN_ERR_ARG,
+                                 "%s: zoom_range {%g, %g} must have 0 < lo <= hi (zoom factors <= 0 "
+                                 "are not images)",
+                                 who, (double)op->zoom_range[0], (double)op->zoom_range[1]);
         *lo = op->zoom_range[0];
         *hi = op->zoom_range[1];
     }
@@ -2134,15 +2170,16 @@ static int cnn__idg_check_shifts(const cnn_datagen_opts *op, const char *who) {
             if (!cnn__aug_finite(list[i]))
                 return cnn_set_error(CNN_ERR_ARG, "%s: %s_list[%d] is not finite", who, name, i);
         if (forms > 1)
-            return cnn_set_error(CNN_ERR_ARG, "%s: give %s as one of _range, _int or _list, not %d of them", who,
-                                 name, forms);
+            return cnn_set_error(CNN_ERR_ARG, "%s: give %s as one of _range, _int or _list, not %d of them",
+                                 who, name, forms);
     }
     return CNN_OK;
 }
 
 /* Every option of cnn_datagen_new, checked in a fixed order (the first bad one
    is the one reported); *zoom_lo..*zoom_hi as cnn__idg_check_zoom. */
-static int cnn__idg_check_opts(const cnn_datagen_opts *op, const char *who, double *zoom_lo, double *zoom_hi) {
+static int cnn__idg_check_opts(const cnn_datagen_opts *op, const char *who, double *zoom_lo,
+                               double *zoom_hi) {
     int rc;
     if ((rc = cnn__idg_range(who, "rotation_range", op->rotation_range)) ||
         (rc = cnn__idg_range(who, "width_shift_range", op->width_shift_range)) ||
@@ -2163,11 +2200,13 @@ static int cnn__idg_check_opts(const cnn_datagen_opts *op, const char *who, doub
     if ((int)op->interpolation < (int)CNN_INTERP_DEFAULT || (int)op->interpolation > (int)CNN_INTERP_HAMMING)
         return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_BILINEAR or "
                              "CNN_INTERP_NEAREST)", who, (int)op->interpolation);
-    if ((int)op->interpolation > (int)CNN_INTERP_BILINEAR) { /* Keras' transforms are scipy's orders 0 and 1 */
+    /* Keras' transforms are scipy's orders 0 and 1 */
+    if ((int)op->interpolation > (int)CNN_INTERP_BILINEAR) {
         static const char *const names[] = {"bicubic", "lanczos", "box", "hamming"};
-        return cnn_set_error(CNN_ERR_ARG, "%s: interpolation %s is for resizing files (flow_from_directory, "
-                             "cnn_load_image); the transforms take CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST", who,
-                             names[(int)op->interpolation - (int)CNN_INTERP_BICUBIC]);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: interpolation %s is for resizing files (flow_from_directory, "
+                             "cnn_load_image); the transforms take CNN_INTERP_BILINEAR or CNN_INTERP_NEAREST",
+                             who, names[(int)op->interpolation - (int)CNN_INTERP_BICUBIC]);
     }
     if (!cnn__aug_finite(op->cval) || !cnn__aug_finite(op->rescale))
         return cnn_set_error(CNN_ERR_ARG, "%s: %s %g is not finite", who,
@@ -2190,16 +2229,19 @@ static void cnn__idg_keras_adjust(cnn_datagen_opts *op, const char *who) {
         op->featurewise_center = 1;
     }
     if (op->zca_whitening && op->featurewise_std_normalization) {
-        fprintf(stderr, "%s: warning: zca_whitening turns featurewise_std_normalization off (as Keras does)\n", who);
+        fprintf(stderr,
+                "%s: warning: zca_whitening turns featurewise_std_normalization off (as Keras does)\n", who);
         op->featurewise_std_normalization = 0;
     }
     if (op->featurewise_std_normalization && !op->featurewise_center) {
-        fprintf(stderr, "%s: warning: featurewise_std_normalization turns featurewise_center on (as Keras does)\n",
+        fprintf(stderr,
+                "%s: warning: featurewise_std_normalization turns featurewise_center on (as Keras does)\n",
                 who);
         op->featurewise_center = 1;
     }
     if (op->samplewise_std_normalization && !op->samplewise_center) {
-        fprintf(stderr, "%s: warning: samplewise_std_normalization turns samplewise_center on (as Keras does)\n",
+        fprintf(stderr,
+                "%s: warning: samplewise_std_normalization turns samplewise_center on (as Keras does)\n",
                 who);
         op->samplewise_center = 1;
     }
@@ -2267,11 +2309,13 @@ CNN__AUG_IMPL int cnn_datagen_set_stats(cnn_datagen *g, const float *mean, const
         g->c = 0;
         return CNN_OK;
     }
-    if (c < 1 || c > 4096) return cnn_set_error(CNN_ERR_ARG, "%s: channel count %d must be in 1..4096", who, c);
+    if (c < 1 || c > 4096)
+        return cnn_set_error(CNN_ERR_ARG, "%s: channel count %d must be in 1..4096", who, c);
     for (int k = 0; k < c; k++)
         if ((mean && !cnn__aug_finite(mean[k])) || (std && !(std[k] >= 0 && cnn__aug_finite(std[k]))))
-            return cnn_set_error(CNN_ERR_ARG, "%s: %s[%d] must be finite%s", who, mean && !cnn__aug_finite(mean[k]) ?
-                                 "mean" : "std", k, mean && !cnn__aug_finite(mean[k]) ? "" : " and >= 0");
+            return cnn_set_error(CNN_ERR_ARG, "%s: %s[%d] must be finite%s", who,
+                                 mean && !cnn__aug_finite(mean[k]) ? "mean" : "std", k,
+                                 mean && !cnn__aug_finite(mean[k]) ? "" : " and >= 0");
     m = (float *)CNN_MALLOC((size_t)c * sizeof(float));
     s = (float *)CNN_MALLOC((size_t)c * sizeof(float));
     if (!m || !s) {
@@ -2332,7 +2376,8 @@ static int cnn__idg_scratch_init(cnn__idg_scratch *s, int h, int w, int c, int z
     if (bytes) s->img8 = (unsigned char *)CNN_MALLOC(n);
     if (!s->off || !s->fx || !s->fy || !s->pad || (zca && !s->zca) || (bytes && !s->img8)) {
         cnn__idg_scratch_free(s);
-        return cnn_set_error(CNN_ERR_MEMORY, "out of memory allocating transform buffers for %dx%dx%d images", h, w, c);
+        return cnn_set_error(CNN_ERR_MEMORY, "out of memory allocating transform buffers for %dx%dx%d images",
+                             h, w, c);
     }
     return CNN_OK;
 }
@@ -2416,7 +2461,8 @@ static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w,
         }
         for (int q = -1; q <= w + 1; q += (q == -1 ? w + 1 : 1)) {
             const int m = cnn__idg_map(q, w, mode);
-            for (size_t k = 0; k < C; k++) d[(size_t)(q + 1) * C + k] = m < 0 ? cval : d[(size_t)(m + 1) * C + k];
+            for (size_t k = 0; k < C; k++)
+                d[(size_t)(q + 1) * C + k] = m < 0 ? cval : d[(size_t)(m + 1) * C + k];
         }
     }
     for (int r = -1; r <= h + 1; r += (r == -1 ? h + 1 : 1)) { /* whole rows above and below */
@@ -2508,7 +2554,8 @@ static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w,
    before converting to int. The mode is a constant of each loop: the compiler
    makes one vectorized loop per mode. */
 static void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, int c, int mode, int nearest,
-                                int *CNN__IDG_RESTRICT off, float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
+                                int *CNN__IDG_RESTRICT off, float *CNN__IDG_RESTRICT fx,
+                                float *CNN__IDG_RESTRICT fy) {
     const double half = nearest ? 0.5 : 0.0; /* order 0 rounds: floor(v + 0.5) */
     const double bx = A->b * oy + A->tx + half, by = A->d * oy + A->ty + half, a = A->a, cc = A->c;
     const double ex = a * (w - 1) + bx, ey = cc * (w - 1) + by, big = 1e9;
@@ -2551,10 +2598,11 @@ static void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, 
     }
 }
 /* every row of the image: off, fx, fy [h*w] */
-static void cnn__idg_coords(const cnn__idg_affine *A, int h, int w, int c, int mode, int nearest, int *off, float *fx,
-                            float *fy) {
+static void cnn__idg_coords(const cnn__idg_affine *A, int h, int w, int c, int mode, int nearest, int *off,
+                            float *fx, float *fy) {
     for (int oy = 0; oy < h; oy++)
-        cnn__idg_coords_row(A, oy, h, w, c, mode, nearest, off + (size_t)oy * w, fx + (size_t)oy * w, fy + (size_t)oy * w);
+        cnn__idg_coords_row(A, oy, h, w, c, mode, nearest, off + (size_t)oy * w, fx + (size_t)oy * w,
+                            fy + (size_t)oy * w);
 }
 #undef CNN__IDG_FLOOR
 #undef CNN__IDG_CLAMP
@@ -2589,9 +2637,9 @@ typedef float cnn__idg_v4 __attribute__((vector_size(16)));
 /* The output image o [h][w][c] from the padded input (which has 4 spare floats
    at its end). Neighbouring pixels read scattered blocks, so the work is
    vectorized across channels, not pixels: gathers are slow on many CPUs. */
-static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int h, int w, int c, const int *CNN__IDG_RESTRICT off,
-                            const float *CNN__IDG_RESTRICT fx, const float *CNN__IDG_RESTRICT fy,
-                            float *CNN__IDG_RESTRICT o) {
+static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int h, int w, int c,
+                            const int *CNN__IDG_RESTRICT off, const float *CNN__IDG_RESTRICT fx,
+                            const float *CNN__IDG_RESTRICT fy, float *CNN__IDG_RESTRICT o) {
     const int R = (w + 3) * c;
     const int npix = h * w; /* all pixels of the image in one pass: "ox" runs over them */
     int ox = 0;
@@ -2687,8 +2735,8 @@ static void cnn__idg_color(const cnn_transform *t, float *x, size_t n, int c) {
 
 /* The random transform and colour change of one image: x8 (uint8) or xf (float)
    [h][w][c] -> out (float, never aliasing the input). */
-static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, const float *xf, int h, int w, int c,
-                               const cnn_transform *t, cnn__idg_scratch *s, float *out) {
+static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, const float *xf, int h, int w,
+                               int c, const cnn_transform *t, cnn__idg_scratch *s, float *out) {
     const size_t n = (size_t)h * (size_t)w * (size_t)c;
     const int nearest = g->o.interpolation == CNN_INTERP_NEAREST, mode = (int)g->o.fill_mode;
     const float cval = g->o.cval;
@@ -2710,7 +2758,8 @@ static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, co
    a float range r (uniform in [-r, r], times size when r < 1), an int r (a
    whole number of pixels from {0, ..., r-1}, times a random sign), or a list
    (one of its values, times a random sign, times size when all are < 1). */
-static double cnn__idg_draw_shift(cnn__idg_rng *r, float range, int whole, const float *list, int len, int size) {
+static double cnn__idg_draw_shift(cnn__idg_rng *r, float range, int whole, const float *list, int len,
+                                  int size) {
     if (whole) {
         int k = (int)cnn__idg_uniform(r, 0, whole);
         k = k < whole ? k : whole - 1;
@@ -2739,8 +2788,8 @@ static void cnn__idg_draw(const cnn_datagen *g, int h, int w, uint64_t seed, cnn
     if (o->rotation_range != 0) t->theta = (float)cnn__idg_uniform(&r, -o->rotation_range, o->rotation_range);
     t->shift_x = (float)cnn__idg_draw_shift(&r, o->width_shift_range, o->width_shift_int, o->width_shift_list,
                                             o->width_shift_list_len, w);
-    t->shift_y = (float)cnn__idg_draw_shift(&r, o->height_shift_range, o->height_shift_int, o->height_shift_list,
-                                            o->height_shift_list_len, h);
+    t->shift_y = (float)cnn__idg_draw_shift(&r, o->height_shift_range, o->height_shift_int,
+                                            o->height_shift_list, o->height_shift_list_len, h);
     if (o->shear_range != 0) t->shear = (float)cnn__idg_uniform(&r, -o->shear_range, o->shear_range);
     if (!(g->zoom_lo == 1 && g->zoom_hi == 1)) {
         t->zoom_x = (float)cnn__idg_uniform(&r, g->zoom_lo, g->zoom_hi);
@@ -2756,12 +2805,14 @@ static void cnn__idg_draw(const cnn_datagen *g, int h, int w, uint64_t seed, cnn
 
 /* Keras' standardize of one image, in place. tmp: [h*w*c] for ZCA. `index`
    names the image in an error. */
-static int cnn__idg_standardize_one(const cnn_datagen *g, float *x, int h, int w, int c, float *tmp, long long index) {
+static int cnn__idg_standardize_one(const cnn_datagen *g, float *x, int h, int w, int c, float *tmp,
+                                    long long index) {
     const cnn_datagen_opts *o = &g->o;
     const size_t n = (size_t)h * (size_t)w * (size_t)c, pixels = (size_t)h * (size_t)w;
     if (o->preprocessing_function) {
         int r = o->preprocessing_function(x, h, w, c, o->preprocessing_user);
-        if (r) return cnn_set_error(CNN_ERR_ARG, "preprocessing_function returned %d for image %lld", r, index);
+        if (r)
+            return cnn_set_error(CNN_ERR_ARG, "preprocessing_function returned %d for image %lld", r, index);
     }
     if (o->rescale != 0) {
         const float r = o->rescale;
@@ -2808,19 +2859,23 @@ static int cnn__idg_standardize_one(const cnn_datagen *g, float *x, int h, int w
 static int cnn__idg_check_ready(const cnn_datagen *g, int h, int w, int c, const char *who) {
     const cnn_datagen_opts *o = &g->o;
     if ((o->featurewise_center || o->featurewise_std_normalization) && !g->mean)
-        return cnn_set_error(CNN_ERR_STATE, "%s: the generator has %s but no statistics yet: call cnn_datagen_fit "
-                             "(or cnn_datagen_set_stats) first", who,
-                             o->zca_whitening ? "zca_whitening" : o->featurewise_center ? "featurewise_center"
-                                                                                         : "featurewise_std_normalization");
+        return cnn_set_error(CNN_ERR_STATE,
+                             "%s: the generator has %s but no statistics yet: call cnn_datagen_fit "
+                             "(or cnn_datagen_set_stats) first",
+                             who,
+                             o->zca_whitening        ? "zca_whitening"
+                             : o->featurewise_center ? "featurewise_center"
+                                                     : "featurewise_std_normalization");
     if ((o->featurewise_center || o->featurewise_std_normalization) && g->c != c)
-        return cnn_set_error(CNN_ERR_SHAPE, "%s: the generator's statistics have %d channel(s), the images %d", who,
-                             g->c, c);
+        return cnn_set_error(
+            CNN_ERR_SHAPE, "%s: the generator's statistics have %d channel(s), the images %d", who, g->c, c);
     if (o->zca_whitening && !g->pc)
         return cnn_set_error(CNN_ERR_STATE, "%s: the generator has zca_whitening but no ZCA matrix yet: call "
                              "cnn_datagen_fit first", who);
     if (o->zca_whitening && (size_t)g->d != (size_t)h * (size_t)w * (size_t)c)
-        return cnn_set_error(CNN_ERR_SHAPE, "%s: the ZCA matrix was fitted on images of %d values, these have %dx%dx%d",
-                             who, g->d, h, w, c);
+        return cnn_set_error(CNN_ERR_SHAPE,
+                             "%s: the ZCA matrix was fitted on images of %d values, these have %dx%dx%d", who,
+                             g->d, h, w, c);
     return CNN_OK;
 }
 
@@ -2839,9 +2894,11 @@ static int cnn__idg_check_transform(const cnn_transform *t, const char *who) {
         if (!cnn__aug_finite(v[i])) return cnn_set_error(CNN_ERR_ARG, "%s: %s is not finite", who, names[i]);
     if (t->zoom_x < 0 || t->zoom_y < 0)
         return cnn_set_error(CNN_ERR_ARG, "%s: zoom %s %g must be > 0 (0 means 1)", who,
-                             t->zoom_x < 0 ? "zoom_x" : "zoom_y", (double)(t->zoom_x < 0 ? t->zoom_x : t->zoom_y));
+                             t->zoom_x < 0 ? "zoom_x" : "zoom_y",
+                             (double)(t->zoom_x < 0 ? t->zoom_x : t->zoom_y));
     if (t->brightness < 0)
-        return cnn_set_error(CNN_ERR_ARG, "%s: brightness %g must be >= 0 (0 means none)", who, (double)t->brightness);
+        return cnn_set_error(CNN_ERR_ARG, "%s: brightness %g must be >= 0 (0 means none)", who,
+                             (double)t->brightness);
     return CNN_OK;
 }
 
@@ -2862,7 +2919,10 @@ CNN__AUG_IMPL int cnn_datagen_apply_transform_opt(const cnn_datagen *g, const fl
     float *copy = NULL;
     int rc;
     if (!g || !x || !out)
-        return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, !g ? "generator" : !x ? "image" : "output");
+        return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who,
+                             !g   ? "generator"
+                             : !x ? "image"
+                                  : "output");
     if ((rc = cnn__idg_check_shape(h, w, c, who))) return rc;
     if (!t) {
         memset(&id, 0, sizeof id);
@@ -2900,7 +2960,8 @@ CNN__AUG_IMPL int cnn_datagen_standardize(const cnn_datagen *g, float *x, int n,
     const size_t per = (size_t)h * (size_t)w * (size_t)c;
     float *tmp = NULL;
     int rc;
-    if (!g || !x) return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "image array" : "generator");
+    if (!g || !x)
+        return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "image array" : "generator");
     if (n < 0) return cnn_set_error(CNN_ERR_ARG, "%s: image count %d is negative", who, n);
     if ((rc = cnn__idg_check_shape(h, w, c, who)) || (rc = cnn__idg_check_ready(g, h, w, c, who))) return rc;
     if (g->o.zca_whitening && !(tmp = (float *)CNN_MALLOC(per * sizeof(float))))
@@ -3114,7 +3175,8 @@ static void cnn__idg_outer_sum(const double *rows, double *t, int m, int d, floa
    used as scratch): its eigenvectors u_j with their weights. */
 static int cnn__idg_zca_matrix(double *sigma, int d, double eps, double N, float *pc, const char *who) {
     double *z = (double *)CNN_MALLOC((size_t)d * (size_t)d * sizeof(double));
-    double *ev = (double *)CNN_MALLOC((size_t)d * sizeof(double)), *e = (double *)CNN_MALLOC((size_t)d * sizeof(double));
+    double *ev = (double *)CNN_MALLOC((size_t)d * sizeof(double)),
+           *e = (double *)CNN_MALLOC((size_t)d * sizeof(double));
     double lmax = 0;
     int rc = CNN_OK;
     if (!z || !ev || !e) {
@@ -3124,7 +3186,8 @@ static int cnn__idg_zca_matrix(double *sigma, int d, double eps, double N, float
     for (int i = 0; i < d; i++) /* mirror the upper triangle */
         for (int j = 0; j < i; j++) sigma[(size_t)i * d + j] = sigma[(size_t)j * d + i];
     if (cnn__idg_eigen(sigma, z, ev, e, d) != 0) {
-        rc = cnn_set_error(CNN_ERR_ARG, "%s: the eigendecomposition for ZCA did not converge (non-finite data?)", who);
+        rc = cnn_set_error(CNN_ERR_ARG,
+                           "%s: the eigendecomposition for ZCA did not converge (non-finite data?)", who);
         goto done;
     }
     for (int j = 0; j < d; j++) lmax = ev[j] > lmax ? ev[j] : lmax;
@@ -3165,7 +3228,8 @@ static int cnn__idg_zca_gram(double *x, int N, int d, double eps, float *pc, con
             g[(size_t)i * N + j] = g[(size_t)j * N + i] = s / N;
         }
     if (cnn__idg_eigen(g, z, ev, e, N) != 0) {
-        rc = cnn_set_error(CNN_ERR_ARG, "%s: the eigendecomposition for ZCA did not converge (non-finite data?)", who);
+        rc = cnn_set_error(CNN_ERR_ARG,
+                           "%s: the eigendecomposition for ZCA did not converge (non-finite data?)", who);
         goto done;
     }
     for (int j = 0; j < N; j++) lmax = ev[j] > lmax ? ev[j] : lmax;
@@ -3191,8 +3255,9 @@ done:
 }
 
 /* Image i of fit round r as fit sees it: rescaled, then (augment) transformed. */
-static void cnn__idg_fit_image(const cnn_datagen *g, const unsigned char *x8, const float *xf, int h, int w, int c,
-                               int r, int i, int augment, uint64_t seed, cnn__idg_scratch *s, float *tmp, float *img) {
+static void cnn__idg_fit_image(const cnn_datagen *g, const unsigned char *x8, const float *xf, int h, int w,
+                               int c, int r, int i, int augment, uint64_t seed, cnn__idg_scratch *s,
+                               float *tmp, float *img) {
     const size_t n = (size_t)h * (size_t)w * (size_t)c;
     const float scale = g->o.rescale != 0 ? g->o.rescale : 1.0f;
     float *dst = augment ? tmp : img;
@@ -3234,7 +3299,8 @@ static void cnn__idg_fitbuf_free(cnn__idg_fitbuf *b) {
 
 /* fit's buffers for images of per values, c channels, N of them in all (b
    zeroed on entry; whatever was allocated stays in b when this fails). */
-static int cnn__idg_fit_alloc(cnn__idg_fitbuf *b, int c, size_t per, double N, int zca, int gram, const char *who) {
+static int cnn__idg_fit_alloc(cnn__idg_fitbuf *b, int c, size_t per, double N, int zca, int gram,
+                              const char *who) {
     b->sum = (double *)CNN_MALLOC((size_t)c * sizeof(double));
     b->ss = (double *)CNN_MALLOC((size_t)c * sizeof(double));
     b->img = (float *)CNN_MALLOC(per * sizeof(float));
@@ -3271,8 +3337,10 @@ static int cnn__idg_fit_check(const cnn_datagen *g, int n, int h, int w, int c, 
     if ((double)n * rounds > (double)INT_MAX)
         return cnn_set_error(CNN_ERR_ARG, "%s: %d rounds of %d images are too many", who, rounds, n);
     if (g->o.zca_whitening && per > 32768)
-        return cnn_set_error(CNN_ERR_ARG, "%s: ZCA of %dx%dx%d images needs a %zu x %zu matrix; at most 32768 "
-                             "values per image are supported", who, h, w, c, per, per);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: ZCA of %dx%dx%d images needs a %zu x %zu matrix; at most 32768 "
+                             "values per image are supported",
+                             who, h, w, c, per, per);
     return CNN_OK;
 }
 
@@ -3304,7 +3372,8 @@ static int cnn__idg_fit(cnn_datagen *g, const unsigned char *x8, const float *xf
     /* the checks include ZCA's size limit, which may come before the early return
        below: with ZCA on there is always something to compute */
     if ((rc = cnn__idg_fit_check(g, n, h, w, c, rounds, fo, who))) return rc;
-    if (!o->featurewise_center && !o->featurewise_std_normalization && !zca) return CNN_OK; /* nothing to compute */
+    if (!o->featurewise_center && !o->featurewise_std_normalization && !zca)
+        return CNN_OK; /* nothing to compute */
     if ((rc = cnn__idg_fit_alloc(&b, c, per, N, zca, gram, who))) goto done;
     if (augment && (rc = cnn__idg_scratch_init(&s, h, w, c, 0, 0))) goto done;
     memset(b.sum, 0, (size_t)c * sizeof(double));
@@ -3355,14 +3424,17 @@ done:
 }
 
 CNN__AUG_IMPL int cnn_datagen_fit_opt(cnn_datagen *g, const cnn_dataset *x, const cnn_datagen_fit_opts *o) {
-    if (!g || !x) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit: the %s is NULL", g ? "dataset" : "generator");
+    if (!g || !x)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit: the %s is NULL", g ? "dataset" : "generator");
     if (!x->images) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit: the dataset has no images");
     return cnn__idg_fit(g, x->images, NULL, x->n, x->h, x->w, x->c, o, "cnn_datagen_fit");
 }
 
 CNN__AUG_IMPL int cnn_datagen_fit_float_opt(cnn_datagen *g, const float *x, int n, int h, int w, int c,
                                             const cnn_datagen_fit_opts *o) {
-    if (!g || !x) return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit_float: the %s is NULL", g ? "image array" : "generator");
+    if (!g || !x)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_datagen_fit_float: the %s is NULL",
+                             g ? "image array" : "generator");
     return cnn__idg_fit(g, NULL, x, n, h, w, c, o, "cnn_datagen_fit_float");
 }
 
@@ -3470,7 +3542,9 @@ static int cnn__idg_load_image(const cnn_flow *f, const char *path, unsigned cha
     if (rc == CNN_ERR_FORMAT)
         return cnn_set_error(CNN_ERR_FORMAT, "%s: cannot decode image '%s' (%s)", cnn__idg_dir_who, path,
                              cnn__aug_why());
-    if (rc) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s'", cnn__idg_dir_who, path);
+    if (rc)
+        return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory decoding or resizing '%s'", cnn__idg_dir_who,
+                             path);
     return CNN_OK;
 }
 
@@ -3504,7 +3578,9 @@ static int cnn__idg_fill(cnn_flow *f, cnn__idg_scratch *s, int pass, int b, cnn_
             memset(y, 0, (size_t)f->y_width * sizeof(float));
             y[f->labels[j]] = 1.0f;
             break;
-        case CNN__IDG_Y_GIVEN: memcpy(y, f->y + (size_t)j * (size_t)f->y_width, (size_t)f->y_width * sizeof(float)); break;
+        case CNN__IDG_Y_GIVEN:
+            memcpy(y, f->y + (size_t)j * (size_t)f->y_width, (size_t)f->y_width * sizeof(float));
+            break;
         case CNN__IDG_Y_INPUT: memcpy(y, x, per * sizeof(float)); break;
         default: break;
         }
@@ -3643,7 +3719,8 @@ static int cnn__idg_fetch(cnn_flow *f, cnn__idg_slot **out) {
     } else
 #endif
     if (!(slot->state == CNN__IDG_READY && slot->seq == c)) {
-        cnn__idg_fill(f, &f->scratch[f->nworkers], f->start_pass + (int)(c / f->per_pass), (int)(c % f->per_pass), slot);
+        cnn__idg_fill(f, &f->scratch[f->nworkers], f->start_pass + (int)(c / f->per_pass),
+                      (int)(c % f->per_pass), slot);
         slot->seq = c;
         slot->state = CNN__IDG_READY;
     }
@@ -3670,7 +3747,8 @@ CNN__AUG_IMPL int cnn_flow_reset(cnn_flow *f, int pass) {
         f->at_end = 0;
         return CNN_OK;
     }
-    if (!f->held && f->cons_seq == boundary && (pass == f->cur_pass + 1 || f->pass_free)) { /* on to the next */
+    /* on to the next */
+    if (!f->held && f->cons_seq == boundary && (pass == f->cur_pass + 1 || f->pass_free)) {
         f->cur_pass++;
         f->at_end = 0;
         return CNN_OK;
@@ -3703,7 +3781,8 @@ static int cnn__idg_src_next(void *ctx, int max_count, float *x, float *y) {
     const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c;
     cnn__idg_slot *slot = f->held ? &f->slots[f->cons_seq % f->Q] : NULL;
     int k;
-    if (max_count <= 0 || !x) return cnn_set_error(CNN_ERR_ARG, "cnn_flow: next needs max_count > 0 and a buffer");
+    if (max_count <= 0 || !x)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_flow: next needs max_count > 0 and a buffer");
     if (!slot || f->held_off >= slot->count) {
         int got = cnn__idg_fetch(f, &slot);
         if (got <= 0) return got;
@@ -3711,7 +3790,8 @@ static int cnn__idg_src_next(void *ctx, int max_count, float *x, float *y) {
     k = slot->count - f->held_off < max_count ? slot->count - f->held_off : max_count;
     memcpy(x, slot->x + (size_t)f->held_off * per, (size_t)k * per * sizeof(float));
     if (f->y_width && y)
-        memcpy(y, slot->y + (size_t)f->held_off * (size_t)f->y_width, (size_t)k * (size_t)f->y_width * sizeof(float));
+        memcpy(y, slot->y + (size_t)f->held_off * (size_t)f->y_width,
+               (size_t)k * (size_t)f->y_width * sizeof(float));
     f->held_off += k;
     return k;
 }
@@ -3791,8 +3871,8 @@ static cnn_flow *cnn__idg_flow_new(const cnn_datagen *g, int n, int h, int w, in
         return NULL;
     }
     if (o->workers < -1 || o->workers > 256 || o->max_queue_size < 0) {
-        cnn_set_error(CNN_ERR_ARG, "%s: workers %d must be in -1..256 and max_queue_size %d >= 0", who, o->workers,
-                      o->max_queue_size);
+        cnn_set_error(CNN_ERR_ARG, "%s: workers %d must be in -1..256 and max_queue_size %d >= 0", who,
+                      o->workers, o->max_queue_size);
         return NULL;
     }
     if (!strcmp(fmt, "png")) save_fmt = CNN__IDG_PNG;
@@ -3872,10 +3952,11 @@ oom:
 
 /* Buffers, threads and the batch-source view, once data and targets are set. */
 static cnn_flow *cnn__idg_flow_finish(cnn_flow *f, const char *who) {
-    const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c, batch_bytes = (size_t)f->bs * per * sizeof(float);
+    const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c,
+                 batch_bytes = (size_t)f->bs * per * sizeof(float);
     const int bytes = f->lazy || f->save_dir;
     if (f->nworkers == 0) f->Q = 1;
-    else if (f->Q > 2 && (size_t)f->Q * batch_bytes > ((size_t)64 << 20)) { /* keep the default queue under 64 MB */
+    else if (f->Q > 2 && (size_t)f->Q * batch_bytes > ((size_t)64 << 20)) { /* default queue < 64 MB */
         size_t q = ((size_t)64 << 20) / (batch_bytes ? batch_bytes : 1);
         f->Q = q < 2 ? 2 : (int)q;
     }
@@ -3888,7 +3969,8 @@ static cnn_flow *cnn__idg_flow_finish(cnn_flow *f, const char *who) {
     if (!f->slots || !f->scratch) goto oom;
     for (int i = 0; i < f->Q; i++) {
         f->slots[i].x = (float *)CNN_MALLOC(batch_bytes);
-        f->slots[i].y = (float *)CNN_MALLOC((size_t)f->bs * (size_t)(f->y_width ? f->y_width : 1) * sizeof(float));
+        f->slots[i].y = (float *)CNN_MALLOC((size_t)f->bs * (size_t)(f->y_width ? f->y_width : 1) *
+                                            sizeof(float));
         if (!f->slots[i].x || !f->slots[i].y) goto oom;
     }
     for (int i = 0; i <= f->nworkers; i++)
@@ -3925,8 +4007,8 @@ static cnn_flow *cnn__idg_flow_finish(cnn_flow *f, const char *who) {
     f->src.std = f->rec_std;
     return f;
 oom:
-    cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for %d batches of %d images of %dx%dx%d", who, f->Q, f->bs, f->h,
-                  f->w, f->c);
+    cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory for %d batches of %d images of %dx%dx%d", who, f->Q,
+                  f->bs, f->h, f->w, f->c);
     cnn_flow_free(f);
     return NULL;
 }
@@ -3940,7 +4022,8 @@ static int cnn__idg_split_at(float split, int n) {
 }
 
 /* [*start, *start + *count) of n samples for a subset */
-static int cnn__idg_subset(const cnn_datagen *g, cnn_subset subset, int n, int *start, int *count, const char *who) {
+static int cnn__idg_subset(const cnn_datagen *g, cnn_subset subset, int n, int *start, int *count,
+                           const char *who) {
     int split;
     *start = 0;
     *count = n;
@@ -3984,8 +4067,8 @@ static int cnn__idg_copy_names(cnn_flow *f, char *const *names, int count) {
 }
 
 /* flow over uint8 (d) or float (xf) images */
-static cnn_flow *cnn__idg_flow_arrays(const cnn_datagen *g, const cnn_dataset *d, const float *xf, int n, int h,
-                                      int w, int c, const cnn_flow_opts *o, const char *who) {
+static cnn_flow *cnn__idg_flow_arrays(const cnn_datagen *g, const cnn_dataset *d, const float *xf, int n,
+                                      int h, int w, int c, const cnn_flow_opts *o, const char *who) {
     cnn_flow_opts none;
     cnn__idg_common co;
     cnn_flow *f;
@@ -4018,7 +4101,8 @@ static cnn_flow *cnn__idg_flow_arrays(const cnn_datagen *g, const cnn_dataset *d
     if (cnn__idg_subset(g, o->subset, n, &start, &count, who)) return NULL;
     if (count <= 0) {
         cnn_set_error(CNN_ERR_ARG, "%s: the %s subset of %d images with validation_split %g is empty", who,
-                      o->subset == CNN_SUBSET_VALIDATION ? "validation" : "training", n, (double)g->o.validation_split);
+                      o->subset == CNN_SUBSET_VALIDATION ? "validation" : "training", n,
+                      (double)g->o.validation_split);
         return NULL;
     }
     if (labels && !o->y && o->subset != CNN_SUBSET_ALL) { /* Keras refuses splits that lose classes */
@@ -4036,8 +4120,10 @@ static cnn_flow *cnn__idg_flow_arrays(const cnn_datagen *g, const cnn_dataset *d
         for (int k = 0; k < nc; k++) differ |= seen[k] == 1 || seen[k] == 2;
         CNN_FREE(seen);
         if (differ) {
-            cnn_set_error(CNN_ERR_ARG, "%s: the training and validation subsets have different classes after the split "
-                          "at %d of %d images (sorted by label? shuffle the dataset first)", who, split, n);
+            cnn_set_error(CNN_ERR_ARG,
+                          "%s: the training and validation subsets have different classes after the split "
+                          "at %d of %d images (sorted by label? shuffle the dataset first)",
+                          who, split, n);
             return NULL;
         }
     }
@@ -4061,8 +4147,8 @@ static cnn_flow *cnn__idg_flow_arrays(const cnn_datagen *g, const cnn_dataset *d
         f->num_classes = d->num_classes;
         for (int i = 0; i < count; i++)
             if (f->labels[i] < 0 || (o->one_hot && f->labels[i] >= d->num_classes)) {
-                cnn_set_error(CNN_ERR_ARG, "%s: label %d of image %d is outside 0..%d", who, f->labels[i], start + i,
-                              d->num_classes - 1);
+                cnn_set_error(CNN_ERR_ARG, "%s: label %d of image %d is outside 0..%d", who, f->labels[i],
+                              start + i, d->num_classes - 1);
                 cnn_flow_free(f);
                 return NULL;
             }
@@ -4076,7 +4162,8 @@ static cnn_flow *cnn__idg_flow_arrays(const cnn_datagen *g, const cnn_dataset *d
     return cnn__idg_flow_finish(f, who);
 }
 
-CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_opt(const cnn_datagen *g, const cnn_dataset *d, const cnn_flow_opts *o) {
+CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_opt(const cnn_datagen *g, const cnn_dataset *d,
+                                             const cnn_flow_opts *o) {
     if (!d || !d->images) {
         cnn_set_error(CNN_ERR_ARG, "cnn_datagen_flow: the dataset is NULL or has no images");
         return NULL;
@@ -4084,8 +4171,8 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_opt(const cnn_datagen *g, const cnn_dat
     return cnn__idg_flow_arrays(g, d, NULL, d->n, d->h, d->w, d->c, o, "cnn_datagen_flow");
 }
 
-CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_float_opt(const cnn_datagen *g, const float *x, int n, int h, int w, int c,
-                                                   const cnn_flow_opts *o) {
+CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_float_opt(const cnn_datagen *g, const float *x, int n, int h, int w,
+                                                   int c, const cnn_flow_opts *o) {
     if (!x) {
         cnn_set_error(CNN_ERR_ARG, "cnn_datagen_flow_float: the image array is NULL");
         return NULL;
@@ -4099,37 +4186,46 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_float_opt(const cnn_datagen *g, const f
 /* flow_from_directory's options, checked before any file is read: *th x *tw x
    *ch is the images' size (target_size {0, 0} is Keras' 256 x 256), and
    op->interpolation is made explicit (Keras' default is nearest). */
-static int cnn__idg_dir_check(const cnn_datagen *g, const char *dir, cnn_directory_flow_opts *op, int *th, int *tw,
-                              int *ch) {
+static int cnn__idg_dir_check(const cnn_datagen *g, const char *dir, cnn_directory_flow_opts *op, int *th,
+                              int *tw, int *ch) {
     const char *who = cnn__idg_dir_who;
     if (!g || !dir) return cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, g ? "folder" : "generator");
     *th = op->target_size[0];
     *tw = op->target_size[1];
     if (*th == 0 && *tw == 0) *th = *tw = 256;
     if (*th <= 0 || *tw <= 0)
-        return cnn_set_error(CNN_ERR_ARG, "%s: target_size {%d, %d} must have height and width > 0 (or both 0 for "
-                             "Keras' 256 x 256) ('%s')", who, op->target_size[0], op->target_size[1], dir);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: target_size {%d, %d} must have height and width > 0 (or both 0 for "
+                             "Keras' 256 x 256) ('%s')",
+                             who, op->target_size[0], op->target_size[1], dir);
     if ((int)op->color_mode < 0 || (int)op->color_mode > (int)CNN_COLOR_RGBA)
         return cnn_set_error(CNN_ERR_ARG, "%s: unknown color_mode %d (CNN_COLOR_RGB, CNN_COLOR_GRAYSCALE or "
                              "CNN_COLOR_RGBA)", who, (int)op->color_mode);
     if ((int)op->class_mode < 0 || (int)op->class_mode > (int)CNN_CLASS_NONE)
-        return cnn_set_error(CNN_ERR_ARG, "%s: unknown class_mode %d (CNN_CLASS_CATEGORICAL, _BINARY, _SPARSE, "
-                             "_INPUT or _NONE)", who, (int)op->class_mode);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: unknown class_mode %d (CNN_CLASS_CATEGORICAL, _BINARY, _SPARSE, "
+                             "_INPUT or _NONE)",
+                             who, (int)op->class_mode);
     if ((int)op->interpolation < 0 || (int)op->interpolation > (int)CNN_INTERP_HAMMING)
-        return cnn_set_error(CNN_ERR_ARG, "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
-                             "_LANCZOS, _BOX or _HAMMING)", who, (int)op->interpolation);
+        return cnn_set_error(CNN_ERR_ARG,
+                             "%s: unknown interpolation %d (CNN_INTERP_NEAREST, _BILINEAR, _BICUBIC, "
+                             "_LANCZOS, _BOX or _HAMMING)",
+                             who, (int)op->interpolation);
     if (op->interpolation == CNN_INTERP_DEFAULT) op->interpolation = CNN_INTERP_NEAREST; /* Keras' default */
     if ((int)op->subset < 0 || (int)op->subset > (int)CNN_SUBSET_VALIDATION ||
         (op->subset && g->o.validation_split <= 0))
-        return cnn_set_error(CNN_ERR_ARG, "%s: %s", who, op->subset && (int)op->subset <= (int)CNN_SUBSET_VALIDATION
-                             ? "a subset needs the generator's validation_split > 0" : "unknown subset");
+        return cnn_set_error(CNN_ERR_ARG, "%s: %s", who,
+                             op->subset && (int)op->subset <= (int)CNN_SUBSET_VALIDATION
+                                 ? "a subset needs the generator's validation_split > 0"
+                                 : "unknown subset");
     *ch = op->color_mode == CNN_COLOR_GRAYSCALE ? 1 : op->color_mode == CNN_COLOR_RGBA ? 4 : 3;
     return CNN_OK;
 }
 
 /* The classes, in label order: those given (each a subfolder of dir, listed
    once), or the sorted subfolders. */
-static int cnn__idg_dir_classes(const char *dir, const cnn_directory_flow_opts *op, cnn__aug_strlist *classes) {
+static int cnn__idg_dir_classes(const char *dir, const cnn_directory_flow_opts *op,
+                                cnn__aug_strlist *classes) {
     const char *who = cnn__idg_dir_who;
     int rc;
     if (op->classes) {
@@ -4155,8 +4251,8 @@ static int cnn__idg_dir_classes(const char *dir, const cnn_directory_flow_opts *
         return rc;
     }
     if (op->class_mode == CNN_CLASS_BINARY && classes->n != 2)
-        return cnn_set_error(CNN_ERR_ARG, "%s: class_mode binary needs exactly 2 classes, '%s' has %d", who, dir,
-                             classes->n);
+        return cnn_set_error(CNN_ERR_ARG, "%s: class_mode binary needs exactly 2 classes, '%s' has %d", who,
+                             dir, classes->n);
     return CNN_OK;
 }
 
@@ -4214,10 +4310,14 @@ static int cnn__idg_dir_list(const cnn_datagen *g, const char *dir, const cnn_di
     cnn__aug_strlist_free(&files);
     if (rc < 0) return rc;
     if (all->n == 0)
-        return cnn_set_error(CNN_ERR_FORMAT, "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %s%d "
-                             "class folder%s of '%s'", who, op->subset == CNN_SUBSET_VALIDATION ?
-                             "validation part of the " : op->subset == CNN_SUBSET_TRAINING ? "training part of the " :
-                             "", classes->n, classes->n == 1 ? "" : "s", dir);
+        return cnn_set_error(CNN_ERR_FORMAT,
+                             "%s: no image files (png jpg jpeg bmp gif tga ppm pgm) in the %s%d "
+                             "class folder%s of '%s'",
+                             who,
+                             op->subset == CNN_SUBSET_VALIDATION ? "validation part of the "
+                             : op->subset == CNN_SUBSET_TRAINING ? "training part of the "
+                                                                 : "",
+                             classes->n, classes->n == 1 ? "" : "s", dir);
     return CNN_OK;
 }
 
@@ -4238,7 +4338,9 @@ static int cnn__idg_dir_decode(const cnn__aug_strlist *all, const cnn_directory_
     for (int i = 0; i < n_files; i++) {
         int x, y, comp;
         if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
-        else status[i] = cnn__aug_load_resized(names[i], th, tw, ch, interp, keep_aspect, images + (size_t)i * per);
+        else
+            status[i] = cnn__aug_load_resized(names[i], th, tw, ch, interp, keep_aspect,
+                                              images + (size_t)i * per);
     }
     for (int i = 0; i < n_files; i++) {
         int x, y, comp;
