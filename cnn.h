@@ -1691,6 +1691,7 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
 typedef struct cnn__kernel_path {
     const char *name;  /* "portable", "avx512": what CNN_KERNELS and cnn_set_kernels take */
     int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
+    int at_mr;         /* rows of a full tile_at tile: a window cell's channels are taken this many at a time */
     int (*supported)(void);
     void (*tile)(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb, float *c,
                  size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep);
@@ -1862,17 +1863,20 @@ static CNN__NOINLINE void cnn__tile_at_portable(int R, int K, const float *const
         cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
 }
 
-static void cnn__copy_windows_portable(float *dst, int ldd, const float *src, size_t step, size_t row_step,
-                                       int span, int kh, int run) {
+/* The next two are written once in plain C and inlined into each path's
+   function, where the compiler vectorises them for that instruction set. */
+static CNN__ALWAYS_INLINE void cnn__copy_windows_c(float *dst, int ldd, const float *src, size_t step,
+                                                   size_t row_step, int span, int kh, int run) {
     for (int r = 0; r < span; r++, src += step, dst += ldd)
         for (int ky = 0; ky < kh; ky++) cnn__copy_floats(dst + ky * run, src + ky * row_step, run);
 }
 
-static void cnn__bn_dz_rows_portable(int N, int rows, const float *CNN__RESTRICT y,
-                                     const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k,
-                                     const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
-                                     const long long *at, const int *cell, int relu, float *CNN__RESTRICT d,
-                                     float *CNN__RESTRICT ss) {
+static CNN__ALWAYS_INLINE void cnn__bn_dz_rows_c(int N, int rows, const float *CNN__RESTRICT y,
+                                                 const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k,
+                                                 const unsigned char *CNN__RESTRICT argmax,
+                                                 const float *CNN__RESTRICT g, const long long *at,
+                                                 const int *cell, int relu, float *CNN__RESTRICT d,
+                                                 float *CNN__RESTRICT ss) {
     const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
     for (int i = 0; i < rows; i++) {
         const float *CNN__RESTRICT yr = y + (size_t)i * N;
@@ -1886,6 +1890,17 @@ static void cnn__bn_dz_rows_portable(int N, int rows, const float *CNN__RESTRICT
         }
         for (int c = 0; c < N; c++) ss[c] += dr[c];
     }
+}
+
+static void cnn__copy_windows_portable(float *dst, int ldd, const float *src, size_t step, size_t row_step,
+                                       int span, int kh, int run) {
+    cnn__copy_windows_c(dst, ldd, src, step, row_step, span, kh, run);
+}
+
+static void cnn__bn_dz_rows_portable(int N, int rows, const float *y, const float *mean, const float *k,
+                                     const unsigned char *argmax, const float *g, const long long *at,
+                                     const int *cell, int relu, float *d, float *ss) {
+    cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
 }
 
 /* Adam (see cnn__optimizer_step): m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
@@ -2170,17 +2185,194 @@ static int cnn__supported_avx512(void) {
 }
 #endif /* CNN__AVX512 */
 
+/* ---- AVX2 with FMA: x86-64 from Haswell and Zen 1 on ---- */
+/* Built as the AVX-512 section is (see there); CNN_NO_AVX2 leaves it out. */
+#if !defined(CNN_NO_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 6)
+#define CNN__AVX2 1
+#define CNN__AVX2_TARGET __attribute__((target("avx2,fma")))
+#if defined(__clang__)
+#pragma clang attribute push(CNN__AVX2_TARGET, apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#elif defined(__AVX2__) && defined(__FMA__)
+#define CNN__AVX2 1
+#endif
+#endif
+#ifdef CNN__AVX2
+
+/* 6 x 16 floats: 12 of the 16 ymm registers, with two for B's row and one for
+   A's broadcast value. tile_at takes a window cell's channels 4 at a time, so
+   that the common channel counts (multiples of 4) take its fast path. */
+enum { CNN__AVX2_MR = 6, CNN__AVX2_NR = 16, CNN__AVX2_AT_MR = 4 };
+
+/* R full-width rows of a tile: the operations of cnn__tile_rows_portable in
+   AVX2 intrinsics, two ymm accumulators a row */
+static CNN__ALWAYS_INLINE void cnn__tile_rows_avx2(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
+                                                   size_t a_ks, const float *const *CNN__RESTRICT win,
+                                                   const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
+                                                   size_t ldc, int load, const cnn__epilogue *ep,
+                                                   cnn__prefetch *pf) {
+    __m256 acc[CNN__AVX2_MR][2];
+    CNN__UNROLL(8)
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = load ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+        acc[r][1] = load ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+    }
+    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
+    CNN__UNROLL(2)
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (size_t)k * ldb;
+        const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
+        const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+        if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
+        CNN__UNROLL(8)
+        for (int r = 0; r < R; r++) {
+            const __m256 ar = _mm256_broadcast_ss(ak + r * a_rs);
+            acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    if (pf) pf->next = pf_next;
+    /* + bias (or + 0), then max(floor, .): floor 0 for ReLU, else -inf (NaN stays NaN) */
+    const __m256 floor = _mm256_set1_ps(ep && ep->relu ? 0.0f : -INFINITY);
+    const __m256 bias0 = ep && ep->bias ? _mm256_loadu_ps(ep->bias) : _mm256_setzero_ps();
+    const __m256 bias1 = ep && ep->bias ? _mm256_loadu_ps(ep->bias + 8) : _mm256_setzero_ps();
+    CNN__UNROLL(8)
+    for (int r = 0; r < R; r++) {
+        if (ep) {
+            acc[r][0] = _mm256_max_ps(floor, _mm256_add_ps(acc[r][0], bias0));
+            acc[r][1] = _mm256_max_ps(floor, _mm256_add_ps(acc[r][1], bias1));
+        }
+        _mm256_storeu_ps(c + r * ldc, acc[r][0]);
+        _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+    }
+    if (ep && ep->s) { /* BatchNorm's statistics from the registers (see cnn__stats_close) */
+        __m256 shift[2], s[2], q[2];
+        for (int h = 0; h < 2; h++) {
+            shift[h] = ep->opens ? acc[0][h] : _mm256_loadu_ps(ep->shift + 8 * h);
+            s[h] = ep->opens ? _mm256_setzero_ps() : _mm256_loadu_ps(ep->s + 8 * h);
+            q[h] = ep->opens ? _mm256_setzero_ps() : _mm256_loadu_ps(ep->q + 8 * h);
+        }
+        CNN__UNROLL(8)
+        for (int r = 0; r < R; r++)
+            for (int h = 0; h < 2; h++) {
+                const __m256 d = _mm256_sub_ps(acc[r][h], shift[h]);
+                s[h] = _mm256_add_ps(s[h], d);
+                q[h] = _mm256_fmadd_ps(d, d, q[h]);
+            }
+        for (int h = 0; h < 2; h++) {
+            _mm256_storeu_ps(ep->shift + 8 * h, shift[h]);
+            _mm256_storeu_ps(ep->s + 8 * h, s[h]);
+            _mm256_storeu_ps(ep->q + 8 * h, q[h]);
+        }
+    }
+}
+
+static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
+                                         float *c, size_t ldc, int rows, int cols, int load,
+                                         const cnn__epilogue *ep) {
+    if (cols == CNN__AVX2_NR) switch (rows) {
+        case 1: cnn__tile_rows_avx2(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 2: cnn__tile_rows_avx2(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 3: cnn__tile_rows_avx2(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 4: cnn__tile_rows_avx2(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 5: cnn__tile_rows_avx2(5, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 6: cnn__tile_rows_avx2(6, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        default: break;
+        }
+    cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
+}
+
+static CNN__NOINLINE void cnn__tile_prefetching_avx2(int R, int K, const float *a, size_t a_ks, const float *b,
+                                                     size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
+    (void)R; /* always CNN__AVX2_MR: tn_mr is mr here */
+    cnn__tile_rows_avx2(CNN__AVX2_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+}
+
+static CNN__NOINLINE void cnn__tile_at_avx2(int R, int K, const float *const *win, size_t off, const float *b,
+                                            size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+    if (cols == CNN__AVX2_NR && R == CNN__AVX2_AT_MR)
+        cnn__tile_rows_avx2(CNN__AVX2_AT_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else
+        cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
+}
+
+static void cnn__copy_windows_avx2(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span,
+                                   int kh, int run) {
+    cnn__copy_windows_c(dst, ldd, src, step, row_step, span, kh, run);
+}
+
+static void cnn__bn_dz_rows_avx2(int N, int rows, const float *y, const float *mean, const float *k,
+                                 const unsigned char *argmax, const float *g, const long long *at, const int *cell,
+                                 int relu, float *d, float *ss) {
+    cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
+}
+
+/* Adam on 8 parameters at a time, as cnn__adam_update_avx512 on 16 */
+static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t,
+                                 float eps) {
+    const __m256 gk = _mm256_loadu_ps(g);
+    const __m256 m = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(b1), _mm256_loadu_ps(s1)),
+                                   _mm256_mul_ps(_mm256_set1_ps(1 - b1), gk));
+    const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(b2), _mm256_loadu_ps(s2)),
+                                   _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(1 - b2), gk), gk));
+    const __m256 step =
+        _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(lr_t), m), _mm256_add_ps(_mm256_sqrt_ps(v), _mm256_set1_ps(eps)));
+    _mm256_storeu_ps(s1, m);
+    _mm256_storeu_ps(s2, v);
+    _mm256_storeu_ps(p, _mm256_sub_ps(_mm256_loadu_ps(p), step));
+}
+
+static void cnn__adam_update_avx2(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
+                                  float lr_t, float eps) {
+    const long long blocks = count / 8, done = blocks * 8;
+    CNN__PARALLEL_FOR(count)
+    for (long long i = 0; i < blocks; i++)
+        cnn__adam_lanes_avx2(p + i * 8, g + i * 8, s1 + i * 8, s2 + i * 8, b1, b2, lr_t, eps);
+    if (done < count) {
+        float tp[8] = {0}, tg[8] = {0}, t1[8] = {0}, t2[8] = {0};
+        const size_t rest = (size_t)(count - done) * sizeof(float);
+        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
+        cnn__adam_lanes_avx2(tp, tg, t1, t2, b1, b2, lr_t, eps);
+        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__) && __GNUC__ >= 6
+#pragma GCC pop_options
+#endif
+
+static int cnn__supported_avx2(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 1; /* the build targets it (see above) */
+#endif
+}
+#endif /* CNN__AVX2 */
+
 /* ---- the table ---- */
 
 /* Best first: the first row the processor supports runs unless CNN_KERNELS
    or cnn_set_kernels names another. */
 static const cnn__kernel_path cnn__kernel_paths[] = {
 #ifdef CNN__AVX512
-    {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, cnn__supported_avx512, cnn__tile_avx512,
+    {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, CNN__AVX512_MR, cnn__supported_avx512, cnn__tile_avx512,
      cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512, cnn__bn_dz_rows_avx512,
      cnn__adam_update_avx512},
 #endif
-    {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, cnn__supported_portable,
+#ifdef CNN__AVX2
+    {"avx2", CNN__AVX2_MR, CNN__AVX2_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2, cnn__tile_avx2,
+     cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2, cnn__bn_dz_rows_avx2,
+     cnn__adam_update_avx2},
+#endif
+    {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR, cnn__supported_portable,
      cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable, cnn__copy_windows_portable,
      cnn__bn_dz_rows_portable, cnn__adam_update_portable},
 };
@@ -2786,7 +2978,7 @@ static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const
 #define CNN__DZ_BUFFER 8192              /* floats of dz a thread keeps on its stack (32 KiB) */
 
 /* A trainable Conv2D fused with a training BatchNorm (and its pool; see
-   cnn__conv_backward_through_bn) whose input has a multiple of kern->mr channels,
+   cnn__conv_backward_through_bn) whose input has a multiple of kern->at_mr channels,
    or whose kernel rows are runs of kern->tn_mr floats with no padding (3x3 on
    RGB, 'valid', with AVX-512), keeps no im2col from its forward pass (but for a
    batch too small for the row path, where cnn__im2col makes it whole anyway):
@@ -2802,7 +2994,7 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
     const cnn_model *m = n->model;
     const int C = cnn__in(n, 0)->c, K = n->kh * n->kw * C, N = n->units;
     const int row_runs = n->kw * C == kern->tn_mr && kern->tn_mr != kern->mr && n->padding == CNN_VALID;
-    return m->training && n->trainable && !cnn__conv_direct(n) && (C % kern->mr == 0 || row_runs) &&
+    return m->training && n->trainable && !cnn__conv_direct(n) && (C % kern->at_mr == 0 || row_runs) &&
            n->fuse.bn_input_grad && cnn__bn_uses_batch(n->fuse.bn) &&
            (size_t)CNN__CHUNKS * K * N <= CNN__KERNEL_PARTS_MAX &&
            (size_t)CNN__SLICE_ROWS * N <= CNN__DZ_BUFFER;
@@ -2811,8 +3003,8 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
 /* kp [K][N] (+)= the weight gradient of rows [r0, r0+rows) (rows <= CNN__SLICE_ROWS)
    of conv n, from its input x and dz [rows][N]: for each kernel cell (ky, kx),
    a table of where that cell of each row's window lies in x (or zeros, of C
-   floats, outside the image) feeds cnn__tile_at, one tile per kern->mr channels;
-   or, where C is not a multiple of kern->mr (see cnn__conv_grad_from_input), for
+   floats, outside the image) feeds tile_at, one tile per kern->at_mr channels;
+   or, where C is not a multiple of kern->at_mr (see cnn__conv_grad_from_input), for
    each kernel row a table of where that row of each window starts, its kw*C =
    kern->tn_mr floats one tile of rows of kp. pf: memory to fetch meanwhile. */
 static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x,
@@ -2828,7 +3020,7 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
         ix0[i] = ox * n->sw - n->pad_left;
         if (++ox == n->w) { ox = 0; if (++oy == n->h) { oy = 0; b++; } }
     }
-    if (C % kern->mr != 0) { /* kernel rows of kern->tn_mr floats, windows inside x */
+    if (C % kern->at_mr != 0) { /* kernel rows of kern->tn_mr floats, windows inside x */
         const int run = n->kw * C;
         const float *win[CNN__SLICE_ROWS]; /* each window's top row; kernel row ky lies ky * W * C further */
         for (int i = 0; i < rows; i++) win[i] = x + (((size_t)sample[i] * H + iy0[i]) * W + ix0[i]) * C;
@@ -2849,9 +3041,9 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
                              : zeros;
             }
             float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
-            for (int c = 0; c < C; c += kern->mr)
+            for (int c = 0; c < C; c += kern->at_mr)
                 for (int j = 0; j < N; j += kern->nr)
-                    kern->tile_at(kern->mr, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j,
+                    kern->tile_at(kern->at_mr, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j,
                                   (size_t)N, N - j < kern->nr ? N - j : kern->nr, load, NULL);
         }
 }

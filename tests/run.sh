@@ -45,7 +45,7 @@ cat > $B/kernel_paths.c <<'C'
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
 int main(void) { /* the known paths this build and processor run, one a line */
-    const char *known[] = {"avx512", "avx2", "neon", "portable"};
+    const char *known[] = {"avx512", "avx2", "neon", "portable"}; /* every path cnn.h has */
     for (int i = 0; i < 4; i++) if (cnn_set_kernels(known[i]) == CNN_OK) printf("%s\n", known[i]);
     return 0;
 }
