@@ -65,7 +65,7 @@
      CNN_ASSERT(x)      internal invariant check (default assert)
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
      CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
-     CNN_NO_AVX512      leave the AVX-512 kernels out (see cnn_set_kernels)
+     CNN_NO_AVX512, CNN_NO_AVX2   leave those kernels out (see cnn_set_kernels)
      CNN_REFERENCE      models run on the reference path by default: every layer as
                         plain loops over its shapes, no fusion, no threads (slow; to read,
                         and to check the fast path against; cnn_set_reference switches it)
@@ -183,14 +183,14 @@ CNN_DEF double cnn_wall_time(void);
 CNN_DEF void cnn_set_num_threads(int n);
 CNN_DEF int cnn_get_num_threads(void);
 
-/* The CPU kernels' instruction-set path, process-wide: "avx512" or "portable"
-   (plain C the compiler vectorises). By default the best one this processor
-   runs, chosen at run time whatever the compiler flags; the environment
-   variable CNN_KERNELS or this call pins one (NULL or "auto": the best again).
-   An unknown name, or one this processor or build cannot run, is CNN_ERR_ARG
-   and changes nothing. Call it between steps. Results are bit-identical run to
-   run within a path; two paths agree to rounding. CNN_NO_AVX512 leaves the
-   AVX-512 path out of the build. */
+/* The CPU kernels' instruction-set path, process-wide: "avx512", "avx2" (with
+   FMA) or "portable" (plain C the compiler vectorises). By default the best
+   one this processor runs, chosen at run time whatever the compiler flags; the
+   environment variable CNN_KERNELS or this call pins one (NULL or "auto": the
+   best again). An unknown name, or one this processor or build cannot run, is
+   CNN_ERR_ARG and changes nothing. Call it between steps. Results are
+   bit-identical run to run within a path; two paths agree to rounding.
+   CNN_NO_AVX512 and CNN_NO_AVX2 leave those paths out of the build. */
 CNN_DEF int cnn_set_kernels(const char *name);
 /* the path in use, e.g. "avx512" */
 CNN_DEF const char *cnn_kernels(void);
@@ -1689,7 +1689,7 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
    Results are bit-identical run to run for a path and a thread count; two
    paths round differently (FMA or not, tile order) and agree to rounding. */
 typedef struct cnn__kernel_path {
-    const char *name;  /* "portable", "avx512": what CNN_KERNELS and cnn_set_kernels take */
+    const char *name;  /* "avx512", "avx2", "portable": what CNN_KERNELS and cnn_set_kernels take */
     int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
     int at_mr;         /* rows of a full tile_at tile: a window cell's channels are taken this many at a time */
     int (*supported)(void);
