@@ -62,9 +62,9 @@ for k in $paths; do
     [ -x $B/$t.O2 ] && CNN_KERNELS=$k run "$t (kernels $k, plain -O2)" $B/$t.O2
   done
 done
-compile "build test_core (CNN_NO_AVX512)" $CC -std=c99 -O2 -fopenmp -DCNN_NO_AVX512 -Wall -Wextra -I. tests/test_core.c \
-  -lm -lpthread -o $B/test_core.noavx512
-[ -x $B/test_core.noavx512 ] && run "test_core (CNN_NO_AVX512)" $B/test_core.noavx512
+compile "build test_core (CNN_NO_AVX512 CNN_NO_AVX2)" $CC -std=c99 -O2 -fopenmp -DCNN_NO_AVX512 -DCNN_NO_AVX2 -Wall -Wextra \
+  -I. tests/test_core.c -lm -lpthread -o $B/test_core.portable
+[ -x $B/test_core.portable ] && CNN_KERNELS=portable run "test_core (CNN_NO_AVX512 CNN_NO_AVX2)" $B/test_core.portable
 
 # the fast path with its fusion planned away agrees with the reference path too
 compile "build test_reference (CNN_NO_FUSION)" $CC -std=c99 -O2 -march=native -fopenmp -DCNN_NO_FUSION -Wall -Wextra -I. \
@@ -107,7 +107,9 @@ compile "compiles with AVX-512 paths, C99 (gcc -O2)" gcc -std=c99 -O2 -mavx512f 
 compile "compiles with AVX-512 paths, C++ (g++ -O2)" g++ -std=c++11 -O2 -mavx512f -mavx512bw -mavx512vl -mfma -Wall -Wextra -I. -c $B/impl.cpp -o $B/avx512pp.o
 compile "compiles with AVX-512 paths, C99 (clang -O2)" clang -std=c99 -O2 -mavx512f -mavx512bw -mavx512vl -mfma -Wall -Wextra -I. -c $B/impl.c -o $B/avx512clang.o
 compile "compiles with AVX-512F alone (no BW/VL), C99 (gcc -O2)" gcc -std=c99 -O2 -mavx512f -mfma -Wall -Wextra -I. -c $B/impl.c -o $B/avx512f.o
-compile "compiles for x86-64 without AVX-512 kernels (CNN_NO_AVX512, clang)" clang -std=c99 -O2 -DCNN_NO_AVX512 -Wall -Wextra -I. -c $B/impl.c -o $B/noavx512.o
+compile "compiles without the x86-64 kernel sections (CNN_NO_AVX512 CNN_NO_AVX2, clang)" clang -std=c99 -O2 -DCNN_NO_AVX512 \
+  -DCNN_NO_AVX2 -Wall -Wextra -I. -c $B/impl.c -o $B/noavx.o
+compile "compiles with the AVX2 paths, C99 (gcc -O2 -mavx2 -mfma)" gcc -std=c99 -O2 -mavx2 -mfma -Wall -Wextra -I. -c $B/impl.c -o $B/avx2.o
 compile "compiles with CNN_STATIC" gcc -std=c99 -DCNN_STATIC -Wall -Wextra -I. $B/impl.c -lm -o $B/static
 compile "declarations only (no implementation)" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_augment.h
 compile "cnn_opencl.h declarations only" gcc -std=c99 -Wall -Wextra -I. -fsyntax-only -x c cnn_opencl.h

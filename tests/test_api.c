@@ -594,6 +594,116 @@ static void test_layers(void) {
     cnn_model_free(e);
 }
 
+/* h x w x c of a node, or -1s when it is NULL */
+static int shape_is(const cnn_node *x, int h, int w, int c) {
+    int a = -1, b = -1, d = -1;
+    return x && cnn_node_shape(x, &a, &b, &d) == 0 && a == h && b == w && d == c;
+}
+
+static void test_padding_upsampling_layers(void) {
+    cnn_model *m = cnn_model_new();
+    cnn_node *in = cnn_input(m, 8, 8, 1, "in");
+    CHECK(in != NULL, "input: %s", err());
+
+    test_begin("ZeroPadding2D / UpSampling2D: NULL model, NULL input, NULL options");
+    ERR_NODE(cnn_zero_padding2d(NULL, in, .padding = {1, 1, 1, 1}, .name = "zp1"), "zp1");
+    ERR_NODE(cnn_zero_padding2d(NULL, in, .name = "zp1"), "ZeroPadding2D");
+    ERR_NODE(cnn_zero_padding2d(m, NULL, .name = "zp1"), "zp1");
+    ERR_NODE(cnn_zero_padding2d(m, NULL, .name = "zp1"), "ZeroPadding2D");
+    ERR_NODE(cnn_zero_padding2d_opt(NULL, in, NULL), "zero_padding2d"); /* the automatic name */
+    ERR_NODE(cnn_up_sampling2d(NULL, in, .size = {2, 2}, .name = "up1"), "up1");
+    ERR_NODE(cnn_up_sampling2d(NULL, in, .name = "up1"), "UpSampling2D");
+    ERR_NODE(cnn_up_sampling2d(m, NULL, .name = "up1"), "up1");
+    ERR_NODE(cnn_up_sampling2d(m, NULL, .name = "up1"), "UpSampling2D");
+    ERR_NODE(cnn_up_sampling2d_opt(NULL, in, NULL), "up_sampling2d");
+    /* NULL options: Keras' defaults (padding 1 on each side, size 2x2) and the automatic name */
+    cnn_node *zd = cnn_zero_padding2d_opt(m, in, NULL), *ud = cnn_up_sampling2d_opt(m, in, NULL);
+    CHECK(shape_is(zd, 10, 10, 1) && !strcmp(cnn_node_name(zd), "zero_padding2d"), "zero_padding2d with NULL options: %s", err());
+    CHECK(shape_is(ud, 16, 16, 1) && !strcmp(cnn_node_name(ud), "up_sampling2d"), "up_sampling2d with NULL options: %s", err());
+    /* a layer after a failed one keeps the failure's message, the root cause */
+    clear_error();
+    cnn_node *bad = cnn_zero_padding2d(m, in, .padding = {-1, 0, 0, 0}, .name = "zp_root");
+    CHECK(bad == NULL, "padding -1 must fail");
+    CHECK(cnn_up_sampling2d(m, bad, .name = "up_after") == NULL && mentions("zp_root"), "after a failed layer: '%s'", err());
+    bad = cnn_up_sampling2d(m, in, .size = {-2, 2}, .name = "up_root");
+    CHECK(bad == NULL, "size -2 must fail");
+    CHECK(cnn_zero_padding2d(m, bad, .name = "zp_after") == NULL && mentions("up_root"), "after a failed layer: '%s'", err());
+    cnn_model_free(m);
+
+    m = cnn_model_new();
+    in = cnn_input(m, 8, 8, 1, "in");
+    test_begin("ZeroPadding2D bad options");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {-1, 0, 0, 0}, .name = "zpx"), "padding");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {0, -1, 0, 0}, .name = "zpx"), "zpx");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {0, 0, -3, 0}, .name = "zpx"), "-3");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {1, 1, 1, INT_MIN}, .name = "zpx"), "zpx");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {65536, 0, 0, 0}, .name = "zpx"), "65536");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {0, 0, 0, INT_MAX}, .name = "zpx"), "zpx");
+    /* sizes that pass each bound but not together: 131078 x 131078 values a sample */
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {65535, 65535, 65535, 65535}, .name = "zp_huge"), "zp_huge");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {65535, 65535, 65535, 65535}, .name = "zp_huge"), "too many");
+    {   /* the limit is INT_MAX values a sample: 46340^2 fits, 46341^2 does not (2^31 - 1 is prime) */
+        cnn_model *b = cnn_model_new();
+        cnn_node *one = cnn_input(b, 1, 1, 1, "one");
+        cnn_node *fits = cnn_zero_padding2d(b, one, .padding = {0, 46339, 46339, 0}, .name = "zp_fits");
+        CHECK(shape_is(fits, 46340, 46340, 1), "46340 x 46340 x 1 must fit: %s", err());
+        ERR_NODE(cnn_zero_padding2d(b, one, .padding = {46340, 0, 0, 46340}, .name = "zp_over"), "zp_over");
+        cnn_model_free(b);
+    }
+    CHECK(shape_is(in, 8, 8, 1), "the input");
+
+    test_begin("UpSampling2D bad options");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {-1, 2}, .name = "upx"), "size");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {2, -3}, .name = "upx"), "upx");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {INT_MIN, INT_MIN}, .name = "upx"), "upx");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {65536, 1}, .name = "upx"), "size");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {1, INT_MAX}, .name = "upx"), "upx");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {65535, 65535}, .name = "up_huge"), "up_huge");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {65535, 65535}, .name = "up_huge"), "too many");
+    {
+        cnn_model *b = cnn_model_new();
+        cnn_node *one = cnn_input(b, 1, 1, 1, "one");
+        cnn_node *fits = cnn_up_sampling2d(b, one, .size = {46340, 46340}, .name = "up_fits");
+        CHECK(shape_is(fits, 46340, 46340, 1), "46340 x 46340 x 1 must fit: %s", err());
+        ERR_NODE(cnn_up_sampling2d(b, one, .size = {46341, 46341}, .name = "up_over"), "up_over");
+        cnn_model_free(b);
+        b = cnn_model_new();
+        one = cnn_input(b, 1, 1, INT_MAX, "deep");
+        fits = cnn_up_sampling2d(b, one, .size = {1, 1}, .name = "up_1x1");
+        CHECK(shape_is(fits, 1, 1, INT_MAX), "1 x 1 x INT_MAX must fit: %s", err());
+        ERR_NODE(cnn_up_sampling2d(b, one, .size = {2, 1}, .name = "up_deep"), "up_deep");
+        ERR_NODE(cnn_zero_padding2d(b, one, .padding = {0, 0, 0, 1}, .name = "zp_deep"), "zp_deep");
+        cnn_model_free(b);
+    }
+
+    test_begin("ZeroPadding2D / UpSampling2D shapes");
+    CHECK(shape_is(cnn_zero_padding2d(m, in, .padding = {1, 0, 2, 1}), 9, 11, 1), "{1,0,2,1} on 8x8: %s", err());
+    /* one non-zero side: the others are 0, not the default 1 */
+    CHECK(shape_is(cnn_zero_padding2d(m, in, .padding = {0, 0, 0, 2}), 8, 10, 1), "{0,0,0,2} on 8x8: %s", err());
+    CHECK(shape_is(cnn_up_sampling2d(m, in, .size = {3, 5}), 24, 40, 1), "{3,5} on 8x8: %s", err());
+    CHECK(shape_is(cnn_up_sampling2d(m, in, .size = {1, 1}), 8, 8, 1), "{1,1} on 8x8: %s", err());
+    cnn_model_free(m);
+
+    test_begin("ZeroPadding2D / UpSampling2D automatic names");
+    m = cnn_model_new();
+    in = cnn_input(m, 4, 4, 2, "in");
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {-1, 1, 1, 1}), "zero_padding2d");
+    ERR_NODE(cnn_up_sampling2d(m, in, .size = {0, -1}), "up_sampling2d");
+    cnn_node *z0 = cnn_zero_padding2d(m, in, .padding = {1, 1, 1, 1});
+    cnn_node *u0 = cnn_up_sampling2d(m, in, .size = {2, 2});
+    cnn_node *z1 = cnn_zero_padding2d_opt(m, z0, NULL);
+    ERR_NODE(cnn_zero_padding2d(m, in, .padding = {70000, 0, 0, 0}), "zero_padding2d_2");
+    cnn_node *u1 = cnn_up_sampling2d_opt(m, u0, NULL);
+    cnn_node *z2 = cnn_zero_padding2d(m, in, .padding = {0, 1, 0, 1});
+    const char *got[5] = {cnn_node_name(z0), cnn_node_name(z1), cnn_node_name(z2), cnn_node_name(u0), cnn_node_name(u1)};
+    static const char *want[5] = {"zero_padding2d", "zero_padding2d_1", "zero_padding2d_2", "up_sampling2d", "up_sampling2d_1"};
+    for (int i = 0; i < 5; i++)
+        CHECK(got[i] && !strcmp(got[i], want[i]), "automatic name %d: '%s', want '%s' (%s)", i, got[i] ? got[i] : "(none)", want[i], err());
+    ERR_NODE(cnn_zero_padding2d(m, in, .name = "up_sampling2d"), "already exists");
+    ERR_NODE(cnn_up_sampling2d(m, in, .name = "zero_padding2d_1"), "already exists");
+    cnn_model_free(m);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Model settings, weights                                                  */
 /* ------------------------------------------------------------------------ */
@@ -1297,6 +1407,126 @@ static void test_save_load(void) {
     cnn_model_free(e);
 }
 
+/* The offset in a saved model file of the 12 integers of layer `name`'s record
+   (h w c units kh kw ...), 0 when not found. Payload (after the 20-byte header):
+   n_nodes, input, output, then per layer: type, name length, name, n_inputs,
+   inputs, 12 integers, 6 floats. */
+static size_t record_offset(const unsigned char *file, size_t len, const char *name) {
+    const unsigned char *p = file + 20;
+    size_t pos = 12;
+    uint32_t n = len > 32 ? get_le32(p) : 0;
+    for (uint32_t i = 0; i < n && 20 + pos + 8 < len; i++) {
+        uint32_t nl = get_le32(p + pos + 4);
+        size_t after_name = pos + 8 + nl;
+        if (20 + after_name + 4 > len) return 0;
+        uint32_t n_in = get_le32(p + after_name);
+        size_t ints = after_name + 4 + 4 * (size_t)n_in;
+        if (nl == strlen(name) && !memcmp(p + pos + 8, name, nl)) return 20 + ints;
+        pos = ints + 12 * 4 + 6 * 4;
+    }
+    return 0;
+}
+
+static const cnn_node *node_named(const cnn_model *m, const char *name) {
+    for (int i = 0; i < m->n_nodes; i++)
+        if (!strcmp(m->nodes[i]->name, name)) return m->nodes[i];
+    return NULL;
+}
+
+/* conv -> ZeroPadding2D {1,0,2,1} -> UpSampling2D {2,3} -> ZeroPadding2D (default)
+   -> UpSampling2D (default) -> strided conv -> global average -> Dense softmax,
+   trained two steps, saved and loaded back */
+static void test_save_load_padding_upsampling(void) {
+    enum { N = 4, H = 6, W = 5, C = 2 };
+    static const struct { const char *name; int h, w, c; } shapes[] = {
+        {"in", 6, 5, 2}, {"conv", 6, 5, 3}, {"pad", 7, 8, 3}, {"up", 14, 24, 3}, {"pad_default", 16, 26, 3},
+        {"up_default", 32, 52, 3}, {"conv_2", 15, 25, 2}, {"gap", 1, 1, 2}, {"out", 1, 1, 3}};
+    enum { NS = sizeof shapes / sizeof shapes[0] };
+    char path[512], p2[512];
+    float x[N * H * W * C], y[N], oa[N * 3], ob[N * 3], loss = 0;
+    tmp_path(path, sizeof path, "pad_up.cnn");
+    tmp_path(p2, sizeof p2, "pad_up_bad.cnn");
+    for (int i = 0; i < N * H * W * C; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    for (int i = 0; i < N; i++) y[i] = (float)(i % 3);
+
+    test_begin("save then load a model with ZeroPadding2D and UpSampling2D");
+    cnn_model *m = cnn_model_new(), *l = NULL;
+    cnn_node *t = cnn_input(m, H, W, C, "in");
+    t = cnn_conv2d(m, t, .filters = 3, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_RELU, .name = "conv");
+    t = cnn_zero_padding2d(m, t, .padding = {1, 0, 2, 1}, .name = "pad");
+    t = cnn_up_sampling2d(m, t, .size = {2, 3}, .name = "up");
+    t = cnn_zero_padding2d(m, t, .name = "pad_default");
+    t = cnn_up_sampling2d(m, t, .name = "up_default");
+    t = cnn_conv2d(m, t, .filters = 2, .kernel_size = {3, 3}, .strides = {2, 2}, .activation = CNN_TANH, .name = "conv_2");
+    t = cnn_global_avg_pool2d(m, t, .name = "gap");
+    t = cnn_dense(m, t, .units = 3, .activation = CNN_SOFTMAX, .name = "out");
+    if (!t || cnn_model_set_output(m, t) != CNN_OK ||
+        cnn_compile(m, .loss = CNN_SPARSE_CATEGORICAL_CROSSENTROPY) != CNN_OK) {
+        CHECK(0, "building: %s", err());
+        cnn_model_free(m);
+        return;
+    }
+    for (int s = 0; s < 2; s++)
+        CHECK(cnn_train_on_batch(m, x, y, N, 1, &loss, NULL) == CNN_OK, "training step %d: %s", s, err());
+    CHECK(cnn_predict(m, x, N, 0, oa) == CNN_OK, "predict: %s", err());
+    CHECK(cnn_save(m, path) == CNN_OK, "save: %s", err());
+    l = cnn_load(path);
+    CHECK(l != NULL, "load: %s", err());
+    if (l) {
+        CHECK(l->n_nodes == m->n_nodes, "%d layers loaded, %d saved", l->n_nodes, m->n_nodes);
+        for (int i = 0; i < NS; i++) {
+            const cnn_node *a = node_named(m, shapes[i].name), *b = node_named(l, shapes[i].name);
+            CHECK(a && shape_is(a, shapes[i].h, shapes[i].w, shapes[i].c), "%s: saved model's shape", shapes[i].name);
+            CHECK(b && shape_is(b, shapes[i].h, shapes[i].w, shapes[i].c), "%s: loaded model's shape", shapes[i].name);
+            CHECK(a && b && a->type == b->type && a->index == b->index, "%s: type or position changed", shapes[i].name);
+        }
+        size_t na = 0, nb = 0;
+        const float *pa = cnn_model_params(m, &na), *pb = cnn_model_params(l, &nb);
+        CHECK(pa && pb && na == nb && !memcmp(pa, pb, na * sizeof(float)), "parameters differ after loading");
+        memset(ob, 0, sizeof ob);
+        CHECK(cnn_predict(l, x, N, 0, ob) == CNN_OK, "predict after loading: %s", err());
+        CHECK(!memcmp(oa, ob, sizeof oa), "predictions differ after loading (%g vs %g)", oa[0], ob[0]);
+        CHECK(cnn_train_on_batch(l, x, y, N, 1, &loss, NULL) == CNN_OK, "a loaded model keeps training: %s", err());
+        cnn_model_free(l);
+    }
+
+    test_begin("cnn_load refuses ZeroPadding2D / UpSampling2D records that do not add up");
+    size_t len = 0;
+    unsigned char *file = read_bytes(path, &len), *copy = (unsigned char *)malloc(len ? len : 1);
+    const size_t pad = file ? record_offset(file, len, "pad") : 0, up = file ? record_offset(file, len, "up") : 0;
+    CHECK(pad && up && pad + 48 < len && up + 48 < len && get_le32(file + pad) == 7 && get_le32(file + pad + 16) == 1 &&
+              get_le32(file + up + 16) == 2 && get_le32(file + up + 20) == 3,
+          "could not find the records of 'pad' and 'up' in the file");
+    if (copy && pad && up && pad + 48 < len && up + 48 < len) {
+        static const struct { const char *layer; int field; uint32_t value; const char *why; } bad[] = {
+            {"pad", 4, 70000, "padding"},  /* top padding out of range */
+            {"pad", 0, 5, "pad"},          /* output rows fewer than input rows + top: bottom -2 */
+            {"up", 5, 0, "up"},            /* size 0 columns reads as the default 2: 16 columns, not 24 */
+            {"up", 5, 65536, "size"},      /* out of range */
+            {"up", 0, 15, "up"},           /* output rows that no size gives */
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            const size_t at = (bad[i].layer[0] == 'p' ? pad : up) + 4 * (size_t)bad[i].field;
+            memcpy(copy, file, len);
+            put_le32(copy + at, bad[i].value);
+            put_le32(copy + len - 4, crc32_of(copy + 20, len - 24));
+            write_bytes(p2, copy, len);
+            clear_error();
+            cnn_model *t2 = cnn_load(p2);
+            printf("#   %s field %d = %u: %s\n", bad[i].layer, bad[i].field, bad[i].value, err());
+            CHECK(t2 == NULL, "%s: field %d = %u loaded", bad[i].layer, bad[i].field, bad[i].value);
+            CHECK(mentions(bad[i].why) && mentions("pad_up_bad.cnn"), "%s: field %d = %u: error '%s' does not mention '%s'",
+                  bad[i].layer, bad[i].field, bad[i].value, err(), bad[i].why);
+            cnn_model_free(t2);
+        }
+    }
+    free(copy);
+    free(file);
+    remove(path);
+    remove(p2);
+    cnn_model_free(m);
+}
+
 /* ------------------------------------------------------------------------ */
 
 int main(void) {
@@ -1309,10 +1539,12 @@ int main(void) {
     test_datasets();
     test_loaders();
     test_layers();
+    test_padding_upsampling_layers();
     test_model_settings();
     test_compile_and_batches();
     test_fit_errors();
     test_save_load();
+    test_save_load_padding_upsampling();
     remove_tree(tmp_root);
     return test_finish();
 }

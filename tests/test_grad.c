@@ -128,6 +128,46 @@ static cnn_node *b_concat(cnn_model *m, cnn_node *x) {
     cnn_node *b = cnn_max_pool2d(m, x, .pool_size = {3, 3}, .strides = {1, 1}, .padding = CNN_SAME, .name = "b");
     return cnn_concatenate(m, ((cnn_node *[]){a, b}), 2, .name = "concat");
 }
+/* ZeroPadding2D between convs, asymmetric: the border's gradient must go
+   nowhere and the inside's back to its pixel */
+static cnn_node *b_zero_padding(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 3, .kernel_size = {2, 2}, .activation = CNN_TANH, .name = "conv_a");
+    x = cnn_zero_padding2d(m, x, .padding = {1, 0, 2, 1}, .name = "pad");
+    return cnn_conv2d(m, x, .filters = 2, .kernel_size = {3, 3}, .strides = {2, 1}, .name = "conv_b");
+}
+/* the default padding (1 on each side) right after the input: the input gradient crosses it */
+static cnn_node *b_zero_padding_input(cnn_model *m, cnn_node *x) {
+    x = cnn_zero_padding2d(m, x, .name = "pad");
+    return cnn_conv2d(m, x, .filters = 2, .kernel_size = {3, 2}, .activation = CNN_TANH, .name = "conv");
+}
+/* UpSampling2D {2, 3} between convs: each input pixel gets the sum of its 2x3 block */
+static cnn_node *b_up_sampling(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 3, .kernel_size = {2, 2}, .activation = CNN_TANH, .name = "conv_a");
+    x = cnn_up_sampling2d(m, x, .size = {2, 3}, .name = "up");
+    return cnn_conv2d(m, x, .filters = 2, .kernel_size = {3, 3}, .strides = {2, 2}, .name = "conv_b");
+}
+/* the default size {2, 2} right after the input */
+static cnn_node *b_up_sampling_input(cnn_model *m, cnn_node *x) {
+    x = cnn_up_sampling2d(m, x, .name = "up");
+    return cnn_conv2d(m, x, .filters = 2, .kernel_size = {2, 3}, .strides = {2, 1}, .activation = CNN_TANH, .name = "conv");
+}
+/* The new layers' input and output each read by two layers. conv_a feeds pad_1
+   and then pad_2 (built in that order, so pad_1's backward runs last and adds
+   to conv_a's gradient); pad_1 is read by conv_c and by the Add, twice. The same
+   for UpSampling2D: up_1 is built before conv_d, which also reads conv_b, so
+   up_1's backward adds to what conv_d left there. */
+static cnn_node *b_two_readers(cnn_model *m, cnn_node *x) {
+    cnn_node *a = cnn_conv2d(m, x, .filters = 2, .kernel_size = {2, 2}, .activation = CNN_TANH, .name = "conv_a");
+    cnn_node *p1 = cnn_zero_padding2d(m, a, .padding = {1, 0, 2, 1}, .name = "pad_1");
+    cnn_node *p2 = cnn_zero_padding2d(m, a, .padding = {0, 1, 1, 2}, .name = "pad_2");
+    cnn_node *c = cnn_conv2d(m, p1, .filters = 2, .kernel_size = {3, 3}, .padding = CNN_SAME, .name = "conv_c");
+    x = cnn_add(m, ((cnn_node *[]){p1, p2, c, p1}), 4, .name = "add_pad");
+    cnn_node *b = cnn_conv2d(m, x, .filters = 2, .kernel_size = {2, 2}, .activation = CNN_TANH, .name = "conv_b");
+    cnn_node *u1 = cnn_up_sampling2d(m, b, .size = {2, 3}, .name = "up_1");
+    cnn_node *d = cnn_conv2d(m, b, .filters = 2, .kernel_size = {1, 1}, .name = "conv_d");
+    cnn_node *u2 = cnn_up_sampling2d(m, d, .size = {2, 3}, .name = "up_2");
+    return cnn_add(m, ((cnn_node *[]){u1, u2, u1}), 3, .name = "add_up");
+}
 /* one body per activation, as a separate Activation layer after a conv */
 static cnn_activation_type g_act;
 static cnn_node *b_act(cnn_model *m, cnn_node *x) {
@@ -174,6 +214,11 @@ int main(void) {
     check("grad dropout (off in checks)", 3, 3, 2, b_dropout, 0, CNN_LINEAR, CNN_MSE, 0);
     check("grad add (3 inputs)", 4, 4, 2, b_add, 0, CNN_LINEAR, CNN_MSE, 0);
     check("grad concatenate", 4, 4, 2, b_concat, 0, CNN_LINEAR, CNN_MSE, 0);
+    check("grad zero_padding2d {1,0,2,1} between convs", 5, 6, 2, b_zero_padding, 0, CNN_LINEAR, CNN_MSE, 0);
+    check("grad zero_padding2d default on the input", 4, 3, 2, b_zero_padding_input, 3, CNN_SOFTMAX, CNN_CATEGORICAL_CROSSENTROPY, 0);
+    check("grad up_sampling2d {2,3} between convs", 4, 3, 2, b_up_sampling, 0, CNN_LINEAR, CNN_MSE, 0);
+    check("grad up_sampling2d default on the input", 3, 4, 2, b_up_sampling_input, 0, CNN_LINEAR, CNN_MSE, 0);
+    check("grad zero_padding2d / up_sampling2d, two readers", 4, 4, 2, b_two_readers, 0, CNN_LINEAR, CNN_MSE, 0);
     static const struct { cnn_activation_type a; const char *name, *fused; } acts[] = {
         {CNN_LINEAR, "grad activation linear", "grad conv2d+linear"},
         {CNN_RELU, "grad activation relu", "grad conv2d+relu"},

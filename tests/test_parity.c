@@ -439,6 +439,79 @@ static void test_dense(void) {
     fx_free(&fx);
 }
 
+/* [Conv2D] -> ZeroPadding2D / UpSampling2D (one or two) -> [Conv2D], MSE: the
+   layers' output, the input gradient and the convs' parameter gradients.
+   cfg (see make_padding_upsampling): n h w c, f1 k1h k1w, f2 k2h k2w, ops, then
+   per op kind (0 ZeroPadding2D, 1 UpSampling2D), default, 4 values. */
+static void test_padding_upsampling(void) {
+    static const char *cases[] = {"pad_asym", "pad_default_input", "pad_conv", "up_23",
+                                  "up_default_input", "up_conv", "pad_up_chain"};
+    enum { NCASES = sizeof cases / sizeof cases[0] };
+    static char names[NCASES][64];
+    fx_file fx;
+    test_begin("parity zero_padding2d / up_sampling2d fixture");
+    if (!fx_load(&fx, "padding_upsampling.bin")) return;
+    for (int ci = 0; ci < NCASES; ci++) {
+        const char *cs = cases[ci];
+        char key[64];
+        snprintf(names[ci], sizeof names[ci], "parity %s", cs);
+        test_begin(names[ci]);
+        size_t nc, ny;
+        const float *cfg = fx_get(&fx, cs, "cfg", &nc);
+        fx_get(&fx, cs, "y", &ny);
+        if (!cfg || nc < 11 || nc != 11 + 6 * (size_t)cfg[10] || cfg[10] < 1) { CHECK(0, "%s: bad cfg", cs); continue; }
+        const int n = (int)cfg[0], h = (int)cfg[1], w = (int)cfg[2], c = (int)cfg[3], ops = (int)cfg[10];
+        cnn_model *m = cnn_model_new();
+        REQUIRE(m, "cnn_model_new: %s", cnn_last_error());
+        cnn_node *x = cnn_input(m, h, w, c, "input");
+        if (cfg[4] > 0)
+            x = cnn_conv2d(m, x, .filters = (int)cfg[4], .kernel_size = {(int)cfg[5], (int)cfg[6]}, .name = "conv_1");
+        for (int k = 0; k < ops; k++) {
+            const float *op = cfg + 11 + 6 * k;
+            const int dflt = op[1] != 0;
+            snprintf(key, sizeof key, "layer_%d", k);
+            if (op[0] == 0) {
+                cnn_zero_padding2d_opts o = {{0, 0, 0, 0}, key};
+                if (!dflt) for (int i = 0; i < 4; i++) o.padding[i] = (int)op[2 + i];
+                x = cnn_zero_padding2d_opt(m, x, &o);
+            } else {
+                cnn_up_sampling2d_opts o = {{0, 0}, key};
+                if (!dflt) o.size[0] = (int)op[2], o.size[1] = (int)op[3];
+                x = cnn_up_sampling2d_opt(m, x, &o);
+            }
+        }
+        if (cfg[7] > 0)
+            x = cnn_conv2d(m, x, .filters = (int)cfg[7], .kernel_size = {(int)cfg[8], (int)cfg[9]}, .name = "conv_2");
+        {
+            cnn_compile_opts co = {.loss = CNN_MSE};
+            if (!finish_model(m, x, co, ny / (size_t)n)) goto done;
+        }
+        for (int k = 1; k <= 2; k++) {
+            if (cfg[k == 1 ? 4 : 7] <= 0) continue;
+            char layer[32], kern[32], bias[32];
+            size_t nk, nb;
+            snprintf(layer, sizeof layer, "conv_%d", k);
+            snprintf(kern, sizeof kern, "kernel_%d", k);
+            snprintf(bias, sizeof bias, "bias_%d", k);
+            const float *kv = fx_get(&fx, cs, kern, &nk), *bv = fx_get(&fx, cs, bias, &nb);
+            if (!set_w(m, layer, "kernel", kv, nk) || !set_w(m, layer, "bias", bv, nb)) goto done;
+        }
+        check_forward_backward(m, &fx, cs, n, (size_t)h * w * c, ny / (size_t)n);
+        for (int k = 1; k <= 2; k++) {
+            if (cfg[k == 1 ? 4 : 7] <= 0) continue;
+            char layer[32], dk[32], db[32];
+            snprintf(layer, sizeof layer, "conv_%d", k);
+            snprintf(dk, sizeof dk, "dkernel_%d", k);
+            snprintf(db, sizeof db, "dbias_%d", k);
+            check_param_grad(m, &fx, cs, layer, "kernel", dk);
+            check_param_grad(m, &fx, cs, layer, "bias", db);
+        }
+    done:
+        cnn_model_free(m);
+    }
+    fx_free(&fx);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The tutorial network: initial weights from a hash, 5 Adam steps          */
 /* ------------------------------------------------------------------------ */
@@ -623,6 +696,7 @@ int main(void) {
     test_batchnorm();
     test_maxpool();
     test_dense();
+    test_padding_upsampling();
     test_network();
     return test_finish();
 }

@@ -1,6 +1,7 @@
 /* test_reference.c - the fast path against the reference path (cnn_set_reference):
    every layer kind, alone and in the fused arrangements the fast path plans
-   (Conv2D -> BatchNormalization -> MaxPooling2D, the tutorial's), forward
+   (Conv2D -> BatchNormalization -> MaxPooling2D, the tutorial's), ZeroPadding2D
+   and UpSampling2D around and between them, forward
    outputs, parameter gradients and input gradients of one training-mode pass;
    then ten training steps of the tutorial network on both paths; and the
    reference path's own gradients against central differences. */
@@ -80,6 +81,33 @@ static cnn_node *residual(cnn_model *m, cnn_node *x) {
 static cnn_node *frozen_bn(cnn_model *m, cnn_node *x) {
     x = cnn_batch_norm(m, cnn_conv2d(m, x, .filters = 3, .kernel_size = {3, 3}, .activation = CNN_RELU), .name = "frozen");
     return cnn_dense(m, cnn_flatten(m, x), .units = 2, .activation = CNN_SOFTMAX);
+}
+
+/* ZeroPadding2D and UpSampling2D between convs, a max pool after them */
+static cnn_node *pad_up(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 4, .kernel_size = {3, 3}, .activation = CNN_RELU);
+    x = cnn_up_sampling2d(m, cnn_zero_padding2d(m, x, .padding = {1, 0, 2, 1}), .size = {2, 3});
+    x = cnn_conv2d(m, x, .filters = 3, .kernel_size = {3, 3}, .strides = {2, 2}, .activation = CNN_TANH);
+    x = cnn_max_pool2d(m, x, .pool_size = {2, 2});
+    return cnn_dense(m, cnn_flatten(m, x), .units = 3, .activation = CNN_SOFTMAX);
+}
+/* the default padding on the input, the fused Conv2D -> BatchNorm -> MaxPool
+   block reading it, the default UpSampling2D after the block */
+static cnn_node *pad_fused_up(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, cnn_zero_padding2d(m, x), .filters = 6, .kernel_size = {3, 3}, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    x = cnn_conv2d(m, cnn_up_sampling2d(m, x), .filters = 3, .kernel_size = {2, 2}, .activation = CNN_TANH);
+    return cnn_dense(m, cnn_global_avg_pool2d(m, x), .units = 3, .activation = CNN_SOFTMAX);
+}
+/* each new layer's input and output read by two layers (gradients summed) */
+static cnn_node *pad_up_two_readers(cnn_model *m, cnn_node *x) {
+    cnn_node *a = cnn_conv2d(m, x, .filters = 2, .kernel_size = {2, 2}, .activation = CNN_TANH), *in[3];
+    cnn_node *p1 = cnn_zero_padding2d(m, a, .padding = {1, 0, 2, 1}), *p2 = cnn_zero_padding2d(m, a, .padding = {0, 1, 1, 2});
+    in[0] = p1, in[1] = p2, in[2] = cnn_conv2d(m, p1, .filters = 2, .kernel_size = {3, 3}, .padding = CNN_SAME);
+    cnn_node *b = cnn_conv2d(m, cnn_add(m, in, 3), .filters = 2, .kernel_size = {2, 2}, .activation = CNN_TANH);
+    cnn_node *u1 = cnn_up_sampling2d(m, b, .size = {2, 3});
+    in[0] = u1, in[1] = cnn_up_sampling2d(m, cnn_conv2d(m, b, .filters = 2, .kernel_size = {1, 1}), .size = {2, 3}), in[2] = u1;
+    return cnn_dense(m, cnn_flatten(m, cnn_add(m, in, 3)), .units = 4, .activation = CNN_SOFTMAX);
 }
 
 /* One training-mode pass with its gradients on each path: output, loss,
@@ -183,7 +211,8 @@ static cnn_node *residual_smooth(cnn_model *m, cnn_node *x) {
 static void reference_gradients(void) {
     static const struct { const char *label; net_fn build; int h, c; } nets[] = {
         {"conv + BatchNorm + max pool", conv_bn_pool_smooth, 6, 2}, {"BatchNorm after Dense", bn_after_dense, 4, 2},
-        {"strided convs", conv_strided, 7, 2}, {"residual Add / Concatenate", residual_smooth, 5, 2}};
+        {"strided convs", conv_strided, 7, 2}, {"residual Add / Concatenate", residual_smooth, 5, 2},
+        {"ZeroPadding2D / UpSampling2D", pad_up_two_readers, 5, 2}};
     test_begin("the reference path's gradients against central differences");
     for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++) {
         enum { B = 3 };
@@ -223,6 +252,9 @@ int main(void) {
     compare_pass("max 3x3 same, average 2x2 same, global average", pools, 9, 8, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
     compare_pass("residual Add, Concatenate, Dropout", residual, 6, 6, 2, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
     compare_pass("frozen BatchNorm (moving statistics)", frozen_bn, 6, 6, 2, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 1);
+    compare_pass("ZeroPadding2D {1,0,2,1} -> UpSampling2D {2,3} between convs", pad_up, 6, 5, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
+    compare_pass("ZeroPadding2D -> fused Conv2D/BatchNorm/MaxPool -> UpSampling2D", pad_fused_up, 8, 8, 3, CNN_CATEGORICAL_CROSSENTROPY, 0);
+    compare_pass("ZeroPadding2D / UpSampling2D with two readers each", pad_up_two_readers, 5, 4, 2, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
     compare_training();
     reference_gradients();
     return test_finish();
