@@ -81,9 +81,10 @@
    LAYERS
      Every layer of cnn.h: Input, Conv2D (any kernel, strides, padding,
      activation), Dense, BatchNormalization, MaxPooling2D, AveragePooling2D,
-     GlobalAveragePooling2D, Flatten, Dropout, Activation, Add and Concatenate,
-     in any graph with one input (residual and branching networks too: every
-     layer adds its input gradients, so a layer read by several takes the sum).
+     GlobalAveragePooling2D, Flatten, Dropout, Activation, Add, Concatenate,
+     ZeroPadding2D and UpSampling2D, in any graph with one input (residual and
+     branching networks too: every layer adds its input gradients, so a layer
+     read by several takes the sum).
 
    HOW IT RUNS
      One context and one in-order queue per device (OpenCL 1.2 host API), the
@@ -551,19 +552,63 @@ __kernel void concat_grad(__global const float *dy, __global float *dx, int ci, 
     size_t i = get_global_id(0);
     dx[i] += dy[i / (size_t)ci * C + c0 + (int)(i % (size_t)ci)];
 }
+
+/* ZeroPadding2D: x [count][H][W][C] at row top, column left of y [count][Ho][Wo][C],
+   zeros around it; back: each input value takes the gradient of its place (the border's goes nowhere) */
+__kernel void zero_pad(__global const float *x, __global float *y, int H, int W, int C, int Ho, int Wo, int top,
+                       int left) {
+    size_t i = get_global_id(0);
+    int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
+    int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
+    int iy = oy - top, ix = ox - left;
+    y[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(((size_t)b * H + iy) * W + ix) * C + c] : 0.0f;
+}
+__kernel void zero_pad_grad(__global const float *dy, __global float *dx, int H, int W, int C, int Ho, int Wo, int top,
+                            int left) {
+    size_t i = get_global_id(0);
+    int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+    dx[i] += dy[(((size_t)b * Ho + iy + top) * Wo + ix + left) * C + c];
+}
+
+/* UpSampling2D (nearest): y [count][H*kh][W*kw][C] repeats each value of x [count][H][W][C]
+   over a kh x kw block; back: each input value takes the sum of its block's gradients, row by
+   row (cnn.h's order) */
+__kernel void up_sample(__global const float *x, __global float *y, int H, int W, int C, int kh, int kw) {
+    size_t i = get_global_id(0);
+    int Wo = W * kw, Ho = H * kh, c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
+    int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
+    y[i] = x[(((size_t)b * H + oy / kh) * W + ox / kw) * C + c];
+}
+__kernel void up_sample_grad(__global const float *dy, __global float *dx, int H, int W, int C, int kh, int kw) {
+    size_t i = get_global_id(0);
+    int Wo = W * kw, Ho = H * kh, c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+    float s = 0.0f;
+    for (int p = 0; p < kh; p++)
+        for (int q = 0; q < kw; q++) s += dy[(((size_t)b * Ho + iy * kh + p) * Wo + ix * kw + q) * C + c];
+    dx[i] += s;
+}
 );
 #undef CNN__CL_STR
 
-enum {
-    CNN__K_BIAS_ACT, CNN__K_SOFTMAX, CNN__K_ACT_GRAD, CNN__K_SOFTMAX_GRAD, CNN__K_IM2COL, CNN__K_COL2IM,
-    CNN__K_COL_PARTIALS, CNN__K_COL_REDUCE, CNN__K_BN_PARTIALS, CNN__K_BN_APPLY, CNN__K_BN_GRAD_PARTIALS,
-    CNN__K_BN_GRAD_APPLY, CNN__K_MAXPOOL, CNN__K_MAXPOOL_GRAD, CNN__K_DROPOUT, CNN__K_DROPOUT_GRAD, CNN__K_ADD,
-    CNN__K_AVGPOOL, CNN__K_AVGPOOL_GRAD, CNN__K_CONCAT, CNN__K_CONCAT_GRAD, CNN__KERNELS
-};
-static const char *const cnn__cl_kernel_names[CNN__KERNELS] = {
-    "bias_act", "softmax_rows", "act_grad", "softmax_grad", "im2col", "col2im_add", "col_partials", "col_reduce",
-    "bn_partials", "bn_apply", "bn_grad_partials", "bn_grad_apply", "maxpool", "maxpool_grad", "dropout",
-    "dropout_grad", "add_to", "avgpool", "avgpool_grad", "concat_copy", "concat_grad"};
+/* The kernels above, an X() each: the id the passes run it by (CNN__K_...) and
+   its name in the source; the enum and the names both come from this list. */
+#define CNN__CL_KERNEL_LIST(X)                                                                                       \
+    X(BIAS_ACT, bias_act) X(SOFTMAX, softmax_rows) X(ACT_GRAD, act_grad) X(SOFTMAX_GRAD, softmax_grad)               \
+    X(IM2COL, im2col) X(COL2IM, col2im_add) X(COL_PARTIALS, col_partials) X(COL_REDUCE, col_reduce)                  \
+    X(BN_PARTIALS, bn_partials) X(BN_APPLY, bn_apply) X(BN_GRAD_PARTIALS, bn_grad_partials)                          \
+    X(BN_GRAD_APPLY, bn_grad_apply) X(MAXPOOL, maxpool) X(MAXPOOL_GRAD, maxpool_grad) X(DROPOUT, dropout)            \
+    X(DROPOUT_GRAD, dropout_grad) X(ADD, add_to) X(AVGPOOL, avgpool) X(AVGPOOL_GRAD, avgpool_grad)                   \
+    X(CONCAT, concat_copy) X(CONCAT_GRAD, concat_grad)                                                               \
+    X(ZERO_PAD, zero_pad) X(ZERO_PAD_GRAD, zero_pad_grad)                                                            \
+    X(UP_SAMPLE, up_sample) X(UP_SAMPLE_GRAD, up_sample_grad)
+#define CNN__CL_KERNEL_ID(id, name) CNN__K_##id,
+#define CNN__CL_KERNEL_NAME(id, name) #name,
+enum { CNN__CL_KERNEL_LIST(CNN__CL_KERNEL_ID) CNN__KERNELS };
+static const char *const cnn__cl_kernel_names[CNN__KERNELS] = {CNN__CL_KERNEL_LIST(CNN__CL_KERNEL_NAME)};
+#undef CNN__CL_KERNEL_ID
+#undef CNN__CL_KERNEL_NAME
 
 #define CNN__CL_CHUNK 256 /* rows per partial sum: float sums of 256 rows, merged in double */
 
@@ -1672,9 +1717,10 @@ static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
     return CNN_OK;
 }
 
-static int cnn__cl_pool(cnn__cl *c, cnn_node *n, int backward) {
+static int cnn__cl_pool(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
     const cnn_node *in = cnn__in(n, 0);
     int rc = CNN_OK;
+    (void)m, (void)skip_act;
     if (backward && !cnn__cl_has_grad(in)) return CNN_OK;
     if (n->type != CNN__MAX_POOL) { /* average pooling; global: one window over the whole input */
         const int g = n->type == CNN__GLOBAL_AVG_POOL, Ho = g ? 1 : n->h, Wo = g ? 1 : n->w;
@@ -1739,8 +1785,9 @@ static int cnn__cl_elementwise(cnn__cl *c, cnn_model *m, cnn_node *n, int backwa
 
 /* Add: the sum of the inputs, each taking the whole gradient; Concatenate:
    each input's channels side by side, each taking its slice of the gradient. */
-static int cnn__cl_merge(cnn__cl *c, cnn_node *n, int backward) {
+static int cnn__cl_merge(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
     int rc = CNN_OK;
+    (void)m, (void)skip_act;
     CNN__CL_EACH(c, d) {
         const size_t rows = (size_t)d->count * n->h * n->w;
         int c0 = 0;
@@ -1765,6 +1812,95 @@ static int cnn__cl_merge(cnn__cl *c, cnn_node *n, int backward) {
     return CNN_OK;
 }
 
+/* ZeroPadding2D: kh rows at the top, kw columns at the left (the output's shape gives the rest) */
+static int cnn__cl_zero_padding(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
+    const cnn_node *in = cnn__in(n, 0);
+    int rc = CNN_OK;
+    (void)m, (void)skip_act;
+    if (backward && !cnn__cl_has_grad(in)) return CNN_OK;
+    CNN__CL_EACH(c, d) {
+        if (backward)
+            rc = cnn__cl_run(c, d, CNN__K_ZERO_PAD_GRAD, (size_t)d->count * cnn__node_size(in), "mmiiiiiii",
+                             cnn__cl_dout(d, n), cnn__cl_dout(d, in), in->h, in->w, in->c, n->h, n->w, n->kh, n->kw);
+        else
+            rc = cnn__cl_run(c, d, CNN__K_ZERO_PAD, (size_t)d->count * cnn__node_size(n), "mmiiiiiii",
+                             cnn__cl_out(d, in), cnn__cl_out(d, n), in->h, in->w, in->c, n->h, n->w, n->kh, n->kw);
+        if (rc) return rc;
+    }
+    return CNN_OK;
+}
+
+/* UpSampling2D (nearest): kh, kw are the factors */
+static int cnn__cl_up_sampling(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
+    const cnn_node *in = cnn__in(n, 0);
+    int rc = CNN_OK;
+    (void)m, (void)skip_act;
+    if (backward && !cnn__cl_has_grad(in)) return CNN_OK;
+    CNN__CL_EACH(c, d) {
+        if (backward)
+            rc = cnn__cl_run(c, d, CNN__K_UP_SAMPLE_GRAD, (size_t)d->count * cnn__node_size(in), "mmiiiii",
+                             cnn__cl_dout(d, n), cnn__cl_dout(d, in), in->h, in->w, in->c, n->kh, n->kw);
+        else
+            rc = cnn__cl_run(c, d, CNN__K_UP_SAMPLE, (size_t)d->count * cnn__node_size(n), "mmiiiii",
+                             cnn__cl_out(d, in), cnn__cl_out(d, n), in->h, in->w, in->c, n->kh, n->kw);
+        if (rc) return rc;
+    }
+    return CNN_OK;
+}
+
+static int cnn__cl_linear(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
+    return backward ? cnn__cl_linear_backward(c, m, n, skip_act) : cnn__cl_linear_forward(c, n);
+}
+
+static int cnn__cl_bn(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
+    (void)skip_act;
+    return backward ? cnn__cl_bn_backward(c, m, n) : cnn__cl_bn_forward(c, m, n);
+}
+
+/* ---- the layer kinds that run here: one row each ---------------------------- */
+/* A new kind of cnn.h runs here with its kernels in cnn__cl_source, an X() for
+   each in CNN__CL_KERNEL_LIST, its pass (as cnn__cl_up_sampling) and its row
+   below; the start-up check then runs it against the CPU at every attach. */
+
+/* A layer's pass on every device in use: forward, or backward (each layer adds
+   its input gradients; the backward pass clears them first). skip_act: the
+   layer's gradient is already its pre-activation's (the output, a fused loss). */
+typedef int (*cnn__cl_pass)(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act);
+typedef struct cnn__cl_kind {
+    int type;          /* CNN__CONV2D, ... (cnn.h's CNN__LAYER_KINDS) */
+    cnn__cl_pass pass; /* NULL: nothing to run */
+} cnn__cl_kind;
+static const cnn__cl_kind cnn__cl_kinds[] = {
+    {CNN__INPUT, NULL},   /* its output is the batch, written by the forward pass */
+    {CNN__FLATTEN, NULL}, /* a view: its buffers are its input's */
+    {CNN__CONV2D, cnn__cl_linear},
+    {CNN__DENSE, cnn__cl_linear},
+    {CNN__BATCH_NORM, cnn__cl_bn},
+    {CNN__MAX_POOL, cnn__cl_pool},
+    {CNN__AVG_POOL, cnn__cl_pool},
+    {CNN__GLOBAL_AVG_POOL, cnn__cl_pool},
+    {CNN__DROPOUT, cnn__cl_elementwise},
+    {CNN__ACTIVATION, cnn__cl_elementwise},
+    {CNN__ADD, cnn__cl_merge},
+    {CNN__CONCAT, cnn__cl_merge},
+    {CNN__ZERO_PADDING, cnn__cl_zero_padding},
+    {CNN__UP_SAMPLING, cnn__cl_up_sampling},
+};
+
+/* The row of layer kind `type`, or NULL: a kind newer than this file */
+static const cnn__cl_kind *cnn__cl_kind_of(int type) {
+    for (size_t i = 0; i < sizeof cnn__cl_kinds / sizeof cnn__cl_kinds[0]; i++)
+        if (cnn__cl_kinds[i].type == type) return &cnn__cl_kinds[i];
+    return NULL;
+}
+
+/* Layer n's pass (its kind has a row: the attach checked the model) */
+static int cnn__cl_layer(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
+    const cnn__cl_kind *k = cnn__cl_kind_of(n->type);
+    if (!k) return cnn_set_error(CNN_ERR_ARG, "cnn_opencl: layer '%s' (type %d) does not run on OpenCL", n->name, (int)n->type);
+    return k->pass ? k->pass(c, m, n, backward, skip_act) : CNN_OK;
+}
+
 static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B) {
     c->step_t0 = c->phase_t0 = cnn_wall_time();
     const cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
@@ -1779,22 +1915,7 @@ static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B)
         if (!rc) rc = cnn__cl_write(c, d, d->params, 0, m->n_params, c->params_stage, "writing the parameters");
         if (!rc) rc = cnn__cl_write(c, d, cnn__cl_out(d, in), 0, (size_t)d->count * per_in, d->stage, "writing the batch");
     }
-    for (int i = 0; i < m->n_nodes && !rc; i++) {
-        cnn_node *n = m->nodes[i];
-        switch (n->type) {
-        case CNN__CONV2D:
-        case CNN__DENSE: rc = cnn__cl_linear_forward(c, n); break;
-        case CNN__BATCH_NORM: rc = cnn__cl_bn_forward(c, m, n); break;
-        case CNN__MAX_POOL:
-        case CNN__AVG_POOL:
-        case CNN__GLOBAL_AVG_POOL: rc = cnn__cl_pool(c, n, 0); break;
-        case CNN__ADD:
-        case CNN__CONCAT: rc = cnn__cl_merge(c, n, 0); break;
-        case CNN__DROPOUT:
-        case CNN__ACTIVATION: rc = cnn__cl_elementwise(c, m, n, 0, 0); break;
-        default: break; /* Input; Flatten is a view */
-        }
-    }
+    for (int i = 0; i < m->n_nodes && !rc; i++) rc = cnn__cl_layer(c, m, m->nodes[i], 0, 0);
     CNN__CL_EACH(c, d) {
         if (!rc) rc = cnn__cl_read(c, d, cnn__cl_out(d, o), 0, (size_t)d->count * U, d->stage + (size_t)d->cap * per_in,
                                    "reading the output");
@@ -1828,23 +1949,8 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
         if (!rc) rc = cnn__cl_write(c, d, cnn__cl_dout(d, o), 0, (size_t)d->count * U, dout,
                                     "writing the loss gradient");
     }
-    for (int i = m->n_nodes - 1; i > 0 && !rc; i--) {
-        cnn_node *n = m->nodes[i];
-        const int skip_act = i == m->output && fused; /* dout is already d loss / d pre-activation */
-        switch (n->type) {
-        case CNN__CONV2D:
-        case CNN__DENSE: rc = cnn__cl_linear_backward(c, m, n, skip_act); break;
-        case CNN__BATCH_NORM: rc = cnn__cl_bn_backward(c, m, n); break;
-        case CNN__MAX_POOL:
-        case CNN__AVG_POOL:
-        case CNN__GLOBAL_AVG_POOL: rc = cnn__cl_pool(c, n, 1); break;
-        case CNN__ADD:
-        case CNN__CONCAT: rc = cnn__cl_merge(c, n, 1); break;
-        case CNN__DROPOUT:
-        case CNN__ACTIVATION: rc = cnn__cl_elementwise(c, m, n, 1, skip_act); break;
-        default: break;
-        }
-    }
+    for (int i = m->n_nodes - 1; i > 0 && !rc; i--) /* skip_act: dout is already d loss / d pre-activation */
+        rc = cnn__cl_layer(c, m, m->nodes[i], 1, i == m->output && fused);
     CNN__CL_EACH(c, d) {
         if (!rc) rc = cnn__cl_read(c, d, d->grads, 0, m->n_params, d->grads_host, "reading the gradients");
         parts[used++] = d->grads_host;
@@ -2120,22 +2226,17 @@ static cnn__cl *cnn__cl_of(const cnn_model *m) {
     return m && m->backend.forward == cnn__cl_forward ? (cnn__cl *)m->backend.ctx : NULL;
 }
 
-/* Can OpenCL run model m? Every layer kind of cnn.h, one input. */
+/* Can OpenCL run model m? Every layer of a kind in cnn__cl_kinds, one input. */
 static int cnn__cl_check_model(const cnn_model *m, const char *who) {
     int inputs = 0;
     if (!m) return cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", who);
     if (!m->built) return cnn_set_error(CNN_ERR_STATE, "%s: set the model's output first (cnn_model_set_output)", who);
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *nd = m->nodes[i];
-        switch (nd->type) {
-        case CNN__INPUT: inputs++; break;
-        case CNN__CONV2D: case CNN__DENSE: case CNN__BATCH_NORM: case CNN__MAX_POOL: case CNN__AVG_POOL:
-        case CNN__GLOBAL_AVG_POOL: case CNN__FLATTEN: case CNN__DROPOUT: case CNN__ACTIVATION: case CNN__ADD:
-        case CNN__CONCAT: break;
-        default: /* a layer type newer than this file */
-            return cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (type %d) does not run on OpenCL yet", who, nd->name,
-                                 (int)nd->type);
-        }
+        if (!cnn__cl_kind_of(nd->type)) /* a layer kind newer than this file */
+            return cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (%s) does not run on OpenCL yet", who, nd->name,
+                                 nd->type >= 0 && nd->type < CNN__LAYER_TYPES ? cnn__type_names[nd->type] : "an unknown type");
+        inputs += nd->type == CNN__INPUT;
     }
     if (inputs != 1) return cnn_set_error(CNN_ERR_ARG, "%s: the model has %d inputs; OpenCL runs models with one", who, inputs);
     return CNN_OK;
