@@ -65,7 +65,7 @@
      CNN_ASSERT(x)      internal invariant check (default assert)
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
      CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
-     CNN_NO_AVX512, CNN_NO_AVX2   leave those kernels out (see cnn_set_kernels)
+     CNN_NO_AVX512, CNN_NO_AVX2, CNN_NO_NEON   leave those kernels out (cnn_set_kernels)
      CNN_REFERENCE      models run on the reference path by default: every layer as
                         plain loops over its shapes, no fusion, no threads (slow; to read,
                         and to check the fast path against; cnn_set_reference switches it)
@@ -184,7 +184,7 @@ CNN_DEF void cnn_set_num_threads(int n);
 CNN_DEF int cnn_get_num_threads(void);
 
 /* The CPU kernels' instruction-set path, process-wide: "avx512", "avx2" (with
-   FMA) or "portable" (plain C the compiler vectorises). By default the best
+   FMA), "neon" (AArch64) or "portable" (plain C the compiler vectorises). By default the best
    one this processor runs, chosen at run time whatever the compiler flags; the
    environment variable CNN_KERNELS or this call pins one (NULL or "auto": the
    best again). An unknown name, or one this processor or build cannot run, is
@@ -767,7 +767,10 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #include <string.h>
 #include <time.h>
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h> /* the AVX-512 kernels (see Kernels) */
+#include <immintrin.h> /* the AVX-512 and AVX2 kernels (see Kernels) */
+#endif
+#if defined(__aarch64__) && !defined(CNN_NO_NEON)
+#include <arm_neon.h> /* the NEON kernels */
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/time.h>
@@ -2357,6 +2360,126 @@ static int cnn__supported_avx2(void) {
 }
 #endif /* CNN__AVX2 */
 
+/* ---- ARM NEON (AArch64, where it is always there) ---- */
+/* CNN_NO_NEON leaves it out. */
+#if !defined(CNN_NO_NEON) && defined(__aarch64__)
+#define CNN__NEON 1
+
+/* 6 x 16 floats: 24 of the 32 q registers, four for B's row and one for A's value */
+enum { CNN__NEON_MR = 6, CNN__NEON_NR = 16, CNN__NEON_AT_MR = 4 };
+
+/* R full-width rows of a tile: the operations of cnn__tile_rows_portable in
+   NEON intrinsics, four q accumulators a row */
+static CNN__ALWAYS_INLINE void cnn__tile_rows_neon(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
+                                                   size_t a_ks, const float *const *CNN__RESTRICT win,
+                                                   const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
+                                                   size_t ldc, int load, const cnn__epilogue *ep,
+                                                   cnn__prefetch *pf) {
+    float32x4_t acc[CNN__NEON_MR][4];
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < 4; h++) acc[r][h] = load ? vld1q_f32(c + r * ldc + 4 * h) : vdupq_n_f32(0.0f);
+    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (size_t)k * ldb;
+        const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
+        const float32x4_t b0 = vld1q_f32(bk), b1 = vld1q_f32(bk + 4), b2 = vld1q_f32(bk + 8), b3 = vld1q_f32(bk + 12);
+        if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
+        for (int r = 0; r < R; r++) {
+            const float32x4_t ar = vdupq_n_f32(ak[r * a_rs]);
+            acc[r][0] = vfmaq_f32(acc[r][0], ar, b0);
+            acc[r][1] = vfmaq_f32(acc[r][1], ar, b1);
+            acc[r][2] = vfmaq_f32(acc[r][2], ar, b2);
+            acc[r][3] = vfmaq_f32(acc[r][3], ar, b3);
+        }
+    }
+    if (pf) pf->next = pf_next;
+    /* + bias (or + 0), then max(floor, .): floor 0 for ReLU, else -inf (NaN stays NaN) */
+    const float32x4_t floor = vdupq_n_f32(ep && ep->relu ? 0.0f : -INFINITY);
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < 4; h++) {
+            if (ep) {
+                const float32x4_t bias = ep->bias ? vld1q_f32(ep->bias + 4 * h) : vdupq_n_f32(0.0f);
+                acc[r][h] = vmaxq_f32(floor, vaddq_f32(acc[r][h], bias));
+            }
+            vst1q_f32(c + r * ldc + 4 * h, acc[r][h]);
+        }
+    if (ep && ep->s) /* BatchNorm's statistics from the registers (see cnn__stats_close) */
+        for (int h = 0; h < 4; h++) {
+            const float32x4_t shift = ep->opens ? acc[0][h] : vld1q_f32(ep->shift + 4 * h);
+            float32x4_t s = ep->opens ? vdupq_n_f32(0.0f) : vld1q_f32(ep->s + 4 * h);
+            float32x4_t q = ep->opens ? vdupq_n_f32(0.0f) : vld1q_f32(ep->q + 4 * h);
+            for (int r = 0; r < R; r++) {
+                const float32x4_t d = vsubq_f32(acc[r][h], shift);
+                s = vaddq_f32(s, d);
+                q = vfmaq_f32(q, d, d);
+            }
+            vst1q_f32(ep->shift + 4 * h, shift);
+            vst1q_f32(ep->s + 4 * h, s);
+            vst1q_f32(ep->q + 4 * h, q);
+        }
+}
+
+static CNN__NOINLINE void cnn__tile_neon(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
+                                         float *c, size_t ldc, int rows, int cols, int load,
+                                         const cnn__epilogue *ep) {
+    if (cols == CNN__NEON_NR) switch (rows) {
+        case 1: cnn__tile_rows_neon(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 2: cnn__tile_rows_neon(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 3: cnn__tile_rows_neon(3, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 4: cnn__tile_rows_neon(4, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 5: cnn__tile_rows_neon(5, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        case 6: cnn__tile_rows_neon(6, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
+        default: break;
+        }
+    cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
+}
+
+static CNN__NOINLINE void cnn__tile_prefetching_neon(int R, int K, const float *a, size_t a_ks, const float *b,
+                                                     size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
+    (void)R; /* always CNN__NEON_MR: tn_mr is mr here */
+    cnn__tile_rows_neon(CNN__NEON_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+}
+
+static CNN__NOINLINE void cnn__tile_at_neon(int R, int K, const float *const *win, size_t off, const float *b,
+                                            size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+    if (cols == CNN__NEON_NR && R == CNN__NEON_AT_MR)
+        cnn__tile_rows_neon(CNN__NEON_AT_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else
+        cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
+}
+
+/* Adam on 4 parameters at a time (AArch64's vector square root and division
+   round correctly, as the portable loop's) */
+static void cnn__adam_lanes_neon(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t,
+                                 float eps) {
+    const float32x4_t gk = vld1q_f32(g);
+    const float32x4_t m = vaddq_f32(vmulq_f32(vdupq_n_f32(b1), vld1q_f32(s1)), vmulq_f32(vdupq_n_f32(1 - b1), gk));
+    const float32x4_t v =
+        vaddq_f32(vmulq_f32(vdupq_n_f32(b2), vld1q_f32(s2)), vmulq_f32(vmulq_f32(vdupq_n_f32(1 - b2), gk), gk));
+    const float32x4_t step = vdivq_f32(vmulq_f32(vdupq_n_f32(lr_t), m), vaddq_f32(vsqrtq_f32(v), vdupq_n_f32(eps)));
+    vst1q_f32(s1, m);
+    vst1q_f32(s2, v);
+    vst1q_f32(p, vsubq_f32(vld1q_f32(p), step));
+}
+
+static void cnn__adam_update_neon(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
+                                  float lr_t, float eps) {
+    const long long blocks = count / 4, done = blocks * 4;
+    CNN__PARALLEL_FOR(count)
+    for (long long i = 0; i < blocks; i++)
+        cnn__adam_lanes_neon(p + i * 4, g + i * 4, s1 + i * 4, s2 + i * 4, b1, b2, lr_t, eps);
+    if (done < count) {
+        float tp[4] = {0}, tg[4] = {0}, t1[4] = {0}, t2[4] = {0};
+        const size_t rest = (size_t)(count - done) * sizeof(float);
+        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
+        cnn__adam_lanes_neon(tp, tg, t1, t2, b1, b2, lr_t, eps);
+        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
+    }
+}
+
+static int cnn__supported_neon(void) { return 1; }
+#endif /* CNN__NEON */
+
 /* ---- the table ---- */
 
 /* Best first: the first row the processor supports runs unless CNN_KERNELS
@@ -2371,6 +2494,11 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
     {"avx2", CNN__AVX2_MR, CNN__AVX2_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2, cnn__tile_avx2,
      cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2, cnn__bn_dz_rows_avx2,
      cnn__adam_update_avx2},
+#endif
+#ifdef CNN__NEON
+    {"neon", CNN__NEON_MR, CNN__NEON_MR, CNN__NEON_NR, CNN__NEON_AT_MR, cnn__supported_neon, cnn__tile_neon,
+     cnn__tile_prefetching_neon, cnn__tile_at_neon, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
+     cnn__adam_update_neon},
 #endif
     {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR, cnn__supported_portable,
      cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable, cnn__copy_windows_portable,
