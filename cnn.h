@@ -314,7 +314,8 @@ typedef struct cnn_zero_padding2d_opts {
 
 typedef struct cnn_up_sampling2d_opts {
     int size[2];              /* each row repeated size[0] times, each column size[1] times;
-                                 {0,0} = {2,2}. Nearest neighbour (Keras' default interpolation) */
+                                 a 0 means 2 (Keras' default). Nearest neighbour (Keras' default
+                                 interpolation; its bilinear option is not implemented) */
     const char *name;
 } cnn_up_sampling2d_opts;
 
@@ -1440,6 +1441,14 @@ struct cnn_model {
 static size_t cnn__node_size(const cnn_node *n) { return (size_t)n->h * n->w * n->c; }
 
 static cnn_node *cnn__in(const cnn_node *n, int i) { return n->model->nodes[n->inputs[i]]; }
+
+/* Whether a layer's output is a vector, not an image (Keras: rank 2): a Dense,
+   Flatten or GlobalAveragePooling2D output, or one that keeps such a shape */
+static int cnn__is_flat(const cnn_node *n) {
+    if (n->type == CNN__DENSE || n->type == CNN__FLATTEN || n->type == CNN__GLOBAL_AVG_POOL) return 1;
+    return n->h == 1 && n->w == 1 && n->type != CNN__INPUT && n->type != CNN__CONV2D && n->n_inputs > 0 &&
+           cnn__is_flat(cnn__in(n, 0));
+}
 
 /* A max pool keeps, for each output, the cell of its window that held the
    maximum, ky * kw + kx: a byte, or two for windows of more than 256 cells. A
@@ -3420,6 +3429,10 @@ CNN_IMPL cnn_node *cnn_input(cnn_model *m, int h, int w, int c, const char *name
         cnn_set_error(CNN_ERR_SHAPE, "Input '%s': shape %dx%dx%d must be positive", n->name, h, w, c);
         return cnn__fail(n);
     }
+    if ((long long)h * w > INT_MAX / c) { /* sizes and offsets inside a sample are ints */
+        cnn_set_error(CNN_ERR_SHAPE, "Input '%s': %dx%dx%d values per sample are too many", n->name, h, w, c);
+        return cnn__fail(n);
+    }
     n->h = h; n->w = w; n->c = c;
     n = cnn__push(m, n);
     if (n) m->input = n->index;
@@ -4620,6 +4633,11 @@ static const cnn__layer_kind cnn__kind_concat = {cnn__concat_forward, cnn__conca
 CNN_IMPL cnn_node *cnn_zero_padding2d_opt(cnn_model *m, cnn_node *x, const cnn_zero_padding2d_opts *o) {
     cnn_node *n = cnn__new_node(m, CNN__ZERO_PADDING, &x, 1, o ? o->name : NULL);
     if (!n) return NULL;
+    if (cnn__is_flat(x)) {
+        cnn_set_error(CNN_ERR_SHAPE, "ZeroPadding2D '%s': input '%s' is flat; ZeroPadding2D needs an image", n->name,
+                      x->name);
+        return cnn__fail(n);
+    }
     int pad[4] = {1, 1, 1, 1}; /* top, bottom, left, right */
     if (o && (o->padding[0] || o->padding[1] || o->padding[2] || o->padding[3]))
         memcpy(pad, o->padding, sizeof pad);
@@ -4629,7 +4647,7 @@ CNN_IMPL cnn_node *cnn_zero_padding2d_opt(cnn_model *m, cnn_node *x, const cnn_z
             return cnn__fail(n);
         }
     const long long h = (long long)x->h + pad[0] + pad[1], w = (long long)x->w + pad[2] + pad[3];
-    if (h * w * x->c > INT_MAX) {
+    if (h > INT_MAX || w > INT_MAX || h * w > INT_MAX / x->c) {
         cnn_set_error(CNN_ERR_SHAPE, "ZeroPadding2D '%s': %lldx%lldx%d values per sample are too many",
                       n->name, h, w, x->c);
         return cnn__fail(n);
@@ -4704,6 +4722,11 @@ static const cnn__layer_kind cnn__kind_zero_padding = {cnn__zero_padding_forward
 CNN_IMPL cnn_node *cnn_up_sampling2d_opt(cnn_model *m, cnn_node *x, const cnn_up_sampling2d_opts *o) {
     cnn_node *n = cnn__new_node(m, CNN__UP_SAMPLING, &x, 1, o ? o->name : NULL);
     if (!n) return NULL;
+    if (cnn__is_flat(x)) {
+        cnn_set_error(CNN_ERR_SHAPE, "UpSampling2D '%s': input '%s' is flat; UpSampling2D needs an image", n->name,
+                      x->name);
+        return cnn__fail(n);
+    }
     n->kh = o && o->size[0] ? o->size[0] : 2;
     n->kw = o && o->size[1] ? o->size[1] : 2;
     if (n->kh < 1 || n->kw < 1 || n->kh > 65535 || n->kw > 65535) {
@@ -4712,7 +4735,7 @@ CNN_IMPL cnn_node *cnn_up_sampling2d_opt(cnn_model *m, cnn_node *x, const cnn_up
         return cnn__fail(n);
     }
     const long long h = (long long)x->h * n->kh, w = (long long)x->w * n->kw;
-    if (h * w * x->c > INT_MAX) {
+    if (h > INT_MAX || w > INT_MAX || h * w > INT_MAX / x->c) {
         cnn_set_error(CNN_ERR_SHAPE, "UpSampling2D '%s': %lldx%lldx%d values per sample are too many",
                       n->name, h, w, x->c);
         return cnn__fail(n);
@@ -5705,10 +5728,7 @@ CNN_IMPL int cnn_summary(const cnn_model *m, FILE *out) {
         const cnn_node *n = m->nodes[i];
         char label[128], shape[64];
         snprintf(label, sizeof label, "%s (%s)", n->name, cnn__type_names[n->type]);
-        int flat = n->type == CNN__DENSE || n->type == CNN__FLATTEN || n->type == CNN__GLOBAL_AVG_POOL ||
-                   (n->h == 1 && n->w == 1 && n->type != CNN__INPUT && n->type != CNN__CONV2D &&
-                    cnn__in(n, 0)->h == 1 && cnn__in(n, 0)->w == 1);
-        if (flat) snprintf(shape, sizeof shape, "(None, %d)", n->c);
+        if (cnn__is_flat(n)) snprintf(shape, sizeof shape, "(None, %d)", n->c);
         else snprintf(shape, sizeof shape, "(None, %d, %d, %d)", n->h, n->w, n->c);
         size_t params = n->p_count + n->s_count;
         fprintf(out, " %-34s %-22s %-10zu\n", label, shape, params);

@@ -233,7 +233,8 @@ static void test_errors(void) {
 
     test_begin("cnn_set_kernels / cnn_kernels");
     const char *path = cnn_kernels();
-    CHECK(path && (!strcmp(path, "avx512") || !strcmp(path, "portable")), "path in use: %s", path ? path : "NULL");
+    CHECK(path && (!strcmp(path, "avx512") || !strcmp(path, "avx2") || !strcmp(path, "portable")), "path in use: %s",
+          path ? path : "NULL");
     CHECK(cnn_set_kernels("portable") == CNN_OK && !strcmp(cnn_kernels(), "portable"), "portable runs everywhere");
     clear_error();
     CHECK(cnn_set_kernels("sse9") == CNN_ERR_ARG, "an unknown path must be refused");
@@ -673,6 +674,35 @@ static void test_padding_upsampling_layers(void) {
         CHECK(shape_is(fits, 1, 1, INT_MAX), "1 x 1 x INT_MAX must fit: %s", err());
         ERR_NODE(cnn_up_sampling2d(b, one, .size = {2, 1}, .name = "up_deep"), "up_deep");
         ERR_NODE(cnn_zero_padding2d(b, one, .padding = {0, 0, 0, 1}, .name = "zp_deep"), "zp_deep");
+        cnn_model_free(b);
+        /* h * w * c itself past 2^63: the check must not overflow (1x1x2^30 input, 65535 a side;
+           3x1x((2^31-1)/3) input, 65535x65535) */
+        b = cnn_model_new();
+        one = cnn_input(b, 1, 1, 1 << 30, "deep2");
+        ERR_NODE(cnn_zero_padding2d(b, one, .padding = {65535, 65535, 65535, 65535}, .name = "zp_wrap"), "zp_wrap");
+        cnn_model_free(b);
+        b = cnn_model_new();
+        one = cnn_input(b, 3, 1, INT_MAX / 3, "deep3");
+        ERR_NODE(cnn_up_sampling2d(b, one, .size = {65535, 65535}, .name = "up_wrap"), "up_wrap");
+        cnn_model_free(b);
+    }
+
+    test_begin("ZeroPadding2D / UpSampling2D refuse a flat input (Keras: rank 4 only)");
+    {
+        cnn_model *b = cnn_model_new();
+        cnn_node *img = cnn_input(b, 4, 4, 2, "img");
+        cnn_node *flat = cnn_flatten(b, img, .name = "flat");
+        cnn_node *dense = cnn_dense(b, flat, .units = 3, .name = "dense");
+        cnn_node *gap = cnn_global_avg_pool2d(b, img, .name = "gap");
+        cnn_node *drop = cnn_dropout(b, dense, .rate = 0.5f, .name = "drop"); /* still flat */
+        ERR_NODE(cnn_zero_padding2d(b, flat, .name = "zp_flat"), "is flat");
+        ERR_NODE(cnn_zero_padding2d(b, gap, .name = "zp_gap"), "zp_gap");
+        ERR_NODE(cnn_up_sampling2d(b, dense, .name = "up_dense"), "is flat");
+        ERR_NODE(cnn_up_sampling2d(b, drop, .name = "up_drop"), "up_drop");
+        cnn_model_free(b);
+        b = cnn_model_new(); /* a 1x1 image (not flat) up-samples */
+        cnn_node *pix = cnn_input(b, 1, 1, 3, "pix");
+        CHECK(shape_is(cnn_up_sampling2d(b, pix, .size = {2, 3}), 2, 3, 3), "1x1 image: %s", err());
         cnn_model_free(b);
     }
 
