@@ -1,4 +1,4 @@
-/* cnn_opencl.h - v0.2 - train cnn.h models on OpenCL devices of any vendor, each batch split between them
+/* cnn_opencl.h - v0.3 - train cnn.h models on OpenCL devices of any vendor, each batch split between them
 
    Keras' multi_gpu_model(model, n) done on every OpenCL device at once: one call
    puts a cnn.h model (built; compiled to train) on the chosen devices, and from then on the same
@@ -135,6 +135,8 @@
      CL_TARGET_OPENCL_VERSION defaults to 120 here (the 1.2 host API)
 
    REVISION HISTORY
+     0.3  (2026-12-05) ZeroPadding2D and UpSampling2D; the layer kinds in one
+          table (a layer is one row); a failed start-up check names the layer.
      0.2  (2026-12-05) every layer of cnn.h (the poolings, Add, Concatenate);
           .drop_failed; .local_batchnorm; a start-up check that runs the
           model itself; fit shows the split; cnn_opencl_get_times as a
@@ -213,13 +215,15 @@ CNN_OPENCL_DEF int cnn_opencl_device(const cnn_model *m, int k, cnn_opencl_devic
 CNN_OPENCL_DEF int cnn_opencl_get_split(const cnn_model *m, int *counts, int max);
 /* Where the time of the last step (or inference batch) went. */
 #define CNN_OPENCL_MAX_DEVICES 64
+/* the last step's times in seconds; a device whose driver stamps no real
+   times reports -1 (auto then times it by the host's clock) */
 typedef struct cnn_opencl_times {
     int n;                                     /* devices */
     double step_s;                             /* the whole step, by the wall clock */
     double reduce_s;                           /* on the host: merging BatchNorm sums, summing gradients */
     double compute_s[CNN_OPENCL_MAX_DEVICES];  /* each device's kernels, by its own clock */
     double transfer_s[CNN_OPENCL_MAX_DEVICES]; /* each device's copies to and from the host */
-} cnn_opencl_times;  /* a device whose driver stamps no real times reports -1 (auto then times by the host's clock) */
+} cnn_opencl_times;
 /* Fills *t; returns the device count, or a negative cnn_status. */
 CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, cnn_opencl_times *t);
 
@@ -240,7 +244,8 @@ CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, cnn_opencl_times *t)
 #define CNN_OPENCL_IMPLEMENTATION_INCLUDED
 
 #ifndef CNN_IMPLEMENTATION_INCLUDED
-#error "cnn_opencl.h: define CNN_OPENCL_IMPLEMENTATION in the file that has cnn.h's implementation (CNN_IMPLEMENTATION), and include cnn_opencl.h after cnn.h"
+/* define CNN_OPENCL_IMPLEMENTATION in the file that has cnn.h's implementation, after including cnn.h */
+#error "cnn_opencl.h: CNN_OPENCL_IMPLEMENTATION needs cnn.h's implementation (CNN_IMPLEMENTATION) first"
 #endif
 
 #ifndef CL_TARGET_OPENCL_VERSION
@@ -282,327 +287,336 @@ CNN_OPENCL_DEF int cnn_opencl_get_times(const cnn_model *m, cnn_opencl_times *t)
 #define CNN__CL_STR(...) #__VA_ARGS__
 static const char cnn__cl_source[] = CNN__CL_STR(
 
-/* cnn.h's stateless hash: dropout masks from (layer key, step, global sample, element) */
-ulong mix64(ulong z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9UL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebUL;
-    return z ^ (z >> 31);
-}
-float hash_uniform(ulong a, ulong b, ulong c, ulong d) {
-    ulong h = mix64(a + 0x9e3779b97f4a7c15UL);
-    h = mix64(h ^ (b + 0x632be59bd9b4e019UL));
-    h = mix64(h ^ (c + 0x85ebca77c2b2ae63UL));
-    h = mix64(h ^ d);
-    return (float)(h >> 40) * (1.0f / 16777216.0f);
-}
+    /* cnn.h's stateless hash: dropout masks from (layer key, step, global sample, element) */
+    ulong mix64(ulong z) {
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9UL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebUL;
+        return z ^ (z >> 31);
+    } float hash_uniform(ulong a, ulong b, ulong c, ulong d) {
+        ulong h = mix64(a + 0x9e3779b97f4a7c15UL);
+        h = mix64(h ^ (b + 0x632be59bd9b4e019UL));
+        h = mix64(h ^ (c + 0x85ebca77c2b2ae63UL));
+        h = mix64(h ^ d);
+        return (float)(h >> 40) * (1.0f / 16777216.0f);
+    }
 
-/* activations, numbered as cnn_activation_type: 0 linear 1 relu 2 sigmoid 3 tanh
+    /* activations, numbered as cnn_activation_type: 0 linear 1 relu 2 sigmoid 3 tanh
    (4 softmax has kernels of its own) 5 leaky_relu 6 elu */
-float activate(float v, int act, float alpha) {
-    switch (act) {
-    case 1: return v < 0.0f ? 0.0f : v;
-    case 2: return 1.0f / (1.0f + exp(-v));
-    case 3: return tanh(v);
-    case 5: return v < 0.0f ? alpha * v : v;
-    case 6: return v > 0.0f ? v : alpha * expm1(v);
-    default: return v;
+    float activate(float v, int act, float alpha) {
+        switch (act) {
+        case 1: return v < 0.0f ? 0.0f : v;
+        case 2: return 1.0f / (1.0f + exp(-v));
+        case 3: return tanh(v);
+        case 5: return v < 0.0f ? alpha * v : v;
+        case 6: return v > 0.0f ? v : alpha * expm1(v);
+        default:
+            return v;
+        }
     }
-}
-/* dy * act'(x), from the activation's output y */
-float activate_grad(float dy, float y, int act, float alpha) {
-    switch (act) {
-    case 1: return y > 0.0f ? dy : 0.0f;
-    case 2: return dy * (y * (1.0f - y));
-    case 3: return dy * (1.0f - y * y);
-    case 5: return y > 0.0f ? dy : alpha * dy;
-    case 6: return y > 0.0f ? dy : dy * (y + alpha);
-    default: return dy;
+    /* dy * act'(x), from the activation's output y */
+    float activate_grad(float dy, float y, int act, float alpha) {
+        switch (act) {
+        case 1: return y > 0.0f ? dy : 0.0f;
+        case 2: return dy * (y * (1.0f - y));
+        case 3: return dy * (1.0f - y * y);
+        case 5: return y > 0.0f ? dy : alpha * dy;
+        case 6: return y > 0.0f ? dy : dy * (y + alpha);
+        default:
+            return dy;
+        }
     }
-}
 
-/* y [rows][cols] = act(y + bias) (bias from the parameters at bias_off, or none) */
-__kernel void bias_act(__global float *y, __global const float *p, int bias_off, int use_bias, int cols, int act,
-                       float alpha) {
-    size_t i = get_global_id(0);
-    float v = y[i];
-    if (use_bias) v += p[bias_off + (int)(i % (size_t)cols)];
-    y[i] = activate(v, act, alpha);
-}
+    /* y [rows][cols] = act(y + bias) (bias from the parameters at bias_off, or none) */
+    __kernel void bias_act(__global float *y, __global const float *p, int bias_off, int use_bias, int cols,
+                           int act, float alpha) {
+        size_t i = get_global_id(0);
+        float v = y[i];
+        if (use_bias) v += p[bias_off + (int)(i % (size_t)cols)];
+        y[i] = activate(v, act, alpha);
+    }
 
-/* softmax of each row of y [rows][cols] (after adding the bias) */
-__kernel void softmax_rows(__global float *y, __global const float *p, int bias_off, int use_bias, int cols) {
-    __global float *v = y + get_global_id(0) * (size_t)cols;
-    float mx, sum = 0.0f, inv;
-    if (use_bias) for (int i = 0; i < cols; i++) v[i] += p[bias_off + i];
-    mx = v[0];
-    for (int i = 1; i < cols; i++) mx = v[i] > mx ? v[i] : mx;
-    for (int i = 0; i < cols; i++) { v[i] = exp(v[i] - mx); sum += v[i]; }
-    inv = 1.0f / sum;
-    for (int i = 0; i < cols; i++) v[i] *= inv;
-}
+    /* softmax of each row of y [rows][cols] (after adding the bias) */
+    __kernel void softmax_rows(__global float *y, __global const float *p, int bias_off, int use_bias,
+                               int cols) {
+        __global float *v = y + get_global_id(0) * (size_t)cols;
+        float mx, sum = 0.0f, inv;
+        if (use_bias)
+            for (int i = 0; i < cols; i++) v[i] += p[bias_off + i];
+        mx = v[0];
+        for (int i = 1; i < cols; i++) mx = v[i] > mx ? v[i] : mx;
+        for (int i = 0; i < cols; i++) {
+            v[i] = exp(v[i] - mx);
+            sum += v[i];
+        }
+        inv = 1.0f / sum;
+        for (int i = 0; i < cols; i++) v[i] *= inv;
+    }
 
-/* dy := dy * act'(.) in place, from the output y; softmax: per row */
-__kernel void act_grad(__global float *dy, __global const float *y, int act, float alpha) {
-    size_t i = get_global_id(0);
-    dy[i] = activate_grad(dy[i], y[i], act, alpha);
-}
-__kernel void softmax_grad(__global float *dy, __global const float *y, int cols) {
-    size_t r = get_global_id(0) * (size_t)cols;
-    float dot = 0.0f;
-    for (int i = 0; i < cols; i++) dot += dy[r + i] * y[r + i];
-    for (int i = 0; i < cols; i++) dy[r + i] = y[r + i] * (dy[r + i] - dot);
-}
+    /* dy := dy * act'(.) in place, from the output y; softmax: per row */
+    __kernel void act_grad(__global float *dy, __global const float *y, int act, float alpha) {
+        size_t i = get_global_id(0);
+        dy[i] = activate_grad(dy[i], y[i], act, alpha);
+    } __kernel void softmax_grad(__global float *dy, __global const float *y, int cols) {
+        size_t r = get_global_id(0) * (size_t)cols;
+        float dot = 0.0f;
+        for (int i = 0; i < cols; i++) dot += dy[r + i] * y[r + i];
+        for (int i = 0; i < cols; i++) dy[r + i] = y[r + i] * (dy[r + i] - dot);
+    }
 
-/* The output row (or column) whose window has input row i at its cell k, for
+    /* The output row (or column) whose window has input row i at its cell k, for
    a window stepping by `stride` over an input padded by `pad` before it, or
    -1 when none does: what every backward pass that scatters through windows
    (col2im, the poolings) asks, gathered per input value instead. */
-int window_of(int i, int pad, int k, int stride, int n_out) {
-    int t = i + pad - k;
-    return t < 0 || t % stride != 0 || t / stride >= n_out ? -1 : t / stride;
-}
+    int window_of(int i, int pad, int k, int stride, int n_out) {
+        int t = i + pad - k;
+        return t < 0 || t % stride != 0 || t / stride >= n_out ? -1 : t / stride;
+    }
 
-/* im2col: col [count*Ho*Wo][K], K = kh*kw*C in the kernel's [ky][kx][c] order */
-__kernel void im2col(__global const float *x, __global float *col, int H, int W, int C, int Ho, int Wo, int kh,
-                     int kw, int sh, int sw, int pt, int pl) {
-    size_t i = get_global_id(0);
-    int K = kh * kw * C, k = (int)(i % (size_t)K), c = k % C, cell = k / C;
-    size_t r = i / (size_t)K;
-    int ox = (int)(r % (size_t)Wo), oy = (int)(r / (size_t)Wo % (size_t)Ho), b = (int)(r / ((size_t)Wo * Ho));
-    int iy = oy * sh - pt + cell / kw, ix = ox * sw - pl + cell % kw;
-    col[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(((size_t)b * H + iy) * W + ix) * C + c] : 0.0f;
-}
-
-/* dx [count][H][W][C] += the im2col rows' gradients dcol that read each input value */
-__kernel void col2im_add(__global const float *dcol, __global float *dx, int H, int W, int C, int Ho, int Wo,
+    /* im2col: col [count*Ho*Wo][K], K = kh*kw*C in the kernel's [ky][kx][c] order */
+    __kernel void im2col(__global const float *x, __global float *col, int H, int W, int C, int Ho, int Wo,
                          int kh, int kw, int sh, int sw, int pt, int pl) {
-    size_t i = get_global_id(0);
-    int K = kh * kw * C, c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
-    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
-    float s = 0.0f;
-    for (int ky = 0; ky < kh; ky++) {
-        int oy = window_of(iy, pt, ky, sh, Ho);
-        for (int kx = 0; kx < kw && oy >= 0; kx++) {
-            int ox = window_of(ix, pl, kx, sw, Wo);
-            if (ox >= 0) s += dcol[(((size_t)b * Ho + oy) * Wo + ox) * K + (size_t)((ky * kw + kx) * C + c)];
-        }
+        size_t i = get_global_id(0);
+        int K = kh * kw * C, k = (int)(i % (size_t)K), c = k % C, cell = k / C;
+        size_t r = i / (size_t)K;
+        int ox = (int)(r % (size_t)Wo), oy = (int)(r / (size_t)Wo % (size_t)Ho),
+            b = (int)(r / ((size_t)Wo * Ho));
+        int iy = oy * sh - pt + cell / kw, ix = ox * sw - pl + cell % kw;
+        col[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(((size_t)b * H + iy) * W + ix) * C + c] : 0.0f;
     }
-    dx[i] += s;
-}
 
-/* column sums of a [rows][cols] in chunks of `chunk` rows: part [chunks][cols] */
-__kernel void col_partials(__global const float *a, int rows, int cols, int chunk, __global float *part) {
-    size_t i = get_global_id(0);
-    int j = (int)(i % (size_t)cols), g = (int)(i / (size_t)cols), end = min(rows, (g + 1) * chunk);
-    float s = 0.0f;
-    for (int r = g * chunk; r < end; r++) s += a[(size_t)r * cols + j];
-    part[i] = s;
-}
-/* out[off + j] = the sum of the chunks' partial sums of column j */
-__kernel void col_reduce(__global const float *part, int chunks, int cols, __global float *out, int off) {
-    int j = (int)get_global_id(0);
-    float s = 0.0f;
-    for (int g = 0; g < chunks; g++) s += part[(size_t)g * cols + j];
-    out[off + j] = s;
-}
+    /* dx [count][H][W][C] += the im2col rows' gradients dcol that read each input value */
+    __kernel void col2im_add(__global const float *dcol, __global float *dx, int H, int W, int C, int Ho,
+                             int Wo, int kh, int kw, int sh, int sw, int pt, int pl) {
+        size_t i = get_global_id(0);
+        int K = kh * kw * C, c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+        int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+        float s = 0.0f;
+        for (int ky = 0; ky < kh; ky++) {
+            int oy = window_of(iy, pt, ky, sh, Ho);
+            for (int kx = 0; kx < kw && oy >= 0; kx++) {
+                int ox = window_of(ix, pl, kx, sw, Wo);
+                if (ox >= 0)
+                    s += dcol[(((size_t)b * Ho + oy) * Wo + ox) * K + (size_t)((ky * kw + kx) * C + c)];
+            }
+        }
+        dx[i] += s;
+    }
 
-/* BatchNorm forward sums of x [rows][C] per chunk of rows, about the chunk's
+    /* column sums of a [rows][cols] in chunks of `chunk` rows: part [chunks][cols] */
+    __kernel void col_partials(__global const float *a, int rows, int cols, int chunk, __global float *part) {
+        size_t i = get_global_id(0);
+        int j = (int)(i % (size_t)cols), g = (int)(i / (size_t)cols), end = min(rows, (g + 1) * chunk);
+        float s = 0.0f;
+        for (int r = g * chunk; r < end; r++) s += a[(size_t)r * cols + j];
+        part[i] = s;
+    }
+    /* out[off + j] = the sum of the chunks' partial sums of column j */
+    __kernel void col_reduce(__global const float *part, int chunks, int cols, __global float *out, int off) {
+        int j = (int)get_global_id(0);
+        float s = 0.0f;
+        for (int g = 0; g < chunks; g++) s += part[(size_t)g * cols + j];
+        out[off + j] = s;
+    }
+
+    /* BatchNorm forward sums of x [rows][C] per chunk of rows, about the chunk's
    first row: part [chunks][C][3] = {shift, sum(x - shift), sum((x - shift)^2)} */
-__kernel void bn_partials(__global const float *x, int rows, int C, int chunk, __global float *part) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), g = (int)(i / (size_t)C), end = min(rows, (g + 1) * chunk);
-    float shift = x[(size_t)g * chunk * C + c], s1 = 0.0f, s2 = 0.0f;
-    for (int r = g * chunk; r < end; r++) {
-        float d = x[(size_t)r * C + c] - shift;
-        s1 += d;
-        s2 += d * d;
+    __kernel void bn_partials(__global const float *x, int rows, int C, int chunk, __global float *part) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), g = (int)(i / (size_t)C), end = min(rows, (g + 1) * chunk);
+        float shift = x[(size_t)g * chunk * C + c], s1 = 0.0f, s2 = 0.0f;
+        for (int r = g * chunk; r < end; r++) {
+            float d = x[(size_t)r * C + c] - shift;
+            s1 += d;
+            s2 += d * d;
+        }
+        part[3 * i] = shift;
+        part[3 * i + 1] = s1;
+        part[3 * i + 2] = s2;
     }
-    part[3 * i] = shift;
-    part[3 * i + 1] = s1;
-    part[3 * i + 2] = s2;
-}
-/* y = x * coef[c] + coef[C + c] */
-__kernel void bn_apply(__global const float *x, __global float *y, __global const float *coef, int C) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C);
-    y[i] = x[i] * coef[c] + coef[C + c];
-}
-/* BatchNorm backward sums per chunk: part [chunks][C][2] = {sum dy, sum dy * (x - mean)},
+    /* y = x * coef[c] + coef[C + c] */
+    __kernel void bn_apply(__global const float *x, __global float *y, __global const float *coef, int C) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C);
+        y[i] = x[i] * coef[c] + coef[C + c];
+    }
+    /* BatchNorm backward sums per chunk: part [chunks][C][2] = {sum dy, sum dy * (x - mean)},
    mean = coef[0..C) */
-__kernel void bn_grad_partials(__global const float *dy, __global const float *x, __global const float *mean,
-                               int rows, int C, int chunk, __global float *part) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), g = (int)(i / (size_t)C), end = min(rows, (g + 1) * chunk);
-    float s1 = 0.0f, s2 = 0.0f;
-    for (int r = g * chunk; r < end; r++) {
-        float d = dy[(size_t)r * C + c];
-        s1 += d;
-        s2 += d * (x[(size_t)r * C + c] - mean[c]);
-    }
-    part[2 * i] = s1;
-    part[2 * i + 1] = s2;
-}
-/* dx += coef[c] * dy + coef[C + c] * x + coef[2C + c] */
-__kernel void bn_grad_apply(__global const float *dy, __global const float *x, __global float *dx,
-                            __global const float *coef, int C) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C);
-    dx[i] += coef[c] * dy[i] + coef[C + c] * x[i] + coef[2 * C + c];
-}
-
-/* max pooling: y and the window cell (ky * kw + kx) of each maximum */
-__kernel void maxpool(__global const float *x, __global float *y, __global int *cell, int H, int W, int C, int Ho,
-                      int Wo, int kh, int kw, int sh, int sw, int pt, int pl) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
-    int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho)), best_cell = -1;
-    float best = 0.0f;
-    for (int ky = 0; ky < kh; ky++)
-        for (int kx = 0; kx < kw; kx++) {
-            int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
-            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-            float v = x[(((size_t)b * H + iy) * W + ix) * C + c];
-            if (best_cell < 0 || v > best) { best = v; best_cell = ky * kw + kx; }
+    __kernel void bn_grad_partials(__global const float *dy, __global const float *x,
+                                   __global const float *mean, int rows, int C, int chunk,
+                                   __global float *part) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), g = (int)(i / (size_t)C), end = min(rows, (g + 1) * chunk);
+        float s1 = 0.0f, s2 = 0.0f;
+        for (int r = g * chunk; r < end; r++) {
+            float d = dy[(size_t)r * C + c];
+            s1 += d;
+            s2 += d * (x[(size_t)r * C + c] - mean[c]);
         }
-    y[i] = best;
-    cell[i] = best_cell;
-}
-/* dx += dy of every output whose maximum this input value was */
-__kernel void maxpool_grad(__global const float *dy, __global const int *cell, __global float *dx, int H, int W,
-                           int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int pt, int pl) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
-    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
-    float s = 0.0f;
-    for (int ky = 0; ky < kh; ky++) {
-        int oy = window_of(iy, pt, ky, sh, Ho);
-        for (int kx = 0; kx < kw && oy >= 0; kx++) {
-            int ox = window_of(ix, pl, kx, sw, Wo);
-            size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c;
-            if (ox >= 0 && cell[o] == ky * kw + kx) s += dy[o];
-        }
+        part[2 * i] = s1;
+        part[2 * i + 1] = s2;
     }
-    dx[i] += s;
-}
+    /* dx += coef[c] * dy + coef[C + c] * x + coef[2C + c] */
+    __kernel void bn_grad_apply(__global const float *dy, __global const float *x, __global float *dx,
+                                __global const float *coef, int C) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C);
+        dx[i] += coef[c] * dy[i] + coef[C + c] * x[i] + coef[2 * C + c];
+    }
 
-/* inverted dropout, the mask of (key, step, first + sample, element) as on the CPU */
-__kernel void dropout(__global const float *x, __global float *y, int per, float rate, float keep, ulong key,
-                      ulong step, int first) {
-    size_t i = get_global_id(0);
-    float u = hash_uniform(key, step, (ulong)(first + (int)(i / (size_t)per)), (ulong)(i % (size_t)per));
-    y[i] = x[i] * (u < rate ? 0.0f : keep);
-}
-__kernel void dropout_grad(__global const float *dy, __global float *dx, int per, float rate, float keep, ulong key,
-                           ulong step, int first) {
-    size_t i = get_global_id(0);
-    float u = hash_uniform(key, step, (ulong)(first + (int)(i / (size_t)per)), (ulong)(i % (size_t)per));
-    dx[i] += dy[i] * (u < rate ? 0.0f : keep);
-}
+    /* max pooling: y and the window cell (ky * kw + kx) of each maximum */
+    __kernel void maxpool(__global const float *x, __global float *y, __global int *cell, int H, int W, int C,
+                          int Ho, int Wo, int kh, int kw, int sh, int sw, int pt, int pl) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
+        int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho)),
+            best_cell = -1;
+        float best = 0.0f;
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                float v = x[(((size_t)b * H + iy) * W + ix) * C + c];
+                if (best_cell < 0 || v > best) {
+                    best = v;
+                    best_cell = ky * kw + kx;
+                }
+            }
+        y[i] = best;
+        cell[i] = best_cell;
+    }
+    /* dx += dy of every output whose maximum this input value was */
+    __kernel void maxpool_grad(__global const float *dy, __global const int *cell, __global float *dx, int H,
+                               int W, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int pt, int pl) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+        int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+        float s = 0.0f;
+        for (int ky = 0; ky < kh; ky++) {
+            int oy = window_of(iy, pt, ky, sh, Ho);
+            for (int kx = 0; kx < kw && oy >= 0; kx++) {
+                int ox = window_of(ix, pl, kx, sw, Wo);
+                size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c;
+                if (ox >= 0 && cell[o] == ky * kw + kx) s += dy[o];
+            }
+        }
+        dx[i] += s;
+    }
 
-/* dst += src */
-__kernel void add_to(__global float *dst, __global const float *src) {
-    size_t i = get_global_id(0);
-    dst[i] += src[i];
-}
+    /* inverted dropout, the mask of (key, step, first + sample, element) as on the CPU */
+    __kernel void dropout(__global const float *x, __global float *y, int per, float rate, float keep,
+                          ulong key, ulong step, int first) {
+        size_t i = get_global_id(0);
+        float u = hash_uniform(key, step, (ulong)(first + (int)(i / (size_t)per)), (ulong)(i % (size_t)per));
+        y[i] = x[i] * (u < rate ? 0.0f : keep);
+    } __kernel void dropout_grad(__global const float *dy, __global float *dx, int per, float rate,
+                                 float keep, ulong key, ulong step, int first) {
+        size_t i = get_global_id(0);
+        float u = hash_uniform(key, step, (ulong)(first + (int)(i / (size_t)per)), (ulong)(i % (size_t)per));
+        dx[i] += dy[i] * (u < rate ? 0.0f : keep);
+    }
 
-/* average pooling (GlobalAveragePooling2D: one window over the whole input):
+    /* dst += src */
+    __kernel void add_to(__global float *dst, __global const float *src) {
+        size_t i = get_global_id(0);
+        dst[i] += src[i];
+    }
+
+    /* average pooling (GlobalAveragePooling2D: one window over the whole input):
    the mean of the window's cells inside the input (Keras leaves padding out) */
-int window_count(int H, int W, int oy, int ox, int kh, int kw, int sh, int sw, int pt, int pl) {
-    int y0 = max(oy * sh - pt, 0), y1 = min(oy * sh - pt + kh, H), x0 = max(ox * sw - pl, 0), x1 = min(ox * sw - pl + kw, W);
-    return max(y1 - y0, 0) * max(x1 - x0, 0);
-}
-__kernel void avgpool(__global const float *x, __global float *y, int H, int W, int C, int Ho, int Wo, int kh, int kw,
-                      int sh, int sw, int pt, int pl) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
-    int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
-    float s = 0.0f;
-    for (int ky = 0; ky < kh; ky++)
-        for (int kx = 0; kx < kw; kx++) {
-            int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
-            if (iy >= 0 && iy < H && ix >= 0 && ix < W) s += x[(((size_t)b * H + iy) * W + ix) * C + c];
-        }
-    y[i] = s * (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
-}
-/* dx += dy / count of every output whose window holds this input value */
-__kernel void avgpool_grad(__global const float *dy, __global float *dx, int H, int W, int C, int Ho, int Wo, int kh,
-                           int kw, int sh, int sw, int pt, int pl) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
-    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
-    float s = 0.0f;
-    for (int ky = 0; ky < kh; ky++) {
-        int oy = window_of(iy, pt, ky, sh, Ho);
-        for (int kx = 0; kx < kw && oy >= 0; kx++) {
-            int ox = window_of(ix, pl, kx, sw, Wo);
-            if (ox >= 0)
-                s += dy[(((size_t)b * Ho + oy) * Wo + ox) * C + c] *
-                     (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
-        }
+    int window_count(int H, int W, int oy, int ox, int kh, int kw, int sh, int sw, int pt, int pl) {
+        int y0 = max(oy * sh - pt, 0), y1 = min(oy * sh - pt + kh, H), x0 = max(ox * sw - pl, 0),
+            x1 = min(ox * sw - pl + kw, W);
+        return max(y1 - y0, 0) * max(x1 - x0, 0);
+    } __kernel void avgpool(__global const float *x, __global float *y, int H, int W, int C, int Ho, int Wo,
+                            int kh, int kw, int sh, int sw, int pt, int pl) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
+        int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
+        float s = 0.0f;
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) s += x[(((size_t)b * H + iy) * W + ix) * C + c];
+            }
+        y[i] = s * (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
     }
-    dx[i] += s;
-}
+    /* dx += dy / count of every output whose window holds this input value */
+    __kernel void avgpool_grad(__global const float *dy, __global float *dx, int H, int W, int C, int Ho,
+                               int Wo, int kh, int kw, int sh, int sw, int pt, int pl) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+        int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+        float s = 0.0f;
+        for (int ky = 0; ky < kh; ky++) {
+            int oy = window_of(iy, pt, ky, sh, Ho);
+            for (int kx = 0; kx < kw && oy >= 0; kx++) {
+                int ox = window_of(ix, pl, kx, sw, Wo);
+                if (ox >= 0)
+                    s += dy[(((size_t)b * Ho + oy) * Wo + ox) * C + c] *
+                         (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
+            }
+        }
+        dx[i] += s;
+    }
 
-/* Concatenate: input x [rows][ci] into columns [c0, c0 + ci) of y [rows][C], and back */
-__kernel void concat_copy(__global const float *x, __global float *y, int ci, int C, int c0) {
-    size_t i = get_global_id(0);
-    y[i / (size_t)ci * C + c0 + (int)(i % (size_t)ci)] = x[i];
-}
-__kernel void concat_grad(__global const float *dy, __global float *dx, int ci, int C, int c0) {
-    size_t i = get_global_id(0);
-    dx[i] += dy[i / (size_t)ci * C + c0 + (int)(i % (size_t)ci)];
-}
+    /* Concatenate: input x [rows][ci] into columns [c0, c0 + ci) of y [rows][C], and back */
+    __kernel void concat_copy(__global const float *x, __global float *y, int ci, int C, int c0) {
+        size_t i = get_global_id(0);
+        y[i / (size_t)ci * C + c0 + (int)(i % (size_t)ci)] = x[i];
+    } __kernel void concat_grad(__global const float *dy, __global float *dx, int ci, int C, int c0) {
+        size_t i = get_global_id(0);
+        dx[i] += dy[i / (size_t)ci * C + c0 + (int)(i % (size_t)ci)];
+    }
 
-/* ZeroPadding2D: x [count][H][W][C] at row top, column left of y [count][Ho][Wo][C],
+    /* ZeroPadding2D: x [count][H][W][C] at row top, column left of y [count][Ho][Wo][C],
    zeros around it; back: each input value takes the gradient of its place (the border's goes nowhere) */
-__kernel void zero_pad(__global const float *x, __global float *y, int H, int W, int C, int Ho, int Wo, int top,
-                       int left) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
-    int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
-    int iy = oy - top, ix = ox - left;
-    y[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(((size_t)b * H + iy) * W + ix) * C + c] : 0.0f;
-}
-__kernel void zero_pad_grad(__global const float *dy, __global float *dx, int H, int W, int C, int Ho, int Wo, int top,
-                            int left) {
-    size_t i = get_global_id(0);
-    int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
-    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
-    dx[i] += dy[(((size_t)b * Ho + iy + top) * Wo + ix + left) * C + c];
-}
+    __kernel void zero_pad(__global const float *x, __global float *y, int H, int W, int C, int Ho, int Wo,
+                           int top, int left) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
+        int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
+        int iy = oy - top, ix = ox - left;
+        y[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(((size_t)b * H + iy) * W + ix) * C + c] : 0.0f;
+    } __kernel void zero_pad_grad(__global const float *dy, __global float *dx, int H, int W, int C, int Ho,
+                                  int Wo, int top, int left) {
+        size_t i = get_global_id(0);
+        int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+        int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+        dx[i] += dy[(((size_t)b * Ho + iy + top) * Wo + ix + left) * C + c];
+    }
 
-/* UpSampling2D (nearest): y [count][H*kh][W*kw][C] repeats each value of x [count][H][W][C]
+    /* UpSampling2D (nearest): y [count][H*kh][W*kw][C] repeats each value of x [count][H][W][C]
    over a kh x kw block; back: each input value takes the sum of its block's gradients, row by
    row (cnn.h's order) */
-__kernel void up_sample(__global const float *x, __global float *y, int H, int W, int C, int kh, int kw) {
-    size_t i = get_global_id(0);
-    int Wo = W * kw, Ho = H * kh, c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
-    int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
-    y[i] = x[(((size_t)b * H + oy / kh) * W + ox / kw) * C + c];
-}
-__kernel void up_sample_grad(__global const float *dy, __global float *dx, int H, int W, int C, int kh, int kw) {
-    size_t i = get_global_id(0);
-    int Wo = W * kw, Ho = H * kh, c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
-    int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
-    float s = 0.0f;
-    for (int p = 0; p < kh; p++)
-        for (int q = 0; q < kw; q++) s += dy[(((size_t)b * Ho + iy * kh + p) * Wo + ix * kw + q) * C + c];
-    dx[i] += s;
-}
-);
+    __kernel void up_sample(__global const float *x, __global float *y, int H, int W, int C, int kh, int kw) {
+        size_t i = get_global_id(0);
+        int Wo = W * kw, Ho = H * kh, c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
+        int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
+        y[i] = x[(((size_t)b * H + oy / kh) * W + ox / kw) * C + c];
+    } __kernel void up_sample_grad(__global const float *dy, __global float *dx, int H, int W, int C, int kh,
+                                   int kw) {
+        size_t i = get_global_id(0);
+        int Wo = W * kw, Ho = H * kh, c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
+        int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+        float s = 0.0f;
+        for (int p = 0; p < kh; p++)
+            for (int q = 0; q < kw; q++) s += dy[(((size_t)b * Ho + iy * kh + p) * Wo + ix * kw + q) * C + c];
+        dx[i] += s;
+    });
 #undef CNN__CL_STR
 
 /* The kernels above, an X() each: the id the passes run it by (CNN__K_...) and
    its name in the source; the enum and the names both come from this list. */
-#define CNN__CL_KERNEL_LIST(X)                                                                                       \
-    X(BIAS_ACT, bias_act) X(SOFTMAX, softmax_rows) X(ACT_GRAD, act_grad) X(SOFTMAX_GRAD, softmax_grad)               \
-    X(IM2COL, im2col) X(COL2IM, col2im_add) X(COL_PARTIALS, col_partials) X(COL_REDUCE, col_reduce)                  \
-    X(BN_PARTIALS, bn_partials) X(BN_APPLY, bn_apply) X(BN_GRAD_PARTIALS, bn_grad_partials)                          \
-    X(BN_GRAD_APPLY, bn_grad_apply) X(MAXPOOL, maxpool) X(MAXPOOL_GRAD, maxpool_grad) X(DROPOUT, dropout)            \
-    X(DROPOUT_GRAD, dropout_grad) X(ADD, add_to) X(AVGPOOL, avgpool) X(AVGPOOL_GRAD, avgpool_grad)                   \
-    X(CONCAT, concat_copy) X(CONCAT_GRAD, concat_grad)                                                               \
-    X(ZERO_PAD, zero_pad) X(ZERO_PAD_GRAD, zero_pad_grad)                                                            \
-    X(UP_SAMPLE, up_sample) X(UP_SAMPLE_GRAD, up_sample_grad)
+#define CNN__CL_KERNEL_LIST(X)                                                                               \
+    X(BIAS_ACT, bias_act)                                                                                    \
+    X(SOFTMAX, softmax_rows) X(ACT_GRAD, act_grad) X(SOFTMAX_GRAD, softmax_grad) X(IM2COL, im2col)           \
+        X(COL2IM, col2im_add) X(COL_PARTIALS, col_partials) X(COL_REDUCE, col_reduce)                        \
+            X(BN_PARTIALS, bn_partials) X(BN_APPLY, bn_apply) X(BN_GRAD_PARTIALS, bn_grad_partials)          \
+                X(BN_GRAD_APPLY, bn_grad_apply) X(MAXPOOL, maxpool) X(MAXPOOL_GRAD, maxpool_grad)            \
+                    X(DROPOUT, dropout) X(DROPOUT_GRAD, dropout_grad) X(ADD, add_to) X(AVGPOOL, avgpool)     \
+                        X(AVGPOOL_GRAD, avgpool_grad) X(CONCAT, concat_copy) X(CONCAT_GRAD, concat_grad)     \
+                            X(ZERO_PAD, zero_pad) X(ZERO_PAD_GRAD, zero_pad_grad) X(UP_SAMPLE, up_sample)    \
+                                X(UP_SAMPLE_GRAD, up_sample_grad)
 #define CNN__CL_KERNEL_ID(id, name) CNN__K_##id,
 #define CNN__CL_KERNEL_NAME(id, name) #name,
 enum { CNN__CL_KERNEL_LIST(CNN__CL_KERNEL_ID) CNN__KERNELS };
@@ -627,7 +641,8 @@ static void cnn__cl_string(cl_device_id d, cl_platform_id p, cl_uint what, char 
 
 /* Every device of every platform, in platform order: ids[] and, when info is
    not NULL, their descriptions. Returns the count (at most max), 0 when none. */
-static int cnn__cl_enumerate(cl_device_id *ids, cl_platform_id *plats, cnn_opencl_device_info *info, int max) {
+static int cnn__cl_enumerate(cl_device_id *ids, cl_platform_id *plats, cnn_opencl_device_info *info,
+                             int max) {
     cl_platform_id platforms[16];
     cl_uint np = 0;
     int n = 0;
@@ -714,8 +729,10 @@ CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
     if (!indices || max <= 0) return cnn_set_error(CNN_ERR_ARG, "%s: no room for the indices", who);
     if (!choice || !*choice) choice = getenv("CNN_OPENCL_DEVICES");
     if (n == 0)
-        return cnn_set_error(CNN_ERR_DEVICE, "%s: no OpenCL platform or device found (install a driver such as "
-                             "pocl-opencl-icd, or check OCL_ICD_VENDORS)", who);
+        return cnn_set_error(CNN_ERR_DEVICE,
+                             "%s: no OpenCL platform or device found (install a driver such as "
+                             "pocl-opencl-icd, or check OCL_ICD_VENDORS)",
+                             who);
     if (!choice || !*choice) { /* every GPU, else every device */
         for (int i = 0; i < n && k < max; i++)
             if (all[i].is_gpu) indices[k++] = i;
@@ -729,28 +746,37 @@ CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
             char *end;
             long v = strtol(p, &end, 10);
             if (end == p || v < 0 || v >= n)
-                return cnn_set_error(CNN_ERR_ARG, "%s: '%s': device %.*s is not one of the %d devices (0..%d)", who,
+                return cnn_set_error(CNN_ERR_ARG,
+                                     "%s: '%s': device %.*s is not one of the %d devices (0..%d)", who,
                                      choice, end == p ? (int)strlen(p) : (int)(end - p), p, n, n - 1);
             for (int i = 0; i < k; i++)
                 if (indices[i] == (int)v)
                     return cnn_set_error(CNN_ERR_ARG, "%s: '%s' names device %ld twice", who, choice, v);
-            if (k == max) return cnn_set_error(CNN_ERR_ARG, "%s: '%s' names more than %d devices", who, choice, max);
+            if (k == max)
+                return cnn_set_error(CNN_ERR_ARG, "%s: '%s' names more than %d devices", who, choice, max);
             indices[k++] = (int)v;
             p = end;
             if (*p == ',') p++;
-            else if (*p) return cnn_set_error(CNN_ERR_ARG, "%s: '%s' is not an index list such as \"0,2\"", who, choice);
+            else if (*p)
+                return cnn_set_error(CNN_ERR_ARG, "%s: '%s' is not an index list such as \"0,2\"", who,
+                                     choice);
         }
         return k;
     }
     for (int i = 0; i < n && k < max; i++) { /* a type (any case), else a piece of a name (any case) */
-        const int all_of = cnn__cl_same(choice, "all"), gpu = cnn__cl_same(choice, "gpu"), cpu = cnn__cl_same(choice, "cpu");
+        const int all_of = cnn__cl_same(choice, "all"), gpu = cnn__cl_same(choice, "gpu"),
+                  cpu = cnn__cl_same(choice, "cpu");
         const int pick = all_of || (gpu && all[i].is_gpu) || (cpu && all[i].is_cpu) ||
-                         (!gpu && !cpu && (cnn__cl_contains(all[i].name, choice) || cnn__cl_contains(all[i].platform, choice)));
+                         (!gpu && !cpu &&
+                          (cnn__cl_contains(all[i].name, choice) ||
+                           cnn__cl_contains(all[i].platform, choice)));
         if (pick) indices[k++] = i;
     }
     if (k == 0)
-        return cnn_set_error(CNN_ERR_DEVICE, "%s: no OpenCL device matches '%s' (%d device%s found; give indices, "
-                             "gpu, cpu, all or a piece of a name)", who, choice, n, n == 1 ? "" : "s");
+        return cnn_set_error(CNN_ERR_DEVICE,
+                             "%s: no OpenCL device matches '%s' (%d device%s found; give indices, "
+                             "gpu, cpu, all or a piece of a name)",
+                             who, choice, n, n == 1 ? "" : "s");
     return k;
 }
 
@@ -781,9 +807,9 @@ typedef struct cnn__cl_dev {
     cl_event *events;           /* this step's commands, for the device's own timing */
     int n_events, cap_events;
     unsigned char *transfer;    /* [cap_events] 1: that command is a transfer */
-    double busy_s;              /* device seconds of the last step (compute and transfers; -1: no real clock) */
+    double busy_s;              /* device seconds of the last step (compute, transfers; -1: no real clock) */
     double transfer_s;          /* of which transfers between host and device */
-    double wall_s;              /* the step's seconds until this device finished each phase, by the host's clock */
+    double wall_s;              /* the step's seconds until this device finished each phase (host clock) */
     int steps_at_count;         /* steps run at this count (the first ones compile) */
     int failed;                 /* a command of this device failed (see .drop_failed) */
     int hung;                   /* a wait on it ran past the timeout: it may still run what was
@@ -853,8 +879,8 @@ static const char *cnn__cl_errname(cl_int e) {
 
 static int cnn__cl_fail(cnn__cl_dev *d, const char *call, cl_int e) {
     d->failed = 1;
-    return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s failed: %s (%d)", d->info.index, d->info.name,
-                         d->info.platform, call, cnn__cl_errname(e), (int)e);
+    return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s failed: %s (%d)", d->info.index,
+                         d->info.name, d->info.platform, call, cnn__cl_errname(e), (int)e);
 }
 
 /* The test hook: the fail_after-th device command from the attach fails. */
@@ -885,8 +911,10 @@ static void cnn__cl_collect_times(cnn__cl_dev *d) {
     double s = 0, moved = 0;
     for (int i = 0; i < d->n_events; i++) {
         cl_ulong t0 = 0, t1 = 0;
-        if (clGetEventProfilingInfo(d->events[i], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) == CL_SUCCESS &&
-            clGetEventProfilingInfo(d->events[i], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) == CL_SUCCESS &&
+        if (clGetEventProfilingInfo(d->events[i], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) ==
+                CL_SUCCESS &&
+            clGetEventProfilingInfo(d->events[i], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) ==
+                CL_SUCCESS &&
             t1 > t0) {
             s += (double)(t1 - t0) * 1e-9;
             if (d->transfer[i]) moved += (double)(t1 - t0) * 1e-9;
@@ -911,9 +939,10 @@ static int cnn__cl_wait_devices(cnn__cl *c, cnn__cl_dev *first, int n, const cha
     for (int k = 0; k < n; k++)
         if (first[k].hung) {
             first[k].failed = 1;
-            return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s) did not finish an earlier wait: leave it out "
-                                 "(cnn_opencl_detach, then attach without it, or .drop_failed)", first[k].info.index,
-                                 first[k].info.name, first[k].info.platform);
+            return cnn_set_error(CNN_ERR_DEVICE,
+                                 "OpenCL device %d (%s, %s) did not finish an earlier wait: leave it out "
+                                 "(cnn_opencl_detach, then attach without it, or .drop_failed)",
+                                 first[k].info.index, first[k].info.name, first[k].info.platform);
         }
     for (int k = 0; k < n; k++) {
         cnn__cl_dev *d = first + k;
@@ -944,8 +973,9 @@ static int cnn__cl_wait_devices(cnn__cl *c, cnn__cl_dev *first, int n, const cha
             for (int k = n - 1; k >= 0; k--)
                 if (!done[k]) {
                     first[k].failed = first[k].hung = 1;
-                    rc = cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s did not finish within %g s",
-                                       first[k].info.index, first[k].info.name, first[k].info.platform, what, c->timeout_s);
+                    rc = cnn_set_error(
+                        CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): %s did not finish within %g s",
+                        first[k].info.index, first[k].info.name, first[k].info.platform, what, c->timeout_s);
                 }
             break;
         }
@@ -962,8 +992,12 @@ static int cnn__cl_wait_devices(cnn__cl *c, cnn__cl_dev *first, int n, const cha
     return rc;
 }
 
-static int cnn__cl_wait(cnn__cl *c, cnn__cl_dev *d, const char *what) { return cnn__cl_wait_devices(c, d, 1, what); }
-static int cnn__cl_wait_all(cnn__cl *c, const char *what) { return cnn__cl_wait_devices(c, c->dev, c->n, what); }
+static int cnn__cl_wait(cnn__cl *c, cnn__cl_dev *d, const char *what) {
+    return cnn__cl_wait_devices(c, d, 1, what);
+}
+static int cnn__cl_wait_all(cnn__cl *c, const char *what) {
+    return cnn__cl_wait_devices(c, c->dev, c->n, what);
+}
 
 /* After an error: let every device finish what was queued (it may still read
    the caller's batch), keeping the error's message; returns rc. */
@@ -993,9 +1027,14 @@ static int cnn__cl_run(cnn__cl *c, cnn__cl_dev *d, int kernel, size_t global, co
     va_start(ap, fmt);
     for (cl_uint i = 0; fmt[i] && !e; i++) {
         if (fmt[i] == 'm') { cl_mem v = va_arg(ap, cl_mem); e = clSetKernelArg(k, i, sizeof v, &v); }
-        else if (fmt[i] == 'i') { cl_int v = va_arg(ap, int); e = clSetKernelArg(k, i, sizeof v, &v); }
-        else if (fmt[i] == 'f') { cl_float v = (cl_float)va_arg(ap, double); e = clSetKernelArg(k, i, sizeof v, &v); }
-        else { cl_ulong v = va_arg(ap, unsigned long long); e = clSetKernelArg(k, i, sizeof v, &v); }
+        else if (fmt[i] == 'i') { cl_int v = va_arg(ap, int); e = clSetKernelArg(k, i, sizeof v, &v);
+        } else if (fmt[i] == 'f') {
+            cl_float v = (cl_float)va_arg(ap, double);
+            e = clSetKernelArg(k, i, sizeof v, &v);
+        } else {
+            cl_ulong v = va_arg(ap, unsigned long long);
+            e = clSetKernelArg(k, i, sizeof v, &v);
+        }
     }
     va_end(ap);
     if (global == 0) return CNN_OK;
@@ -1015,33 +1054,36 @@ static int cnn__cl_gemm(cnn__cl *c, cnn__cl_dev *d, int ta, int tb, size_t M, si
     if (M == 0 || N == 0) return CNN_OK;
     if (cnn__cl_hook(c)) return cnn__cl_fail(d, "CLBlastSgemm", CL_OUT_OF_RESOURCES);
     s = CLBlastSgemm(CLBlastLayoutRowMajor, ta ? CLBlastTransposeYes : CLBlastTransposeNo,
-                     tb ? CLBlastTransposeYes : CLBlastTransposeNo, M, N, K, 1.0f, A, a_off, lda, B, b_off, ldb, beta,
-                     C, c_off, ldc, &d->q, &ev);
+                     tb ? CLBlastTransposeYes : CLBlastTransposeNo, M, N, K, 1.0f, A, a_off, lda, B, b_off,
+                     ldb, beta, C, c_off, ldc, &d->q, &ev);
     if (s != CLBlastSuccess) {
         d->failed = 1;
-        return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): CLBlastSgemm (%zu x %zu x %zu) failed with "
-                             "CLBlast status %d", d->info.index, d->info.name, d->info.platform, M, N, K, (int)s);
+        return cnn_set_error(CNN_ERR_DEVICE,
+                             "OpenCL device %d (%s, %s): CLBlastSgemm (%zu x %zu x %zu) failed with "
+                             "CLBlast status %d",
+                             d->info.index, d->info.name, d->info.platform, M, N, K, (int)s);
     }
     cnn__cl_keep(d, ev);
     return CNN_OK;
 }
 
 /* A non-blocking copy of n_floats between host memory and buf (to_device or back). */
-static int cnn__cl_transfer(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats, void *host,
-                            int to_device, const char *what) {
+static int cnn__cl_transfer(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats,
+                            void *host, int to_device, const char *what) {
     cl_event ev = NULL;
     cl_int e = n_floats ? cnn__cl_hook(c) : CL_SUCCESS;
     if (!n_floats) return CNN_OK;
     if (!e)
-        e = to_device ? clEnqueueWriteBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev)
-                      : clEnqueueReadBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev);
+        e = to_device
+                ? clEnqueueWriteBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev)
+                : clEnqueueReadBuffer(d->q, buf, CL_FALSE, off_floats * 4, n_floats * 4, host, 0, NULL, &ev);
     if (e) return cnn__cl_fail(d, what, e);
     cnn__cl_keep_kind(d, ev, 1);
     return CNN_OK;
 }
 
-static int cnn__cl_write(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats, const void *src,
-                         const char *what) {
+static int cnn__cl_write(cnn__cl *c, cnn__cl_dev *d, cl_mem buf, size_t off_floats, size_t n_floats,
+                         const void *src, const char *what) {
     return cnn__cl_transfer(c, d, buf, off_floats, n_floats, (void *)(size_t)src, 1, what);
 }
 
@@ -1067,15 +1109,16 @@ static int cnn__cl_buffer(cnn__cl_dev *d, size_t bytes, cl_mem *out, const char 
     if (bytes == 0) bytes = 4;
     if (d->info.max_alloc && bytes > d->info.max_alloc) {
         d->failed = 1;
-        return cnn_set_error(CNN_ERR_MEMORY, "OpenCL device %d (%s): %s needs %zu bytes, more than the %llu one buffer "
-                             "may have (CL_DEVICE_MAX_MEM_ALLOC_SIZE): use a smaller batch", d->info.index, d->info.name,
-                             what, bytes, d->info.max_alloc);
+        return cnn_set_error(CNN_ERR_MEMORY,
+                             "OpenCL device %d (%s): %s needs %zu bytes, more than the %llu one buffer "
+                             "may have (CL_DEVICE_MAX_MEM_ALLOC_SIZE): use a smaller batch",
+                             d->info.index, d->info.name, what, bytes, d->info.max_alloc);
     }
     *out = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, bytes, NULL, &e);
     if (e || !*out) {
         d->failed = 1;
-        return cnn_set_error(CNN_ERR_MEMORY, "OpenCL device %d (%s): cannot allocate %s (%zu bytes): %s", d->info.index,
-                             d->info.name, what, bytes, cnn__cl_errname(e));
+        return cnn_set_error(CNN_ERR_MEMORY, "OpenCL device %d (%s): cannot allocate %s (%zu bytes): %s",
+                             d->info.index, d->info.name, what, bytes, cnn__cl_errname(e));
     }
     return CNN_OK;
 }
@@ -1131,7 +1174,8 @@ static int cnn__cl_size_buffers(cnn__cl *c, cnn__cl_dev *d, cnn_model *m, int ca
         if (!rc && n->type == CNN__CONV2D) {
             const cnn_node *in = cnn__in(n, 0);
             snprintf(what, sizeof what, "the im2col rows of '%s' (%d samples)", n->name, cap);
-            rc = cnn__cl_buffer(d, (size_t)cap * n->h * n->w * (size_t)n->kh * n->kw * in->c * 4, &b->aux, what);
+            rc = cnn__cl_buffer(d, (size_t)cap * n->h * n->w * (size_t)n->kh * n->kw * in->c * 4, &b->aux,
+                                what);
         }
         if (!rc && n->type == CNN__MAX_POOL) {
             snprintf(what, sizeof what, "the maxima of '%s' (%d samples)", n->name, cap);
@@ -1140,12 +1184,15 @@ static int cnn__cl_size_buffers(cnn__cl *c, cnn__cl_dev *d, cnn_model *m, int ca
         if (!rc && (n->type == CNN__CONV2D || n->type == CNN__DENSE || n->type == CNN__BATCH_NORM)) {
             snprintf(what, sizeof what, "the partial sums of '%s'", n->name);
             rc = cnn__cl_buffer(d, chunks * (size_t)n->c * 3 * 4, &b->part, what);
-            if (chunks * (size_t)n->c * 3 > (size_t)c->cap_chunks_c) c->cap_chunks_c = (int)(chunks * (size_t)n->c * 3);
+            if (chunks * (size_t)n->c * 3 > (size_t)c->cap_chunks_c)
+                c->cap_chunks_c = (int)(chunks * (size_t)n->c * 3);
         }
     }
-    if (!rc && !d->coef) rc = cnn__cl_buffer(d, (size_t)widest * 3 * 4, &d->coef, "the per-channel coefficients");
+    if (!rc && !d->coef)
+        rc = cnn__cl_buffer(d, (size_t)widest * 3 * 4, &d->coef, "the per-channel coefficients");
     if (!rc) {
-        const size_t want = (size_t)cap * (cnn__node_size(m->nodes[m->input]) + cnn__node_size(m->nodes[m->output]));
+        const size_t want = (size_t)cap *
+                            (cnn__node_size(m->nodes[m->input]) + cnn__node_size(m->nodes[m->output]));
         float *stage = (float *)CNN_REALLOC(d->stage, want * sizeof(float));
         if (stage) d->stage = stage;
         else rc = cnn_set_error(CNN_ERR_MEMORY, "cnn_opencl: out of host memory for a batch of %d", cap);
@@ -1162,8 +1209,9 @@ static int cnn__cl_size_buffers(cnn__cl *c, cnn__cl_dev *d, cnn_model *m, int ca
 
 static void cnn__cl_dev_free(cnn__cl_dev *d, int n_nodes) {
     if (d->hung) { /* it may still write into its host buffers: leave it all as it is */
-        if (!d->quiet) fprintf(stderr, "cnn_opencl: device %d (%s) did not finish; its buffers stay allocated\n", d->info.index,
-                d->info.name);
+        if (!d->quiet)
+            fprintf(stderr, "cnn_opencl: device %d (%s) did not finish; its buffers stay allocated\n",
+                    d->info.index, d->info.name);
         memset(d, 0, sizeof *d);
         return;
     }
@@ -1201,7 +1249,8 @@ static int cnn__cl_cache_path(const cnn__cl_dev *d, const char *options, char *p
     if (dir && !strcmp(dir, "off")) return 0;
     if (!strcmp(d->info.platform, "Portable Computing Language")) return 0; /* PoCL caches itself */
     if (dir && *dir) snprintf(folder, sizeof folder, "%s", dir);
-    else if ((base = getenv("XDG_CACHE_HOME")) && *base) snprintf(folder, sizeof folder, "%s/cnn_opencl", base);
+    else if ((base = getenv("XDG_CACHE_HOME")) && *base)
+        snprintf(folder, sizeof folder, "%s/cnn_opencl", base);
     else if ((base = getenv("HOME")) && *base) snprintf(folder, sizeof folder, "%s/.cache/cnn_opencl", base);
     else return 0;
     h = cnn__cl_fnv(h, cnn__cl_source);
@@ -1242,7 +1291,8 @@ static void cnn__cl_cache_store(cnn__cl_dev *d, const char *path) {
     unsigned char *bin = NULL;
     char tmp[1100], folder[1024];
     FILE *f;
-    if (clGetProgramInfo(d->prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0) return;
+    if (clGetProgramInfo(d->prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0)
+        return;
     if (!(bin = (unsigned char *)CNN_MALLOC(n))) return;
     if (clGetProgramInfo(d->prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) != CL_SUCCESS) {
         CNN_FREE(bin);
@@ -1282,7 +1332,8 @@ static int cnn__cl_dev_open(cnn__cl_dev *d, int index, const cnn_model *m) {
     char cache[1024];
     cl_int e = CL_SUCCESS;
     int n = cnn__cl_enumerate(ids, plats, all, CNN__CL_MAX_DEVICES), has_cache;
-    if (index < 0 || index >= n) return cnn_set_error(CNN_ERR_ARG, "cnn_opencl: device %d does not exist", index);
+    if (index < 0 || index >= n)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_opencl: device %d does not exist", index);
     d->info = all[index];
     d->id = ids[index];
     {
@@ -1290,7 +1341,8 @@ static int cnn__cl_dev_open(cnn__cl_dev *d, int index, const cnn_model *m) {
         d->ctx = clCreateContext(props, 1, &d->id, NULL, NULL, &e);
     }
     if (e || !d->ctx) return cnn__cl_fail(d, "clCreateContext", e);
-    d->q = clCreateCommandQueue(d->ctx, d->id, CL_QUEUE_PROFILING_ENABLE, &e); /* the 1.2 call: older drivers lack
+    d->q = clCreateCommandQueue(d->ctx, d->id, CL_QUEUE_PROFILING_ENABLE,
+                                &e); /* the 1.2 call: older drivers lack
                                                                                  the 2.0 one */
     if (e || !d->q) return cnn__cl_fail(d, "clCreateCommandQueue", e);
     if (!(has_cache = cnn__cl_cache_path(d, options, cache, sizeof cache)) ||
@@ -1301,7 +1353,8 @@ static int cnn__cl_dev_open(cnn__cl_dev *d, int index, const cnn_model *m) {
         if (e) {
             char log[2048] = "";
             clGetProgramBuildInfo(d->prog, d->id, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
-            return cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s): building the kernels failed (%s): %s",
+            return cnn_set_error(CNN_ERR_DEVICE,
+                                 "OpenCL device %d (%s, %s): building the kernels failed (%s): %s",
                                  d->info.index, d->info.name, d->info.platform, cnn__cl_errname(e), log);
         }
         if (has_cache) cnn__cl_cache_store(d, cache);
@@ -1346,7 +1399,8 @@ static int cnn__cl_dev_check(cnn__cl *c, cnn__cl_dev *d, double *seconds) {
         for (int i = 0; i < S && !rc; i++)
             for (int j = 0; j < S; j++) {
                 double s = 0;
-                for (int k = 0; k < S; k++) s += (double)(ta ? a[k * S + i] : a[i * S + k]) * (tb ? b[j * S + k] : b[k * S + j]);
+                for (int k = 0; k < S; k++)
+                    s += (double)(ta ? a[k * S + i] : a[i * S + k]) * (tb ? b[j * S + k] : b[k * S + j]);
                 want[i * S + j] = (float)s;
                 if (fabs(r[i * S + j] - s) > worst) worst = fabs(r[i * S + j] - s);
             }
@@ -1357,9 +1411,10 @@ static int cnn__cl_dev_check(cnn__cl *c, cnn__cl_dev *d, double *seconds) {
     for (int i = 0; i < d->n_events; i++) clReleaseEvent(d->events[i]);
     d->n_events = 0;
     if (!rc && worst > 1e-4)
-        rc = cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s) fails its start-up check: CLBlast's product is "
-                           "off by %g (a bad tuning entry or driver?)", d->info.index, d->info.name, d->info.platform,
-                           worst);
+        rc = cnn_set_error(CNN_ERR_DEVICE,
+                           "OpenCL device %d (%s, %s) fails its start-up check: CLBlast's product is "
+                           "off by %g (a bad tuning entry or driver?)",
+                           d->info.index, d->info.name, d->info.platform, worst);
     *seconds = cnn_wall_time() - t0;
     (void)want;
     return rc;
@@ -1378,7 +1433,8 @@ static int cnn__cl_dev_check(cnn__cl *c, cnn__cl_dev *d, double *seconds) {
    clock judges every change (cnn__cl_judge). */
 static void cnn__cl_rebalance(cnn__cl *c, int B) {
     double a[CNN__CL_MAX_DEVICES] = {0}, b[CNN__CL_MAX_DEVICES] = {0}, now = 0, then;
-    int counts[CNN__CL_MAX_DEVICES] = {0}, q = B / 16 > 1 ? B / 16 : 1, given = 0, largest = 0, busy = 0, best = 0;
+    int counts[CNN__CL_MAX_DEVICES] = {0}, q = B / 16 > 1 ? B / 16 : 1, given = 0, largest = 0, busy = 0,
+        best = 0;
     for (int k = 0; k < c->n; k++) {
         double sn = 0, st = 0, snn = 0, snt = 0, m = c->n_obs[k] < 16 ? c->n_obs[k] : 16;
         if (m < 1 && c->counts[k] > 0) return; /* not measured yet */
@@ -1408,7 +1464,8 @@ static void cnn__cl_rebalance(cnn__cl *c, int B) {
             if (counts[k] > 0 && a[k] + b[k] * counts[k] > then) then = a[k] + b[k] * counts[k];
     }
     c->alone = 0;
-    if (!(then < 0.95 * now) || counts[largest] < 0) { /* nothing better from the fit: the fastest device alone? */
+    /* nothing better from the fit: the fastest device alone? */
+    if (!(then < 0.95 * now) || counts[largest] < 0) {
         if (c->alone_tried || busy < 2) {
             if (c->model_rejected) c->frozen = 1; /* nothing left to try */
             return;
@@ -1442,9 +1499,10 @@ static void cnn__cl_judge(cnn__cl *c) {
         if (lone) {
             c->frozen = 1; /* one device: nothing left to balance */
             if (!c->quiet)
-                fprintf(stderr, "cnn_opencl: device %d (%s) alone is faster than the split (%.1f ms per step instead "
-                        "of %.1f): it takes every sample\n", lone->info.index, lone->info.name, now * 1e3,
-                        c->wall_before * 1e3);
+                fprintf(stderr,
+                        "cnn_opencl: device %d (%s) alone is faster than the split (%.1f ms per step instead "
+                        "of %.1f): it takes every sample\n",
+                        lone->info.index, lone->info.name, now * 1e3, c->wall_before * 1e3);
         }
         return;
     }
@@ -1452,8 +1510,10 @@ static void cnn__cl_judge(cnn__cl *c) {
     if (!lone) c->model_rejected = 1;
     else if (c->model_rejected) c->frozen = 1;
     if (!c->quiet)
-        fprintf(stderr, "cnn_opencl: %s gained nothing (%.1f ms per step instead of %.1f): back to the split before\n",
-                lone ? "one device alone" : "the new split", now * 1e3, c->wall_before * 1e3);
+        fprintf(
+            stderr,
+            "cnn_opencl: %s gained nothing (%.1f ms per step instead of %.1f): back to the split before\n",
+            lone ? "one device alone" : "the new split", now * 1e3, c->wall_before * 1e3);
 }
 
 /* This step's split of B samples, and buffers large enough for it. */
@@ -1499,17 +1559,18 @@ static int cnn__cl_copy(cnn__cl *c, cnn__cl_dev *d, cl_mem src, cl_mem dst, size
 }
 
 /* y = act(y + bias), y [rows][cols] on device d */
-static int cnn__cl_activate(cnn__cl *c, cnn__cl_dev *d, const cnn_node *n, cl_mem y, size_t rows, int use_bias,
-                            size_t bias_off) {
+static int cnn__cl_activate(cnn__cl *c, cnn__cl_dev *d, const cnn_node *n, cl_mem y, size_t rows,
+                            int use_bias, size_t bias_off) {
     if (n->activation == CNN_SOFTMAX)
         return cnn__cl_run(c, d, CNN__K_SOFTMAX, rows, "mmiii", y, d->params, (int)bias_off, use_bias, n->c);
     if (n->activation == CNN_LINEAR && !use_bias) return CNN_OK;
-    return cnn__cl_run(c, d, CNN__K_BIAS_ACT, rows * n->c, "mmiiiif", y, d->params, (int)bias_off, use_bias, n->c,
-                       n->activation, (double)n->alpha);
+    return cnn__cl_run(c, d, CNN__K_BIAS_ACT, rows * n->c, "mmiiiif", y, d->params, (int)bias_off, use_bias,
+                       n->c, n->activation, (double)n->alpha);
 }
 
 /* dy := dy * act'(.) from the output y [rows][cols] */
-static int cnn__cl_activate_grad(cnn__cl *c, cnn__cl_dev *d, const cnn_node *n, cl_mem dy, cl_mem y, size_t rows) {
+static int cnn__cl_activate_grad(cnn__cl *c, cnn__cl_dev *d, const cnn_node *n, cl_mem dy, cl_mem y,
+                                 size_t rows) {
     if (n->activation == CNN_SOFTMAX) return cnn__cl_run(c, d, CNN__K_SOFTMAX_GRAD, rows, "mmi", dy, y, n->c);
     if (n->activation == CNN_LINEAR) return CNN_OK;
     return cnn__cl_run(c, d, CNN__K_ACT_GRAD, rows * n->c, "mmif", dy, y, n->activation, (double)n->alpha);
@@ -1526,10 +1587,13 @@ static int cnn__cl_linear_forward(cnn__cl *c, cnn_node *n) {
         const size_t rows = (size_t)d->count * (conv ? (size_t)n->h * n->w : 1);
         cl_mem A = conv ? d->nodes[n->index].aux : cnn__cl_out(d, in);
         if (conv)
-            rc = cnn__cl_run(c, d, CNN__K_IM2COL, rows * K, "mmiiiiiiiiiii", cnn__cl_out(d, in), A, in->h, in->w, in->c,
-                             n->h, n->w, n->kh, n->kw, n->sh, n->sw, n->pad_top, n->pad_left);
-        if (!rc) rc = cnn__cl_gemm(c, d, 0, 0, rows, U, K, A, 0, K, d->params, n->p_off, U, 0.0f, cnn__cl_out(d, n), 0, U);
-        if (!rc) rc = cnn__cl_activate(c, d, n, cnn__cl_out(d, n), rows, n->use_bias, n->p_off + n->kernel_count);
+            rc = cnn__cl_run(c, d, CNN__K_IM2COL, rows * K, "mmiiiiiiiiiii", cnn__cl_out(d, in), A, in->h,
+                             in->w, in->c, n->h, n->w, n->kh, n->kw, n->sh, n->sw, n->pad_top, n->pad_left);
+        if (!rc)
+            rc = cnn__cl_gemm(c, d, 0, 0, rows, U, K, A, 0, K, d->params, n->p_off, U, 0.0f,
+                              cnn__cl_out(d, n), 0, U);
+        if (!rc)
+            rc = cnn__cl_activate(c, d, n, cnn__cl_out(d, n), rows, n->use_bias, n->p_off + n->kernel_count);
         if (rc) return rc;
     }
     return CNN_OK;
@@ -1549,20 +1613,21 @@ static int cnn__cl_linear_backward(cnn__cl *c, cnn_model *m, cnn_node *n, int sk
         if (!rc && n->trainable) { /* dW [K][U] = A^T dz, db = the column sums of dz */
             rc = cnn__cl_gemm(c, d, 1, 0, K, U, rows, A, 0, K, dz, 0, U, 0.0f, d->grads, n->p_off, U);
             if (!rc && n->use_bias)
-                rc = cnn__cl_run(c, d, CNN__K_COL_PARTIALS, chunks * U, "miiim", dz, (int)rows, (int)U, CNN__CL_CHUNK,
-                                 d->nodes[n->index].part);
+                rc = cnn__cl_run(c, d, CNN__K_COL_PARTIALS, chunks * U, "miiim", dz, (int)rows, (int)U,
+                                 CNN__CL_CHUNK, d->nodes[n->index].part);
             if (!rc && n->use_bias)
-                rc = cnn__cl_run(c, d, CNN__K_COL_REDUCE, U, "miimi", d->nodes[n->index].part, (int)chunks, (int)U,
-                                 d->grads, (int)(n->p_off + n->kernel_count));
+                rc = cnn__cl_run(c, d, CNN__K_COL_REDUCE, U, "miimi", d->nodes[n->index].part, (int)chunks,
+                                 (int)U, d->grads, (int)(n->p_off + n->kernel_count));
         }
         if (!rc && input_grad && conv) { /* dcol = dz W^T into the im2col rows, then back onto the input */
             rc = cnn__cl_gemm(c, d, 0, 1, rows, K, U, dz, 0, U, d->params, n->p_off, U, 0.0f, A, 0, K);
             if (!rc)
-                rc = cnn__cl_run(c, d, CNN__K_COL2IM, (size_t)d->count * cnn__node_size(in), "mmiiiiiiiiiii", A,
-                                 cnn__cl_dout(d, in), in->h, in->w, in->c, n->h, n->w, n->kh, n->kw, n->sh, n->sw,
-                                 n->pad_top, n->pad_left);
+                rc = cnn__cl_run(c, d, CNN__K_COL2IM, (size_t)d->count * cnn__node_size(in), "mmiiiiiiiiiii",
+                                 A, cnn__cl_dout(d, in), in->h, in->w, in->c, n->h, n->w, n->kh, n->kw, n->sh,
+                                 n->sw, n->pad_top, n->pad_left);
         } else if (!rc && input_grad) { /* dx += dz W^T */
-            rc = cnn__cl_gemm(c, d, 0, 1, rows, K, U, dz, 0, U, d->params, n->p_off, U, 1.0f, cnn__cl_dout(d, in), 0, K);
+            rc = cnn__cl_gemm(c, d, 0, 1, rows, K, U, dz, 0, U, d->params, n->p_off, U, 1.0f,
+                              cnn__cl_dout(d, in), 0, K);
         }
         if (rc) return rc;
     }
@@ -1581,7 +1646,8 @@ static float *cnn__cl_bn_block(cnn__cl *c, const cnn_node *n, const cnn__cl_dev 
 
 /* Channel ch's gradient coefficients in block blk from a group's sum dy and
    sum dy (x - mean) over M values; returns gamma's gradient. */
-static double cnn__cl_bn_grad_coef(float *blk, int C, int ch, double gamma, double sdy, double sdyx, double M) {
+static double cnn__cl_bn_grad_coef(float *blk, int C, int ch, double gamma, double sdy, double sdyx,
+                                   double M) {
     float k[3];
     const double dgamma = cnn_bn_grad_coefficients(gamma, blk[2 * C + ch], blk[3 * C + ch], sdy, sdyx, M, k);
     blk[4 * C + ch] = k[0], blk[5 * C + ch] = k[1], blk[6 * C + ch] = k[2];
@@ -1594,15 +1660,19 @@ static double cnn__cl_bn_grad_coef(float *blk, int C, int ch, double gamma, doub
 static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
     const cnn_node *in = cnn__in(n, 0);
     const int C = n->c, batch = cnn__bn_uses_batch(n);
-    const float *gamma = m->params + n->p_off, *beta = gamma + C, *mmean = m->state + n->s_off, *mvar = mmean + C;
+    const float *gamma = m->params + n->p_off, *beta = gamma + C, *mmean = m->state + n->s_off,
+                *mvar = mmean + C;
     int rc = CNN_OK;
     if (batch) {
         double t0;
         CNN__CL_EACH(c, d) {
-            const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
+            const size_t rows = (size_t)d->count * n->h * n->w,
+                         chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
             rc = cnn__cl_run(c, d, CNN__K_BN_PARTIALS, chunks * C, "miiim", cnn__cl_out(d, in), (int)rows, C,
                              CNN__CL_CHUNK, d->nodes[n->index].part);
-            if (!rc) rc = cnn__cl_read(c, d, d->nodes[n->index].part, 0, chunks * C * 3, d->part, "reading BatchNorm sums");
+            if (!rc)
+                rc = cnn__cl_read(c, d, d->nodes[n->index].part, 0, chunks * C * 3, d->part,
+                                  "reading BatchNorm sums");
             if (rc) return rc;
         }
         if ((rc = cnn__cl_wait_all(c, "BatchNorm's batch sums"))) return rc;
@@ -1611,24 +1681,27 @@ static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
             cnn_moments all = {0, 0, 0};
             float *blk = c->coef_host[n->index];
             CNN__CL_EACH(c, d) {
-                const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
+                const size_t rows = (size_t)d->count * n->h * n->w,
+                             chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
                 cnn_moments own = {0, 0, 0};
                 for (size_t g = 0; g < chunks; g++) {
                     const float *p = d->part + (g * C + ch) * 3;
-                    const size_t r = rows - g * CNN__CL_CHUNK < CNN__CL_CHUNK ? rows - g * CNN__CL_CHUNK : CNN__CL_CHUNK;
+                    const size_t r = rows - g * CNN__CL_CHUNK < CNN__CL_CHUNK ? rows - g * CNN__CL_CHUNK
+                                                                              : CNN__CL_CHUNK;
                     cnn_moments_add(&all, (double)r, p[0], p[1], p[2]);
                     if (c->local_bn) cnn_moments_add(&own, (double)r, p[0], p[1], p[2]);
                 }
                 if (c->local_bn) { /* this device's own statistics */
                     blk = cnn__cl_bn_block(c, n, d);
-                    cnn_bn_batch_stats(&own, n->epsilon, n->momentum, blk + 2 * C + ch, blk + 3 * C + ch, NULL, NULL);
+                    cnn_bn_batch_stats(&own, n->epsilon, n->momentum, blk + 2 * C + ch, blk + 3 * C + ch,
+                                       NULL, NULL);
                 }
             }
             {   /* the whole batch's; its moving statistics staged, applied once the step has succeeded */
                 float mean_all, inv_all, *sm = c->moving + n->s_off, *sv = sm + C;
                 sm[ch] = mmean[ch], sv[ch] = mvar[ch];
-                cnn_bn_batch_stats(&all, n->epsilon, n->momentum, &mean_all, &inv_all, m->update_moving ? sm + ch : NULL,
-                                   sv + ch);
+                cnn_bn_batch_stats(&all, n->epsilon, n->momentum, &mean_all, &inv_all,
+                                   m->update_moving ? sm + ch : NULL, sv + ch);
                 c->moving_staged |= m->update_moving;
                 if (!c->local_bn) blk[2 * C + ch] = mean_all, blk[3 * C + ch] = inv_all;
             }
@@ -1650,8 +1723,8 @@ static int cnn__cl_bn_forward(cnn__cl *c, cnn_model *m, cnn_node *n) {
         shared_done = 1;
         rc = cnn__cl_write(c, d, d->coef, 0, 2 * (size_t)C, k, "writing BatchNorm coefficients");
         if (!rc)
-            rc = cnn__cl_run(c, d, CNN__K_BN_APPLY, (size_t)d->count * cnn__node_size(n), "mmmi", cnn__cl_out(d, in),
-                             cnn__cl_out(d, n), d->coef, C);
+            rc = cnn__cl_run(c, d, CNN__K_BN_APPLY, (size_t)d->count * cnn__node_size(n), "mmmi",
+                             cnn__cl_out(d, in), cnn__cl_out(d, n), d->coef, C);
         if (rc) return rc;
     }
     return CNN_OK;
@@ -1665,17 +1738,23 @@ static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
     const cnn_node *in = cnn__in(n, 0);
     const int C = n->c;
     const float *gamma = m->params + n->p_off;
-    float *first = c->coef_host[n->index], *grads = first + 7 * C; /* gamma's and beta's, added when the step succeeds */
+    /* grads: gamma's and beta's, added when the step succeeds */
+    float *first = c->coef_host[n->index], *grads = first + 7 * C;
     int rc = CNN_OK;
     if (cnn__bn_uses_batch(n)) {
         double t0, M = 0;
         CNN__CL_EACH(c, d) {
-            const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
-            rc = cnn__cl_write(c, d, d->coef, 0, (size_t)C, cnn__cl_bn_block(c, n, d) + 2 * C, "writing BatchNorm means");
+            const size_t rows = (size_t)d->count * n->h * n->w,
+                         chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
+            rc = cnn__cl_write(c, d, d->coef, 0, (size_t)C, cnn__cl_bn_block(c, n, d) + 2 * C,
+                               "writing BatchNorm means");
             if (!rc)
                 rc = cnn__cl_run(c, d, CNN__K_BN_GRAD_PARTIALS, chunks * C, "mmmiiim", cnn__cl_dout(d, n),
-                                 cnn__cl_out(d, in), d->coef, (int)rows, C, CNN__CL_CHUNK, d->nodes[n->index].part);
-            if (!rc) rc = cnn__cl_read(c, d, d->nodes[n->index].part, 0, chunks * C * 2, d->part, "reading BatchNorm sums");
+                                 cnn__cl_out(d, in), d->coef, (int)rows, C, CNN__CL_CHUNK,
+                                 d->nodes[n->index].part);
+            if (!rc)
+                rc = cnn__cl_read(c, d, d->nodes[n->index].part, 0, chunks * C * 2, d->part,
+                                  "reading BatchNorm sums");
             if (rc) return rc;
             M += (double)rows;
         }
@@ -1684,13 +1763,16 @@ static int cnn__cl_bn_backward(cnn__cl *c, cnn_model *m, cnn_node *n) {
         for (int ch = 0; ch < C; ch++) {
             double all_dy = 0, all_dyx = 0, dgamma = 0;
             CNN__CL_EACH(c, d) {
-                const size_t rows = (size_t)d->count * n->h * n->w, chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
+                const size_t rows = (size_t)d->count * n->h * n->w,
+                             chunks = (rows + CNN__CL_CHUNK - 1) / CNN__CL_CHUNK;
                 double sdy = 0, sdyx = 0;
                 for (size_t q = 0; q < chunks; q++) {
                     sdy += d->part[(q * C + ch) * 2];
                     sdyx += d->part[(q * C + ch) * 2 + 1];
                 }
-                if (c->local_bn) dgamma += cnn__cl_bn_grad_coef(cnn__cl_bn_block(c, n, d), C, ch, gamma[ch], sdy, sdyx, (double)rows);
+                if (c->local_bn)
+                    dgamma += cnn__cl_bn_grad_coef(cnn__cl_bn_block(c, n, d), C, ch, gamma[ch], sdy, sdyx,
+                                                   (double)rows);
                 all_dy += sdy;
                 all_dyx += sdyx;
             }
@@ -1728,11 +1810,13 @@ static int cnn__cl_pool(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int
         const int pt = g ? 0 : n->pad_top, pl = g ? 0 : n->pad_left;
         CNN__CL_EACH(c, d) {
             if (backward)
-                rc = cnn__cl_run(c, d, CNN__K_AVGPOOL_GRAD, (size_t)d->count * cnn__node_size(in), "mmiiiiiiiiiii",
-                                 cnn__cl_dout(d, n), cnn__cl_dout(d, in), in->h, in->w, in->c, Ho, Wo, kh, kw, sh, sw, pt, pl);
+                rc = cnn__cl_run(c, d, CNN__K_AVGPOOL_GRAD, (size_t)d->count * cnn__node_size(in),
+                                 "mmiiiiiiiiiii", cnn__cl_dout(d, n), cnn__cl_dout(d, in), in->h, in->w,
+                                 in->c, Ho, Wo, kh, kw, sh, sw, pt, pl);
             else
                 rc = cnn__cl_run(c, d, CNN__K_AVGPOOL, (size_t)d->count * cnn__node_size(n), "mmiiiiiiiiiii",
-                                 cnn__cl_out(d, in), cnn__cl_out(d, n), in->h, in->w, in->c, Ho, Wo, kh, kw, sh, sw, pt, pl);
+                                 cnn__cl_out(d, in), cnn__cl_out(d, n), in->h, in->w, in->c, Ho, Wo, kh, kw,
+                                 sh, sw, pt, pl);
             if (rc) return rc;
         }
         return CNN_OK;
@@ -1740,13 +1824,13 @@ static int cnn__cl_pool(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int
     CNN__CL_EACH(c, d) {
         cl_mem cell = d->nodes[n->index].aux;
         if (backward)
-            rc = cnn__cl_run(c, d, CNN__K_MAXPOOL_GRAD, (size_t)d->count * cnn__node_size(in), "mmmiiiiiiiiiii",
-                             cnn__cl_dout(d, n), cell, cnn__cl_dout(d, in), in->h, in->w, in->c, n->h, n->w, n->kh,
-                             n->kw, n->sh, n->sw, n->pad_top, n->pad_left);
+            rc = cnn__cl_run(c, d, CNN__K_MAXPOOL_GRAD, (size_t)d->count * cnn__node_size(in),
+                             "mmmiiiiiiiiiii", cnn__cl_dout(d, n), cell, cnn__cl_dout(d, in), in->h, in->w,
+                             in->c, n->h, n->w, n->kh, n->kw, n->sh, n->sw, n->pad_top, n->pad_left);
         else
             rc = cnn__cl_run(c, d, CNN__K_MAXPOOL, (size_t)d->count * cnn__node_size(n), "mmmiiiiiiiiiii",
-                             cnn__cl_out(d, in), cnn__cl_out(d, n), cell, in->h, in->w, in->c, n->h, n->w, n->kh,
-                             n->kw, n->sh, n->sw, n->pad_top, n->pad_left);
+                             cnn__cl_out(d, in), cnn__cl_out(d, n), cell, in->h, in->w, in->c, n->h, n->w,
+                             n->kh, n->kw, n->sh, n->sw, n->pad_top, n->pad_left);
         if (rc) return rc;
     }
     return CNN_OK;
@@ -1771,7 +1855,8 @@ static int cnn__cl_elementwise(cnn__cl *c, cnn_model *m, cnn_node *n, int backwa
                              (double)keep, key, (unsigned long long)m->dropout_step, d->first);
         else if (backward) {
             if (n->type == CNN__ACTIVATION && !skip_act)
-                rc = cnn__cl_activate_grad(c, d, n, cnn__cl_dout(d, n), cnn__cl_out(d, n), (size_t)d->count * per / n->c);
+                rc = cnn__cl_activate_grad(c, d, n, cnn__cl_dout(d, n), cnn__cl_out(d, n),
+                                           (size_t)d->count * per / n->c);
             if (!rc) rc = cnn__cl_run(c, d, CNN__K_ADD, count, "mm", cnn__cl_dout(d, in), cnn__cl_dout(d, n));
         } else {
             rc = cnn__cl_copy(c, d, cnn__cl_out(d, in), cnn__cl_out(d, n), count);
@@ -1798,8 +1883,9 @@ static int cnn__cl_merge(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, in
             } else if (n->type == CNN__ADD && backward) {
                 rc = cnn__cl_run(c, d, CNN__K_ADD, count, "mm", cnn__cl_dout(d, in), cnn__cl_dout(d, n));
             } else if (n->type == CNN__ADD) {
-                rc = i == 0 ? cnn__cl_copy(c, d, cnn__cl_out(d, in), cnn__cl_out(d, n), count)
-                            : cnn__cl_run(c, d, CNN__K_ADD, count, "mm", cnn__cl_out(d, n), cnn__cl_out(d, in));
+                rc = i == 0
+                         ? cnn__cl_copy(c, d, cnn__cl_out(d, in), cnn__cl_out(d, n), count)
+                         : cnn__cl_run(c, d, CNN__K_ADD, count, "mm", cnn__cl_out(d, n), cnn__cl_out(d, in));
             } else {
                 rc = cnn__cl_run(c, d, backward ? CNN__K_CONCAT_GRAD : CNN__K_CONCAT, count, "mmiii",
                                  backward ? cnn__cl_dout(d, n) : cnn__cl_out(d, in),
@@ -1821,10 +1907,12 @@ static int cnn__cl_zero_padding(cnn__cl *c, cnn_model *m, cnn_node *n, int backw
     CNN__CL_EACH(c, d) {
         if (backward)
             rc = cnn__cl_run(c, d, CNN__K_ZERO_PAD_GRAD, (size_t)d->count * cnn__node_size(in), "mmiiiiiii",
-                             cnn__cl_dout(d, n), cnn__cl_dout(d, in), in->h, in->w, in->c, n->h, n->w, n->kh, n->kw);
+                             cnn__cl_dout(d, n), cnn__cl_dout(d, in), in->h, in->w, in->c, n->h, n->w, n->kh,
+                             n->kw);
         else
             rc = cnn__cl_run(c, d, CNN__K_ZERO_PAD, (size_t)d->count * cnn__node_size(n), "mmiiiiiii",
-                             cnn__cl_out(d, in), cnn__cl_out(d, n), in->h, in->w, in->c, n->h, n->w, n->kh, n->kw);
+                             cnn__cl_out(d, in), cnn__cl_out(d, n), in->h, in->w, in->c, n->h, n->w, n->kh,
+                             n->kw);
         if (rc) return rc;
     }
     return CNN_OK;
@@ -1897,7 +1985,9 @@ static const cnn__cl_kind *cnn__cl_kind_of(int type) {
 /* Layer n's pass (its kind has a row: the attach checked the model) */
 static int cnn__cl_layer(cnn__cl *c, cnn_model *m, cnn_node *n, int backward, int skip_act) {
     const cnn__cl_kind *k = cnn__cl_kind_of(n->type);
-    if (!k) return cnn_set_error(CNN_ERR_ARG, "cnn_opencl: layer '%s' (type %d) does not run on OpenCL", n->name, (int)n->type);
+    if (!k)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_opencl: layer '%s' (type %d) does not run on OpenCL", n->name,
+                             (int)n->type);
     return k->pass ? k->pass(c, m, n, backward, skip_act) : CNN_OK;
 }
 
@@ -1912,17 +2002,22 @@ static int cnn__cl_forward_pass(cnn__cl *c, cnn_model *m, const float *x, int B)
     if (!rc) memcpy(c->params_stage, m->params, m->n_params * sizeof(float)); /* see cnn__cl_dev.stage */
     CNN__CL_EACH(c, d) {
         memcpy(d->stage, x + (size_t)d->first * per_in, (size_t)d->count * per_in * sizeof(float));
-        if (!rc) rc = cnn__cl_write(c, d, d->params, 0, m->n_params, c->params_stage, "writing the parameters");
-        if (!rc) rc = cnn__cl_write(c, d, cnn__cl_out(d, in), 0, (size_t)d->count * per_in, d->stage, "writing the batch");
+        if (!rc)
+            rc = cnn__cl_write(c, d, d->params, 0, m->n_params, c->params_stage, "writing the parameters");
+        if (!rc)
+            rc = cnn__cl_write(c, d, cnn__cl_out(d, in), 0, (size_t)d->count * per_in, d->stage,
+                               "writing the batch");
     }
     for (int i = 0; i < m->n_nodes && !rc; i++) rc = cnn__cl_layer(c, m, m->nodes[i], 0, 0);
     CNN__CL_EACH(c, d) {
-        if (!rc) rc = cnn__cl_read(c, d, cnn__cl_out(d, o), 0, (size_t)d->count * U, d->stage + (size_t)d->cap * per_in,
-                                   "reading the output");
+        if (!rc)
+            rc = cnn__cl_read(c, d, cnn__cl_out(d, o), 0, (size_t)d->count * U,
+                              d->stage + (size_t)d->cap * per_in, "reading the output");
     }
     if (!rc) rc = cnn__cl_wait_all(c, "the forward pass");
     if (rc) return cnn__cl_drain(c, rc);
-    CNN__CL_EACH(c, d) memcpy(o->out + (size_t)d->first * U, d->stage + (size_t)d->cap * per_in, (size_t)d->count * U * 4);
+    CNN__CL_EACH(c, d)
+    memcpy(o->out + (size_t)d->first * U, d->stage + (size_t)d->cap * per_in, (size_t)d->count * U * 4);
     if (!m->training) {
         CNN__CL_EACH(c, d) cnn__cl_collect_times(d);
         c->step_s = cnn_wall_time() - c->step_t0;
@@ -1977,10 +2072,13 @@ static int cnn__cl_backward_pass(cnn__cl *c, cnn_model *m, int B, int fused) {
     c->steps++;
     if (c->n < 2) return CNN_OK; /* nothing to balance */
     for (int k = 0; k < c->n && !c->fixed && !c->equal && !c->host_clock; k++)
-        if (c->dev[k].count > 0 && c->dev[k].busy_s < 0) { /* no usable device clock: time them all by the host's */
+        /* no usable device clock: time them all by the host's */
+        if (c->dev[k].count > 0 && c->dev[k].busy_s < 0) {
             if (!c->quiet)
-                fprintf(stderr, "cnn_opencl: device %d (%s) gives no usable kernel times; the auto split times every "
-                        "device by the host's clock instead\n", c->dev[k].info.index, c->dev[k].info.name);
+                fprintf(stderr,
+                        "cnn_opencl: device %d (%s) gives no usable kernel times; the auto split times every "
+                        "device by the host's clock instead\n",
+                        c->dev[k].info.index, c->dev[k].info.name);
             c->host_clock = 1;
             memset(c->n_obs, 0, (size_t)c->n * sizeof(int));
         }
@@ -2012,12 +2110,14 @@ static int cnn__cl_check_layers(cnn__cl *c, cnn_model *m, int k) {
     enum { B = 4 };
     cnn_node *in = m->nodes[m->input], *o = m->nodes[m->output];
     const size_t per = cnn__node_size(in), U = cnn__node_size(o);
-    float *x = (float *)CNN_MALLOC(B * per * sizeof(float)), *want = (float *)CNN_MALLOC((B * U + m->n_params) * sizeof(float));
+    float *x = (float *)CNN_MALLOC(B * per * sizeof(float)),
+          *want = (float *)CNN_MALLOC((B * U + m->n_params) * sizeof(float));
     const int n = c->n, equal = c->equal;
     cnn__cl_dev *dev = c->dev;
     double out_err = 0, out_norm = 0, g_err = 0, g_norm = 0;
     uint64_t h = 0x9e3779b97f4a7c15ULL;
-    int rc = x && want ? cnn__ensure_batch(m, B) : cnn_set_error(CNN_ERR_MEMORY, "cnn_opencl: out of host memory");
+    int rc = x && want ? cnn__ensure_batch(m, B)
+                       : cnn_set_error(CNN_ERR_MEMORY, "cnn_opencl: out of host memory");
     if (rc) goto done;
     for (size_t i = 0; i < B * per; i++) x[i] = (float)((h = cnn__mix64(h + i)) >> 40) * (1.0f / 16777216.0f);
     m->training = 1;
@@ -2055,10 +2155,11 @@ static int cnn__cl_check_layers(cnn__cl *c, cnn_model *m, int k) {
     m->training = 0;
     memset(m->grads, 0, m->n_params * sizeof(float));
     if (!rc && !(sqrt(out_err) <= 1e-3 * sqrt(out_norm) + 1e-6 && sqrt(g_err) <= 1e-3 * sqrt(g_norm) + 1e-6))
-        rc = cnn_set_error(CNN_ERR_DEVICE, "OpenCL device %d (%s, %s) fails its start-up check: a pass of the model "
-                           "differs from the CPU's (output rel %.2g, gradients rel %.2g)", dev[k].info.index,
-                           dev[k].info.name, dev[k].info.platform, sqrt(out_err / (out_norm + 1e-30)),
-                           sqrt(g_err / (g_norm + 1e-30)));
+        rc = cnn_set_error(CNN_ERR_DEVICE,
+                           "OpenCL device %d (%s, %s) fails its start-up check: a pass of the model "
+                           "differs from the CPU's (output rel %.2g, gradients rel %.2g)",
+                           dev[k].info.index, dev[k].info.name, dev[k].info.platform,
+                           sqrt(out_err / (out_norm + 1e-30)), sqrt(g_err / (g_norm + 1e-30)));
 done:
     CNN_FREE(x);
     CNN_FREE(want);
@@ -2110,8 +2211,12 @@ static int cnn__cl_drop_failed(cnn__cl *c, cnn_model *m, int rc) {
         c->alone = c->alone_tried = c->model_rejected = c->frozen = 0;
     }
     if (!c->quiet) {
-        if (kept) fprintf(stderr, "cnn_opencl: redoing the step on the %d device%s left\n", kept, kept == 1 ? "" : "s");
-        else fprintf(stderr, "cnn_opencl: no device left: the step is redone, and training goes on, on the CPU\n");
+        if (kept)
+            fprintf(stderr, "cnn_opencl: redoing the step on the %d device%s left\n", kept,
+                    kept == 1 ? "" : "s");
+        else
+            fprintf(stderr,
+                    "cnn_opencl: no device left: the step is redone, and training goes on, on the CPU\n");
     }
     return 1;
 }
@@ -2215,9 +2320,10 @@ static int cnn__cl_describe(cnn_model *m, int always, char *text, size_t size) {
     for (int k = 0; k < c->n && len < size; k++) {
         const cnn__cl_dev *d = &c->dev[k];
         c->shown[k] = share[k];
-        len += (size_t)snprintf(text + len, size - len, "%s device %d %s (%s) %.0f%%", k ? "," : "", d->info.index,
-                                d->info.name, d->info.platform, 100 * share[k]);
-        if (given && len < size) len += (size_t)snprintf(text + len, size - len, " (%d of %d)", c->counts[k], given);
+        len += (size_t)snprintf(text + len, size - len, "%s device %d %s (%s) %.0f%%", k ? "," : "",
+                                d->info.index, d->info.name, d->info.platform, 100 * share[k]);
+        if (given && len < size)
+            len += (size_t)snprintf(text + len, size - len, " (%d of %d)", c->counts[k], given);
     }
     return 1;
 }
@@ -2230,15 +2336,19 @@ static cnn__cl *cnn__cl_of(const cnn_model *m) {
 static int cnn__cl_check_model(const cnn_model *m, const char *who) {
     int inputs = 0;
     if (!m) return cnn_set_error(CNN_ERR_ARG, "%s: the model is NULL", who);
-    if (!m->built) return cnn_set_error(CNN_ERR_STATE, "%s: set the model's output first (cnn_model_set_output)", who);
+    if (!m->built)
+        return cnn_set_error(CNN_ERR_STATE, "%s: set the model's output first (cnn_model_set_output)", who);
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *nd = m->nodes[i];
         if (!cnn__cl_kind_of(nd->type)) /* a layer kind newer than this file */
             return cnn_set_error(CNN_ERR_ARG, "%s: layer '%s' (%s) does not run on OpenCL yet", who, nd->name,
-                                 nd->type >= 0 && nd->type < CNN__LAYER_TYPES ? cnn__type_names[nd->type] : "an unknown type");
+                                 nd->type >= 0 && nd->type < CNN__LAYER_TYPES ? cnn__type_names[nd->type]
+                                                                              : "an unknown type");
         inputs += nd->type == CNN__INPUT;
     }
-    if (inputs != 1) return cnn_set_error(CNN_ERR_ARG, "%s: the model has %d inputs; OpenCL runs models with one", who, inputs);
+    if (inputs != 1)
+        return cnn_set_error(CNN_ERR_ARG, "%s: the model has %d inputs; OpenCL runs models with one", who,
+                             inputs);
     return CNN_OK;
 }
 
@@ -2262,9 +2372,10 @@ static int cnn__cl_new(cnn_model *m, int n, const cnn_opencl_opts *op, const cha
     c->shown = (double *)CNN_MALLOC((size_t)n * sizeof(double));
     c->params_stage = (float *)CNN_MALLOC((m->n_params ? m->n_params : 1) * sizeof(float));
     c->since_change = -1;
-    if (c->coef_host) memset(c->coef_host, 0, (size_t)m->n_nodes * sizeof(float *)); /* cnn__cl_free reads it */
-    if (!c->dev || !c->weights || !c->counts || !c->moving || !c->coef_host || !c->obs || !c->n_obs || !c->before ||
-        !c->shown || !c->params_stage) {
+    /* cnn__cl_free reads it */
+    if (c->coef_host) memset(c->coef_host, 0, (size_t)m->n_nodes * sizeof(float *));
+    if (!c->dev || !c->weights || !c->counts || !c->moving || !c->coef_host || !c->obs || !c->n_obs ||
+        !c->before || !c->shown || !c->params_stage) {
         cnn__cl_free(c, m);
         return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
     }
@@ -2309,14 +2420,16 @@ static int cnn__cl_open_devices(cnn__cl *c, cnn_model *m, const int *idx, int n)
         if (!rc) rc = cnn__cl_check_layers(c, m, kept);
         secs = cnn_wall_time() - t0;
         if (rc) {
-            if (!c->quiet) fprintf(stderr, "cnn_opencl: leaving device %d out: %s\n", idx[k], cnn_last_error());
+            if (!c->quiet)
+                fprintf(stderr, "cnn_opencl: leaving device %d out: %s\n", idx[k], cnn_last_error());
             cnn__cl_dev_free(d, m->n_nodes);
             if (c->fixed) /* its weight goes with it */
                 for (int j = kept; j < n - 1; j++) c->weights[j] = c->weights[j + 1];
             continue;
         }
         if (!c->quiet)
-            fprintf(stderr, "cnn_opencl: device %d: %s (%s), kernels built, CLBlast warmed and checked in %.2f s\n",
+            fprintf(stderr,
+                    "cnn_opencl: device %d: %s (%s), kernels built, CLBlast warmed and checked in %.2f s\n",
                     d->info.index, d->info.name, d->info.platform, secs);
         kept++;
     }
@@ -2333,20 +2446,22 @@ CNN__CL_IMPL int cnn_opencl_attach_opt(cnn_model *m, const cnn_opencl_opts *o) {
     if (o) op = *o;
     else memset(&op, 0, sizeof op);
     if ((rc = cnn__cl_check_model(m, who))) return rc;
-    if (op.timeout_s < 0) return cnn_set_error(CNN_ERR_ARG, "%s: timeout_s %g is negative", who, op.timeout_s);
+    if (op.timeout_s < 0)
+        return cnn_set_error(CNN_ERR_ARG, "%s: timeout_s %g is negative", who, op.timeout_s);
     if ((n = cnn_opencl_select(op.devices, idx, CNN__CL_MAX_DEVICES)) < 0) return n;
     if ((rc = cnn__cl_new(m, n, &op, who, &c))) return rc;
     if ((kept = cnn__cl_open_devices(c, m, idx, n)) == 0) {
         cnn__cl_free(c, m);
-        return cnn_set_error(CNN_ERR_DEVICE, "%s: none of the %d chosen OpenCL device%s could be used (%s)", who, n,
-                             n == 1 ? "" : "s", cnn_last_error());
+        return cnn_set_error(CNN_ERR_DEVICE, "%s: none of the %d chosen OpenCL device%s could be used (%s)",
+                             who, n, n == 1 ? "" : "s", cnn_last_error());
     }
     if (c->fixed) {
         double total = 0;
         for (int k = 0; k < kept; k++) total += c->weights[k];
         if (!(total > 0)) {
             cnn__cl_free(c, m);
-            return cnn_set_error(CNN_ERR_DEVICE, "%s: the devices left have weight 0 in split '%s'", who, op.split);
+            return cnn_set_error(CNN_ERR_DEVICE, "%s: the devices left have weight 0 in split '%s'", who,
+                                 op.split);
         }
     } else {
         for (int k = 0; k < kept; k++) c->weights[k] = 1; /* auto starts equal */
