@@ -22,7 +22,11 @@ case "$1" in
         [ -f /usr/include/clblast_c.h ] || need="$need libclblast-dev"
         [ -f /etc/OpenCL/vendors/pocl.icd ] || need="$need pocl-opencl-icd"
         [ -f /etc/OpenCL/vendors/rusticl.icd ] || need="$need mesa-opencl-icd"
-        have_cmd clinfo || need="$need clinfo" ;;
+        have_cmd clinfo || need="$need clinfo"
+        # the AArch64 build of the tests, run under qemu-user (the NEON kernels)
+        have_cmd aarch64-linux-gnu-gcc || need="$need gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+        [ -e /usr/aarch64-linux-gnu/lib/libgomp.so.1 ] || need="$need libgomp1-arm64-cross"
+        have_cmd qemu-aarch64 || need="$need qemu-user" ;;
   bench) { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; } || need="$need python3-torch python3-numpy"
          [ -x /usr/bin/time ] || need="$need time"
          [ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ] || need="$need libopenblas0-pthread"

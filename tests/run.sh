@@ -66,6 +66,21 @@ compile "build test_core (CNN_NO_AVX512 CNN_NO_AVX2)" $CC -std=c99 -O2 -fopenmp 
   -I. tests/test_core.c -lm -lpthread -o $B/test_core.portable
 [ -x $B/test_core.portable ] && CNN_KERNELS=portable run "test_core (CNN_NO_AVX512 CNN_NO_AVX2)" $B/test_core.portable
 
+# ARM: the AArch64 build under qemu-user, on the NEON path and the portable one; test_core
+# and test_fit compare 1, 2 and 3 threads bit for bit, test_fit trains small networks
+if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
+  for t in test_core test_grad test_parity test_reference test_fit; do
+    compile "build $t (aarch64)" aarch64-linux-gnu-gcc -std=c99 -O2 -fopenmp -Wall -Wextra -I. tests/$t.c -lm -lpthread \
+      -o $B/$t.arm64
+    [ -x $B/$t.arm64 ] && CNN_KERNELS=neon run "$t (aarch64 under qemu, kernels neon)" \
+      qemu-aarch64 -L /usr/aarch64-linux-gnu $B/$t.arm64
+  done
+  [ -x $B/test_grad.arm64 ] && CNN_KERNELS=portable run "test_grad (aarch64 under qemu, kernels portable)" \
+    qemu-aarch64 -L /usr/aarch64-linux-gnu $B/test_grad.arm64
+else
+  echo "FAIL aarch64 build: gcc-aarch64-linux-gnu or qemu-user missing (scripts/ensure-deps.sh test installs them)" | tee -a "$log"
+fi
+
 # the fast path with its fusion planned away agrees with the reference path too
 compile "build test_reference (CNN_NO_FUSION)" $CC -std=c99 -O2 -march=native -fopenmp -DCNN_NO_FUSION -Wall -Wextra -I. \
   tests/test_reference.c -lm -lpthread -o $B/test_reference_nofusion
