@@ -1,4 +1,4 @@
-/* cnn.h - v0.8 - convolutional neural networks in one C header, the Keras way.
+/* cnn.h - v0.9 - convolutional neural networks in one C header, the Keras way.
 
    Build, train, evaluate and save CNNs such as the Keras CIFAR-10 tutorial network:
    a functional graph of named layers, Adam / SGD / RMSprop, cross-entropy and MSE
@@ -67,7 +67,7 @@
      CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
      CNN_NO_AVX512, CNN_NO_AVX2, CNN_NO_NEON   leave those kernels out (cnn_set_kernels)
      CNN_REFERENCE      models run on the reference path by default: every layer as
-                        plain loops over its shapes, no fusion, no threads (slow; to read,
+                        plain loops over its shapes, no fused layers (slow; to read,
                         and to check the fast path against; cnn_set_reference switches it)
 
    THREADS AND DETERMINISM
@@ -85,11 +85,12 @@
 
    SPEED
      Convolutions and Dense layers are GEMMs on one register-blocked FMA kernel
-     (8x32 tiles in AVX-512 intrinsics, 4x16 tiles in portable C that compilers
-     vectorize); bias and ReLU ride along in its stores. The kernels of each
+     (8x32 tiles in AVX-512 intrinsics, 6x16 in AVX2 and NEON, 4x16 in portable C
+     that compilers vectorize); bias and ReLU ride along in its stores. The kernels of each
      instruction set sit in one section, reached through one table, and the best
      path the processor runs is chosen at run time, whatever the compiler flags
-     (cnn_set_kernels; a plain -O2 build runs the AVX-512 path where it exists).
+     (cnn_set_kernels; a plain -O2 build runs the AVX-512 or AVX2 path where the
+     processor has it; GCC 6 or later, or Clang).
      A Conv2D -> BatchNormalization -> MaxPooling2D block, as in the tutorial,
      is fused: the conv's GEMM sums the batch statistics as it stores, the pool
      applies the normalization as it reads, and in the backward pass the conv
@@ -136,6 +137,9 @@
 */
 #ifndef CNN_H_INCLUDED
 #define CNN_H_INCLUDED
+
+#define CNN_VERSION "0.9"       /* this header's version (see REVISION HISTORY) */
+#define CNN_FORMAT_VERSION 1    /* the model file version it writes (see MODEL FILE FORMAT) */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -665,9 +669,12 @@ CNN_DEF int cnn_get_profile(const cnn_model *m, int i, cnn_layer_profile *p);
 
 /* The reference path (1) or the fast one (0, the default; define
    CNN_REFERENCE to make 1 the default): every layer's forward and backward
-   pass as plain loops over its shapes, the formula next to them, no fusion,
-   no blocking, no threads. Slow, and there to be read and to check the fast
-   path against (tests/test_reference.c). Switch between steps, not inside one. */
+   pass as plain loops over its shapes, the formula next to them, no fused
+   layers, no blocking (the derivations: docs/gradients.md). Layers whose fast
+   pass is already a plain loop (Flatten, Dropout, Add, ...) and the optimizer
+   run as on the fast path, and the softmax + crossentropy gradient is taken
+   as one, as always. Slow, and there to be read and to check the fast path
+   against (tests/test_reference.c). Switch between steps, not inside one. */
 CNN_DEF int cnn_set_reference(cnn_model *m, int on);
 
 /* ======================================================================== */
@@ -1346,8 +1353,9 @@ enum cnn__layer_type { CNN__LAYER_KINDS(CNN__KIND_ID) CNN__LAYER_TYPES };
      - when that BatchNorm is in turn fused into a pool whose windows tile its
        input (stride = size, no padding, at most 256 cells), the Conv2D also
        makes the BatchNorm's input gradient, slice by slice, in its backward pass.
-   The reference path (cnn_set_reference) and CNN_NO_FUSION plan nothing;
-   the results agree to rounding (tests/test_reference.c, tests/test_core.c). */
+   CNN_NO_FUSION plans nothing, and the reference passes (cnn_set_reference)
+   ignore the plan; the results agree to rounding (tests/test_reference.c,
+   tests/test_core.c). */
 typedef struct cnn__fusion {
     struct cnn_node *pool;      /* BatchNorm: the MaxPooling2D that applies it */
     struct cnn_node *bn;        /* Conv2D: the BatchNorm that takes its batch sums from it */
@@ -1636,7 +1644,8 @@ static int cnn__window(int in, int k, int s, int padding, int *pad_before) {
 /* GEMM kernels (row-major, register-blocked, OpenMP over output tiles)     */
 /* ======================================================================== */
 /* Both products the layers need reduce to one micro-kernel that keeps a
-   CNN__MR x CNN__NR tile of C in registers while it walks the shared dimension:
+   mr x nr tile of C in registers (the kernel path's, see Kernels below) while
+   it walks the shared dimension:
      NN: C[M][N] (+)= A[M][K] * B[K][N]        (forward, input gradients)
      TN: C[K][N] (+)= A[M][K]^T * D[M][N]      (weight gradients)
    Each element of C is summed by one thread in a fixed order, so the results
@@ -2209,7 +2218,7 @@ static int cnn__supported_avx512(void) {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #endif
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif defined(__AVX2__) /* MSVC's /arch:AVX2 brings FMA too, without saying __FMA__ */
 #define CNN__AVX2 1
 #endif
 #endif
@@ -2516,6 +2525,14 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
 enum { CNN__KERNEL_PATHS = (int)(sizeof cnn__kernel_paths / sizeof cnn__kernel_paths[0]) };
 
 static const cnn__kernel_path *cnn__kernel_path_now; /* NULL until the first use */
+/* read and written atomically where the compiler can, so that models on several threads may start together */
+#if defined(__GNUC__) || defined(__clang__)
+#define CNN__LOAD_PATH() __atomic_load_n(&cnn__kernel_path_now, __ATOMIC_ACQUIRE)
+#define CNN__STORE_PATH(k) __atomic_store_n(&cnn__kernel_path_now, (k), __ATOMIC_RELEASE)
+#else
+#define CNN__LOAD_PATH() cnn__kernel_path_now
+#define CNN__STORE_PATH(k) (cnn__kernel_path_now = (k))
+#endif
 
 /* the row named name that this processor runs, or NULL */
 static const cnn__kernel_path *cnn__find_kernel_path(const char *name) {
@@ -2535,19 +2552,20 @@ static const cnn__kernel_path *cnn__best_kernel_path(void) {
    a path this processor runs (a warning on stderr when it does not). The
    layers call it outside their parallel loops. */
 static const cnn__kernel_path *cnn__kern(void) {
-    if (cnn__kernel_path_now) return cnn__kernel_path_now;
+    const cnn__kernel_path *now = CNN__LOAD_PATH();
+    if (now) return now;
     const char *want = getenv("CNN_KERNELS");
     const cnn__kernel_path *k = want && *want && strcmp(want, "auto") ? cnn__find_kernel_path(want) : NULL;
     if (want && *want && strcmp(want, "auto") && !k)
         fprintf(stderr, "cnn.h: CNN_KERNELS=%s is not a kernel path this build and processor run; using %s\n",
                 want, cnn__best_kernel_path()->name);
-    cnn__kernel_path_now = k ? k : cnn__best_kernel_path();
-    return cnn__kernel_path_now;
+    CNN__STORE_PATH(k ? k : cnn__best_kernel_path());
+    return CNN__LOAD_PATH();
 }
 
 CNN_IMPL int cnn_set_kernels(const char *name) {
     if (!name || !name[0] || !strcmp(name, "auto")) {
-        cnn__kernel_path_now = cnn__best_kernel_path();
+        CNN__STORE_PATH(cnn__best_kernel_path());
         return CNN_OK;
     }
     const cnn__kernel_path *k = cnn__find_kernel_path(name);
@@ -2561,7 +2579,7 @@ CNN_IMPL int cnn_set_kernels(const char *name) {
                              "cnn_set_kernels: '%s' is not a kernel path this build and processor run (%s)",
                              name, runs);
     }
-    cnn__kernel_path_now = k;
+    CNN__STORE_PATH(k);
     return CNN_OK;
 }
 
@@ -2941,8 +2959,8 @@ static void cnn__bn_close(double mu, double var, double M, float epsilon, float 
     *inv = (float)(1.0 / sqrt(var + epsilon));
     if (moving_mean) {
         const double unbiased = M > 1 ? var * M / (M - 1) : var;
-        *moving_mean = (float)(momentum * *moving_mean + (1.0 - momentum) * mu);
-        *moving_var = (float)(momentum * *moving_var + (1.0 - momentum) * unbiased);
+        *moving_mean = (float)((double)momentum * *moving_mean + (1.0 - momentum) * mu);
+        *moving_var = (float)((double)momentum * *moving_var + (1.0 - momentum) * unbiased);
     }
 }
 
@@ -6548,7 +6566,6 @@ CNN_IMPL cnn_history *cnn_fit_source_opt(cnn_model *m, cnn_batch_source *train, 
 /* Save / load (format described at the top of this file)                   */
 /* ======================================================================== */
 
-#define CNN__FORMAT_VERSION 1u
 
 typedef struct cnn__buf { unsigned char *p; size_t len, cap; int failed; } cnn__buf;
 
@@ -6703,7 +6720,7 @@ CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
     memset(&file, 0, sizeof file);
     cnn__serialize(m, &payload);
     cnn__put(&file, "CNNMODEL", 8);
-    cnn__put_u32(&file, CNN__FORMAT_VERSION);
+    cnn__put_u32(&file, (uint32_t)CNN_FORMAT_VERSION);
     cnn__put_u64(&file, payload.len);
     cnn__put(&file, payload.p, payload.len);
     cnn__put_u32(&file, cnn__crc32(payload.p, payload.len));
@@ -6775,8 +6792,13 @@ static int cnn__read_layers(cnn_model *m, cnn__reader *r) {
         }
         uint32_t n_in = cnn__get_u32(r);
         cnn_node *ins[CNN__MAX_INPUTS];
-        if (r->failed || n_in > CNN__MAX_INPUTS || type >= CNN__LAYER_TYPES) {
-            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': bad type or inputs", name);
+        if (!r->failed && type >= CNN__LAYER_TYPES) { /* a newer cnn.h's layer kind */
+            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': unknown layer type %u (this is cnn.h " CNN_VERSION ")",
+                          name, type);
+            return CNN_ERR_FORMAT;
+        }
+        if (r->failed || n_in > CNN__MAX_INPUTS) {
+            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': bad inputs", name);
             return CNN_ERR_FORMAT;
         }
         for (uint32_t k = 0; k < n_in; k++) {
@@ -6914,9 +6936,9 @@ CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
     }
     cnn__reader r = {p + 8, len - 8, 0, 0};
     uint32_t version = cnn__get_u32(&r);
-    if (version != CNN__FORMAT_VERSION) {
+    if (version != (uint32_t)CNN_FORMAT_VERSION) {
         cnn_set_error(CNN_ERR_FORMAT, "model file version %u is not supported (this cnn.h reads version %u)",
-                      version, CNN__FORMAT_VERSION);
+                      version, (uint32_t)CNN_FORMAT_VERSION);
         return NULL;
     }
     uint64_t plen = cnn__get_u64(&r);

@@ -85,6 +85,13 @@ fi
 compile "build test_reference (CNN_NO_FUSION)" $CC -std=c99 -O2 -march=native -fopenmp -DCNN_NO_FUSION -Wall -Wextra -I. \
   tests/test_reference.c -lm -lpthread -o $B/test_reference_nofusion
 [ -x $B/test_reference_nofusion ] && run "test_reference (CNN_NO_FUSION)" $B/test_reference_nofusion
+# every model on the reference path by default (CNN_REFERENCE): the gradient checks and PyTorch's
+# figures hold there too, and test_reference still compares both paths
+for t in test_grad test_parity test_reference; do
+  compile "build $t (CNN_REFERENCE)" $CC -std=c99 -O2 -fopenmp -DCNN_REFERENCE -Wall -Wextra -I. tests/$t.c -lm -lpthread \
+    -o $B/$t.reference
+  [ -x $B/$t.reference ] && run "$t (CNN_REFERENCE)" $B/$t.reference
+done
 
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 for t in $SAN; do

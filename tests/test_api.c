@@ -233,8 +233,9 @@ static void test_errors(void) {
 
     test_begin("cnn_set_kernels / cnn_kernels");
     const char *path = cnn_kernels();
-    CHECK(path && (!strcmp(path, "avx512") || !strcmp(path, "avx2") || !strcmp(path, "portable")), "path in use: %s",
-          path ? path : "NULL");
+    CHECK(path && (!strcmp(path, "avx512") || !strcmp(path, "avx2") || !strcmp(path, "neon") ||
+                   !strcmp(path, "portable")),
+          "path in use: %s", path ? path : "NULL");
     CHECK(cnn_set_kernels("portable") == CNN_OK && !strcmp(cnn_kernels(), "portable"), "portable runs everywhere");
     clear_error();
     CHECK(cnn_set_kernels("sse9") == CNN_ERR_ARG, "an unknown path must be refused");
@@ -245,6 +246,19 @@ static void test_errors(void) {
           "empty, NULL and auto pick the best path");
     const char *best = cnn_kernels();
     CHECK(cnn_set_kernels(best) == CNN_OK && !strcmp(cnn_kernels(), best), "the best path by name: %s", best);
+    /* CNN_KERNELS naming no path this processor runs: a warning, and the best path */
+    {
+        const char *saved = getenv("CNN_KERNELS");
+        char keep[64] = "";
+        if (saved) snprintf(keep, sizeof keep, "%s", saved);
+        setenv("CNN_KERNELS", "sse9", 1);
+        cnn__kernel_path_now = NULL; /* as at start-up: the next use reads the environment */
+        CHECK(!strcmp(cnn_kernels(), best), "CNN_KERNELS=sse9 runs %s, not the best path %s", cnn_kernels(), best);
+        setenv("CNN_KERNELS", "portable", 1);
+        cnn__kernel_path_now = NULL;
+        CHECK(!strcmp(cnn_kernels(), "portable"), "CNN_KERNELS=portable runs %s", cnn_kernels());
+        if (saved) setenv("CNN_KERNELS", keep, 1); else unsetenv("CNN_KERNELS");
+    }
     CHECK(cnn_set_kernels(path) == CNN_OK, "back to %s", path);
 }
 
@@ -737,6 +751,46 @@ static void test_padding_upsampling_layers(void) {
 /* ------------------------------------------------------------------------ */
 /* Model settings, weights                                                  */
 /* ------------------------------------------------------------------------ */
+
+/* A model file written by cnn.h 0.8 (tests/fixtures/make_model_v1.c): the format of
+   version 1 has not moved since */
+static void test_model_file_v1(void) {
+    test_begin("a model file written by cnn.h 0.8 loads, predicts as then, and saves to the same bytes");
+    const char *dir = getenv("CNN_FIXTURES");
+    char path[600], preds[600], again[600];
+    snprintf(path, sizeof path, "%s/model_v1.cnn", dir && *dir ? dir : "tests/fixtures");
+    snprintf(preds, sizeof preds, "%s/model_v1_predictions.bin", dir && *dir ? dir : "tests/fixtures");
+    snprintf(again, sizeof again, "%s/model_v1_again.cnn", tmp_root);
+    cnn_model *m = cnn_load(path);
+    CHECK(m != NULL, "cannot load %s: %s", path, cnn_last_error());
+    if (!m) return;
+    size_t n_want = 0, n_old = 0, n_new = 0;
+    unsigned char *want = read_bytes(preds, &n_want), *old = read_bytes(path, &n_old), *now = NULL;
+    float xs[8 * 12 * 12 * 3], out[8 * 5];
+    unsigned seed = 5; /* make_model_v1.c's fill() */
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        xs[i] = (float)(seed >> 8) / 16777216.0f;
+    }
+    CHECK(want && n_want == sizeof out, "%s: %zu bytes", preds, n_want);
+    CHECK(cnn_predict(m, xs, 8, 8, out) == CNN_OK, "predict: %s", cnn_last_error());
+    if (want && n_want == sizeof out) {
+        double e = test_rel_err(out, (const float *)(const void *)want, 8 * 5);
+        CHECK(e <= 1e-5, "predictions differ from cnn.h 0.8's by %.3g", e);
+        printf("# model_v1.cnn: predictions within %.2g of cnn.h 0.8's\n", e);
+    }
+    const char *name = NULL;
+    CHECK(cnn_model_num_class_names(m) == 5 && (name = cnn_model_class_name(m, 4)) && !strcmp(name, "eel"),
+          "class names lost: %s", name ? name : "NULL");
+    CHECK(cnn_save(m, again) == CNN_OK, "save: %s", cnn_last_error());
+    now = read_bytes(again, &n_new);
+    CHECK(old && now && n_old == n_new && !memcmp(old, now, n_old),
+          "saved again, the file differs (%zu bytes, then %zu)", n_old, n_new);
+    free(want);
+    free(old);
+    free(now);
+    cnn_model_free(m);
+}
 
 static void test_model_settings(void) {
     cnn_model *m = small_model(0);
@@ -1571,6 +1625,7 @@ int main(void) {
     test_layers();
     test_padding_upsampling_layers();
     test_model_settings();
+    test_model_file_v1();
     test_compile_and_batches();
     test_fit_errors();
     test_save_load();
