@@ -183,8 +183,13 @@ CNN_DEF int cnn_set_error(int code, const char *fmt, ...)
    gettimeofday). */
 CNN_DEF double cnn_wall_time(void);
 
-/* Threads used by the kernels (OpenMP); n <= 0 means all cores. */
+/* Threads used by the kernels (OpenMP). n > 0 pins n threads; n <= 0 means
+   all cores, and training then tunes the count on a busy machine (fewer
+   threads when another program holds a core and that is faster; see
+   cnn__thread_tuner), as it does when neither this nor OMP_NUM_THREADS is
+   set. Results never depend on the thread count. */
 CNN_DEF void cnn_set_num_threads(int n);
+/* the threads the kernels use now (the tuned count during training) */
 CNN_DEF int cnn_get_num_threads(void);
 
 /* The CPU kernels' instruction-set path, process-wide: "avx512", "avx2" (with
@@ -799,7 +804,8 @@ extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
 #ifndef CNN__PARALLEL_MIN
 #define CNN__PARALLEL_MIN 32768
 #endif
-#define CNN__PARALLEL_FOR(work) CNN__OMP(omp parallel for schedule(static) if((work) > CNN__PARALLEL_MIN))
+#define CNN__PARALLEL_FOR(work) \
+    CNN__OMP(omp parallel for schedule(static) if((work) > CNN__PARALLEL_MIN) num_threads(cnn__team_size()))
 
 #ifndef CNN_MALLOC
 #define CNN_MALLOC(sz) malloc(sz)
@@ -896,7 +902,9 @@ CNN_IMPL double cnn_wall_time(void) {
 #endif
 }
 
+static int cnn__threads_pinned; /* see cnn__thread_tuner */
 CNN_IMPL void cnn_set_num_threads(int n) {
+    cnn__threads_pinned = n > 0;
 #ifdef _OPENMP
     omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
 #else
@@ -904,12 +912,110 @@ CNN_IMPL void cnn_set_num_threads(int n) {
 #endif
 }
 
-CNN_IMPL int cnn_get_num_threads(void) {
+
+/* ---- threads on a busy machine ------------------------------------------ */
+/* OpenMP's threads wait for each other at the end of every parallel loop.
+   When another program keeps a core busy, the thread that shares it runs part
+   of the time and every loop waits for it: training on all cores can fall far
+   below the speed of one thread. So, unless the thread count is pinned
+   (cnn_set_num_threads(n > 0), or OMP_NUM_THREADS), training steps tune it:
+   now and then they time a few steps on each candidate count (all threads,
+   half of them, one) and keep the fewest threads unless more are clearly
+   faster. The results never depend on the thread count: this changes the
+   speed only. */
+enum {
+    CNN__TUNE_STEPS = 6,  /* steps timed per candidate count, at most */
+    CNN__TUNE_SETTLE = 2, /* untimed steps first when the count falls: the OS moves threads meanwhile */
+    /* steps until the next trial: from the first, doubled after each trial that
+       kept the same count, up to the last (at once when the choice was clear) */
+    CNN__TUNE_HOLD_FIRST = 64, CNN__TUNE_HOLD_LAST = 1000
+};
+#define CNN__TUNE_SECONDS 0.05 /* a count's timing ends when its timed steps took this long */
+static CNN__THREAD_LOCAL int cnn__team;  /* threads of this thread's parallel loops; 0: OpenMP's default */
+
+static int cnn__team_size(void) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    return cnn__team > 0 ? cnn__team : omp_get_max_threads();
 #else
     return 1;
 #endif
+}
+
+typedef struct cnn__thread_tuner {
+    int cand[3], n_cand;  /* candidate thread counts: all, (half,) one */
+    int best;             /* index of the count in use between trials */
+    int trying;           /* index of the count being timed, -1 between trials */
+    int settle, timed;    /* the count being timed: untimed steps left, steps timed */
+    int left, hold;       /* steps left until the next trial, and the last hold's length */
+    double sum, spent;    /* its timed steps: seconds per sample summed, seconds */
+    double seconds[3];    /* mean seconds per sample of each count in the last trial */
+    double bar;           /* the best mean of this trial: a count 1.5 times slower is dropped at once */
+    double t0;            /* this step's start */
+} cnn__thread_tuner;
+
+CNN_IMPL int cnn_get_num_threads(void) { return cnn__team_size(); }
+
+/* the next count of a trial (index i) */
+static void cnn__tune_next(cnn__thread_tuner *t, int i, int previous_team) {
+    t->trying = i, t->timed = 0, t->sum = t->spent = 0;
+    t->settle = t->cand[i] < previous_team ? CNN__TUNE_SETTLE : 0;
+}
+
+/* before a training step: the team for it */
+static void cnn__tune_begin(cnn__thread_tuner *t) {
+#ifdef _OPENMP
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (cnn__threads_pinned || (env && *env)) { cnn__team = 0; return; }
+    if (!t->n_cand) { /* the first step: the candidates, and a trial at once */
+        const int all = omp_get_max_threads();
+        t->cand[t->n_cand++] = all;
+        if (all >= 4) t->cand[t->n_cand++] = all / 2;
+        if (all >= 2) t->cand[t->n_cand++] = 1;
+        t->best = 0;
+        cnn__tune_next(t, 0, all);
+        t->settle = 1; /* the first step also sizes the buffers */
+        if (t->n_cand < 2) t->trying = -1, t->left = 1 << 30; /* a single core has nothing to tune */
+    }
+    cnn__team = t->cand[t->trying >= 0 ? t->trying : t->best];
+    t->t0 = cnn_wall_time();
+#else
+    (void)t;
+#endif
+}
+
+/* after it (B samples): time it during a trial, and move on */
+static void cnn__tune_end(cnn__thread_tuner *t, int B) {
+    if (!cnn__team || t->n_cand < 2) return; /* pinned */
+    const double seconds = cnn_wall_time() - t->t0;
+    if (t->trying < 0) { /* holding until the next trial */
+        if (--t->left <= 0) { t->bar = 0; cnn__tune_next(t, 0, cnn__team); }
+        return;
+    }
+    if (t->settle > 0) { t->settle--; return; }
+    t->sum += seconds / B;
+    t->spent += seconds;
+    t->timed++;
+    /* a count is done when timed enough, or when slower than 1.5 times the best
+       of this trial (under load, all threads can be ten times slower than one:
+       a trial must not stay there) */
+    if (t->timed < CNN__TUNE_STEPS && t->spent < CNN__TUNE_SECONDS && !(t->bar > 0 && seconds / B > 1.5 * t->bar))
+        return;
+    const double mean = t->sum / t->timed;
+    t->seconds[t->trying] = mean;
+    if (!(t->bar > 0) || mean < t->bar) t->bar = mean;
+    if (t->trying + 1 < t->n_cand) { cnn__tune_next(t, t->trying + 1, cnn__team); return; }
+    /* the fewest threads unless more are clearly (10%) faster */
+    const int before = t->best;
+    t->best = t->n_cand - 1;
+    for (int i = t->n_cand - 2; i >= 0; i--)
+        if (t->seconds[i] < 0.9 * t->seconds[t->best]) t->best = i;
+    int clear = 1; /* every other count 1.5 times slower */
+    for (int i = 0; i < t->n_cand; i++) clear = clear && (i == t->best || t->seconds[i] > 1.5 * t->seconds[t->best]);
+    t->hold = clear ? CNN__TUNE_HOLD_LAST
+              : t->best != before || !t->hold ? CNN__TUNE_HOLD_FIRST
+              : 2 * t->hold < CNN__TUNE_HOLD_LAST ? 2 * t->hold : CNN__TUNE_HOLD_LAST;
+    t->trying = -1;
+    t->left = t->hold;
 }
 
 /* ======================================================================== */
@@ -1444,6 +1550,7 @@ struct cnn_model {
     int dout_is_preact;         /* backward: the output's dout is already d loss / d pre-activation
                                    (softmax + crossentropy, sigmoid + binary crossentropy) */
     cnn_backend backend;        /* backend.forward NULL: the CPU passes */
+    cnn__thread_tuner tuner;    /* training's thread count on a busy machine (cnn__tune_begin) */
 };
 
 static size_t cnn__node_size(const cnn_node *n) { return (size_t)n->h * n->w * n->c; }
@@ -2805,7 +2912,7 @@ static void cnn__thread_share(int n, int *lo, int *hi) {
 static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int lda,
                          const float *CNN__RESTRICT D, int ldd, float *CNN__RESTRICT C, int ldc) {
     const int tiles = cnn__tn_tile_count(K, N);
-    CNN__OMP(omp parallel if(((long long)M * N * K) > CNN__PARALLEL_MIN))
+    CNN__OMP(omp parallel if(((long long)M * N * K) > CNN__PARALLEL_MIN) num_threads(cnn__team_size()))
     {
         int lo, hi;
         cnn__thread_share(tiles, &lo, &hi);
@@ -5318,11 +5425,12 @@ static int cnn__train_step(cnn_model *m, const float *x, const float *y, int B, 
        resumes identically after a load) and the sample's place in the batch. */
     m->dropout_step = (uint64_t)m->step;
     m->update_moving = 1;
+    cnn__tune_begin(&m->tuner);
     int rc = cnn__compute_gradients(m, x, y, B, y_width, class_weight, loss, acc);
     m->update_moving = 0;
-    if (rc) return rc;
-    cnn__optimizer_step(m);
-    return CNN_OK;
+    if (!rc) cnn__optimizer_step(m);
+    cnn__tune_end(&m->tuner, B);
+    return rc;
 }
 
 CNN_IMPL int cnn_train_on_batch(cnn_model *m, const float *x, const float *y, int n, int y_width, float *loss,

@@ -568,6 +568,52 @@ static void test_predict_batch_invariance(void) {
     cnn_set_num_threads(1);
 }
 
+/* The thread tuner's decisions on made-up step times (cnn__tune_begin/_end with
+   the step's start moved back by the time it is to have taken): a step takes
+   on_two seconds a sample on 2 threads, on_one on 1. Returns the team used. */
+#ifdef _OPENMP
+static int tuner_step(cnn__thread_tuner *t, double on_two, double on_one) {
+    enum { B = 32 };
+    cnn__tune_begin(t);
+    const int team = cnn_get_num_threads();
+    t->t0 = cnn_wall_time() - (team == 2 ? on_two : on_one) * B;
+    cnn__tune_end(t, B);
+    return team;
+}
+#endif
+static void test_thread_tuner(void) {
+    test_begin("thread tuner: all threads when they are faster, one when a busy core slows them, again later");
+#ifdef _OPENMP
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (env && *env) { printf("# skipped: OMP_NUM_THREADS pins the threads\n"); return; }
+    cnn_set_num_threads(0); /* all cores, tuned */
+    omp_set_num_threads(2); /* as on a 2-core machine */
+    cnn__thread_tuner idle = {0}, busy = {0}, even = {0}, pinned = {0};
+    int ones = 0, twos = 0;
+    for (int n = 0; n < 40; n++) ones += tuner_step(&idle, 1e-4, 2e-4) == 1; /* 2 threads twice as fast */
+    CHECK(idle.trying < 0 && idle.cand[idle.best] == 2, "idle: settled on %d threads", idle.cand[idle.best]);
+    CHECK(idle.hold == CNN__TUNE_HOLD_LAST, "idle: a clear choice holds %d steps, not %d", CNN__TUNE_HOLD_LAST,
+          idle.hold);
+    CHECK(ones <= CNN__TUNE_SETTLE + 1, "idle: %d of 40 steps on one thread (dropped after one timed step)", ones);
+    for (int n = 0; n < 200; n++) twos += tuner_step(&busy, 1e-3, 1e-4) == 2; /* 2 threads ten times slower */
+    CHECK(busy.cand[busy.best] == 1, "busy: settled on %d threads", busy.cand[busy.best]);
+    /* the first trial starts on all threads with no bar to drop them: the first step (untimed), then
+       CNN__TUNE_SECONDS of timed steps (32 ms each here) */
+    CHECK(twos <= 3, "busy: %d of 200 steps on both threads", twos);
+    for (int n = 0; n < CNN__TUNE_HOLD_LAST + 40; n++) tuner_step(&busy, 1e-4, 2e-4); /* the load ends */
+    CHECK(busy.cand[busy.best] == 2, "after the load: %d threads, want 2", busy.cand[busy.best]);
+    for (int n = 0; n < 40; n++) tuner_step(&even, 1e-4, 1e-4);
+    CHECK(even.cand[even.best] == 1, "equal speeds: %d threads, want the fewer (1)", even.cand[even.best]);
+    CHECK(even.hold == CNN__TUNE_HOLD_FIRST, "equal speeds: an unclear choice is tried again soon (hold %d)",
+          even.hold);
+    cnn_set_num_threads(2);
+    for (int n = 0; n < 20; n++) CHECK(tuner_step(&pinned, 1e-3, 1e-4) == 2, "pinned: the count moved");
+#else
+    printf("# skipped: built without OpenMP\n");
+#endif
+    cnn_set_num_threads(1);
+}
+
 int main(void) {
     const char *pinned = getenv("CNN_KERNELS"); /* tests/run.sh pins each kernel path in turn */
     test_begin("CNN_KERNELS pins the kernel path");
@@ -589,6 +635,7 @@ int main(void) {
     test_profile();
     test_bn_pool_fusion();
     test_thread_count_gradients();
+    test_thread_tuner();
     test_block_fusion();
     test_predict_batch_invariance();
     return test_finish();
