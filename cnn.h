@@ -1813,6 +1813,7 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
      copy_windows      im2col's whole rows: span rows of kh runs of run floats
      bn_dz_rows        BatchNorm's fused input gradient through ReLU (see
                        cnn__conv_backward_through_bn)
+     max_2x2           a 2x2 max-pooling window, BatchNorm applied as it reads
      adam_update       Adam's update of a run of parameters
    Results are bit-identical run to run for a path and a thread count; two
    paths round differently (FMA or not, tile order) and agree to rounding. */
@@ -1832,6 +1833,8 @@ typedef struct cnn__kernel_path {
     void (*bn_dz_rows)(int N, int rows, const float *y, const float *mean, const float *k,
                        const unsigned char *argmax, const float *g, const long long *at, const int *cell,
                        int relu, float *d, float *ss);
+    void (*max_2x2)(int C, const float *x0, const float *x2, const float *k, const float *shift, float *y,
+                    unsigned char *am, float *xm);
     void (*adam_update)(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
                         float lr_t, float eps);
 } cnn__kernel_path;
@@ -2020,6 +2023,38 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_rows_c(int N, int rows, const float *C
     }
 }
 
+/* One 2x2 window lying inside the input, all C channels: y [C] the maximum of
+   the cells x0, x1 = x0 + C (the window's top row), x2, x3 = x2 + C (its
+   bottom row), am [C] the first cell holding it (0 to 3, see cnn__argmax_cell)
+   and, when xm is not NULL, xm [C] the input there; BatchNorm's x * k + shift
+   applied first when k is not NULL. One pass with everything in registers. */
+static CNN__ALWAYS_INLINE void cnn__max_2x2_c(int C, const float *CNN__RESTRICT x0, const float *CNN__RESTRICT x2,
+                                              const float *CNN__RESTRICT k, const float *CNN__RESTRICT shift,
+                                              float *CNN__RESTRICT y, unsigned char *CNN__RESTRICT am,
+                                              float *CNN__RESTRICT xm) {
+    const float *CNN__RESTRICT x1 = x0 + C, *CNN__RESTRICT x3 = x2 + C;
+    for (int c = 0; c < C; c++) {
+        const float v0 = k ? x0[c] * k[c] + shift[c] : x0[c], v1 = k ? x1[c] * k[c] + shift[c] : x1[c];
+        const float v2 = k ? x2[c] * k[c] + shift[c] : x2[c], v3 = k ? x3[c] * k[c] + shift[c] : x3[c];
+        /* the cell as a float: gcc turns int selects of 0..3 into branches, and stops vectorising */
+        float best = v0, raw = x0[c], at = 0;
+        at = v1 > best ? 1.0f : at; raw = v1 > best ? x1[c] : raw; best = v1 > best ? v1 : best;
+        at = v2 > best ? 2.0f : at; raw = v2 > best ? x2[c] : raw; best = v2 > best ? v2 : best;
+        at = v3 > best ? 3.0f : at; raw = v3 > best ? x3[c] : raw; best = v3 > best ? v3 : best;
+        y[c] = best;
+        am[c] = (unsigned char)at;
+        if (xm) xm[c] = raw;
+    }
+}
+
+/* the three uses, each inlined apart so that each loop vectorises without tests */
+static CNN__ALWAYS_INLINE void cnn__max_2x2_any(int C, const float *x0, const float *x2, const float *k,
+                                                const float *shift, float *y, unsigned char *am, float *xm) {
+    if (k && xm) cnn__max_2x2_c(C, x0, x2, k, shift, y, am, xm);
+    else if (k) cnn__max_2x2_c(C, x0, x2, k, shift, y, am, NULL);
+    else cnn__max_2x2_c(C, x0, x2, NULL, NULL, y, am, NULL);
+}
+
 static void cnn__copy_windows_portable(float *dst, int ldd, const float *src, size_t step, size_t row_step,
                                        int span, int kh, int run) {
     cnn__copy_windows_c(dst, ldd, src, step, row_step, span, kh, run);
@@ -2029,6 +2064,11 @@ static void cnn__bn_dz_rows_portable(int N, int rows, const float *y, const floa
                                      const unsigned char *argmax, const float *g, const long long *at,
                                      const int *cell, int relu, float *d, float *ss) {
     cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
+}
+
+static void cnn__max_2x2_portable(int C, const float *x0, const float *x2, const float *k, const float *shift,
+                                  float *y, unsigned char *am, float *xm) {
+    cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
 /* Adam (see cnn__optimizer_step): m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
@@ -2060,6 +2100,7 @@ static int cnn__supported_portable(void) { return 1; }
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma")
+#pragma GCC optimize("vect-cost-model=dynamic") /* the plain C bodies vectorised at -O2 as at -O3 */
 #endif
 #elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define CNN__AVX512 1
@@ -2258,6 +2299,11 @@ static void cnn__bn_dz_rows_avx512(int N, int rows, const float *y, const float 
         }
 }
 
+static void cnn__max_2x2_avx512(int C, const float *x0, const float *x2, const float *k, const float *shift,
+                                float *y, unsigned char *am, float *xm) {
+    cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
+}
+
 /* Adam on 16 parameters at a time; the last count % 16 go through the same
    vector code in a zero-padded block, so every parameter takes the same
    instructions. (sqrtf may set errno, which keeps compilers from vectorising
@@ -2324,6 +2370,7 @@ static int cnn__supported_avx512(void) {
 #else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#pragma GCC optimize("vect-cost-model=dynamic") /* as in the AVX-512 section */
 #endif
 #elif defined(__AVX2__) /* MSVC's /arch:AVX2 brings FMA too, without saying __FMA__ */
 #define CNN__AVX2 1
@@ -2437,6 +2484,11 @@ static void cnn__bn_dz_rows_avx2(int N, int rows, const float *y, const float *m
                                  const unsigned char *argmax, const float *g, const long long *at, const int *cell,
                                  int relu, float *d, float *ss) {
     cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
+}
+
+static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const float *k, const float *shift, float *y,
+                              unsigned char *am, float *xm) {
+    cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
 /* Adam on 8 parameters at a time, as cnn__adam_update_avx512 on 16 */
@@ -2613,21 +2665,21 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
 #ifdef CNN__AVX512
     {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, CNN__AVX512_MR, cnn__supported_avx512, cnn__tile_avx512,
      cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512, cnn__bn_dz_rows_avx512,
-     cnn__adam_update_avx512},
+     cnn__max_2x2_avx512, cnn__adam_update_avx512},
 #endif
 #ifdef CNN__AVX2
     {"avx2", CNN__AVX2_MR, CNN__AVX2_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2, cnn__tile_avx2,
      cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2, cnn__bn_dz_rows_avx2,
-     cnn__adam_update_avx2},
+     cnn__max_2x2_avx2, cnn__adam_update_avx2},
 #endif
 #ifdef CNN__NEON
     {"neon", CNN__NEON_MR, CNN__NEON_MR, CNN__NEON_NR, CNN__NEON_AT_MR, cnn__supported_neon, cnn__tile_neon,
      cnn__tile_prefetching_neon, cnn__tile_at_neon, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
-     cnn__adam_update_neon},
+     cnn__max_2x2_portable, cnn__adam_update_neon},
 #endif
     {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR, cnn__supported_portable,
      cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable, cnn__copy_windows_portable,
-     cnn__bn_dz_rows_portable, cnn__adam_update_portable},
+     cnn__bn_dz_rows_portable, cnn__max_2x2_portable, cnn__adam_update_portable},
 };
 enum { CNN__KERNEL_PATHS = (int)(sizeof cnn__kernel_paths / sizeof cnn__kernel_paths[0]) };
 
@@ -4210,32 +4262,7 @@ CNN_IMPL cnn_node *cnn_max_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2
     return cnn__pool(m, x, o, CNN__MAX_POOL);
 }
 
-/* One 2x2 window lying inside the input, all C channels: y [C] the maximum of
-   the cells x0, x1 = x0 + C (the window's top row), x2, x3 = x2 + C (its
-   bottom row), am [C] the first cell holding it (0 to 3, see cnn__argmax_cell)
-   and, when xm is not NULL, xm [C] the input there; BatchNorm's x * k + shift
-   applied first when k is not NULL. One pass with everything in registers. */
-static CNN__ALWAYS_INLINE void cnn__max_2x2(int C, const float *CNN__RESTRICT x0,
-                                            const float *CNN__RESTRICT x2, const float *CNN__RESTRICT k,
-                                            const float *CNN__RESTRICT shift, float *CNN__RESTRICT y,
-                                            unsigned char *CNN__RESTRICT am, float *CNN__RESTRICT xm) {
-    const float *CNN__RESTRICT x1 = x0 + C, *CNN__RESTRICT x3 = x2 + C;
-    for (int c = 0; c < C; c++) {
-        const float v0 = k ? x0[c] * k[c] + shift[c] : x0[c], v1 = k ? x1[c] * k[c] + shift[c] : x1[c];
-        const float v2 = k ? x2[c] * k[c] + shift[c] : x2[c], v3 = k ? x3[c] * k[c] + shift[c] : x3[c];
-        float best = v0, raw = x0[c];
-        float at =
-            0; /* the cell as a float: gcc makes int selects of 0..3 into branches, and stops vectorizing */
-        at = v1 > best ? 1.0f : at; raw = v1 > best ? x1[c] : raw; best = v1 > best ? v1 : best;
-        at = v2 > best ? 2.0f : at; raw = v2 > best ? x2[c] : raw; best = v2 > best ? v2 : best;
-        at = v3 > best ? 3.0f : at; raw = v3 > best ? x3[c] : raw; best = v3 > best ? v3 : best;
-        y[c] = best;
-        am[c] = (unsigned char)at;
-        if (xm) xm[c] = raw;
-    }
-}
-
-/* One window of any shape, padding skipped, as cnn__max_2x2: the cells go to
+/* One window of any shape, padding skipped, as max_2x2 (see Kernels): the cells go to
    the pool's argmax from element `at` on, xm [C] as there. Channels 64 at a
    time, their cells on the stack. */
 static void cnn__max_window(cnn_node *n, const float *CNN__RESTRICT xb, int H, int W, int oy, int ox,
@@ -4278,6 +4305,7 @@ static void cnn__max_window(cnn_node *n, const float *CNN__RESTRICT xb, int H, i
 }
 
 static void cnn__maxpool_forward(cnn_node *n, int B) {
+    const cnn__kernel_path *kern = cnn__kern();
     const cnn_node *in = cnn__in(n, 0);
     const int H = in->h, W = in->w, C = n->c;
     const float *x = cnn__in_out(n, 0), *k = NULL, *shift = NULL;
@@ -4298,10 +4326,7 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
             const int iy = oy * n->sh - n->pad_top, ix = ox * n->sw - n->pad_left;
             if (n->kh == 2 && n->kw == 2 && iy >= 0 && iy + 2 <= H && ix >= 0 && ix + 2 <= W) {
                 const float *x0 = xb + ((size_t)iy * W + ix) * C, *x2 = x0 + (size_t)W * C;
-                /* each case inlined apart */
-                if (k && xm) cnn__max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, xm);
-                else if (k) cnn__max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, NULL);
-                else cnn__max_2x2(C, x0, x2, NULL, NULL, n->out + o, n->argmax + o, NULL);
+                kern->max_2x2(C, x0, x2, k, shift, n->out + o, n->argmax + o, xm);
             } else {
                 cnn__max_window(n, xb, H, W, oy, ox, k, shift, n->out + o, o, xm);
             }

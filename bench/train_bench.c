@@ -5,6 +5,8 @@
      --threads T     OpenMP threads (default: all cores)
      --infer         time prediction with batch 256 instead of training
      --profile       print each layer's time and GFLOP/s (forward, backward)
+     --kernels K     the CPU kernel path (cnn_set_kernels: avx512, avx2, neon, portable);
+                     exits with status 3 when this processor or build cannot run it
    Prints "img/s: X" as its last line. */
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
@@ -49,6 +51,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads")) threads = arg_int(argv[++i < argc ? i : 0], "--threads");
         else if (!strcmp(argv[i], "--infer")) infer = 1;
         else if (!strcmp(argv[i], "--profile")) profile = 1;
+        else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) {
+            if (cnn_set_kernels(argv[++i])) { fprintf(stderr, "train_bench: %s\n", cnn_last_error()); return 3; }
+        }
         else { fprintf(stderr, "train_bench: unknown option %s\n", argv[i]); return 2; }
     }
     if (threads) cnn_set_num_threads(threads);
