@@ -96,6 +96,10 @@ else
   echo "(memory comparison skipped: unpack the CIFAR-10 images to $CIFAR_DIR and run make examples)"
 fi
 
+# each CPU kernel path, plain -O2 against -march=native, and a busy machine
+echo
+bench/kernel_paths.sh
+
 # the OpenCL devices (skipped when built without OpenCL)
 echo
 bench/opencl_bench.sh

@@ -30,7 +30,9 @@ case "$1" in
   bench) { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; } || need="$need python3-torch python3-numpy"
          [ -x /usr/bin/time ] || need="$need time"
          [ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ] || need="$need libopenblas0-pthread"
-         /usr/bin/python3 -c 'import PIL' 2>/dev/null || need="$need python3-pil" ;;
+         /usr/bin/python3 -c 'import PIL' 2>/dev/null || need="$need python3-pil"
+         /usr/bin/python3 -c 'import scipy' 2>/dev/null || need="$need python3-scipy" # Keras' augmentation
+         have_cmd taskset || need="$need util-linux" ;;
 esac
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ] && have_cmd apt-get; then
