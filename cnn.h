@@ -2100,7 +2100,7 @@ static int cnn__supported_portable(void) { return 1; }
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma")
-#pragma GCC optimize("vect-cost-model=dynamic") /* the plain C bodies vectorised at -O2 as at -O3 */
+#pragma GCC optimize("O3") /* the plain C bodies vectorised (and their loops unswitched) at -O2 as at -O3 */
 #endif
 #elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define CNN__AVX512 1
@@ -2370,7 +2370,7 @@ static int cnn__supported_avx512(void) {
 #else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-#pragma GCC optimize("vect-cost-model=dynamic") /* as in the AVX-512 section */
+#pragma GCC optimize("O3") /* as in the AVX-512 section */
 #endif
 #elif defined(__AVX2__) /* MSVC's /arch:AVX2 brings FMA too, without saying __FMA__ */
 #define CNN__AVX2 1
