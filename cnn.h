@@ -998,7 +998,8 @@ static void cnn__tune_end(cnn__thread_tuner *t, int B) {
     /* a count is done when timed enough, or when slower than 1.5 times the best
        of this trial (under load, all threads can be ten times slower than one:
        a trial must not stay there) */
-    if (t->timed < CNN__TUNE_STEPS && t->spent < CNN__TUNE_SECONDS && !(t->bar > 0 && seconds / B > 1.5 * t->bar))
+    if (t->timed < CNN__TUNE_STEPS && t->spent < CNN__TUNE_SECONDS &&
+        !(t->bar > 0 && seconds / B > 1.5 * t->bar))
         return;
     const double mean = t->sum / t->timed;
     t->seconds[t->trying] = mean;
@@ -1010,7 +1011,8 @@ static void cnn__tune_end(cnn__thread_tuner *t, int B) {
     for (int i = t->n_cand - 2; i >= 0; i--)
         if (t->seconds[i] < 0.9 * t->seconds[t->best]) t->best = i;
     int clear = 1; /* every other count 1.5 times slower */
-    for (int i = 0; i < t->n_cand; i++) clear = clear && (i == t->best || t->seconds[i] > 1.5 * t->seconds[t->best]);
+    for (int i = 0; i < t->n_cand; i++)
+        clear = clear && (i == t->best || t->seconds[i] > 1.5 * t->seconds[t->best]);
     t->hold = clear ? CNN__TUNE_HOLD_LAST
               : t->best != before || !t->hold ? CNN__TUNE_HOLD_FIRST
               : 2 * t->hold < CNN__TUNE_HOLD_LAST ? 2 * t->hold : CNN__TUNE_HOLD_LAST;
@@ -1820,7 +1822,7 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
 typedef struct cnn__kernel_path {
     const char *name;  /* "avx512", "avx2", "portable": what CNN_KERNELS and cnn_set_kernels take */
     int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
-    int at_mr;         /* rows of a full tile_at tile: a window cell's channels are taken this many at a time */
+    int at_mr;         /* rows of a full tile_at tile: a window cell's channels, this many at a time */
     int (*supported)(void);
     void (*tile)(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb, float *c,
                  size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep);
@@ -2002,12 +2004,11 @@ static CNN__ALWAYS_INLINE void cnn__copy_windows_c(float *dst, int ldd, const fl
         for (int ky = 0; ky < kh; ky++) cnn__copy_floats(dst + ky * run, src + ky * row_step, run);
 }
 
-static CNN__ALWAYS_INLINE void cnn__bn_dz_rows_c(int N, int rows, const float *CNN__RESTRICT y,
-                                                 const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k,
-                                                 const unsigned char *CNN__RESTRICT argmax,
-                                                 const float *CNN__RESTRICT g, const long long *at,
-                                                 const int *cell, int relu, float *CNN__RESTRICT d,
-                                                 float *CNN__RESTRICT ss) {
+static CNN__ALWAYS_INLINE void
+cnn__bn_dz_rows_c(int N, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
+                  const float *CNN__RESTRICT k, const unsigned char *CNN__RESTRICT argmax,
+                  const float *CNN__RESTRICT g, const long long *at, const int *cell, int relu,
+                  float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
     const float *CNN__RESTRICT k1 = k, *CNN__RESTRICT k2 = k + N, *CNN__RESTRICT k3 = k + 2 * N;
     for (int i = 0; i < rows; i++) {
         const float *CNN__RESTRICT yr = y + (size_t)i * N;
@@ -2028,10 +2029,10 @@ static CNN__ALWAYS_INLINE void cnn__bn_dz_rows_c(int N, int rows, const float *C
    bottom row), am [C] the first cell holding it (0 to 3, see cnn__argmax_cell)
    and, when xm is not NULL, xm [C] the input there; BatchNorm's x * k + shift
    applied first when k is not NULL. One pass with everything in registers. */
-static CNN__ALWAYS_INLINE void cnn__max_2x2_c(int C, const float *CNN__RESTRICT x0, const float *CNN__RESTRICT x2,
-                                              const float *CNN__RESTRICT k, const float *CNN__RESTRICT shift,
-                                              float *CNN__RESTRICT y, unsigned char *CNN__RESTRICT am,
-                                              float *CNN__RESTRICT xm) {
+static CNN__ALWAYS_INLINE void cnn__max_2x2_c(int C, const float *CNN__RESTRICT x0,
+                                              const float *CNN__RESTRICT x2, const float *CNN__RESTRICT k,
+                                              const float *CNN__RESTRICT shift, float *CNN__RESTRICT y,
+                                              unsigned char *CNN__RESTRICT am, float *CNN__RESTRICT xm) {
     const float *CNN__RESTRICT x1 = x0 + C, *CNN__RESTRICT x3 = x2 + C;
     for (int c = 0; c < C; c++) {
         const float v0 = k ? x0[c] * k[c] + shift[c] : x0[c], v1 = k ? x1[c] * k[c] + shift[c] : x1[c];
@@ -2385,11 +2386,12 @@ enum { CNN__AVX2_MR = 6, CNN__AVX2_NR = 16, CNN__AVX2_AT_MR = 4 };
 
 /* R full-width rows of a tile: the operations of cnn__tile_rows_portable in
    AVX2 intrinsics, two ymm accumulators a row */
-static CNN__ALWAYS_INLINE void cnn__tile_rows_avx2(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
-                                                   size_t a_ks, const float *const *CNN__RESTRICT win,
-                                                   const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
-                                                   size_t ldc, int load, const cnn__epilogue *ep,
-                                                   cnn__prefetch *pf) {
+static CNN__ALWAYS_INLINE void cnn__tile_rows_avx2(const int R, int K, const float *CNN__RESTRICT a,
+                                                   size_t a_rs, size_t a_ks,
+                                                   const float *const *CNN__RESTRICT win,
+                                                   const float *CNN__RESTRICT b, size_t ldb,
+                                                   float *CNN__RESTRICT c, size_t ldc, int load,
+                                                   const cnn__epilogue *ep, cnn__prefetch *pf) {
     __m256 acc[CNN__AVX2_MR][2];
     CNN__UNROLL(8)
     for (int r = 0; r < R; r++) {
@@ -2446,8 +2448,8 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_avx2(const int R, int K, const flo
     }
 }
 
-static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
-                                         float *c, size_t ldc, int rows, int cols, int load,
+static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, size_t a_ks, const float *b,
+                                         size_t ldb, float *c, size_t ldc, int rows, int cols, int load,
                                          const cnn__epilogue *ep) {
     if (cols == CNN__AVX2_NR) switch (rows) {
         case 1: cnn__tile_rows_avx2(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
@@ -2461,53 +2463,55 @@ static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, siz
     cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
 }
 
-static CNN__NOINLINE void cnn__tile_prefetching_avx2(int R, int K, const float *a, size_t a_ks, const float *b,
-                                                     size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
+static CNN__NOINLINE void cnn__tile_prefetching_avx2(int R, int K, const float *a, size_t a_ks,
+                                                     const float *b, size_t ldb, float *c, size_t ldc,
+                                                     int load, cnn__prefetch *pf) {
     (void)R; /* always CNN__AVX2_MR: tn_mr is mr here */
     cnn__tile_rows_avx2(CNN__AVX2_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
 }
 
 static CNN__NOINLINE void cnn__tile_at_avx2(int R, int K, const float *const *win, size_t off, const float *b,
-                                            size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+                                            size_t ldb, float *c, size_t ldc, int cols, int load,
+                                            cnn__prefetch *pf) {
     if (cols == CNN__AVX2_NR && R == CNN__AVX2_AT_MR)
         cnn__tile_rows_avx2(CNN__AVX2_AT_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
     else
         cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
 }
 
-static void cnn__copy_windows_avx2(float *dst, int ldd, const float *src, size_t step, size_t row_step, int span,
-                                   int kh, int run) {
+static void cnn__copy_windows_avx2(float *dst, int ldd, const float *src, size_t step, size_t row_step,
+                                   int span, int kh, int run) {
     cnn__copy_windows_c(dst, ldd, src, step, row_step, span, kh, run);
 }
 
 static void cnn__bn_dz_rows_avx2(int N, int rows, const float *y, const float *mean, const float *k,
-                                 const unsigned char *argmax, const float *g, const long long *at, const int *cell,
-                                 int relu, float *d, float *ss) {
+                                 const unsigned char *argmax, const float *g, const long long *at,
+                                 const int *cell, int relu, float *d, float *ss) {
     cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
 }
 
-static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const float *k, const float *shift, float *y,
-                              unsigned char *am, float *xm) {
+static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const float *k, const float *shift,
+                              float *y, unsigned char *am, float *xm) {
     cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
 /* Adam on 8 parameters at a time, as cnn__adam_update_avx512 on 16 */
-static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t,
-                                 float eps) {
+static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2, float b1, float b2,
+                                 float lr_t, float eps) {
     const __m256 gk = _mm256_loadu_ps(g);
     const __m256 m = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(b1), _mm256_loadu_ps(s1)),
                                    _mm256_mul_ps(_mm256_set1_ps(1 - b1), gk));
     const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(b2), _mm256_loadu_ps(s2)),
                                    _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(1 - b2), gk), gk));
-    const __m256 step =
-        _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(lr_t), m), _mm256_add_ps(_mm256_sqrt_ps(v), _mm256_set1_ps(eps)));
+    const __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(lr_t), m),
+                                      _mm256_add_ps(_mm256_sqrt_ps(v), _mm256_set1_ps(eps)));
     _mm256_storeu_ps(s1, m);
     _mm256_storeu_ps(s2, v);
     _mm256_storeu_ps(p, _mm256_sub_ps(_mm256_loadu_ps(p), step));
 }
 
-static void cnn__adam_update_avx2(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
-                                  float lr_t, float eps) {
+static void cnn__adam_update_avx2(float *p, const float *g, float *s1, float *s2, long long count, float b1,
+                                  float b2, float lr_t, float eps) {
     const long long blocks = count / 8, done = blocks * 8;
     CNN__PARALLEL_FOR(count)
     for (long long i = 0; i < blocks; i++)
@@ -2515,7 +2519,10 @@ static void cnn__adam_update_avx2(float *p, const float *g, float *s1, float *s2
     if (done < count) {
         float tp[8] = {0}, tg[8] = {0}, t1[8] = {0}, t2[8] = {0};
         const size_t rest = (size_t)(count - done) * sizeof(float);
-        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
+        memcpy(tp, p + done, rest);
+        memcpy(tg, g + done, rest);
+        memcpy(t1, s1 + done, rest);
+        memcpy(t2, s2 + done, rest);
         cnn__adam_lanes_avx2(tp, tg, t1, t2, b1, b2, lr_t, eps);
         memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
     }
@@ -2547,11 +2554,12 @@ enum { CNN__NEON_MR = 6, CNN__NEON_NR = 16, CNN__NEON_AT_MR = 4 };
 
 /* R full-width rows of a tile: the operations of cnn__tile_rows_portable in
    NEON intrinsics, four q accumulators a row */
-static CNN__ALWAYS_INLINE void cnn__tile_rows_neon(const int R, int K, const float *CNN__RESTRICT a, size_t a_rs,
-                                                   size_t a_ks, const float *const *CNN__RESTRICT win,
-                                                   const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c,
-                                                   size_t ldc, int load, const cnn__epilogue *ep,
-                                                   cnn__prefetch *pf) {
+static CNN__ALWAYS_INLINE void cnn__tile_rows_neon(const int R, int K, const float *CNN__RESTRICT a,
+                                                   size_t a_rs, size_t a_ks,
+                                                   const float *const *CNN__RESTRICT win,
+                                                   const float *CNN__RESTRICT b, size_t ldb,
+                                                   float *CNN__RESTRICT c, size_t ldc, int load,
+                                                   const cnn__epilogue *ep, cnn__prefetch *pf) {
     float32x4_t acc[CNN__NEON_MR][4];
     for (int r = 0; r < R; r++)
         for (int h = 0; h < 4; h++) acc[r][h] = load ? vld1q_f32(c + r * ldc + 4 * h) : vdupq_n_f32(0.0f);
@@ -2559,7 +2567,8 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_neon(const int R, int K, const flo
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
-        const float32x4_t b0 = vld1q_f32(bk), b1 = vld1q_f32(bk + 4), b2 = vld1q_f32(bk + 8), b3 = vld1q_f32(bk + 12);
+        const float32x4_t b0 = vld1q_f32(bk), b1 = vld1q_f32(bk + 4), b2 = vld1q_f32(bk + 8),
+                          b3 = vld1q_f32(bk + 12);
         if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
         for (int r = 0; r < R; r++) {
             const float32x4_t ar = vdupq_n_f32(ak[r * a_rs]);
@@ -2596,8 +2605,8 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_neon(const int R, int K, const flo
         }
 }
 
-static CNN__NOINLINE void cnn__tile_neon(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb,
-                                         float *c, size_t ldc, int rows, int cols, int load,
+static CNN__NOINLINE void cnn__tile_neon(int K, const float *a, size_t a_rs, size_t a_ks, const float *b,
+                                         size_t ldb, float *c, size_t ldc, int rows, int cols, int load,
                                          const cnn__epilogue *ep) {
     if (cols == CNN__NEON_NR) switch (rows) {
         case 1: cnn__tile_rows_neon(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
@@ -2611,14 +2620,16 @@ static CNN__NOINLINE void cnn__tile_neon(int K, const float *a, size_t a_rs, siz
     cnn__tile_narrow(K, a, a_rs, a_ks, b, ldb, c, ldc, rows, cols, load, ep);
 }
 
-static CNN__NOINLINE void cnn__tile_prefetching_neon(int R, int K, const float *a, size_t a_ks, const float *b,
-                                                     size_t ldb, float *c, size_t ldc, int load, cnn__prefetch *pf) {
+static CNN__NOINLINE void cnn__tile_prefetching_neon(int R, int K, const float *a, size_t a_ks,
+                                                     const float *b, size_t ldb, float *c, size_t ldc,
+                                                     int load, cnn__prefetch *pf) {
     (void)R; /* always CNN__NEON_MR: tn_mr is mr here */
     cnn__tile_rows_neon(CNN__NEON_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
 }
 
 static CNN__NOINLINE void cnn__tile_at_neon(int R, int K, const float *const *win, size_t off, const float *b,
-                                            size_t ldb, float *c, size_t ldc, int cols, int load, cnn__prefetch *pf) {
+                                            size_t ldb, float *c, size_t ldc, int cols, int load,
+                                            cnn__prefetch *pf) {
     if (cols == CNN__NEON_NR && R == CNN__NEON_AT_MR)
         cnn__tile_rows_neon(CNN__NEON_AT_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
     else
@@ -2627,20 +2638,22 @@ static CNN__NOINLINE void cnn__tile_at_neon(int R, int K, const float *const *wi
 
 /* Adam on 4 parameters at a time (AArch64's vector square root and division
    round correctly, as the portable loop's) */
-static void cnn__adam_lanes_neon(float *p, const float *g, float *s1, float *s2, float b1, float b2, float lr_t,
-                                 float eps) {
+static void cnn__adam_lanes_neon(float *p, const float *g, float *s1, float *s2, float b1, float b2,
+                                 float lr_t, float eps) {
     const float32x4_t gk = vld1q_f32(g);
-    const float32x4_t m = vaddq_f32(vmulq_f32(vdupq_n_f32(b1), vld1q_f32(s1)), vmulq_f32(vdupq_n_f32(1 - b1), gk));
-    const float32x4_t v =
-        vaddq_f32(vmulq_f32(vdupq_n_f32(b2), vld1q_f32(s2)), vmulq_f32(vmulq_f32(vdupq_n_f32(1 - b2), gk), gk));
-    const float32x4_t step = vdivq_f32(vmulq_f32(vdupq_n_f32(lr_t), m), vaddq_f32(vsqrtq_f32(v), vdupq_n_f32(eps)));
+    const float32x4_t m = vaddq_f32(vmulq_f32(vdupq_n_f32(b1), vld1q_f32(s1)),
+                                    vmulq_f32(vdupq_n_f32(1 - b1), gk));
+    const float32x4_t v = vaddq_f32(vmulq_f32(vdupq_n_f32(b2), vld1q_f32(s2)),
+                                    vmulq_f32(vmulq_f32(vdupq_n_f32(1 - b2), gk), gk));
+    const float32x4_t step = vdivq_f32(vmulq_f32(vdupq_n_f32(lr_t), m),
+                                       vaddq_f32(vsqrtq_f32(v), vdupq_n_f32(eps)));
     vst1q_f32(s1, m);
     vst1q_f32(s2, v);
     vst1q_f32(p, vsubq_f32(vld1q_f32(p), step));
 }
 
-static void cnn__adam_update_neon(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
-                                  float lr_t, float eps) {
+static void cnn__adam_update_neon(float *p, const float *g, float *s1, float *s2, long long count, float b1,
+                                  float b2, float lr_t, float eps) {
     const long long blocks = count / 4, done = blocks * 4;
     CNN__PARALLEL_FOR(count)
     for (long long i = 0; i < blocks; i++)
@@ -2648,7 +2661,10 @@ static void cnn__adam_update_neon(float *p, const float *g, float *s1, float *s2
     if (done < count) {
         float tp[4] = {0}, tg[4] = {0}, t1[4] = {0}, t2[4] = {0};
         const size_t rest = (size_t)(count - done) * sizeof(float);
-        memcpy(tp, p + done, rest); memcpy(tg, g + done, rest); memcpy(t1, s1 + done, rest); memcpy(t2, s2 + done, rest);
+        memcpy(tp, p + done, rest);
+        memcpy(tg, g + done, rest);
+        memcpy(t1, s1 + done, rest);
+        memcpy(t2, s2 + done, rest);
         cnn__adam_lanes_neon(tp, tg, t1, t2, b1, b2, lr_t, eps);
         memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
     }
@@ -2663,9 +2679,9 @@ static int cnn__supported_neon(void) { return 1; }
    or cnn_set_kernels names another. */
 static const cnn__kernel_path cnn__kernel_paths[] = {
 #ifdef CNN__AVX512
-    {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, CNN__AVX512_MR, cnn__supported_avx512, cnn__tile_avx512,
-     cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512, cnn__bn_dz_rows_avx512,
-     cnn__max_2x2_avx512, cnn__adam_update_avx512},
+    {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, CNN__AVX512_MR, cnn__supported_avx512,
+     cnn__tile_avx512, cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512,
+     cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__adam_update_avx512},
 #endif
 #ifdef CNN__AVX2
     {"avx2", CNN__AVX2_MR, CNN__AVX2_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2, cnn__tile_avx2,
@@ -2677,9 +2693,9 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
      cnn__tile_prefetching_neon, cnn__tile_at_neon, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
      cnn__max_2x2_portable, cnn__adam_update_neon},
 #endif
-    {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR, cnn__supported_portable,
-     cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable, cnn__copy_windows_portable,
-     cnn__bn_dz_rows_portable, cnn__max_2x2_portable, cnn__adam_update_portable},
+    {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR,
+     cnn__supported_portable, cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable,
+     cnn__copy_windows_portable, cnn__bn_dz_rows_portable, cnn__max_2x2_portable, cnn__adam_update_portable},
 };
 enum { CNN__KERNEL_PATHS = (int)(sizeof cnn__kernel_paths / sizeof cnn__kernel_paths[0]) };
 
@@ -3357,8 +3373,9 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
             float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
             for (int c = 0; c < C; c += kern->at_mr)
                 for (int j = 0; j < N; j += kern->nr)
-                    kern->tile_at(kern->at_mr, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j,
-                                  (size_t)N, N - j < kern->nr ? N - j : kern->nr, load, NULL);
+                    kern->tile_at(kern->at_mr, rows, win, (size_t)c, dz + j, (size_t)N,
+                                  kc + (size_t)c * N + j, (size_t)N, N - j < kern->nr ? N - j : kern->nr,
+                                  load, NULL);
         }
 }
 
@@ -4784,8 +4801,8 @@ CNN_IMPL cnn_node *cnn_zero_padding2d_opt(cnn_model *m, cnn_node *x, const cnn_z
     cnn_node *n = cnn__new_node(m, CNN__ZERO_PADDING, &x, 1, o ? o->name : NULL);
     if (!n) return NULL;
     if (cnn__is_flat(x)) {
-        cnn_set_error(CNN_ERR_SHAPE, "ZeroPadding2D '%s': input '%s' is flat; ZeroPadding2D needs an image", n->name,
-                      x->name);
+        cnn_set_error(CNN_ERR_SHAPE, "ZeroPadding2D '%s': input '%s' is flat; ZeroPadding2D needs an image",
+                      n->name, x->name);
         return cnn__fail(n);
     }
     int pad[4] = {1, 1, 1, 1}; /* top, bottom, left, right */
@@ -4873,8 +4890,8 @@ CNN_IMPL cnn_node *cnn_up_sampling2d_opt(cnn_model *m, cnn_node *x, const cnn_up
     cnn_node *n = cnn__new_node(m, CNN__UP_SAMPLING, &x, 1, o ? o->name : NULL);
     if (!n) return NULL;
     if (cnn__is_flat(x)) {
-        cnn_set_error(CNN_ERR_SHAPE, "UpSampling2D '%s': input '%s' is flat; UpSampling2D needs an image", n->name,
-                      x->name);
+        cnn_set_error(CNN_ERR_SHAPE, "UpSampling2D '%s': input '%s' is flat; UpSampling2D needs an image",
+                      n->name, x->name);
         return cnn__fail(n);
     }
     n->kh = o && o->size[0] ? o->size[0] : 2;
