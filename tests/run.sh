@@ -66,6 +66,12 @@ compile "build test_core (CNN_NO_AVX512 CNN_NO_AVX2)" $CC -std=c99 -O2 -fopenmp 
   -I. tests/test_core.c -lm -lpthread -o $B/test_core.portable
 [ -x $B/test_core.portable ] && CNN_KERNELS=portable run "test_core (CNN_NO_AVX512 CNN_NO_AVX2)" $B/test_core.portable
 
+# a compiler without OpenMP (as Apple's clang): everything on one thread, the same results
+for t in test_core test_fit; do
+  compile "build $t (clang, no OpenMP)" clang -std=c99 -O2 -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.noomp
+  [ -x $B/$t.noomp ] && run "$t (clang, no OpenMP)" $B/$t.noomp
+done
+
 # ARM: the AArch64 build under qemu-user, on the NEON path and the portable one; test_core
 # and test_fit compare 1, 2 and 3 threads bit for bit, test_fit trains small networks
 if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
