@@ -3582,6 +3582,8 @@ typedef struct cnn__layer_record {
    (m->params + p_off) or, state = 1, in its state (m->state + s_off) */
 typedef struct cnn__tensor_ref { const char *name; int state; size_t offset, count; } cnn__tensor_ref;
 
+/* A kind's row names, in this order: forward, backward, ref_forward,
+   ref_backward, rebuild, init, tensor, buffers, flop (NULL where it has none). */
 typedef struct cnn__layer_kind {
     void (*forward)(cnn_node *n, int B);
     void (*backward)(cnn_node *n, int B);
