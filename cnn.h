@@ -138,6 +138,10 @@
 #ifndef CNN_H_INCLUDED
 #define CNN_H_INCLUDED
 
+#if defined(__MINGW32__) && !defined(__USE_MINGW_ANSI_STDIO)
+#define __USE_MINGW_ANSI_STDIO 1 /* MinGW: C99 printf formats (%zu, %lld), where cnn.h comes first */
+#endif
+
 #define CNN_VERSION "0.9"       /* this header's version (see REVISION HISTORY) */
 #define CNN_FORMAT_VERSION 1    /* the model file version it writes (see MODEL FILE FORMAT) */
 
@@ -174,7 +178,9 @@ typedef enum cnn_status {
 CNN_DEF const char *cnn_last_error(void);
 /* Set the error (used by the companion headers too); returns code. */
 CNN_DEF int cnn_set_error(int code, const char *fmt, ...)
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__MINGW32__)
+    __attribute__((format(gnu_printf, 2, 3))) /* C99 formats: see cnn_set_error */
+#elif defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
@@ -862,7 +868,11 @@ CNN_IMPL int cnn_set_error(int code, const char *fmt, ...) {
     char msg[sizeof cnn__error]; /* the arguments may include cnn_last_error() itself */
     va_list ap;
     va_start(ap, fmt);
+#if defined(__MINGW32__)
+    __mingw_vsnprintf(msg, sizeof msg, fmt, ap); /* C99 formats whatever __USE_MINGW_ANSI_STDIO says */
+#else
     vsnprintf(msg, sizeof msg, fmt, ap);
+#endif
     va_end(ap);
     memcpy(cnn__error, msg, sizeof msg);
     return code;
