@@ -1915,7 +1915,19 @@ static CNN__ALWAYS_INLINE void cnn__copy_floats(float *CNN__RESTRICT dst, const 
 
 /* ---- portable C: any processor, vectorised by the compiler where it can ---- */
 
-enum { CNN__PORTABLE_MR = 4, CNN__PORTABLE_NR = 16 }; /* 4 x 16 floats: 8 ymm (AVX) or 16 xmm accumulators */
+enum { CNN__PORTABLE_MR = 4, CNN__PORTABLE_NR = 16 }; /* 4 x 16 floats: 16 4-float accumulators */
+
+#if defined(__GNUC__) || defined(__clang__)
+/* GCC's and Clang's vector types: 4 floats that any target keeps in one
+   register (SSE, NEON) or two (none), so that the tile's accumulators stay in
+   registers: left to itself, the vectoriser shuffles a float acc[4][16]
+   through memory (15 GFLOP/s on an AVX-512 machine). The same operations,
+   in the same order, as the plain loops below. */
+typedef float cnn__v4 __attribute__((vector_size(16)));
+static CNN__ALWAYS_INLINE cnn__v4 cnn__v4_load(const float *p) { cnn__v4 v; memcpy(&v, p, sizeof v); return v; }
+static CNN__ALWAYS_INLINE void cnn__v4_store(float *p, cnn__v4 v) { memcpy(p, &v, sizeof v); }
+#define CNN__PORTABLE_V4 1
+#endif
 
 /* R full-width rows of a tile, R a constant where this is inlined, so that the
    compiler unrolls the loops and keeps acc in registers. Row r of step k of A
@@ -1929,21 +1941,43 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_portable(const int R, int K, const
                                                        const cnn__epilogue *ep, cnn__prefetch *pf) {
     enum { NR = CNN__PORTABLE_NR };
     float acc[CNN__PORTABLE_MR][NR];
+    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
+#ifdef CNN__PORTABLE_V4
+    cnn__v4 vacc[CNN__PORTABLE_MR][NR / 4];
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < NR / 4; h++) vacc[r][h] = load ? cnn__v4_load(c + r * ldc + 4 * h) : (cnn__v4){0, 0, 0, 0};
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (size_t)k * ldb;
+        const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
+        if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
+        const cnn__v4 b0 = cnn__v4_load(bk), b1 = cnn__v4_load(bk + 4), b2 = cnn__v4_load(bk + 8),
+                      b3 = cnn__v4_load(bk + 12);
+        for (int r = 0; r < R; r++) {
+            const float av = ak[r * a_rs];
+            const cnn__v4 ar = {av, av, av, av};
+            vacc[r][0] = ar * b0 + vacc[r][0];
+            vacc[r][1] = ar * b1 + vacc[r][1];
+            vacc[r][2] = ar * b2 + vacc[r][2];
+            vacc[r][3] = ar * b3 + vacc[r][3];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < NR / 4; h++) cnn__v4_store(acc[r] + 4 * h, vacc[r][h]);
+#else
     for (int r = 0; r < R; r++)
         for (int j = 0; j < NR; j++) acc[r][j] = load ? c[r * ldc + j] : 0.0f;
-    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
         if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
         for (int r = 0; r < R; r++) {
             const float ar = ak[r * a_rs];
-            for (int j = 0; j < NR; j++) acc[r][j] = CNN__FMA(ar, bk[j], acc[r][j]);
+            for (int j = 0; j < NR; j++) acc[r][j] = ar * bk[j] + acc[r][j];
         }
     }
+#endif
     if (pf) pf->next = pf_next;
-    /* the epilogue in one branch-free pass, so that acc stays in registers:
-       + bias (or + 0), then max(., 0) for ReLU (or max(., -inf), a no-op) */
+    /* the epilogue: + bias (or + 0), then max(., 0) for ReLU (or max(., -inf), a no-op) */
     float bias[NR] = {0};
     const float floor = ep && ep->relu ? 0.0f : -INFINITY;
     if (ep && ep->bias) memcpy(bias, ep->bias, sizeof bias);
@@ -1953,7 +1987,7 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_portable(const int R, int K, const
             acc[r][j] = v < floor ? floor : v;
             c[r * ldc + j] = acc[r][j];
         }
-    if (ep && ep->s) { /* BatchNorm's statistics from the registers (see cnn__stats_close) */
+    if (ep && ep->s) { /* BatchNorm's statistics (see cnn__stats_close) */
         float shift[NR], s[NR], q[NR];
         for (int j = 0; j < NR; j++) {
             shift[j] = ep->opens ? acc[0][j] : ep->shift[j];
