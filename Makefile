@@ -17,7 +17,7 @@ CLLIBS    = -lOpenCL -lclblast
 endif
 DEMO_EPOCHS ?= 5
 
-.PHONY: all test demo examples deps bench clean
+.PHONY: all test demo examples deps bench clean windows
 
 all: examples
 
@@ -51,6 +51,11 @@ bench/augment_bench: bench/augment_bench.c cnn.h cnn_augment.h
 
 bench/peak: bench/peak.c
 	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) $< -o $@
+
+# the core tests built for Windows (MinGW-w64) and run under wine
+windows:
+	@scripts/ensure-deps.sh windows
+	@tests/windows.sh
 
 # cnn.h against PyTorch, side by side; figures go to bench/README.md
 bench: bench/train_bench bench/peak bench/augment_bench examples
