@@ -1,7 +1,8 @@
 # cnn.h - build, test, demo.  `make test` runs the whole suite; `make demo`
 # trains the tutorial network on the offline default dataset (Fashion-MNIST).
 CC       ?= gcc
-CFLAGS   ?= -O3 -march=native
+# No -march: cnn.h picks its kernels (AVX-512, AVX2, NEON, portable) at run time
+CFLAGS   ?= -O2
 OMPFLAGS ?= -fopenmp
 WARN      = -Wall -Wextra
 HEADERS   = cnn.h cnn_augment.h cnn_opencl.h
