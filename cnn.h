@@ -1924,7 +1924,11 @@ enum { CNN__PORTABLE_MR = 4, CNN__PORTABLE_NR = 16 }; /* 4 x 16 floats: 16 4-flo
    through memory (15 GFLOP/s on an AVX-512 machine). The same operations,
    in the same order, as the plain loops below. */
 typedef float cnn__v4 __attribute__((vector_size(16)));
-static CNN__ALWAYS_INLINE cnn__v4 cnn__v4_load(const float *p) { cnn__v4 v; memcpy(&v, p, sizeof v); return v; }
+static CNN__ALWAYS_INLINE cnn__v4 cnn__v4_load(const float *p) {
+    cnn__v4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 static CNN__ALWAYS_INLINE void cnn__v4_store(float *p, cnn__v4 v) { memcpy(p, &v, sizeof v); }
 #define CNN__PORTABLE_V4 1
 #endif
@@ -1945,7 +1949,8 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_portable(const int R, int K, const
 #ifdef CNN__PORTABLE_V4
     cnn__v4 vacc[CNN__PORTABLE_MR][NR / 4];
     for (int r = 0; r < R; r++)
-        for (int h = 0; h < NR / 4; h++) vacc[r][h] = load ? cnn__v4_load(c + r * ldc + 4 * h) : (cnn__v4){0, 0, 0, 0};
+        for (int h = 0; h < NR / 4; h++)
+            vacc[r][h] = load ? cnn__v4_load(c + r * ldc + 4 * h) : (cnn__v4){0, 0, 0, 0};
     for (int k = 0; k < K; k++) {
         const float *bk = b + (size_t)k * ldb;
         const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
@@ -2131,6 +2136,29 @@ static void cnn__adam_update_portable(float *CNN__RESTRICT p, const float *CNN__
 }
 
 static int cnn__supported_portable(void) { return 1; }
+
+/* A vector path's Adam: lanes parameters at a time through its lanes function,
+   the last count % lanes in a zero-padded block through the same function, so
+   that every parameter takes the same instructions (sqrtf may set errno, which
+   keeps compilers from vectorising the portable loop in ISO C modes) */
+typedef void (*cnn__adam_lanes_fn)(float *p, const float *g, float *s1, float *s2, float b1, float b2,
+                                   float lr_t, float eps);
+static void cnn__adam_blocks(int lanes, cnn__adam_lanes_fn lanes_fn, float *p, const float *g, float *s1,
+                             float *s2, long long count, float b1, float b2, float lr_t, float eps) {
+    const long long blocks = count / lanes, done = blocks * lanes;
+    CNN__PARALLEL_FOR(count)
+    for (long long i = 0; i < blocks; i++)
+        lanes_fn(p + i * lanes, g + i * lanes, s1 + i * lanes, s2 + i * lanes, b1, b2, lr_t, eps);
+    if (done < count) {
+        float tp[16] = {0}, tg[16] = {0}, t1[16] = {0}, t2[16] = {0}; /* lanes <= 16 */
+        const size_t rest = (size_t)(count - done) * sizeof(float);
+        memcpy(tp, p + done, rest), memcpy(tg, g + done, rest);
+        memcpy(t1, s1 + done, rest), memcpy(t2, s2 + done, rest);
+        lanes_fn(tp, tg, t1, t2, b1, b2, lr_t, eps);
+        memcpy(p + done, tp, rest), memcpy(s1 + done, t1, rest), memcpy(s2 + done, t2, rest);
+    }
+}
+
 
 /* ---- AVX-512 (F, BW, VL with FMA): x86-64 from Skylake-SP and Zen 4 on ---- */
 /* Compiled whatever the flags where the compiler can target it function by
@@ -2349,10 +2377,7 @@ static void cnn__max_2x2_avx512(int C, const float *x0, const float *x2, const f
     cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
-/* Adam on 16 parameters at a time; the last count % 16 go through the same
-   vector code in a zero-padded block, so every parameter takes the same
-   instructions. (sqrtf may set errno, which keeps compilers from vectorising
-   the portable loop in ISO C modes.) */
+/* Adam on 16 parameters (see cnn__adam_blocks) */
 static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                    float lr_t, float eps) {
     const __m512 gk = _mm512_loadu_ps(g);
@@ -2371,20 +2396,7 @@ static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s
 
 static void cnn__adam_update_avx512(float *p, const float *g, float *s1, float *s2, long long count, float b1,
                                     float b2, float lr_t, float eps) {
-    const long long blocks = count / 16, done = blocks * 16;
-    CNN__PARALLEL_FOR(count)
-    for (long long i = 0; i < blocks; i++)
-        cnn__adam_lanes_avx512(p + i * 16, g + i * 16, s1 + i * 16, s2 + i * 16, b1, b2, lr_t, eps);
-    if (done < count) {
-        float tp[16] = {0}, tg[16] = {0}, t1[16] = {0}, t2[16] = {0};
-        const size_t rest = (size_t)(count - done) * sizeof(float);
-        memcpy(tp, p + done, rest);
-        memcpy(tg, g + done, rest);
-        memcpy(t1, s1 + done, rest);
-        memcpy(t2, s2 + done, rest);
-        cnn__adam_lanes_avx512(tp, tg, t1, t2, b1, b2, lr_t, eps);
-        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
-    }
+    cnn__adam_blocks(16, cnn__adam_lanes_avx512, p, g, s1, s2, count, b1, b2, lr_t, eps);
 }
 
 #if defined(__clang__)
@@ -2539,7 +2551,7 @@ static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const flo
     cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
-/* Adam on 8 parameters at a time, as cnn__adam_update_avx512 on 16 */
+/* Adam on 8 parameters (see cnn__adam_blocks) */
 static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                  float lr_t, float eps) {
     const __m256 gk = _mm256_loadu_ps(g);
@@ -2556,20 +2568,7 @@ static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2,
 
 static void cnn__adam_update_avx2(float *p, const float *g, float *s1, float *s2, long long count, float b1,
                                   float b2, float lr_t, float eps) {
-    const long long blocks = count / 8, done = blocks * 8;
-    CNN__PARALLEL_FOR(count)
-    for (long long i = 0; i < blocks; i++)
-        cnn__adam_lanes_avx2(p + i * 8, g + i * 8, s1 + i * 8, s2 + i * 8, b1, b2, lr_t, eps);
-    if (done < count) {
-        float tp[8] = {0}, tg[8] = {0}, t1[8] = {0}, t2[8] = {0};
-        const size_t rest = (size_t)(count - done) * sizeof(float);
-        memcpy(tp, p + done, rest);
-        memcpy(tg, g + done, rest);
-        memcpy(t1, s1 + done, rest);
-        memcpy(t2, s2 + done, rest);
-        cnn__adam_lanes_avx2(tp, tg, t1, t2, b1, b2, lr_t, eps);
-        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
-    }
+    cnn__adam_blocks(8, cnn__adam_lanes_avx2, p, g, s1, s2, count, b1, b2, lr_t, eps);
 }
 
 #if defined(__clang__)
@@ -2698,20 +2697,7 @@ static void cnn__adam_lanes_neon(float *p, const float *g, float *s1, float *s2,
 
 static void cnn__adam_update_neon(float *p, const float *g, float *s1, float *s2, long long count, float b1,
                                   float b2, float lr_t, float eps) {
-    const long long blocks = count / 4, done = blocks * 4;
-    CNN__PARALLEL_FOR(count)
-    for (long long i = 0; i < blocks; i++)
-        cnn__adam_lanes_neon(p + i * 4, g + i * 4, s1 + i * 4, s2 + i * 4, b1, b2, lr_t, eps);
-    if (done < count) {
-        float tp[4] = {0}, tg[4] = {0}, t1[4] = {0}, t2[4] = {0};
-        const size_t rest = (size_t)(count - done) * sizeof(float);
-        memcpy(tp, p + done, rest);
-        memcpy(tg, g + done, rest);
-        memcpy(t1, s1 + done, rest);
-        memcpy(t2, s2 + done, rest);
-        cnn__adam_lanes_neon(tp, tg, t1, t2, b1, b2, lr_t, eps);
-        memcpy(p + done, tp, rest); memcpy(s1 + done, t1, rest); memcpy(s2 + done, t2, rest);
-    }
+    cnn__adam_blocks(4, cnn__adam_lanes_neon, p, g, s1, s2, count, b1, b2, lr_t, eps);
 }
 
 static int cnn__supported_neon(void) { return 1; }
