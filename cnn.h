@@ -1468,9 +1468,11 @@ enum cnn__layer_type { CNN__LAYER_KINDS(CNN__KIND_ID) CNN__LAYER_TYPES };
        reads the pool's gradient and maxima: its own out and dout stay unused;
      - a Conv2D (ReLU or linear) whose only reader is a BatchNorm sums that
        BatchNorm's batch statistics from its product's tiles as they are stored;
-     - when that BatchNorm is in turn fused into a pool whose windows tile its
-       input (stride = size, no padding, at most 256 cells), the Conv2D also
-       makes the BatchNorm's input gradient, slice by slice, in its backward pass.
+     - when that BatchNorm is in turn fused into a pool whose windows are its
+       strides ('valid', at most 256 cells; the last rows or columns may fall
+       outside every window) and the conv is narrower than 65536, the Conv2D
+       also makes the BatchNorm's input gradient, slice by slice, in its
+       backward pass.
    CNN_NO_FUSION plans nothing, and the reference passes (cnn_set_reference)
    ignore the plan; the results agree to rounding (tests/test_reference.c,
    tests/test_core.c). */
@@ -4511,7 +4513,7 @@ static int cnn__avg_count(const cnn_node *n, const cnn_node *in, int oy, int ox)
     return cnt;
 }
 
-/* forward (dir 0): out = mean of window; backward (dir 1): dx += dout / count */
+/* backward 0: out = the mean of each window; backward 1: dx += dout / count */
 static void cnn__avgpool_pass(cnn_node *n, int B, int backward) {
     const cnn_node *in = cnn__in(n, 0);
     const int H = in->h, W = in->w, C = n->c;
