@@ -2145,6 +2145,9 @@ static int cnn__supported_portable(void) { return 1; }
    keeps compilers from vectorising the portable loop in ISO C modes) */
 typedef void (*cnn__adam_lanes_fn)(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                    float lr_t, float eps);
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((unused)) /* a build without vector sections (CNN_NO_AVX512 CNN_NO_AVX2) has no use for it */
+#endif
 static void cnn__adam_blocks(int lanes, cnn__adam_lanes_fn lanes_fn, float *p, const float *g, float *s1,
                              float *s2, long long count, float b1, float b2, float lr_t, float eps) {
     const long long blocks = count / lanes, done = blocks * lanes;
