@@ -912,9 +912,11 @@ CNN_IMPL double cnn_wall_time(void) {
 #endif
 }
 
-static int cnn__threads_pinned; /* see cnn__thread_tuner */
+static int cnn__threads_pinned;         /* see cnn__thread_tuner */
+static CNN__THREAD_LOCAL int cnn__team; /* threads of this thread's parallel loops; 0: OpenMP's default */
 CNN_IMPL void cnn_set_num_threads(int n) {
     cnn__threads_pinned = n > 0;
+    cnn__team = 0; /* a count the tuner chose before is forgotten */
 #ifdef _OPENMP
     omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
 #else
@@ -941,7 +943,6 @@ enum {
     CNN__TUNE_HOLD_FIRST = 64, CNN__TUNE_HOLD_LAST = 1000
 };
 #define CNN__TUNE_SECONDS 0.05 /* a count's timing ends when its timed steps took this long */
-static CNN__THREAD_LOCAL int cnn__team;  /* threads of this thread's parallel loops; 0: OpenMP's default */
 
 static int cnn__team_size(void) {
 #ifdef _OPENMP
