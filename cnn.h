@@ -2143,18 +2143,25 @@ static int cnn__supported_portable(void) { return 1; }
 /* A vector path's Adam: lanes parameters at a time through its lanes function,
    the last count % lanes in a zero-padded block through the same function, so
    that every parameter takes the same instructions (sqrtf may set errno, which
-   keeps compilers from vectorising the portable loop in ISO C modes) */
+   keeps compilers from vectorising the portable loop in ISO C modes). A macro,
+   so that the parallel loop is compiled in the path's section, where the lanes
+   function inlines, whatever the flags. */
 typedef void (*cnn__adam_lanes_fn)(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                    float lr_t, float eps);
+#define CNN__ADAM_BLOCKS(lanes, lanes_fn)                                                                   \
+    do {                                                                                                   \
+        const long long blocks = count / (lanes);                                                         \
+        CNN__PARALLEL_FOR(count)                                                                           \
+        for (long long i = 0; i < blocks; i++)                                                             \
+            lanes_fn(p + i * (lanes), g + i * (lanes), s1 + i * (lanes), s2 + i * (lanes), b1, b2, lr_t,  \
+                     eps);                                                                                 \
+        cnn__adam_rest(lanes_fn, p, g, s1, s2, blocks * (lanes), count, b1, b2, lr_t, eps);                 \
+    } while (0)
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((unused)) /* a build without vector sections (CNN_NO_AVX512 CNN_NO_AVX2) has no use for it */
 #endif
-static void cnn__adam_blocks(int lanes, cnn__adam_lanes_fn lanes_fn, float *p, const float *g, float *s1,
-                             float *s2, long long count, float b1, float b2, float lr_t, float eps) {
-    const long long blocks = count / lanes, done = blocks * lanes;
-    CNN__PARALLEL_FOR(count)
-    for (long long i = 0; i < blocks; i++)
-        lanes_fn(p + i * lanes, g + i * lanes, s1 + i * lanes, s2 + i * lanes, b1, b2, lr_t, eps);
+static void cnn__adam_rest(cnn__adam_lanes_fn lanes_fn, float *p, const float *g, float *s1, float *s2,
+                           long long done, long long count, float b1, float b2, float lr_t, float eps) {
     if (done < count) {
         float tp[16] = {0}, tg[16] = {0}, t1[16] = {0}, t2[16] = {0}; /* lanes <= 16 */
         const size_t rest = (size_t)(count - done) * sizeof(float);
@@ -2383,7 +2390,7 @@ static void cnn__max_2x2_avx512(int C, const float *x0, const float *x2, const f
     cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
-/* Adam on 16 parameters (see cnn__adam_blocks) */
+/* Adam on 16 parameters (see CNN__ADAM_BLOCKS) */
 static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                    float lr_t, float eps) {
     const __m512 gk = _mm512_loadu_ps(g);
@@ -2402,7 +2409,7 @@ static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s
 
 static void cnn__adam_update_avx512(float *p, const float *g, float *s1, float *s2, long long count, float b1,
                                     float b2, float lr_t, float eps) {
-    cnn__adam_blocks(16, cnn__adam_lanes_avx512, p, g, s1, s2, count, b1, b2, lr_t, eps);
+    CNN__ADAM_BLOCKS(16, cnn__adam_lanes_avx512);
 }
 
 #if defined(__clang__)
@@ -2557,7 +2564,7 @@ static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const flo
     cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
-/* Adam on 8 parameters (see cnn__adam_blocks) */
+/* Adam on 8 parameters (see CNN__ADAM_BLOCKS) */
 static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                  float lr_t, float eps) {
     const __m256 gk = _mm256_loadu_ps(g);
@@ -2574,7 +2581,7 @@ static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2,
 
 static void cnn__adam_update_avx2(float *p, const float *g, float *s1, float *s2, long long count, float b1,
                                   float b2, float lr_t, float eps) {
-    cnn__adam_blocks(8, cnn__adam_lanes_avx2, p, g, s1, s2, count, b1, b2, lr_t, eps);
+    CNN__ADAM_BLOCKS(8, cnn__adam_lanes_avx2);
 }
 
 #if defined(__clang__)
@@ -2703,7 +2710,7 @@ static void cnn__adam_lanes_neon(float *p, const float *g, float *s1, float *s2,
 
 static void cnn__adam_update_neon(float *p, const float *g, float *s1, float *s2, long long count, float b1,
                                   float b2, float lr_t, float eps) {
-    cnn__adam_blocks(4, cnn__adam_lanes_neon, p, g, s1, s2, count, b1, b2, lr_t, eps);
+    CNN__ADAM_BLOCKS(4, cnn__adam_lanes_neon);
 }
 
 static int cnn__supported_neon(void) { return 1; }

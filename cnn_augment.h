@@ -2444,12 +2444,30 @@ static int cnn__idg_map(int i, int n, int mode) {
     }
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define CNN__IDG_RESTRICT __restrict__
+#define CNN__IDG_INLINE __attribute__((always_inline)) inline
+#else
+#define CNN__IDG_RESTRICT
+#define CNN__IDG_INLINE inline
+#endif
+
+/* The resample is optimised as at -O3, whatever the flags, and assumes no
+   floating-point traps: without that, GCC keeps the fill rules' conditional
+   products as branches wherever AVX-512's masks are missing, and the loops stay
+   scalar. Bodies and the functions that inline them must agree. The values are
+   the same; only floating-point exception flags could differ. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("O3", "no-trapping-math")
+#endif
+
 /* The input as float with a border made by the fill rule: pad[r+1][q+1] =
    input[map(r)][map(q)] for r in -1..h+1, q in -1..w+1 (cval where map gives -1).
    With it every fill mode becomes a rule on the sample coordinate (below) and
    every output pixel reads one 2x2 block of pad, without a branch. */
-static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w, int c, int mode, float cval,
-                         float *pad) {
+static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w, int c,
+                                         int mode, float cval, float *pad) {
     const size_t C = (size_t)c, prow = (size_t)(w + 3) * C, row = (size_t)w * C;
     for (int r = 0; r < h; r++) { /* the inside, and the left and right borders of each row */
         float *d = pad + (size_t)(r + 1) * prow;
@@ -2473,11 +2491,6 @@ static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w,
     }
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define CNN__IDG_RESTRICT __restrict__
-#else
-#define CNN__IDG_RESTRICT
-#endif
 
 /* The per-coordinate rules, written with 0/1 masks instead of branches so that
    the loops below vectorize (0/1 masks keep every result exact). */
@@ -2553,9 +2566,9 @@ static void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w,
    a row reaching absurdly far out (huge zoom factors) takes the loop that clamps
    before converting to int. The mode is a constant of each loop: the compiler
    makes one vectorized loop per mode. */
-static void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, int c, int mode, int nearest,
-                                int *CNN__IDG_RESTRICT off, float *CNN__IDG_RESTRICT fx,
-                                float *CNN__IDG_RESTRICT fy) {
+static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, int c,
+                                                int mode, int nearest, int *CNN__IDG_RESTRICT off,
+                                                float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
     const double half = nearest ? 0.5 : 0.0; /* order 0 rounds: floor(v + 0.5) */
     const double bx = A->b * oy + A->tx + half, by = A->d * oy + A->ty + half, a = A->a, cc = A->c;
     const double ex = a * (w - 1) + bx, ey = cc * (w - 1) + by, big = 1e9;
@@ -2598,8 +2611,8 @@ static void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, 
     }
 }
 /* every row of the image: off, fx, fy [h*w] */
-static void cnn__idg_coords(const cnn__idg_affine *A, int h, int w, int c, int mode, int nearest, int *off,
-                            float *fx, float *fy) {
+static CNN__IDG_INLINE void cnn__idg_coords(const cnn__idg_affine *A, int h, int w, int c, int mode,
+                                            int nearest, int *off, float *fx, float *fy) {
     for (int oy = 0; oy < h; oy++)
         cnn__idg_coords_row(A, oy, h, w, c, mode, nearest, off + (size_t)oy * w, fx + (size_t)oy * w,
                             fy + (size_t)oy * w);
@@ -2637,9 +2650,10 @@ typedef float cnn__idg_v4 __attribute__((vector_size(16)));
 /* The output image o [h][w][c] from the padded input (which has 4 spare floats
    at its end). Neighbouring pixels read scattered blocks, so the work is
    vectorized across channels, not pixels: gathers are slow on many CPUs. */
-static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int h, int w, int c,
-                            const int *CNN__IDG_RESTRICT off, const float *CNN__IDG_RESTRICT fx,
-                            const float *CNN__IDG_RESTRICT fy, float *CNN__IDG_RESTRICT o) {
+static CNN__IDG_INLINE void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int h, int w, int c,
+                                            const int *CNN__IDG_RESTRICT off,
+                                            const float *CNN__IDG_RESTRICT fx,
+                                            const float *CNN__IDG_RESTRICT fy, float *CNN__IDG_RESTRICT o) {
     const int R = (w + 3) * c;
     const int npix = h * w; /* all pixels of the image in one pass: "ox" runs over them */
     int ox = 0;
@@ -2684,6 +2698,82 @@ static void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int h, int w, in
     }
 }
 #undef CNN__IDG_BLEND
+
+/* The resample, padding, coordinates and gather, compiled once per instruction set as
+   cnn.h's kernels are, and run on the one that cnn.h's kernel path names
+   (cnn_kernels(): CNN_KERNELS, cnn_set_kernels). The coordinate loops run in
+   double: 2 lanes with plain x86-64 flags, 4 with AVX2, 8 with AVX-512. The
+   same plain C in each; a path's results are its own (FMA may fuse the blends
+   where the flags allow contraction). */
+#define CNN__IDG_RESAMPLE_ARGS                                                                     \
+    const unsigned char *x8, const float *xf, int h, int w, int c, const cnn__idg_affine *A, int mode, \
+        int nearest, float cval, cnn__idg_scratch *s, float *out
+#define CNN__IDG_RESAMPLE_BODY                                                                             \
+    {                                                                                                      \
+        cnn__idg_pad(x8, xf, h, w, c, mode, cval, s->pad);                                                 \
+        cnn__idg_coords(A, h, w, c, mode, nearest, s->off, s->fx, s->fy);                                  \
+        cnn__idg_gather(s->pad, h, w, c, s->off, s->fx, s->fy, out);                                       \
+    }
+typedef void (*cnn__idg_resample_fn)(CNN__IDG_RESAMPLE_ARGS);
+static void cnn__idg_resample_portable(CNN__IDG_RESAMPLE_ARGS) CNN__IDG_RESAMPLE_BODY
+/* GCC and Clang compile the x86-64 paths function by function whatever the
+   flags (cnn.h runs them only where the processor has them); CNN_NO_AVX2 and
+   CNN_NO_AVX512 leave them out, as in cnn.h. (Pragmas spelled out: GCC drops
+   an optimize pragma that comes from a macro.) */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 6))
+#if !defined(CNN_NO_AVX2)
+#define CNN__IDG_AVX2 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("O3", "no-trapping-math") /* as the bodies (see above) */
+#endif
+static void cnn__idg_resample_avx2(CNN__IDG_RESAMPLE_ARGS) CNN__IDG_RESAMPLE_BODY
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+#if !defined(CNN_NO_AVX512)
+#define CNN__IDG_AVX512 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma")
+#pragma GCC optimize("O3", "no-trapping-math")
+#endif
+static void cnn__idg_resample_avx512(CNN__IDG_RESAMPLE_ARGS) CNN__IDG_RESAMPLE_BODY
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+#endif
+#undef CNN__IDG_RESAMPLE_BODY
+#undef CNN__IDG_RESAMPLE_ARGS
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+/* the resample of the kernel path in use (a vector path only where it runs) */
+static cnn__idg_resample_fn cnn__idg_resampler(void) {
+    const char *path = cnn_kernels();
+#ifdef CNN__IDG_AVX512
+    if (strcmp(path, "avx512") == 0) return cnn__idg_resample_avx512;
+#endif
+#ifdef CNN__IDG_AVX2
+    if (strcmp(path, "avx2") == 0) return cnn__idg_resample_avx2;
+#endif
+    (void)path;
+    return cnn__idg_resample_portable;
+}
 
 static void cnn__idg_minmax(const float *x, size_t n, float *mn, float *mx) {
     float lo = x[0], hi = x[0];
@@ -2746,9 +2836,7 @@ static void cnn__idg_transform(const cnn_datagen *g, const unsigned char *x8, co
         if (x8) for (size_t i = 0; i < n; i++) out[i] = (float)x8[i];
         else memcpy(out, xf, n * sizeof(float));
     } else {
-        cnn__idg_pad(x8, xf, h, w, c, mode, cval, s->pad);
-        cnn__idg_coords(&A, h, w, c, mode, nearest, s->off, s->fx, s->fy);
-        cnn__idg_gather(s->pad, h, w, c, s->off, s->fx, s->fy, out);
+        cnn__idg_resampler()(x8, xf, h, w, c, &A, mode, nearest, cval, s, out);
     }
     cnn__idg_color(t, out, n, c);
 }
