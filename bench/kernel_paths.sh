@@ -1,12 +1,15 @@
 #!/bin/bash
 # kernel_paths.sh - part of `make bench`: each CPU kernel path this processor runs, side by side
-# with PyTorch in the same invocation; the plain -O2 build against the -march=native one; each
-# Conv2D and Dense layer's GFLOP/s as a share of that path's FMA peak; and training on a busy
-# machine (a spinning process this script starts on one core and stops).
-#   PAIRS=3 THREADS=2 IMAGES=4096 TORCH_IMAGES=2048 (as run_bench.sh)
+# with PyTorch (Debian's, and a current one from PyPI) in the same invocation; the Makefile's
+# plain -O2 build against a -O3 -march=native one; the augmentation against Keras' algorithm on
+# each path; each Conv2D and Dense layer's GFLOP/s as a share of that path's FMA peak; and
+# training on a busy machine (a spinning process this script starts on one core and stops).
+#   PAIRS=3 THREADS=2 IMAGES=4096 TORCH_IMAGES=2048 (as run_bench.sh); TORCH_PIP=0 leaves out
+#   the PyPI PyTorch (bench/torch_venv.sh installs it, a few GB, on first use)
 cd "$(dirname "$0")/.." || exit 2
 PAIRS=${PAIRS:-3} THREADS=${THREADS:-2} IMAGES=${IMAGES:-4096} TORCH_IMAGES=${TORCH_IMAGES:-2048}
 PY=/usr/bin/python3
+PIP_PY=$(bench/torch_venv.sh)
 OPENBLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread
 if [ -e "$OPENBLAS/libblas.so.3" ]; then torch_env=(env LD_LIBRARY_PATH="$OPENBLAS" OPENBLAS_NUM_THREADS=1)
 else torch_env=(env); fi
@@ -14,8 +17,12 @@ last_rate() { awk '/^img\/s:/ {v=$2} END {print v}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 CC=${CC:-cc}
 mkdir -p build/bench
-# the same program built with plain -O2 (no -march): the kernel path is still chosen at run time
-$CC -std=c99 -O2 -fopenmp -I. bench/train_bench.c -lm -o build/bench/train_bench_O2 || exit 1
+# the same programs built with the Makefile's flags (plain -O2, no -march) and with -march=native:
+# the kernel path is chosen at run time either way
+for prog in train_bench augment_bench; do
+  $CC -std=c99 -O2 -fopenmp -I. bench/$prog.c -lm -lpthread -o build/bench/${prog}_O2 || exit 1
+  $CC -std=c99 -O3 -march=native -fopenmp -I. bench/$prog.c -lm -lpthread -o build/bench/${prog}_native || exit 1
+done
 # FMA peaks of the instruction sets (bench/peak picks its vectors by the compiler's target)
 case "$(uname -m)" in
   x86_64)
@@ -28,29 +35,56 @@ peak_of() { # best of 3
 }
 paths=""
 for k in avx512 avx2 neon portable; do
-  bench/train_bench --kernels "$k" --images 32 --threads 1 >/dev/null 2>&1 && paths="$paths $k"
+  build/bench/train_bench_O2 --kernels "$k" --images 32 --threads 1 >/dev/null 2>&1 && paths="$paths $k"
 done
+torch_ver=$($PY -c 'import torch; print(torch.__version__)')
+pip_ver=${PIP_PY:+$($PIP_PY -c 'import torch; print(torch.__version__)')}
 echo "# CPU kernel paths side by side ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $THREADS threads): paths$paths"
+echo "# PyTorch $torch_ver (Debian, OpenBLAS)${pip_ver:+ and PyTorch $pip_ver (PyPI, channels-last, its fastest layout here)}"
 echo
-echo "| path | training img/s (-march=native / plain -O2) | PyTorch | ratio | inference img/s (native / -O2) | PyTorch | ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "| path | training img/s: -O2 (-march=native, -O2's share) | Debian PyTorch | ratio | PyPI PyTorch | ratio | inference img/s: -O2 (native, share) | Debian | ratio | PyPI | ratio |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+pip_rate() { [ -n "$PIP_PY" ] && $PIP_PY bench/torch_reference.py --channels-last "$@" | last_rate || echo 0; }
 for k in $paths; do
-  declare -a tn=() to=() tt=() in_=() io=() it=()
+  declare -a tn=() to=() tt=() tp=() in_=() io=() it=() ip=()
   for p in $(seq "$PAIRS"); do
-    tn+=("$(bench/train_bench --kernels "$k" --images "$IMAGES" --threads "$THREADS" | last_rate)")
     to+=("$(build/bench/train_bench_O2 --kernels "$k" --images "$IMAGES" --threads "$THREADS" | last_rate)")
+    tn+=("$(build/bench/train_bench_native --kernels "$k" --images "$IMAGES" --threads "$THREADS" | last_rate)")
     tt+=("$("${torch_env[@]}" $PY bench/torch_reference.py --images "$TORCH_IMAGES" --threads "$THREADS" | last_rate)")
-    in_+=("$(bench/train_bench --kernels "$k" --images $((IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
+    tp+=("$(pip_rate --images "$TORCH_IMAGES" --threads "$THREADS")")
     io+=("$(build/bench/train_bench_O2 --kernels "$k" --images $((IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
+    in_+=("$(build/bench/train_bench_native --kernels "$k" --images $((IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
     it+=("$("${torch_env[@]}" $PY bench/torch_reference.py --images $((TORCH_IMAGES * 4)) --threads "$THREADS" --infer | last_rate)")
+    ip+=("$(pip_rate --images $((TORCH_IMAGES * 4)) --threads "$THREADS" --infer)")
   done
-  a=$(printf '%s\n' "${tn[@]}" | median); b=$(printf '%s\n' "${to[@]}" | median); c=$(printf '%s\n' "${tt[@]}" | median)
-  d=$(printf '%s\n' "${in_[@]}" | median); e=$(printf '%s\n' "${io[@]}" | median); f=$(printf '%s\n' "${it[@]}" | median)
-  awk -v k="$k" -v a="$a" -v b="$b" -v c="$c" -v d="$d" -v e="$e" -v f="$f" 'BEGIN {
-    printf "| %s | %.0f / %.0f (%.2f) | %.0f | %.2fx | %.0f / %.0f (%.2f) | %.0f | %.2fx |\n", k, a, b, b / a, c, a / c, d, e, e / d, f, d / f }'
+  a=$(printf '%s\n' "${to[@]}" | median); b=$(printf '%s\n' "${tn[@]}" | median); c=$(printf '%s\n' "${tt[@]}" | median)
+  c2=$(printf '%s\n' "${tp[@]}" | median)
+  d=$(printf '%s\n' "${io[@]}" | median); e=$(printf '%s\n' "${in_[@]}" | median); f=$(printf '%s\n' "${it[@]}" | median)
+  f2=$(printf '%s\n' "${ip[@]}" | median)
+  awk -v k="$k" -v a="$a" -v b="$b" -v c="$c" -v c2="$c2" -v d="$d" -v e="$e" -v f="$f" -v f2="$f2" 'BEGIN {
+    printf "| %s | %.0f (%.0f, %.2f) | %.0f | %.2fx | %s | %s | %.0f (%.0f, %.2f) | %.0f | %.2fx | %s | %s |\n", k, a, b, a / b, c, a / c,
+      (c2 > 0 ? sprintf("%.0f", c2) : "-"), (c2 > 0 ? sprintf("%.2fx", a / c2) : "-"), d, e, d / e, f, d / f,
+      (f2 > 0 ? sprintf("%.0f", f2) : "-"), (f2 > 0 ? sprintf("%.2fx", d / f2) : "-") }'
 done
 echo
-echo "(medians of $PAIRS alternating runs; in brackets the plain -O2 build's share of the native one's speed)"
+echo "(medians of $PAIRS alternating runs; ratios are the -O2 build's)"
+echo
+# the augmentation transform on each path (the resample follows the kernel path) against
+# Keras' algorithm (bench/keras_augment.py: scipy's affine_transform, as Keras calls it)
+keras_a=$($PY bench/keras_augment.py --images 3000 | last_rate)
+echo "augmentation, 32x32x3 images, $THREADS threads, against Keras' algorithm ($keras_a img/s):"
+echo
+echo "| path | -O2 img/s | ratio | -march=native img/s | ratio |"
+echo "|---|---|---|---|---|"
+for k in $paths; do
+  declare -a ao=() an=()
+  for p in $(seq "$PAIRS"); do
+    ao+=("$(CNN_KERNELS=$k build/bench/augment_bench_O2 --images 20000 --threads "$THREADS" | last_rate)")
+    an+=("$(CNN_KERNELS=$k build/bench/augment_bench_native --images 20000 --threads "$THREADS" | last_rate)")
+  done
+  a=$(printf '%s\n' "${ao[@]}" | median); b=$(printf '%s\n' "${an[@]}" | median)
+  awk -v k="$k" -v a="$a" -v b="$b" -v r="$keras_a" 'BEGIN { printf "| %s | %.0f | %.1fx | %.0f | %.1fx |\n", k, a, a / r, b, b / r }'
+done
 echo
 echo "per layer, each path's fastest of $PAIRS profiled runs, as a share of that path's FMA peak (build/bench/peak_*):"
 echo
@@ -59,7 +93,7 @@ echo "|---|---|---|---|---|"
 for k in $paths; do
   peak=$(peak_of "$k")
   out=""
-  for p in $(seq "$PAIRS"); do out+="$(bench/train_bench --kernels "$k" --images "$IMAGES" --threads "$THREADS" --profile)"$'\n'; done
+  for p in $(seq "$PAIRS"); do out+="$(build/bench/train_bench_O2 --kernels "$k" --images "$IMAGES" --threads "$THREADS" --profile)"$'\n'; done
   printf '%s\n' "$out" | awk -v k="$k" -v peak="$peak" '
     $1 == "conv_1" || $1 == "conv_2" || $1 == "fc1" { if (!($1 in f) || $4 > f[$1]) f[$1] = $4; if (!($1 in b) || $6 > b[$1]) b[$1] = $6 }
     END {
@@ -70,11 +104,11 @@ done
 # (tuned by cnn.h) against training on one thread alone
 echo
 spin_core=$(( $(nproc) - 1 ))
-alone=$(bench/train_bench --images 6400 --threads 1 | last_rate)
+alone=$(build/bench/train_bench_O2 --images 6400 --threads 1 | last_rate)
 taskset -c "$spin_core" sh -c 'while :; do :; done' & spinner=$!
 sleep 0.5
-busy=$(bench/train_bench --images 6400 | last_rate)
-busy_pinned=$(bench/train_bench --images 6400 --threads "$(nproc)" | last_rate)
+busy=$(build/bench/train_bench_O2 --images 6400 | last_rate)
+busy_pinned=$(build/bench/train_bench_O2 --images 6400 --threads "$(nproc)" | last_rate)
 kill "$spinner"; wait "$spinner" 2>/dev/null
 awk -v a="$alone" -v b="$busy" -v p="$busy_pinned" -v c="$spin_core" -v n="$(nproc)" 'BEGIN {
   printf "busy machine (a process spinning on core %d): default threads (tuned) %.0f img/s = %.2f of one thread alone (%.0f); all %d threads pinned %.0f img/s = %.2f\n", c, b, b / a, a, n, p, p / a }'

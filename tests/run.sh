@@ -53,11 +53,12 @@ C
 compile "build kernel_paths" $CC -std=c99 -O2 -Wall -Wextra -I. $B/kernel_paths.c -lm -o $B/kernel_paths
 paths=$([ -x $B/kernel_paths ] && $B/kernel_paths | tr '\n' ' ')
 echo "kernel paths this processor runs: $paths"
-for t in test_core test_grad test_parity; do
+# (test_augment and test_keras: the augmentation's resample follows the kernel path)
+for t in test_core test_grad test_parity test_augment test_keras; do
   compile "build $t (plain -O2)" $CC -std=c99 -O2 -fopenmp -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.O2
 done
 for k in $paths; do
-  for t in test_core test_grad test_parity test_reference; do
+  for t in test_core test_grad test_parity test_reference test_augment test_keras; do
     [ -x $B/$t ] && CNN_KERNELS=$k run "$t (kernels $k)" $B/$t
     [ -x $B/$t.O2 ] && CNN_KERNELS=$k run "$t (kernels $k, plain -O2)" $B/$t.O2
   done
