@@ -1,4 +1,4 @@
-/* cnn_augment.h - v0.3 - image files, data augmentation and PNG plots for cnn.h
+/* cnn_augment.h - v0.4 - image files, data augmentation and PNG plots for cnn.h
 
    The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
@@ -249,6 +249,11 @@
        its float32 SVD makes them noise.
 
    REVISION HISTORY
+     0.4  (2026-12-05) The transform's resample is compiled for AVX2 and AVX-512
+          too and runs on cnn.h's kernel path (CNN_KERNELS, cnn_set_kernels), so
+          it vectorises without -march flags and on AVX2 (it was scalar there).
+          Built in an ISO C mode (-std=c99) the images are the same as 0.3's;
+          in GNU modes the compiler may fuse multiply-adds (last-bit changes).
      0.3  (2026-12-05) Tested against tf-keras 2.21 itself: resizing by PIL's rules
           (no abort on any size; bicubic, lanczos, box, hamming, keep_aspect_ratio),
           cnn_resize_uint8, cnn_load_image; Keras' file order; std normalization
