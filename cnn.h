@@ -3541,7 +3541,9 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
     const int keep = cnn__in_dout(n, 0) != NULL;
     /* dz is kept in dout, else in a stack buffer */
     const int to_dout = keep || !in_chunks || N > CNN__DZ_BUFFER;
-    const int step = from_input ? CNN__SLICE_ROWS : to_dout ? M : CNN__DZ_BUFFER / N; /* rows per slice */
+    /* rows per slice: CNN__SLICE_ROWS keeps a slice's dz and its rows of A in L1 */
+    const int step = to_dout && !from_input ? M : N * CNN__SLICE_ROWS <= CNN__DZ_BUFFER ? CNN__SLICE_ROWS
+                                                                                       : CNN__DZ_BUFFER / N;
     if (!keep && !gW) return; /* a frozen first layer: nothing to make */
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
