@@ -1716,6 +1716,12 @@ static cnn_node *cnn__new_node(cnn_model *m, int type, cnn_node *const *inputs, 
 
 /* Append a finished node to the graph (takes ownership). */
 static cnn_node *cnn__push(cnn_model *m, cnn_node *n) {
+    if ((long long)n->h * n->w * n->c > INT_MAX) { /* sizes and offsets inside a sample are ints */
+        cnn_set_error(CNN_ERR_SHAPE, "layer '%s': %dx%dx%d values per sample are too many", n->name, n->h,
+                      n->w, n->c);
+        CNN_FREE(n);
+        return NULL;
+    }
     if (m->n_nodes == m->cap_nodes) {
         int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
         cnn_node **nn = (cnn_node **)CNN_REALLOC(m->nodes, (size_t)cap * sizeof *nn);
@@ -1751,16 +1757,26 @@ static int cnn__check_regularizer(cnn_regularizer r, const char *layer) {
 }
 
 /* Output size and leading padding of a window sliding over `in` (Keras rules:
-   'same' pads ceil(in/s) outputs, the odd pixel at the bottom/right). */
+   'same' pads ceil(in/s) outputs, the odd pixel at the bottom/right). In 64
+   bits: k and s come from the caller, or from a model file. */
 static int cnn__window(int in, int k, int s, int padding, int *pad_before) {
     if (padding == CNN_SAME) {
-        int out = (in + s - 1) / s;
-        int total = (out - 1) * s + k - in;
-        *pad_before = total > 0 ? total / 2 : 0;
-        return out;
+        const long long out = ((long long)in + s - 1) / s, total = (out - 1) * s + k - in;
+        *pad_before = total > 0 ? (int)(total / 2) : 0; /* k <= CNN__WINDOW_MAX: fits */
+        return (int)out;
     }
     *pad_before = 0;
     return in >= k ? (in - k) / s + 1 : 0;
+}
+
+/* the largest kernel, pool window side and stride (a bound that keeps the
+   window arithmetic, oy * s - pad + ky, far inside an int) */
+#define CNN__WINDOW_MAX 65536
+static int cnn__check_window(const char *kind, const char *name, int kh, int kw, int sh, int sw) {
+    if (kh > CNN__WINDOW_MAX || kw > CNN__WINDOW_MAX || sh > CNN__WINDOW_MAX || sw > CNN__WINDOW_MAX)
+        return cnn_set_error(CNN_ERR_ARG, "%s '%s': window %dx%d with strides %dx%d: at most %d each", kind,
+                             name, kh, kw, sh, sw, CNN__WINDOW_MAX);
+    return CNN_OK;
 }
 
 /* ======================================================================== */
@@ -3761,6 +3777,12 @@ CNN_IMPL cnn_node *cnn_conv2d_opt(cnn_model *m, cnn_node *x, const cnn_conv2d_op
         cnn_set_error(CNN_ERR_ARG, "Conv2D '%s': padding must be CNN_VALID or CNN_SAME", n->name);
         return cnn__fail(n);
     }
+    if (cnn__check_window("Conv2D", n->name, n->kh, n->kw, n->sh, n->sw)) return cnn__fail(n);
+    if ((long long)n->kh * n->kw * x->c > INT_MAX) { /* a row of im2col is indexed by int */
+        cnn_set_error(CNN_ERR_SHAPE, "Conv2D '%s': a %dx%d kernel over %d channels is too deep", n->name,
+                      n->kh, n->kw, x->c);
+        return cnn__fail(n);
+    }
     if (cnn__check_activation(n->activation, &n->alpha, n->name) ||
         cnn__check_regularizer(o->kernel_regularizer, n->name))
         return cnn__fail(n);
@@ -4337,6 +4359,7 @@ static cnn_node *cnn__pool(cnn_model *m, cnn_node *x, const cnn_pool2d_opts *o, 
         cnn_set_error(CNN_ERR_ARG, "%s '%s': padding must be CNN_VALID or CNN_SAME", kind, n->name);
         return cnn__fail(n);
     }
+    if (cnn__check_window(kind, n->name, n->kh, n->kw, n->sh, n->sw)) return cnn__fail(n);
     n->h = cnn__window(x->h, n->kh, n->sh, n->padding, &n->pad_top);
     n->w = cnn__window(x->w, n->kw, n->sw, n->padding, &n->pad_left);
     n->c = x->c;
@@ -4793,7 +4816,13 @@ static cnn_node *cnn__merge(cnn_model *m, cnn_node *const *inputs, int count, co
                           n->name, a->name, a->h, a->w, a->c, b->name, b->h, b->w, b->c);
             return cnn__fail(n);
         }
-        if (type == CNN__CONCAT) n->c += b->c;
+        if (type == CNN__CONCAT) {
+            if ((long long)n->c + b->c > INT_MAX) { /* cnn__push checks the whole size */
+                cnn_set_error(CNN_ERR_SHAPE, "Concatenate '%s': more than %d channels", n->name, INT_MAX);
+                return cnn__fail(n);
+            }
+            n->c += b->c;
+        }
     }
     return cnn__push(m, n);
 }
@@ -7050,6 +7079,19 @@ static int cnn__read_layers(cnn_model *m, cnn__reader *r) {
         n->trainable = L.trainable != 0;
     }
     if ((int)input != m->input) { cnn_set_error(CNN_ERR_FORMAT, "bad input index"); return CNN_ERR_FORMAT; }
+    /* the weights and statistics these layers hold are stored further on: a file
+       too short for them is refused before anything that size is allocated */
+    const size_t room = (r->len - r->pos) / sizeof(float);
+    size_t implied = 0;
+    for (int i = 0; i < m->n_nodes && implied <= room; i++)
+        implied += m->nodes[i]->p_count > room || m->nodes[i]->s_count > room
+                       ? room + 1
+                       : m->nodes[i]->p_count + m->nodes[i]->s_count;
+    if (implied > room) {
+        cnn_set_error(CNN_ERR_FORMAT, "the layers hold more weights than the file's %zu remaining bytes",
+                      r->len - r->pos);
+        return CNN_ERR_FORMAT;
+    }
     if (cnn_model_set_output(m, m->nodes[output]) || m->n_nodes != (int)n_nodes) {
         cnn_set_error(CNN_ERR_FORMAT, "the stored graph is inconsistent");
         return CNN_ERR_FORMAT;

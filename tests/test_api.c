@@ -16,6 +16,21 @@
 #ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700 /* mkdtemp, sigaction, setrlimit, dirent under -std=c99 */
 #endif
+#include <stdlib.h>
+/* every allocation cnn.h makes goes through here: the largest request since the
+   last reset tells whether a hostile file made the loader ask for much */
+static size_t largest_request;
+static void *counted_malloc(size_t n) {
+    if (n > largest_request) largest_request = n;
+    return malloc(n);
+}
+static void *counted_realloc(void *p, size_t n) {
+    if (n > largest_request) largest_request = n;
+    return realloc(p, n);
+}
+#define CNN_MALLOC(sz) counted_malloc(sz)
+#define CNN_REALLOC(p, sz) counted_realloc((p), (sz))
+#define CNN_FREE(p) free(p)
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
 #include "test_util.h"
@@ -1520,6 +1535,80 @@ static const cnn_node *node_named(const cnn_model *m, const char *name) {
 /* conv -> ZeroPadding2D {1,0,2,1} -> UpSampling2D {2,3} -> ZeroPadding2D (default)
    -> UpSampling2D (default) -> strided conv -> global average -> Dense softmax,
    trained two steps, saved and loaded back */
+/* Sizes that would overflow an int inside a sample, through the API: refused
+   with the layer named, before anything is allocated */
+static void test_size_limits(void) {
+    test_begin("layers refuse windows, channels and depths that would overflow");
+    cnn_model *m = cnn_model_new();
+    cnn_node *wide = cnn_input(m, 1, 1, 1100000000, "wide"); /* 1.1e9 values: allowed, never built */
+    CHECK(wide != NULL, "a 1x1x1100000000 input: %s", err());
+    cnn_node *both[2] = {wide, wide};
+    ERR_NODE(cnn_concatenate(m, both, 2, .name = "cat"), "cat");
+    ERR_NODE(cnn_concatenate(m, both, 2, .name = "cat"), "channels");
+    cnn_model_free(m);
+    m = cnn_model_new();
+    cnn_node *deep = cnn_input(m, 3, 3, 300000000 / 9 * 9 / 9, "deep"); /* 33,333,333 channels */
+    CHECK(deep != NULL, "a 3x3x33333333 input: %s", err());
+    ERR_NODE(cnn_conv2d(m, deep, .filters = 1, .kernel_size = {9, 9}, .padding = CNN_SAME, .name = "c9"),
+             "too deep");
+    cnn_model_free(m);
+    m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 40000, 50000, 1, "x");
+    CHECK(x != NULL, "a 40000x50000x1 input: %s", err());
+    ERR_NODE(cnn_conv2d(m, x, .filters = 4, .kernel_size = {3, 3}, .strides = {2147483647, 1},
+                        .padding = CNN_SAME, .name = "far"), "at most 65536");
+    ERR_NODE(cnn_conv2d(m, x, .filters = 4, .kernel_size = {100000, 3}, .padding = CNN_SAME, .name = "huge"),
+             "huge");
+    ERR_NODE(cnn_avg_pool2d(m, x, .pool_size = {1, 70000}, .padding = CNN_SAME, .name = "avg"), "at most 65536");
+    /* 40000 x 50000 x 2 values: more than an int counts */
+    ERR_NODE(cnn_conv2d(m, x, .filters = 2, .kernel_size = {1, 1}, .name = "many"), "too many");
+    cnn_node *ok = cnn_conv2d(m, x, .filters = 1, .kernel_size = {65536, 3}, .strides = {65536, 1},
+                              .padding = CNN_SAME, .name = "edge");
+    CHECK(ok && ok->h == 1 && ok->w == 50000, "a 65536-row kernel, 'same': %s", ok ? "wrong shape" : err());
+    cnn_model_free(m);
+}
+
+/* A model file that passes its checksum is still untrusted: layers that imply
+   more weights than the file holds are refused before any of them is allocated */
+static void test_load_implied_size(void) {
+    test_begin("cnn_load refuses layers that imply more weights than the file holds, allocating little");
+    char path[512], p2[512];
+    tmp_path(path, sizeof path, "wide.cnn");
+    tmp_path(p2, sizeof p2, "wide_bad.cnn");
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 1, 1, 64, "in");
+    x = cnn_dense(m, x, .units = 4, .activation = CNN_SOFTMAX, .name = "wide");
+    CHECK(cnn_model_set_output(m, x) == CNN_OK && cnn_save(m, path) == CNN_OK, "save: %s", err());
+    cnn_model_free(m);
+    size_t len = 0;
+    unsigned char *file = read_bytes(path, &len);
+    const size_t at = file ? record_offset(file, len, "wide") : 0;
+    CHECK(at && at + 16 < len && get_le32(file + at + 8) == 4 && get_le32(file + at + 12) == 4,
+          "could not find the record of 'wide' in the file");
+    if (at && at + 16 < len) {
+        static const uint32_t units[] = {67108864, 2147483647, 5}; /* 17 GB, 550 GB of weights; 5: 20 bytes short */
+        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+            put_le32(file + at + 8, units[i]);  /* c */
+            put_le32(file + at + 12, units[i]); /* units */
+            put_le32(file + len - 4, crc32_of(file + 20, len - 24));
+            write_bytes(p2, file, len);
+            largest_request = 0;
+            clear_error();
+            cnn_model *t = cnn_load(p2);
+            printf("#   %u units: %s (largest allocation %zu bytes)\n", units[i], err(), largest_request);
+            CHECK(t == NULL, "%u units: loaded", units[i]);
+            CHECK(mentions(i < 2 ? "more weights than the file" : "wide_bad.cnn"), "%u units: error '%s'", units[i],
+                  err());
+            CHECK(largest_request < ((size_t)64 << 20), "%u units: an allocation of %zu bytes", units[i],
+                  largest_request);
+            cnn_model_free(t);
+        }
+    }
+    free(file);
+    remove(path);
+    remove(p2);
+}
+
 static void test_save_load_padding_upsampling(void) {
     enum { N = 4, H = 6, W = 5, C = 2 };
     static const struct { const char *name; int h, w, c; } shapes[] = {
@@ -1630,6 +1719,8 @@ int main(void) {
     test_fit_errors();
     test_save_load();
     test_save_load_padding_upsampling();
+    test_size_limits();
+    test_load_implied_size();
     remove_tree(tmp_root);
     return test_finish();
 }
