@@ -275,8 +275,8 @@ typedef struct cnn_regularizer {
 
 typedef struct cnn_conv2d_opts {
     int filters;              /* required, > 0 */
-    int kernel_size[2];       /* required: {kh, kw} */
-    int strides[2];           /* {0,0} = {1,1} */
+    int kernel_size[2];       /* required: {kh, kw}, each at most 65536 */
+    int strides[2];           /* {0,0} = {1,1}; at most 65536 */
     cnn_padding padding;      /* CNN_VALID (default) or CNN_SAME */
     cnn_activation_type activation; /* default linear */
     float alpha;              /* leaky_relu slope (0 = 0.3) or elu alpha (0 = 1) */
@@ -301,7 +301,7 @@ typedef struct cnn_batch_norm_opts {
 } cnn_batch_norm_opts;
 
 typedef struct cnn_pool2d_opts {
-    int pool_size[2];         /* {0,0} = {2,2}; max pooling: at most 65536 cells */
+    int pool_size[2];         /* {0,0} = {2,2}; sides at most 65536; max pooling: 65536 cells */
     int strides[2];           /* {0,0} = pool_size */
     cnn_padding padding;
     const char *name;
