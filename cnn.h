@@ -793,11 +793,13 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #include <arm_neon.h> /* the NEON kernels */
 #endif
 #if defined(__unix__) || defined(__APPLE__)
+#include <dirent.h>
 #include <sys/time.h>
 #include <unistd.h>
 #define CNN__POSIX 1
 #ifndef __cplusplus
-extern int fileno(FILE *); /* POSIX, hidden by glibc in strict C99 mode */
+extern int fileno(FILE *);   /* POSIX, hidden by glibc in strict C99 mode */
+extern int kill(int, int);   /* the same (pid_t is an int where this is compiled) */
 #endif
 #endif
 #ifdef _OPENMP
@@ -6963,6 +6965,36 @@ static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
     }
 }
 
+#ifdef CNN__POSIX
+/* What writers killed in the middle of a save left beside the target: files
+   named "<name>.tmp<pid>" whose process is gone (a live one, or one that
+   cannot be asked, keeps its file: two processes may save at once). */
+static void cnn__remove_dead_temps(const char *path) {
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    char dir[4096], full[4096 + 256];
+    const size_t dlen = slash ? (size_t)(slash - path) : 0, blen = strlen(base);
+    if (dlen >= sizeof dir) return;
+    if (!slash) strcpy(dir, ".");
+    else if (dlen == 0) strcpy(dir, "/");
+    else { memcpy(dir, path, dlen); dir[dlen] = 0; }
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *name = e->d_name, *digits = name + blen + 4;
+        if (strncmp(name, base, blen) || strncmp(name + blen, ".tmp", 4) || *digits < '0' || *digits > '9')
+            continue;
+        char *end;
+        const long pid = strtol(digits, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((int)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to ask */
+        snprintf(full, sizeof full, "%s/%s", dir, name);
+        remove(full);
+    }
+    closedir(d);
+}
+#endif
+
 CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
     int rc = cnn__check_built(m, "cnn_save");
     if (rc) return rc;
@@ -7012,6 +7044,9 @@ CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
                            strerror(errno));
         goto done;
     }
+#ifdef CNN__POSIX
+    cnn__remove_dead_temps(path);
+#endif
 done:
     CNN_FREE(tmp);
     CNN_FREE(file.p);

@@ -41,6 +41,7 @@ static void *counted_realloc(void *p, size_t n) {
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -1465,6 +1466,30 @@ static void test_save_load(void) {
     cnn_model_free(l);
     CHECK(count_entries(dir, ".tmp") == 0, "no temporary files after a successful save");
     CHECK(count_entries(dir, "") == 1, "only the model file must be in the folder (%d entries)", count_entries(dir, ""));
+
+    test_begin("cnn_save removes what a writer killed mid-save left, and only that");
+    {
+        pid_t dead = fork(); /* a process that has ended: its pid names a leftover */
+        if (dead == 0) _exit(0);
+        CHECK(dead > 0 && waitpid(dead, NULL, 0) == dead, "fork/waitpid failed");
+        char left[600], live[600], other[600];
+        snprintf(left, sizeof left, "%s.tmp%ld", path, (long)dead);
+        snprintf(live, sizeof live, "%s.tmp%ld", path, (long)getppid()); /* a writer still running */
+        snprintf(other, sizeof other, "%s.tmpnotes", path);              /* not a pid: not ours */
+        write_bytes(left, "partial", 7);
+        write_bytes(live, "partial", 7);
+        write_bytes(other, "notes", 5);
+        CHECK(cnn_save(m2, path) == 0, "save beside leftovers: %s", err());
+        CHECK(access(left, F_OK) != 0, "the dead writer's '%s' is still there", left);
+        CHECK(access(live, F_OK) == 0, "a live writer's '%s' was removed", live);
+        CHECK(access(other, F_OK) == 0, "'%s' (no pid) was removed", other);
+        l = cnn_load(path);
+        CHECK(l && same_model(m2, l, &why), "the model after the clean-up (%s)", l ? why : err());
+        cnn_model_free(l);
+        remove(live);
+        remove(other);
+        remove(left);
+    }
     /* a save that fails while writing (file size limit, works even as root) must keep the old file */
     struct rlimit old_lim, lim;
     void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
