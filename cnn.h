@@ -2470,7 +2470,7 @@ static int cnn__supported_avx512(void) {
 /* 6 x 16 floats: 12 of the 16 ymm registers, with two for B's row and one for
    A's broadcast value. tile_at takes a window cell's channels 4 at a time, so
    that the common channel counts (multiples of 4) take its fast path. */
-enum { CNN__AVX2_MR = 6, CNN__AVX2_NR = 16, CNN__AVX2_AT_MR = 4 };
+enum { CNN__AVX2_MR = 6, CNN__AVX2_TN_MR = 9, CNN__AVX2_NR = 16, CNN__AVX2_AT_MR = 4 };
 
 /* R full-width rows of a tile: the operations of cnn__tile_rows_portable in
    AVX2 intrinsics, two ymm accumulators a row */
@@ -2536,9 +2536,44 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_avx2(const int R, int K, const flo
     }
 }
 
+/* The TN product's 9-row tiles (kernel rows of 9 floats: 3x3 on RGB, 3x1 on 3
+   channels, ...): 9 rows x 16 columns would need 18 accumulators and AVX2 has
+   16 registers, so the tile is made as two 9 x 8 halves, each 9 accumulators,
+   one load of b and nine broadcasts of A a step. Row r of A's step k is
+   a[k * a_ks + r * a_rs], or win[k][a_ks + r] (a_rs 1) where win is given. */
+static CNN__ALWAYS_INLINE void cnn__tile9_avx2(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
+                                               const float *const *CNN__RESTRICT win,
+                                               const float *CNN__RESTRICT b, size_t ldb,
+                                               float *CNN__RESTRICT c, size_t ldc, int load,
+                                               cnn__prefetch *pf) {
+    for (int h = 0; h < 2; h++, b += 8, c += 8) {
+        __m256 acc[CNN__AVX2_TN_MR];
+        CNN__UNROLL(9)
+        for (int r = 0; r < CNN__AVX2_TN_MR; r++)
+            acc[r] = load ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+        size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
+        CNN__UNROLL(2)
+        for (int k = 0; k < K; k++) {
+            const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
+            const __m256 bk = _mm256_loadu_ps(b + (size_t)k * ldb);
+            if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
+            CNN__UNROLL(9)
+            for (int r = 0; r < CNN__AVX2_TN_MR; r++)
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + r * a_rs), bk, acc[r]);
+        }
+        if (pf) pf->next = pf_next;
+        CNN__UNROLL(9)
+        for (int r = 0; r < CNN__AVX2_TN_MR; r++) _mm256_storeu_ps(c + r * ldc, acc[r]);
+    }
+}
+
 static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, size_t a_ks, const float *b,
                                          size_t ldb, float *c, size_t ldc, int rows, int cols, int load,
                                          const cnn__epilogue *ep) {
+    if (cols == CNN__AVX2_NR && rows == CNN__AVX2_TN_MR && !ep) { /* the TN product's edge tiles */
+        cnn__tile9_avx2(K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, NULL);
+        return;
+    }
     if (cols == CNN__AVX2_NR) switch (rows) {
         case 1: cnn__tile_rows_avx2(1, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
         case 2: cnn__tile_rows_avx2(2, K, a, a_rs, a_ks, NULL, b, ldb, c, ldc, load, ep, NULL); return;
@@ -2554,8 +2589,8 @@ static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, siz
 static CNN__NOINLINE void cnn__tile_prefetching_avx2(int R, int K, const float *a, size_t a_ks,
                                                      const float *b, size_t ldb, float *c, size_t ldc,
                                                      int load, cnn__prefetch *pf) {
-    (void)R; /* always CNN__AVX2_MR: tn_mr is mr here */
-    cnn__tile_rows_avx2(CNN__AVX2_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
+    if (R == CNN__AVX2_TN_MR) cnn__tile9_avx2(K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, pf);
+    else cnn__tile_rows_avx2(CNN__AVX2_MR, K, a, 1, a_ks, NULL, b, ldb, c, ldc, load, NULL, pf);
 }
 
 static CNN__NOINLINE void cnn__tile_at_avx2(int R, int K, const float *const *win, size_t off, const float *b,
@@ -2563,6 +2598,8 @@ static CNN__NOINLINE void cnn__tile_at_avx2(int R, int K, const float *const *wi
                                             cnn__prefetch *pf) {
     if (cols == CNN__AVX2_NR && R == CNN__AVX2_AT_MR)
         cnn__tile_rows_avx2(CNN__AVX2_AT_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else if (cols == CNN__AVX2_NR && R == CNN__AVX2_TN_MR)
+        cnn__tile9_avx2(K, NULL, 1, off, win, b, ldb, c, ldc, load, pf);
     else
         cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
 }
@@ -2746,9 +2783,9 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
      cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__adam_update_avx512},
 #endif
 #ifdef CNN__AVX2
-    {"avx2", CNN__AVX2_MR, CNN__AVX2_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2, cnn__tile_avx2,
-     cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2, cnn__bn_dz_rows_avx2,
-     cnn__max_2x2_avx2, cnn__adam_update_avx2},
+    {"avx2", CNN__AVX2_MR, CNN__AVX2_TN_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2,
+     cnn__tile_avx2, cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2,
+     cnn__bn_dz_rows_avx2, cnn__max_2x2_avx2, cnn__adam_update_avx2},
 #endif
 #ifdef CNN__NEON
     {"neon", CNN__NEON_MR, CNN__NEON_MR, CNN__NEON_NR, CNN__NEON_AT_MR, cnn__supported_neon, cnn__tile_neon,
