@@ -106,8 +106,12 @@
      compile settings (loss, metrics, optimizer and its hyper-parameters, step
      count), then the parameters, the non-trainable state (BatchNorm moving
      statistics) and the optimizer slots as float32 arrays. Saving writes a
-     temporary file beside the target, flushes it and renames it over the target,
-     so a crash never leaves a half-written model at the target path.
+     temporary file ("<path>.tmp<pid>") beside the target, flushes it and renames
+     it over the target, so a crash never leaves a half-written model at the target
+     path; a later save removes the temporary files of writers that died (a live
+     writer's stays). A file that passes its checksum is still checked: layers
+     that imply more weights than the file holds are refused before anything is
+     allocated, and every size is checked against int overflow.
      Compatibility: a new layer kind adds a type number (its place in
      CNN__LAYER_KINDS) and leaves the version alone; an older reader refuses such
      a file with "unknown layer type N". Any change to the layout itself raises
@@ -120,7 +124,10 @@
           CNN_NO_AVX512): a build without -march flags runs the AVX-512 path
           where the processor has it. The moving mean of BatchNorm moves towards
           the batch mean in double (differs from 0.8 in the last bit). Plain -O2
-          builds train within a few percent of -march=native ones.
+          builds train within a few percent of -march=native ones. Kernels,
+          pool windows and strides of at most 65536; loading refuses files whose
+          layers imply more weights than they hold; saving removes dead writers'
+          temporary files.
      0.8  (2026-12-05) the reference path (cnn_set_reference, CNN_REFERENCE):
           every layer as plain loops, to read and to check against;
           CNN_NO_FUSION; backends (cnn_model_set_backend, used by cnn_opencl.h)
