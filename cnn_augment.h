@@ -1617,7 +1617,7 @@ static int cnn__aug_dir_size(const char *dir, const cnn_image_dir_opts *opt, con
     for (int ci = 0; ci < nclasses && (!*h || !*w || !*c); ci++)
         for (int fi = 0; fi < files[ci].n && (!*h || !*w || !*c); fi++) {
             int x, y, comp;
-            if (stbi_info(files[ci].v[fi], &x, &y, &comp)) {
+            if (stbi_info(files[ci].v[fi], &x, &y, &comp) && x > 0 && y > 0) { /* stb takes 0 rows */
                 if (!*h) *h = y;
                 if (!*w) *w = x;
                 if (!*c) *c = comp == 2 ? 4 : comp;
@@ -4430,7 +4430,7 @@ static int cnn__idg_dir_decode(const cnn__aug_strlist *all, const cnn_directory_
     CNN__IDG_OMP(omp parallel for schedule(dynamic, 8))
     for (int i = 0; i < n_files; i++) {
         int x, y, comp;
-        if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) ? CNN_OK : CNN_ERR_FORMAT;
+        if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) && x > 0 && y > 0 ? CNN_OK : CNN_ERR_FORMAT;
         else
             status[i] = cnn__aug_load_resized(names[i], th, tw, ch, interp, keep_aspect,
                                               images + (size_t)i * per);

@@ -832,6 +832,36 @@ static void test_truncated_bmp(void) {
     cnn_dataset_free(d);
 }
 
+/* stb_image decodes a BMP or PPM header of zero rows as an image; resizing it
+   would read outside its pixels. An error naming the file, or skipped when asked. */
+static void test_zero_height(void) {
+    test_begin("an image of zero rows is an error naming it, or skipped when asked");
+    char pathbuf[256];
+    unsigned char px[8 * 8 * 3];
+    pattern(px, 3, 11);
+    mkdir(PATH("flat"), 0755);
+    mkdir(PATH("flat/a"), 0755);
+    mkdir(PATH("flat/b"), 0755);
+    stbi_write_bmp(PATH("flat/a/whole.bmp"), 8, 8, 3, px);
+    stbi_write_bmp(PATH("flat/b/whole.bmp"), 8, 8, 3, px);
+    const char *ppm = "P6\n4 0\n255\n"; /* 4 columns, 0 rows */
+    CHECK(write_bytes(PATH("flat/a/a_zero.ppm"), ppm, strlen(ppm)), "could not write the PPM");
+    unsigned char out[8 * 8 * 3];
+    CHECK(cnn_load_image(PATH("flat/a/a_zero.ppm"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) < 0 &&
+              error_mentions("a_zero.ppm") && error_mentions("no pixels"),
+          "cnn_load_image: want an error naming a_zero.ppm: %s", cnn_last_error());
+    cnn_dataset *d = cnn_load_image_dir(PATH("flat"), .height = 8, .width = 8);
+    CHECK(!d && error_mentions("a_zero.ppm"), "want an error naming a_zero.ppm: %s", cnn_last_error());
+    cnn_dataset_free(d);
+    d = cnn_load_image_dir(PATH("flat"), .height = 8, .width = 8, .skip_bad = 1);
+    CHECK(d && d->n == 2, "skip_bad should keep the 2 whole images: %s", d ? "" : cnn_last_error());
+    cnn_dataset_free(d);
+    d = cnn_load_image_dir(PATH("flat"), .skip_bad = 1); /* the size from the first header with pixels */
+    CHECK(d && d->n == 2 && d->h == 8 && d->w == 8, "the size must come from whole.bmp: %dx%d (%s)", d ? d->h : 0,
+          d ? d->w : 0, d ? "" : cnn_last_error());
+    cnn_dataset_free(d);
+}
+
 int main(void) {
     (void)test_rel_err;
     snprintf(tmp_root, sizeof tmp_root, "/tmp/cnn_augment_XXXXXX");
@@ -842,6 +872,7 @@ int main(void) {
     test_resize_files();
     test_load_dataset();
     test_truncated_bmp();
+    test_zero_height();
     test_write_png();
     test_plot();
     char cmd[128];
