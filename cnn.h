@@ -6868,7 +6868,7 @@ CNN_IMPL cnn_history *cnn_fit_source_opt(cnn_model *m, cnn_batch_source *train, 
 typedef struct cnn__buf { unsigned char *p; size_t len, cap; int failed; } cnn__buf;
 
 static void cnn__put(cnn__buf *b, const void *src, size_t n) {
-    if (b->failed) return;
+    if (b->failed || n == 0) return; /* src may be NULL when n is 0: memcpy may not take it */
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < b->len + n) cap *= 2;
@@ -7047,13 +7047,17 @@ CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
     memset(&payload, 0, sizeof payload);
     memset(&file, 0, sizeof file);
     cnn__serialize(m, &payload);
+    if (payload.failed) {
+        CNN_FREE(payload.p);
+        return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory serialising the model");
+    }
     cnn__put(&file, "CNNMODEL", 8);
     cnn__put_u32(&file, (uint32_t)CNN_FORMAT_VERSION);
     cnn__put_u64(&file, payload.len);
     cnn__put(&file, payload.p, payload.len);
     cnn__put_u32(&file, cnn__crc32(payload.p, payload.len));
     CNN_FREE(payload.p);
-    if (payload.failed || file.failed) {
+    if (file.failed) {
         CNN_FREE(file.p);
         return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory serialising the model");
     }

@@ -18,14 +18,18 @@
 #endif
 #include <stdlib.h>
 /* every allocation cnn.h makes goes through here: the largest request since the
-   last reset tells whether a hostile file made the loader ask for much */
+   last reset tells whether a hostile file made the loader ask for much, and
+   fail_at > 0 makes the fail_at-th request from then on fail */
 static size_t largest_request;
+static long requests, fail_at;
 static void *counted_malloc(size_t n) {
     if (n > largest_request) largest_request = n;
+    if (fail_at > 0 && ++requests == fail_at) return NULL;
     return malloc(n);
 }
 static void *counted_realloc(void *p, size_t n) {
     if (n > largest_request) largest_request = n;
+    if (fail_at > 0 && ++requests == fail_at) return NULL;
     return realloc(p, n);
 }
 #define CNN_MALLOC(sz) counted_malloc(sz)
@@ -1634,6 +1638,46 @@ static void test_load_implied_size(void) {
     remove(p2);
 }
 
+/* Each allocation of cnn_save and cnn_load failing in turn: a clean error
+   (CNN_ERR_MEMORY, or NULL with a message), no crash, nothing leaked (the
+   sanitizer build of make test checks leaks), the file untouched or whole */
+static void test_save_load_allocation_failures(void) {
+    test_begin("cnn_save and cnn_load with each allocation failing in turn");
+    char path[512];
+    tmp_path(path, sizeof path, "alloc.cnn");
+    cnn_model *m = small_model(1);
+    CHECK(m && cnn_save(m, path) == CNN_OK, "first save: %s", err());
+    long k, points = 0;
+    for (k = 1; k < 10000; k++) {
+        requests = 0, fail_at = k;
+        clear_error();
+        const int rc = cnn_save(m, path);
+        const long made = requests;
+        fail_at = 0;
+        if (made < k) { CHECK(rc == CNN_OK, "save with no failure: %s", err()); break; }
+        points++;
+        CHECK(rc == CNN_ERR_MEMORY && mentions(NULL), "save, allocation %ld failing: rc %d, '%s'", k, rc, err());
+        cnn_model *back = cnn_load(path); /* the old file, whole */
+        CHECK(back != NULL, "after a failed save: %s", err());
+        cnn_model_free(back);
+    }
+    printf("#   cnn_save: %ld allocation points\n", points);
+    for (k = 1, points = 0; k < 10000; k++) {
+        requests = 0, fail_at = k;
+        clear_error();
+        cnn_model *back = cnn_load(path);
+        const long made = requests;
+        fail_at = 0;
+        if (made < k) { CHECK(back != NULL, "load with no failure: %s", err()); cnn_model_free(back); break; }
+        points++;
+        CHECK(back == NULL && mentions(NULL), "load, allocation %ld failing: %s", k, back ? "loaded" : "no message");
+        cnn_model_free(back);
+    }
+    printf("#   cnn_load: %ld allocation points\n", points);
+    cnn_model_free(m);
+    remove(path);
+}
+
 static void test_save_load_padding_upsampling(void) {
     enum { N = 4, H = 6, W = 5, C = 2 };
     static const struct { const char *name; int h, w, c; } shapes[] = {
@@ -1746,6 +1790,7 @@ int main(void) {
     test_save_load_padding_upsampling();
     test_size_limits();
     test_load_implied_size();
+    test_save_load_allocation_failures();
     remove_tree(tmp_root);
     return test_finish();
 }
