@@ -2496,7 +2496,6 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
     }
 }
 
-
 /* The per-coordinate rules, written with 0/1 masks instead of branches so that
    the loops below vectorize (0/1 masks keep every result exact). */
 /* i = floor(v), f = v - i */
