@@ -1,4 +1,4 @@
-/* cnn_augment.h - v0.4 - image files, data augmentation and PNG plots for cnn.h
+/* cnn_augment.h - v0.5 - image files, data augmentation and PNG plots for cnn.h
 
    The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
@@ -249,6 +249,8 @@
        its float32 SVD makes them noise.
 
    REVISION HISTORY
+     0.5  (2026-12-05) The resample's coordinate loops vectorise with plain
+          x86-64 flags (SSE2) too: 1.5x faster there; the images are the same.
      0.4  (2026-12-05) The transform's resample is compiled for AVX2 and AVX-512
           too and runs on cnn.h's kernel path (CNN_KERNELS, cnn_set_kernels), so
           it vectorises without -march flags and on AVX2 (it was scalar there).
@@ -2496,44 +2498,46 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
     }
 }
 
-/* The per-coordinate rules, written with 0/1 masks instead of branches so that
-   the loops below vectorize (0/1 masks keep every result exact). */
+/* The per-coordinate rules, written as selects on doubles that hold whole
+   numbers (exact below 2^53), so that the loops below vectorize on every
+   instruction set: each pixel converts to int once, at the end. (A comparison
+   turned into an int mixes 64- and 32-bit lanes, which SSE2 cannot select.) */
 /* i = floor(v), f = v - i */
-#define CNN__IDG_FLOOR(v, i, f) \
-    do {                        \
-        i = (int)(v);           \
-        i -= (v) < i;           \
-        f = (v) - i;            \
+#define CNN__IDG_FLOOR(v, i, f)        \
+    do {                               \
+        i = (double)(int)(v);          \
+        i -= i > (v) ? 1.0 : 0.0;      \
+        f = (v) - i;                   \
     } while (0)
 /* clamp the segment start i to [lo, hi]; a clamped one reads one sample (f = 0) */
-#define CNN__IDG_CLAMP(i, f, lo, hi)              \
-    do {                                          \
-        const int under_ = i < (lo), over_ = i >= (hi); \
-        i += ((lo) - i) * under_;                 \
-        i += ((hi) - i) * over_;                  \
-        f *= (double)!(under_ | over_);           \
+#define CNN__IDG_CLAMP(i, f, lo, hi)                 \
+    do {                                             \
+        f = (i < (lo) || i >= (hi)) ? 0.0 : f;       \
+        i = i < (lo) ? (lo) : i;                     \
+        i = i > (hi) ? (hi) : i;                     \
     } while (0)
-/* i mod n in [0, n), without integer division */
-#define CNN__IDG_MOD(i, n)                  \
-    do {                                    \
-        const double q_ = (double)(i) / (n); \
-        int k_ = (int)q_;                   \
-        k_ -= q_ < k_;                      \
-        i -= k_ * (n);                      \
-        i += (n) * (i < 0);                 \
-        i -= (n) * (i >= (n));              \
+/* i mod n in [0, n) */
+#define CNN__IDG_MOD(i, n)                        \
+    do {                                          \
+        const double q_ = i / (n);                \
+        double k_ = (double)(int)q_;              \
+        k_ -= k_ > q_ ? 1.0 : 0.0;                \
+        i -= k_ * (n);                            \
+        i += i < 0 ? (n) : 0.0;                   \
+        i -= i >= (n) ? (n) : 0.0;                \
     } while (0)
 /* reflect with period 2n about n - 1/2: a segment [i, i+1] in the mirrored half
    runs backwards (start 2n-2-i, fraction 1-f); at f == 0 (a sample point, or
    nearest interpolation) take the mirrored point 2n-1-i itself, exactly */
-#define CNN__IDG_REFLECT(i, f, n, point)                        \
-    do {                                                        \
-        int flip_, at_;                                         \
-        CNN__IDG_MOD(i, 2 * (n));                               \
-        flip_ = i >= (n);                                       \
-        at_ = (point) | (f == 0);                               \
-        i += flip_ * (2 * (n) - 1 - i - !at_ - i);              \
-        f += (double)flip_ * ((1.0 - f) * (double)!at_ - f);    \
+#define CNN__IDG_REFLECT(i, f, n, point)                          \
+    do {                                                          \
+        const int at_ = (point) || f == 0;                        \
+        double flipped_i_, flipped_f_;                            \
+        CNN__IDG_MOD(i, 2.0 * (n));                               \
+        flipped_i_ = 2.0 * (n) - 1.0 - i - (at_ ? 0.0 : 1.0);     \
+        flipped_f_ = at_ ? 0.0 : 1.0 - f;                         \
+        f = i >= (n) ? flipped_f_ : f;                            \
+        i = i >= (n) ? flipped_i_ : i;                            \
     } while (0)
 /* the fill rule on one pixel's coordinates (X, Y) -> x0, y0, f, g */
 #define CNN__IDG_FOLD(X, Y)                                                        \
@@ -2541,19 +2545,19 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
         CNN__IDG_FLOOR(X, x0, f);                                                  \
         CNN__IDG_FLOOR(Y, y0, g);                                                  \
         if (mode == CNN_FILL_NEAREST) {                                            \
-            CNN__IDG_CLAMP(x0, f, 0, w - 1);                                       \
-            CNN__IDG_CLAMP(y0, g, 0, h - 1);                                       \
+            CNN__IDG_CLAMP(x0, f, 0.0, w - 1.0);                                   \
+            CNN__IDG_CLAMP(y0, g, 0.0, h - 1.0);                                   \
         } else if (mode == CNN_FILL_CONSTANT) {                                    \
-            CNN__IDG_CLAMP(x0, f, -1, w);                                          \
-            CNN__IDG_CLAMP(y0, g, -1, h);                                          \
+            CNN__IDG_CLAMP(x0, f, -1.0, (double)w);                                \
+            CNN__IDG_CLAMP(y0, g, -1.0, (double)h);                                \
         } else if (mode == CNN_FILL_WRAP) {                                        \
-            CNN__IDG_MOD(x0, w);                                                   \
-            CNN__IDG_MOD(y0, h);                                                   \
+            CNN__IDG_MOD(x0, (double)w);                                           \
+            CNN__IDG_MOD(y0, (double)h);                                           \
         } else {                                                                   \
-            CNN__IDG_REFLECT(x0, f, w, nearest);                                   \
-            CNN__IDG_REFLECT(y0, g, h, nearest);                                   \
+            CNN__IDG_REFLECT(x0, f, (double)w, nearest);                           \
+            CNN__IDG_REFLECT(y0, g, (double)h, nearest);                           \
         }                                                                          \
-        off[ox] = (y0 + 1) * prow + (x0 + 1) * c;                                  \
+        off[ox] = (int)((y0 + 1.0) * prow + (x0 + 1.0) * c);                       \
         fx[ox] = (float)f * keep;                                                  \
         fy[ox] = (float)g * keep;                                                  \
     } while (0)
@@ -2585,8 +2589,7 @@ static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy
         for (int ox = 0; ox < w; ox++) {                                           \
             const int mode_ = M;                                                   \
             const double X = a * ox + bx, Y = cc * ox + by;                        \
-            double f, g;                                                           \
-            int x0, y0;                                                            \
+            double f, g, x0, y0;                                                   \
             (void)mode_;                                                           \
             CNN__IDG_FOLD_M(X, Y, M);                                              \
         }                                                                          \
@@ -2607,8 +2610,7 @@ static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy
         return;
     }
     for (int ox = 0; ox < w; ox++) {
-        double X = a * ox + bx, Y = cc * ox + by, f, g;
-        int x0, y0;
+        double X = a * ox + bx, Y = cc * ox + by, f, g, x0, y0;
         X = X < -big ? -big : (X > big ? big : X);
         Y = Y < -big ? -big : (Y > big ? big : Y);
         CNN__IDG_FOLD(X, Y);
