@@ -2616,10 +2616,56 @@ static void cnn__copy_windows_avx2(float *dst, int ldd, const float *src, size_t
     cnn__copy_windows_c(dst, ldd, src, step, row_step, span, kh, run);
 }
 
+/* bn_dz_rows for channels [c0, c0 + 8Q), Q a constant where this is inlined, as
+   on AVX-512: the Q sums stay in registers from row to row; the constants are
+   read from memory (L1) each row, as 16 registers hold no more */
+static CNN__ALWAYS_INLINE void cnn__bn_dz_block_avx2(
+    const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
+    const float *CNN__RESTRICT k1, const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
+    const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g, const long long *at,
+    const int *cell, int relu, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
+    __m256 sum[4];
+    const __m256 zero = _mm256_setzero_ps();
+    for (int q = 0; q < Q; q++) sum[q] = _mm256_loadu_ps(ss + c0 + 8 * q);
+    for (int i = 0; i < rows; i++) {
+        for (int q = 0; q < Q; q++) {
+            const int c = c0 + 8 * q;
+            const __m256 yv = _mm256_loadu_ps(y + (size_t)i * N + c);
+            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(yv, _mm256_loadu_ps(mean + c)), _mm256_loadu_ps(k3 + c),
+                                       _mm256_loadu_ps(k2 + c));
+            if (at[i] >= 0) { /* the pooled gradient where this cell held its window's maximum */
+                const __m128i cells = _mm_loadl_epi64((const __m128i *)(const void *)(argmax + at[i] + c));
+                const __m128i here = _mm_set1_epi8((char)cell[i]);
+                const __m256 hit = _mm256_castsi256_ps(_mm256_cvtepi8_epi32(_mm_cmpeq_epi8(cells, here)));
+                v = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + c), _mm256_and_ps(hit, _mm256_loadu_ps(g + at[i] + c)),
+                                    v);
+            }
+            /* dz is 0 where ReLU stopped the gradient */
+            if (relu) v = _mm256_and_ps(v, _mm256_cmp_ps(yv, zero, _CMP_GT_OQ));
+            _mm256_storeu_ps(d + (size_t)i * N + c, v);
+            sum[q] = _mm256_add_ps(sum[q], v);
+        }
+    }
+    for (int q = 0; q < Q; q++) _mm256_storeu_ps(ss + c0 + 8 * q, sum[q]);
+}
+
 static void cnn__bn_dz_rows_avx2(int N, int rows, const float *y, const float *mean, const float *k,
                                  const unsigned char *argmax, const float *g, const long long *at,
                                  const int *cell, int relu, float *d, float *ss) {
-    cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
+    const float *k1 = k, *k2 = k + N, *k3 = k + 2 * N;
+    if (N % 8) { /* channel counts that vectors do not tile: the plain loop */
+        cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
+        return;
+    }
+    for (int c0 = 0; c0 < N; c0 += 32)
+        switch ((N - c0 < 32 ? N - c0 : 32) / 8) { /* 8-lane blocks of the next 32 channels */
+        case 1: cnn__bn_dz_block_avx2(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        case 2: cnn__bn_dz_block_avx2(2, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        case 3: cnn__bn_dz_block_avx2(3, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
+        default:
+            cnn__bn_dz_block_avx2(4, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss);
+            break;
+        }
 }
 
 static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const float *k, const float *shift,

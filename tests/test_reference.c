@@ -59,6 +59,17 @@ static cnn_node *conv_bn_pool(cnn_model *m, cnn_node *x) {
     x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
     return cnn_dense(m, cnn_flatten(m, x), .units = 4, .activation = CNN_SOFTMAX);
 }
+/* the same blocks with channel counts the vector kernels split into 8 and 16
+   lanes (40 = 32 + 8, 24, 16), with and without ReLU */
+static cnn_node *conv_bn_pool_wide(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 40, .kernel_size = {3, 3}, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    x = cnn_conv2d(m, x, .filters = 24, .kernel_size = {3, 3}, .padding = CNN_SAME);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    x = cnn_conv2d(m, x, .filters = 16, .kernel_size = {1, 1}, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    return cnn_dense(m, cnn_flatten(m, x), .units = 4, .activation = CNN_SOFTMAX);
+}
 static cnn_node *conv_bn_linear(cnn_model *m, cnn_node *x) { /* a linear conv read by BatchNorm alone */
     x = cnn_batch_norm(m, cnn_conv2d(m, x, .filters = 4, .kernel_size = {3, 3}));
     return cnn_conv2d(m, cnn_activation(m, x, .activation = CNN_LEAKY_RELU), .filters = 2, .kernel_size = {1, 1});
@@ -250,6 +261,7 @@ int main(void) {
     compare_pass("Dense ELU, Dense softmax + crossentropy", dense_softmax, 4, 4, 2, CNN_CATEGORICAL_CROSSENTROPY, 0);
     compare_pass("Dense -> BatchNorm -> Dense sigmoid", bn_after_dense, 4, 3, 2, CNN_BINARY_CROSSENTROPY, 0);
     compare_pass("Conv2D -> BatchNorm -> MaxPool (fused on the fast path)", conv_bn_pool, 8, 8, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
+    compare_pass("fused blocks of 40, 24 (linear) and 16 channels", conv_bn_pool_wide, 12, 12, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
     compare_pass("linear Conv2D -> BatchNorm -> LeakyReLU", conv_bn_linear, 7, 7, 2, CNN_MSE, 0);
     compare_pass("max 3x3 same, average 2x2 same, global average", pools, 9, 8, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
     compare_pass("residual Add, Concatenate, Dropout", residual, 6, 6, 2, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
