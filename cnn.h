@@ -63,6 +63,8 @@
      CNN_STATIC         every function static (private copy in one translation unit)
      CNN_MALLOC(sz), CNN_REALLOC(p,sz), CNN_FREE(p)   allocator (default libc)
      CNN_ASSERT(x)      internal invariant check (default assert)
+     CNN_MEMORY_LIMIT   bytes a size read from a file may claim (default 4 GiB; see
+                        cnn_set_memory_limit)
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
      CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
      CNN_NO_AVX512, CNN_NO_AVX2, CNN_NO_NEON   leave those kernels out (cnn_set_kernels)
@@ -217,6 +219,20 @@ CNN_DEF int cnn_get_num_threads(void);
 CNN_DEF int cnn_set_kernels(const char *name);
 /* the path in use, e.g. "avx512" */
 CNN_DEF const char *cnn_kernels(void);
+
+/* The memory limit for sizes read from files that their length does not bound:
+   an image's pixels (from its header, before decoding), an image folder's
+   dataset, a gzip file's inflated data. A file claiming more is refused with
+   CNN_ERR_MEMORY, naming the file, the size and the limit, before anything is
+   allocated (a 123-byte GIF can claim 65535 x 65535 pixels). Process-wide; set
+   it before loading from several threads. 0 restores the default,
+   CNN_MEMORY_LIMIT (4 GiB unless defined otherwise). */
+CNN_DEF void cnn_set_memory_limit(unsigned long long bytes);
+CNN_DEF unsigned long long cnn_memory_limit(void);
+/* CNN_OK when `bytes` (what `what` would take) is within the limit, else
+   CNN_ERR_MEMORY with a message "who: what needs N bytes, over the memory limit
+   of M" (used by the companion headers too) */
+CNN_DEF int cnn_check_memory(const char *who, const char *what, unsigned long long bytes);
 
 /* ======================================================================== */
 /* Datasets: uint8 images [n][h][w][c] with integer class labels           */
@@ -873,6 +889,26 @@ extern int kill(int, int);   /* the same (pid_t is an int where this is compiled
 static CNN__THREAD_LOCAL char cnn__error[512];
 
 CNN_IMPL const char *cnn_last_error(void) { return cnn__error; }
+
+#ifndef CNN_MEMORY_LIMIT
+#define CNN_MEMORY_LIMIT (4ull << 30) /* 4 GiB: see cnn_set_memory_limit */
+#endif
+static unsigned long long cnn__memory_limit = CNN_MEMORY_LIMIT;
+
+CNN_IMPL void cnn_set_memory_limit(unsigned long long bytes) {
+    cnn__memory_limit = bytes ? bytes : (unsigned long long)CNN_MEMORY_LIMIT;
+}
+
+CNN_IMPL unsigned long long cnn_memory_limit(void) { return cnn__memory_limit; }
+
+CNN_IMPL int cnn_check_memory(const char *who, const char *what, unsigned long long bytes) {
+    if (bytes <= cnn__memory_limit) return CNN_OK;
+    return cnn_set_error(CNN_ERR_MEMORY,
+                         "%s: %s needs %llu bytes (%.1f MB), over the memory limit of %llu bytes "
+                         "(cnn_set_memory_limit, CNN_MEMORY_LIMIT)",
+                         who ? who : "cnn", what ? what : "the data", bytes, (double)bytes / 1e6,
+                         cnn__memory_limit);
+}
 
 CNN_IMPL int cnn_set_error(int code, const char *fmt, ...) {
     char msg[sizeof cnn__error]; /* the arguments may include cnn_last_error() itself */
@@ -5052,9 +5088,17 @@ static cnn_node *cnn__rebuild_zero_padding(cnn_model *m, const char *name, cnn_n
     cnn_node *x = n_in > 0 ? ins[0] : NULL;
     cnn_zero_padding2d_opts o;
     memset(&o, 0, sizeof o);
-    if (x) {
-        const int pad[4] = {L->kh, L->h - x->h - L->kh, L->kw, L->w - x->w - L->kw};
-        memcpy(o.padding, pad, sizeof pad);
+    if (x) { /* bottom and right from the record's shape (in 64 bits: the record is untrusted) */
+        const long long bottom = (long long)L->h - x->h - L->kh, right = (long long)L->w - x->w - L->kw;
+        if (bottom < INT_MIN || bottom > INT_MAX || right < INT_MIN || right > INT_MAX) {
+            cnn_set_error(CNN_ERR_FORMAT, "ZeroPadding2D '%s': the record's shape %dx%d does not follow from its input",
+                          name, L->h, L->w);
+            return NULL;
+        }
+        o.padding[0] = L->kh;
+        o.padding[1] = (int)bottom;
+        o.padding[2] = L->kw;
+        o.padding[3] = (int)right;
     }
     o.name = name;
     cnn_node *n = cnn_zero_padding2d_opt(m, x, &o);
