@@ -843,16 +843,14 @@ static uint32_t cnn__aug_le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* File bytes, plain or inflated (the latter allocated by stb, freed by stbi_image_free). */
+/* File bytes, plain or inflated (CNN_MALLOC'd either way). */
 typedef struct cnn__aug_blob {
     unsigned char *data;
     size_t len;
-    int from_stb;
 } cnn__aug_blob;
 
 static void cnn__aug_blob_free(cnn__aug_blob *b) {
-    if (b->from_stb) stbi_image_free(b->data);
-    else CNN_FREE(b->data);
+    CNN_FREE(b->data);
     b->data = NULL;
     b->len = 0;
 }
@@ -861,7 +859,8 @@ static void cnn__aug_blob_free(cnn__aug_blob *b) {
 static int cnn__aug_gunzip(const unsigned char *in, size_t len, const char *path, const char *who,
                            cnn__aug_blob *out) {
     size_t p = 10, dlen;
-    int flg, olen = 0;
+    int flg, olen = 0, rc;
+    uint32_t isize;
     char *dec;
     if (len < 18)
         return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s' is a truncated gzip file (%zu bytes)", who, path, len);
@@ -893,13 +892,32 @@ static int cnn__aug_gunzip(const unsigned char *in, size_t len, const char *path
     dlen = len - p;
     if (dlen > (size_t)INT_MAX)
         return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s': gzip data over 2 GB is not supported", who, path);
-    dec = stbi_zlib_decode_noheader_malloc((const char *)in + p, (int)dlen, &olen);
-    if (!dec)
-        return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s': corrupt or truncated gzip data (%s)", who, path,
+    /* inflate into a buffer of the size the trailer gives (ISIZE), checked against
+       the memory limit first: data that inflates to more is refused, however
+       well it compresses (a few MB can inflate to GBs) */
+    isize = cnn__aug_le32(in + len - 4);
+    if (isize > (uint32_t)INT_MAX)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s': gzip data over 2 GB is not supported (ISIZE %lu)", who,
+                             path, (unsigned long)isize);
+    {
+        char what[320];
+        snprintf(what, sizeof what, "inflating '%.256s' (gzip)", path);
+        if ((rc = cnn_check_memory(who, what, isize)) < 0) return rc;
+    }
+    dec = (char *)CNN_MALLOC(isize ? isize : 1);
+    if (!dec) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory inflating '%s'", who, path);
+    olen = stbi_zlib_decode_noheader_buffer(dec, (int)isize, (const char *)in + p, (int)dlen);
+    if (olen < 0) {
+        CNN_FREE(dec);
+        return cnn_set_error(CNN_ERR_FORMAT,
+                             "%s: '%s': corrupt or truncated gzip data, or more of it than its trailer says "
+                             "(%lu bytes) (%s)",
+                             who, path, (unsigned long)isize,
                              stbi_failure_reason() ? stbi_failure_reason() : "inflate failed");
-    if ((uint32_t)olen != cnn__aug_le32(in + len - 4) ||
+    }
+    if ((uint32_t)olen != isize ||
         cnn__aug_crc32((const unsigned char *)dec, (size_t)olen) != cnn__aug_le32(in + len - 8)) {
-        stbi_image_free(dec);
+        CNN_FREE(dec);
         return cnn_set_error(
             CNN_ERR_FORMAT,
             "%s: '%s': gzip length/CRC-32 mismatch (file truncated, damaged, or several gzip members)", who,
@@ -907,7 +925,6 @@ static int cnn__aug_gunzip(const unsigned char *in, size_t len, const char *path
     }
     out->data = (unsigned char *)dec;
     out->len = (size_t)olen;
-    out->from_stb = 1;
     return CNN_OK;
 truncated:
     return cnn_set_error(CNN_ERR_FORMAT, "%s: '%s': truncated gzip header", who, path);
@@ -920,7 +937,6 @@ static int cnn__aug_load_maybe_gz(const char *path, const char *who, cnn__aug_bl
     int rc = cnn__aug_read_file(path, who, &raw, &len);
     b->data = NULL;
     b->len = 0;
-    b->from_stb = 0;
     if (rc < 0) return rc;
     if (len >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) {
         rc = cnn__aug_gunzip(raw, len, path, who, b);
@@ -1426,33 +1442,173 @@ static int cnn__aug_list_classes(const char *who, const char *dir, cnn__aug_strl
 #endif
 static CNN__AUG_TLS const char *cnn__aug_reason; /* our own reason for the last failed load */
 
-/* Is `path` a BMP shorter than its header says? stb_image reads missing BMP
-   pixels as zeros instead of failing. */
-static int cnn__aug_truncated_bmp(const char *path) {
-    unsigned char h[6];
-    long size;
-    FILE *f = fopen(path, "rb");
-    int truncated = 0;
-    if (!f) return 0;
-    if (fread(h, 1, 6, f) == 6 && h[0] == 'B' && h[1] == 'M' && fseek(f, 0, SEEK_END) == 0 &&
-        (size = ftell(f)) >= 0) {
-        unsigned long declared = (unsigned long)h[2] | (unsigned long)h[3] << 8 | (unsigned long)h[4] << 16 |
-                                 (unsigned long)h[5] << 24;
-        truncated = declared > 0 && (unsigned long)size < declared;
+static CNN__AUG_TLS char cnn__aug_reason_buf[192]; /* a reason with numbers in it */
+
+/* A JPEG whose Huffman tables (DHT segments, anywhere before the end of the
+   file: progressive files have them between scans) declare more than 256 codes:
+   stb_image 2.27 writes past its table on those, in stbi_info too. Returns the
+   first such count, or 0. The walk follows stb's reading exactly: DHT and DQT
+   tables are read while the segment's length stays positive, so a table may run
+   past the length it declares (the next marker is looked for after it); bytes
+   past the end read as 0; entropy-coded data is skipped as decoders do (0xFF is
+   followed there by 0x00, a stuffed byte, or a restart marker). */
+static int cnn__aug_jpeg_bad_huffman(const unsigned char *p, size_t n) {
+    size_t i = 2;
+    if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return 0;
+#define CNN__AUG_BYTE(k) ((k) < n ? p[k] : 0u)
+    while (i + 1 < n) {
+        unsigned m;
+        long left;
+        if (p[i] != 0xFF) { i++; continue; } /* entropy-coded data, or stray bytes stb skips */
+        m = p[i + 1];
+        if (m == 0xFF) { i++; continue; }     /* fill byte */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { i += 2; continue; } /* no length */
+        left = (long)(CNN__AUG_BYTE(i + 2) << 8 | CNN__AUG_BYTE(i + 3)) - 2;
+        i += 4;
+        if (m == 0xC4) { /* DHT: 1 + 16 + (sum of counts) bytes a table */
+            while (left > 0 && i < n) {
+                long codes = 0;
+                for (size_t k = 1; k <= 16; k++) codes += (long)CNN__AUG_BYTE(i + k);
+                if (codes > 256) return (int)codes;
+                i += 17 + (size_t)codes;
+                left -= 17 + codes;
+            }
+        } else if (m == 0xDB) { /* DQT: 1 + 64 or 128 bytes a table */
+            while (left > 0 && i < n) {
+                const long size = CNN__AUG_BYTE(i) >> 4 ? 129 : 65;
+                i += (size_t)size;
+                left -= size;
+            }
+        } else if (left > 0) {
+            i += (size_t)left; /* other segments (after SOS its header; the scan's data follows) */
+        }
     }
-    fclose(f);
-    return truncated;
+#undef CNN__AUG_BYTE
+    return 0;
 }
 
-/* stbi_load, plus the truncation check stb leaves out; cnn__aug_why() tells why it failed */
-static unsigned char *cnn__aug_load(const char *path, int *x, int *y, int *comp, int c) {
-    unsigned char *px = stbi_load(path, x, y, comp, c);
+/* The maximum value of a binary PNM (P5, P6), or 0 when it is not one or its
+   header does not parse; stb_image 2.27 reads past its buffer converting
+   16-bit (maxval > 255) files. */
+static long cnn__aug_pnm_maxval(const unsigned char *p, size_t n) {
+    size_t i = 2;
+    long v[3];
+    if (n < 3 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 0;
+    for (int k = 0; k < 3; k++) {
+        for (;;) { /* whitespace and comments */
+            while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r' || p[i] == '\v' ||
+                             p[i] == '\f'))
+                i++;
+            if (i < n && p[i] == '#') while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+            else break;
+        }
+        if (i >= n || p[i] < '0' || p[i] > '9') return 0;
+        for (v[k] = 0; i < n && p[i] >= '0' && p[i] <= '9'; i++) v[k] = v[k] > 99999999 ? v[k] : v[k] * 10 + (p[i] - '0');
+    }
+    return v[2];
+}
+
+/* Checks an image file's bytes before stb_image sees them: the two inputs on
+   which Debian's stb_image 2.27 reads or writes out of bounds, and sizes over
+   the memory limit (its header read by stbi_info; decoding can take up to 16
+   bytes a pixel: 16-bit RGBA PNGs, float HDR). A BMP shorter than its header
+   says is refused too (stb reads the missing pixels as zeros). p [n] is the
+   file, or its first n bytes of file_size. Returns 1, or 0 with the reason in
+   cnn__aug_reason; *x, *y, *comp as stbi_info gives them. */
+static int cnn__aug_screen(const unsigned char *p, size_t n, size_t file_size, int *x, int *y, int *comp) {
+    int codes;
+    long maxval;
+    unsigned long long need;
+    *x = *y = *comp = 0;
+    if ((codes = cnn__aug_jpeg_bad_huffman(p, n)) != 0) {
+        snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
+                 "corrupt JPEG: a Huffman table declares %d codes (at most 256)", codes);
+        cnn__aug_reason = cnn__aug_reason_buf;
+        return 0;
+    }
+    if ((maxval = cnn__aug_pnm_maxval(p, n)) > 255) {
+        snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
+                 "16-bit PNM files (maxval %ld) are not supported; convert it to 8 bits", maxval);
+        cnn__aug_reason = cnn__aug_reason_buf;
+        return 0;
+    }
+    if (n > (size_t)INT_MAX) {
+        cnn__aug_reason = "image files over 2 GB are not supported";
+        return 0;
+    }
+    if (!stbi_info_from_memory(p, (int)n, x, y, comp)) {
+        cnn__aug_reason = NULL; /* stbi_failure_reason() says why */
+        return 0;
+    }
+    need = (unsigned long long)(unsigned)*x * (unsigned)*y * 16u;
+    if (need > cnn_memory_limit()) {
+        snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
+                 "its header claims %d x %d pixels: decoding would need up to %llu bytes, over the memory "
+                 "limit of %llu (cnn_set_memory_limit)",
+                 *x, *y, need, cnn_memory_limit());
+        cnn__aug_reason = cnn__aug_reason_buf;
+        return 0;
+    }
+    if (n >= 6 && p[0] == 'B' && p[1] == 'M') {
+        unsigned long declared = (unsigned long)p[2] | (unsigned long)p[3] << 8 | (unsigned long)p[4] << 16 |
+                                 (unsigned long)p[5] << 24;
+        if (declared > 0 && file_size < declared) {
+            cnn__aug_reason = "the file is shorter than its BMP header says: truncated";
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* stbi_info and stbi_load on a file, through cnn__aug_screen; cnn__aug_why()
+   tells why they failed. The size comes from the file's first 64 KB (the
+   header, and any JPEG tables there), or from all of it where that is not
+   enough; decoding checks the whole file. */
+static int cnn__aug_info(const char *path, int *x, int *y, int *comp) {
+    enum { PREFIX = 1 << 16 };
+    unsigned char *buf = (unsigned char *)CNN_MALLOC(PREFIX);
+    FILE *f = fopen(path, "rb");
+    size_t len = 0, size = 0;
+    int ok = 0;
     cnn__aug_reason = NULL;
-    if (px && cnn__aug_truncated_bmp(path)) {
-        stbi_image_free(px);
-        cnn__aug_reason = "the file is shorter than its BMP header says: truncated";
+    if (buf && f) {
+        len = fread(buf, 1, PREFIX, f);
+        if (fseek(f, 0, SEEK_END) == 0) {
+            long end = ftell(f);
+            size = end > 0 ? (size_t)end : len;
+        }
+        ok = 1;
+    }
+    if (f) fclose(f);
+    if (!ok) {
+        CNN_FREE(buf);
+        cnn__aug_reason = buf ? "cannot read the file" : "out of memory";
+        return 0;
+    }
+    ok = cnn__aug_screen(buf, len, size, x, y, comp);
+    CNN_FREE(buf);
+    if (!ok && size > len && !cnn__aug_reason) { /* a header beyond the first 64 KB (large JPEG metadata) */
+        unsigned char *raw;
+        if (cnn__aug_read_file(path, "cnn_augment", &raw, &len) < 0) {
+            cnn__aug_reason = "cannot read the file";
+            return 0;
+        }
+        ok = cnn__aug_screen(raw, len, len, x, y, comp);
+        CNN_FREE(raw);
+    }
+    return ok;
+}
+
+static unsigned char *cnn__aug_load(const char *path, int *x, int *y, int *comp, int c) {
+    unsigned char *raw, *px = NULL;
+    size_t len;
+    cnn__aug_reason = NULL;
+    if (cnn__aug_read_file(path, "cnn_augment", &raw, &len) < 0) {
+        cnn__aug_reason = "cannot read the file";
         return NULL;
     }
+    if (cnn__aug_screen(raw, len, len, x, y, comp)) px = stbi_load_from_memory(raw, (int)len, x, y, comp, c);
+    CNN_FREE(raw);
     return px;
 }
 
@@ -1610,7 +1766,7 @@ static int cnn__aug_dir_list(const char *dir, int follow_links, cnn__aug_strlist
 }
 
 /* The target size and channels *h, *w, *c: those given, or those of the first
-   readable image (stbi_info reads only its header). */
+   readable image (its header, through cnn__aug_info). */
 static int cnn__aug_dir_size(const char *dir, const cnn_image_dir_opts *opt, const cnn__aug_strlist *files,
                              int nclasses, int total, int *h, int *w, int *c) {
     *h = opt->height;
@@ -1619,7 +1775,7 @@ static int cnn__aug_dir_size(const char *dir, const cnn_image_dir_opts *opt, con
     for (int ci = 0; ci < nclasses && (!*h || !*w || !*c); ci++)
         for (int fi = 0; fi < files[ci].n && (!*h || !*w || !*c); fi++) {
             int x, y, comp;
-            if (stbi_info(files[ci].v[fi], &x, &y, &comp) && x > 0 && y > 0) { /* stb takes 0 rows */
+            if (cnn__aug_info(files[ci].v[fi], &x, &y, &comp) && x > 0 && y > 0) { /* stb takes 0 rows */
                 if (!*h) *h = y;
                 if (!*w) *w = x;
                 if (!*c) *c = comp == 2 ? 4 : comp;
@@ -4431,7 +4587,7 @@ static int cnn__idg_dir_decode(const cnn__aug_strlist *all, const cnn_directory_
     CNN__IDG_OMP(omp parallel for schedule(dynamic, 8))
     for (int i = 0; i < n_files; i++) {
         int x, y, comp;
-        if (lazy) status[i] = stbi_info(names[i], &x, &y, &comp) && x > 0 && y > 0 ? CNN_OK : CNN_ERR_FORMAT;
+        if (lazy) status[i] = cnn__aug_info(names[i], &x, &y, &comp) && x > 0 && y > 0 ? CNN_OK : CNN_ERR_FORMAT;
         else
             status[i] = cnn__aug_load_resized(names[i], th, tw, ch, interp, keep_aspect,
                                               images + (size_t)i * per);

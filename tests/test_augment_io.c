@@ -862,6 +862,141 @@ static void test_zero_height(void) {
     cnn_dataset_free(d);
 }
 
+
+/* Files on which Debian's stb_image 2.27 reads or writes out of bounds, and
+   headers that claim more pixels than the memory limit: refused before stb sees
+   them, with the file and the reason named (under ASan in make test). */
+static void test_hostile_images(void) {
+    char pathbuf[256];
+    unsigned char px[8 * 8 * 3], out[8 * 8 * 3];
+    size_t n = 0;
+    pattern(px, 3, 5);
+    mkdir(PATH("hostile"), 0755);
+    mkdir(PATH("hostile/a"), 0755);
+    mkdir(PATH("hostile/b"), 0755);
+    stbi_write_png(PATH("hostile/a/whole.png"), 8, 8, 3, px, 24);
+
+    test_begin("a JPEG Huffman table of more than 256 codes is an error, also through the folder loader");
+    stbi_write_jpg(PATH("hostile/b/ok.jpg"), 8, 8, 3, px, 90);
+    unsigned char *jpg = read_bytes(PATH("hostile/b/ok.jpg"), &n);
+    CHECK(jpg && n > 100, "could not write the JPEG");
+    if (jpg) {
+        size_t i = 2;
+        int patched = 0;
+        while (i + 4 < n && !patched) { /* the first DHT segment: its first table's 16 counts */
+            if (jpg[i] == 0xFF && jpg[i + 1] == 0xC4) {
+                for (int k = 0; k < 16; k++) jpg[i + 5 + k] = 0xFF; /* 16 x 255 = 4080 codes */
+                patched = 1;
+            } else if (jpg[i] == 0xFF && jpg[i + 1] != 0xD8) {
+                i += 2 + ((size_t)jpg[i + 2] << 8 | jpg[i + 3]);
+            } else {
+                i++;
+            }
+        }
+        CHECK(patched, "no DHT segment in stb's JPEG");
+        CHECK(write_bytes(PATH("hostile/b/huff.jpg"), jpg, n), "could not write huff.jpg");
+        free(jpg);
+        CHECK(cnn_load_image(PATH("hostile/b/huff.jpg"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_ERR_FORMAT &&
+                  error_mentions("huff.jpg") && error_mentions("4080 codes"),
+              "cnn_load_image: %s", cnn_last_error());
+        cnn_dataset *d = cnn_load_image_dir(PATH("hostile"));
+        CHECK(!d && error_mentions("huff.jpg"), "the folder loader must name huff.jpg: %s", cnn_last_error());
+        cnn_dataset_free(d);
+        d = cnn_load_image_dir(PATH("hostile"), .skip_bad = 1);
+        CHECK(d && d->n == 2, "skip_bad keeps whole.png and ok.jpg: %s", d ? "" : cnn_last_error());
+        cnn_dataset_free(d);
+        remove(PATH("hostile/b/huff.jpg"));
+    }
+
+    test_begin("a 16-bit PNM is refused with its maxval named");
+    {
+        unsigned char ppm[32 + 2 * 2 * 3 * 2];
+        int h = snprintf((char *)ppm, 32, "P6\n2 2\n65535\n");
+        for (int i = 0; i < 24; i++) ppm[h + i] = (unsigned char)(i * 9);
+        CHECK(write_bytes(PATH("hostile/b/deep.ppm"), ppm, (size_t)h + 24), "could not write deep.ppm");
+        CHECK(cnn_load_image(PATH("hostile/b/deep.ppm"), 2, 2, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_ERR_FORMAT &&
+                  error_mentions("deep.ppm") && error_mentions("maxval 65535"),
+              "cnn_load_image: %s", cnn_last_error());
+        cnn_datagen *g = cnn_datagen_new();
+        cnn_flow *f = cnn_datagen_flow_from_directory(g, PATH("hostile"), .target_size = {4, 4}, .lazy = 1, .workers = -1);
+        CHECK(!f && error_mentions("deep.ppm"), "a lazy flow must name deep.ppm up front: %s", cnn_last_error());
+        cnn_flow_free(f);
+        cnn_datagen_free(g);
+        remove(PATH("hostile/b/deep.ppm"));
+    }
+
+    test_begin("a 35-byte GIF claiming 65535 x 65535 pixels is refused by the memory limit, quickly");
+    {
+        static const unsigned char gif[] = {'G', 'I', 'F', '8', '9', 'a', 0xff, 0xff, 0xff, 0xff, 0x80, 0, 0,
+                                            0, 0, 0, 0xff, 0xff, 0xff, 0x2c, 0, 0, 0, 0, 0xff, 0xff, 0xff,
+                                            0xff, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
+        CHECK(write_bytes(PATH("hostile/b/huge.gif"), gif, sizeof gif), "could not write huge.gif");
+        double t0 = cnn_wall_time();
+        CHECK(cnn_load_image(PATH("hostile/b/huge.gif"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_ERR_FORMAT &&
+                  error_mentions("huge.gif") && error_mentions("65535 x 65535") && error_mentions("memory limit"),
+              "cnn_load_image: %s", cnn_last_error());
+        cnn_dataset *d = cnn_load_image_dir(PATH("hostile"), .skip_bad = 1);
+        CHECK(d && d->n == 2, "skip_bad keeps the 2 whole images: %s", d ? "" : cnn_last_error());
+        cnn_dataset_free(d);
+        printf("#   refusing it twice took %.3f s\n", cnn_wall_time() - t0);
+        remove(PATH("hostile/b/huge.gif"));
+    }
+
+    test_begin("cnn_set_memory_limit, cnn_memory_limit, cnn_check_memory");
+    {
+        const unsigned long long dflt = cnn_memory_limit();
+        CHECK(dflt == (4ull << 30), "default limit %llu, want 4 GiB", dflt);
+        cnn_set_memory_limit(1000);
+        CHECK(cnn_memory_limit() == 1000, "set to 1000: %llu", cnn_memory_limit());
+        CHECK(cnn_check_memory("who", "the thing", 1000) == CNN_OK, "1000 bytes are within 1000");
+        CHECK(cnn_check_memory("who", "the thing", 1001) == CNN_ERR_MEMORY && error_mentions("who: the thing needs 1001") &&
+                  error_mentions("limit of 1000"),
+              "1001 bytes: %s", cnn_last_error());
+        CHECK(cnn_check_memory(NULL, NULL, 5000) == CNN_ERR_MEMORY, "NULL names still give an error");
+        /* the whole 8x8 PNG needs 8 * 8 * 16 = 1024 bytes at most: over 1000 */
+        CHECK(cnn_load_image(PATH("hostile/a/whole.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_ERR_FORMAT &&
+                  error_mentions("8 x 8 pixels"),
+              "a limit of 1000 bytes refuses an 8x8 image: %s", cnn_last_error());
+        cnn_set_memory_limit(0);
+        CHECK(cnn_memory_limit() == dflt, "0 restores the default: %llu", cnn_memory_limit());
+        CHECK(cnn_load_image(PATH("hostile/a/whole.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_OK,
+              "the default limit loads it: %s", cnn_last_error());
+    }
+
+    test_begin("gzip: inflated data over the memory limit, or over what the trailer says, is refused");
+    {
+        enum { BIG = 300000 };
+        unsigned char img[16 + 100 * 50 * 60], lab[8 + 100];
+        const unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0, 100, 0, 0, 0, 50, 0, 0, 0, 60};
+        const unsigned char lh[8] = {0, 0, 8, 1, 0, 0, 0, 100};
+        size_t gn;
+        memcpy(img, ih, 16);
+        memset(img + 16, 7, sizeof img - 16);
+        memcpy(lab, lh, 8);
+        memset(lab + 8, 1, 100);
+        unsigned char *gz = make_stored_gzip(img, sizeof img, &gn);
+        char lab_path[256];
+        snprintf(lab_path, sizeof lab_path, "%s", PATH("hostile/lab"));
+        CHECK(write_bytes(PATH("hostile/img.gz"), gz, gn) && write_bytes(lab_path, lab, sizeof lab),
+              "could not write the IDX files");
+        cnn_dataset *d = cnn_load_idx_gz(PATH("hostile/img.gz"), lab_path);
+        CHECK(d && d->n == 100, "under the default limit it loads: %s", d ? "" : cnn_last_error());
+        cnn_dataset_free(d);
+        cnn_set_memory_limit(BIG - 1);
+        d = cnn_load_idx_gz(PATH("hostile/img.gz"), lab_path);
+        CHECK(!d && error_mentions("img.gz") && error_mentions("300016 bytes") && error_mentions("memory limit"),
+              "over the limit: %s", cnn_last_error());
+        cnn_dataset_free(d);
+        cnn_set_memory_limit(0);
+        put_le32(gz + gn - 4, 1000); /* the trailer says 1000 bytes: the data has more */
+        CHECK(write_bytes(PATH("hostile/img.gz"), gz, gn), "could not write img.gz");
+        d = cnn_load_idx_gz(PATH("hostile/img.gz"), lab_path);
+        CHECK(!d && error_mentions("img.gz") && error_mentions("1000 bytes"), "ISIZE 1000: %s", cnn_last_error());
+        cnn_dataset_free(d);
+        free(gz);
+    }
+}
+
 int main(void) {
     (void)test_rel_err;
     snprintf(tmp_root, sizeof tmp_root, "/tmp/cnn_augment_XXXXXX");
@@ -873,6 +1008,7 @@ int main(void) {
     test_load_dataset();
     test_truncated_bmp();
     test_zero_height();
+    test_hostile_images();
     test_write_png();
     test_plot();
     char cmd[128];
