@@ -721,13 +721,11 @@ static int cnn__cl_digits_name(const char *choice, const cnn_opencl_device_info 
     return 0;
 }
 
-CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
+/* cnn_opencl_select's choice among the n devices all[] (apart, so that the
+   parsing is tested and fuzzed without a driver): choice NULL or "" = the default */
+static int cnn__cl_choose(const char *choice, const cnn_opencl_device_info *all, int n, int *indices, int max) {
     static const char who[] = "cnn_opencl_select";
-    cnn_opencl_device_info all[CNN__CL_MAX_DEVICES];
-    const int n = cnn__cl_enumerate(NULL, NULL, all, CNN__CL_MAX_DEVICES);
     int k = 0;
-    if (!indices || max <= 0) return cnn_set_error(CNN_ERR_ARG, "%s: no room for the indices", who);
-    if (!choice || !*choice) choice = getenv("CNN_OPENCL_DEVICES");
     if (n == 0)
         return cnn_set_error(CNN_ERR_DEVICE,
                              "%s: no OpenCL platform or device found (install a driver such as "
@@ -778,6 +776,15 @@ CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
                              "gpu, cpu, all or a piece of a name)",
                              who, choice, n, n == 1 ? "" : "s");
     return k;
+}
+
+CNN__CL_IMPL int cnn_opencl_select(const char *choice, int *indices, int max) {
+    cnn_opencl_device_info all[CNN__CL_MAX_DEVICES];
+    int n;
+    if (!indices || max <= 0) return cnn_set_error(CNN_ERR_ARG, "cnn_opencl_select: no room for the indices");
+    if (!choice || !*choice) choice = getenv("CNN_OPENCL_DEVICES");
+    n = cnn__cl_enumerate(NULL, NULL, all, CNN__CL_MAX_DEVICES);
+    return cnn__cl_choose(choice, all, n, indices, max);
 }
 
 /* ======================================================================== */
