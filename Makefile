@@ -20,7 +20,7 @@ CLLIBS    = -lOpenCL -lclblast
 endif
 DEMO_EPOCHS ?= 5
 
-.PHONY: all test demo examples deps bench clean windows
+.PHONY: all test demo examples deps bench clean windows fuzz
 
 all: examples
 
@@ -45,6 +45,14 @@ test:
 	@scripts/ensure-deps.sh test
 	@$(MAKE) --no-print-directory $(EXAMPLES)
 	@tests/run.sh
+
+# The fuzz targets (tests/fuzz: model files, IDX and gzip, CIFAR-10, images and image
+# folders, OpenCL device choices) under libFuzzer with ASan and UBSan, FUZZ_SECONDS each
+# (default 60); `make test` replays their corpus. Ends with a table of runs and findings.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/ensure-deps.sh fuzz
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 bench/train_bench: bench/train_bench.c cnn.h
 	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -o $@

@@ -2,7 +2,7 @@
 # ensure-deps.sh - install the Debian packages the build and tests need.
 # As root it runs one `apt-get update` and `apt-get install -y` for what is
 # missing; otherwise it prints the exact command to run and fails.
-#   usage: scripts/ensure-deps.sh [test|demo|bench|windows]
+#   usage: scripts/ensure-deps.sh [test|demo|bench|windows|fuzz]
 set -e
 need=""
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
@@ -27,6 +27,15 @@ case "$1" in
         have_cmd aarch64-linux-gnu-gcc || need="$need gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
         [ -e /usr/aarch64-linux-gnu/lib/libgomp.so.1 ] || need="$need libgomp1-arm64-cross"
         have_cmd qemu-aarch64 || need="$need qemu-user" ;;
+  fuzz) have_cmd clang || need="$need clang"
+        # libFuzzer's runtime: Debian's libclang-rt-dev (the version paired with clang)
+        printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }\n' >/tmp/cnn-fuzz-probe.c
+        clang -fsanitize=fuzzer /tmp/cnn-fuzz-probe.c -o /tmp/cnn-fuzz-probe 2>/dev/null || need="$need libclang-rt-dev"
+        rm -f /tmp/cnn-fuzz-probe.c /tmp/cnn-fuzz-probe
+        [ -f /usr/include/CL/cl.h ] || need="$need opencl-headers"
+        [ -f /usr/lib/x86_64-linux-gnu/libOpenCL.so ] || [ -f /usr/lib/aarch64-linux-gnu/libOpenCL.so ] ||
+          need="$need ocl-icd-opencl-dev"
+        [ -f /usr/include/clblast_c.h ] || need="$need libclblast-dev" ;;
   windows) have_cmd x86_64-w64-mingw32-gcc-posix || need="$need gcc-mingw-w64-x86-64-posix"
            { have_cmd wine64 || [ -x /usr/lib/wine/wine64 ]; } || need="$need wine64" ;;
   bench) { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; } || need="$need python3-torch python3-numpy"

@@ -117,6 +117,17 @@ for k in $paths; do
   done
 done
 
+echo "== fuzz corpus replay under AddressSanitizer + UndefinedBehaviorSanitizer (make fuzz runs the fuzzers)"
+# every seed and every input of a fixed crash (tests/fuzz/corpus/<target>/regress-*), once,
+# with leaks checked and any allocation over 1 GB an error
+for t in model model_payload idx cifar image image_dir opencl_spec; do
+  libs="-lm -lpthread"
+  [ "$t" = opencl_spec ] && libs="$libs -lOpenCL -lclblast"
+  compile "build fuzz replay $t (asan+ubsan)" $CC -std=c99 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+    -fno-sanitize-recover=all -Wall -Wextra -DFUZZ_REPLAY -I. tests/fuzz/$t.c $libs -o $B/fuzz_$t
+  [ -x $B/fuzz_$t ] && ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=1024 run "fuzz replay $t" $B/fuzz_$t tests/fuzz/corpus/$t
+done
+
 echo "== compile checks (-Wall -Wextra, no warnings allowed)"
 cat > $B/impl.c <<'C'
 #define CNN_IMPLEMENTATION
