@@ -1833,6 +1833,8 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_image_dir_opt(const char *dir, const cnn_ima
     if (cnn__aug_dir_check(dir, &opt)) return NULL;
     if (cnn__aug_dir_list(dir, opt.follow_links, &classes, &files, &total) < 0) goto done;
     if (cnn__aug_dir_size(dir, &opt, files, classes.n, total, &h, &w, &c) < 0) goto done;
+    if (cnn_check_memory(cnn__aug_dir_who, "the folder's images", (unsigned long long)total * h * w * c) < 0)
+        goto done;
     d = cnn_dataset_new(total, h, w, c, classes.n);
     if (!d) goto done;
     if (cnn__aug_dir_decode(d, files, classes.n, &opt, &k) < 0) goto done;
@@ -4691,7 +4693,11 @@ CNN__AUG_IMPL cnn_flow *cnn_datagen_flow_from_directory_opt(const cnn_datagen *g
         cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
         goto done;
     }
-    if (!op.lazy && !(d = cnn_dataset_new(all.n, th, tw, ch, classes.n))) goto done;
+    if (!op.lazy) {
+        const unsigned long long bytes = (unsigned long long)all.n * th * tw * ch;
+        if (cnn_check_memory(who, "the folder's images", bytes) < 0) goto done;
+        if (!(d = cnn_dataset_new(all.n, th, tw, ch, classes.n))) goto done;
+    }
     if (cnn__idg_dir_decode(&all, &op, th, tw, ch, d ? d->images : NULL, status, keep, &k) < 0) goto done;
     if (k == 0) {
         cnn__aug_none_decoded(who, all.n, dir);

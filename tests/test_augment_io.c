@@ -957,6 +957,20 @@ static void test_hostile_images(void) {
         CHECK(cnn_load_image(PATH("hostile/a/whole.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_ERR_FORMAT &&
                   error_mentions("8 x 8 pixels"),
               "a limit of 1000 bytes refuses an 8x8 image: %s", cnn_last_error());
+        /* the folder's dataset: 2 images of 4 x 4 x 3 = 96 bytes, each image within the limit */
+        cnn_set_memory_limit(8 * 8 * 16);
+        cnn_dataset *d = cnn_load_image_dir(PATH("hostile"), .height = 4, .width = 4, .skip_bad = 1);
+        CHECK(d && d->n == 2, "96 bytes within 1024: %s", d ? "" : cnn_last_error());
+        cnn_dataset_free(d);
+        cnn_set_memory_limit(8 * 8 * 16 + 1); /* each 8x8 image decodes, 2 x 20 x 20 x 3 = 2400 bytes do not fit */
+        d = cnn_load_image_dir(PATH("hostile"), .height = 20, .width = 20);
+        CHECK(!d && error_mentions("folder's images needs 2400 bytes"), "the dataset's 2400 bytes: %s", cnn_last_error());
+        cnn_dataset_free(d);
+        cnn_datagen *g = cnn_datagen_new();
+        cnn_flow *f = cnn_datagen_flow_from_directory(g, PATH("hostile"), .target_size = {20, 20}, .workers = -1);
+        CHECK(!f && error_mentions("folder's images needs 2400 bytes"), "flow_from_directory: %s", cnn_last_error());
+        cnn_flow_free(f);
+        cnn_datagen_free(g);
         cnn_set_memory_limit(0);
         CHECK(cnn_memory_limit() == dflt, "0 restores the default: %llu", cnn_memory_limit());
         CHECK(cnn_load_image(PATH("hostile/a/whole.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_OK,
