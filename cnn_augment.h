@@ -843,6 +843,10 @@ static uint32_t cnn__aug_le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+static uint32_t cnn__aug_be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
 /* File bytes, plain or inflated (CNN_MALLOC'd either way). */
 typedef struct cnn__aug_blob {
     unsigned char *data;
@@ -1599,6 +1603,26 @@ static int cnn__aug_info(const char *path, int *x, int *y, int *comp) {
     return ok;
 }
 
+/* Empty IDAT chunks taken out of a PNG in p [*n]: stb_image 2.27 adds 0 to a NULL
+   pointer and hands it to memcpy when the first IDAT is empty (undefined
+   behaviour); an empty chunk holds no data, and stb checks no chunk CRCs. */
+static void cnn__aug_png_drop_empty_idat(unsigned char *p, size_t *n) {
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    size_t pos = 8;
+    if (*n < 8 || memcmp(p, sig, 8) != 0) return;
+    while (pos + 12 <= *n) {
+        const size_t len = (size_t)cnn__aug_be32(p + pos);
+        if (len > *n - pos - 12) return; /* a chunk past the end: stb refuses the file */
+        if (len == 0 && memcmp(p + pos + 4, "IDAT", 4) == 0) {
+            memmove(p + pos, p + pos + 12, *n - pos - 12);
+            *n -= 12;
+            continue;
+        }
+        if (memcmp(p + pos + 4, "IEND", 4) == 0) return;
+        pos += 12 + len;
+    }
+}
+
 static unsigned char *cnn__aug_load(const char *path, int *x, int *y, int *comp, int c) {
     unsigned char *raw, *px = NULL;
     size_t len;
@@ -1607,7 +1631,10 @@ static unsigned char *cnn__aug_load(const char *path, int *x, int *y, int *comp,
         cnn__aug_reason = "cannot read the file";
         return NULL;
     }
-    if (cnn__aug_screen(raw, len, len, x, y, comp)) px = stbi_load_from_memory(raw, (int)len, x, y, comp, c);
+    if (cnn__aug_screen(raw, len, len, x, y, comp)) {
+        cnn__aug_png_drop_empty_idat(raw, &len);
+        px = stbi_load_from_memory(raw, (int)len, x, y, comp, c);
+    }
     CNN_FREE(raw);
     return px;
 }

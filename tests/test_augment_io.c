@@ -877,7 +877,7 @@ static void test_hostile_images(void) {
     stbi_write_png(PATH("hostile/a/whole.png"), 8, 8, 3, px, 24);
 
     test_begin("a JPEG Huffman table of more than 256 codes is an error, also through the folder loader");
-    stbi_write_jpg(PATH("hostile/b/ok.jpg"), 8, 8, 3, px, 90);
+    CHECK(write_bytes(PATH("hostile/b/ok.jpg"), jpeg_6x4, sizeof jpeg_6x4), "could not write ok.jpg");
     unsigned char *jpg = read_bytes(PATH("hostile/b/ok.jpg"), &n);
     CHECK(jpg && n > 100, "could not write the JPEG");
     if (jpg) {
@@ -940,6 +940,30 @@ static void test_hostile_images(void) {
         cnn_dataset_free(d);
         printf("#   refusing it twice took %.3f s\n", cnn_wall_time() - t0);
         remove(PATH("hostile/b/huge.gif"));
+    }
+
+    test_begin("a PNG whose first IDAT chunk is empty decodes as without it");
+    {
+        size_t pn = 0;
+        unsigned char *png = read_bytes(PATH("hostile/a/whole.png"), &pn), ref[8 * 8 * 3];
+        unsigned char *odd = (unsigned char *)malloc(pn + 12);
+        size_t at = 8;
+        while (png && at + 8 < pn && memcmp(png + at + 4, "IDAT", 4) != 0)
+            at += 12 + ((size_t)png[at] << 24 | (size_t)png[at + 1] << 16 | (size_t)png[at + 2] << 8 | png[at + 3]);
+        CHECK(png && odd && at + 8 < pn, "no IDAT in stb's PNG");
+        if (png && odd && at + 8 < pn) {
+            static const unsigned char empty_idat[12] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};
+            memcpy(odd, png, at);
+            memcpy(odd + at, empty_idat, 12);
+            memcpy(odd + at + 12, png + at, pn - at);
+            CHECK(write_bytes(PATH("hostile/empty_idat.png"), odd, pn + 12), "could not write empty_idat.png");
+            CHECK(cnn_load_image(PATH("hostile/a/whole.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, ref) == CNN_OK &&
+                      cnn_load_image(PATH("hostile/empty_idat.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_OK &&
+                      memcmp(ref, out, sizeof ref) == 0,
+                  "the PNG with an empty IDAT: %s", cnn_last_error());
+        }
+        free(png);
+        free(odd);
     }
 
     test_begin("cnn_set_memory_limit, cnn_memory_limit, cnn_check_memory");

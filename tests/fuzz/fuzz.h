@@ -25,9 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* The library's limit for sizes read from files (cnn_set_memory_limit), lowered
    from its 4 GiB default so that what it lets through stays under libFuzzer's
    1 GB allocation limit and that each input takes well under a second under the
-   sanitizers (2 million pixels at most: images take up to 16 bytes a pixel).
+   sanitizers (262,144 pixels at most: images take up to 16 bytes a pixel).
    Each target calls it first. */
-#define FUZZ_SETUP() cnn_set_memory_limit(32ull << 20)
+#define FUZZ_SETUP() cnn_set_memory_limit(4ull << 20)
 
 /* the private temporary folder (made on first use) and a path inside it */
 static char fuzz_tmp[512];
