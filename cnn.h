@@ -6892,8 +6892,11 @@ CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const 
                       o->validation_split, train->n);
         return NULL;
     }
-    if (!m->class_names && train->class_names && train->num_classes > 0)
-        cnn_model_set_class_names(m, (const char *const *)train->class_names, train->num_classes);
+    /* the model keeps the dataset's class names (a save after fit holds them): a
+       failure to store them is fit's failure, not a model silently without them */
+    if (!m->class_names && train->class_names && train->num_classes > 0 &&
+        cnn_model_set_class_names(m, (const char *const *)train->class_names, train->num_classes) < 0)
+        return NULL;
     cnn_dataset tr = *train, va = *train;
     tr.n = train->n - n_val;
     va.n = n_val;
@@ -6936,8 +6939,10 @@ CNN_IMPL cnn_history *cnn_fit_source_opt(cnn_model *m, cnn_batch_source *train, 
         cnn_set_error(CNN_ERR_ARG, "cnn_fit_source: the source does not know its size; give steps_per_epoch");
         return NULL;
     }
-    if (train->rescale != 0.0f) cnn_model_set_rescale(m, train->rescale);
-    if (train->mean && train->std) cnn_model_set_featurewise(m, train->mean, train->std, train->c);
+    /* the source's preprocessing goes into the model (and its file), or fit fails */
+    if (train->rescale != 0.0f && cnn_model_set_rescale(m, train->rescale) < 0) return NULL;
+    if (train->mean && train->std && cnn_model_set_featurewise(m, train->mean, train->std, train->c) < 0)
+        return NULL;
     cnn_batch_source vsrc, *val = o->validation_source;
     cnn__array_source vs;
     memset(&vs, 0, sizeof vs);

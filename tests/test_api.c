@@ -1678,6 +1678,47 @@ static void test_save_load_allocation_failures(void) {
     remove(path);
 }
 
+/* A short fit (validation split, early stopping, checkpoint) with each of its
+   allocations failing in turn: NULL with a message, or a history and a model
+   that holds the dataset's class names; nothing leaked (sanitizer build). Before,
+   a failure to store the class names was ignored: the saved model lacked them. */
+static void test_fit_allocation_failures(void) {
+    static const char *const names[3] = {"circle", "square", "star"};
+    test_begin("cnn_fit with each allocation failing in turn");
+    char path[512];
+    tmp_path(path, sizeof path, "fit_alloc.cnn");
+    cnn_dataset *d = cnn_dataset_new(12, 8, 8, 1, 3);
+    CHECK(d && cnn_dataset_set_class_names(d, names, 3) == CNN_OK, "dataset: %s", err());
+    if (!d) return;
+    for (int i = 0; i < 12 * 64; i++) d->images[i] = (unsigned char)(i * 7);
+    for (int i = 0; i < 12; i++) d->labels[i] = i % 3;
+    long k, points = 0, failed = 0;
+    for (k = 1; k < 100000; k++) {
+        cnn_model *m = small_model(1);
+        cnn_callback *cb[3] = {cnn_early_stopping(.patience = 1), cnn_model_checkpoint(.filepath = path), NULL};
+        CHECK(m && cb[0] && cb[1], "model and callbacks: %s", err());
+        if (!m || !cb[0] || !cb[1]) break;
+        requests = 0, fail_at = k;
+        clear_error();
+        cnn_history *h = cnn_fit(m, d, .epochs = 2, .batch_size = 4, .validation_split = 0.25f, .callbacks = cb);
+        const long made = requests;
+        fail_at = 0;
+        if (h) CHECK(cnn_model_num_class_names(m) == 3 && !strcmp(cnn_model_class_name(m, 2), "star"),
+                     "allocation %ld failing: fit succeeded without the class names", k);
+        else CHECK(mentions(NULL), "allocation %ld failing: NULL without a message", k);
+        failed += h == NULL;
+        cnn_history_free(h);
+        cnn_callback_free(cb[0]);
+        cnn_callback_free(cb[1]);
+        cnn_model_free(m);
+        if (made < k) { CHECK(h != NULL, "fit with no failure: %s", err()); break; }
+        points++;
+    }
+    printf("#   cnn_fit: %ld allocation points, %ld of them ended in an error\n", points, failed);
+    cnn_dataset_free(d);
+    remove(path);
+}
+
 static void test_save_load_padding_upsampling(void) {
     enum { N = 4, H = 6, W = 5, C = 2 };
     static const struct { const char *name; int h, w, c; } shapes[] = {
@@ -1791,6 +1832,7 @@ int main(void) {
     test_size_limits();
     test_load_implied_size();
     test_save_load_allocation_failures();
+    test_fit_allocation_failures();
     remove_tree(tmp_root);
     return test_finish();
 }
