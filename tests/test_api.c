@@ -1719,6 +1719,89 @@ static void test_fit_allocation_failures(void) {
     remove(path);
 }
 
+/* A model of about 1.6 MB on disk (Dense weights and Adam's two slots), so that
+   a save takes long enough for kills to land in the middle of it. */
+static cnn_model *big_model(void) {
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 8, 8, 3, "in");
+    x = cnn_dense(m, cnn_flatten(m, x), .units = 700, .activation = CNN_RELU);
+    x = cnn_dense(m, x, .units = 3, .activation = CNN_SOFTMAX);
+    if (cnn_model_set_output(m, x) || cnn_compile(m, .loss = CNN_CATEGORICAL_CROSSENTROPY, .optimizer = cnn_adam())) {
+        cnn_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* SIGKILL at random moments while a child process saves: cnn_save in a loop
+   (a weight changed before each save), then ModelCheckpoint at every epoch of a
+   fit. After each kill the target must load (the old model or the new), and
+   the next save must remove what the dead writer left. 24 kills, more until 3
+   have landed during a write (CNN_TEST_KILLS sets the 24). */
+static void test_kill_during_save(void) {
+    test_begin("SIGKILL while cnn_save and ModelCheckpoint write: the target always loads, leftovers go");
+    const char *env = getenv("CNN_TEST_KILLS");
+    const int kills = env && atoi(env) > 0 ? atoi(env) : 24;
+    char dir[512], path[600];
+    tmp_path(dir, sizeof dir, "kill");
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/model.cnn", dir);
+    cnn_model *m = big_model();
+    CHECK(m && cnn_save(m, path) == CNN_OK, "first save: %s", err());
+    if (!m) return;
+    cnn_dataset *d = cnn_dataset_new(4, 8, 8, 3, 3);
+    CHECK(d != NULL, "dataset: %s", err());
+    if (!d) { cnn_model_free(m); return; }
+    for (int i = 0; i < 4 * 192; i++) d->images[i] = (unsigned char)(i * 13);
+    for (int i = 0; i < 4; i++) d->labels[i] = i % 3;
+    int corrupt = 0, mid_write = 0, left_after = 0;
+    uint64_t r = 99;
+    int k;
+    for (k = 0; k < kills || (mid_write < 3 && k < 8 * kills); k++) { /* until 3 kills landed mid-write */
+        const int checkpoint = k % 2; /* odd rounds: ModelCheckpoint inside fit */
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            cnn_set_num_threads(1); /* the child of a threaded parent stays on one thread */
+            if (checkpoint) {
+                cnn_callback *cb[2] = {cnn_model_checkpoint(.filepath = path), NULL};
+                cnn_fit(m, d, .epochs = 1000000, .batch_size = 4, .callbacks = cb);
+            } else {
+                size_t np;
+                float *p = cnn_model_params(m, &np);
+                for (int i = 0;; i++) {
+                    p[0] = (float)i;
+                    cnn_save(m, path);
+                }
+            }
+            _exit(0);
+        }
+        CHECK(child > 0, "fork failed");
+        if (child <= 0) break;
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        struct timespec wait = {0, (long)(2000000 + (r >> 33) % 30000000)}; /* 2 to 32 ms: several saves */
+        nanosleep(&wait, NULL);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        cnn_model *back = cnn_load(path);
+        corrupt += back == NULL;
+        if (!back) printf("#   after kill %d: %s\n", k, err());
+        cnn_model_free(back);
+        mid_write += count_entries(dir, ".tmp") > 0;
+        CHECK(cnn_save(m, path) == CNN_OK, "the save after kill %d: %s", k, err());
+        left_after += count_entries(dir, ".tmp");
+    }
+    printf("#   %d kills (%d during a write, a temporary file left), %d targets that did not load, %d temporary "
+           "files after the next save\n", k, mid_write, corrupt, left_after);
+    CHECK(corrupt == 0, "%d of %d kills left a target that does not load", corrupt, k);
+    CHECK(left_after == 0, "%d temporary files stayed after the next save", left_after);
+    CHECK(mid_write > 0, "no kill landed during a write: the test proves nothing (kills %d)", k);
+    cnn_dataset_free(d);
+    cnn_model_free(m);
+    remove(path);
+    rmdir(dir);
+}
+
 static void test_save_load_padding_upsampling(void) {
     enum { N = 4, H = 6, W = 5, C = 2 };
     static const struct { const char *name; int h, w, c; } shapes[] = {
@@ -1833,6 +1916,7 @@ int main(void) {
     test_load_implied_size();
     test_save_load_allocation_failures();
     test_fit_allocation_failures();
+    test_kill_during_save();
     remove_tree(tmp_root);
     return test_finish();
 }
