@@ -908,6 +908,13 @@ static int cnn__aug_gunzip(const unsigned char *in, size_t len, const char *path
         snprintf(what, sizeof what, "inflating '%.256s' (gzip)", path);
         if ((rc = cnn_check_memory(who, what, isize)) < 0) return rc;
     }
+    /* deflate makes at most 1032 bytes of each byte it reads: a trailer claiming
+       more is damaged, and must not make us allocate it */
+    if ((unsigned long long)isize > 1032ull * dlen + 1024)
+        return cnn_set_error(CNN_ERR_FORMAT,
+                             "%s: '%s': damaged gzip trailer (it claims %lu bytes, more than deflate can make "
+                             "of %zu bytes)",
+                             who, path, (unsigned long)isize, dlen);
     dec = (char *)CNN_MALLOC(isize ? isize : 1);
     if (!dec) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory inflating '%s'", who, path);
     olen = stbi_zlib_decode_noheader_buffer(dec, (int)isize, (const char *)in + p, (int)dlen);
@@ -1512,8 +1519,25 @@ static long cnn__aug_pnm_maxval(const unsigned char *p, size_t n) {
     return v[2];
 }
 
+/* A PNG chunk that claims more bytes than the file has left: stb_image grows
+   its IDAT buffer to the claimed length before reading (a 200-byte file can ask
+   for 2 GB). Returns the claimed length of the first such chunk, or 0. */
+static unsigned long cnn__aug_png_overlong_chunk(const unsigned char *p, size_t n) {
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    size_t pos = 8;
+    if (n < 8 || memcmp(p, sig, 8) != 0) return 0;
+    while (pos + 8 <= n) {
+        const unsigned long len = cnn__aug_be32(p + pos);
+        if (len > n - pos - 8) return len;
+        if (memcmp(p + pos + 4, "IEND", 4) == 0) return 0;
+        pos += 12 + (size_t)len;
+    }
+    return 0;
+}
+
 /* Checks an image file's bytes before stb_image sees them: the two inputs on
-   which Debian's stb_image 2.27 reads or writes out of bounds, and sizes over
+   which Debian's stb_image 2.27 reads or writes out of bounds, PNG chunks longer
+   than the file (stb allocates their claimed length first), and sizes over
    the memory limit (its header read by stbi_info; decoding can take up to 16
    bytes a pixel: 16-bit RGBA PNGs, float HDR). A BMP shorter than its header
    says is refused too (stb reads the missing pixels as zeros). p [n] is the
@@ -1522,6 +1546,7 @@ static long cnn__aug_pnm_maxval(const unsigned char *p, size_t n) {
 static int cnn__aug_screen(const unsigned char *p, size_t n, size_t file_size, int *x, int *y, int *comp) {
     int codes;
     long maxval;
+    unsigned long chunk;
     unsigned long long need;
     *x = *y = *comp = 0;
     if ((codes = cnn__aug_jpeg_bad_huffman(p, n)) != 0) {
@@ -1538,6 +1563,12 @@ static int cnn__aug_screen(const unsigned char *p, size_t n, size_t file_size, i
     }
     if (n > (size_t)INT_MAX) {
         cnn__aug_reason = "image files over 2 GB are not supported";
+        return 0;
+    }
+    if (n == file_size && (chunk = cnn__aug_png_overlong_chunk(p, n)) != 0) {
+        snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
+                 "truncated or corrupt PNG: a chunk claims %lu bytes, more than the file holds", chunk);
+        cnn__aug_reason = cnn__aug_reason_buf;
         return 0;
     }
     if (!stbi_info_from_memory(p, (int)n, x, y, comp)) {

@@ -942,7 +942,7 @@ static void test_hostile_images(void) {
         remove(PATH("hostile/b/huge.gif"));
     }
 
-    test_begin("a PNG whose first IDAT chunk is empty decodes as without it");
+    test_begin("a PNG whose first IDAT chunk is empty decodes as without it; one claiming 2 GB is refused");
     {
         size_t pn = 0;
         unsigned char *png = read_bytes(PATH("hostile/a/whole.png"), &pn), ref[8 * 8 * 3];
@@ -961,6 +961,12 @@ static void test_hostile_images(void) {
                       cnn_load_image(PATH("hostile/empty_idat.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_OK &&
                       memcmp(ref, out, sizeof ref) == 0,
                   "the PNG with an empty IDAT: %s", cnn_last_error());
+            /* an IDAT claiming 2 GB in a file of a hundred bytes: stb would allocate it first */
+            odd[at + 12] = 0x7f, odd[at + 13] = odd[at + 14] = odd[at + 15] = 0xff;
+            CHECK(write_bytes(PATH("hostile/long_idat.png"), odd, pn + 12), "could not write long_idat.png");
+            CHECK(cnn_load_image(PATH("hostile/long_idat.png"), 8, 8, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_ERR_FORMAT &&
+                      error_mentions("long_idat.png") && error_mentions("claims 2147483647 bytes"),
+                  "the PNG whose IDAT claims 2 GB: %s", cnn_last_error());
         }
         free(png);
         free(odd);
