@@ -1498,12 +1498,15 @@ static int cnn__aug_jpeg_bad_huffman(const unsigned char *p, size_t n) {
     return 0;
 }
 
-/* The maximum value of a binary PNM (P5, P6), or 0 when it is not one or its
-   header does not parse; stb_image 2.27 reads past its buffer converting
-   16-bit (maxval > 255) files. */
-static long cnn__aug_pnm_maxval(const unsigned char *p, size_t n) {
+/* The width, height and maximum value of a binary PNM (P5, P6) header, read as
+   stb_image reads it (whitespace and # comments between the numbers), each
+   saturating at 1e9, those not there 0: returns how many it read (0 when it is
+   not a binary PNM).
+   stb_image 2.27 overflows an int on numbers of ten digits or more and reads
+   past its buffer converting 16-bit (maxval > 255) files. */
+static int cnn__aug_pnm_header(const unsigned char *p, size_t n, long v[3]) {
     size_t i = 2;
-    long v[3];
+    v[0] = v[1] = v[2] = 0;
     if (n < 3 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 0;
     for (int k = 0; k < 3; k++) {
         for (;;) { /* whitespace and comments */
@@ -1513,10 +1516,11 @@ static long cnn__aug_pnm_maxval(const unsigned char *p, size_t n) {
             if (i < n && p[i] == '#') while (i < n && p[i] != '\n' && p[i] != '\r') i++;
             else break;
         }
-        if (i >= n || p[i] < '0' || p[i] > '9') return 0;
-        for (v[k] = 0; i < n && p[i] >= '0' && p[i] <= '9'; i++) v[k] = v[k] > 99999999 ? v[k] : v[k] * 10 + (p[i] - '0');
+        if (i >= n || p[i] < '0' || p[i] > '9') return k;
+        for (v[k] = 0; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+            v[k] = v[k] >= 100000000 ? 1000000000 : v[k] * 10 + (p[i] - '0');
     }
-    return v[2];
+    return 3;
 }
 
 /* A PNG chunk that claims more bytes than the file has left: stb_image grows
@@ -1545,7 +1549,7 @@ static unsigned long cnn__aug_png_overlong_chunk(const unsigned char *p, size_t 
    cnn__aug_reason; *x, *y, *comp as stbi_info gives them. */
 static int cnn__aug_screen(const unsigned char *p, size_t n, size_t file_size, int *x, int *y, int *comp) {
     int codes;
-    long maxval;
+    long pnm[3];
     unsigned long chunk;
     unsigned long long need;
     *x = *y = *comp = 0;
@@ -1555,9 +1559,14 @@ static int cnn__aug_screen(const unsigned char *p, size_t n, size_t file_size, i
         cnn__aug_reason = cnn__aug_reason_buf;
         return 0;
     }
-    if ((maxval = cnn__aug_pnm_maxval(p, n)) > 255) {
-        snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
-                 "16-bit PNM files (maxval %ld) are not supported; convert it to 8 bits", maxval);
+    if (cnn__aug_pnm_header(p, n, pnm) > 0 && (pnm[0] > (1L << 24) || pnm[1] > (1L << 24) || pnm[2] > 255)) {
+        if (pnm[2] > 255 && pnm[2] <= 65535)
+            snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
+                     "16-bit PNM files (maxval %ld) are not supported; convert it to 8 bits", pnm[2]);
+        else
+            snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
+                     "corrupt PNM header: width %ld, height %ld, maxval %ld (at most 16777216, 16777216, 255)",
+                     pnm[0], pnm[1], pnm[2]);
         cnn__aug_reason = cnn__aug_reason_buf;
         return 0;
     }
