@@ -77,10 +77,18 @@
      cnn_set_num_threads). One seed (cnn_model_set_seed) drives initialisation,
      shuffling and dropout; the same seed and thread count give bit-identical runs.
      Dropout masks depend on the seed, the optimizer step and the sample position, never on
-     thread scheduling. Global state is three things: the error message (per
-     thread), the kernel path (cnn_set_kernels) and, during cnn_fit only, a SIGINT
+     thread scheduling. Global state is four things: the error message (per
+     thread), the kernel path (cnn_set_kernels), the memory limit for sizes read
+     from files (cnn_set_memory_limit) and, during cnn_fit only, a SIGINT
      handler that makes Ctrl-C stop after the current batch; fit restores the
      previous handler when it returns, and CNN_NO_SIGINT leaves Ctrl-C alone.
+     Thread safety: separate models may be built, trained, saved and used in
+     separate threads at once (tests/test_threads.c runs two fits at once under
+     ThreadSanitizer); fits running at once share the SIGINT handler (Ctrl-C
+     stops all of them; the last to end restores the previous handler). One
+     model is not to be used by two threads at once. cnn_set_kernels,
+     cnn_set_num_threads and cnn_set_memory_limit are process-wide settings: call
+     them before starting threads. cnn_last_error is per thread.
      Every long sum (BatchNorm statistics, bias and kernel gradients) is cut into
      fixed runs of rows, so the results are also the same for any thread count;
      they are the same run to run for a kernel path (two paths agree to rounding).
@@ -6574,6 +6582,37 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
 static volatile sig_atomic_t cnn__sigint_seen;
 static void cnn__on_sigint(int sig) { (void)sig; cnn__sigint_seen = 1; }
 
+#if !defined(CNN_NO_SIGINT)
+/* Fits running at once (in several threads) share one SIGINT handler: the first
+   to start installs it, the last to end puts back the one it found, and Ctrl-C
+   stops all of them. A spin lock (GCC/Clang atomics, no threads library) keeps
+   the count and the handler consistent; other compilers get no lock, so start
+   and end fits from one thread at a time there. */
+static int cnn__fits_running;
+static void (*cnn__sigint_before)(int) = SIG_ERR;
+#if defined(__GNUC__) || defined(__clang__)
+static char cnn__sigint_lock_flag;
+#define CNN__SIGINT_LOCK() while (__atomic_test_and_set(&cnn__sigint_lock_flag, __ATOMIC_ACQUIRE))
+#define CNN__SIGINT_UNLOCK() __atomic_clear(&cnn__sigint_lock_flag, __ATOMIC_RELEASE)
+#else
+#define CNN__SIGINT_LOCK() (void)0
+#define CNN__SIGINT_UNLOCK() (void)0
+#endif
+static void cnn__sigint_enter(void) {
+    CNN__SIGINT_LOCK();
+    if (cnn__fits_running++ == 0) {
+        cnn__sigint_seen = 0;
+        cnn__sigint_before = signal(SIGINT, cnn__on_sigint);
+    }
+    CNN__SIGINT_UNLOCK();
+}
+static void cnn__sigint_leave(void) {
+    CNN__SIGINT_LOCK();
+    if (--cnn__fits_running == 0 && cnn__sigint_before != SIG_ERR) signal(SIGINT, cnn__sigint_before);
+    CNN__SIGINT_UNLOCK();
+}
+#endif
+
 static void cnn__format_duration(char *buf, size_t cap, double s) {
     long t = (long)s; /* truncated, as Keras prints it */
     if (t >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, (t % 3600) / 60, t % 60);
@@ -6808,8 +6847,8 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     if (r.steps <= 0 && !rc) rc = cnn_set_error(CNN_ERR_ARG, "cnn_fit: the training data gives no batches");
 #if !defined(CNN_NO_SIGINT)
     /* Ctrl-C stops after the current batch; see THREADS AND DETERMINISM */
-    void (*old_handler)(int) = SIG_ERR;
-    if (!rc) { cnn__sigint_seen = 0; old_handler = signal(SIGINT, cnn__on_sigint); }
+    const int sigint_entered = !rc;
+    if (sigint_entered) cnn__sigint_enter();
 #endif
     if (!rc) rc = cnn__callbacks_train_begin(o->callbacks);
     if (!rc) rc = src->reset(src->ctx, r.pass);
@@ -6838,7 +6877,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     }
     cnn__callbacks_train_end(&st, o->callbacks, rc, o->initial_epoch);
 #if !defined(CNN_NO_SIGINT)
-    if (old_handler != SIG_ERR) signal(SIGINT, old_handler);
+    if (sigint_entered) cnn__sigint_leave();
 #endif
     CNN_FREE(r.x);
     CNN_FREE(r.y);

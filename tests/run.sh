@@ -117,6 +117,11 @@ for k in $paths; do
   done
 done
 
+echo "== two fits at once in two threads under ThreadSanitizer (without OpenMP, whose runtime it does not see)"
+compile "build test_threads (tsan)" $CC -std=c99 -O1 -g -fsanitize=thread -Wall -Wextra -I. tests/test_threads.c \
+  -lm -lpthread -o $B/test_threads.tsan
+[ -x $B/test_threads.tsan ] && TSAN_OPTIONS=halt_on_error=1 run "test_threads (tsan)" $B/test_threads.tsan
+
 echo "== fuzz corpus replay under AddressSanitizer + UndefinedBehaviorSanitizer (make fuzz runs the fuzzers)"
 # every seed and every input of a fixed crash (tests/fuzz/corpus/<target>/regress-*), once,
 # with leaks checked and any allocation over 1 GB an error
