@@ -1464,8 +1464,11 @@ static CNN__AUG_TLS char cnn__aug_reason_buf[192]; /* a reason with numbers in i
    past the end read as 0; entropy-coded data is skipped as decoders do (0xFF is
    followed there by 0x00, a stuffed byte, or a restart marker). */
 static int cnn__aug_jpeg_bad_huffman(const unsigned char *p, size_t n) {
-    size_t i = 2;
-    if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return 0;
+    size_t i = 0;
+    if (n < 2 || p[0] != 0xFF) return 0;
+    while (i < n && p[i] == 0xFF) i++; /* stb takes fill bytes before the start marker too */
+    if (i >= n || p[i] != 0xD8) return 0;
+    i++;
 #define CNN__AUG_BYTE(k) ((k) < n ? p[k] : 0u)
     while (i + 1 < n) {
         unsigned m;
