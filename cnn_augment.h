@@ -1455,19 +1455,23 @@ static CNN__AUG_TLS const char *cnn__aug_reason; /* our own reason for the last 
 
 static CNN__AUG_TLS char cnn__aug_reason_buf[192]; /* a reason with numbers in it */
 
-/* A JPEG whose Huffman tables (DHT segments, anywhere before the end of the
-   file: progressive files have them between scans) declare more than 256 codes:
-   stb_image 2.27 writes past its table on those, in stbi_info too. Returns the
-   first such count, or 0. The walk follows stb's reading exactly: DHT and DQT
-   tables are read while the segment's length stays positive, so a table may run
-   past the length it declares (the next marker is looked for after it); bytes
-   past the end read as 0; entropy-coded data is skipped as decoders do (0xFF is
+/* Two JPEG Huffman-table faults that stb_image 2.27 does not survive: a table
+   (DHT segment, anywhere before the end of the file: progressive files have
+   them between scans) declaring more than 256 codes, which stb writes past its
+   table on (in stbi_info too); and a scan using a table the file has not
+   defined before it, which stb decodes with uninitialised memory until an
+   assertion aborts the program. Returns a reason, or NULL (why [cap] holds
+   it). The walk follows stb's reading exactly: DHT and DQT tables are read
+   while the segment's length stays positive, so a table may run past the
+   length it declares (the next marker is looked for after it); bytes past the
+   end read as 0; entropy-coded data is skipped as decoders do (0xFF is
    followed there by 0x00, a stuffed byte, or a restart marker). */
-static int cnn__aug_jpeg_bad_huffman(const unsigned char *p, size_t n) {
+static const char *cnn__aug_jpeg_bad_huffman(const unsigned char *p, size_t n, char *why, size_t cap) {
     size_t i = 0;
-    if (n < 2 || p[0] != 0xFF) return 0;
+    int defined[2][4] = {{0}}, progressive = 0; /* [DC/AC][table id] */
+    if (n < 2 || p[0] != 0xFF) return NULL;
     while (i < n && p[i] == 0xFF) i++; /* stb takes fill bytes before the start marker too */
-    if (i >= n || p[i] != 0xD8) return 0;
+    if (i >= n || p[i] != 0xD8) return NULL;
     i++;
 #define CNN__AUG_BYTE(k) ((k) < n ? p[k] : 0u)
     while (i + 1 < n) {
@@ -1478,12 +1482,34 @@ static int cnn__aug_jpeg_bad_huffman(const unsigned char *p, size_t n) {
         if (m == 0xFF) { i++; continue; }     /* fill byte */
         if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { i += 2; continue; } /* no length */
         left = (long)(CNN__AUG_BYTE(i + 2) << 8 | CNN__AUG_BYTE(i + 3)) - 2;
+        if (m == 0xC2) progressive = 1;
+        if (m == 0xDA) { /* SOS: the tables its components use must be defined by now */
+            const unsigned ns = CNN__AUG_BYTE(i + 4);
+            const unsigned ss = CNN__AUG_BYTE(i + 5 + 2 * ns), se = CNN__AUG_BYTE(i + 6 + 2 * ns);
+            const unsigned ah = CNN__AUG_BYTE(i + 7 + 2 * ns) >> 4;
+            /* baseline scans use both; progressive ones the DC table on a first DC scan, the AC table on AC scans */
+            const int need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || se > 0;
+            for (unsigned c = 0; c < ns && c < 4; c++) {
+                const unsigned sel = CNN__AUG_BYTE(i + 6 + 2 * c), td = sel >> 4, ta = sel & 15;
+                if ((need_dc && td < 4 && !defined[0][td]) || (need_ac && ta < 4 && !defined[1][ta])) {
+                    snprintf(why, cap, "corrupt JPEG: a scan uses a Huffman table (%s %u) the file does not define",
+                             need_dc && td < 4 && !defined[0][td] ? "DC" : "AC",
+                             need_dc && td < 4 && !defined[0][td] ? td : ta);
+                    return why;
+                }
+            }
+        }
         i += 4;
         if (m == 0xC4) { /* DHT: 1 + 16 + (sum of counts) bytes a table */
             while (left > 0 && i < n) {
+                const unsigned tc = CNN__AUG_BYTE(i) >> 4, th = CNN__AUG_BYTE(i) & 15;
                 long codes = 0;
                 for (size_t k = 1; k <= 16; k++) codes += (long)CNN__AUG_BYTE(i + k);
-                if (codes > 256) return (int)codes;
+                if (codes > 256) {
+                    snprintf(why, cap, "corrupt JPEG: a Huffman table declares %ld codes (at most 256)", codes);
+                    return why;
+                }
+                if (tc < 2 && th < 4) defined[tc][th] = 1;
                 i += 17 + (size_t)codes;
                 left -= 17 + codes;
             }
@@ -1498,7 +1524,7 @@ static int cnn__aug_jpeg_bad_huffman(const unsigned char *p, size_t n) {
         }
     }
 #undef CNN__AUG_BYTE
-    return 0;
+    return NULL;
 }
 
 /* The width, height and maximum value of a binary PNM (P5, P6) header, read as
@@ -1551,14 +1577,11 @@ static unsigned long cnn__aug_png_overlong_chunk(const unsigned char *p, size_t 
    file, or its first n bytes of file_size. Returns 1, or 0 with the reason in
    cnn__aug_reason; *x, *y, *comp as stbi_info gives them. */
 static int cnn__aug_screen(const unsigned char *p, size_t n, size_t file_size, int *x, int *y, int *comp) {
-    int codes;
     long pnm[3];
     unsigned long chunk;
     unsigned long long need;
     *x = *y = *comp = 0;
-    if ((codes = cnn__aug_jpeg_bad_huffman(p, n)) != 0) {
-        snprintf(cnn__aug_reason_buf, sizeof cnn__aug_reason_buf,
-                 "corrupt JPEG: a Huffman table declares %d codes (at most 256)", codes);
+    if (cnn__aug_jpeg_bad_huffman(p, n, cnn__aug_reason_buf, sizeof cnn__aug_reason_buf)) {
         cnn__aug_reason = cnn__aug_reason_buf;
         return 0;
     }
