@@ -908,6 +908,23 @@ static void test_hostile_images(void) {
         remove(PATH("hostile/b/huff.jpg"));
     }
 
+    test_begin("a JPEG scan using a Huffman table the file does not define is an error (stb would abort)");
+    {
+        unsigned char sel[sizeof jpeg_6x4];
+        size_t i = 2;
+        memcpy(sel, jpeg_6x4, sizeof sel);
+        while (i + 6 < sizeof sel && !(sel[i] == 0xFF && sel[i + 1] == 0xDA)) i++;
+        CHECK(i + 6 < sizeof sel, "no SOS in the JPEG");
+        sel[i + 6] = 0x33; /* the first component's DC and AC tables: 3, never defined */
+        CHECK(write_bytes(PATH("hostile/b/nosuch.jpg"), sel, sizeof sel), "could not write nosuch.jpg");
+        CHECK(cnn_load_image(PATH("hostile/b/nosuch.jpg"), 4, 6, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_ERR_FORMAT &&
+                  error_mentions("nosuch.jpg") && error_mentions("does not define"),
+              "cnn_load_image: %s", cnn_last_error());
+        CHECK(cnn_load_image(PATH("hostile/b/ok.jpg"), 4, 6, 3, CNN_INTERP_DEFAULT, 0, out) == CNN_OK,
+              "the same JPEG unchanged: %s", cnn_last_error());
+        remove(PATH("hostile/b/nosuch.jpg"));
+    }
+
     test_begin("a 16-bit PNM is refused with its maxval named");
     {
         unsigned char ppm[32 + 2 * 2 * 3 * 2];
