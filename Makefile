@@ -20,7 +20,7 @@ CLLIBS    = -lOpenCL -lclblast
 endif
 DEMO_EPOCHS ?= 5
 
-.PHONY: all test demo examples deps bench clean windows fuzz
+.PHONY: all test demo examples deps bench clean windows fuzz fault
 
 all: examples
 
@@ -49,6 +49,12 @@ test:
 # The fuzz targets (tests/fuzz: model files, IDX and gzip, CIFAR-10, images and image
 # folders, OpenCL device choices) under libFuzzer with ASan and UBSan, FUZZ_SECONDS each
 # (default 60); `make test` replays their corpus. Ends with a table of runs and findings.
+# The long fault runs: every allocation failing in turn along the whole pipeline (also with
+# worker threads), 300 SIGKILLs while saving; under the sanitizers (make test runs a shorter set)
+fault:
+	@scripts/ensure-deps.sh
+	@tests/fault.sh
+
 FUZZ_SECONDS ?= 60
 fuzz:
 	@scripts/ensure-deps.sh fuzz
