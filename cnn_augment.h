@@ -251,6 +251,13 @@
    REVISION HISTORY
      0.5  (2026-12-05) The resample's coordinate loops vectorise with plain
           x86-64 flags (SSE2) too: 1.5x faster there; the images are the same.
+          Hostile files: images are screened before stb_image decodes them
+          (JPEG Huffman tables stb 2.27 overflows or leaves uninitialised,
+          16-bit and overlong PNM headers, PNG chunks longer than the file,
+          empty IDAT chunks), and image sizes, image folders and gzip data are
+          held to cnn.h's memory limit (cnn_set_memory_limit). PNG files are
+          written by this file's own encoder (stb_image_write's aborts when an
+          allocation fails); stb_image_write still writes JPEG and BMP.
      0.4  (2026-12-05) The transform's resample is compiled for AVX2 and AVX-512
           too and runs on cnn.h's kernel path (CNN_KERNELS, cnn_set_kernels), so
           it vectorises without -march flags and on AVX2 (it was scalar there).
@@ -644,7 +651,7 @@ CNN_DEF void cnn_flow_free(cnn_flow *f);
 #endif
 
 /* ======================================================================== */
-/* stb: stb_image (decode, zlib), stb_image_write (PNG)                     */
+/* stb: stb_image (decode, zlib), stb_image_write (JPEG, BMP)               */
 /* ======================================================================== */
 
 #ifdef CNN_AUGMENT_STB_IMPLEMENTATION
@@ -2003,17 +2010,210 @@ CNN__AUG_IMPL cnn_dataset *cnn_load_dataset_part(const char *path, int train) {
 /* PNG output                                                               */
 /* ======================================================================== */
 
+/* The PNG encoder: each row filtered (the one of PNG's five filters whose
+   output has the smallest sum of absolute values), then deflated with LZ77 and
+   deflate's fixed Huffman codes (RFC 1951), in a zlib stream (RFC 1950). Written
+   here rather than taken from stb_image_write, whose compressor asserts (aborts)
+   when an allocation fails and leaks when the last one does: every allocation
+   here goes through CNN_MALLOC and a failure is an error returned. */
+typedef struct cnn__png_bits {
+    unsigned char *out; /* room for the worst case: 9 bits a byte, and the headers */
+    size_t n;
+    uint32_t buf;
+    int count;
+} cnn__png_bits;
+
+static void cnn__png_put(cnn__png_bits *b, uint32_t bits, int n) { /* LSB first */
+    b->buf |= bits << b->count;
+    b->count += n;
+    while (b->count >= 8) {
+        b->out[b->n++] = (unsigned char)b->buf;
+        b->buf >>= 8;
+        b->count -= 8;
+    }
+}
+
+/* a Huffman code of n bits, written from its most significant bit */
+static void cnn__png_code(cnn__png_bits *b, uint32_t code, int n) {
+    uint32_t rev = 0;
+    for (int i = 0; i < n; i++) rev |= ((code >> i) & 1u) << (n - 1 - i);
+    cnn__png_put(b, rev, n);
+}
+
+static void cnn__png_symbol(cnn__png_bits *b, int s) { /* deflate's fixed literal/length code */
+    if (s < 144) cnn__png_code(b, 0x30u + (uint32_t)s, 8);
+    else if (s < 256) cnn__png_code(b, 0x190u + (uint32_t)(s - 144), 9);
+    else if (s < 280) cnn__png_code(b, (uint32_t)(s - 256), 7);
+    else cnn__png_code(b, 0xC0u + (uint32_t)(s - 280), 8);
+}
+
+static void cnn__png_match(cnn__png_bits *b, int len, int dist) {
+    static const unsigned short len_base[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
+                                                31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+    static const unsigned char len_extra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
+                                                2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+    static const unsigned short dist_base[30] = {1,    2,    3,    4,    5,    7,     9,     13,    17,  25,
+                                                 33,   49,   65,   97,   129,  193,   257,   385,   513, 769,
+                                                 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+    int l = 28, d = 29;
+    while (len_base[l] > len) l--;
+    while (dist_base[d] > dist) d--;
+    cnn__png_symbol(b, 257 + l);
+    cnn__png_put(b, (uint32_t)(len - len_base[l]), len_extra[l]);
+    cnn__png_code(b, (uint32_t)d, 5);
+    cnn__png_put(b, (uint32_t)(dist - dist_base[d]), d < 4 ? 0 : d / 2 - 1);
+}
+
+/* zlib stream of d [n] into z (room for n + n / 8 + 64 bytes); returns its length */
+static size_t cnn__png_deflate(const unsigned char *d, size_t n, unsigned char *z, int *head, int *prev) {
+    enum { WINDOW = 32768, CHAIN = 32, HASH_BITS = 15 };
+    cnn__png_bits b = {z, 0, 0, 0};
+    uint32_t a1 = 1, a2 = 0;
+    size_t i = 0;
+    for (int k = 0; k < 1 << HASH_BITS; k++) head[k] = -1;
+    z[b.n++] = 0x78; /* deflate, 32K window */
+    z[b.n++] = 0x01;
+    cnn__png_put(&b, 1, 1); /* the last block */
+    cnn__png_put(&b, 1, 2); /* fixed Huffman codes */
+#define CNN__PNG_HASH(p) ((((uint32_t)(p)[0] << 16 | (uint32_t)(p)[1] << 8 | (p)[2]) * 2654435761u) >> (32 - HASH_BITS))
+#define CNN__PNG_INSERT(pos)                                    \
+    do {                                                        \
+        const uint32_t h_ = CNN__PNG_HASH(d + (pos));           \
+        prev[(pos) & (WINDOW - 1)] = head[h_];                  \
+        head[h_] = (int)(pos);                                  \
+    } while (0)
+    while (i < n) {
+        int best = 0, dist = 0;
+        if (i + 3 <= n) {
+            const size_t most = n - i < 258 ? n - i : 258;
+            int cand = head[CNN__PNG_HASH(d + i)];
+            for (int chain = 0; cand >= 0 && i - (size_t)cand <= WINDOW && chain < CHAIN; chain++) {
+                size_t len = 0;
+                int next;
+                while (len < most && d[(size_t)cand + len] == d[i + len]) len++;
+                if ((int)len > best) { best = (int)len; dist = (int)(i - (size_t)cand); }
+                if (len == most) break;
+                next = prev[cand & (WINDOW - 1)];
+                if (next >= cand) break; /* an entry a newer position overwrote */
+                cand = next;
+            }
+            CNN__PNG_INSERT(i);
+        }
+        if (best >= 3) {
+            cnn__png_match(&b, best, dist);
+            for (size_t k = 1; k < (size_t)best; k++)
+                if (i + k + 3 <= n) CNN__PNG_INSERT(i + k);
+            i += (size_t)best;
+        } else {
+            cnn__png_symbol(&b, d[i++]);
+        }
+    }
+#undef CNN__PNG_INSERT
+#undef CNN__PNG_HASH
+    cnn__png_symbol(&b, 256);
+    if (b.count) cnn__png_put(&b, 0, 8 - b.count);
+    for (size_t k = 0; k < n; k++) { /* Adler-32 */
+        a1 = (a1 + d[k]) % 65521u;
+        a2 = (a2 + a1) % 65521u;
+    }
+    for (int k = 3; k >= 0; k--) z[b.n++] = (unsigned char)(((a2 << 16) | a1) >> (8 * k));
+    return b.n;
+}
+
+static int cnn__png_paeth(int a, int b, int c) {
+    const int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return pa <= pb && pa <= pc ? a : (pb <= pc ? b : c);
+}
+
+/* one chunk: length, type, data, CRC-32 of type and data */
+static void cnn__png_chunk(unsigned char *o, size_t *at, const char *type, const unsigned char *data, size_t n) {
+    unsigned char *start = o + *at + 4;
+    for (int k = 3; k >= 0; k--) o[(*at)++] = (unsigned char)((uint32_t)n >> (8 * k));
+    memcpy(o + *at, type, 4);
+    if (n) memcpy(o + *at + 4, data, n);
+    *at += 4 + n;
+    const uint32_t crc = cnn__aug_crc32(start, n + 4);
+    for (int k = 3; k >= 0; k--) o[(*at)++] = (unsigned char)(crc >> (8 * k));
+}
+
+/* pixels [h][w][c] (rows `stride` bytes apart) as a PNG file at path */
+static int cnn__png_write(const char *who, const char *path, int w, int h, int c, const unsigned char *pixels,
+                          size_t stride) {
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    static const unsigned char color_type[5] = {0, 0, 4, 2, 6}; /* by channels: grey, grey+alpha, RGB, RGBA */
+    const size_t row = (size_t)w * c, raw_n = (row + 1) * (size_t)h, zcap = raw_n + raw_n / 8 + 64;
+    unsigned char *raw = (unsigned char *)CNN_MALLOC(raw_n), *file = (unsigned char *)CNN_MALLOC(zcap + 64);
+    unsigned char *trial = (unsigned char *)CNN_MALLOC(row ? row : 1), ihdr[13];
+    int *head = (int *)CNN_MALLOC(sizeof(int) << 15), *prev = (int *)CNN_MALLOC(sizeof(int) * 32768);
+    size_t at = 0, zn;
+    int rc = CNN_OK;
+    FILE *f;
+    if (!raw || !file || !trial || !head || !prev) {
+        rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory writing '%s'", who, path);
+        goto done;
+    }
+    for (int y = 0; y < h; y++) { /* filter each row with the filter that leaves the least */
+        const unsigned char *cur = pixels + (size_t)y * stride, *up = y ? pixels + (size_t)(y - 1) * stride : NULL;
+        unsigned char *dst = raw + (size_t)y * (row + 1);
+        long best_sum = -1;
+        for (int type = 0; type < 5; type++) {
+            long sum = 0;
+            for (size_t i = 0; i < row; i++) {
+                const int a = i >= (size_t)c ? cur[i - c] : 0, b = up ? up[i] : 0,
+                          cc = up && i >= (size_t)c ? up[i - c] : 0;
+                const int pred = type == 0 ? 0 : type == 1 ? a : type == 2 ? b : type == 3 ? (a + b) / 2
+                                                                                             : cnn__png_paeth(a, b, cc);
+                trial[i] = (unsigned char)(cur[i] - pred);
+                sum += trial[i] < 128 ? trial[i] : 256 - trial[i];
+            }
+            if (best_sum < 0 || sum < best_sum) {
+                best_sum = sum;
+                dst[0] = (unsigned char)type;
+                memcpy(dst + 1, trial, row);
+            }
+        }
+    }
+    memcpy(file, sig, 8);
+    at = 8;
+    for (int k = 0; k < 4; k++) ihdr[k] = (unsigned char)((uint32_t)w >> (24 - 8 * k));
+    for (int k = 0; k < 4; k++) ihdr[4 + k] = (unsigned char)((uint32_t)h >> (24 - 8 * k));
+    ihdr[8] = 8; /* bits a sample */
+    ihdr[9] = color_type[c];
+    ihdr[10] = ihdr[11] = ihdr[12] = 0; /* deflate, adaptive filters, no interlace */
+    cnn__png_chunk(file, &at, "IHDR", ihdr, 13);
+    /* the zlib stream goes straight into its chunk's place */
+    zn = cnn__png_deflate(raw, raw_n, file + at + 8, head, prev);
+    {
+        unsigned char *start = file + at;
+        for (int k = 3; k >= 0; k--) start[3 - k] = (unsigned char)((uint32_t)zn >> (8 * k));
+        memcpy(start + 4, "IDAT", 4);
+        const uint32_t crc = cnn__aug_crc32(start + 4, zn + 4);
+        at += 8 + zn;
+        for (int k = 3; k >= 0; k--) file[at++] = (unsigned char)(crc >> (8 * k));
+    }
+    cnn__png_chunk(file, &at, "IEND", NULL, 0);
+    errno = 0;
+    f = fopen(path, "wb");
+    if (!f || fwrite(file, 1, at, f) != at) rc = cnn_set_error(CNN_ERR_IO, "%s: cannot write '%s': %s", who, path,
+                                                              errno ? strerror(errno) : "disk full");
+    if (f && fclose(f) != 0 && rc == CNN_OK)
+        rc = cnn_set_error(CNN_ERR_IO, "%s: cannot write '%s': %s", who, path, strerror(errno));
+done:
+    CNN_FREE(raw);
+    CNN_FREE(file);
+    CNN_FREE(trial);
+    CNN_FREE(head);
+    CNN_FREE(prev);
+    return rc;
+}
+
 CNN__AUG_IMPL int cnn_write_png(const char *path, int w, int h, int c, const unsigned char *pixels) {
     if (!path) return cnn_set_error(CNN_ERR_ARG, "cnn_write_png: the path is NULL");
     if (!pixels) return cnn_set_error(CNN_ERR_ARG, "cnn_write_png: the pixels are NULL ('%s')", path);
     if (w <= 0 || h <= 0 || c < 1 || c > 4 || w > INT_MAX / c)
         return cnn_set_error(CNN_ERR_ARG, "cnn_write_png: bad image size %dx%d with %d channel(s) ('%s'); "
                              "channels must be 1..4", w, h, c, path);
-    errno = 0;
-    if (!stbi_write_png(path, w, h, c, pixels, w * c))
-        return cnn_set_error(CNN_ERR_IO, "cnn_write_png: cannot write '%s': %s", path,
-                             errno ? strerror(errno) : "out of memory or disk full");
-    return CNN_OK;
+    return cnn__png_write("cnn_write_png", path, w, h, c, pixels, (size_t)w * c);
 }
 
 /* ======================================================================== */
@@ -2284,13 +2484,9 @@ CNN__AUG_IMPL int cnn_history_plot_png(const cnn_history *h, const char *path) {
     memset(cv.px, 255, (size_t)W * H * 3);
     cnn__aug_panel(&cv, 72, 44, PANEL - 16, H - 48, "loss", loss, h->epochs);
     cnn__aug_panel(&cv, PANEL + 72, 44, W - 16, H - 48, "accuracy", acc, h->epochs);
-    errno = 0;
-    ok = stbi_write_png(path, W, H, 3, cv.px, W * 3);
+    ok = cnn__png_write("cnn_history_plot_png", path, W, H, 3, cv.px, (size_t)W * 3);
     CNN_FREE(cv.px);
-    if (!ok)
-        return cnn_set_error(CNN_ERR_IO, "cnn_history_plot_png: cannot write '%s': %s", path,
-                             errno ? strerror(errno) : "out of memory or disk full");
-    return CNN_OK;
+    return ok;
 }
 
 /* ======================================================================== */
@@ -3872,7 +4068,7 @@ static int cnn__idg_save(const cnn_flow *f, const float *x, int index, uint64_t 
     errno = 0;
     if (f->save_fmt == CNN__IDG_JPEG) ok = stbi_write_jpg(path, f->w, f->h, f->c, buf, 75);
     else if (f->save_fmt == CNN__IDG_BMP) ok = stbi_write_bmp(path, f->w, f->h, f->c, buf);
-    else ok = stbi_write_png(path, f->w, f->h, f->c, buf, f->w * f->c);
+    else return cnn__png_write("save_to_dir", path, f->w, f->h, f->c, buf, (size_t)f->w * f->c);
     if (!ok)
         return cnn_set_error(CNN_ERR_IO, "save_to_dir: cannot write '%s': %s", path,
                              errno ? strerror(errno) : "out of memory or disk full");

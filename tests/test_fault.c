@@ -1,7 +1,7 @@
 /* test_fault.c - the whole pipeline with each of its allocations failing in turn:
    build and compile a model, fit it on an augmentation flow (validation data,
-   EarlyStopping, ReduceLROnPlateau, ModelCheckpoint, CSVLogger), evaluate,
-   predict, save, load and predict again. Each run fails at the k-th request to
+   EarlyStopping, ReduceLROnPlateau, ModelCheckpoint, CSVLogger), plot its
+   History and write a PNG, evaluate, predict, save, load and predict again. Each run fails at the k-th request to
    CNN_MALLOC/CNN_REALLOC, for every k until a run makes fewer requests than k.
    Every failure must come back as an error with a message, at the call that
    met it; nothing may crash, and nothing may leak (make test builds this with
@@ -27,7 +27,7 @@ static void *counted_realloc(void *p, size_t n) { return fails_now() ? NULL : re
 
 #include <unistd.h>
 
-static char dir[64], model_path[128], csv_path[128];
+static char dir[64], model_path[128], csv_path[128], plot_path[128], png_path[128];
 static int workers = -1;
 
 /* the pipeline once; returns the name of the call that failed (NULL: none) */
@@ -69,6 +69,8 @@ static const char *pipeline(void) {
     if (!cb[0] || !cb[1] || !cb[2] || !cb[3]) { failed = "the callbacks"; goto done; }
     h = cnn_fit_source(m, cnn_flow_source(f), .epochs = 2, .validation_data = d, .callbacks = cb);
     if (!h) { failed = "cnn_fit_source"; goto done; }
+    if (cnn_history_plot_png(h, plot_path)) { failed = "cnn_history_plot_png"; goto done; }
+    if (cnn_write_png(png_path, 8, 8, 3, d->images)) { failed = "cnn_write_png"; goto done; }
     if (cnn_evaluate(m, d, 8, &r)) { failed = "cnn_evaluate"; goto done; }
     if (cnn_predict(m, x, 24, 8, out)) { failed = "cnn_predict"; goto done; }
     if (cnn_save(m, model_path)) { failed = "cnn_save"; goto done; }
@@ -95,8 +97,10 @@ int main(void) {
     if (!mkdtemp(dir)) { printf("FAIL mkdtemp\n"); return 1; }
     snprintf(model_path, sizeof model_path, "%s/model.cnn", dir);
     snprintf(csv_path, sizeof csv_path, "%s/log.csv", dir);
-    test_begin("the pipeline (build, compile, fit on a flow with callbacks, evaluate, predict, save, load) "
-               "with each allocation failing in turn");
+    snprintf(plot_path, sizeof plot_path, "%s/plot.png", dir);
+    snprintf(png_path, sizeof png_path, "%s/image.png", dir);
+    test_begin("the pipeline (build, compile, fit on a flow with callbacks, plot, PNG, evaluate, predict, save, "
+               "load) with each allocation failing in turn");
     cnn_set_error(CNN_OK, "%s", "");
     CHECK(pipeline() == NULL, "the pipeline with no failure: %s", cnn_last_error());
     for (k = 1;; k += stride) {
@@ -118,6 +122,8 @@ int main(void) {
            "message\n", points, stride, workers < 0 ? 0 : workers, failures, silent);
     remove(model_path);
     remove(csv_path);
+    remove(plot_path);
+    remove(png_path);
     rmdir(dir);
     return test_finish();
 }
