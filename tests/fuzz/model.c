@@ -1,8 +1,11 @@
 /* model.c - fuzz target: a model file as raw bytes (cnn_load_memory). Most
    mutations fail the magic, length or checksum; model_payload.c reaches the
-   parser behind them. A file that loads is summarised, run on two zero samples
-   (when its input is small) and saved again. */
+   parser behind them (it includes this file for use_model, with
+   FUZZ_MODEL_USE_ONLY). A file that loads is summarised, run on two zero
+   samples (when its input is small) and saved again. */
+#ifndef FUZZ_NAME
 #define FUZZ_NAME "model"
+#endif
 #include "fuzz.h"
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
@@ -24,6 +27,7 @@ static void use_model(cnn_model *m) {
     cnn_save(m, fuzz_path("resaved.cnn", path, sizeof path));
 }
 
+#ifndef FUZZ_MODEL_USE_ONLY
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cnn_model *m;
     FUZZ_SETUP();
@@ -32,3 +36,4 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cnn_model_free(m);
     return 0;
 }
+#endif
