@@ -230,9 +230,11 @@ CNN_DEF const char *cnn_kernels(void);
 
 /* The memory limit for sizes read from files that their length does not bound:
    an image's pixels (from its header, before decoding), an image folder's
-   dataset, a gzip file's inflated data. A file claiming more is refused with
-   CNN_ERR_MEMORY, naming the file, the size and the limit, before anything is
-   allocated (a 123-byte GIF can claim 65535 x 65535 pixels). Process-wide; set
+   dataset, a gzip file's inflated data. A file claiming more is refused before
+   anything is allocated, naming the file, the size and the limit (a 123-byte
+   GIF can claim 65535 x 65535 pixels): CNN_ERR_MEMORY, or for an image
+   CNN_ERR_FORMAT as for any image that does not decode (skipped with a warning
+   under skip_bad). Process-wide; set
    it before loading from several threads. 0 restores the default,
    CNN_MEMORY_LIMIT (4 GiB unless defined otherwise). */
 CNN_DEF void cnn_set_memory_limit(unsigned long long bytes);

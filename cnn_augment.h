@@ -2142,12 +2142,19 @@ static int cnn__png_write(const char *who, const char *path, int w, int h, int c
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
     static const unsigned char color_type[5] = {0, 0, 4, 2, 6}; /* by channels: grey, grey+alpha, RGB, RGBA */
     const size_t row = (size_t)w * c, raw_n = (row + 1) * (size_t)h, zcap = raw_n + raw_n / 8 + 64;
-    unsigned char *raw = (unsigned char *)CNN_MALLOC(raw_n), *file = (unsigned char *)CNN_MALLOC(zcap + 64);
-    unsigned char *trial = (unsigned char *)CNN_MALLOC(row ? row : 1), ihdr[13];
-    int *head = (int *)CNN_MALLOC(sizeof(int) << 15), *prev = (int *)CNN_MALLOC(sizeof(int) * 32768);
+    unsigned char *raw = NULL, *file = NULL, *trial = NULL, ihdr[13];
+    int *head = NULL, *prev = NULL;
     size_t at = 0, zn;
     int rc = CNN_OK;
     FILE *f;
+    if (raw_n > (size_t)INT_MAX) /* the match finder keeps positions in ints */
+        return cnn_set_error(CNN_ERR_ARG, "%s: '%s': %dx%dx%d is over the 2 GB this PNG writer takes", who, path, w,
+                             h, c);
+    raw = (unsigned char *)CNN_MALLOC(raw_n);
+    file = (unsigned char *)CNN_MALLOC(zcap + 64);
+    trial = (unsigned char *)CNN_MALLOC(row ? row : 1);
+    head = (int *)CNN_MALLOC(sizeof(int) << 15);
+    prev = (int *)CNN_MALLOC(sizeof(int) * 32768);
     if (!raw || !file || !trial || !head || !prev) {
         rc = cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory writing '%s'", who, path);
         goto done;
