@@ -1,7 +1,7 @@
 #!/bin/bash
 # fault.sh - `make fault`: the long fault runs, under ASan, UBSan and LeakSanitizer.
-#   - every allocation of the whole pipeline failing in turn (tests/test_fault.c), with the
-#     flow's batches made inline and on 2 worker threads;
+#   - every allocation of the whole pipeline failing in turn (tests/test_augment_io.c, with the
+#     rest of that file), the flow's batches made inline and on 2 worker threads;
 #   - 300 SIGKILLs while cnn_save and ModelCheckpoint write (tests/test_api.c).
 # make test runs the same with the batches inline and 24 kills. Ends with "N passed, N failed".
 cd "$(dirname "$0")/.." || exit 2
@@ -21,12 +21,12 @@ check() { # NAME CMD...: its PASS/FAIL lines and its "#" figures
     echo "FAIL $name: exit status $rc"; failed=$((failed + 1)); printf '%s\n' "$out" | tail -20
   fi
 }
-$CC $SAN tests/test_fault.c -lm -lpthread -o $B/test_fault.san || exit 1
+$CC $SAN tests/test_augment_io.c -lm -lpthread -o $B/test_augment_io.san || exit 1
 $CC $SAN tests/test_api.c -lm -lpthread -o $B/test_api.san || exit 1
 echo "== every allocation failing in turn, batches made inline"
-check test_fault env ASAN_OPTIONS=detect_leaks=1 $B/test_fault.san
+check test_augment_io env ASAN_OPTIONS=detect_leaks=1 $B/test_augment_io.san
 echo "== every allocation failing in turn, batches made on 2 worker threads"
-check "test_fault (workers)" env CNN_FAULT_WORKERS=2 ASAN_OPTIONS=detect_leaks=1 $B/test_fault.san
+check "test_augment_io (workers)" env CNN_FAULT_WORKERS=2 ASAN_OPTIONS=detect_leaks=1 $B/test_augment_io.san
 echo "== 300 SIGKILLs while saving (with the rest of test_api)"
 check "test_api (300 kills)" env CNN_TEST_KILLS=300 ASAN_OPTIONS=detect_leaks=1 $B/test_api.san
 echo "$passed passed, $failed failed"

@@ -9,7 +9,7 @@ log=$B/all.log
 CC=${CC:-gcc}
 UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras test_reference"
 # tests that are fast enough to repeat under the sanitizers
-SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras test_reference test_fault"
+SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras test_reference"
 
 # run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
 run() {
@@ -124,13 +124,12 @@ compile "build test_threads (tsan)" $CC -std=c99 -O1 -g -fsanitize=thread -Wall 
 
 echo "== fuzz corpus replay under AddressSanitizer + UndefinedBehaviorSanitizer (make fuzz runs the fuzzers)"
 # every seed and every input of a fixed crash (tests/fuzz/corpus/<target>/regress-*), once,
-# with leaks checked and any allocation over 1 GB an error
+# with leaks checked and any allocation over 1 GB an error; all targets in one program (replay.c)
+compile "build fuzz replay (asan+ubsan)" $CC -std=c99 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+  -fno-sanitize-recover=all -Wall -Wextra -I. tests/fuzz/replay.c -lm -lpthread -lOpenCL -lclblast -o $B/fuzz_replay
 for t in model model_payload idx cifar image image_dir opencl_spec; do
-  libs="-lm -lpthread"
-  [ "$t" = opencl_spec ] && libs="$libs -lOpenCL -lclblast"
-  compile "build fuzz replay $t (asan+ubsan)" $CC -std=c99 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-    -fno-sanitize-recover=all -Wall -Wextra -DFUZZ_REPLAY -I. tests/fuzz/$t.c $libs -o $B/fuzz_$t
-  [ -x $B/fuzz_$t ] && ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=1024 run "fuzz replay $t" $B/fuzz_$t tests/fuzz/corpus/$t
+  [ -x $B/fuzz_replay ] && ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=1024 run "fuzz replay $t" \
+    $B/fuzz_replay $t tests/fuzz/corpus/$t
 done
 
 echo "== compile checks (-Wall -Wextra, no warnings allowed)"

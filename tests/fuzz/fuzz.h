@@ -4,9 +4,10 @@
    point) over one of the library's readers of outside data. Built two ways:
      - with clang -fsanitize=fuzzer,address,undefined by `make fuzz` (tests/fuzz/run.sh),
        which mutates the seed corpus for FUZZ_SECONDS per target;
-     - with -DFUZZ_REPLAY and any compiler, under ASan/UBSan in `make test`: main()
-       below feeds every file of the corpus folders (seeds and the inputs of fixed
-       crashes) to the target once.
+     - with any compiler, without libFuzzer: alone with -DFUZZ_REPLAY (main() below
+       feeds every file of the corpus folders, seeds and the inputs of fixed
+       crashes, to the target once), or all in one program, replay.c, which make
+       test builds once under ASan/UBSan.
    Readers that take a path get the input written to a file in a private
    temporary folder, removed at exit. */
 #ifndef CNN_FUZZ_H
@@ -78,10 +79,10 @@ static inline void fuzz_write(const char *path, const void *data, size_t n) {
     if (!f || (n && fwrite(data, 1, n, f) != n) || fclose(f)) { perror(path); abort(); }
 }
 
-#ifdef FUZZ_REPLAY
-/* replay: every regular file named on the command line, or found in a folder
-   named there, once; prints "PASS fuzz replay NAME: N inputs" */
-static int fuzz_replay_file(const char *path) {
+#if defined(FUZZ_REPLAY) || defined(FUZZ_REPLAY_ALL)
+/* replay: every regular file named in args, or found in a folder named there,
+   once through entry; prints "PASS fuzz replay NAME: N inputs" */
+static int fuzz_replay_file(int (*entry)(const uint8_t *, size_t), const char *path) {
     FILE *f = fopen(path, "rb");
     long n;
     uint8_t *buf;
@@ -92,32 +93,35 @@ static int fuzz_replay_file(const char *path) {
     buf = (uint8_t *)malloc(n > 0 ? (size_t)n : 1);
     if (!buf || (n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n)) { perror(path); abort(); }
     fclose(f);
-    LLVMFuzzerTestOneInput(buf, (size_t)n);
+    entry(buf, (size_t)n);
     free(buf);
     return 1;
 }
-int main(int argc, char **argv) {
+static inline int fuzz_replay(int (*entry)(const uint8_t *, size_t), const char *name, int nargs, char **args) {
     int count = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 0; i < nargs; i++) {
         struct stat st;
-        if (stat(argv[i], &st) != 0) { perror(argv[i]); return 2; }
+        if (stat(args[i], &st) != 0) { perror(args[i]); return 2; }
         if (S_ISDIR(st.st_mode)) {
             struct dirent **names;
-            int n = scandir(argv[i], &names, NULL, alphasort);
+            int n = scandir(args[i], &names, NULL, alphasort);
             for (int k = 0; k < n; k++) {
                 char p[2048];
                 struct stat fs;
-                snprintf(p, sizeof p, "%s/%s", argv[i], names[k]->d_name);
-                if (stat(p, &fs) == 0 && S_ISREG(fs.st_mode)) count += fuzz_replay_file(p);
+                snprintf(p, sizeof p, "%s/%s", args[i], names[k]->d_name);
+                if (stat(p, &fs) == 0 && S_ISREG(fs.st_mode)) count += fuzz_replay_file(entry, p);
                 free(names[k]);
             }
             if (n >= 0) free(names);
         } else {
-            count += fuzz_replay_file(argv[i]);
+            count += fuzz_replay_file(entry, args[i]);
         }
     }
-    printf("PASS fuzz replay %s: %d inputs\n", FUZZ_NAME, count);
+    printf("PASS fuzz replay %s: %d inputs\n", name, count);
     return 0;
 }
+#endif
+#ifdef FUZZ_REPLAY
+int main(int argc, char **argv) { return fuzz_replay(LLVMFuzzerTestOneInput, FUZZ_NAME, argc - 1, argv + 1); }
 #endif
 #endif

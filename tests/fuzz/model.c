@@ -3,6 +3,8 @@
    parser behind them (it includes this file for use_model, with
    FUZZ_MODEL_USE_ONLY). A file that loads is summarised, run on two zero
    samples (when its input is small) and saved again. */
+#ifndef FUZZ_MODEL_USE /* once, also where model_payload.c includes this file again */
+#define FUZZ_MODEL_USE
 #ifndef FUZZ_NAME
 #define FUZZ_NAME "model"
 #endif
@@ -26,6 +28,8 @@ static void use_model(cnn_model *m) {
     }
     cnn_save(m, fuzz_path("resaved.cnn", path, sizeof path));
 }
+
+#endif
 
 #ifndef FUZZ_MODEL_USE_ONLY
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
