@@ -1683,14 +1683,15 @@ static void cnn__aug_png_drop_empty_idat(unsigned char *p, size_t *n) {
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
     size_t pos = 8;
     if (*n < 8 || memcmp(p, sig, 8) != 0) return;
-    while (pos + 12 <= *n) {
+    while (pos + 8 <= *n) {
         const size_t len = (size_t)cnn__aug_be32(p + pos);
-        if (len > *n - pos - 12) return; /* a chunk past the end: stb refuses the file */
-        if (len == 0 && memcmp(p + pos + 4, "IDAT", 4) == 0) {
-            memmove(p + pos, p + pos + 12, *n - pos - 12);
-            *n -= 12;
+        if (len == 0 && memcmp(p + pos + 4, "IDAT", 4) == 0) { /* with its CRC, or what the file has of it */
+            const size_t drop = *n - pos < 12 ? *n - pos : 12;
+            memmove(p + pos, p + pos + drop, *n - pos - drop);
+            *n -= drop;
             continue;
         }
+        if (pos + 12 > *n || len > *n - pos - 12) return; /* a chunk past the end: stb refuses the file */
         if (memcmp(p + pos + 4, "IEND", 4) == 0) return;
         pos += 12 + len;
     }
