@@ -4703,14 +4703,21 @@ CNN_IMPL cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2
 }
 
 /* number of window cells inside the input (Keras' average excludes padding) */
+/* The window offsets [*k0, *k1) that land inside an input side of n cells, for
+   an output at o (stride s, padding pad, window k): the loops below visit only
+   those, so a window far larger than the input (its side may be 65536) costs
+   what the input holds. */
+static void cnn__window_inside(int o, int s, int pad, int k, int n, int *k0, int *k1) {
+    const long long start = (long long)o * s - pad; /* the input index of offset 0 */
+    *k0 = start < 0 ? (int)(-start < k ? -start : k) : 0;
+    *k1 = n - start < k ? (int)(n - start > *k0 ? n - start : *k0) : k;
+}
+
 static int cnn__avg_count(const cnn_node *n, const cnn_node *in, int oy, int ox) {
-    int cnt = 0;
-    for (int ky = 0; ky < n->kh; ky++)
-        for (int kx = 0; kx < n->kw; kx++) {
-            int iy = oy * n->sh - n->pad_top + ky, ix = ox * n->sw - n->pad_left + kx;
-            cnt += iy >= 0 && iy < in->h && ix >= 0 && ix < in->w;
-        }
-    return cnt;
+    int y0, y1, x0, x1;
+    cnn__window_inside(oy, n->sh, n->pad_top, n->kh, in->h, &y0, &y1);
+    cnn__window_inside(ox, n->sw, n->pad_left, n->kw, in->w, &x0, &x1);
+    return (y1 - y0) * (x1 - x0);
 }
 
 /* backward 0: out = the mean of each window; backward 1: dx += dout / count */
@@ -4726,13 +4733,14 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
             for (int ox = 0; ox < n->w; ox++) {
                 size_t o = (((size_t)b * n->h + oy) * n->w + ox) * C;
                 float scale = 1.0f / (float)cnn__avg_count(n, in, oy, ox);
+                int y0, y1, x0, x1;
+                cnn__window_inside(oy, n->sh, n->pad_top, n->kh, H, &y0, &y1);
+                cnn__window_inside(ox, n->sw, n->pad_left, n->kw, W, &x0, &x1);
                 if (!backward) for (int c = 0; c < C; c++) n->out[o + c] = 0;
-                for (int ky = 0; ky < n->kh; ky++) {
+                for (int ky = y0; ky < y1; ky++) {
                     int iy = oy * n->sh - n->pad_top + ky;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int kx = 0; kx < n->kw; kx++) {
+                    for (int kx = x0; kx < x1; kx++) {
                         int ix = ox * n->sw - n->pad_left + kx;
-                        if (ix < 0 || ix >= W) continue;
                         size_t i = (((size_t)b * H + iy) * W + ix) * C;
                         if (backward) for (int c = 0; c < C; c++) dx[i + c] += n->dout[o + c] * scale;
                         else for (int c = 0; c < C; c++) n->out[o + c] += x[i + c];
