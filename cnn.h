@@ -4713,13 +4713,6 @@ static void cnn__window_inside(int o, int s, int pad, int k, int n, int *k0, int
     *k1 = n - start < k ? (int)(n - start > *k0 ? n - start : *k0) : k;
 }
 
-static int cnn__avg_count(const cnn_node *n, const cnn_node *in, int oy, int ox) {
-    int y0, y1, x0, x1;
-    cnn__window_inside(oy, n->sh, n->pad_top, n->kh, in->h, &y0, &y1);
-    cnn__window_inside(ox, n->sw, n->pad_left, n->kw, in->w, &x0, &x1);
-    return (y1 - y0) * (x1 - x0);
-}
-
 /* backward 0: out = the mean of each window; backward 1: dx += dout / count */
 static void cnn__avgpool_pass(cnn_node *n, int B, int backward) {
     const cnn_node *in = cnn__in(n, 0);
@@ -4732,10 +4725,10 @@ CNN__PARALLEL_FOR((long long)B * cnn__node_size(n) * n->kh * n->kw)
         for (int oy = 0; oy < n->h; oy++)
             for (int ox = 0; ox < n->w; ox++) {
                 size_t o = (((size_t)b * n->h + oy) * n->w + ox) * C;
-                float scale = 1.0f / (float)cnn__avg_count(n, in, oy, ox);
                 int y0, y1, x0, x1;
                 cnn__window_inside(oy, n->sh, n->pad_top, n->kh, H, &y0, &y1);
                 cnn__window_inside(ox, n->sw, n->pad_left, n->kw, W, &x0, &x1);
+                const float scale = 1.0f / (float)((y1 - y0) * (x1 - x0)); /* Keras leaves padding out */
                 if (!backward) for (int c = 0; c < C; c++) n->out[o + c] = 0;
                 for (int ky = y0; ky < y1; ky++) {
                     int iy = oy * n->sh - n->pad_top + ky;

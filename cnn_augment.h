@@ -854,6 +854,13 @@ static uint32_t cnn__aug_be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+static void cnn__aug_put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8),
+    p[3] = (unsigned char)v;
+}
+
+static const unsigned char cnn__png_signature[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+
 /* File bytes, plain or inflated (CNN_MALLOC'd either way). */
 typedef struct cnn__aug_blob {
     unsigned char *data;
@@ -1563,9 +1570,8 @@ static int cnn__aug_pnm_header(const unsigned char *p, size_t n, long v[3]) {
    its IDAT buffer to the claimed length before reading (a 200-byte file can ask
    for 2 GB). Returns the claimed length of the first such chunk, or 0. */
 static unsigned long cnn__aug_png_overlong_chunk(const unsigned char *p, size_t n) {
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
     size_t pos = 8;
-    if (n < 8 || memcmp(p, sig, 8) != 0) return 0;
+    if (n < 8 || memcmp(p, cnn__png_signature, 8) != 0) return 0;
     while (pos + 8 <= n) {
         const unsigned long len = cnn__aug_be32(p + pos);
         if (len > n - pos - 8) return len;
@@ -1627,8 +1633,7 @@ static int cnn__aug_screen(const unsigned char *p, size_t n, size_t file_size, i
         return 0;
     }
     if (n >= 6 && p[0] == 'B' && p[1] == 'M') {
-        unsigned long declared = (unsigned long)p[2] | (unsigned long)p[3] << 8 | (unsigned long)p[4] << 16 |
-                                 (unsigned long)p[5] << 24;
+        const uint32_t declared = cnn__aug_le32(p + 2);
         if (declared > 0 && file_size < declared) {
             cnn__aug_reason = "the file is shorter than its BMP header says: truncated";
             return 0;
@@ -1658,8 +1663,8 @@ static int cnn__aug_info(const char *path, int *x, int *y, int *comp) {
     }
     if (f) fclose(f);
     if (!ok) {
-        CNN_FREE(buf);
         cnn__aug_reason = buf ? "cannot read the file" : "out of memory";
+        CNN_FREE(buf);
         return 0;
     }
     ok = cnn__aug_screen(buf, len, size, x, y, comp);
@@ -1680,9 +1685,8 @@ static int cnn__aug_info(const char *path, int *x, int *y, int *comp) {
    pointer and hands it to memcpy when the first IDAT is empty (undefined
    behaviour); an empty chunk holds no data, and stb checks no chunk CRCs. */
 static void cnn__aug_png_drop_empty_idat(unsigned char *p, size_t *n) {
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
     size_t pos = 8;
-    if (*n < 8 || memcmp(p, sig, 8) != 0) return;
+    if (*n < 8 || memcmp(p, cnn__png_signature, 8) != 0) return;
     while (pos + 8 <= *n) {
         const size_t len = (size_t)cnn__aug_be32(p + pos);
         if (len == 0 && memcmp(p + pos + 4, "IDAT", 4) == 0) { /* with its CRC, or what the file has of it */
@@ -2117,8 +2121,8 @@ static size_t cnn__png_deflate(const unsigned char *d, size_t n, unsigned char *
         a1 = (a1 + d[k]) % 65521u;
         a2 = (a2 + a1) % 65521u;
     }
-    for (int k = 3; k >= 0; k--) z[b.n++] = (unsigned char)(((a2 << 16) | a1) >> (8 * k));
-    return b.n;
+    cnn__aug_put_be32(z + b.n, (a2 << 16) | a1);
+    return b.n + 4;
 }
 
 static int cnn__png_paeth(int a, int b, int c) {
@@ -2126,21 +2130,19 @@ static int cnn__png_paeth(int a, int b, int c) {
     return pa <= pb && pa <= pc ? a : (pb <= pc ? b : c);
 }
 
-/* one chunk: length, type, data, CRC-32 of type and data */
+/* one chunk at o + *at: length, type, data (copied from data, or already in
+   place when data is NULL), CRC-32 of type and data */
 static void cnn__png_chunk(unsigned char *o, size_t *at, const char *type, const unsigned char *data, size_t n) {
-    unsigned char *start = o + *at + 4;
-    for (int k = 3; k >= 0; k--) o[(*at)++] = (unsigned char)((uint32_t)n >> (8 * k));
-    memcpy(o + *at, type, 4);
-    if (n) memcpy(o + *at + 4, data, n);
-    *at += 4 + n;
-    const uint32_t crc = cnn__aug_crc32(start, n + 4);
-    for (int k = 3; k >= 0; k--) o[(*at)++] = (unsigned char)(crc >> (8 * k));
+    cnn__aug_put_be32(o + *at, (uint32_t)n);
+    memcpy(o + *at + 4, type, 4);
+    if (data && n) memcpy(o + *at + 8, data, n);
+    cnn__aug_put_be32(o + *at + 8 + n, cnn__aug_crc32(o + *at + 4, n + 4));
+    *at += 12 + n;
 }
 
 /* pixels [h][w][c] (rows `stride` bytes apart) as a PNG file at path */
 static int cnn__png_write(const char *who, const char *path, int w, int h, int c, const unsigned char *pixels,
                           size_t stride) {
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
     static const unsigned char color_type[5] = {0, 0, 4, 2, 6}; /* by channels: grey, grey+alpha, RGB, RGBA */
     const size_t row = (size_t)w * c, raw_n = (row + 1) * (size_t)h, zcap = raw_n + raw_n / 8 + 64;
     unsigned char *raw = NULL, *file = NULL, *trial = NULL, ihdr[13];
@@ -2181,24 +2183,17 @@ static int cnn__png_write(const char *who, const char *path, int w, int h, int c
             }
         }
     }
-    memcpy(file, sig, 8);
+    memcpy(file, cnn__png_signature, 8);
     at = 8;
-    for (int k = 0; k < 4; k++) ihdr[k] = (unsigned char)((uint32_t)w >> (24 - 8 * k));
-    for (int k = 0; k < 4; k++) ihdr[4 + k] = (unsigned char)((uint32_t)h >> (24 - 8 * k));
+    cnn__aug_put_be32(ihdr, (uint32_t)w);
+    cnn__aug_put_be32(ihdr + 4, (uint32_t)h);
     ihdr[8] = 8; /* bits a sample */
     ihdr[9] = color_type[c];
     ihdr[10] = ihdr[11] = ihdr[12] = 0; /* deflate, adaptive filters, no interlace */
     cnn__png_chunk(file, &at, "IHDR", ihdr, 13);
     /* the zlib stream goes straight into its chunk's place */
     zn = cnn__png_deflate(raw, raw_n, file + at + 8, head, prev);
-    {
-        unsigned char *start = file + at;
-        for (int k = 3; k >= 0; k--) start[3 - k] = (unsigned char)((uint32_t)zn >> (8 * k));
-        memcpy(start + 4, "IDAT", 4);
-        const uint32_t crc = cnn__aug_crc32(start + 4, zn + 4);
-        at += 8 + zn;
-        for (int k = 3; k >= 0; k--) file[at++] = (unsigned char)(crc >> (8 * k));
-    }
+    cnn__png_chunk(file, &at, "IDAT", NULL, zn);
     cnn__png_chunk(file, &at, "IEND", NULL, 0);
     errno = 0;
     f = fopen(path, "wb");
