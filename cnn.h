@@ -109,12 +109,14 @@
      results agree to rounding). The per-layer profile (cnn_set_profiling)
      shows where the time goes.
 
-   MODEL FILE FORMAT (version 1, little-endian)
+   MODEL FILE FORMAT (versions 1 and 2, little-endian)
      "CNNMODEL" magic (8 bytes), u32 version, u64 payload length, payload, u32 CRC-32
      of the payload. The payload holds: the layer graph (type, name, inputs, options,
      trainable), input preprocessing (rescale, featurewise mean/std), class names,
      compile settings (loss, metrics, optimizer and its hyper-parameters, step
-     count), then the parameters, the non-trainable state (BatchNorm moving
+     count; version 2 adds clipnorm, clipvalue and global_clipnorm as 3 floats after
+     nesterov, and is written only for a model that clips, so others stay version
+     1), then the parameters, the non-trainable state (BatchNorm moving
      statistics) and the optimizer slots as float32 arrays. Saving writes a
      temporary file ("<path>.tmp<pid>") beside the target, flushes it and renames
      it over the target, so a crash never leaves a half-written model at the target
@@ -161,7 +163,7 @@
 #endif
 
 #define CNN_VERSION "0.9"       /* this header's version (see REVISION HISTORY) */
-#define CNN_FORMAT_VERSION 1    /* the model file version it writes (see MODEL FILE FORMAT) */
+#define CNN_FORMAT_VERSION 2    /* the newest model file version (see MODEL FILE FORMAT) */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -475,6 +477,11 @@ typedef struct cnn_optimizer {
     float momentum;           /* SGD momentum, RMSprop momentum (default 0) */
     int nesterov;             /* SGD */
     float rho;                /* RMSprop: 0 = 0.9 */
+    /* Gradient clipping, as Keras optimizers take it (0 = off; at most one of the three):
+       clipnorm scales each weight tensor's gradient (a kernel, a bias) down to that L2
+       norm, clipvalue clips every gradient value to [-clipvalue, clipvalue], and
+       global_clipnorm scales all gradients together down to that L2 norm over all of them. */
+    float clipnorm, clipvalue, global_clipnorm;
 } cnn_optimizer;
 
 #ifndef __cplusplus
@@ -5595,10 +5602,84 @@ static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, 
 /* Optimizers: one loop over the flat parameter buffer                      */
 /* ======================================================================== */
 
+/* The sum of squares of g[0..count), in double, the same whatever the thread
+   count: fixed blocks summed in parallel, then the blocks' sums in order. */
+static double cnn__sum_squares(const float *g, long long count) {
+    enum { BLOCK = 16384 };
+    double total = 0;
+    const long long blocks = (count + BLOCK - 1) / BLOCK;
+    for (long long b0 = 0; b0 < blocks; b0 += 64) { /* 64 blocks' sums at a time */
+        double part[64];
+        const long long nb = blocks - b0 < 64 ? blocks - b0 : 64;
+CNN__PARALLEL_FOR(count)
+        for (long long b = 0; b < nb; b++) {
+            const long long lo = (b0 + b) * BLOCK, hi = lo + BLOCK < count ? lo + BLOCK : count;
+            double s = 0;
+            for (long long k = lo; k < hi; k++) s += (double)g[k] * g[k];
+            part[b] = s;
+        }
+        for (long long b = 0; b < nb; b++) total += part[b];
+    }
+    return total;
+}
+
+static void cnn__scale_floats(float *g, long long count, float scale) {
+CNN__PARALLEL_FOR(count)
+    for (long long k = 0; k < count; k++) g[k] *= scale;
+}
+
+/* Gradient clipping before the step, as Keras' optimizers do it (tf.clip_by_norm
+   per weight tensor, tf.clip_by_global_norm over all, tf.clip_by_value):
+     clipnorm:        g <- g * clipnorm / max(||g||, clipnorm)   for each tensor
+     global_clipnorm: g <- g * global_clipnorm / max(||all g||, global_clipnorm)
+     clipvalue:       g <- min(max(g, -clipvalue), clipvalue)
+   Only trainable layers' gradients count, as only their weights are Keras'
+   trainable variables. A non-finite norm leaves the gradients as they are
+   (TerminateOnNaN sees the loss). */
+static void cnn__clip_gradients(cnn_model *m) {
+    const cnn_optimizer *o = &m->opt;
+    if (o->global_clipnorm > 0) {
+        double sum = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            const cnn_node *n = m->nodes[i];
+            if (n->trainable && n->p_count) sum += cnn__sum_squares(m->grads + n->p_off, (long long)n->p_count);
+        }
+        const double norm = sqrt(sum);
+        if (!(norm > o->global_clipnorm) || !isfinite(norm)) return;
+        const float scale = (float)(o->global_clipnorm / norm);
+        for (int i = 0; i < m->n_nodes; i++) {
+            const cnn_node *n = m->nodes[i];
+            if (n->trainable && n->p_count) cnn__scale_floats(m->grads + n->p_off, (long long)n->p_count, scale);
+        }
+        return;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *n = m->nodes[i];
+        if (!n->trainable || !n->p_count) continue;
+        if (o->clipvalue > 0) {
+            float *g = m->grads + n->p_off;
+            const float v = o->clipvalue;
+            const long long count = (long long)n->p_count;
+CNN__PARALLEL_FOR(count)
+            for (long long k = 0; k < count; k++) g[k] = g[k] > v ? v : g[k] < -v ? -v : g[k];
+        }
+        cnn__tensor_ref ref;
+        for (int t = 0; o->clipnorm > 0 && cnn__layers[n->type]->tensor && cnn__layers[n->type]->tensor(n, t, &ref);
+             t++) {
+            if (ref.state) continue;
+            float *g = m->grads + n->p_off + ref.offset;
+            const double norm = sqrt(cnn__sum_squares(g, (long long)ref.count));
+            if (norm > o->clipnorm && isfinite(norm))
+                cnn__scale_floats(g, (long long)ref.count, (float)(o->clipnorm / norm));
+        }
+    }
+}
+
 static void cnn__optimizer_step(cnn_model *m) {
     const cnn_optimizer *o = &m->opt;
     const float lr = o->learning_rate;
     m->step++;
+    if (o->clipnorm > 0 || o->clipvalue > 0 || o->global_clipnorm > 0) cnn__clip_gradients(m);
     /* Adam (Keras): lr_t = lr*sqrt(1-b2^t)/(1-b1^t); m = b1 m + (1-b1) g;
        v = b2 v + (1-b2) g^2; p -= lr_t * m / (sqrt(v) + eps) */
     const float b1 = o->beta_1, b2 = o->beta_2, eps = o->epsilon;
@@ -5659,6 +5740,16 @@ CNN_IMPL int cnn_compile_opt(cnn_model *m, const cnn_compile_opts *o) {
         return cnn_set_error(CNN_ERR_ARG, "cnn_compile: momentum must be in [0, 1)");
     if (!(opt.rho > 0 && opt.rho < 1))
         return cnn_set_error(CNN_ERR_ARG, "cnn_compile: rho must be in (0, 1)");
+    const float clips[3] = {opt.clipnorm, opt.clipvalue, opt.global_clipnorm};
+    const char *const clip_names[3] = {"clipnorm", "clipvalue", "global_clipnorm"};
+    for (int i = 0; i < 3; i++)
+        if (!(clips[i] >= 0) || !isfinite(clips[i]))
+            return cnn_set_error(CNN_ERR_ARG, "cnn_compile: %s %g must be finite and >= 0 (0 = no clipping)",
+                                 clip_names[i], clips[i]);
+    if ((clips[0] > 0) + (clips[1] > 0) + (clips[2] > 0) > 1)
+        return cnn_set_error(CNN_ERR_ARG,
+                             "cnn_compile: give only one of clipnorm (%g), clipvalue (%g) and global_clipnorm (%g), "
+                             "as Keras does", clips[0], clips[1], clips[2]);
     if (!m->slot1) {
         float *s1 = (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots");
         float *s2 = s1 ? (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots") : NULL;
@@ -7103,6 +7194,13 @@ static void cnn__get_record(cnn__reader *r, cnn__layer_record *L) {
 #undef CNN__GET_FLOAT
 }
 
+/* The oldest format version that holds the model: 2 only for gradient clipping,
+   so that a model without it stays readable by cnn.h 0.9 and older. */
+static uint32_t cnn__format_version(const cnn_model *m) {
+    const cnn_optimizer *o = &m->opt;
+    return m->compiled && (o->clipnorm > 0 || o->clipvalue > 0 || o->global_clipnorm > 0) ? 2u : 1u;
+}
+
 static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
     cnn__put_u32(b, (uint32_t)m->n_nodes);
     cnn__put_u32(b, (uint32_t)m->input);
@@ -7133,6 +7231,10 @@ static void cnn__serialize(const cnn_model *m, cnn__buf *b) {
         float f[6] = {o->learning_rate, o->beta_1, o->beta_2, o->epsilon, o->momentum, o->rho};
         cnn__put_floats(b, f, 6);
         cnn__put_u32(b, (uint32_t)o->nesterov);
+        if (cnn__format_version(m) >= 2) {
+            float clip[3] = {o->clipnorm, o->clipvalue, o->global_clipnorm};
+            cnn__put_floats(b, clip, 3);
+        }
         cnn__put_u64(b, (uint64_t)m->step);
     }
     cnn__put_u64(b, m->n_params);
@@ -7189,7 +7291,7 @@ CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
         return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory serialising the model");
     }
     cnn__put(&file, "CNNMODEL", 8);
-    cnn__put_u32(&file, (uint32_t)CNN_FORMAT_VERSION);
+    cnn__put_u32(&file, cnn__format_version(m));
     cnn__put_u64(&file, payload.len);
     cnn__put(&file, payload.p, payload.len);
     cnn__put_u32(&file, cnn__crc32(payload.p, payload.len));
@@ -7356,7 +7458,8 @@ static int cnn__read_preprocessing(cnn_model *m, cnn__reader *r) {
 }
 
 /* compile settings, when saved (*compiled), and the optimizer's step count */
-static int cnn__read_compile(cnn_model *m, cnn__reader *r, uint32_t *compiled, uint64_t *step) {
+static int cnn__read_compile(cnn_model *m, cnn__reader *r, uint32_t version, uint32_t *compiled,
+                             uint64_t *step) {
     *compiled = cnn__get_u32(r);
     if (*compiled) {
         cnn_compile_opts co;
@@ -7369,6 +7472,11 @@ static int cnn__read_compile(cnn_model *m, cnn__reader *r, uint32_t *compiled, u
         co.optimizer.learning_rate = f[0]; co.optimizer.beta_1 = f[1]; co.optimizer.beta_2 = f[2];
         co.optimizer.epsilon = f[3]; co.optimizer.momentum = f[4]; co.optimizer.rho = f[5];
         co.optimizer.nesterov = (int)cnn__get_u32(r);
+        if (version >= 2) { /* gradient clipping */
+            float clip[3];
+            cnn__get_floats(r, clip, 3);
+            co.optimizer.clipnorm = clip[0]; co.optimizer.clipvalue = clip[1]; co.optimizer.global_clipnorm = clip[2];
+        }
         *step = cnn__get_u64(r);
         if (r->failed || cnn_compile_opt(m, &co)) {
             cnn_set_error(CNN_ERR_FORMAT, "bad compile settings: %s", cnn_last_error());
@@ -7379,12 +7487,12 @@ static int cnn__read_compile(cnn_model *m, cnn__reader *r, uint32_t *compiled, u
 }
 
 /* fill the empty model m from the payload; an error code on failure */
-static int cnn__deserialize(cnn_model *m, cnn__reader *r) {
+static int cnn__deserialize(cnn_model *m, cnn__reader *r, uint32_t version) {
     uint32_t compiled = 0;
     uint64_t step = 0;
     int rc = cnn__read_layers(m, r);
     if (!rc) rc = cnn__read_preprocessing(m, r);
-    if (!rc) rc = cnn__read_compile(m, r, &compiled, &step);
+    if (!rc) rc = cnn__read_compile(m, r, version, &compiled, &step);
     if (rc) return rc;
     if (cnn__get_u64(r) != m->n_params) {
         cnn_set_error(CNN_ERR_FORMAT, "parameter count does not match the layers");
@@ -7421,8 +7529,8 @@ CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
     }
     cnn__reader r = {p + 8, len - 8, 0, 0};
     uint32_t version = cnn__get_u32(&r);
-    if (version != (uint32_t)CNN_FORMAT_VERSION) {
-        cnn_set_error(CNN_ERR_FORMAT, "model file version %u is not supported (this cnn.h reads version %u)",
+    if (version < 1 || version > (uint32_t)CNN_FORMAT_VERSION) {
+        cnn_set_error(CNN_ERR_FORMAT, "model file version %u is not supported (this cnn.h reads versions 1 to %u)",
                       version, (uint32_t)CNN_FORMAT_VERSION);
         return NULL;
     }
@@ -7442,7 +7550,7 @@ CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
     }
     cnn__reader pr = {payload, (size_t)plen, 0, 0};
     cnn_model *m = cnn_model_new();
-    if (m && cnn__deserialize(m, &pr)) { cnn_model_free(m); m = NULL; }
+    if (m && cnn__deserialize(m, &pr, version)) { cnn_model_free(m); m = NULL; }
     if (!m) cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", cnn_last_error());
     return m;
 }

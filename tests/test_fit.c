@@ -1070,6 +1070,176 @@ static void test_branching(void) {
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* Gradient clipping against real Keras                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A record of tests/fixtures/keras_clip.bin (make_keras_clip_fixtures.py: the
+   format is keras.bin's): count floats, copied, or NULL. */
+static float *clip_record(const unsigned char *file, size_t len, const char *name, unsigned *count) {
+    if (len < 12 || memcmp(file, "CNNKRS01", 8)) return NULL;
+    uint32_t n_rec;
+    memcpy(&n_rec, file + 8, 4);
+    for (size_t off = 12, i = 0; i < n_rec && off + 56 <= len; i++) {
+        unsigned type, cnt;
+        memcpy(&type, file + off + 48, 4);
+        memcpy(&cnt, file + off + 52, 4);
+        size_t bytes = (size_t)cnt * (type == 3 ? 1 : 4);
+        if (off + 56 + bytes > len) return NULL;
+        if (!strncmp((const char *)file + off, name, 48) && type == 0) {
+            float *v = (float *)malloc(bytes ? bytes : 1);
+            if (v) memcpy(v, file + off + 56, bytes);
+            *count = cnt;
+            return v;
+        }
+        off += 56 + bytes;
+    }
+    return NULL;
+}
+
+static void test_clipping_keras(void) {
+    test_begin("gradient clipping (clipnorm, clipvalue, global_clipnorm) as tf-keras 2.21 clips, with SGD and "
+               "Adam: 3 steps");
+    size_t len = 0;
+    unsigned char *file = read_bytes("tests/fixtures/keras_clip.bin", &len);
+    CHECK(file != NULL, "cannot read tests/fixtures/keras_clip.bin (run from the repository root)");
+    if (!file) return;
+    static const char *const tensors[4][3] = {{"conv_kernel", "conv", "kernel"}, {"conv_bias", "conv", "bias"},
+                                              {"dense_kernel", "dense", "kernel"}, {"dense_bias", "dense", "bias"}};
+    unsigned nx = 0, ny = 0, nw[4], cnt;
+    float *x = clip_record(file, len, "x", &nx), *y = clip_record(file, len, "y", &ny), *w0[4];
+    float x1[5 * 6 * 6 * 2];
+    for (int t = 0; t < 4; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "w0_%s", tensors[t][0]);
+        w0[t] = clip_record(file, len, name, &nw[t]);
+        CHECK(w0[t] != NULL, "%s missing", name);
+    }
+    CHECK(x && nx == 5 * 6 * 6 * 2 && y && ny == 5 * 4, "x or y missing");
+    double unclipped_change[2] = {0, 0};
+    for (int k = 0; x && y && w0[0] && w0[1] && w0[2] && w0[3] && nx == 360; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "case%d_setup", k);
+        float *setup = clip_record(file, len, name, &cnt);
+        if (!setup) { CHECK(k == 8, "%d cases, 8 expected", k); break; }
+        snprintf(name, sizeof name, "case%d_loss", k);
+        float *want_loss = clip_record(file, len, name, &cnt);
+        cnn_model *m = cnn_model_new();
+        cnn_node *in = cnn_input(m, 6, 6, 2, "input");
+        cnn_node *h = cnn_conv2d(m, in, .filters = 3, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv");
+        h = cnn_flatten(m, h);
+        cnn_model_set_output(m, cnn_dense(m, h, .units = 4, .activation = CNN_SOFTMAX, .name = "dense"));
+        cnn_optimizer opt = {.type = setup[0] == 0 ? CNN_SGD : CNN_ADAM, .learning_rate = setup[1],
+                             .clipnorm = setup[2], .clipvalue = setup[3], .global_clipnorm = setup[4]};
+        CHECK(cnn_compile(m, .optimizer = opt, .loss = CNN_CATEGORICAL_CROSSENTROPY) == CNN_OK, "compile: %s",
+              cnn_last_error());
+        for (int t = 0; t < 4; t++)
+            CHECK(cnn_set_weights(m, tensors[t][1], tensors[t][2], w0[t], nw[t]) == CNN_OK, "set %s: %s",
+                  tensors[t][0], cnn_last_error());
+        for (size_t i = 0; i < 360; i++) x1[i] = x[i] * -0.5f + 1;
+        for (int step = 0; step < 3; step++) {
+            float loss = 0;
+            CHECK(cnn_train_on_batch(m, step == 1 ? x1 : x, y, 5, 4, &loss, NULL) == CNN_OK, "step: %s",
+                  cnn_last_error());
+            CHECK(want_loss && fabsf(loss - want_loss[step]) <= 2e-5f * fabsf(want_loss[step]),
+                  "case %d (%s, lr %g, clipnorm %g clipvalue %g global_clipnorm %g) step %d: loss %.7f, Keras %.7f",
+                  k, setup[0] == 0 ? "SGD" : "Adam", setup[1], setup[2], setup[3], setup[4], step, loss,
+                  want_loss ? want_loss[step] : 0);
+        }
+        for (int t = 0; t < 4; t++) {
+            snprintf(name, sizeof name, "case%d_%s", k, tensors[t][0]);
+            float *want = clip_record(file, len, name, &cnt), got[256];
+            CHECK(want && cnt == nw[t] && cnt <= 256, "%s missing", name);
+            if (!want || cnt != nw[t] || cnt > 256) { free(want); continue; }
+            cnn_get_weights(m, tensors[t][1], tensors[t][2], got, cnt);
+            double e = test_rel_err(got, want, cnt);
+            /* the change from the start, to show the clipped runs differ from the plain ones */
+            double moved = 0, base = 0;
+            for (unsigned i = 0; i < cnt; i++) {
+                moved += ((double)want[i] - w0[t][i]) * ((double)want[i] - w0[t][i]);
+                base += (double)w0[t][i] * w0[t][i];
+            }
+            if (setup[2] == 0 && setup[3] == 0 && setup[4] == 0) unclipped_change[setup[0] != 0] += moved;
+            CHECK(e <= 1e-5, "case %d (%s clipnorm %g clipvalue %g global_clipnorm %g): %s differs from Keras by "
+                             "%.3g (relative)", k, setup[0] == 0 ? "SGD" : "Adam", setup[2], setup[3], setup[4],
+                  tensors[t][0], e);
+            free(want);
+        }
+        cnn_model_free(m);
+        free(setup);
+        free(want_loss);
+    }
+    CHECK(unclipped_change[0] > 0 && unclipped_change[1] > 0, "the unclipped cases did not move the weights");
+    for (int t = 0; t < 4; t++) free(w0[t]);
+    free(x);
+    free(y);
+    free(file);
+
+    test_begin("gradient clipping: the plain runs differ from the clipped ones, and clipping is saved");
+    {
+        cnn_dataset *d = quadrant_data(64, 4, 3);
+        float first[3][256];
+        for (int c = 0; c < 3; c++) { /* no clipping, then a tight clipnorm, then a tight global_clipnorm */
+            cnn_model *m = cnn_model_new();
+            cnn_node *in = cnn_input(m, 8, 8, 1, "input");
+            cnn_model_set_output(m, cnn_dense(m, cnn_flatten(m, in), .units = 4, .activation = CNN_SOFTMAX,
+                                              .name = "out"));
+            cnn_optimizer opt = {.type = CNN_SGD, .learning_rate = 0.5f, .clipnorm = c == 1 ? 1e-3f : 0,
+                                 .global_clipnorm = c == 2 ? 1e-3f : 0};
+            cnn_compile(m, .optimizer = opt, .loss = CNN_SPARSE_CATEGORICAL_CROSSENTROPY);
+            cnn_history *hist = cnn_fit(m, d, .epochs = 1, .batch_size = 16, .out = devnull);
+            CHECK(cnn_get_weights(m, "out", "kernel", first[c], 256) == CNN_OK, "%s", cnn_last_error());
+            if (c == 2) { /* a clipped model's file keeps its clipping (format version 2) */
+                char path[128];
+                snprintf(path, sizeof path, "%s/clip.cnn", tmp_root);
+                CHECK(cnn_save(m, path) == CNN_OK, "save: %s", cnn_last_error());
+                size_t n = 0;
+                unsigned char *bytes = read_bytes(path, &n);
+                CHECK(bytes && n > 12 && bytes[8] == 2, "a clipping model is saved as version %d, 2 expected",
+                      bytes && n > 12 ? bytes[8] : -1);
+                free(bytes);
+                cnn_model *back = cnn_load(path);
+                CHECK(back != NULL, "load: %s", cnn_last_error());
+                cnn_model *cont[2] = {m, back};
+                float after[2][256];
+                for (int j = 0; j < 2 && back; j++) { /* one more epoch each: the same clipped steps */
+                    cnn_history *h2 = cnn_fit(cont[j], d, .epochs = 1, .batch_size = 16, .out = devnull);
+                    cnn_get_weights(cont[j], "out", "kernel", after[j], 256);
+                    cnn_history_free(h2);
+                }
+                CHECK(back && !memcmp(after[0], after[1], sizeof after[0]),
+                      "the loaded model trains differently: clipping lost in the file?");
+                cnn_model_free(back);
+            }
+            cnn_history_free(hist);
+            cnn_model_free(m);
+        }
+        double d01 = 0, d02 = 0;
+        for (int i = 0; i < 256; i++) {
+            d01 += fabs((double)first[0][i] - first[1][i]);
+            d02 += fabs((double)first[0][i] - first[2][i]);
+        }
+        CHECK(d01 > 1e-2 && d02 > 1e-2, "clipping changed nothing (%g, %g)", d01, d02);
+        cnn_dataset_free(d);
+    }
+
+    test_begin("gradient clipping: bad settings are refused with the field named");
+    {
+        cnn_model *m = cnn_model_new();
+        cnn_node *in = cnn_input(m, 8, 8, 1, "input");
+        cnn_model_set_output(m, cnn_dense(m, cnn_flatten(m, in), .units = 4, .activation = CNN_SOFTMAX));
+        const float bad[4][3] = {{-1, 0, 0}, {0, NAN, 0}, {0, 0, INFINITY}, {1, 0, 1}};
+        const char *const says[4] = {"clipnorm", "clipvalue", "global_clipnorm", "only one"};
+        for (int i = 0; i < 4; i++) {
+            cnn_optimizer opt = {.clipnorm = bad[i][0], .clipvalue = bad[i][1], .global_clipnorm = bad[i][2]};
+            int rc = cnn_compile(m, .optimizer = opt, .loss = CNN_SPARSE_CATEGORICAL_CROSSENTROPY);
+            CHECK(rc == CNN_ERR_ARG && strstr(cnn_last_error(), says[i]), "case %d: rc %d, '%s'", i, rc,
+                  cnn_last_error());
+        }
+        cnn_model_free(m);
+    }
+}
+
 int main(void) {
     strcpy(tmp_root, "/tmp/cnn_test_fit_XXXXXX");
     if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 1; }
@@ -1091,6 +1261,7 @@ int main(void) {
     test_batch_source();
     test_targets();
     test_branching();
+    test_clipping_keras();
     fclose(devnull);
     remove_tree(tmp_root);
     return test_finish();
