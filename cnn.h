@@ -6529,8 +6529,18 @@ typedef struct cnn__fit_state {
     cnn_model *m;
     cnn_history *h;
     FILE *out;
+    int out_dynamic;             /* the progress bar is redrawn in place on out */
     int stop;
 } cnn__fit_state;
+
+/* Are all of the model's weights and statistics finite? (A diverged model is
+   not worth a checkpoint.) */
+static int cnn__model_finite(const cnn_model *m) {
+    int finite = 1;
+    for (size_t i = 0; i < m->n_params && finite; i++) finite = isfinite(m->params[i]);
+    for (size_t i = 0; i < m->n_state && finite; i++) finite = isfinite(m->state[i]);
+    return finite;
+}
 
 /* at the start of each fit, as Keras' on_train_begin: truncate, or append */
 static int cnn__csv_open(cnn_callback *cb) {
@@ -6611,6 +6621,11 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
         char path[4096];
         int rc = cnn__format_path(cb->filepath, epoch0 + 1, h, path, sizeof path);
         if (rc) return rc;
+        if (!cnn__model_finite(m)) { /* keep the last good file rather than write a diverged model */
+            fprintf(st->out, "Epoch %d: ModelCheckpoint: the weights are not finite (training diverged); "
+                             "%s is not written.\n", epoch0 + 1, path);
+            return CNN_OK;
+        }
         if (cb->save_best_only) {
             if (!(cb->mode_max ? cur > cb->best : cur < cb->best)) {
                 if (cb->verbose)
@@ -6801,8 +6816,11 @@ static int cnn__callbacks_epoch_begin(cnn__fit_state *st, cnn_callback **callbac
 static void cnn__callbacks_batch_end(cnn__fit_state *st, cnn_callback **callbacks, int epoch, int step,
                                      double loss) {
     for (cnn_callback **c = callbacks; c && *c; c++) {
-        if ((*c)->kind == CNN__CB_NAN && !isfinite(loss)) {
-            fprintf(st->out, "Batch %d: Invalid loss, terminating training\n", step);
+        if ((*c)->kind == CNN__CB_NAN && !isfinite(loss) && !st->stop) {
+            fprintf(st->out,
+                    "%sEpoch %d, batch %d: invalid loss %g, terminating training (TerminateOnNaN). The "
+                    "weights diverged: a lower learning rate or gradient clipping (clipnorm) may help.\n",
+                    st->out_dynamic ? "\n" : "", epoch + 1, step, loss);
             st->stop = st->h->stopped_early = 1;
         }
         if ((*c)->kind == CNN__CB_LAMBDA && (*c)->lambda.on_batch_end &&
@@ -6933,6 +6951,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     r.steps = o->steps_per_epoch ? o->steps_per_epoch : (src->samples + r.bs - 1) / r.bs;
     r.has_acc = (m->metrics & CNN_ACCURACY) != 0;
     r.dynamic = o->verbose == 1 && cnn__is_tty(st.out);
+    st.out_dynamic = r.dynamic;
     r.pass = o->initial_epoch;
     st.h = (cnn_history *)cnn__alloc(1, sizeof(cnn_history), "a history");
     r.x = (float *)cnn__alloc((size_t)r.bs * per_in, sizeof(float), "a training batch");

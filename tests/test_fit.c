@@ -1070,6 +1070,81 @@ static void test_branching(void) {
 
 /* ------------------------------------------------------------------------ */
 
+/* epoch 0 at the given rate, then a rate that makes the weights blow up */
+static float sched_diverge(int epoch, float lr, void *user) {
+    (void)lr;
+    return epoch == 0 ? *(const float *)user : 1e30f;
+}
+
+static void test_divergence(void) {
+    test_begin("a diverging run: TerminateOnNaN stops it with a clear message, the last good checkpoint is intact");
+    cnn_dataset *d = quadrant_data(128, 4, 21);
+    cnn_model *m = quad_model((model_cfg){.seed = 22, .bn = 1});
+    char path[128], log_path[128];
+    snprintf(path, sizeof path, "%s/diverge.cnn", tmp_root);
+    snprintf(log_path, sizeof log_path, "%s/diverge.log", tmp_root);
+    float lr0 = 0.01f;
+    cnn_callback *ck = cnn_model_checkpoint(.filepath = path), *nan_cb = cnn_terminate_on_nan(),
+                 *sc = cnn_lr_scheduler(.schedule = sched_diverge, .user = &lr0);
+    cnn_callback *cbs[4] = {sc, nan_cb, ck, NULL};
+    FILE *log = fopen(log_path, "w+");
+    cnn_history *h = cnn_fit(m, d, .epochs = 4, .batch_size = 16, .callbacks = cbs, .verbose = 2, .out = log);
+    CHECK(h && h->epochs == 2 && h->stopped_early, "%d epochs, stopped_early %d: training went on",
+          h ? h->epochs : -1, h ? h->stopped_early : -1);
+    char text[4096] = "";
+    if (log) {
+        rewind(log);
+        text[fread(text, 1, sizeof text - 1, log)] = 0;
+        fclose(log);
+    }
+    CHECK(strstr(text, "Epoch 2, batch") && strstr(text, "invalid loss") && strstr(text, "TerminateOnNaN"),
+          "the message does not say where and why training stopped:\n%s", text);
+    CHECK(strstr(text, "not finite") && strstr(text, "is not written"),
+          "ModelCheckpoint did not say it kept the last good file:\n%s", text);
+    const double *loss = h ? cnn_history_get(h, "loss") : NULL;
+    CHECK(loss && isfinite(loss[0]) && !isfinite(loss[1]), "losses %g, %g", loss ? loss[0] : 0,
+          loss ? loss[1] : 0);
+    cnn_model *back = cnn_load(path);
+    CHECK(back != NULL, "the checkpoint does not load: %s", cnn_last_error());
+    int finite = back != NULL;
+    size_t np = 0;
+    const float *p = back ? cnn_model_params(back, &np) : NULL;
+    for (size_t i = 0; p && i < np; i++) finite &= isfinite(p[i]) != 0;
+    CHECK(finite, "the checkpoint holds non-finite weights");
+    if (back) { /* and it is epoch 1's model: it still classifies */
+        cnn_eval_result r;
+        CHECK(cnn_evaluate(back, d, 32, &r) == CNN_OK && isfinite(r.loss) && r.accuracy > 0.3,
+              "the checkpoint's model: loss %g accuracy %g", r.loss, r.accuracy);
+    }
+    cnn_model_free(back);
+    cnn_history_free(h);
+    cnn_callback_free(ck);
+    cnn_callback_free(nan_cb);
+    cnn_callback_free(sc);
+    cnn_model_free(m);
+
+    test_begin("SGD at learning rate 100 diverges, and trains with global_clipnorm 1");
+    for (int clip = 0; clip < 2; clip++) {
+        m = quad_model((model_cfg){.seed = 22, .bn = 1,
+                                   .opt = {.type = CNN_SGD, .learning_rate = 100, .global_clipnorm = clip ? 1.0f : 0}});
+        cbs[0] = nan_cb = cnn_terminate_on_nan();
+        cbs[1] = NULL;
+        h = cnn_fit(m, d, .epochs = 3, .batch_size = 16, .callbacks = cbs, .out = devnull);
+        loss = h ? cnn_history_get(h, "loss") : NULL;
+        if (clip)
+            CHECK(h && h->epochs == 3 && !h->stopped_early && loss && isfinite(loss[2]) && loss[2] < loss[0],
+                  "with clipping: %d epochs, stopped %d, loss %g -> %g", h ? h->epochs : -1,
+                  h ? h->stopped_early : -1, loss ? loss[0] : 0, loss && h->epochs > 2 ? loss[2] : 0);
+        else
+            CHECK(h && h->stopped_early && h->epochs < 3, "without clipping it did not diverge: %d epochs",
+                  h ? h->epochs : -1);
+        cnn_history_free(h);
+        cnn_callback_free(nan_cb);
+        cnn_model_free(m);
+    }
+    cnn_dataset_free(d);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Gradient clipping against real Keras                                     */
 /* ------------------------------------------------------------------------ */
@@ -1262,6 +1337,7 @@ int main(void) {
     test_targets();
     test_branching();
     test_clipping_keras();
+    test_divergence();
     fclose(devnull);
     remove_tree(tmp_root);
     return test_finish();
