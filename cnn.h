@@ -620,6 +620,29 @@ CNN_DEF cnn_callback *cnn_csv_logger_opt(const cnn_csv_logger_opts *o);
 CNN_DEF cnn_callback *cnn_lr_scheduler_opt(const cnn_lr_scheduler_opts *o);
 CNN_DEF cnn_callback *cnn_terminate_on_nan(void);
 CNN_DEF cnn_callback *cnn_lambda_callback_opt(const cnn_lambda_opts *o);
+
+/* BackupAndRestore (Keras' name): at the end of every epoch, the whole training
+   state goes to backup_dir/backup.cnn (written beside and renamed over, so a kill
+   leaves the old backup or the new one): the model with its optimizer slots and
+   step (which key the dropout masks), the epoch, the History, where the batch
+   source stood (its pass and the batches taken from it: an augmentation flow's
+   draws follow from them), the shuffle seed of cnn_fit, and the state of the
+   other callbacks in the list (EarlyStopping's best and wait and its best weights,
+   ReduceLROnPlateau's best, wait and cooldown, ModelCheckpoint's best). When fit
+   starts with a backup in the folder, it restores all of it and goes on from the
+   next epoch, so that a run killed and started again ends bit-identical to a run
+   never stopped (same seed and thread count): the same weights, and the same
+   History, which then holds the epochs of before the kill as well. The run must be
+   the same one: the same model, callbacks (kinds, in order), batch size and steps
+   per epoch, or fit refuses the backup and says why. When training ends (not when
+   it fails or is interrupted) the backup is deleted, unless keep_backup.
+   Backups are made at epoch ends only (Keras' save_freq="epoch"). */
+typedef struct cnn_backup_opts {
+    const char *backup_dir;   /* required: the folder, made when missing */
+    int keep_backup;          /* 1 = keep it after training (Keras' delete_checkpoint=False) */
+    int verbose;              /* 1 = say when it resumes */
+} cnn_backup_opts;
+CNN_DEF cnn_callback *cnn_backup_and_restore_opt(const cnn_backup_opts *o);
 CNN_DEF void cnn_callback_free(cnn_callback *cb);
 #ifndef __cplusplus
 #define cnn_model_checkpoint(...) cnn_model_checkpoint_opt(&(cnn_checkpoint_opts){__VA_ARGS__})
@@ -628,6 +651,7 @@ CNN_DEF void cnn_callback_free(cnn_callback *cb);
 #define cnn_csv_logger(...) cnn_csv_logger_opt(&(cnn_csv_logger_opts){__VA_ARGS__})
 #define cnn_lr_scheduler(...) cnn_lr_scheduler_opt(&(cnn_lr_scheduler_opts){__VA_ARGS__})
 #define cnn_lambda_callback(...) cnn_lambda_callback_opt(&(cnn_lambda_opts){__VA_ARGS__})
+#define cnn_backup_and_restore(...) cnn_backup_and_restore_opt(&(cnn_backup_opts){__VA_ARGS__})
 #endif
 
 typedef struct cnn_fit_opts {
@@ -832,8 +856,12 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #if defined(__aarch64__) && !defined(CNN_NO_NEON)
 #include <arm_neon.h> /* the NEON kernels */
 #endif
+#ifdef _WIN32
+#include <direct.h> /* _mkdir, _rmdir: BackupAndRestore's folder */
+#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
+#include <sys/stat.h> /* mkdir: BackupAndRestore's folder */
 #include <sys/time.h>
 #include <unistd.h>
 #define CNN__POSIX 1
@@ -6308,7 +6336,8 @@ enum {
     CNN__CB_CSV,
     CNN__CB_SCHEDULER,
     CNN__CB_NAN,
-    CNN__CB_LAMBDA
+    CNN__CB_LAMBDA,
+    CNN__CB_BACKUP
 };
 
 struct cnn_callback {
@@ -6319,9 +6348,10 @@ struct cnn_callback {
     int patience, cooldown, verbose;
     double best;
     int wait, cooldown_left, best_epoch;
-    /* checkpoint */
+    /* checkpoint (filepath), backup (filepath: the backup file, filename: its folder) */
     char *filepath;
     int save_best_only;
+    int keep_backup;
     /* early stopping */
     int restore_best;
     float *best_params, *best_state;
@@ -6451,6 +6481,31 @@ CNN_IMPL cnn_callback *cnn_lambda_callback_opt(const cnn_lambda_opts *o) {
     }
     cnn_callback *cb = cnn__callback_new(CNN__CB_LAMBDA, NULL, CNN_MODE_AUTO);
     if (cb) cb->lambda = *o;
+    return cb;
+}
+
+CNN_IMPL cnn_callback *cnn_backup_and_restore_opt(const cnn_backup_opts *o) {
+    if (!o || !o->backup_dir || !o->backup_dir[0]) {
+        cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: backup_dir is missing");
+        return NULL;
+    }
+    size_t len = strlen(o->backup_dir);
+    if (len > 4000) {
+        cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: backup_dir is too long (%zu characters)", len);
+        return NULL;
+    }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_BACKUP, NULL, CNN_MODE_AUTO);
+    if (!cb) return NULL;
+    cb->filename = cnn__strdup(o->backup_dir);
+    cb->filepath = (char *)CNN_MALLOC(len + 16);
+    if (!cb->filename || !cb->filepath) {
+        cnn_callback_free(cb);
+        cnn_set_error(CNN_ERR_MEMORY, "out of memory");
+        return NULL;
+    }
+    snprintf(cb->filepath, len + 16, "%s/backup.cnn", o->backup_dir);
+    cb->keep_backup = o->keep_backup;
+    cb->verbose = o->verbose;
     return cb;
 }
 
@@ -6849,11 +6904,36 @@ typedef struct cnn__fit_run {
     float *x, *y;                /* one batch [bs][h][w][c], [bs][y_width] */
     int bs, steps, has_acc, dynamic;
     int pass;                    /* passes over the source so far, for reshuffling */
+    int in_pass;                 /* batches taken from the source since it started pass `pass` */
+    int first_epoch;             /* the epoch the History starts at (a resumed run's first run's) */
+    uint64_t *shuffle_seed;      /* cnn_fit's array source's seed (NULL for other sources) */
     /* this epoch */
     double t0, loss_sum, acc_sum;
     long long seen;
     int step;
 } cnn__fit_run;
+
+/* BackupAndRestore, defined after Save / load, whose serialisation it uses */
+static int cnn__backup_restore(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run *r, int *next_epoch);
+static int cnn__backup_write(cnn_callback *cb, cnn__fit_state *st, const cnn__fit_run *r, int epoch);
+static void cnn__backup_delete(const cnn_callback *cb);
+
+/* Take `count` batches from the source and drop them: where a resumed run's
+   source stood when the backup was made (any source can do this; the array
+   sources and flows make the same batches again, being functions of their
+   seed, pass and position). */
+static int cnn__skip_batches(cnn__fit_run *r, int count) {
+    for (int i = 0; i < count; i++) {
+        int got = r->src->next(r->src->ctx, r->bs, r->x, r->y);
+        if (got < 0) return got;
+        if (got == 0)
+            return cnn_set_error(CNN_ERR_STATE,
+                                 "BackupAndRestore: the batch source ended after %d of the %d batches the "
+                                 "backed-up run had taken from pass %d",
+                                 i, count, r->pass);
+    }
+    return CNN_OK;
+}
 
 /* One epoch's steps: batches from the source, a training step each, the
    batch callbacks and the progress bar. Returns CNN_OK or an error. */
@@ -6870,10 +6950,12 @@ static int cnn__fit_epoch(cnn__fit_state *st, cnn__fit_run *r, int epoch) {
         double l, a, now;
         if (got == 0 && r->o->steps_per_epoch) { /* sampling continues across passes */
             if ((rc = src->reset(src->ctx, ++r->pass))) return rc;
+            r->in_pass = 0;
             got = src->next(src->ctx, r->bs, r->x, r->y);
         }
         if (got < 0) return got;
         if (got == 0) break;
+        r->in_pass++;
         if (got > r->bs)
             return cnn_set_error(CNN_ERR_ARG, "cnn_fit: batch source returned %d samples for a batch of %d",
                                  got, r->bs);
@@ -6932,9 +7014,10 @@ static int cnn__fit_epoch_log(cnn__fit_state *st, cnn__fit_run *r, cnn_batch_sou
     return track_lr ? cnn__history_put(st->h, "lr", m->opt.learning_rate) : CNN_OK;
 }
 
-/* The loop behind cnn_fit and cnn_fit_source. val may be NULL. */
+/* The loop behind cnn_fit and cnn_fit_source. val may be NULL; shuffle_seed is
+   cnn_fit's array source's seed (a backup restores it), NULL for other sources. */
 static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_source *val,
-                             const cnn_fit_opts *o, const float *class_weight) {
+                             const cnn_fit_opts *o, const float *class_weight, uint64_t *shuffle_seed) {
     const int want_bs = o->batch_size ? o->batch_size : src->batch_size > 0 ? src->batch_size : 32;
     const int epochs = o->epochs ? o->epochs : 1;
     const size_t per_in = cnn__node_size(m->nodes[m->input]);
@@ -6945,7 +7028,7 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     memset(&r, 0, sizeof r);
     st.m = m;
     st.out = o->out ? o->out : stdout;
-    r.src = src, r.o = o, r.class_weight = class_weight;
+    r.src = src, r.o = o, r.class_weight = class_weight, r.shuffle_seed = shuffle_seed;
     /* a batch larger than the data is the whole data: size the buffers for that */
     r.bs = src->samples > 0 && src->samples < want_bs && !o->steps_per_epoch ? src->samples : want_bs;
     r.steps = o->steps_per_epoch ? o->steps_per_epoch : (src->samples + r.bs - 1) / r.bs;
@@ -6963,14 +7046,24 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
     const int sigint_entered = !rc;
     if (sigint_entered) cnn__sigint_enter();
 #endif
+    cnn_callback *backup = NULL; /* the first BackupAndRestore in the list restores */
+    for (cnn_callback **c = o->callbacks; c && *c && !backup; c++)
+        if ((*c)->kind == CNN__CB_BACKUP) backup = *c;
+    int start_epoch = o->initial_epoch;
+    r.first_epoch = o->initial_epoch;
     if (!rc) rc = cnn__callbacks_train_begin(o->callbacks);
+    if (!rc && backup) rc = cnn__backup_restore(backup, &st, &r, &start_epoch);
     if (!rc) rc = src->reset(src->ctx, r.pass);
-    for (int epoch = o->initial_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
+    if (!rc && r.in_pass) rc = cnn__skip_batches(&r, r.in_pass);
+    for (int epoch = start_epoch; !rc && epoch < epochs && !st.stop; epoch++) {
         if ((rc = cnn__callbacks_epoch_begin(&st, o->callbacks, epoch)) || st.stop) break;
-        if (o->verbose && m->backend.describe && epoch == o->initial_epoch)
+        if (o->verbose && m->backend.describe && epoch == start_epoch)
             cnn__describe_backend(m, 1, st.out);
         if (o->verbose) fprintf(st.out, "Epoch %d/%d\n", epoch + 1, epochs);
-        if (!o->steps_per_epoch && epoch != o->initial_epoch && (rc = src->reset(src->ctx, ++r.pass))) break;
+        if (!o->steps_per_epoch && epoch != start_epoch) {
+            if ((rc = src->reset(src->ctx, ++r.pass))) break;
+            r.in_pass = 0;
+        }
         if ((rc = cnn__fit_epoch(&st, &r, epoch))) break;
         if (st.h->interrupted) { /* the History keeps the completed epochs only */
             if (o->verbose)
@@ -6987,8 +7080,13 @@ static cnn_history *cnn__fit(cnn_model *m, cnn_batch_source *src, cnn_batch_sour
         st.h->epochs++;
         for (cnn_callback **c = o->callbacks; c && *c && !rc; c++)
             rc = cnn__callback_epoch_end(*c, &st, epoch);
+        /* after every other callback's epoch end, so that their state is this epoch's */
+        for (cnn_callback **c = o->callbacks; c && *c && !rc; c++)
+            if ((*c)->kind == CNN__CB_BACKUP) rc = cnn__backup_write(*c, &st, &r, epoch);
     }
-    cnn__callbacks_train_end(&st, o->callbacks, rc, o->initial_epoch);
+    cnn__callbacks_train_end(&st, o->callbacks, rc, r.first_epoch);
+    for (cnn_callback **c = o->callbacks; !rc && !st.h->interrupted && c && *c; c++)
+        if ((*c)->kind == CNN__CB_BACKUP && !(*c)->keep_backup) cnn__backup_delete(*c);
 #if !defined(CNN_NO_SIGINT)
     if (sigint_entered) cnn__sigint_leave();
 #endif
@@ -7065,7 +7163,7 @@ CNN_IMPL cnn_history *cnn_fit_opt(cnn_model *m, const cnn_dataset *train, const 
         if (cnn__array_source_init(&vsrc, &vs, m, vd, 0, 0)) { CNN_FREE(s.order); return NULL; }
         val = &vsrc;
     }
-    cnn_history *h = cnn__fit(m, &src, val, o, o->class_weight);
+    cnn_history *h = cnn__fit(m, &src, val, o, o->class_weight, &s.seed);
     CNN_FREE(s.order);
     CNN_FREE(vs.order);
     return h;
@@ -7102,7 +7200,7 @@ CNN_IMPL cnn_history *cnn_fit_source_opt(cnn_model *m, cnn_batch_source *train, 
         if (cnn__array_source_init(&vsrc, &vs, m, o->validation_data, 0, 0)) return NULL;
         val = &vsrc;
     }
-    cnn_history *h = cnn__fit(m, train, val, o, o->class_weight);
+    cnn_history *h = cnn__fit(m, train, val, o, o->class_weight, NULL);
     CNN_FREE(vs.order);
     return h;
 }
@@ -7297,6 +7395,48 @@ static void cnn__remove_dead_temps(const char *path) {
 }
 #endif
 
+/* Write bytes to path as a whole or not at all: a temporary file beside the
+   target ("<path>.tmp<pid>"), flushed to the disk, then renamed over the target;
+   a reader sees the old file or the new one, never half of one. `who` names the
+   caller in errors. */
+static int cnn__write_atomic(const char *who, const char *path, const unsigned char *bytes, size_t len) {
+    int rc = CNN_OK, ok;
+    size_t plen = strlen(path);
+    char *tmp = (char *)CNN_MALLOC(plen + 32);
+    if (!tmp) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
+#ifdef CNN__POSIX
+    snprintf(tmp, plen + 32, "%s.tmp%ld", path, (long)getpid());
+#else
+    snprintf(tmp, plen + 32, "%s.tmp", path);
+#endif
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        rc = cnn_set_error(CNN_ERR_IO, "%s: cannot create '%s': %s", who, tmp, strerror(errno));
+        goto done;
+    }
+    ok = fwrite(bytes, 1, len, f) == len && fflush(f) == 0;
+#ifdef CNN__POSIX
+    ok = ok && fsync(fileno(f)) == 0;
+#endif
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        remove(tmp);
+        rc = cnn_set_error(CNN_ERR_IO, "%s: cannot write '%s': %s", who, tmp, strerror(errno));
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        rc = cnn_set_error(CNN_ERR_IO, "%s: cannot rename '%s' to '%s': %s", who, tmp, path, strerror(errno));
+        goto done;
+    }
+#ifdef CNN__POSIX
+    cnn__remove_dead_temps(path);
+#endif
+done:
+    CNN_FREE(tmp);
+    return rc;
+}
+
 CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
     int rc = cnn__check_built(m, "cnn_save");
     if (rc) return rc;
@@ -7319,42 +7459,7 @@ CNN_IMPL int cnn_save(const cnn_model *m, const char *path) {
         CNN_FREE(file.p);
         return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory serialising the model");
     }
-    /* write a temporary file beside the target, then rename it over the target */
-    size_t plen = strlen(path);
-    char *tmp = (char *)CNN_MALLOC(plen + 32);
-    if (!tmp) { CNN_FREE(file.p); return cnn_set_error(CNN_ERR_MEMORY, "cnn_save: out of memory"); }
-#ifdef CNN__POSIX
-    snprintf(tmp, plen + 32, "%s.tmp%ld", path, (long)getpid());
-#else
-    snprintf(tmp, plen + 32, "%s.tmp", path);
-#endif
-    int ok;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot create '%s': %s", tmp, strerror(errno));
-        goto done;
-    }
-    ok = fwrite(file.p, 1, file.len, f) == file.len && fflush(f) == 0;
-#ifdef CNN__POSIX
-    ok = ok && fsync(fileno(f)) == 0;
-#endif
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        remove(tmp);
-        rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot write '%s': %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        rc = cnn_set_error(CNN_ERR_IO, "cnn_save: cannot rename '%s' to '%s': %s", tmp, path,
-                           strerror(errno));
-        goto done;
-    }
-#ifdef CNN__POSIX
-    cnn__remove_dead_temps(path);
-#endif
-done:
-    CNN_FREE(tmp);
+    rc = cnn__write_atomic("cnn_save", path, file.p, file.len);
     CNN_FREE(file.p);
     return rc;
 }
@@ -7583,6 +7688,278 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
     if (!m) cnn_set_error(CNN_ERR_FORMAT, "'%s': %s", path, cnn_last_error());
     CNN_FREE(buf);
     return m;
+}
+
+/* ======================================================================== */
+/* BackupAndRestore: the training state at an epoch's end, and back         */
+/* ======================================================================== */
+
+/* backup.cnn: "CNNBAKUP", u32 version (1), u64 payload length, payload, u32 CRC-32
+   of the payload, all little-endian. The payload:
+     u32 next epoch, u32 the History's first epoch, u32 batch size, u32 steps per epoch,
+     u32 pass, u32 batches taken in it, u32 has a shuffle seed, u64 shuffle seed,
+     the History: u32 epochs, u32 keys, per key its name and each epoch's value (f64 bits),
+     the callbacks: u32 count, per callback u32 kind, f64 best, u32 wait, u32 cooldown
+       left, u32 best epoch + 1, u32 best weights held (then the parameters and the
+       state as f32),
+     the model: u32 its format version, u64 length, the payload of its model file. */
+#define CNN__BACKUP_VERSION 1u
+
+static void cnn__put_f64(cnn__buf *b, double v) { uint64_t u; memcpy(&u, &v, 8); cnn__put_u64(b, u); }
+static double cnn__get_f64(cnn__reader *r) { uint64_t u = cnn__get_u64(r); double v; memcpy(&v, &u, 8); return v; }
+
+static int cnn__backup_write(cnn_callback *cb, cnn__fit_state *st, const cnn__fit_run *r, int epoch) {
+    const cnn_model *m = st->m;
+    const cnn_history *h = st->h;
+    cnn__buf p, model, file;
+    int n_cb = 0, rc;
+    memset(&p, 0, sizeof p);
+    memset(&model, 0, sizeof model);
+    memset(&file, 0, sizeof file);
+#ifdef _WIN32
+    if (_mkdir(cb->filename) != 0 && errno != EEXIST)
+#else
+    if (mkdir(cb->filename, 0777) != 0 && errno != EEXIST)
+#endif
+        return cnn_set_error(CNN_ERR_IO, "BackupAndRestore: cannot make the folder '%s': %s", cb->filename,
+                             strerror(errno));
+    cnn__put_u32(&p, (uint32_t)(epoch + 1));
+    cnn__put_u32(&p, (uint32_t)r->first_epoch);
+    cnn__put_u32(&p, (uint32_t)r->bs);
+    cnn__put_u32(&p, (uint32_t)r->steps);
+    cnn__put_u32(&p, (uint32_t)r->pass);
+    cnn__put_u32(&p, (uint32_t)r->in_pass);
+    cnn__put_u32(&p, r->shuffle_seed ? 1u : 0u);
+    cnn__put_u64(&p, r->shuffle_seed ? *r->shuffle_seed : 0);
+    cnn__put_u32(&p, (uint32_t)h->epochs);
+    cnn__put_u32(&p, (uint32_t)h->n_keys);
+    for (int k = 0; k < h->n_keys; k++) {
+        cnn__put_str(&p, h->keys[k]);
+        for (int e = 0; e < h->epochs; e++) cnn__put_f64(&p, h->values[k][e]);
+    }
+    for (cnn_callback **c = r->o->callbacks; c && *c; c++) n_cb++;
+    cnn__put_u32(&p, (uint32_t)n_cb);
+    for (cnn_callback **c = r->o->callbacks; c && *c; c++) {
+        const cnn_callback *k = *c;
+        cnn__put_u32(&p, (uint32_t)k->kind);
+        cnn__put_f64(&p, k->best);
+        cnn__put_u32(&p, (uint32_t)k->wait);
+        cnn__put_u32(&p, (uint32_t)k->cooldown_left);
+        cnn__put_u32(&p, (uint32_t)(k->best_epoch + 1));
+        cnn__put_u32(&p, k->best_params ? 1u : 0u);
+        if (k->best_params) {
+            cnn__put_floats(&p, k->best_params, m->n_params);
+            cnn__put_floats(&p, k->best_state, m->n_state);
+        }
+    }
+    cnn__serialize(m, &model);
+    cnn__put_u32(&p, cnn__format_version(m));
+    cnn__put_u64(&p, model.len);
+    cnn__put(&p, model.p, model.len);
+    CNN_FREE(model.p);
+    cnn__put(&file, "CNNBAKUP", 8);
+    cnn__put_u32(&file, CNN__BACKUP_VERSION);
+    cnn__put_u64(&file, p.len);
+    cnn__put(&file, p.p, p.len);
+    cnn__put_u32(&file, p.failed ? 0 : cnn__crc32(p.p, p.len));
+    if (model.failed || p.failed || file.failed)
+        rc = cnn_set_error(CNN_ERR_MEMORY, "BackupAndRestore: out of memory serialising the training state");
+    else rc = cnn__write_atomic("BackupAndRestore", cb->filepath, file.p, file.len);
+    CNN_FREE(p.p);
+    CNN_FREE(file.p);
+    return rc;
+}
+
+/* Do a and b have the same layers (kinds, names, shapes, weights), the same
+   optimizer? Says the first difference in why. */
+static int cnn__same_training(const cnn_model *a, const cnn_model *b, char *why, size_t cap) {
+    if (a->n_nodes != b->n_nodes) {
+        snprintf(why, cap, "it has %d layers, the model %d", a->n_nodes, b->n_nodes);
+        return 0;
+    }
+    for (int i = 0; i < a->n_nodes; i++) {
+        const cnn_node *x = a->nodes[i], *y = b->nodes[i];
+        if (x->type != y->type || strcmp(x->name, y->name) || x->h != y->h || x->w != y->w || x->c != y->c ||
+            x->p_count != y->p_count || x->s_count != y->s_count) {
+            snprintf(why, cap, "its layer %d is '%s' (%s %dx%dx%d), the model's '%s' (%s %dx%dx%d)", i, x->name,
+                     cnn__type_names[x->type], x->h, x->w, x->c, y->name, cnn__type_names[y->type], y->h, y->w,
+                     y->c);
+            return 0;
+        }
+    }
+    if (!a->compiled || a->opt.type != b->opt.type || a->loss != b->loss) {
+        snprintf(why, cap, "it was compiled with another optimizer or loss");
+        return 0;
+    }
+    return 1;
+}
+
+/* The callbacks' state as the backup holds it, until all of it has been read. */
+typedef struct cnn__backup_cb {
+    int kind, wait, cooldown_left, best_epoch;
+    double best;
+    float *params, *state;  /* EarlyStopping's best weights, or NULL */
+} cnn__backup_cb;
+
+/* Read what the backup holds after the History (the callbacks, the model) and,
+   when all of it is sound, put it in place. */
+static int cnn__backup_apply(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run *r, cnn__reader *rd) {
+    cnn_model *m = st->m, *t = NULL;
+    cnn__backup_cb *cbs = NULL;
+    char why[512];
+    int n_cb = 0, rc = CNN_OK;
+    for (cnn_callback **c = r->o->callbacks; c && *c; c++) n_cb++;
+    if (cnn__get_u32(rd) != (uint32_t)n_cb) {
+        return cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of a run with other callbacks than this fit's %d",
+                             cb->filepath, n_cb);
+    }
+    cbs = (cnn__backup_cb *)cnn__alloc((size_t)n_cb + 1, sizeof *cbs, "the backed-up callbacks");
+    if (!cbs) return CNN_ERR_MEMORY;
+    for (int i = 0; i < n_cb && !rc; i++) {
+        cnn__backup_cb *b = &cbs[i];
+        b->kind = (int)cnn__get_u32(rd);
+        b->best = cnn__get_f64(rd);
+        b->wait = (int)cnn__get_u32(rd);
+        b->cooldown_left = (int)cnn__get_u32(rd);
+        b->best_epoch = (int)cnn__get_u32(rd) - 1;
+        if (!rd->failed && b->kind != r->o->callbacks[i]->kind)
+            rc = cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of a run with other callbacks (number %d "
+                               "differs in kind)", cb->filepath, i + 1);
+        else if (cnn__get_u32(rd) && !rd->failed) {
+            if (m->n_params > (rd->len - rd->pos) / 4 || m->n_state > (rd->len - rd->pos) / 4) { rd->failed = 1; break; }
+            b->params = (float *)cnn__alloc(m->n_params ? m->n_params : 1, sizeof(float), "best weights");
+            b->state = (float *)cnn__alloc(m->n_state ? m->n_state : 1, sizeof(float), "best weights");
+            if (!b->params || !b->state) { rc = CNN_ERR_MEMORY; break; }
+            cnn__get_floats(rd, b->params, m->n_params);
+            cnn__get_floats(rd, b->state, m->n_state);
+        }
+    }
+    uint32_t version = cnn__get_u32(rd);
+    uint64_t len = cnn__get_u64(rd);
+    if (!rc && (rd->failed || version < 1 || version > CNN_FORMAT_VERSION || len != rd->len - rd->pos))
+        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (the callbacks' state)", cb->filepath);
+    if (!rc) {
+        cnn__reader mr = {rd->p + rd->pos, (size_t)len, 0, 0};
+        t = cnn_model_new();
+        if (!t) rc = CNN_ERR_MEMORY;
+        else if (cnn__deserialize(t, &mr, version))
+            rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: the model in '%s' does not load: %s", cb->filepath,
+                               cnn_last_error());
+        else if (!cnn__same_training(t, m, why, sizeof why))
+            rc = cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of another model: %s", cb->filepath, why);
+    }
+    if (!rc) { /* all read and checked: now the model and the callbacks take it */
+        memcpy(m->params, t->params, m->n_params * sizeof(float));
+        memcpy(m->state, t->state, m->n_state * sizeof(float));
+        memcpy(m->slot1, t->slot1, m->n_params * sizeof(float));
+        memcpy(m->slot2, t->slot2, m->n_params * sizeof(float));
+        m->step = t->step;
+        m->opt = t->opt;
+        m->seed = t->seed;
+        for (int i = 0; i < n_cb; i++) {
+            cnn_callback *k = r->o->callbacks[i];
+            k->best = cbs[i].best;
+            k->wait = cbs[i].wait;
+            k->cooldown_left = cbs[i].cooldown_left;
+            k->best_epoch = cbs[i].best_epoch;
+            if (cbs[i].params) {
+                CNN_FREE(k->best_params);
+                CNN_FREE(k->best_state);
+                k->best_params = cbs[i].params;
+                k->best_state = cbs[i].state;
+                cbs[i].params = cbs[i].state = NULL;
+            }
+        }
+    }
+    for (int i = 0; i < n_cb; i++) { CNN_FREE(cbs[i].params); CNN_FREE(cbs[i].state); }
+    CNN_FREE(cbs);
+    cnn_model_free(t);
+    return rc;
+}
+
+/* At the start of fit: no backup, a fresh start (CNN_OK); else the state of the
+   end of the backed-up epoch, and *next_epoch, or an error saying why not. */
+static int cnn__backup_restore(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run *r, int *next_epoch) {
+    FILE *probe = fopen(cb->filepath, "rb");
+    if (!probe) return errno == ENOENT ? CNN_OK
+                                       : cnn_set_error(CNN_ERR_IO, "BackupAndRestore: cannot open '%s': %s",
+                                                       cb->filepath, strerror(errno));
+    fclose(probe);
+    size_t len = 0;
+    unsigned char *bytes = cnn__read_file(cb->filepath, &len);
+    if (!bytes) return cnn_set_error(CNN_ERR_IO, "BackupAndRestore: %s", cnn_last_error());
+    int rc = CNN_OK;
+    cnn__reader head = {bytes, len, 0, 0};
+    char magic[8];
+    cnn__get(&head, magic, 8);
+    uint32_t version = cnn__get_u32(&head);
+    uint64_t plen = cnn__get_u64(&head);
+    if (head.failed || memcmp(magic, "CNNBAKUP", 8) || version != CNN__BACKUP_VERSION || plen != len - 24 ||
+        cnn__crc32(bytes + 20, (size_t)plen) !=
+            ((uint32_t)bytes[len - 4] | (uint32_t)bytes[len - 3] << 8 | (uint32_t)bytes[len - 2] << 16 |
+             (uint32_t)bytes[len - 1] << 24)) {
+        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is not a backup this cnn.h reads, or is damaged "
+                           "(delete it to start afresh)", cb->filepath);
+        goto done;
+    }
+    cnn__reader rd = {bytes + 20, (size_t)plen, 0, 0};
+    const int next = (int)cnn__get_u32(&rd), first = (int)cnn__get_u32(&rd), bs = (int)cnn__get_u32(&rd),
+              steps = (int)cnn__get_u32(&rd), pass = (int)cnn__get_u32(&rd), in_pass = (int)cnn__get_u32(&rd);
+    const uint32_t has_seed = cnn__get_u32(&rd);
+    const uint64_t seed = cnn__get_u64(&rd);
+    const int epochs = (int)cnn__get_u32(&rd), n_keys = (int)cnn__get_u32(&rd);
+    if (rd.failed || next < 1 || first < 0 || first >= next || pass < 0 || in_pass < 0 || in_pass > steps ||
+        epochs != next - first || n_keys > CNN_HISTORY_MAX_KEYS || (size_t)epochs > rd.len / 8) {
+        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its epoch counts)", cb->filepath);
+        goto done;
+    }
+    if (bs != r->bs || steps != r->steps || (has_seed != 0) != (r->shuffle_seed != NULL)) {
+        rc = cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of a run with batch size %d and %d steps per "
+                           "epoch%s; this fit has %d and %d%s", cb->filepath, bs, steps,
+                           has_seed ? " on arrays" : " on a batch source", r->bs, r->steps,
+                           r->shuffle_seed ? " on arrays" : " on a batch source");
+        goto done;
+    }
+    /* the History of the epochs before */
+    for (int k = 0; k < n_keys && !rc; k++) {
+        char key[sizeof st->h->keys[0]];
+        if (!cnn__get_str(&rd, key, sizeof key)) { rd.failed = 1; break; }
+        for (int e = 0; e < epochs && !rc; e++) {
+            st->h->epochs = e;
+            rc = cnn__history_put(st->h, key, cnn__get_f64(&rd));
+        }
+    }
+    st->h->epochs = 0;
+    if (!rc && rd.failed)
+        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its History)", cb->filepath);
+    if (!rc) rc = cnn__backup_apply(cb, st, r, &rd);
+    if (rc) { /* a fresh History again: nothing of the backup is half taken */
+        for (int k = 0; k < st->h->n_keys; k++) CNN_FREE(st->h->values[k]);
+        memset(st->h, 0, sizeof *st->h);
+        goto done;
+    }
+    st->h->epochs = epochs;
+    r->first_epoch = first;
+    *next_epoch = next;
+    if (r->shuffle_seed) *r->shuffle_seed = seed;
+    /* a pass per epoch starts the next pass; steps_per_epoch goes on in the pass */
+    r->pass = r->o->steps_per_epoch ? pass : pass + 1;
+    r->in_pass = r->o->steps_per_epoch ? in_pass : 0;
+    if (cb->verbose)
+        fprintf(st->out, "BackupAndRestore: resuming after epoch %d from %s\n", next, cb->filepath);
+done:
+    CNN_FREE(bytes);
+    return rc;
+}
+
+/* Training ended: the backup goes, and its folder when that is left empty. */
+static void cnn__backup_delete(const cnn_callback *cb) {
+    remove(cb->filepath);
+#ifdef _WIN32
+    _rmdir(cb->filename);
+#elif defined(CNN__POSIX)
+    rmdir(cb->filename);
+#endif
 }
 
 /* ======================================================================== */

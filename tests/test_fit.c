@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -1315,7 +1316,167 @@ static void test_clipping_keras(void) {
     }
 }
 
-int main(void) {
+/* ------------------------------------------------------------------------ */
+/* BackupAndRestore: killed and started again = never stopped               */
+/* ------------------------------------------------------------------------ */
+
+static int kill_in_epoch(cnn_model *m, int epoch, int batch, float loss, void *user) {
+    (void)m, (void)loss;
+    if (epoch == *(const int *)user && batch == 1) raise(SIGKILL); /* a crash in the middle of an epoch */
+    return 0;
+}
+
+/* The run both halves make: 5 epochs of a model with BatchNorm and Dropout on
+   shuffled arrays with validation, ReduceLROnPlateau (which lowers the rate at
+   the end of epoch 3 and is half way to the next time at the end of epoch 4),
+   EarlyStopping keeping its best weights, ModelCheckpoint (best only),
+   BackupAndRestore into dir, and a LambdaCallback that kills the process in
+   epoch kill_epoch + 1 (-1: never). steps 0 = a pass per epoch; 5 = epochs end
+   inside passes of 6 batches. Returns the History; *m_out the model. */
+static cnn_history *backup_run(const char *dir, int steps, int kill_epoch, cnn_model **m_out) {
+    cnn_dataset *d = quadrant_data(96, 4, 31), *v = quadrant_data(40, 4, 32);
+    cnn_model *m = quad_model((model_cfg){.seed = 33, .bn = 1, .dropout = 0.25f});
+    char ck_path[512];
+    snprintf(ck_path, sizeof ck_path, "%s-best.cnn", dir);
+    cnn_callback *cbs[6] = {
+        cnn_reduce_lr_on_plateau(.monitor = "val_loss", .patience = 2, .factor = 0.5f, .min_delta = 1.0f),
+        cnn_early_stopping(.monitor = "val_loss", .patience = 10, .restore_best_weights = 1),
+        cnn_model_checkpoint(.filepath = ck_path, .save_best_only = 1),
+        cnn_backup_and_restore(.backup_dir = dir),
+        cnn_lambda_callback(.on_batch_end = kill_in_epoch, .user = &kill_epoch), NULL};
+    cnn_history *h = cnn_fit(m, d, .epochs = 5, .batch_size = 16, .steps_per_epoch = steps, .validation_data = v,
+                             .callbacks = cbs, .out = devnull);
+    if (!h) printf("# backup run: %s\n", cnn_last_error());
+    for (int i = 0; i < 5; i++) cnn_callback_free(cbs[i]);
+    cnn_dataset_free(d);
+    cnn_dataset_free(v);
+    *m_out = m;
+    return h;
+}
+
+static int histories_equal(const cnn_history *a, const cnn_history *b, char *why, size_t cap) {
+    if (a->epochs != b->epochs || a->n_keys != b->n_keys) {
+        snprintf(why, cap, "%d epochs and %d keys, then %d and %d", a->epochs, a->n_keys, b->epochs, b->n_keys);
+        return 0;
+    }
+    for (int k = 0; k < a->n_keys; k++) {
+        const double *vb = cnn_history_get(b, a->keys[k]);
+        if (!vb || memcmp(a->values[k], vb, (size_t)a->epochs * sizeof(double))) {
+            snprintf(why, cap, "'%s' differs (epoch 1: %.17g, %.17g)", a->keys[k], a->values[k][0], vb ? vb[0] : 0);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void test_backup_and_restore(const char *self) {
+    for (int steps = 0; steps <= 5; steps += 5) {
+        char dir[256], dir2[256], path[300], why[200];
+        test_begin(steps ? "BackupAndRestore: 4 epochs, SIGKILL in the 5th, started again = 5 epochs straight (weights, "
+                           "History, callbacks; steps_per_epoch ending inside passes)"
+                         : "BackupAndRestore: 4 epochs, SIGKILL in the 5th, started again = 5 epochs straight (weights, "
+                           "History, callbacks; a pass per epoch)");
+        snprintf(dir, sizeof dir, "%s/backup-straight-%d", tmp_root, steps);
+        snprintf(dir2, sizeof dir2, "%s/backup-killed-%d", tmp_root, steps);
+        cnn_model *straight = NULL, *resumed = NULL;
+        cnn_history *h1 = backup_run(dir, steps, -1, &straight);
+        snprintf(path, sizeof path, "%s/backup.cnn", dir);
+        CHECK(access(path, F_OK) != 0 && access(dir, F_OK) != 0, "the backup is left after training ended");
+        /* the killed half runs in a process of its own: this program again */
+        char steps_arg[16];
+        snprintf(steps_arg, sizeof steps_arg, "%d", steps);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl(self, self, "--backup-child", dir2, steps_arg, (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the child was not killed (status %d)", status);
+        snprintf(path, sizeof path, "%s/backup.cnn", dir2);
+        CHECK(access(path, F_OK) == 0, "no backup after the kill");
+        cnn_history *h2 = backup_run(dir2, steps, -1, &resumed);
+        CHECK(h1 && h2, "fit failed");
+        if (h1 && h2) {
+            CHECK(histories_equal(h1, h2, why, sizeof why), "History: %s", why);
+            size_t n1 = 0, n2 = 0;
+            const float *p1 = cnn_model_params(straight, &n1), *p2 = cnn_model_params(resumed, &n2);
+            CHECK(n1 == n2 && !memcmp(p1, p2, n1 * sizeof(float)), "the weights differ");
+            CHECK(cnn_get_learning_rate(straight) == cnn_get_learning_rate(resumed), "lr %g, then %g",
+                  cnn_get_learning_rate(straight), cnn_get_learning_rate(resumed));
+            const double *lr = cnn_history_get(h1, "lr");
+            CHECK(lr && lr[3] < lr[0] && lr[4] == lr[3] && cnn_get_learning_rate(straight) < lr[4],
+                  "ReduceLROnPlateau did not act at the end of epochs 3 and 5, so its state was not tested");
+        }
+        CHECK(access(path, F_OK) != 0, "the backup is left after the resumed training ended");
+        cnn_history_free(h1);
+        cnn_history_free(h2);
+        cnn_model_free(straight);
+        cnn_model_free(resumed);
+    }
+
+    test_begin("BackupAndRestore: bad inputs, a damaged backup, another model's backup");
+    {
+        CHECK(cnn_backup_and_restore(.backup_dir = NULL) == NULL && strstr(cnn_last_error(), "backup_dir"),
+              "NULL backup_dir: %s", cnn_last_error());
+        CHECK(cnn_backup_and_restore_opt(NULL) == NULL, "NULL options accepted");
+        char dir[256], path[300];
+        snprintf(dir, sizeof dir, "%s/backup-bad", tmp_root);
+        snprintf(path, sizeof path, "%s/backup.cnn", dir);
+        cnn_dataset *d = quadrant_data(64, 4, 41);
+        cnn_model *m = quad_model((model_cfg){.seed = 42});
+        cnn_callback *bk = cnn_backup_and_restore(.backup_dir = dir, .keep_backup = 1), *cbs[2] = {bk, NULL};
+        cnn_history *h = cnn_fit(m, d, .epochs = 1, .batch_size = 16, .callbacks = cbs, .out = devnull);
+        CHECK(h && access(path, F_OK) == 0, "keep_backup: no backup kept (%s)", h ? "" : cnn_last_error());
+        cnn_history_free(h);
+        /* the kept backup says training is over: fit again resumes at epoch 1 of 1 and runs nothing */
+        size_t n = 0;
+        const float *p = cnn_model_params(m, &n);
+        float *before = (float *)malloc(n * sizeof(float));
+        memcpy(before, p, n * sizeof(float));
+        h = cnn_fit(m, d, .epochs = 1, .batch_size = 16, .callbacks = cbs, .out = devnull);
+        CHECK(h && h->epochs == 1 && !memcmp(before, cnn_model_params(m, &n), n * sizeof(float)),
+              "a finished run's backup trained again");
+        cnn_history_free(h);
+        /* another batch size */
+        h = cnn_fit(m, d, .epochs = 2, .batch_size = 8, .callbacks = cbs, .out = devnull);
+        CHECK(!h && strstr(cnn_last_error(), "batch size"), "another batch size: %s", cnn_last_error());
+        /* another model */
+        cnn_model *other = quad_model((model_cfg){.seed = 42, .bn = 1});
+        h = cnn_fit(other, d, .epochs = 2, .batch_size = 16, .callbacks = cbs, .out = devnull);
+        CHECK(!h && strstr(cnn_last_error(), "another model"), "another model: %s", cnn_last_error());
+        cnn_model_free(other);
+        /* a damaged file: one byte changed */
+        size_t len = 0;
+        unsigned char *bytes = read_bytes(path, &len);
+        if (bytes && len > 100) {
+            bytes[len / 2] ^= 0x40;
+            FILE *f = fopen(path, "wb");
+            fwrite(bytes, 1, len, f);
+            fclose(f);
+        }
+        free(bytes);
+        memcpy(before, cnn_model_params(m, &n), n * sizeof(float));
+        h = cnn_fit(m, d, .epochs = 2, .batch_size = 16, .callbacks = cbs, .out = devnull);
+        CHECK(!h && strstr(cnn_last_error(), "damaged"), "damaged backup: %s", cnn_last_error());
+        CHECK(!memcmp(before, cnn_model_params(m, &n), n * sizeof(float)), "a refused backup changed the model");
+        free(before);
+        cnn_callback_free(bk);
+        cnn_model_free(m);
+        cnn_dataset_free(d);
+        remove(path);
+        rmdir(dir);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--backup-child")) { /* the half of test_backup_and_restore that is killed */
+        cnn_model *m = NULL;
+        devnull = fopen("/dev/null", "w");
+        cnn_set_num_threads(1);
+        backup_run(argv[2], atoi(argv[3]), 4, &m);
+        return 3; /* not reached: killed in epoch 5 */
+    }
     strcpy(tmp_root, "/tmp/cnn_test_fit_XXXXXX");
     if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 1; }
     devnull = fopen("/dev/null", "w");
@@ -1338,6 +1499,7 @@ int main(void) {
     test_branching();
     test_clipping_keras();
     test_divergence();
+    test_backup_and_restore(argv[0]);
     fclose(devnull);
     remove_tree(tmp_root);
     return test_finish();
