@@ -4737,7 +4737,6 @@ CNN_IMPL cnn_node *cnn_avg_pool2d_opt(cnn_model *m, cnn_node *x, const cnn_pool2
     return cnn__pool(m, x, o, CNN__AVG_POOL);
 }
 
-/* number of window cells inside the input (Keras' average excludes padding) */
 /* The window offsets [*k0, *k1) that land inside an input side of n cells, for
    an output at o (stride s, padding pad, window k): the loops below visit only
    those, so a window far larger than the input (its side may be 65536) costs

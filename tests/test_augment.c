@@ -1106,6 +1106,81 @@ static void test_directory(void) {
     cnn_datagen_free(g);
 }
 
+/* stops a fit at the end of epoch user[0] (0-based); counts the epochs run in user[1] */
+static int stop_after_epoch(cnn_model *m, int epoch, const cnn_history *h, void *user) {
+    (void)m, (void)h;
+    ((int *)user)[1]++;
+    return epoch == ((const int *)user)[0];
+}
+
+/* BackupAndRestore with an augmentation flow: a run stopped after 2 epochs and
+   started again with a new model and a new flow (as a new process would) ends
+   where a run never stopped ends. Epochs of 5 batches over passes of 4 (the
+   stop falls inside a pass), random transforms made by 2 worker threads. */
+static void test_flow_backup(void) {
+    test_begin("BackupAndRestore on an augmentation flow: stopped after 2 epochs and started again with a new "
+               "flow = 4 epochs straight (weights and History bit for bit)");
+    enum { N = 32 };
+    cnn_dataset *d = cnn_dataset_new(N, 6, 6, 1, 2);
+    for (int i = 0; i < N; i++) {
+        d->labels[i] = i % 2;
+        for (int p = 0; p < 36; p++)
+            d->images[i * 36 + p] = (unsigned char)(p < 18 && i % 2 ? 210 : 20 + (i * 11 + p * 17) % 60);
+    }
+    cnn_datagen *g = cnn_datagen_new(.rescale = 1.0f / 255, .rotation_range = 20, .width_shift_range = 0.2f,
+                                     .horizontal_flip = 1);
+    float w[2][3 * 3 * 2 + 2 + 32 * 2 + 2]; /* conv, then dense on the 4x4x2 flattened */
+    cnn_history *hist[2] = {NULL, NULL};
+    for (int run = 0; run < 2; run++) {
+        char dir[300];
+        snprintf(dir, sizeof dir, "%s/flow-backup-%d", tmp_root, run);
+        for (int part = 0; part < (run ? 2 : 1); part++) { /* run 1: stopped, then started again */
+            cnn_model *m = cnn_model_new();
+            cnn_model_set_seed(m, 5);
+            cnn_node *x = cnn_input(m, 6, 6, 1, "input");
+            x = cnn_conv2d(m, x, .filters = 2, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv");
+            x = cnn_flatten(m, x, .name = "flatten");
+            x = cnn_dropout(m, x, .rate = 0.3f, .name = "drop");
+            x = cnn_dense(m, x, .units = 2, .activation = CNN_SOFTMAX, .name = "out");
+            cnn_model_set_output(m, x);
+            cnn_compile(m, .loss = CNN_CATEGORICAL_CROSSENTROPY, .metrics = CNN_ACCURACY);
+            cnn_flow *f = cnn_datagen_flow(g, d, .batch_size = 8, .seed = 9, .workers = 2);
+            int stop_at[2] = {run && part == 0 ? 1 : -1, 0}; /* epoch to stop after, epochs run */
+            cnn_callback *cbs[3] = {cnn_backup_and_restore(.backup_dir = dir, .keep_backup = 1),
+                                    cnn_lambda_callback(.on_epoch_end = stop_after_epoch, .user = stop_at), NULL};
+            cnn_history *h = cnn_fit_source(m, cnn_flow_source(f), .epochs = 4, .steps_per_epoch = 5,
+                                            .callbacks = cbs);
+            CHECK(h != NULL, "fit: %s", cnn_last_error());
+            if (part == 0 && run) CHECK(h && h->epochs == 2, "the first part ran %d epochs", h ? h->epochs : -1);
+            if (part == 1) CHECK(stop_at[1] == 2, "the run started again ran %d epochs, not the last 2", stop_at[1]);
+            if (stop_at[0] < 0) {
+                hist[run] = h;
+                h = NULL;
+                size_t count = 0;
+                const float *p = cnn_model_params(m, &count);
+                CHECK(count * sizeof(float) == sizeof w[run], "%zu parameters", count);
+                if (count * sizeof(float) == sizeof w[run]) memcpy(w[run], p, sizeof w[run]);
+            }
+            cnn_history_free(h);
+            cnn_callback_free(cbs[0]);
+            cnn_callback_free(cbs[1]);
+            cnn_flow_free(f);
+            cnn_model_free(m);
+        }
+    }
+    CHECK(hist[0] && hist[1] && hist[0]->epochs == 4 && hist[1]->epochs == 4, "epochs %d, %d",
+          hist[0] ? hist[0]->epochs : -1, hist[1] ? hist[1]->epochs : -1);
+    for (int k = 0; hist[0] && hist[1] && k < hist[0]->n_keys; k++) {
+        const double *a = hist[0]->values[k], *b = cnn_history_get(hist[1], hist[0]->keys[k]);
+        CHECK(b && !memcmp(a, b, 4 * sizeof(double)), "History '%s' differs", hist[0]->keys[k]);
+    }
+    CHECK(!memcmp(w[0], w[1], sizeof w[0]), "the weights differ");
+    cnn_history_free(hist[0]);
+    cnn_history_free(hist[1]);
+    cnn_datagen_free(g);
+    cnn_dataset_free(d);
+}
+
 int main(void) {
     (void)test_rel_err;
     snprintf(tmp_root, sizeof tmp_root, "/tmp/cnn_augtest_XXXXXX");
@@ -1121,6 +1196,7 @@ int main(void) {
     test_flow_basics();
     test_flow_determinism();
     test_flow_fit();
+    test_flow_backup();
     test_save_to_dir();
     test_directory();
     for (int i = 0; i < n_fx; i++) free(fx[i].v);
