@@ -1,9 +1,10 @@
-/* cnn.h - v0.9 - convolutional neural networks in one C header, the Keras way.
+/* cnn.h - v0.10 - convolutional neural networks in one C header, the Keras way.
 
    Build, train, evaluate and save CNNs such as the Keras CIFAR-10 tutorial network:
-   a functional graph of named layers, Adam / SGD / RMSprop, cross-entropy and MSE
-   losses, a Keras-style fit() with progress bar, History and callbacks, and a
-   documented binary model format.
+   a functional graph of named layers, Adam / SGD / RMSprop (with Keras' gradient
+   clipping), cross-entropy and MSE losses, a Keras-style fit() with progress bar,
+   History and callbacks (BackupAndRestore among them: a killed run resumes exactly),
+   and a documented binary model format.
 
    USAGE
      In exactly one C or C++ file:
@@ -131,6 +132,12 @@
 
    REVISION HISTORY (what changed for users; the speed work of each version is
    logged in bench/README.md, "Performance log")
+     0.10 (2026-12-05) gradient clipping (cnn_optimizer's clipnorm, clipvalue,
+          global_clipnorm, as Keras'), saved in model file version 2 (written only
+          for a model that clips); BackupAndRestore (cnn_backup_and_restore): a
+          killed fit started again ends bit-identical to one never stopped;
+          TerminateOnNaN names the epoch, batch and loss; ModelCheckpoint does not
+          write a model whose weights are not finite.
      0.9  (2026-12-05) ZeroPadding2D and UpSampling2D (nearest); the CPU kernels
           chosen at run time (cnn_set_kernels, cnn_kernels, CNN_KERNELS,
           CNN_NO_AVX512): a build without -march flags runs the AVX-512 path
@@ -162,7 +169,7 @@
 #define __USE_MINGW_ANSI_STDIO 1 /* MinGW: C99 printf formats (%zu, %lld), where cnn.h comes first */
 #endif
 
-#define CNN_VERSION "0.9"       /* this header's version (see REVISION HISTORY) */
+#define CNN_VERSION "0.10"       /* this header's version (see REVISION HISTORY) */
 #define CNN_FORMAT_VERSION 2    /* the newest model file version (see MODEL FILE FORMAT) */
 
 #include <stddef.h>

@@ -15,8 +15,9 @@
      2. load the images             (uint8 pixels and integer labels)
      3. shuffle, limit, split off validation data
      4. build_network()             (the tutorial's model, layer by layer)
-     5. fit, with a CSVLogger callback (with --augment: fit on the tutorial's
-        ImageDataGenerator, batches made on a worker thread while the model trains)
+     5. fit, with callbacks: CSVLogger, BackupAndRestore (--backup), a LambdaCallback
+        (with --augment: fit on the tutorial's ImageDataGenerator, batches made on a
+        worker thread while the model trains)
      6. report: best validation accuracy, speed; save the model and the plot */
 
 /* One file of a program defines the implementation macros before including
@@ -47,6 +48,9 @@ static const char *usage =
     "  --threads T       CPU threads (default: all cores)\n"
     "  --save FILE       save the trained model to FILE\n"
     "  --history FILE    log loss and accuracy per epoch to a CSV file\n"
+    "  --backup DIR      back the training up into DIR at each epoch's end; run the\n"
+    "                    same command again after a crash and it goes on from there,\n"
+    "                    ending as if never stopped (DIR is removed when training ends)\n"
     "  --plot FILE       draw the training curves into a PNG file\n"
     "  --augment         train on randomly rotated (20 degrees), shifted (2%) and\n"
     "                    mirrored images, as the tutorial's ImageDataGenerator\n"
@@ -114,12 +118,19 @@ static cnn_model *build_network(int h, int w, int c, int num_classes, uint64_t s
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* on_epoch_end of the LambdaCallback: one more epoch trained (0 = go on) */
+static int count_epoch(cnn_model *m, int epoch, const cnn_history *h, void *user) {
+    (void)m, (void)epoch, (void)h;
+    ++*(int *)user;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     prog_name = "cifar10_cnn";
 
     /* 1. options ---------------------------------------------------------- */
     const char *data_dir = NULL, *val_dir = NULL;
-    const char *save_path = NULL, *history_path = NULL, *plot_path = NULL;
+    const char *save_path = NULL, *history_path = NULL, *plot_path = NULL, *backup_dir = NULL;
     const char *device = NULL, *split = NULL;
     int epochs = 10, batch_size = 32, limit = 0, threads = 0, verbose = 1, augment = 0;
     double val_split = 0.1;
@@ -152,6 +163,8 @@ int main(int argc, char **argv) {
             save_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--history"))) {
             history_path = v;
+        } else if ((v = arg_value(argc, argv, &i, "--backup"))) {
+            backup_dir = v;
         } else if ((v = arg_value(argc, argv, &i, "--plot"))) {
             plot_path = v;
         } else if (!strcmp(a, "--augment")) {
@@ -238,11 +251,20 @@ int main(int argc, char **argv) {
 
     /* 5. training -------------------------------------------------------- */
     /* Callbacks run at the end of each epoch; the list ends with NULL. */
-    cnn_callback *callbacks[2] = {NULL, NULL};
-    if (history_path) {
-        callbacks[0] = cnn_csv_logger(.filename = history_path);
-        if (!callbacks[0]) fail(EXIT_FAILURE, "%s", cnn_last_error());
+    cnn_callback *callbacks[4] = {NULL, NULL, NULL, NULL};
+    int n_callbacks = 0, epochs_run = 0;
+    if (history_path) { /* a run that resumes from a backup adds to its log */
+        callbacks[n_callbacks] = cnn_csv_logger(.filename = history_path, .append = backup_dir != NULL);
+        if (!callbacks[n_callbacks++]) fail(EXIT_FAILURE, "%s", cnn_last_error());
     }
+    if (backup_dir) { /* Keras' BackupAndRestore: the whole training state, each epoch */
+        callbacks[n_callbacks] = cnn_backup_and_restore(.backup_dir = backup_dir, .verbose = verbose > 0);
+        if (!callbacks[n_callbacks++]) fail(EXIT_FAILURE, "%s", cnn_last_error());
+    }
+    /* a LambdaCallback counts the epochs this run trains, for the throughput (a
+       resumed run's History also holds the epochs from before) */
+    callbacks[n_callbacks] = cnn_lambda_callback(.on_epoch_end = count_epoch, .user = &epochs_run);
+    if (!callbacks[n_callbacks++]) fail(EXIT_FAILURE, "%s", cnn_last_error());
 
     /* With --augment the tutorial's ImageDataGenerator makes every batch: each
        image randomly rotated by up to 20 degrees, shifted by up to 2% of its
@@ -288,7 +310,7 @@ int main(int argc, char **argv) {
     }
     /* Throughput counts the training images of every epoch run over the wall
        time of the whole fit (so it includes the validation passes). */
-    double images = augment ? (double)steps * batch_size * hist->epochs : (double)train->n * hist->epochs;
+    double images = augment ? (double)steps * batch_size * epochs_run : (double)train->n * epochs_run;
     printf("throughput: %.1f img/s\n", seconds > 0 ? images / seconds : 0.0);
     report_device(m, stdout); /* on OpenCL: where the last batch's time went */
 
@@ -313,7 +335,7 @@ int main(int argc, char **argv) {
     cnn_history_free(hist);
     cnn_flow_free(flow);
     cnn_datagen_free(datagen);
-    if (callbacks[0]) cnn_callback_free(callbacks[0]);
+    for (int i = 0; i < n_callbacks; i++) cnn_callback_free(callbacks[i]);
     cnn_model_free(m);
     if (val) cnn_dataset_free(val);
     cnn_dataset_free(train);
