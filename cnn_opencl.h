@@ -532,12 +532,13 @@ static const char cnn__cl_source[] = CNN__CL_STR(
         size_t i = get_global_id(0);
         int c = (int)(i % (size_t)C), ox = (int)(i / (size_t)C % (size_t)Wo);
         int oy = (int)(i / ((size_t)C * Wo) % (size_t)Ho), b = (int)(i / ((size_t)C * Wo * Ho));
+        /* only the window's cells inside the input: a window far larger than the
+           input costs what the input holds */
+        int y0 = max(oy * sh - pt, 0), y1 = min(oy * sh - pt + kh, H), x0 = max(ox * sw - pl, 0),
+            x1 = min(ox * sw - pl + kw, W);
         float s = 0.0f;
-        for (int ky = 0; ky < kh; ky++)
-            for (int kx = 0; kx < kw; kx++) {
-                int iy = oy * sh - pt + ky, ix = ox * sw - pl + kx;
-                if (iy >= 0 && iy < H && ix >= 0 && ix < W) s += x[(((size_t)b * H + iy) * W + ix) * C + c];
-            }
+        for (int iy = y0; iy < y1; iy++)
+            for (int ix = x0; ix < x1; ix++) s += x[(((size_t)b * H + iy) * W + ix) * C + c];
         y[i] = s * (1.0f / (float)window_count(H, W, oy, ox, kh, kw, sh, sw, pt, pl));
     }
     /* dx += dy / count of every output whose window holds this input value */
@@ -546,10 +547,15 @@ static const char cnn__cl_source[] = CNN__CL_STR(
         size_t i = get_global_id(0);
         int c = (int)(i % (size_t)C), ix = (int)(i / (size_t)C % (size_t)W);
         int iy = (int)(i / ((size_t)C * W) % (size_t)H), b = (int)(i / ((size_t)C * W * H));
+        /* the window offsets that some output's window puts on this input: ky in
+           [iy + pt - (Ho - 1) * sh, iy + pt], so the loops are as long as the output
+           is wide, however large the window */
+        int ky0 = max(iy + pt - (Ho - 1) * sh, 0), ky1 = min(iy + pt + 1, kh);
+        int kx0 = max(ix + pl - (Wo - 1) * sw, 0), kx1 = min(ix + pl + 1, kw);
         float s = 0.0f;
-        for (int ky = 0; ky < kh; ky++) {
+        for (int ky = ky0; ky < ky1; ky++) {
             int oy = window_of(iy, pt, ky, sh, Ho);
-            for (int kx = 0; kx < kw && oy >= 0; kx++) {
+            for (int kx = kx0; kx < kx1 && oy >= 0; kx++) {
                 int ox = window_of(ix, pl, kx, sw, Wo);
                 if (ox >= 0)
                     s += dy[(((size_t)b * Ho + oy) * Wo + ox) * C + c] *

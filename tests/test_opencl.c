@@ -648,14 +648,16 @@ static cnn_node *net_act(cnn_model *m, cnn_node *x, int v) {
     return cnn_activation(m, x, .activation = v == 7 ? CNN_SOFTMAX : acts[v], .name = "act");
 }
 
-/* AveragePooling2D (variants 0-3) and GlobalAveragePooling2D (4, 5), after a
-   conv that gives them an input gradient (5: on the input itself) */
+/* AveragePooling2D (variants 0-3, and 6: a window of 301 cells a side over a
+   6x6 input, 'same', which the kernels must not walk cell by cell) and
+   GlobalAveragePooling2D (4, 5), after a conv that gives them an input
+   gradient (5: on the input itself) */
 static cnn_node *net_avg(cnn_model *m, cnn_node *x, int v) {
-    static const struct { int k, s; cnn_padding pad; } g[] = {{2, 2, CNN_VALID}, {3, 2, CNN_VALID}, {3, 2, CNN_SAME}, {3, 1, CNN_SAME}};
+    static const struct { int k, s; cnn_padding pad; } g[] = {{2, 2, CNN_VALID}, {3, 2, CNN_VALID}, {3, 2, CNN_SAME}, {3, 1, CNN_SAME}, {0, 0, CNN_VALID}, {0, 0, CNN_VALID}, {301, 1, CNN_SAME}};
     if (v != 5) x = cnn_conv2d(m, x, .filters = 4, .kernel_size = {2, 2}, .activation = CNN_TANH, .name = "pre");
-    if (v >= 4) x = cnn_global_avg_pool2d(m, x, .name = "gap");
+    if (v == 4 || v == 5) x = cnn_global_avg_pool2d(m, x, .name = "gap");
     else x = cnn_avg_pool2d(m, x, .pool_size = {g[v].k, g[v].k}, .strides = {g[v].s, g[v].s}, .padding = g[v].pad, .name = "avg");
-    if (v >= 4) return cnn_dense(m, x, .units = 3, .activation = CNN_SOFTMAX, .name = "head");
+    if (v == 4 || v == 5) return cnn_dense(m, x, .units = 3, .activation = CNN_SOFTMAX, .name = "head");
     return cnn_conv2d(m, x, .filters = 3, .kernel_size = {1, 1}, .activation = CNN_SIGMOID, .name = "head");
 }
 
@@ -958,6 +960,7 @@ static void test_layers(void) {
     SPEC(net_avg, 3, 7, 7, 3, CNN_MSE, 0, NULL, "AveragePooling2D 3x3 stride 1 same");
     SPEC(net_avg, 4, 7, 6, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 1, NULL, "GlobalAveragePooling2D after a conv");
     SPEC(net_avg, 5, 5, 5, 3, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 1, NULL, "GlobalAveragePooling2D on the input");
+    SPEC(net_avg, 6, 7, 7, 3, CNN_MSE, 0, NULL, "AveragePooling2D 301x301 same on 6x6");
     layer_group("AveragePooling2D and GlobalAveragePooling2D", sp, n, 5, 2);
 
     n = 0;
