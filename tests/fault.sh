@@ -2,7 +2,7 @@
 # fault.sh - `make fault`: the long fault runs, under ASan, UBSan and LeakSanitizer.
 #   - every allocation of the whole pipeline failing in turn (tests/test_augment_io.c, with the
 #     rest of that file), the flow's batches made inline and on 2 worker threads;
-#   - 300 SIGKILLs while cnn_save and ModelCheckpoint write (tests/test_api.c).
+#   - 300 SIGKILLs while cnn_save, ModelCheckpoint and BackupAndRestore write (tests/test_api.c).
 # make test runs the same with the batches inline and 24 kills. Ends with "N passed, N failed".
 cd "$(dirname "$0")/.." || exit 2
 B=build/tests

@@ -1684,9 +1684,11 @@ static void test_save_load_allocation_failures(void) {
    a failure to store the class names was ignored: the saved model lacked them. */
 static void test_fit_allocation_failures(void) {
     static const char *const names[3] = {"circle", "square", "star"};
-    test_begin("cnn_fit with each allocation failing in turn");
-    char path[512];
+    test_begin("cnn_fit (EarlyStopping, ModelCheckpoint, BackupAndRestore) with each allocation failing in turn");
+    char path[512], bk_dir[512], bk_path[600];
     tmp_path(path, sizeof path, "fit_alloc.cnn");
+    tmp_path(bk_dir, sizeof bk_dir, "fit_alloc_backup");
+    snprintf(bk_path, sizeof bk_path, "%s/backup.cnn", bk_dir);
     cnn_dataset *d = cnn_dataset_new(12, 8, 8, 1, 3);
     CHECK(d && cnn_dataset_set_class_names(d, names, 3) == CNN_OK, "dataset: %s", err());
     if (!d) return;
@@ -1695,9 +1697,11 @@ static void test_fit_allocation_failures(void) {
     long k, points = 0, failed = 0;
     for (k = 1; k < 100000; k++) {
         cnn_model *m = small_model(1);
-        cnn_callback *cb[3] = {cnn_early_stopping(.patience = 1), cnn_model_checkpoint(.filepath = path), NULL};
-        CHECK(m && cb[0] && cb[1], "model and callbacks: %s", err());
-        if (!m || !cb[0] || !cb[1]) break;
+        cnn_callback *cb[4] = {cnn_early_stopping(.patience = 1), cnn_model_checkpoint(.filepath = path),
+                               cnn_backup_and_restore(.backup_dir = bk_dir), NULL};
+        CHECK(m && cb[0] && cb[1] && cb[2], "model and callbacks: %s", err());
+        if (!m || !cb[0] || !cb[1] || !cb[2]) break;
+        remove(bk_path); /* a failed fit keeps its backup: each round starts afresh */
         requests = 0, fail_at = k;
         clear_error();
         cnn_history *h = cnn_fit(m, d, .epochs = 2, .batch_size = 4, .validation_split = 0.25f, .callbacks = cb);
@@ -1710,13 +1714,53 @@ static void test_fit_allocation_failures(void) {
         cnn_history_free(h);
         cnn_callback_free(cb[0]);
         cnn_callback_free(cb[1]);
+        cnn_callback_free(cb[2]);
         cnn_model_free(m);
         if (made < k) { CHECK(h != NULL, "fit with no failure: %s", err()); break; }
         points++;
     }
     printf("#   cnn_fit: %ld allocation points, %ld of them ended in an error\n", points, failed);
+
+    test_begin("cnn_fit resuming from a backup with each allocation failing in turn: an error with a message, or "
+               "the whole run");
+    { /* a backup after epoch 1 of 2, kept, put back before each round */
+        cnn_model *m = small_model(1);
+        cnn_callback *cb[3] = {cnn_early_stopping(.patience = 1),
+                               cnn_backup_and_restore(.backup_dir = bk_dir, .keep_backup = 1), NULL};
+        remove(bk_path);
+        cnn_history *h = m && cb[0] && cb[1] ? cnn_fit(m, d, .epochs = 1, .batch_size = 4, .callbacks = cb) : NULL;
+        size_t len = 0;
+        unsigned char *saved = h ? read_bytes(bk_path, &len) : NULL;
+        CHECK(saved != NULL, "no backup to resume from: %s", err());
+        cnn_history_free(h);
+        cnn_model_free(m);
+        long rpoints = 0, rfailed = 0;
+        for (k = 1; saved && k < 100000; k++) {
+            FILE *f = fopen(bk_path, "wb");
+            if (f) { fwrite(saved, 1, len, f); fclose(f); }
+            m = small_model(1);
+            requests = 0, fail_at = k;
+            clear_error();
+            h = m ? cnn_fit(m, d, .epochs = 2, .batch_size = 4, .callbacks = cb) : NULL;
+            const long made = requests;
+            fail_at = 0;
+            if (h) CHECK(h->epochs == 2, "allocation %ld failing: the resumed History has %d epochs", k, h->epochs);
+            else CHECK(mentions(NULL), "allocation %ld failing: NULL without a message", k);
+            rfailed += h == NULL;
+            cnn_history_free(h);
+            cnn_model_free(m);
+            if (made < k) { CHECK(h != NULL, "resume with no failure: %s", err()); break; }
+            rpoints++;
+        }
+        printf("#   cnn_fit resuming: %ld allocation points, %ld of them ended in an error\n", rpoints, rfailed);
+        free(saved);
+        cnn_callback_free(cb[0]);
+        cnn_callback_free(cb[1]);
+    }
     cnn_dataset_free(d);
     remove(path);
+    remove(bk_path);
+    rmdir(bk_dir);
 }
 
 /* A model of about 1.6 MB on disk (Dense weights and Adam's two slots), so that
@@ -1739,13 +1783,15 @@ static cnn_model *big_model(void) {
    the next save must remove what the dead writer left. 24 kills, more until 3
    have landed during a write (CNN_TEST_KILLS sets the 24). */
 static void test_kill_during_save(void) {
-    test_begin("SIGKILL while cnn_save and ModelCheckpoint write: the target always loads, leftovers go");
+    test_begin("SIGKILL while cnn_save, ModelCheckpoint and BackupAndRestore write: the target always loads (the "
+               "backup always restores), leftovers go");
     const char *env = getenv("CNN_TEST_KILLS");
     const int kills = env && atoi(env) > 0 ? atoi(env) : 24;
-    char dir[512], path[600];
+    char dir[512], path[600], bk_dir[600];
     tmp_path(dir, sizeof dir, "kill");
     mkdir(dir, 0700);
     snprintf(path, sizeof path, "%s/model.cnn", dir);
+    snprintf(bk_dir, sizeof bk_dir, "%s/backup", dir);
     cnn_model *m = big_model();
     CHECK(m && cnn_save(m, path) == CNN_OK, "first save: %s", err());
     if (!m) return;
@@ -1754,17 +1800,18 @@ static void test_kill_during_save(void) {
     if (!d) { cnn_model_free(m); return; }
     for (int i = 0; i < 4 * 192; i++) d->images[i] = (unsigned char)(i * 13);
     for (int i = 0; i < 4; i++) d->labels[i] = i % 3;
-    int corrupt = 0, mid_write = 0, left_after = 0;
+    int corrupt = 0, mid_write = 0, left_after = 0, bk_rounds = 0, bk_mid_write = 0, bk_bad = 0;
     uint64_t r = 99;
     int k;
     for (k = 0; k < kills || (mid_write < 3 && k < 8 * kills); k++) { /* until 3 kills landed mid-write */
-        const int checkpoint = k % 2; /* odd rounds: ModelCheckpoint inside fit */
+        const int checkpoint = k % 3 == 1, backup = k % 3 == 2; /* ModelCheckpoint, BackupAndRestore in fit */
         fflush(stdout);
         pid_t child = fork();
         if (child == 0) {
             cnn_set_num_threads(1); /* the child of a threaded parent stays on one thread */
-            if (checkpoint) {
-                cnn_callback *cb[2] = {cnn_model_checkpoint(.filepath = path), NULL};
+            if (checkpoint || backup) {
+                cnn_callback *cb[2] = {checkpoint ? cnn_model_checkpoint(.filepath = path)
+                                                  : cnn_backup_and_restore(.backup_dir = bk_dir), NULL};
                 cnn_fit(m, d, .epochs = 1000000, .batch_size = 4, .callbacks = cb);
             } else {
                 size_t np;
@@ -1783,6 +1830,21 @@ static void test_kill_during_save(void) {
         nanosleep(&wait, NULL);
         kill(child, SIGKILL);
         waitpid(child, NULL, 0);
+        if (backup) { /* the backup restores (or is not there yet): a fit of 1 epoch takes it */
+            cnn_model *m2 = big_model();
+            cnn_callback *cb[2] = {cnn_backup_and_restore(.backup_dir = bk_dir, .keep_backup = 1), NULL};
+            bk_rounds++;
+            bk_mid_write += count_entries(bk_dir, ".tmp") > 0;
+            cnn_history *h = m2 && cb[0] ? cnn_fit(m2, d, .epochs = 1, .batch_size = 4, .callbacks = cb) : NULL;
+            if (!h) printf("#   after kill %d the backup does not restore: %s\n", k, err());
+            bk_bad += h == NULL;
+            cnn_history_free(h);
+            cnn_callback_free(cb[0]);
+            cnn_model_free(m2);
+            remove_tree(bk_dir);
+            rmdir(bk_dir);
+            continue;
+        }
         cnn_model *back = cnn_load(path);
         corrupt += back == NULL;
         if (!back) printf("#   after kill %d: %s\n", k, err());
@@ -1791,8 +1853,12 @@ static void test_kill_during_save(void) {
         CHECK(cnn_save(m, path) == CNN_OK, "the save after kill %d: %s", k, err());
         left_after += count_entries(dir, ".tmp");
     }
-    printf("#   %d kills (%d during a write, a temporary file left), %d targets that did not load, %d temporary "
-           "files after the next save\n", k, mid_write, corrupt, left_after);
+    printf("#   cnn_save and ModelCheckpoint: %d kills (%d during a write, a temporary file left), %d targets "
+           "that did not load, %d temporary files after the next save\n",
+           k - bk_rounds, mid_write, corrupt, left_after);
+    printf("#   BackupAndRestore: %d kills (%d during a write), %d backups that did not restore\n", bk_rounds,
+           bk_mid_write, bk_bad);
+    CHECK(bk_bad == 0, "%d of %d kills left a backup that does not restore", bk_bad, bk_rounds);
     CHECK(corrupt == 0, "%d of %d kills left a target that does not load", corrupt, k);
     CHECK(left_after == 0, "%d temporary files stayed after the next save", left_after);
     CHECK(mid_write > 0, "no kill landed during a write: the test proves nothing (kills %d)", k);
