@@ -9,9 +9,13 @@
    the first block's also a computation written out here, the last layer's
    cnn_predict's; in training mode BatchNorm must use the batch's statistics
    and leave the moving ones alone; batches larger than the buffers come in
-   chunks; bad arguments are errors naming the problem. Only public calls. */
+   chunks; bad arguments are errors naming the problem. Only public calls.
+   And cnn_augment.h's cnn_draw_text, which the examples label pictures with. */
 #define CNN_IMPLEMENTATION
+#define CNN_AUGMENT_IMPLEMENTATION
+#define CNN_AUGMENT_STB_IMPLEMENTATION
 #include "cnn.h"
+#include "cnn_augment.h"
 #include "test_util.h"
 
 #define H 32
@@ -277,6 +281,36 @@ int main(void) {
         CHECK(cnn_layer_output(unbuilt, "conv", x, 1, out) < 0 && strstr(cnn_last_error(), "no output yet"), "%s",
               cnn_last_error());
         cnn_model_free(unbuilt);
+    }
+
+    test_begin("cnn_draw_text: the plot font into RGB pixels, clipped, bad arguments refused");
+    {
+        enum { TW = 40, TH = 12 };
+        unsigned char px[TH][TW][3];
+        memset(px, 255, sizeof px);
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, 1, 1, "1a", 1, 0, 0, 0) == 11, "width of '1a'");
+        /* '1' is {4,12,4,4,4,4,14}: row 0 has its one pixel at column 2 */
+        CHECK(px[1][1 + 2][0] == 0 && px[1][1 + 1][0] == 255 && px[1][1 + 3][1] == 255, "the '1' glyph's top row");
+        int dark = 0;
+        for (int y = 0; y < TH; y++)
+            for (int x = 0; x < TW; x++) dark += px[y][x][0] == 0;
+        CHECK(dark == 10 + 14, "%d pixels drawn for '1a' (10 + 14 expected)", dark);
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, 2, 2, "A", 2, 9, 8, 7) == 10, "scale 2 width");
+        CHECK(px[2 + 2 * 2][2 + 2 * 1][0] == 9 && px[2 + 2 * 2][2 + 2 * 1][2] == 7, "upper case as lower case, colour");
+        /* clipped at every edge, far away too, and unknown characters are spaces: no crash (ASan) */
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, -7, -5, "wide text, clipped ~", 3, 1, 2, 3) > 0, "clipped");
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, TW - 3, TH - 3, "xyz", 1, 1, 2, 3) == 17, "clipped at the end");
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, 2147483600, 2147483600, "far", 64, 1, 2, 3) > 0, "far away");
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, -2147483600, 0, "far", 64, 1, 2, 3) > 0, "far left");
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, 0, 0, "", 1, 0, 0, 0) == 0, "empty text");
+        CHECK(cnn_draw_text(NULL, TW, TH, 0, 0, "a", 1, 0, 0, 0) < 0 && strstr(cnn_last_error(), "pixels"), "%s",
+              cnn_last_error());
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, 0, 0, NULL, 1, 0, 0, 0) < 0 && strstr(cnn_last_error(), "text"),
+              "%s", cnn_last_error());
+        CHECK(cnn_draw_text(&px[0][0][0], 0, TH, 0, 0, "a", 1, 0, 0, 0) < 0 && strstr(cnn_last_error(), "size"), "%s",
+              cnn_last_error());
+        CHECK(cnn_draw_text(&px[0][0][0], TW, TH, 0, 0, "a", 0, 0, 0, 0) < 0 && strstr(cnn_last_error(), "scale"),
+              "%s", cnn_last_error());
     }
 
     free(x);
