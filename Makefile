@@ -8,7 +8,8 @@ CFLAGS   ?= -O2
 OMPFLAGS ?= -fopenmp
 WARN      = -Wall -Wextra
 HEADERS   = cnn.h cnn_augment.h cnn_opencl.h
-EXAMPLES  = examples/cifar10_cnn examples/evaluate examples/predict examples/augment_preview
+EXAMPLES  = examples/cifar10_cnn examples/evaluate examples/predict examples/augment_preview \
+            examples/tiny_step examples/inspect
 # With OpenCL's and CLBlast's headers installed, the examples also take
 # --device opencl (cnn_opencl.h) and examples/devices is built; without them
 # everything builds and runs on the CPU.

@@ -386,6 +386,14 @@ CNN_DEF int cnn_history_plot_png(const cnn_history *h, const char *path);
 /* Write uint8 pixels [h][w][c] (c = 1..4) as PNG. */
 CNN_DEF int cnn_write_png(const char *path, int w, int h, int c, const unsigned char *pixels);
 
+/* Draw text into RGB pixels [h][w][3] with the training plot's 5x9 font:
+   each character a 6-pixel cell (times `scale` >= 1), top-left corner at
+   (x, y), upper case drawn as lower case, characters the font lacks (it has
+   digits, letters and .-+:()/%_=) as spaces, whatever falls outside the image
+   clipped. Returns the text's width in pixels, or a negative cnn_status. */
+CNN_DEF int cnn_draw_text(unsigned char *rgb, int w, int h, int x, int y, const char *text, int scale,
+                          unsigned char r, unsigned char g, unsigned char b);
+
 /* ======================================================================== */
 /* ImageDataGenerator: options, random transforms, standardization          */
 /* ======================================================================== */
@@ -2490,6 +2498,25 @@ CNN__AUG_IMPL int cnn_history_plot_png(const cnn_history *h, const char *path) {
     ok = cnn__png_write("cnn_history_plot_png", path, W, H, 3, cv.px, (size_t)W * 3);
     CNN_FREE(cv.px);
     return ok;
+}
+
+CNN__AUG_IMPL int cnn_draw_text(unsigned char *rgb, int w, int h, int x, int y, const char *text, int scale,
+                                unsigned char r, unsigned char g, unsigned char b) {
+    cnn__aug_canvas cv;
+    cnn__aug_rgb col;
+    if (!rgb || !text) return cnn_set_error(CNN_ERR_ARG, "cnn_draw_text: the %s NULL", rgb ? "text is" : "pixels are");
+    if (w <= 0 || h <= 0 || scale < 1 || scale > 64)
+        return cnn_set_error(CNN_ERR_ARG, "cnn_draw_text: bad image size %dx%d or scale %d (1..64)", w, h, scale);
+    if (strlen(text) > 4096) return cnn_set_error(CNN_ERR_ARG, "cnn_draw_text: the text is longer than 4096");
+    cv.px = rgb;
+    cv.w = w;
+    cv.h = h;
+    col.r = r;
+    col.g = g;
+    col.b = b;
+    if (x < w && y < h && x > INT_MIN / 2 && y > -9 * scale) /* else nothing shows (and x + width stays an int) */
+        cnn__aug_text(&cv, x, y, text, scale, col);
+    return cnn__aug_text_width(text, scale);
 }
 
 /* ======================================================================== */

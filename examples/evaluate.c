@@ -7,6 +7,7 @@
    Run:
      examples/evaluate --model cifar.cnn --data cifar-10-batches-bin
      examples/evaluate --model demo.cnn --data /usr/share/datasets/fashion-mnist --batch-size 256
+     examples/evaluate --model cifar.cnn --data cifar-10-batches-bin --plot confusion.png
 
    The lesson:
      1. load a model saved by cifar10_cnn (weights, preprocessing, class names)
@@ -14,7 +15,8 @@
      3. predict every image; the predicted class is the most probable one
      4. count, per class, how often the model was right: precision, recall, F1
         (the table scikit-learn's classification_report prints)
-     5. the confusion matrix: which classes get mistaken for which
+     5. the confusion matrix: which classes get mistaken for which (--plot:
+        also as a picture, darker = more of that row's images)
      6. Keras' model.evaluate: the loss and the accuracy, as the last line */
 
 #define CNN_IMPLEMENTATION
@@ -27,7 +29,7 @@
 #include "device.h" /* --device: the CPU, or OpenCL devices when built with them */
 
 static const char *usage =
-    "usage: evaluate --model FILE --data DIR [--batch-size N]\n"
+    "usage: evaluate --model FILE --data DIR [--batch-size N] [--plot FILE]\n"
     "Score a trained model on labelled images: per-class precision, recall and\n"
     "F1, the confusion matrix, then the loss and accuracy.\n"
     "\n"
@@ -36,6 +38,7 @@ static const char *usage =
     "                    file, an IDX folder such as Fashion-MNIST (its t10k\n"
     "                    part), or an image folder with one subfolder per class\n"
     "  --batch-size N    images per forward pass (default 32)\n"
+    "  --plot FILE       also draw the confusion matrix into a PNG file\n"
     "  --device D        where the model runs: cpu (default), opencl or\n"
     "                    opencl:DEVICES (see examples/devices)\n"
     "  --help            show this help\n";
@@ -120,11 +123,66 @@ static void print_confusion_matrix(const cnn_model *m, const cnn_dataset *d, con
     }
 }
 
+/* The confusion matrix as a heat map: one square cell per (true, predicted)
+   pair, rows the true classes (numbered and named on the left), columns the
+   predicted ones (numbered on top), each cell shaded by the fraction of its
+   row's images it holds, white 0 to dark blue 1, with the count written in
+   it. The diagonal holds the right answers; a dark cell elsewhere is a pair
+   of classes the model mixes up. Text: cnn_draw_text, the training plot's font. */
+static void plot_confusion_matrix(const cnn_model *m, const cnn_dataset *d, const int *confusion, int k,
+                                  const char *path) {
+    enum { CELL = 34, PAD = 10, LINE = 14 };
+    char buf[64];
+    int name_width = 0;
+    for (int c = 0; c < k; c++) { /* the widest row label, "3 cat", in pixels (6 a character) */
+        char name[24];
+        snprintf(buf, sizeof buf, "%d %s", c, class_label(m, d, c, name, sizeof name));
+        if (6 * (int)strlen(buf) > name_width) name_width = 6 * (int)strlen(buf);
+    }
+    const int x0 = PAD + name_width + 6, y0 = PAD + 2 * LINE + 4; /* the grid's top-left corner */
+    const char *title = "confusion matrix - rows: true class - columns: predicted class",
+               *footer = "shade: the fraction of the row (white = 0  dark blue = 1)";
+    int W = x0 + k * CELL + PAD, H = y0 + k * CELL + LINE + PAD;
+    if (W < 2 * PAD + 6 * (int)strlen(title)) W = 2 * PAD + 6 * (int)strlen(title);
+    unsigned char *px = (unsigned char *)malloc((size_t)W * H * 3);
+    if (!px) fail(EXIT_FAILURE, "out of memory for the confusion matrix picture");
+    memset(px, 255, (size_t)W * H * 3);
+    cnn_draw_text(px, W, H, PAD, PAD, title, 1, 0, 0, 0);
+    for (int c = 0; c < k; c++) {
+        snprintf(buf, sizeof buf, "%d", c); /* column numbers, centred over their cells */
+        cnn_draw_text(px, W, H, x0 + c * CELL + (CELL - 6 * (int)strlen(buf) + 1) / 2, y0 - LINE, buf, 1, 0, 0, 0);
+        char name[24];
+        snprintf(buf, sizeof buf, "%d %s", c, class_label(m, d, c, name, sizeof name));
+        cnn_draw_text(px, W, H, PAD, y0 + c * CELL + (CELL - 9) / 2, buf, 1, 0, 0, 0);
+    }
+    for (int t = 0; t < k; t++) {
+        int row = 0;
+        for (int p = 0; p < k; p++) row += confusion[t * k + p];
+        for (int p = 0; p < k; p++) {
+            const int n = confusion[t * k + p];
+            const double f = row ? (double)n / row : 0; /* 0 white .. 1 dark blue (8, 48, 107) */
+            const unsigned char rgb[3] = {(unsigned char)(255 - f * 247), (unsigned char)(255 - f * 207),
+                                          (unsigned char)(255 - f * 148)};
+            for (int y = 1; y < CELL; y++) /* a 1-pixel white line between cells */
+                for (int x = 1; x < CELL; x++)
+                    memcpy(px + ((size_t)(y0 + t * CELL + y) * W + x0 + p * CELL + x) * 3, rgb, 3);
+            snprintf(buf, sizeof buf, "%d", n);
+            const int light = f > 0.45 ? 255 : 0, tw = 6 * (int)strlen(buf) - 1;
+            if (tw <= CELL - 2)
+                cnn_draw_text(px, W, H, x0 + p * CELL + (CELL - tw + 1) / 2, y0 + t * CELL + (CELL - 7) / 2, buf, 1,
+                              (unsigned char)light, (unsigned char)light, (unsigned char)light);
+        }
+    }
+    cnn_draw_text(px, W, H, PAD, y0 + k * CELL + 4, footer, 1, 90, 90, 90);
+    if (cnn_write_png(path, W, H, 3, px) != CNN_OK) fail(EXIT_FAILURE, "--plot: %s", cnn_last_error());
+    free(px);
+}
+
 int main(int argc, char **argv) {
     prog_name = "evaluate";
 
     /* options */
-    const char *model_path = NULL, *data_path = NULL, *device = NULL;
+    const char *model_path = NULL, *data_path = NULL, *device = NULL, *plot_path = NULL;
     int batch_size = 32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -139,12 +197,15 @@ int main(int argc, char **argv) {
             batch_size = (int)arg_int("--batch-size", v, 1, 1 << 20);
         } else if ((v = arg_value(argc, argv, &i, "--device"))) {
             device = v;
+        } else if ((v = arg_value(argc, argv, &i, "--plot"))) {
+            plot_path = v;
         } else {
             fail(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         }
     }
     if (!model_path) fail(EXIT_USAGE, "--model FILE is required (see --help)");
     if (!data_path) fail(EXIT_USAGE, "--data DIR is required (see --help)");
+    if (plot_path) check_writable("--plot", plot_path);
 
     /* 1. the model: its file also holds the input preprocessing (rescale) and
        the class names, so nothing about training has to be repeated here. */
@@ -200,6 +261,10 @@ int main(int argc, char **argv) {
     /* 4. and 5. */
     classification_report(m, d, confusion, k);
     print_confusion_matrix(m, d, confusion, k);
+    if (plot_path) {
+        plot_confusion_matrix(m, d, confusion, k, plot_path);
+        printf("\nconfusion matrix drawn in %s\n", plot_path);
+    }
 
     /* 6. the model's own loss and accuracy (Keras: model.evaluate) */
     cnn_eval_result r;

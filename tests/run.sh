@@ -7,9 +7,9 @@ mkdir -p "$B"
 log=$B/all.log
 : > "$log"
 CC=${CC:-gcc}
-UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras test_reference"
+UNIT="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras test_reference test_inspect"
 # tests that are fast enough to repeat under the sanitizers
-SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras test_reference"
+SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augment test_resize test_split test_keras test_reference test_inspect"
 
 # run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
 run() {

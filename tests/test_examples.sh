@@ -2,7 +2,7 @@
 # tests/test_examples.sh - end-to-end checks of the example programs.
 #
 # Run from the repository root after `make examples` has built
-# examples/cifar10_cnn, examples/evaluate and examples/predict.
+# examples/cifar10_cnn, evaluate, predict, tiny_step and inspect.
 # Prints one "PASS name" or "FAIL name: why" line per check and exits
 # non-zero when any check failed. Needs only bash, coreutils and gzip: the
 # test images are written here as PGM/PPM files (real Fashion-MNIST test
@@ -62,7 +62,7 @@ check() {
     if "$@"; then pass "$name"; else fail "$name" "$why"; fi
 }
 
-for p in cifar10_cnn evaluate predict; do
+for p in cifar10_cnn evaluate predict tiny_step inspect; do
     if [ ! -x "$EX/$p" ]; then
         fail "examples_built" "$EX/$p is missing (run make examples first)"
         exit 1
@@ -104,7 +104,7 @@ head -c 4096 /dev/urandom >"$T/garbage.cnn"
 echo "this is not an image" >"$T/notimage.png"
 
 # ------------------------------------------------------------------ --help
-for p in cifar10_cnn evaluate predict; do
+for p in cifar10_cnn evaluate predict inspect; do
     if expect_ok "${p}_help" "$EX/$p" --help; then
         grep -q '^usage:' "$T/out" || fail "${p}_help_usage" "--help prints no usage line"
     fi
@@ -222,6 +222,21 @@ fi
 if [ -s "$T/rgb.cnn" ]; then
     expect_ok eval_rgb_model "$E" --model "$T/rgb.cnn" --data "$T/rgb"
 fi
+# --plot: the confusion matrix as a PNG, the text report unchanged
+if expect_ok eval_plot "$E" --model "$T/x.cnn" --data "$T/fm" --plot "$T/confusion.png"; then
+    check eval_plot_png sh -c "head -c 8 '$T/confusion.png' | od -An -tx1 | grep -q '89 50 4e 47'" "not a PNG"
+    check eval_plot_report grep -q '^confusion matrix (rows' "$T/out" "the text matrix is gone"
+fi
+expect_error eval_plot_unwritable "$E" --model "$T/x.cnn" --data "$T/fm" --plot /nonexistent/dir/c.png
+
+# ------------------------------------------------------------ tiny_step
+# the hand-checkable lesson: every tensor, the gradients and their check, no NaN
+if expect_ok tiny_step_runs "$EX/tiny_step"; then
+    check tiny_step_gradient_check grep -Eq '^gradient check: largest relative error [0-9.e+-]+ over all 51 parameters \(below 2e-2' \
+        "$T/out" "no passing gradient check line"
+    check tiny_step_no_nan sh -c "! grep -qiw -e nan -e inf '$T/out'" "NaN or Inf in the output"
+    check tiny_step_loss_by_hand [ "$(grep -c '^loss = ' "$T/out")" = 2 ] "no loss lines"
+fi
 
 # -------------------------------------------------------------- predict
 P=$EX/predict
@@ -251,6 +266,26 @@ fi
 if [ -s "$T/rgb.cnn" ]; then
     expect_ok predict_grey_to_rgb "$P" --model "$T/rgb.cnn" "$img1"
 fi
+
+# -------------------------------------------------------------- inspect
+I=$EX/inspect
+if expect_ok inspect_default_layer "$I" --model "$T/x.cnn" --image "$img1" --out "$T/ins"; then
+    for f in filters features saliency; do
+        check "inspect_${f}_png" sh -c "head -c 8 '$T/ins-$f.png' | od -An -tx1 | grep -q '89 50 4e 47'" \
+            "$T/ins-$f.png is not a PNG"
+    done
+    check inspect_prediction grep -Eq "predicted .+ with probability [0-9]\.[0-9]{4}\$" "$T/out" \
+        "output is '$(head -c 300 "$T/out" | tr '\n' '|')'"
+fi
+# a deeper layer, a vector layer, and a colour picture for a grey model
+expect_ok inspect_layer_pool_2 "$I" --model "$T/x.cnn" --image "$T/rgb/a/1.ppm" --out "$T/ins2" --layer pool_2
+expect_ok inspect_layer_dense "$I" --model "$T/x.cnn" --image "$img1" --out "$T/ins3" --layer fc2
+expect_error inspect_unknown_layer "$I" --model "$T/x.cnn" --image "$img1" --out "$T/ins4" --layer nonesuch
+expect_error inspect_no_model "$I" --image "$img1" --out "$T/ins5"
+expect_error inspect_no_out "$I" --model "$T/x.cnn" --image "$img1"
+expect_error inspect_not_an_image "$I" --model "$T/x.cnn" --image "$T/notimage.png" --out "$T/ins6"
+expect_error inspect_model_garbage "$I" --model "$T/garbage.cnn" --image "$img1" --out "$T/ins7"
+expect_error inspect_out_unwritable "$I" --model "$T/x.cnn" --image "$img1" --out /nonexistent/dir/x
 
 # --device opencl: the same model on OpenCL devices (when built with OpenCL),
 # here two PoCL CPU devices; a device index that does not exist is one error line
