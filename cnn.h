@@ -137,7 +137,9 @@
           for a model that clips); BackupAndRestore (cnn_backup_and_restore): a
           killed fit started again ends bit-identical to one never stopped;
           TerminateOnNaN names the epoch, batch and loss; ModelCheckpoint does not
-          write a model whose weights are not finite.
+          write a model whose weights are not finite; a layer's output for a batch
+          (cnn_layer_output, cnn_layer_output_training; fused layers included) and
+          layers by name or index (cnn_get_layer, cnn_model_layer, cnn_node_type).
      0.9  (2026-12-05) ZeroPadding2D and UpSampling2D (nearest); the CPU kernels
           chosen at run time (cnn_set_kernels, cnn_kernels, CNN_KERNELS,
           CNN_NO_AVX512): a build without -march flags runs the AVX-512 path
