@@ -643,9 +643,12 @@ CNN_DEF cnn_callback *cnn_lambda_callback_opt(const cnn_lambda_opts *o);
    never stopped (same seed and thread count): the same weights, and the same
    History, which then holds the epochs of before the kill as well. The run must be
    the same one: the same model, callbacks (kinds, in order), batch size and steps
-   per epoch, or fit refuses the backup and says why. When training ends (not when
-   it fails or is interrupted) the backup is deleted, unless keep_backup.
-   Backups are made at epoch ends only (Keras' save_freq="epoch"). */
+   per epoch, or fit refuses the backup and says why. The optimizer's settings,
+   learning rate included, come from the backup (as the rate a callback lowered
+   must). Give a CSVLogger .append = 1, or its file loses the epochs before the
+   kill. When training ends (not when it fails or is interrupted) the backup is
+   deleted, unless keep_backup; a diverged epoch (weights not finite) is not
+   backed up. Backups are made at epoch ends only (Keras' save_freq="epoch"). */
 typedef struct cnn_backup_opts {
     const char *backup_dir;   /* required: the folder, made when missing */
     int keep_backup;          /* 1 = keep it after training (Keras' delete_checkpoint=False) */
@@ -898,6 +901,10 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #endif
 #ifdef _WIN32
 #include <direct.h> /* _mkdir, _rmdir: BackupAndRestore's folder */
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h> /* MoveFileExA: saving over an existing file */
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
@@ -5815,8 +5822,9 @@ CNN_IMPL int cnn_compile_opt(cnn_model *m, const cnn_compile_opts *o) {
                                  clip_names[i], clips[i]);
     if ((clips[0] > 0) + (clips[1] > 0) + (clips[2] > 0) > 1)
         return cnn_set_error(CNN_ERR_ARG,
-                             "cnn_compile: give only one of clipnorm (%g), clipvalue (%g) and global_clipnorm (%g), "
-                             "as Keras does", clips[0], clips[1], clips[2]);
+                             "cnn_compile: give only one of clipnorm (%g), clipvalue (%g) and global_clipnorm (%g) "
+                             "(Keras refuses clipnorm with global_clipnorm, and ignores clipvalue beside either)",
+                             clips[0], clips[1], clips[2]);
     if (!m->slot1) {
         float *s1 = (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots");
         float *s2 = s1 ? (float *)cnn__alloc(m->n_params, sizeof(float), "optimizer slots") : NULL;
@@ -7425,6 +7433,8 @@ static void cnn__remove_dead_temps(const char *path) {
             continue;
         char *end;
         const long pid = strtol(digits, &end, 10);
+        if (*end == '-') /* "<pid>-<hex>": the writer's thread, see cnn__write_atomic */
+            for (end++; (*end >= '0' && *end <= '9') || (*end >= 'a' && *end <= 'f'); end++) {}
         if (*end || pid <= 0 || pid == (long)getpid()) continue;
         if (kill((int)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to ask */
         snprintf(full, sizeof full, "%s/%s", dir, name);
@@ -7435,18 +7445,20 @@ static void cnn__remove_dead_temps(const char *path) {
 #endif
 
 /* Write bytes to path as a whole or not at all: a temporary file beside the
-   target ("<path>.tmp<pid>"), flushed to the disk, then renamed over the target;
-   a reader sees the old file or the new one, never half of one. `who` names the
-   caller in errors. */
+   target ("<path>.tmp<pid>-<hex>"), flushed to the disk, then renamed over the
+   target; a reader sees the old file or the new one, never half of one. The hex
+   part is the address of this call's frame: calls running at once in threads of
+   one process have distinct frames, so two threads saving to one path never
+   write the same temporary file. `who` names the caller in errors. */
 static int cnn__write_atomic(const char *who, const char *path, const unsigned char *bytes, size_t len) {
     int rc = CNN_OK, ok;
     size_t plen = strlen(path);
-    char *tmp = (char *)CNN_MALLOC(plen + 32);
+    char *tmp = (char *)CNN_MALLOC(plen + 48);
     if (!tmp) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory", who);
 #ifdef CNN__POSIX
-    snprintf(tmp, plen + 32, "%s.tmp%ld", path, (long)getpid());
+    snprintf(tmp, plen + 48, "%s.tmp%ld-%lx", path, (long)getpid(), (unsigned long)(uintptr_t)&rc);
 #else
-    snprintf(tmp, plen + 32, "%s.tmp", path);
+    snprintf(tmp, plen + 48, "%s.tmp%lx", path, (unsigned long)(uintptr_t)&rc);
 #endif
     FILE *f = fopen(tmp, "wb");
     if (!f) {
@@ -7463,11 +7475,21 @@ static int cnn__write_atomic(const char *who, const char *path, const unsigned c
         rc = cnn_set_error(CNN_ERR_IO, "%s: cannot write '%s': %s", who, tmp, strerror(errno));
         goto done;
     }
+#ifdef _WIN32
+    /* rename() there refuses an existing target; MoveFileEx replaces it */
+    if (!MoveFileExA(tmp, path, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)) {
+        remove(tmp);
+        rc = cnn_set_error(CNN_ERR_IO, "%s: cannot rename '%s' to '%s' (Windows error %lu)", who, tmp, path,
+                           (unsigned long)GetLastError());
+        goto done;
+    }
+#else
     if (rename(tmp, path) != 0) {
         remove(tmp);
         rc = cnn_set_error(CNN_ERR_IO, "%s: cannot rename '%s' to '%s': %s", who, tmp, path, strerror(errno));
         goto done;
     }
+#endif
 #ifdef CNN__POSIX
     cnn__remove_dead_temps(path);
 #endif
@@ -7577,7 +7599,24 @@ static int cnn__read_layers(cnn_model *m, cnn__reader *r) {
                       r->len - r->pos);
         return CNN_ERR_FORMAT;
     }
-    if (cnn_model_set_output(m, m->nodes[output]) || m->n_nodes != (int)n_nodes) {
+    /* and one sample's layer outputs: a few bytes can describe gigabytes of them
+       (an UpSampling2D of 20000x20000), which a predict would then allocate */
+    double outputs = 0, largest = 0;
+    int big = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const double bytes = (double)m->nodes[i]->h * m->nodes[i]->w * m->nodes[i]->c * sizeof(float);
+        outputs += bytes;
+        if (bytes > largest) largest = bytes, big = i;
+    }
+    if (outputs > (double)cnn_memory_limit()) {
+        char what[160];
+        snprintf(what, sizeof what, "one sample's layer outputs (the largest: '%s', %dx%dx%d)", m->nodes[big]->name,
+                 m->nodes[big]->h, m->nodes[big]->w, m->nodes[big]->c);
+        return cnn_check_memory("cnn_load", what, outputs < 1.8e19 ? (unsigned long long)outputs : ~0ULL);
+    }
+    int rc = cnn_model_set_output(m, m->nodes[output]);
+    if (rc == CNN_ERR_MEMORY) return rc; /* its message says what did not fit */
+    if (rc || m->n_nodes != (int)n_nodes) {
         cnn_set_error(CNN_ERR_FORMAT, "the stored graph is inconsistent");
         return CNN_ERR_FORMAT;
     }
@@ -7714,7 +7753,10 @@ CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
     cnn__reader pr = {payload, (size_t)plen, 0, 0};
     cnn_model *m = cnn_model_new();
     if (m && cnn__deserialize(m, &pr, version)) { cnn_model_free(m); m = NULL; }
-    if (!m) cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", cnn_last_error());
+    /* running out of memory is not the file's fault: say which it was */
+    if (!m && strstr(cnn_last_error(), "out of memory"))
+        cnn_set_error(CNN_ERR_MEMORY, "out of memory loading a model: %s", cnn_last_error());
+    else if (!m) cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", cnn_last_error());
     return m;
 }
 
@@ -7747,6 +7789,18 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
 static void cnn__put_f64(cnn__buf *b, double v) { uint64_t u; memcpy(&u, &v, 8); cnn__put_u64(b, u); }
 static double cnn__get_f64(cnn__reader *r) { uint64_t u = cnn__get_u64(r); double v; memcpy(&v, &u, 8); return v; }
 
+/* The backup's folder, made when missing (one level, as Keras makes it). */
+static int cnn__backup_folder(const cnn_callback *cb) {
+#ifdef _WIN32
+    if (_mkdir(cb->filename) != 0 && errno != EEXIST)
+#else
+    if (mkdir(cb->filename, 0777) != 0 && errno != EEXIST)
+#endif
+        return cnn_set_error(CNN_ERR_IO, "BackupAndRestore: cannot make the folder '%s': %s", cb->filename,
+                             strerror(errno));
+    return CNN_OK;
+}
+
 static int cnn__backup_write(cnn_callback *cb, cnn__fit_state *st, const cnn__fit_run *r, int epoch) {
     const cnn_model *m = st->m;
     const cnn_history *h = st->h;
@@ -7755,13 +7809,12 @@ static int cnn__backup_write(cnn_callback *cb, cnn__fit_state *st, const cnn__fi
     memset(&p, 0, sizeof p);
     memset(&model, 0, sizeof model);
     memset(&file, 0, sizeof file);
-#ifdef _WIN32
-    if (_mkdir(cb->filename) != 0 && errno != EEXIST)
-#else
-    if (mkdir(cb->filename, 0777) != 0 && errno != EEXIST)
-#endif
-        return cnn_set_error(CNN_ERR_IO, "BackupAndRestore: cannot make the folder '%s': %s", cb->filename,
-                             strerror(errno));
+    if (!cnn__model_finite(m)) { /* a diverged run: the last good backup stays */
+        fprintf(st->out, "Epoch %d: BackupAndRestore: the weights are not finite (training diverged); the backup "
+                         "of epoch %d stays.\n", epoch + 1, epoch);
+        return CNN_OK;
+    }
+    if ((rc = cnn__backup_folder(cb))) return rc;
     cnn__put_u32(&p, (uint32_t)(epoch + 1));
     cnn__put_u32(&p, (uint32_t)r->first_epoch);
     cnn__put_u32(&p, (uint32_t)r->bs);
@@ -7919,6 +7972,8 @@ static int cnn__backup_apply(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run 
 /* At the start of fit: no backup, a fresh start (CNN_OK); else the state of the
    end of the backed-up epoch, and *next_epoch, or an error saying why not. */
 static int cnn__backup_restore(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run *r, int *next_epoch) {
+    int rc = cnn__backup_folder(cb); /* an unusable folder fails now, not after the first epoch */
+    if (rc) return rc;
     FILE *probe = fopen(cb->filepath, "rb");
     if (!probe) return errno == ENOENT ? CNN_OK
                                        : cnn_set_error(CNN_ERR_IO, "BackupAndRestore: cannot open '%s': %s",
@@ -7927,7 +7982,6 @@ static int cnn__backup_restore(cnn_callback *cb, cnn__fit_state *st, cnn__fit_ru
     size_t len = 0;
     unsigned char *bytes = cnn__read_file(cb->filepath, &len);
     if (!bytes) return cnn_set_error(CNN_ERR_IO, "BackupAndRestore: %s", cnn_last_error());
-    int rc = CNN_OK;
     cnn__reader head = {bytes, len, 0, 0};
     char magic[8];
     cnn__get(&head, magic, 8);
@@ -7947,9 +8001,12 @@ static int cnn__backup_restore(cnn_callback *cb, cnn__fit_state *st, cnn__fit_ru
     const uint32_t has_seed = cnn__get_u32(&rd);
     const uint64_t seed = cnn__get_u64(&rd);
     const int epochs = (int)cnn__get_u32(&rd), n_keys = (int)cnn__get_u32(&rd);
-    if (rd.failed || next < 1 || first < 0 || first >= next || pass < 0 || in_pass < 0 || in_pass > steps ||
+    /* batches in one pass over the source (a pass may span several short epochs) */
+    const long long per_pass = r->src->samples > 0 ? ((long long)r->src->samples + r->bs - 1) / r->bs : INT_MAX;
+    if (rd.failed || next < 1 || first < 0 || first >= next || pass < 0 || in_pass < 0 || in_pass > per_pass ||
         epochs != next - first || n_keys > CNN_HISTORY_MAX_KEYS || (size_t)epochs > rd.len / 8) {
-        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its epoch counts)", cb->filepath);
+        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its epoch counts; delete it to start "
+                           "afresh)", cb->filepath);
         goto done;
     }
     if (bs != r->bs || steps != r->steps || (has_seed != 0) != (r->shuffle_seed != NULL)) {

@@ -1599,6 +1599,33 @@ static void test_size_limits(void) {
 
 /* A model file that passes its checksum is still untrusted: layers that imply
    more weights than the file holds are refused before any of them is allocated */
+/* A model file describes its layers' outputs too: a few hundred bytes can
+   describe an UpSampling2D of gigabytes, which the first predict would allocate.
+   cnn_load holds one sample's outputs to the memory limit. */
+static void test_load_activation_limit(void) {
+    test_begin("cnn_load refuses layers whose outputs for one sample exceed the memory limit, naming the layer");
+    char path[512];
+    tmp_path(path, sizeof path, "upsample_big.cnn");
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 1, 1, 1, "in");
+    x = cnn_up_sampling2d(m, x, .size = {600, 600}, .name = "huge_up");
+    x = cnn_dense(m, cnn_global_avg_pool2d(m, x), .units = 2, .activation = CNN_SOFTMAX);
+    CHECK(cnn_model_set_output(m, x) == CNN_OK && cnn_save(m, path) == CNN_OK, "build and save: %s", err());
+    cnn_model_free(m);
+    const unsigned long long limit = cnn_memory_limit();
+    cnn_set_memory_limit(1000000); /* 600x600 floats are 1.44 MB */
+    clear_error();
+    cnn_model *back = cnn_load(path);
+    CHECK(back == NULL && mentions("huge_up") && mentions("memory limit"), "loaded under a 1 MB limit: %s",
+          back ? "loaded" : err());
+    cnn_model_free(back);
+    cnn_set_memory_limit(limit);
+    back = cnn_load(path);
+    CHECK(back != NULL, "does not load under the default limit: %s", err());
+    cnn_model_free(back);
+    remove(path);
+}
+
 static void test_load_implied_size(void) {
     test_begin("cnn_load refuses layers that imply more weights than the file holds, allocating little");
     char path[512], p2[512];
@@ -1670,7 +1697,8 @@ static void test_save_load_allocation_failures(void) {
         fail_at = 0;
         if (made < k) { CHECK(back != NULL, "load with no failure: %s", err()); cnn_model_free(back); break; }
         points++;
-        CHECK(back == NULL && mentions(NULL), "load, allocation %ld failing: %s", k, back ? "loaded" : "no message");
+        CHECK(back == NULL && mentions("out of memory") && !strstr(err(), "bad model file"),
+              "load, allocation %ld failing: %s", k, back ? "loaded" : err());
         cnn_model_free(back);
     }
     printf("#   cnn_load: %ld allocation points\n", points);
@@ -1982,6 +2010,7 @@ int main(void) {
     test_load_implied_size();
     test_save_load_allocation_failures();
     test_fit_allocation_failures();
+    test_load_activation_limit();
     test_kill_during_save();
     remove_tree(tmp_root);
     return test_finish();

@@ -1085,9 +1085,12 @@ static void test_divergence(void) {
     snprintf(path, sizeof path, "%s/diverge.cnn", tmp_root);
     snprintf(log_path, sizeof log_path, "%s/diverge.log", tmp_root);
     float lr0 = 0.01f;
+    char bk_dir[128];
+    snprintf(bk_dir, sizeof bk_dir, "%s/diverge-backup", tmp_root);
     cnn_callback *ck = cnn_model_checkpoint(.filepath = path), *nan_cb = cnn_terminate_on_nan(),
-                 *sc = cnn_lr_scheduler(.schedule = sched_diverge, .user = &lr0);
-    cnn_callback *cbs[4] = {sc, nan_cb, ck, NULL};
+                 *sc = cnn_lr_scheduler(.schedule = sched_diverge, .user = &lr0),
+                 *bk = cnn_backup_and_restore(.backup_dir = bk_dir, .keep_backup = 1);
+    cnn_callback *cbs[5] = {sc, nan_cb, ck, bk, NULL};
     FILE *log = fopen(log_path, "w+");
     cnn_history *h = cnn_fit(m, d, .epochs = 4, .batch_size = 16, .callbacks = cbs, .verbose = 2, .out = log);
     CHECK(h && h->epochs == 2 && h->stopped_early, "%d epochs, stopped_early %d: training went on",
@@ -1102,6 +1105,8 @@ static void test_divergence(void) {
           "the message does not say where and why training stopped:\n%s", text);
     CHECK(strstr(text, "not finite") && strstr(text, "is not written"),
           "ModelCheckpoint did not say it kept the last good file:\n%s", text);
+    CHECK(strstr(text, "the backup of epoch 1 stays"), "BackupAndRestore did not say it kept epoch 1's backup:\n%s",
+          text);
     const double *loss = h ? cnn_history_get(h, "loss") : NULL;
     CHECK(loss && isfinite(loss[0]) && !isfinite(loss[1]), "losses %g, %g", loss ? loss[0] : 0,
           loss ? loss[1] : 0);
@@ -1119,9 +1124,20 @@ static void test_divergence(void) {
     }
     cnn_model_free(back);
     cnn_history_free(h);
+    { /* the backup is epoch 1's: a fit of 1 epoch restores it and has nothing left to train */
+        cnn_model *again = quad_model((model_cfg){.seed = 22, .bn = 1});
+        h = cnn_fit(again, d, .epochs = 1, .batch_size = 16, .callbacks = cbs, .out = devnull);
+        const float *q = again ? cnn_model_params(again, &np) : NULL;
+        int good = h && h->epochs == 1 && q;
+        for (size_t i = 0; good && i < np; i++) good = isfinite(q[i]);
+        CHECK(good, "the backup does not restore epoch 1's finite weights (%s)", h ? "restored" : cnn_last_error());
+        cnn_history_free(h);
+        cnn_model_free(again);
+    }
     cnn_callback_free(ck);
     cnn_callback_free(nan_cb);
     cnn_callback_free(sc);
+    cnn_callback_free(bk);
     cnn_model_free(m);
 
     test_begin("SGD at learning rate 100 diverges, and trains with global_clipnorm 1");
@@ -1230,10 +1246,9 @@ static void test_clipping_keras(void) {
             cnn_get_weights(m, tensors[t][1], tensors[t][2], got, cnt);
             double e = test_rel_err(got, want, cnt);
             /* the change from the start, to show the clipped runs differ from the plain ones */
-            double moved = 0, base = 0;
+            double moved = 0;
             for (unsigned i = 0; i < cnt; i++) {
                 moved += ((double)want[i] - w0[t][i]) * ((double)want[i] - w0[t][i]);
-                base += (double)w0[t][i] * w0[t][i];
             }
             if (setup[2] == 0 && setup[3] == 0 && setup[4] == 0) unclipped_change[setup[0] != 0] += moved;
             CHECK(e <= 1e-5, "case %d (%s clipnorm %g clipvalue %g global_clipnorm %g): %s differs from Keras by "
@@ -1327,20 +1342,23 @@ static int kill_in_epoch(cnn_model *m, int epoch, int batch, float loss, void *u
 }
 
 /* The run both halves make: 5 epochs of a model with BatchNorm and Dropout on
-   shuffled arrays with validation, ReduceLROnPlateau (which lowers the rate at
-   the end of epoch 3 and is half way to the next time at the end of epoch 4),
-   EarlyStopping keeping its best weights, ModelCheckpoint (best only),
-   BackupAndRestore into dir, and a LambdaCallback that kills the process in
-   epoch kill_epoch + 1 (-1: never). steps 0 = a pass per epoch; 5 = epochs end
-   inside passes of 6 batches. Returns the History; *m_out the model. */
+   shuffled arrays with validation and callbacks whose state spans the kill:
+   ReduceLROnPlateau (min_delta 1: only epoch 1 improves; patience 1, cooldown 2:
+   it lowers the rate after epochs 2 and 4 and is cooling down after epoch 4),
+   EarlyStopping with restore_best_weights (patience 4: it waits from epoch 2
+   and stops after epoch 5, putting back epoch 1's weights), ModelCheckpoint
+   (best only), BackupAndRestore into dir, and a LambdaCallback that kills the
+   process in epoch kill_epoch + 1 (-1: never). steps 0 = a pass per epoch; 5 and
+   2 = epochs end inside passes of 6 batches. Returns the History; *m_out the model. */
 static cnn_history *backup_run(const char *dir, int steps, int kill_epoch, cnn_model **m_out) {
     cnn_dataset *d = quadrant_data(96, 4, 31), *v = quadrant_data(40, 4, 32);
     cnn_model *m = quad_model((model_cfg){.seed = 33, .bn = 1, .dropout = 0.25f});
     char ck_path[512];
     snprintf(ck_path, sizeof ck_path, "%s-best.cnn", dir);
     cnn_callback *cbs[6] = {
-        cnn_reduce_lr_on_plateau(.monitor = "val_loss", .patience = 2, .factor = 0.5f, .min_delta = 1.0f),
-        cnn_early_stopping(.monitor = "val_loss", .patience = 10, .restore_best_weights = 1),
+        cnn_reduce_lr_on_plateau(.monitor = "val_loss", .patience = 1, .cooldown = 2, .factor = 0.5f,
+                                 .min_delta = 1.0f),
+        cnn_early_stopping(.monitor = "val_loss", .patience = 4, .min_delta = 1.0f, .restore_best_weights = 1),
         cnn_model_checkpoint(.filepath = ck_path, .save_best_only = 1),
         cnn_backup_and_restore(.backup_dir = dir),
         cnn_lambda_callback(.on_batch_end = kill_in_epoch, .user = &kill_epoch), NULL};
@@ -1370,12 +1388,18 @@ static int histories_equal(const cnn_history *a, const cnn_history *b, char *why
 }
 
 static void test_backup_and_restore(const char *self) {
-    for (int steps = 0; steps <= 5; steps += 5) {
+    static const int steps_of[3] = {0, 5, 2};
+    for (int run = 0; run < 3; run++) {
+        const int steps = steps_of[run];
         char dir[256], dir2[256], path[300], why[200];
-        test_begin(steps ? "BackupAndRestore: 4 epochs, SIGKILL in the 5th, started again = 5 epochs straight (weights, "
-                           "History, callbacks; steps_per_epoch ending inside passes)"
-                         : "BackupAndRestore: 4 epochs, SIGKILL in the 5th, started again = 5 epochs straight (weights, "
-                           "History, callbacks; a pass per epoch)");
+        static const char *const names[3] = {
+            "BackupAndRestore: 4 epochs, SIGKILL in the 5th, started again = 5 epochs straight (weights, History, "
+            "callbacks; a pass per epoch)",
+            "BackupAndRestore: 4 epochs, SIGKILL in the 5th, started again = 5 epochs straight (weights, History, "
+            "callbacks; epochs of 5 batches in passes of 6)",
+            "BackupAndRestore: 4 epochs, SIGKILL in the 5th, started again = 5 epochs straight (weights, History, "
+            "callbacks; epochs of 2 batches in passes of 6)"};
+        test_begin(names[run]);
         snprintf(dir, sizeof dir, "%s/backup-straight-%d", tmp_root, steps);
         snprintf(dir2, sizeof dir2, "%s/backup-killed-%d", tmp_root, steps);
         cnn_model *straight = NULL, *resumed = NULL;
@@ -1399,14 +1423,17 @@ static void test_backup_and_restore(const char *self) {
         CHECK(h1 && h2, "fit failed");
         if (h1 && h2) {
             CHECK(histories_equal(h1, h2, why, sizeof why), "History: %s", why);
+            CHECK(h1->stopped_early == h2->stopped_early, "stopped_early %d, then %d", h1->stopped_early,
+                  h2->stopped_early);
             size_t n1 = 0, n2 = 0;
             const float *p1 = cnn_model_params(straight, &n1), *p2 = cnn_model_params(resumed, &n2);
             CHECK(n1 == n2 && !memcmp(p1, p2, n1 * sizeof(float)), "the weights differ");
             CHECK(cnn_get_learning_rate(straight) == cnn_get_learning_rate(resumed), "lr %g, then %g",
                   cnn_get_learning_rate(straight), cnn_get_learning_rate(resumed));
             const double *lr = cnn_history_get(h1, "lr");
-            CHECK(lr && lr[3] < lr[0] && lr[4] == lr[3] && cnn_get_learning_rate(straight) < lr[4],
-                  "ReduceLROnPlateau did not act at the end of epochs 3 and 5, so its state was not tested");
+            CHECK(lr && lr[2] < lr[1] && lr[3] == lr[2] && lr[4] < lr[3] && cnn_get_learning_rate(straight) == lr[4],
+                  "ReduceLROnPlateau did not lower the rate after epochs 2 and 4 only, so its state was not tested");
+            CHECK(h1->stopped_early, "EarlyStopping did not stop after epoch 5, so its state was not tested");
         }
         CHECK(access(path, F_OK) != 0, "the backup is left after the resumed training ended");
         cnn_history_free(h1);

@@ -2,14 +2,18 @@
    -fsanitize=thread (and without OpenMP, whose runtime ThreadSanitizer does not
    see) by make test: no data race, each fit's weights and History bit-identical
    to the same fit run alone, each thread's error message its own, and the
-   SIGINT handler that was there before the fits there again after them. */
+   SIGINT handler that was there before the fits there again after them. Then
+   two threads saving to one path at once: every save succeeds, the file always
+   loads, no temporary file is left. */
 #define _POSIX_C_SOURCE 200809L
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
 #include "test_util.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 
 typedef struct job {
     uint64_t seed;
@@ -59,6 +63,22 @@ static void *train(void *arg) {
 
 static void before(int sig) { (void)sig; }
 
+typedef struct saver {
+    const char *path;
+    int units, failed;
+} saver;
+
+static void *save_often(void *arg) {
+    saver *s = (saver *)arg;
+    cnn_model *m = cnn_model_new();
+    cnn_node *x = cnn_input(m, 4, 4, 1, "in");
+    x = cnn_dense(m, cnn_flatten(m, x), .units = s->units, .activation = CNN_SOFTMAX);
+    if (cnn_model_set_output(m, x) != CNN_OK) s->failed = 100;
+    for (int i = 0; i < 40 && !s->failed; i++) s->failed += cnn_save(m, s->path) != CNN_OK;
+    cnn_model_free(m);
+    return NULL;
+}
+
 int main(void) {
     job alone[2], together[2];
     pthread_t t[2];
@@ -87,6 +107,27 @@ int main(void) {
     {
         void (*now)(int) = signal(SIGINT, SIG_DFL);
         CHECK(now == before, "after the fits the SIGINT handler is not the one installed before them");
+    }
+
+    test_begin("two threads saving to one path at once: every save succeeds, the file loads, nothing left over");
+    {
+        char dir[] = "/tmp/cnn_test_threads_XXXXXX", path[64];
+        CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+        snprintf(path, sizeof path, "%s/same.cnn", dir);
+        saver sv[2] = {{path, 3, 0}, {path, 5, 0}};
+        for (int k = 0; k < 2; k++) CHECK(pthread_create(&t[k], NULL, save_often, &sv[k]) == 0, "pthread_create");
+        for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+        CHECK(sv[0].failed == 0 && sv[1].failed == 0, "%d and %d saves failed", sv[0].failed, sv[1].failed);
+        cnn_model *back = cnn_load(path);
+        CHECK(back != NULL, "the file does not load: %s", cnn_last_error());
+        cnn_model_free(back);
+        int left = 0;
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d && (e = readdir(d));) left += strstr(e->d_name, ".tmp") != NULL;
+        if (d) closedir(d);
+        CHECK(left == 0, "%d temporary files left", left);
+        remove(path);
+        rmdir(dir);
     }
     return test_finish();
 }
