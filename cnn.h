@@ -904,6 +904,9 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
 #include <windows.h> /* MoveFileExA: saving over an existing file */
 #endif
 #if defined(__unix__) || defined(__APPLE__)

@@ -1,6 +1,7 @@
 #!/bin/bash
 # windows.sh - `make windows`: the gradient, PyTorch-parity and reference tests built for Windows
-# by MinGW-w64 (static, OpenMP) and run under wine, on each kernel path. Ends with
+# by MinGW-w64 (static, OpenMP) and run under wine, on each kernel path, and saving there
+# (tests/windows_save.c). Ends with
 # "N passed, N failed". Not part of `make test`: wine's first start takes half a minute.
 cd "$(dirname "$0")/.." || exit 2
 B=build/windows
@@ -24,5 +25,17 @@ for t in test_grad test_parity test_reference; do
     fi
   done
 done
+# saving over an existing file, and BackupAndRestore's backups (rename() does not replace there)
+if out=$($CC -std=c99 -O2 -fopenmp -Wall -Wextra -I. tests/windows_save.c -lm -static -o $B/windows_save.exe 2>&1) &&
+   [ -z "$out" ]; then
+  res=$(cd $B && "$WINE" ./windows_save.exe 2>&1 | tr -d '\r')
+  if printf '%s\n' "$res" | grep -q '^# [0-9]* passed, 0 failed'; then
+    echo "PASS windows_save.exe under wine: $(printf '%s\n' "$res" | grep '^# [0-9]* passed')"; pass=$((pass + 1))
+  else
+    echo "FAIL windows_save.exe under wine"; printf '%s\n' "$res" | grep -E '^FAIL' | head -10; fail=$((fail + 1))
+  fi
+else
+  echo "FAIL build windows_save.exe"; printf '%s\n' "$out" | head -20; fail=$((fail + 1))
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
