@@ -112,21 +112,26 @@ static float uniform(float lo, float hi) { /* xorshift32 */
     return lo + (hi - lo) * (float)(rng_state >> 8) / 16777216.0f;
 }
 
-/* random weights (a spread that keeps the softmax away from 0 and 1) and
-   BatchNorm statistics, so that every tensor matters */
+/* the glorot kernels cnn.h drew, random biases and BatchNorm parameters and
+   statistics, so that every tensor matters */
 static void randomize(cnn_model *m) {
     size_t count;
-    float *p = cnn_model_params(m, &count);
-    for (size_t i = 0; i < count; i++) p[i] = uniform(-0.3f, 0.3f);
+    const char *dense[] = {"conv_1", "conv_2", "fc1", "fc2", "softmax", "conv_a", "conv_c", "fc_flat", "out"};
+    for (int i = 0; i < 9; i++) {
+        float *b = cnn_layer_weights(m, dense[i], "bias", &count);
+        for (size_t k = 0; b && k < count; k++) b[k] = uniform(-0.2f, 0.2f);
+    }
     const char *bn[] = {"batch_norm_1", "batch_norm_2", "bn"};
     for (int i = 0; i < 3; i++) {
         float *mean = cnn_layer_weights(m, bn[i], "moving_mean", &count);
         float *var = cnn_layer_weights(m, bn[i], "moving_variance", &count);
         float *gamma = cnn_layer_weights(m, bn[i], "gamma", &count);
+        float *beta = cnn_layer_weights(m, bn[i], "beta", &count);
         for (size_t k = 0; mean && k < count; k++) {
-            mean[k] = uniform(-0.5f, 0.5f);
+            mean[k] = uniform(-0.3f, 0.3f);
             var[k] = uniform(0.5f, 2.0f);
             gamma[k] = uniform(0.5f, 1.5f);
+            beta[k] = uniform(-0.2f, 0.2f);
         }
     }
 }
@@ -152,9 +157,6 @@ static cnn_model *tutorial(void) {
         exit(2);
     }
     randomize(m);
-    size_t count;
-    float *p = cnn_model_params(m, &count);
-    for (size_t i = 0; i < count; i++) p[i] *= 0.2f; /* 1152 and 512 inputs: smaller weights */
     return m;
 }
 
