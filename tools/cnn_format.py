@@ -210,8 +210,6 @@ def infer_shape(model, layer):
         layer.h, layer.w, layer.c = 1, 1, x.h * x.w * x.c
     elif k in ("BatchNormalization", "Dropout", "Activation"):
         layer.h, layer.w, layer.c = x.h, x.w, x.c
-    elif k == "BatchNormalization":
-        pass
     elif k == "Add":
         for y in ins[1:]:
             if y.shape != x.shape:
