@@ -658,6 +658,9 @@ def optimizer_slots(src, model, items, cfg):
             raise ImportError_("optimizer slot of %s/%s has %d values, the weight %d" % (e[2], e[1], a.size, e[4]))
         slot[e[3]:e[3] + e[4]] = a.ravel()
 
+    if kind == "named" and all(n.split(":")[0].split("/")[-1] in ("iteration", "iter", "iterations", "learning_rate")
+                               for n in vars_) or kind == "positional" and len(vars_) <= 2:
+        return None  # an optimizer that never stepped: no slots yet
     try:
         if kind == "named":
             found = 0
