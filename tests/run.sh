@@ -191,6 +191,10 @@ else
   echo "FAIL test_opencl: OpenCL or CLBlast headers missing (scripts/ensure-deps.sh test installs them)" | tee -a "$log"
 fi
 
+echo "== tools: Keras models in (tools/keras_import.py), ONNX out (tools/onnx_export.py)"
+run keras_import bash tests/test_keras_import.sh
+run onnx_export bash tests/test_onnx.sh
+
 echo "== drop-in build"
 run drop-in bash tests/test_dropin.sh
 
