@@ -7974,6 +7974,60 @@ static int cnn__backup_apply(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run 
 
 /* At the start of fit: no backup, a fresh start (CNN_OK); else the state of the
    end of the backed-up epoch, and *next_epoch, or an error saying why not. */
+/* The backup's payload (len bytes, its checksum checked): the counts, the
+   History, then through cnn__backup_apply the callbacks and the model. */
+static int cnn__backup_take(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run *r, const unsigned char *payload,
+                            size_t len, int *next_epoch) {
+    cnn__reader rd = {payload, len, 0, 0};
+    int rc = CNN_OK;
+    const int next = (int)cnn__get_u32(&rd), first = (int)cnn__get_u32(&rd), bs = (int)cnn__get_u32(&rd),
+              steps = (int)cnn__get_u32(&rd), pass = (int)cnn__get_u32(&rd), in_pass = (int)cnn__get_u32(&rd);
+    const uint32_t has_seed = cnn__get_u32(&rd);
+    const uint64_t seed = cnn__get_u64(&rd);
+    const int epochs = (int)cnn__get_u32(&rd), n_keys = (int)cnn__get_u32(&rd);
+    /* batches in one pass over the source (a pass may span several short epochs) */
+    const long long per_pass = r->src->samples > 0 ? ((long long)r->src->samples + r->bs - 1) / r->bs : INT_MAX;
+    if (rd.failed || next < 1 || first < 0 || first >= next || pass < 0 || in_pass < 0 || in_pass > per_pass ||
+        epochs != next - first || n_keys > CNN_HISTORY_MAX_KEYS || (size_t)epochs > rd.len / 8) {
+        return cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its epoch counts; delete it to "
+                             "start afresh)", cb->filepath);
+    }
+    if (bs != r->bs || steps != r->steps || (has_seed != 0) != (r->shuffle_seed != NULL)) {
+        return cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of a run with batch size %d and %d steps per "
+                             "epoch%s; this fit has %d and %d%s", cb->filepath, bs, steps,
+                             has_seed ? " on arrays" : " on a batch source", r->bs, r->steps,
+                             r->shuffle_seed ? " on arrays" : " on a batch source");
+    }
+    /* the History of the epochs before */
+    for (int k = 0; k < n_keys && !rc; k++) {
+        char key[sizeof st->h->keys[0]];
+        if (!cnn__get_str(&rd, key, sizeof key)) { rd.failed = 1; break; }
+        for (int e = 0; e < epochs && !rc; e++) {
+            st->h->epochs = e;
+            rc = cnn__history_put(st->h, key, cnn__get_f64(&rd));
+        }
+    }
+    st->h->epochs = 0;
+    if (!rc && rd.failed)
+        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its History)", cb->filepath);
+    if (!rc) rc = cnn__backup_apply(cb, st, r, &rd);
+    if (rc) { /* a fresh History again: nothing of the backup is half taken */
+        for (int k = 0; k < st->h->n_keys; k++) CNN_FREE(st->h->values[k]);
+        memset(st->h, 0, sizeof *st->h);
+        return rc;
+    }
+    st->h->epochs = epochs;
+    r->first_epoch = first;
+    *next_epoch = next;
+    if (r->shuffle_seed) *r->shuffle_seed = seed;
+    /* a pass per epoch starts the next pass; steps_per_epoch goes on in the pass */
+    r->pass = r->o->steps_per_epoch ? pass : pass + 1;
+    r->in_pass = r->o->steps_per_epoch ? in_pass : 0;
+    if (cb->verbose)
+        fprintf(st->out, "BackupAndRestore: resuming after epoch %d from %s\n", next, cb->filepath);
+    return CNN_OK;
+}
+
 static int cnn__backup_restore(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run *r, int *next_epoch) {
     int rc = cnn__backup_folder(cb); /* an unusable folder fails now, not after the first epoch */
     if (rc) return rc;
@@ -7998,54 +8052,7 @@ static int cnn__backup_restore(cnn_callback *cb, cnn__fit_state *st, cnn__fit_ru
                            "(delete it to start afresh)", cb->filepath);
         goto done;
     }
-    cnn__reader rd = {bytes + 20, (size_t)plen, 0, 0};
-    const int next = (int)cnn__get_u32(&rd), first = (int)cnn__get_u32(&rd), bs = (int)cnn__get_u32(&rd),
-              steps = (int)cnn__get_u32(&rd), pass = (int)cnn__get_u32(&rd), in_pass = (int)cnn__get_u32(&rd);
-    const uint32_t has_seed = cnn__get_u32(&rd);
-    const uint64_t seed = cnn__get_u64(&rd);
-    const int epochs = (int)cnn__get_u32(&rd), n_keys = (int)cnn__get_u32(&rd);
-    /* batches in one pass over the source (a pass may span several short epochs) */
-    const long long per_pass = r->src->samples > 0 ? ((long long)r->src->samples + r->bs - 1) / r->bs : INT_MAX;
-    if (rd.failed || next < 1 || first < 0 || first >= next || pass < 0 || in_pass < 0 || in_pass > per_pass ||
-        epochs != next - first || n_keys > CNN_HISTORY_MAX_KEYS || (size_t)epochs > rd.len / 8) {
-        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its epoch counts; delete it to start "
-                           "afresh)", cb->filepath);
-        goto done;
-    }
-    if (bs != r->bs || steps != r->steps || (has_seed != 0) != (r->shuffle_seed != NULL)) {
-        rc = cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of a run with batch size %d and %d steps per "
-                           "epoch%s; this fit has %d and %d%s", cb->filepath, bs, steps,
-                           has_seed ? " on arrays" : " on a batch source", r->bs, r->steps,
-                           r->shuffle_seed ? " on arrays" : " on a batch source");
-        goto done;
-    }
-    /* the History of the epochs before */
-    for (int k = 0; k < n_keys && !rc; k++) {
-        char key[sizeof st->h->keys[0]];
-        if (!cnn__get_str(&rd, key, sizeof key)) { rd.failed = 1; break; }
-        for (int e = 0; e < epochs && !rc; e++) {
-            st->h->epochs = e;
-            rc = cnn__history_put(st->h, key, cnn__get_f64(&rd));
-        }
-    }
-    st->h->epochs = 0;
-    if (!rc && rd.failed)
-        rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its History)", cb->filepath);
-    if (!rc) rc = cnn__backup_apply(cb, st, r, &rd);
-    if (rc) { /* a fresh History again: nothing of the backup is half taken */
-        for (int k = 0; k < st->h->n_keys; k++) CNN_FREE(st->h->values[k]);
-        memset(st->h, 0, sizeof *st->h);
-        goto done;
-    }
-    st->h->epochs = epochs;
-    r->first_epoch = first;
-    *next_epoch = next;
-    if (r->shuffle_seed) *r->shuffle_seed = seed;
-    /* a pass per epoch starts the next pass; steps_per_epoch goes on in the pass */
-    r->pass = r->o->steps_per_epoch ? pass : pass + 1;
-    r->in_pass = r->o->steps_per_epoch ? in_pass : 0;
-    if (cb->verbose)
-        fprintf(st->out, "BackupAndRestore: resuming after epoch %d from %s\n", next, cb->filepath);
+    rc = cnn__backup_take(cb, st, r, bytes + 20, (size_t)plen, next_epoch);
 done:
     CNN_FREE(bytes);
     return rc;
