@@ -9,10 +9,22 @@
        STEPS <steps per epoch>
        HIST <run> <key> <epoch> <value>      every History value
      and PASS/FAIL lines for the error cases (a log_dir that cannot be made, bad
-     options, a file that cannot be written). */
+     options, a file that cannot be written, each allocation failing in turn: run
+     it under ASan/UBSan to see that nothing leaks). */
 #ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700 /* setrlimit under -std=c99 */
 #endif
+#include <stdlib.h>
+/* every allocation cnn.h makes goes through here; fail_at > 0 makes the
+   fail_at-th request from then on fail */
+static long requests, fail_at;
+static void *counted_malloc(size_t n) { return fail_at > 0 && ++requests == fail_at ? NULL : malloc(n); }
+static void *counted_realloc(void *p, size_t n) {
+    return fail_at > 0 && ++requests == fail_at ? NULL : realloc(p, n);
+}
+#define CNN_MALLOC(sz) counted_malloc(sz)
+#define CNN_REALLOC(p, sz) counted_realloc((p), (sz))
+#define CNN_FREE(p) free(p)
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
 
@@ -171,6 +183,35 @@ int main(int argc, char **argv) {
         printf("  (%s)\n", cnn_last_error());
         cnn_history_free(h);
     } else check(0, "setrlimit(RLIMIT_FSIZE)");
+
+    /* each allocation of TensorBoard's constructor and of a fit with it (histograms,
+       every batch) failing in turn: NULL and a message, or a History; no crash */
+    long k, points = 0, wrong = 0;
+    for (k = 1; k < 100000; k++) {
+        cnn_model *sm = tiny();
+        cnn_tensorboard_opts s = {0};
+        snprintf(path, sizeof path, "%s/sweep/%ld", dir, k);
+        s.log_dir = path, s.histogram_freq = 1, s.update_freq = CNN_UPDATE_BATCH;
+        requests = 0, fail_at = k;
+        cnn_callback *cb = cnn_tensorboard_opt(&s);
+        cnn_callback *cbs[] = {cb, NULL};
+        h = cb ? cnn_fit(sm, train, .batch_size = 40, .epochs = 2, .validation_data = val, .callbacks = cbs) : NULL;
+        const long made = requests;
+        fail_at = 0;
+        if (!h && !strstr(cnn_last_error(), "memory")) {
+            if (wrong++ < 3) printf("  allocation %ld failing: NULL and '%s'\n", k, cnn_last_error());
+        }
+        cnn_history_free(h);
+        cnn_callback_free(cb);
+        cnn_model_free(sm);
+        if (made < k) { /* no allocation failed: the whole run */
+            if (!h) wrong++;
+            break;
+        }
+        points++;
+    }
+    printf("  (%ld allocation points)\n", points);
+    check(!wrong && points > 10, "each allocation of TensorBoard and its fit failing in turn: an out-of-memory error");
 
     cnn_dataset_free(train);
     cnn_dataset_free(val);
