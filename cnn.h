@@ -6388,7 +6388,7 @@ typedef struct cnn__tensorboard {
     int histogram_freq, update_freq;
     FILE *f[2];                   /* the run's event files: 0 train, 1 validation (opened when first written) */
     char *path[2];                /* their paths */
-    double *limits, *counts;      /* TensorFlow's default histogram bucket limits [n_limits], counts */
+    double *limits, *counts;      /* TensorFlow's default bucket limits [n_limits]; counts [3 n_limits] */
     int n_limits;
     cnn__pb histo, value, msg, rec; /* a HistogramProto, the Summary.Value, the Event, the record */
 } cnn__tensorboard;
@@ -6917,6 +6917,7 @@ static int cnn__tb_open(cnn__tensorboard *tb, int run) {
         fclose(probe);
     }
     tb->f[run] = fopen(path, "wb");
+    CNN_FREE(tb->path[run]);
     tb->path[run] = path;
     if (!tb->f[run]) return cnn_set_error(CNN_ERR_IO, "TensorBoard: cannot open '%s': %s", path, strerror(errno));
     tb->msg.len = 0;
