@@ -22,7 +22,10 @@ for f in include/cnn.h include/cnn_augment.h include/cnn_opencl.h share/pkgconfi
          share/pkgconfig/cnn_opencl.pc share/cnn/examples/cifar10_cnn.c; do
   [ -f "$prefix/$f" ] || fail "$prefix/$f missing"
 done
-cmp -s cnn.h "$prefix/include/cnn.h" && pass "headers, pkg-config files and the examples' sources in place" ||
+for f in tools/*.py; do # the tools, where the tree has them
+  [ -f "$f" ] && { [ -x "$prefix/share/cnn/$f" ] || fail "$prefix/share/cnn/$f missing"; }
+done
+cmp -s cnn.h "$prefix/include/cnn.h" && pass "headers, pkg-config files, the examples' sources (and tools) in place" ||
   fail "include/cnn.h differs from cnn.h"
 
 export PKG_CONFIG_PATH=$prefix/share/pkgconfig
