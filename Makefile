@@ -21,7 +21,7 @@ CLLIBS    = -lOpenCL -lclblast
 endif
 DEMO_EPOCHS ?= 5
 
-.PHONY: all test demo examples deps bench clean windows fuzz fault
+.PHONY: all test demo examples deps bench clean windows fuzz fault install uninstall
 
 all: examples
 
@@ -79,6 +79,51 @@ windows:
 bench: bench/train_bench bench/peak bench/augment_bench examples
 	@scripts/ensure-deps.sh bench
 	@bench/run_bench.sh
+
+# make install PREFIX=/usr/local (DESTDIR=/staging for packagers): the headers into
+# $(PREFIX)/include, pkg-config files cnn.pc (cnn.h, cnn_augment.h) and cnn_opencl.pc
+# (cnn_opencl.h) into $(PREFIX)/share/pkgconfig (the library is headers only), the
+# examples' sources (and tools/*.py) as documentation into $(PREFIX)/share/cnn. Then:
+#   cc -std=c99 main.c $$(pkg-config --cflags --libs cnn)
+# cnn_augment.h includes <stb/stb_image.h>, which Debian's libstb-dev puts under
+# /usr/include (a default path, so cnn.pc needs no -I for it); with stb elsewhere, give
+# the folder holding stb/: make install STB_CFLAGS=-I/opt/include.
+# make uninstall (the same PREFIX and DESTDIR) removes what install put, by the list
+# it wrote: $(PREFIX)/share/cnn/installed-files.
+PREFIX       ?= /usr/local
+INCLUDEDIR   ?= $(PREFIX)/include
+DATADIR      ?= $(PREFIX)/share/cnn
+PKGCONFIGDIR ?= $(PREFIX)/share/pkgconfig
+STB_CFLAGS   ?=
+VERSION      := $(shell sed -n 's/^\#define CNN_VERSION "\([^"]*\)".*/\1/p' cnn.h)
+DOCS          = $(wildcard examples/*.c examples/*.h)
+TOOLS         = $(wildcard tools/*.py)
+D             = $(DESTDIR)
+
+install:
+	install -d $(D)$(INCLUDEDIR) $(D)$(PKGCONFIGDIR) $(D)$(DATADIR)/examples
+	install -m 644 $(HEADERS) $(D)$(INCLUDEDIR)/
+	install -m 644 $(DOCS) $(D)$(DATADIR)/examples/
+	$(if $(TOOLS),install -d $(D)$(DATADIR)/tools && install -m 755 $(TOOLS) $(D)$(DATADIR)/tools/)
+	printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$(INCLUDEDIR)' 'datadir=$(DATADIR)' '' \
+	  'Name: cnn' 'Description: cnn.h and cnn_augment.h: convolutional neural networks in C headers, the Keras way' \
+	  'Version: $(VERSION)' 'Cflags: -I$${includedir} -fopenmp$(if $(STB_CFLAGS), $(STB_CFLAGS))' 'Libs: -fopenmp -lm -lpthread' \
+	  > $(D)$(PKGCONFIGDIR)/cnn.pc
+	printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$(INCLUDEDIR)' '' \
+	  'Name: cnn_opencl' 'Description: cnn_opencl.h: the OpenCL backend of cnn.h (CLBlast GEMM, several devices)' \
+	  'Version: $(VERSION)' 'Requires: cnn' 'Cflags: -I$${includedir}' 'Libs: -lOpenCL -lclblast' \
+	  > $(D)$(PKGCONFIGDIR)/cnn_opencl.pc
+	chmod 644 $(D)$(PKGCONFIGDIR)/cnn.pc $(D)$(PKGCONFIGDIR)/cnn_opencl.pc
+	printf '%s\n' $(addprefix $(INCLUDEDIR)/,$(HEADERS)) $(PKGCONFIGDIR)/cnn.pc $(PKGCONFIGDIR)/cnn_opencl.pc \
+	  $(addprefix $(DATADIR)/examples/,$(notdir $(DOCS))) $(addprefix $(DATADIR)/tools/,$(notdir $(TOOLS))) \
+	  $(DATADIR)/installed-files > $(D)$(DATADIR)/installed-files
+
+uninstall:
+	@if [ -f $(D)$(DATADIR)/installed-files ]; then \
+	  while read -r f; do rm -f "$(D)$$f"; done < $(D)$(DATADIR)/installed-files; \
+	  rmdir $(D)$(DATADIR)/examples $(D)$(DATADIR)/tools 2>/dev/null; rmdir $(D)$(DATADIR) 2>/dev/null; \
+	  echo "removed cnn from $(D)$(PREFIX)"; \
+	else echo "cnn is not installed under $(D)$(PREFIX) ($(D)$(DATADIR)/installed-files is missing)"; fi
 
 demo: examples
 	examples/cifar10_cnn --augment --epochs $(DEMO_EPOCHS) --save demo.cnn --history demo.csv --plot demo.png

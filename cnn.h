@@ -655,6 +655,33 @@ typedef struct cnn_backup_opts {
     int verbose;              /* 1 = say when it resumes */
 } cnn_backup_opts;
 CNN_DEF cnn_callback *cnn_backup_and_restore_opt(const cnn_backup_opts *o);
+
+/* TensorBoard (Keras' name and options): event files that TensorBoard reads
+   (`tensorboard --logdir logs`), laid out as Keras 2 lays them out:
+     log_dir/train/events.out.tfevents.<time>.<host>.<pid>.<n>.v2
+       "epoch_loss", "epoch_accuracy" (and "epoch_lr" when the History has lr)
+       at step = epoch (0-based); with update_freq N, "batch_loss" and
+       "batch_accuracy" (the epoch's running means, as the progress bar shows
+       them) every N optimizer steps, at step = optimizer steps taken;
+       every histogram_freq epochs a histogram of each weight tensor, tagged as
+       Keras 2 tags it, "<layer>/<weight>_0/histogram" ("conv_1/kernel_0/histogram",
+       "batch_norm_1/moving_mean_0/histogram"; non-finite values are left out)
+     log_dir/validation/events.out.tfevents...
+       the validation pass's values under the same tags ("epoch_loss", ...),
+       and "evaluation_loss_vs_iterations" (and accuracy) at step = optimizer steps.
+   Histograms are TensorFlow's HistogramProto with TensorFlow's default buckets
+   (tf.compat.v1.summary.histogram: limits +-1e-12 * 1.1^k up to 1e20, 0 and
+   +-DBL_MAX, runs of empty buckets merged). Files are flushed at every epoch
+   end; a folder that cannot be made or a file that cannot be written is an
+   error that fit returns, naming the path. Each fit starts new files. */
+enum { CNN_UPDATE_EPOCH = 0, CNN_UPDATE_BATCH = 1 };
+typedef struct cnn_tensorboard_opts {
+    const char *log_dir;      /* NULL = "logs" (made, with its parents, when missing) */
+    int histogram_freq;       /* weight histograms every N epochs; 0 = none (Keras' default) */
+    int update_freq;          /* CNN_UPDATE_EPOCH (0): epoch scalars only; N > 0: also batch_
+                                 scalars every N batches (CNN_UPDATE_BATCH = every batch) */
+} cnn_tensorboard_opts;
+CNN_DEF cnn_callback *cnn_tensorboard_opt(const cnn_tensorboard_opts *o);
 CNN_DEF void cnn_callback_free(cnn_callback *cb);
 #ifndef __cplusplus
 #define cnn_model_checkpoint(...) cnn_model_checkpoint_opt(&(cnn_checkpoint_opts){__VA_ARGS__})
@@ -664,6 +691,7 @@ CNN_DEF void cnn_callback_free(cnn_callback *cb);
 #define cnn_lr_scheduler(...) cnn_lr_scheduler_opt(&(cnn_lr_scheduler_opts){__VA_ARGS__})
 #define cnn_lambda_callback(...) cnn_lambda_callback_opt(&(cnn_lambda_opts){__VA_ARGS__})
 #define cnn_backup_and_restore(...) cnn_backup_and_restore_opt(&(cnn_backup_opts){__VA_ARGS__})
+#define cnn_tensorboard(...) cnn_tensorboard_opt(&(cnn_tensorboard_opts){__VA_ARGS__})
 #endif
 
 typedef struct cnn_fit_opts {
@@ -6387,8 +6415,48 @@ enum {
     CNN__CB_SCHEDULER,
     CNN__CB_NAN,
     CNN__CB_LAMBDA,
-    CNN__CB_BACKUP
+    CNN__CB_BACKUP,
+    CNN__CB_TENSORBOARD
 };
+
+/* TensorBoard's state (see cnn_tensorboard_opt; its code follows the other
+   callbacks' below). A protobuf message being built, grown as needed: */
+typedef struct cnn__pb {
+    unsigned char *p;
+    size_t len, cap;
+    int failed;                   /* out of memory: the message is incomplete */
+} cnn__pb;
+
+typedef struct cnn__tensorboard {
+    char *log_dir;
+    int histogram_freq, update_freq;
+    FILE *f[2];                   /* the run's event files: 0 train, 1 validation (opened when first written) */
+    char *path[2];                /* their paths */
+    double *limits, *counts;      /* TensorFlow's default bucket limits [n_limits]; counts [3 n_limits] */
+    int n_limits;
+    cnn__pb histo, value, msg, rec; /* a HistogramProto, the Summary.Value, the Event, the record */
+} cnn__tensorboard;
+
+static void cnn__tb_close(cnn__tensorboard *tb) {
+    for (int i = 0; i < 2; i++) {
+        if (tb->f[i]) fclose(tb->f[i]);
+        CNN_FREE(tb->path[i]);
+        tb->f[i] = NULL, tb->path[i] = NULL;
+    }
+}
+
+static void cnn__tb_free(cnn__tensorboard *tb) {
+    if (!tb) return;
+    cnn__tb_close(tb);
+    CNN_FREE(tb->log_dir);
+    CNN_FREE(tb->limits);
+    CNN_FREE(tb->counts);
+    CNN_FREE(tb->histo.p);
+    CNN_FREE(tb->value.p);
+    CNN_FREE(tb->msg.p);
+    CNN_FREE(tb->rec.p);
+    CNN_FREE(tb);
+}
 
 struct cnn_callback {
     int kind;
@@ -6415,6 +6483,7 @@ struct cnn_callback {
     int csv_header_done;
     cnn_lr_scheduler_opts sched;
     cnn_lambda_opts lambda;
+    cnn__tensorboard *tb;
 };
 
 static cnn_callback *cnn__callback_new(int kind, const char *monitor, cnn_monitor_mode mode) {
@@ -6566,6 +6635,7 @@ CNN_IMPL void cnn_callback_free(cnn_callback *cb) {
     CNN_FREE(cb->filename);
     CNN_FREE(cb->best_params);
     CNN_FREE(cb->best_state);
+    cnn__tb_free(cb->tb);
     CNN_FREE(cb);
 }
 
@@ -6707,6 +6777,391 @@ static void cnn__restore(const cnn_callback *cb, cnn_model *m, FILE *out) {
         fprintf(out, "Restoring model weights from the end of the best epoch: %d.\n", cb->best_epoch + 1);
 }
 
+/* ---- TensorBoard: event files, written by hand ------------------------- */
+
+/* An event file is a sequence of records (TensorFlow's TFRecord framing):
+     uint64  length of data          (little-endian)
+     uint32  masked CRC-32C of the 8 length bytes
+     bytes   data: one serialised Event message
+     uint32  masked CRC-32C of data
+   CRC-32C is the Castagnoli polynomial (reflected 0x82F63B78); the mask is
+   ((crc >> 15) | (crc << 17)) + 0xa282ead8. The first record's Event carries
+   file_version "brain.Event:2"; every other one a Summary of one Value.
+
+   The messages, as tensorboard/compat/proto (event.proto, summary.proto,
+   histogram.proto; proto3) define them, and the fields used here:
+     Event          { double wall_time = 1; int64 step = 2;
+                      oneof what { string file_version = 3; Summary summary = 5; } }
+     Summary        { repeated Value value = 1; }
+     Summary.Value  { string tag = 1;
+                      oneof value { float simple_value = 2; HistogramProto histo = 5; } }
+     HistogramProto { double min = 1; double max = 2; double num = 3; double sum = 4;
+                      double sum_squares = 5; repeated double bucket_limit = 6 [packed];
+                      repeated double bucket = 7 [packed]; }
+   Protobuf's wire format: each field is a key, varint(field << 3 | wire type),
+   then its value: wire type 0 a varint (7 bits a byte, low bits first, the top
+   bit set on all bytes but the last), 1 eight little-endian bytes (double),
+   5 four (float), 2 a varint length then that many bytes (strings, nested
+   messages, packed repeated numbers). */
+
+static void cnn__pb_bytes(cnn__pb *b, const void *data, size_t n) {
+    if (b->failed || n == 0) return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n) cap *= 2;
+        unsigned char *p = (unsigned char *)CNN_REALLOC(b->p, cap);
+        if (!p) { b->failed = 1; return; }
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+static void cnn__pb_varint(cnn__pb *b, uint64_t v) {
+    unsigned char t[10];
+    int n = 0;
+    do {
+        t[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    cnn__pb_bytes(b, t, (size_t)n);
+}
+
+static void cnn__pb_fixed(cnn__pb *b, uint64_t v, int n) { /* n little-endian bytes */
+    unsigned char t[8];
+    for (int i = 0; i < n; i++) t[i] = (unsigned char)(v >> (8 * i));
+    cnn__pb_bytes(b, t, (size_t)n);
+}
+
+static void cnn__pb_key(cnn__pb *b, int field, int wire) { cnn__pb_varint(b, (uint64_t)field << 3 | (uint64_t)wire); }
+
+static void cnn__pb_double(cnn__pb *b, int field, double v) {
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    cnn__pb_key(b, field, 1);
+    cnn__pb_fixed(b, u, 8);
+}
+
+static size_t cnn__pb_varint_len(uint64_t v) {
+    size_t n = 1;
+    for (; v > 0x7f; v >>= 7) n++;
+    return n;
+}
+
+/* a string, or a nested message already serialised */
+static void cnn__pb_blob(cnn__pb *b, int field, const void *data, size_t n) {
+    cnn__pb_key(b, field, 2);
+    cnn__pb_varint(b, n);
+    cnn__pb_bytes(b, data, n);
+}
+
+/* packed repeated double */
+static void cnn__pb_doubles(cnn__pb *b, int field, const double *v, int n) {
+    cnn__pb_key(b, field, 2);
+    cnn__pb_varint(b, (uint64_t)n * 8);
+    for (int i = 0; i < n; i++) {
+        uint64_t u;
+        memcpy(&u, &v[i], 8);
+        cnn__pb_fixed(b, u, 8);
+    }
+}
+
+static uint32_t cnn__crc32c(const unsigned char *p, size_t n) { /* bitwise: the records are small */
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static uint32_t cnn__crc32c_masked(const unsigned char *p, size_t n) {
+    uint32_t c = cnn__crc32c(p, n);
+    return ((c >> 15) | (c << 17)) + 0xa282ead8u;
+}
+
+static double cnn__unix_time(void) {
+#ifdef CNN__POSIX
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec * 1e-6;
+#else
+    return (double)time(NULL);
+#endif
+}
+
+/* Frame tb->msg (an Event) as a record and append it to event file `run`. */
+static int cnn__tb_record(cnn__tensorboard *tb, int run) {
+    cnn__pb *r = &tb->rec, *e = &tb->msg;
+    unsigned char head[8];
+    r->len = 0;
+    if (e->failed) return cnn_set_error(CNN_ERR_MEMORY, "TensorBoard: out of memory building an event");
+    for (int i = 0; i < 8; i++) head[i] = (unsigned char)((uint64_t)e->len >> (8 * i));
+    cnn__pb_bytes(r, head, 8);
+    cnn__pb_fixed(r, cnn__crc32c_masked(head, 8), 4);
+    cnn__pb_bytes(r, e->p, e->len);
+    cnn__pb_fixed(r, cnn__crc32c_masked(e->p, e->len), 4);
+    if (r->failed) return cnn_set_error(CNN_ERR_MEMORY, "TensorBoard: out of memory building an event");
+    if (fwrite(r->p, 1, r->len, tb->f[run]) != r->len)
+        return cnn_set_error(CNN_ERR_IO, "TensorBoard: cannot write '%s': %s", tb->path[run], strerror(errno));
+    return CNN_OK;
+}
+
+/* make `path` and its parents, as tf.summary.create_file_writer does */
+static int cnn__tb_mkdirs(char *path) {
+    for (char *p = path + 1;; p++) {
+        if (*p && *p != '/' && *p != '\\') continue;
+        char c = *p;
+        *p = 0;
+        int bad = 0;
+#if defined(_WIN32)
+        bad = _mkdir(path) != 0 && errno != EEXIST;
+#elif defined(CNN__POSIX)
+        bad = mkdir(path, 0777) != 0 && errno != EEXIST;
+#endif
+        *p = c;
+        if (bad || !c) return bad ? -1 : 0;
+    }
+}
+
+#if defined(CNN__POSIX) && !defined(__cplusplus)
+extern int gethostname(char *, size_t); /* POSIX, hidden by glibc in strict C99 mode */
+#endif
+
+/* Start event file `run` (0 train, 1 validation): log_dir/<run>/events.out.
+   tfevents.<seconds>.<host>.<pid>.<n>.v2, n the first number not taken, and
+   its first record, the file_version event. */
+static int cnn__tb_open(cnn__tensorboard *tb, int run) {
+    const char *sub = run ? "validation" : "train";
+    char host[256] = "localhost";
+    long pid = 0;
+    const double now = cnn__unix_time();
+#ifdef CNN__POSIX
+    if (gethostname(host, sizeof host) != 0 || !host[0]) strcpy(host, "localhost");
+    host[sizeof host - 1] = 0;
+    pid = (long)getpid();
+#endif
+    for (char *h = host; *h; h++) /* a file name */
+        if (*h == '/' || *h == '\\' || *h == ':') *h = '_';
+    size_t cap = strlen(tb->log_dir) + strlen(host) + 96;
+    char *path = (char *)cnn__alloc(cap, 1, "a TensorBoard file name");
+    if (!path) return CNN_ERR_MEMORY;
+    snprintf(path, cap, "%s/%s", tb->log_dir, sub);
+    if (cnn__tb_mkdirs(path)) {
+        int rc = cnn_set_error(CNN_ERR_IO, "TensorBoard: cannot make the folder '%s': %s", path, strerror(errno));
+        CNN_FREE(path);
+        return rc;
+    }
+    const size_t dir_len = strlen(path);
+    for (int n = 0;; n++) {
+        snprintf(path + dir_len, cap - dir_len, "/events.out.tfevents.%010lld.%s.%ld.%d.v2", (long long)now, host,
+                 pid, n);
+        FILE *probe = fopen(path, "rb");
+        if (!probe) break;
+        fclose(probe);
+    }
+    tb->f[run] = fopen(path, "wb");
+    CNN_FREE(tb->path[run]);
+    tb->path[run] = path;
+    if (!tb->f[run]) return cnn_set_error(CNN_ERR_IO, "TensorBoard: cannot open '%s': %s", path, strerror(errno));
+    tb->msg.len = 0;
+    cnn__pb_double(&tb->msg, 1, now);                        /* wall_time */
+    cnn__pb_blob(&tb->msg, 3, "brain.Event:2", 13);          /* file_version */
+    return cnn__tb_record(tb, run);
+}
+
+/* Append an Event holding tb->value (a Summary.Value) at `step` to run's file. */
+static int cnn__tb_event(cnn__tensorboard *tb, int run, long long step) {
+    int rc;
+    if (!tb->f[run] && (rc = cnn__tb_open(tb, run))) return rc;
+    if (tb->value.failed) return cnn_set_error(CNN_ERR_MEMORY, "TensorBoard: out of memory building a summary");
+    cnn__pb *e = &tb->msg;
+    e->len = 0;
+    cnn__pb_double(e, 1, cnn__unix_time());                  /* wall_time */
+    cnn__pb_key(e, 2, 0);                                    /* step */
+    cnn__pb_varint(e, (uint64_t)step);
+    /* summary: a Summary whose one field is `value` (field 1) */
+    cnn__pb_key(e, 5, 2);
+    cnn__pb_varint(e, 1 + (uint64_t)cnn__pb_varint_len(tb->value.len) + tb->value.len);
+    cnn__pb_blob(e, 1, tb->value.p, tb->value.len);
+    return cnn__tb_record(tb, run);
+}
+
+/* A scalar: Summary.Value { tag, simple_value } */
+static int cnn__tb_scalar(cnn__tensorboard *tb, int run, long long step, const char *tag, double v) {
+    cnn__pb *b = &tb->value;
+    float f = (float)v;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    b->len = 0;
+    cnn__pb_blob(b, 1, tag, strlen(tag));
+    cnn__pb_key(b, 2, 5); /* simple_value, a float */
+    cnn__pb_fixed(b, u, 4);
+    return cnn__tb_event(tb, run, step);
+}
+
+/* TensorFlow's default bucket limits (tensorflow/core/lib/histogram), made
+   with the same double arithmetic: -DBL_MAX, -v_k .. -v_0, 0, v_0 .. v_k,
+   DBL_MAX for v_i = 1e-12 * 1.1^i < 1e20 (multiplied in turn). Bucket i
+   counts the values in [limits[i-1], limits[i]). tb->counts holds room for
+   the counts and for the encoded limits and counts: 3 * n_limits. */
+static int cnn__tb_limits(cnn__tensorboard *tb) {
+    int k = 0;
+    for (double v = 1.0e-12; v < 1.0e20; v *= 1.1) k++;
+    tb->n_limits = 2 * k + 3;
+    tb->limits = (double *)cnn__alloc((size_t)tb->n_limits, sizeof(double), "histogram buckets");
+    tb->counts = (double *)cnn__alloc(3 * (size_t)tb->n_limits, sizeof(double), "histogram buckets");
+    if (!tb->limits || !tb->counts) return CNN_ERR_MEMORY;
+    tb->limits[0] = -DBL_MAX;
+    tb->limits[k + 1] = 0.0;
+    tb->limits[2 * k + 2] = DBL_MAX;
+    int i = 0;
+    for (double v = 1.0e-12; v < 1.0e20; v *= 1.1, i++) {
+        tb->limits[k - i] = -v;
+        tb->limits[k + 2 + i] = v;
+    }
+    return CNN_OK;
+}
+
+/* A histogram of n floats (the finite ones), as TensorFlow's Histogram::Add
+   and EncodeToProto(preserve_zero_buckets = false) make it: a run of empty
+   buckets is written as one, with the run's last limit. */
+static int cnn__tb_histogram(cnn__tensorboard *tb, long long step, const char *tag, const float *x, size_t n) {
+    const int nl = tb->n_limits;
+    double mn = DBL_MAX, mx = -DBL_MAX, num = 0, sum = 0, sum_sq = 0;
+    double *counts = tb->counts, *out_limits = counts + nl, *out_counts = counts + 2 * nl;
+    memset(counts, 0, (size_t)nl * sizeof(double));
+    for (size_t i = 0; i < n; i++) {
+        const double v = x[i];
+        if (!isfinite(v)) continue;
+        int lo = 0, hi = nl - 1; /* the first limit > v (std::upper_bound); limits[nl-1] = DBL_MAX > v */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (tb->limits[mid] > v) hi = mid;
+            else lo = mid + 1;
+        }
+        counts[lo] += 1;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+        num += 1, sum += v, sum_sq += v * v;
+    }
+    int out = 0;
+    for (int i = 0; i < nl;) {
+        double end = tb->limits[i], count = counts[i];
+        int j = i + 1;
+        while (count <= 0 && j < nl && counts[j] <= 0) end = tb->limits[j], count = counts[j], j++;
+        out_limits[out] = end, out_counts[out] = count, out++;
+        i = j;
+    }
+    cnn__pb *h = &tb->histo, *b = &tb->value;
+    h->len = 0;
+    cnn__pb_double(h, 1, mn);
+    cnn__pb_double(h, 2, mx);
+    cnn__pb_double(h, 3, num);
+    cnn__pb_double(h, 4, sum);
+    cnn__pb_double(h, 5, sum_sq);
+    cnn__pb_doubles(h, 6, out_limits, out);
+    cnn__pb_doubles(h, 7, out_counts, out);
+    b->len = 0;
+    cnn__pb_blob(b, 1, tag, strlen(tag));
+    if (h->failed) b->failed = 1;
+    else cnn__pb_blob(b, 5, h->p, h->len); /* histo */
+    return cnn__tb_event(tb, 0, step);
+}
+
+/* Every weight tensor of every layer, in the model's order, tagged as Keras 2
+   does ("conv_1/kernel_0/histogram"). */
+static int cnn__tb_histograms(cnn__tensorboard *tb, const cnn_model *m, long long step) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *nd = m->nodes[i];
+        cnn__tensor_ref ref;
+        for (int t = 0; cnn__layers[nd->type]->tensor && cnn__layers[nd->type]->tensor(nd, t, &ref); t++) {
+            char tag[CNN__NAME_MAX + 64];
+            snprintf(tag, sizeof tag, "%s/%s_0/histogram", nd->name, ref.name);
+            const float *x = (ref.state ? m->state + nd->s_off : m->params + nd->p_off) + ref.offset;
+            int rc = cnn__tb_histogram(tb, step, tag, x, ref.count);
+            if (rc) return rc;
+        }
+    }
+    return CNN_OK;
+}
+
+static int cnn__tb_flush(cnn__tensorboard *tb) {
+    for (int i = 0; i < 2; i++)
+        if (tb->f[i] && (fflush(tb->f[i]) != 0 || ferror(tb->f[i])))
+            return cnn_set_error(CNN_ERR_IO, "TensorBoard: cannot write '%s': %s", tb->path[i], strerror(errno));
+    return CNN_OK;
+}
+
+/* on_epoch_end: the History's values of this epoch (val_ ones to the
+   validation file, without the prefix), at step epoch; the validation values
+   again against optimizer steps (Keras 2's on_test_end); the histograms. */
+static int cnn__tb_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epoch0) {
+    cnn__tensorboard *tb = cb->tb;
+    const cnn_history *h = st->h;
+    const int e = h->epochs - 1;
+    char tag[64];
+    int rc = CNN_OK;
+    for (int k = 0; k < h->n_keys && !rc; k++) {
+        const int val = !strncmp(h->keys[k], "val_", 4);
+        snprintf(tag, sizeof tag, "epoch_%s", h->keys[k] + (val ? 4 : 0));
+        rc = cnn__tb_scalar(tb, val, epoch0, tag, h->values[k][e]);
+    }
+    for (int k = 0; k < h->n_keys && !rc; k++)
+        if (!strncmp(h->keys[k], "val_", 4)) {
+            snprintf(tag, sizeof tag, "evaluation_%s_vs_iterations", h->keys[k] + 4);
+            rc = cnn__tb_scalar(tb, 1, st->m->step, tag, h->values[k][e]);
+        }
+    if (!rc && tb->histogram_freq && epoch0 % tb->histogram_freq == 0)
+        rc = cnn__tb_histograms(tb, st->m, epoch0);
+    return rc ? rc : cnn__tb_flush(tb);
+}
+
+/* on_batch_end, with update_freq N: every N optimizer steps, the running
+   means of this epoch so far (Keras 2's batch_ scalars) at step = steps taken. */
+static int cnn__tb_batch_end(cnn__fit_state *st, cnn_callback **callbacks, double loss, double acc, int has_acc) {
+    int rc = CNN_OK;
+    for (cnn_callback **c = callbacks; c && *c && !rc; c++) {
+        cnn__tensorboard *tb = (*c)->tb;
+        if ((*c)->kind != CNN__CB_TENSORBOARD || tb->update_freq <= 0 || st->m->step % tb->update_freq) continue;
+        rc = cnn__tb_scalar(tb, 0, st->m->step, "batch_loss", loss);
+        if (!rc && has_acc) rc = cnn__tb_scalar(tb, 0, st->m->step, "batch_accuracy", acc);
+    }
+    return rc;
+}
+
+CNN_IMPL cnn_callback *cnn_tensorboard_opt(const cnn_tensorboard_opts *o) {
+    cnn_tensorboard_opts d;
+    memset(&d, 0, sizeof d);
+    if (!o) o = &d;
+    const char *dir = o->log_dir ? o->log_dir : "logs";
+    if (!dir[0] || strlen(dir) > 4000) {
+        cnn_set_error(CNN_ERR_ARG, "TensorBoard: log_dir is %s", dir[0] ? "too long" : "empty");
+        return NULL;
+    }
+    if (o->histogram_freq < 0 || o->update_freq < 0) {
+        cnn_set_error(CNN_ERR_ARG, "TensorBoard: histogram_freq (%d) and update_freq (%d) must be >= 0",
+                      o->histogram_freq, o->update_freq);
+        return NULL;
+    }
+    cnn_callback *cb = cnn__callback_new(CNN__CB_TENSORBOARD, NULL, CNN_MODE_AUTO);
+    if (!cb) return NULL;
+    cb->tb = (cnn__tensorboard *)cnn__alloc(1, sizeof *cb->tb, "a TensorBoard callback");
+    if (!cb->tb) { cnn_callback_free(cb); return NULL; }
+    cb->tb->histogram_freq = o->histogram_freq;
+    cb->tb->update_freq = o->update_freq;
+    cb->tb->log_dir = cnn__strdup(dir);
+    if (!cb->tb->log_dir || cnn__tb_limits(cb->tb)) {
+        cnn_callback_free(cb);
+        cnn_set_error(CNN_ERR_MEMORY, "out of memory");
+        return NULL;
+    }
+    /* a trailing separator would double in the paths */
+    for (size_t n = strlen(cb->tb->log_dir); n > 1 && (cb->tb->log_dir[n - 1] == '/' || cb->tb->log_dir[n - 1] == '\\');)
+        cb->tb->log_dir[--n] = 0;
+    return cb;
+}
+
 /* on_epoch_end of one callback; epoch0 is 0-based. Returns <0 on error. */
 static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epoch0) {
     cnn_model *m = st->m;
@@ -6781,6 +7236,7 @@ static int cnn__callback_epoch_end(cnn_callback *cb, cnn__fit_state *st, int epo
         }
         return CNN_OK;
     case CNN__CB_CSV: return cnn__csv_write(cb, h, epoch0);
+    case CNN__CB_TENSORBOARD: return cnn__tb_epoch_end(cb, st, epoch0);
     case CNN__CB_LAMBDA:
         if (cb->lambda.on_epoch_end && cb->lambda.on_epoch_end(m, epoch0, h, cb->lambda.user))
             st->stop = st->h->stopped_early = 1;
@@ -6893,6 +7349,8 @@ static int cnn__callbacks_train_begin(cnn_callback **callbacks) {
         }
     for (cnn_callback **c = callbacks; !rc && c && *c; c++)
         if ((*c)->kind == CNN__CB_CSV) rc = cnn__csv_open(*c);
+    for (cnn_callback **c = callbacks; !rc && c && *c; c++) /* TensorBoard: new files, the train one now */
+        if ((*c)->kind == CNN__CB_TENSORBOARD) { cnn__tb_close((*c)->tb); rc = cnn__tb_open((*c)->tb, 0); }
     return rc;
 }
 
@@ -6944,6 +7402,8 @@ static void cnn__callbacks_train_end(cnn__fit_state *st, cnn_callback **callback
             cnn__restore(*c, st->m, st->out);
     for (cnn_callback **c = callbacks; c && *c; c++)
         if ((*c)->csv) { fclose((*c)->csv); (*c)->csv = NULL; }
+    for (cnn_callback **c = callbacks; c && *c; c++)
+        if ((*c)->tb) cnn__tb_close((*c)->tb);
 }
 
 /* What fit's loop shares between its parts. */
@@ -7015,6 +7475,8 @@ static int cnn__fit_epoch(cnn__fit_state *st, cnn__fit_run *r, int epoch) {
         r->acc_sum += a * got;
         r->seen += got;
         cnn__callbacks_batch_end(st, r->o->callbacks, epoch, r->step, l);
+        if ((rc = cnn__tb_batch_end(st, r->o->callbacks, r->loss_sum / r->seen, r->acc_sum / r->seen, r->has_acc)))
+            return rc;
         now = cnn_wall_time();
         if (r->dynamic && (now - last_draw > 0.1 || r->step + 1 == r->steps)) {
             cnn__progress(st->out, r->step + 1, r->steps, now - r->t0, 0, 1, r->loss_sum / r->seen,

@@ -9,13 +9,15 @@
      examples/cifar10_cnn --data cifar-10-batches-bin --epochs 20 --save cifar.cnn
      examples/cifar10_cnn --data /tmp/cifar10/train --plot curves.png --history log.csv
      examples/cifar10_cnn --data /tmp/cifar10/train --augment     # the tutorial's generator
+     examples/cifar10_cnn --tensorboard logs && tensorboard --logdir logs   # watch it train
 
    The lesson, top to bottom:
      1. read the options            (what a Python script gets from argparse)
      2. load the images             (uint8 pixels and integer labels)
      3. shuffle, limit, split off validation data
      4. build_network()             (the tutorial's model, layer by layer)
-     5. fit, with callbacks: CSVLogger, BackupAndRestore (--backup), a LambdaCallback
+     5. fit, with callbacks: CSVLogger, BackupAndRestore (--backup), TensorBoard
+        (--tensorboard), a LambdaCallback
         (with --augment: fit on the tutorial's ImageDataGenerator, batches made on a
         worker thread while the model trains)
      6. report: best validation accuracy, speed; save the model and the plot */
@@ -51,6 +53,8 @@ static const char *usage =
     "  --backup DIR      back the training up into DIR at each epoch's end; run the\n"
     "                    same command again after a crash and it goes on from there,\n"
     "                    ending as if never stopped (DIR is removed when training ends)\n"
+    "  --tensorboard DIR write TensorBoard logs (curves, weight histograms) into\n"
+    "                    DIR/train and DIR/validation: tensorboard --logdir DIR\n"
     "  --plot FILE       draw the training curves into a PNG file\n"
     "  --augment         train on randomly rotated (20 degrees), shifted (2%) and\n"
     "                    mirrored images, as the tutorial's ImageDataGenerator\n"
@@ -130,7 +134,8 @@ int main(int argc, char **argv) {
 
     /* 1. options ---------------------------------------------------------- */
     const char *data_dir = NULL, *val_dir = NULL;
-    const char *save_path = NULL, *history_path = NULL, *plot_path = NULL, *backup_dir = NULL;
+    const char *save_path = NULL, *history_path = NULL, *plot_path = NULL, *backup_dir = NULL,
+               *tensorboard_dir = NULL;
     const char *device = NULL, *split = NULL;
     int epochs = 10, batch_size = 32, limit = 0, threads = 0, verbose = 1, augment = 0;
     double val_split = 0.1;
@@ -165,6 +170,8 @@ int main(int argc, char **argv) {
             history_path = v;
         } else if ((v = arg_value(argc, argv, &i, "--backup"))) {
             backup_dir = v;
+        } else if ((v = arg_value(argc, argv, &i, "--tensorboard"))) {
+            tensorboard_dir = v;
         } else if ((v = arg_value(argc, argv, &i, "--plot"))) {
             plot_path = v;
         } else if (!strcmp(a, "--augment")) {
@@ -251,7 +258,7 @@ int main(int argc, char **argv) {
 
     /* 5. training -------------------------------------------------------- */
     /* Callbacks run at the end of each epoch; the list ends with NULL. */
-    cnn_callback *callbacks[4] = {NULL, NULL, NULL, NULL};
+    cnn_callback *callbacks[5] = {NULL, NULL, NULL, NULL, NULL};
     int n_callbacks = 0, epochs_run = 0;
     if (history_path) { /* a run that resumes from a backup adds to its log */
         callbacks[n_callbacks] = cnn_csv_logger(.filename = history_path, .append = backup_dir != NULL);
@@ -259,6 +266,11 @@ int main(int argc, char **argv) {
     }
     if (backup_dir) { /* Keras' BackupAndRestore: the whole training state, each epoch */
         callbacks[n_callbacks] = cnn_backup_and_restore(.backup_dir = backup_dir, .verbose = verbose > 0);
+        if (!callbacks[n_callbacks++]) fail(EXIT_FAILURE, "%s", cnn_last_error());
+    }
+    if (tensorboard_dir) { /* Keras' TensorBoard: loss and accuracy curves of training and
+                              validation, and each layer's weights as histograms every epoch */
+        callbacks[n_callbacks] = cnn_tensorboard(.log_dir = tensorboard_dir, .histogram_freq = 1);
         if (!callbacks[n_callbacks++]) fail(EXIT_FAILURE, "%s", cnn_last_error());
     }
     /* a LambdaCallback counts the epochs this run trains, for the throughput (a

@@ -23,6 +23,9 @@ case "$1" in
         [ -f /etc/OpenCL/vendors/pocl.icd ] || need="$need pocl-opencl-icd"
         [ -f /etc/OpenCL/vendors/rusticl.icd ] || need="$need mesa-opencl-icd"
         have_cmd clinfo || need="$need clinfo"
+        # tests/test_install.sh builds with pkg-config; tests/test_tensorboard.sh makes a venv
+        have_cmd pkg-config || need="$need pkgconf"
+        python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"
         # the AArch64 build of the tests, run under qemu-user (the NEON kernels)
         have_cmd aarch64-linux-gnu-gcc || need="$need gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
         [ -e /usr/aarch64-linux-gnu/lib/libgomp.so.1 ] || need="$need libgomp1-arm64-cross"

@@ -197,6 +197,8 @@ run onnx_export bash tests/test_onnx.sh
 
 echo "== drop-in build"
 run drop-in bash tests/test_dropin.sh
+run tensorboard bash tests/test_tensorboard.sh  # TensorBoard's reader on the callback's files (pip: ~/.cache/cnn-h/tb-venv)
+run install bash tests/test_install.sh  # make install/uninstall into a temporary prefix, a program built with pkg-config
 
 echo "== examples"
 if [ -x examples/cifar10_cnn ] && [ -f tests/test_examples.sh ]; then run examples bash tests/test_examples.sh
