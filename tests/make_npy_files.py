@@ -83,6 +83,13 @@ def main(out):
     z[at] ^= 0x55
     with open(p("corrupt.npz"), "wb") as f:
         f.write(bytes(z))
+    # a flipped byte in a stored member's data: only the CRC-32 can tell
+    with open(p("data.npz"), "rb") as f:
+        z = bytearray(f.read())
+    info = zipfile.ZipFile(p("data.npz")).infolist()[0]
+    z[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size - 3] ^= 0x01
+    with open(p("crc.npz"), "wb") as f:
+        f.write(bytes(z))
     # ZIP64 extras in the central directory too (zipfile writes them there only past 4 GiB):
     # a stored archive written by hand whose sizes and offset all live in ZIP64 extras
     write_zip64_everywhere(p("zip64_cd.npz"), {"x_train.npy": npy_bytes(x), "y_train.npy": npy_bytes(y)})
