@@ -3,6 +3,7 @@ loaders' tests (tests/test_augment_io.c runs it with /usr/bin/python3, Debian's
 python3-numpy, into a temporary folder it removes afterwards).
 
     /usr/bin/python3 tests/make_npy_files.py OUT_DIR
+    /usr/bin/python3 tests/make_npy_files.py --fuzz-corpus tests/fuzz/corpus   (the fuzz seeds)
 
 Every value comes from a formula the C test computes again:
     image pixel   (i * 7 + y * 5 + x * 3 + ch * 11) % 256   image i, row y, column x, channel ch
@@ -128,5 +129,41 @@ def write_zip64_everywhere(path, members):
         f.write(bytes(out))
 
 
+def write_fuzz_seeds(corpus):
+    """The seeds of the fuzz targets tests/fuzz/npy.c and npz.c (committed; written again by
+    /usr/bin/python3 tests/make_npy_files.py --fuzz-corpus tests/fuzz/corpus)."""
+    x = images()[:2, :2, :2]  # 2 images of 2 x 2 x 2
+    y = labels()[:2]
+    pairs = {  # npy: 2 bytes (little-endian) of the first file's length, the first file, the second
+        "u8_i64": (x, y),
+        "grey_u8_n1": (x[..., 0], y.astype(np.uint8).reshape(2, 1)),
+        "u8_onehot": (x, np.eye(5, dtype=np.float32)[y]),
+        "f32_onehot": (x.astype(np.float32) / 255, np.eye(5, dtype=np.float32)[y]),
+        "f64be_i16be": (x.astype(">f8"), y.astype(">i2")),
+        "f32_flat_soft": (x.reshape(2, -1).astype(np.float32), np.full((2, 3), 0.5, np.float32)),
+    }
+    os.makedirs(os.path.join(corpus, "npy"), exist_ok=True)
+    for name, (a, b) in pairs.items():
+        fa, fb = npy_bytes(a), npy_bytes(b)
+        with open(os.path.join(corpus, "npy", name), "wb") as f:
+            f.write(struct.pack("<H", len(fa)) + fa + fb)
+    import io
+    with open(os.path.join(corpus, "npy", "v2_u8_i64"), "wb") as f:
+        b = io.BytesIO()
+        np.lib.format.write_array(b, x, version=(2, 0))
+        fa = b.getvalue()
+        f.write(struct.pack("<H", len(fa)) + fa + npy_bytes(y))
+    os.makedirs(os.path.join(corpus, "npz"), exist_ok=True)
+    np.savez(os.path.join(corpus, "npz", "stored.npz"), x_train=x, y_train=y.reshape(2, 1))
+    np.savez_compressed(os.path.join(corpus, "npz", "deflated.npz"), x_train=x, y_train=y)
+    np.savez_compressed(os.path.join(corpus, "npz", "float.npz"), x_train=x.astype(np.float32) / 255,
+                        y_train=np.eye(5, dtype=np.float32)[y])
+    write_zip64_everywhere(os.path.join(corpus, "npz", "zip64_cd.npz"),
+                           {"x_train.npy": npy_bytes(x), "y_train.npy": npy_bytes(y)})
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else ".")
+    if len(sys.argv) > 2 and sys.argv[1] == "--fuzz-corpus":
+        write_fuzz_seeds(sys.argv[2])
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else ".")
