@@ -2,6 +2,7 @@
 
    The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
+     - NumPy .npz archives (np.savez, np.savez_compressed): a ZIP reader with ZIP64
      - a folder with one subfolder of images per class (png jpg bmp gif tga ppm pgm),
        decoded and resized to one size, as Keras' flow_from_directory lists them
      - one call that loads whichever of these a path holds (or CIFAR-10 binary)

@@ -26,7 +26,9 @@ case "$1" in
         # the AArch64 build of the tests, run under qemu-user (the NEON kernels)
         have_cmd aarch64-linux-gnu-gcc || need="$need gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
         [ -e /usr/aarch64-linux-gnu/lib/libgomp.so.1 ] || need="$need libgomp1-arm64-cross"
-        have_cmd qemu-aarch64 || need="$need qemu-user" ;;
+        have_cmd qemu-aarch64 || need="$need qemu-user"
+        # NumPy writes the .npy / .npz files test_augment_io reads (tests/make_npy_files.py)
+        /usr/bin/python3 -c 'import numpy' 2>/dev/null || need="$need python3-numpy" ;;
   fuzz) have_cmd clang || need="$need clang"
         # libFuzzer's runtime: Debian's libclang-rt-dev (the version paired with clang)
         printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }\n' >/tmp/cnn-fuzz-probe.c
