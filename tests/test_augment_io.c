@@ -1462,6 +1462,16 @@ static void test_npz(void) {
     NP_ERR(cnn_load_npz(NP(a, sizeof a, "data.npz"), NULL, "y"), "cnn_load_npz", "x_key is NULL");
     NP_ERR(cnn_load_npz(NULL, "x", "y"), "cnn_load_npz", "path is NULL");
     NP_ERR(cnn_load_npz_memory(NULL, 0, "x", "y"), "cnn_load_npz_memory", "NULL");
+    f = cnn_load_npz_float(NP(a, sizeof a, "data.npz"), "x_train", "y_train");
+    CHECK(!f && error_mentions("data.npz': member 'x_train.npy'") && error_mentions("'|u1' (uint8)"),
+          "cnn_load_npz_float on uint8 images: '%s'", cnn_last_error());
+    f = cnn_load_npz_float(NP(a, sizeof a, "float.npz"), NULL, "y");
+    CHECK(!f && error_mentions("cnn_load_npz_float: x_key is NULL"), "NULL x_key: '%s'", cnn_last_error());
+    f = cnn_load_npz_float(NP(a, sizeof a, "float.npz"), "x", NULL); /* no targets: fine */
+    CHECK(f && !f->y && f->y_width == 0 && f->n == NP_N, "x alone: %s", f ? "wrong arrays" : cnn_last_error());
+    cnn_float_arrays_free(f);
+    CHECK(cnn_npz_has(NULL, "x") == CNN_ERR_ARG && cnn_npz_has(NP(a, sizeof a, "data.npz"), NULL) == CNN_ERR_ARG,
+          "cnn_npz_has NULL arguments");
     cnn_set_memory_limit(100);
     NP_ERR(cnn_load_npz(NP(a, sizeof a, "data_z.npz"), "x_train", "y_train"), "inflating x_train.npy",
            "memory limit");

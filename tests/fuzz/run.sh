@@ -12,6 +12,9 @@ SECONDS_EACH=${FUZZ_SECONDS:-60}
 TARGETS=${FUZZ_TARGETS:-"model model_payload idx cifar image image_dir opencl_spec npy npz"}
 CC=${FUZZ_CC:-clang}
 B=build/fuzz
+# the targets that read files write each input to a temporary file: in memory (/dev/shm) that
+# costs microseconds, on a disk-backed /tmp milliseconds (npz: 330 runs/s instead of 2,500)
+if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 mkdir -p "$B"
 summary=()
 failed=0
