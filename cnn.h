@@ -1595,7 +1595,8 @@ typedef struct cnn__npy {
 /* the NumPy name of a dtype letter and size, for messages */
 static const char *cnn__npy_type_name(char kind, int size) {
     switch (kind) {
-    case 'u': return size == 1 ? "uint8" : size == 2 ? "uint16" : size == 4 ? "uint32" : size == 8 ? "uint64" : "unsigned";
+    case 'u':
+        return size == 1 ? "uint8" : size == 2 ? "uint16" : size == 4 ? "uint32" : size == 8 ? "uint64" : "unsigned";
     case 'i': return size == 1 ? "int8" : size == 2 ? "int16" : size == 4 ? "int32" : size == 8 ? "int64" : "integer";
     case 'f': return size == 2 ? "float16" : size == 4 ? "float32" : size == 8 ? "float64" : "float";
     case 'c': return size == 8 ? "complex64" : size == 16 ? "complex128" : "complex";
@@ -1649,7 +1650,10 @@ static int cnn__npy_dict(const char *h, size_t n, const char *name, cnn__npy *a)
     for (;;) {
         cnn__npy_ws(h, n, &i);
         if (i < n && h[i] == '}') { i++; break; }
-        if (!cnn__npy_str(h, n, &i, key, sizeof key)) { snprintf(why, sizeof why, "a key is not a short string"); goto bad; }
+        if (!cnn__npy_str(h, n, &i, key, sizeof key)) {
+            snprintf(why, sizeof why, "a key is not a short string");
+            goto bad;
+        }
         cnn__npy_ws(h, n, &i);
         if (i >= n || h[i++] != ':') { snprintf(why, sizeof why, "no ':' after '%s'", key); goto bad; }
         cnn__npy_ws(h, n, &i);
@@ -1673,7 +1677,10 @@ static int cnn__npy_dict(const char *h, size_t n, const char *name, cnn__npy *a)
             for (;;) {
                 cnn__npy_ws(h, n, &i);
                 if (i < n && h[i] == ')') { i++; break; }
-                if (i >= n || h[i] < '0' || h[i] > '9') { snprintf(why, sizeof why, "shape holds a non-number"); goto bad; }
+                if (i >= n || h[i] < '0' || h[i] > '9') {
+                    snprintf(why, sizeof why, "shape holds a non-number");
+                    goto bad;
+                }
                 uint64_t v = 0;
                 while (i < n && h[i] >= '0' && h[i] <= '9') {
                     if (v > (UINT64_MAX - 9) / 10) { snprintf(why, sizeof why, "a shape number overflows"); goto bad; }
@@ -1686,7 +1693,10 @@ static int cnn__npy_dict(const char *h, size_t n, const char *name, cnn__npy *a)
                 a->shape[a->ndim++] = v;
                 cnn__npy_ws(h, n, &i);
                 if (i < n && h[i] == ',') i++;
-                else if (i >= n || h[i] != ')') { snprintf(why, sizeof why, "shape is not a tuple of numbers"); goto bad; }
+                else if (i >= n || h[i] != ')') {
+                    snprintf(why, sizeof why, "shape is not a tuple of numbers");
+                    goto bad;
+                }
             }
             have |= 4;
         } else {
@@ -1721,7 +1731,10 @@ static int cnn__npy_parse(const unsigned char *p, size_t len, const char *name, 
         return cnn_set_error(CNN_ERR_FORMAT, "%s: bad magic (not a .npy file, which starts with \\x93NUMPY)", name);
     size_t hlen, at;
     if (p[6] == 1) { hlen = (size_t)p[8] | (size_t)p[9] << 8; at = 10; }
-    else if ((p[6] == 2 || p[6] == 3) && len >= 12) { hlen = (size_t)p[8] | (size_t)p[9] << 8 | (size_t)p[10] << 16 | (size_t)p[11] << 24; at = 12; }
+    else if ((p[6] == 2 || p[6] == 3) && len >= 12) {
+        hlen = (size_t)p[8] | (size_t)p[9] << 8 | (size_t)p[10] << 16 | (size_t)p[11] << 24;
+        at = 12;
+    }
     else return cnn_set_error(CNN_ERR_FORMAT, "%s: .npy format version %d.%d is not supported (1.0, 2.0 and 3.0 are)",
                               name, p[6], p[7]);
     if (hlen > len - at)
@@ -2040,7 +2053,10 @@ static int cnn__float_next(void *ctx, int max_count, float *x, float *y) {
 
 CNN_IMPL cnn_batch_source *cnn_float_source(const cnn_float_arrays *a, int shuffle, uint64_t seed) {
     static const char who[] = "cnn_float_source";
-    if (!a || !a->x) { cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, a ? "x array" : "arrays pointer"); return NULL; }
+    if (!a || !a->x) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, a ? "x array" : "arrays pointer");
+        return NULL;
+    }
     if (a->n <= 0 || a->h <= 0 || a->w <= 0 || a->c <= 0 ||
         (size_t)a->h * a->w > (size_t)INT_MAX / (size_t)a->c) {
         cnn_set_error(CNN_ERR_ARG, "%s: bad size n=%d h=%d w=%d c=%d", who, a->n, a->h, a->w, a->c);
