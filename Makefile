@@ -47,7 +47,7 @@ test:
 	@$(MAKE) --no-print-directory $(EXAMPLES)
 	@tests/run.sh
 
-# The fuzz targets (tests/fuzz: model files, IDX and gzip, CIFAR-10, images and image
+# The fuzz targets (tests/fuzz: model files, IDX and gzip, CIFAR-10, NumPy .npy and .npz, images and image
 # folders, OpenCL device choices) under libFuzzer with ASan and UBSan, FUZZ_SECONDS each
 # (default 60); `make test` replays their corpus. Ends with a table of runs and findings.
 # The long fault runs: every allocation failing in turn along the whole pipeline (also with

@@ -300,6 +300,43 @@ CNN_DEF cnn_dataset *cnn_load_idx_memory(const unsigned char *images, size_t ima
 /* Does this folder hold CIFAR-10 binary batches (data_batch_1.bin or test_batch.bin)? */
 CNN_DEF int cnn_is_cifar10_dir(const char *dir);
 
+/* NumPy .npy files (np.save: format versions 1.0, 2.0 and 3.0, C order only).
+   Images: uint8 [n][h][w][c], or [n][h][w] (c = 1), as Keras' datasets give
+   them. Labels: class indices of any integer dtype (u1 i1 u2 i2 u4 i4 u8 i8,
+   either byte order), shaped [n] or [n][1] as Keras' cifar10.load_data() gives
+   (num_classes = the largest label + 1); or one-hot rows [n][classes], integer
+   or float, each row a single 1 among zeros (num_classes = the width). Labels
+   are 0..2^24-1. Every size in the files is checked against the file and the
+   memory limit; errors name the file and the field (a Fortran-order array, an
+   unsupported dtype, a count that differs between images and labels).
+   Compressed or not, .npz archives (np.savez) are read by cnn_load_npz in
+   cnn_augment.h. */
+CNN_DEF cnn_dataset *cnn_load_npy(const char *images_path, const char *labels_path);
+/* The same from .npy bytes already in memory (errors name them "images" and "labels"). */
+CNN_DEF cnn_dataset *cnn_load_npy_memory(const unsigned char *images, size_t images_len,
+                                         const unsigned char *labels, size_t labels_len);
+
+/* Model-ready float arrays (already scaled as the model wants them), for data
+   that was preprocessed elsewhere: feed them to cnn_fit_source through
+   cnn_float_source, to cnn_predict, or to cnn_train_on_batch. */
+typedef struct cnn_float_arrays {
+    int n, h, w, c;  /* n samples of h x w x c */
+    float *x;        /* [n][h][w][c] */
+    int y_width;     /* 1: one class index (or binary target) per sample; >1: one-hot or
+                        dense rows; 0: no targets (y NULL) */
+    float *y;        /* [n][y_width] */
+    int num_classes; /* integer index labels: the largest + 1; rows: y_width; else 0 */
+} cnn_float_arrays;
+/* float32 or float64 x [n][h][w][c], [n][h][w] (c = 1) or [n][features]
+   (h = w = 1), converted to float; y (NULL for none) [n], [n][1] or [n][k], of
+   any integer or float dtype (integers are checked as labels, 0..2^24-1; floats
+   must be finite). Free with cnn_float_arrays_free. */
+CNN_DEF cnn_float_arrays *cnn_load_npy_float(const char *x_path, const char *y_path);
+/* The same from bytes in memory (y NULL for none; errors name them "x" and "y"). */
+CNN_DEF cnn_float_arrays *cnn_load_npy_float_memory(const unsigned char *x, size_t x_len,
+                                                    const unsigned char *y, size_t y_len);
+CNN_DEF void cnn_float_arrays_free(cnn_float_arrays *a);
+
 /* ======================================================================== */
 /* Model graph                                                              */
 /* ======================================================================== */
@@ -547,6 +584,15 @@ typedef struct cnn_batch_source {
     int batch_size;           /* the source's own batch size, used by fit when its
                                  .batch_size is 0 (as Keras takes a generator's); 0 = none */
 } cnn_batch_source;
+
+/* A batch source over float arrays (cnn_float_arrays, from cnn_load_npy_float
+   or filled in by you): a is not copied and must outlive the source. A pass is
+   a->n samples, in order, or in a fresh order every pass from seed when shuffle
+   is nonzero. Train with cnn_fit_source (.validation_source takes another one,
+   unshuffled); free with cnn_float_source_free. NULL and an error when a has no
+   samples or no targets. */
+CNN_DEF cnn_batch_source *cnn_float_source(const cnn_float_arrays *a, int shuffle, uint64_t seed);
+CNN_DEF void cnn_float_source_free(cnn_batch_source *src);
 
 /* ======================================================================== */
 /* Training                                                                 */
@@ -1596,6 +1642,523 @@ CNN_IMPL cnn_dataset *cnn_load_idx(const char *images_path, const char *labels_p
     CNN_FREE(ib);
     CNN_FREE(lb);
     return d;
+}
+
+/* ---- NumPy .npy (np.save) ------------------------------------------------ */
+/* The file: the magic \x93NUMPY, a major and minor version byte, the header's
+   length (2 bytes little-endian in 1.0, 4 in 2.0 and 3.0), the header (a Python
+   dict literal {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), },
+   padded with spaces and a newline), then the elements in C order. */
+
+#define CNN__NPY_MAX_DIMS 8
+#define CNN__NPY_MAX_LABEL (1 << 24) /* labels 0..2^24-1: exact as floats */
+
+typedef struct cnn__npy {
+    char descr[24];      /* the dtype as written, e.g. "<f4" */
+    char kind;           /* 'u' 'i' 'f' */
+    int size, big;       /* bytes per element; big-endian */
+    int ndim;
+    uint64_t shape[CNN__NPY_MAX_DIMS];
+    uint64_t count;      /* elements */
+    const unsigned char *data;
+} cnn__npy;
+
+/* the NumPy name of a dtype letter and size, for messages */
+static const char *cnn__npy_type_name(char kind, int size) {
+    switch (kind) {
+    case 'u':
+        return size == 1 ? "uint8" : size == 2 ? "uint16" : size == 4 ? "uint32" : size == 8 ? "uint64" : "unsigned";
+    case 'i': return size == 1 ? "int8" : size == 2 ? "int16" : size == 4 ? "int32" : size == 8 ? "int64" : "integer";
+    case 'f': return size == 2 ? "float16" : size == 4 ? "float32" : size == 8 ? "float64" : "float";
+    case 'c': return size == 8 ? "complex64" : size == 16 ? "complex128" : "complex";
+    case 'b': return "bool";
+    case 'U': return "unicode string";
+    case 'S': return "byte string";
+    case 'O': return "Python object";
+    case 'M': return "datetime64";
+    case 'm': return "timedelta64";
+    case 'V': return "void";
+    default: return "unknown";
+    }
+}
+
+/* "(3, 32, 32)" */
+static const char *cnn__npy_shape_str(const cnn__npy *a, char *buf, size_t cap) {
+    size_t at = 0;
+    at += (size_t)snprintf(buf, cap, "(");
+    for (int i = 0; i < a->ndim && at < cap; i++)
+        at += (size_t)snprintf(buf + at, cap - at, "%s%llu", i ? ", " : "", (unsigned long long)a->shape[i]);
+    if (at < cap) snprintf(buf + at, cap - at, a->ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+static void cnn__npy_ws(const char *h, size_t n, size_t *i) {
+    while (*i < n && (h[*i] == ' ' || h[*i] == '\t' || h[*i] == '\n' || h[*i] == '\r')) (*i)++;
+}
+
+/* a quoted Python string at h[*i] into out (cap bytes); 0 when it is not one */
+static int cnn__npy_str(const char *h, size_t n, size_t *i, char *out, size_t cap) {
+    if (*i >= n || (h[*i] != '\'' && h[*i] != '"')) return 0;
+    char q = h[(*i)++];
+    size_t k = 0;
+    while (*i < n && h[*i] != q) {
+        if (h[*i] == '\\' || k + 1 >= cap) return 0;
+        out[k++] = h[(*i)++];
+    }
+    if (*i >= n) return 0;
+    (*i)++;
+    out[k] = 0;
+    return 1;
+}
+
+/* parse the header dict h[0..n) into a; an error naming `name` on failure */
+static int cnn__npy_dict(const char *h, size_t n, const char *name, cnn__npy *a) {
+    size_t i = 0;
+    int have = 0, fortran = 0; /* have: bit 0 descr, 1 fortran_order, 2 shape */
+    char key[32], why[96];
+    cnn__npy_ws(h, n, &i);
+    if (i >= n || h[i++] != '{') { snprintf(why, sizeof why, "it does not start with '{'"); goto bad; }
+    for (;;) {
+        cnn__npy_ws(h, n, &i);
+        if (i < n && h[i] == '}') { i++; break; }
+        if (!cnn__npy_str(h, n, &i, key, sizeof key)) {
+            snprintf(why, sizeof why, "a key is not a short string");
+            goto bad;
+        }
+        cnn__npy_ws(h, n, &i);
+        if (i >= n || h[i++] != ':') { snprintf(why, sizeof why, "no ':' after '%s'", key); goto bad; }
+        cnn__npy_ws(h, n, &i);
+        if (!strcmp(key, "descr")) {
+            if (i < n && h[i] == '[')
+                return cnn_set_error(CNN_ERR_FORMAT, "%s: descr: structured dtypes (a list of fields) are not "
+                                     "supported: save a plain numeric array", name);
+            if (!cnn__npy_str(h, n, &i, a->descr, sizeof a->descr)) {
+                snprintf(why, sizeof why, "descr is not a short string");
+                goto bad;
+            }
+            have |= 1;
+        } else if (!strcmp(key, "fortran_order")) {
+            if (i + 4 <= n && !memcmp(h + i, "True", 4)) { fortran = 1; i += 4; }
+            else if (i + 5 <= n && !memcmp(h + i, "False", 5)) { fortran = 0; i += 5; }
+            else { snprintf(why, sizeof why, "fortran_order is not True or False"); goto bad; }
+            have |= 2;
+        } else if (!strcmp(key, "shape")) {
+            if (i >= n || h[i++] != '(') { snprintf(why, sizeof why, "shape is not a tuple"); goto bad; }
+            a->ndim = 0;
+            for (;;) {
+                cnn__npy_ws(h, n, &i);
+                if (i < n && h[i] == ')') { i++; break; }
+                if (i >= n || h[i] < '0' || h[i] > '9') {
+                    snprintf(why, sizeof why, "shape holds a non-number");
+                    goto bad;
+                }
+                uint64_t v = 0;
+                while (i < n && h[i] >= '0' && h[i] <= '9') {
+                    if (v > (UINT64_MAX - 9) / 10) { snprintf(why, sizeof why, "a shape number overflows"); goto bad; }
+                    v = v * 10 + (uint64_t)(h[i++] - '0');
+                }
+                if (i < n && h[i] == 'L') i++; /* Python 2's long */
+                if (a->ndim == CNN__NPY_MAX_DIMS)
+                    return cnn_set_error(CNN_ERR_FORMAT, "%s: shape has more than %d dimensions", name,
+                                         CNN__NPY_MAX_DIMS);
+                a->shape[a->ndim++] = v;
+                cnn__npy_ws(h, n, &i);
+                if (i < n && h[i] == ',') i++;
+                else if (i >= n || h[i] != ')') {
+                    snprintf(why, sizeof why, "shape is not a tuple of numbers");
+                    goto bad;
+                }
+            }
+            have |= 4;
+        } else {
+            snprintf(why, sizeof why, "unknown key '%s'", key);
+            goto bad;
+        }
+        cnn__npy_ws(h, n, &i);
+        if (i < n && h[i] == ',') { i++; continue; }
+        if (i < n && h[i] == '}') { i++; break; }
+        snprintf(why, sizeof why, "no ',' or '}' after '%s'", key);
+        goto bad;
+    }
+    cnn__npy_ws(h, n, &i);
+    if (i < n) { snprintf(why, sizeof why, "text after the closing '}'"); goto bad; }
+    if (have != 7) {
+        snprintf(why, sizeof why, "no '%s' key", !(have & 1) ? "descr" : !(have & 2) ? "fortran_order" : "shape");
+        goto bad;
+    }
+    if (fortran)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: fortran_order: True is not supported: save with "
+                             "np.ascontiguousarray", name);
+    return CNN_OK;
+bad:
+    return cnn_set_error(CNN_ERR_FORMAT, "%s: bad header dict (%s)", name, why);
+}
+
+/* Read the .npy bytes p[0..len) into a (a->data points into p); name names them in errors. */
+static int cnn__npy_parse(const unsigned char *p, size_t len, const char *name, cnn__npy *a) {
+    memset(a, 0, sizeof *a);
+    if (!p) return cnn_set_error(CNN_ERR_ARG, "%s: the data is NULL", name);
+    if (len < 10 || memcmp(p, "\x93NUMPY", 6))
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: bad magic (not a .npy file, which starts with \\x93NUMPY)", name);
+    size_t hlen, at;
+    if (p[6] == 1) { hlen = (size_t)p[8] | (size_t)p[9] << 8; at = 10; }
+    else if ((p[6] == 2 || p[6] == 3) && len >= 12) {
+        hlen = (size_t)p[8] | (size_t)p[9] << 8 | (size_t)p[10] << 16 | (size_t)p[11] << 24;
+        at = 12;
+    }
+    else return cnn_set_error(CNN_ERR_FORMAT, "%s: .npy format version %d.%d is not supported (1.0, 2.0 and 3.0 are)",
+                              name, p[6], p[7]);
+    if (hlen > len - at)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: header length %zu runs past the end of the file (%zu bytes)",
+                             name, hlen, len);
+    int rc = cnn__npy_dict((const char *)p + at, hlen, name, a);
+    if (rc) return rc;
+    /* descr: byte order < > | (= native), a kind letter, a size in bytes */
+    const char *d = a->descr;
+    char order = d[0];
+    int size = 0, ok = (order == '<' || order == '>' || order == '|' || order == '=') && d[1];
+    for (int k = 2; ok && d[k]; k++) {
+        if (d[k] < '0' || d[k] > '9' || size > 1000) ok = 0;
+        else size = size * 10 + (d[k] - '0');
+    }
+    if (!ok) return cnn_set_error(CNN_ERR_FORMAT, "%s: descr: dtype '%s' is not supported (not a plain number type)",
+                                  name, d);
+    const uint16_t one = 1;
+    int host_big = *(const unsigned char *)&one == 0;
+    a->kind = d[1];
+    a->size = size;
+    a->big = order == '>' || (order == '=' && host_big);
+    if (!(((a->kind == 'u' || a->kind == 'i') && (size == 1 || size == 2 || size == 4 || size == 8)) ||
+          (a->kind == 'f' && (size == 4 || size == 8))))
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: descr: dtype '%s' (%s) is not supported (integers and float32, "
+                             "float64 are)", name, d, cnn__npy_type_name(a->kind, size));
+    a->count = 1;
+    for (int k = 0; k < a->ndim; k++) {
+        if (a->shape[k] && a->count > UINT64_MAX / a->shape[k]) {
+            char sh[160];
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: shape %s overflows", name, cnn__npy_shape_str(a, sh, sizeof sh));
+        }
+        a->count *= a->shape[k];
+    }
+    size_t have = len - at - hlen;
+    if (a->count > (uint64_t)(have / (size_t)size)) {
+        char sh[160];
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: data truncated: shape %s of '%s' is %llu elements x %d bytes; the "
+                             "file holds %zu bytes after its header", name, cnn__npy_shape_str(a, sh, sizeof sh), d,
+                             (unsigned long long)a->count, size, have);
+    }
+    a->data = p + at + hlen;
+    return CNN_OK;
+}
+
+/* element i as raw bits in host order */
+static uint64_t cnn__npy_bits(const cnn__npy *a, size_t i) {
+    const unsigned char *q = a->data + i * (size_t)a->size;
+    uint64_t v = 0;
+    for (int k = 0; k < a->size; k++) v |= (uint64_t)q[a->big ? a->size - 1 - k : k] << (8 * k);
+    return v;
+}
+
+/* element i as a double (integers above 2^53 rounded: enough to range-check labels) */
+static double cnn__npy_value(const cnn__npy *a, size_t i) {
+    uint64_t v = cnn__npy_bits(a, i);
+    if (a->kind == 'f') {
+        if (a->size == 4) { uint32_t b = (uint32_t)v; float f; memcpy(&f, &b, 4); return f; }
+        double x;
+        memcpy(&x, &v, 8);
+        return x;
+    }
+    if (a->kind == 'i' && (v >> (8 * a->size - 1) & 1)) { /* negative: two's complement */
+        if (a->size < 8) v |= ~(uint64_t)0 << (8 * a->size);
+        return -(double)(~v + 1);
+    }
+    return (double)v;
+}
+
+/* Labels: [n] or [n][1] indices of an integer dtype (or whole floats), or one-hot
+   rows [n][k]. Writes n ints to out (when not NULL) and the class count. */
+static int cnn__npy_labels(const cnn__npy *a, const char *name, int *out, int *num_classes) {
+    char sh[160];
+    if (a->ndim < 1 || a->ndim > 2 || a->shape[0] == 0 || (a->ndim == 2 && a->shape[1] == 0))
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: shape %s: labels must be (n,), (n, 1) or one-hot (n, classes)",
+                             name, cnn__npy_shape_str(a, sh, sizeof sh));
+    const size_t n = (size_t)a->shape[0], k = a->ndim == 2 ? (size_t)a->shape[1] : 1;
+    int classes = 0;
+    if (k == 1) {
+        for (size_t i = 0; i < n; i++) {
+            double v = cnn__npy_value(a, i);
+            if (!(v >= 0) || v >= CNN__NPY_MAX_LABEL || v != floor(v))
+                return cnn_set_error(CNN_ERR_FORMAT, "%s: label %.17g of sample %zu is out of range (class indices are "
+                                     "0..%d)", name, v, i, CNN__NPY_MAX_LABEL - 1);
+            if ((int)v + 1 > classes) classes = (int)v + 1;
+            if (out) out[i] = (int)v;
+        }
+    } else {
+        if (k > CNN__NPY_MAX_LABEL)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: shape %s: one-hot rows of %zu classes are too wide", name,
+                                 cnn__npy_shape_str(a, sh, sizeof sh), k);
+        for (size_t i = 0; i < n; i++) {
+            size_t hot = k;
+            for (size_t j = 0; j < k; j++) {
+                double v = cnn__npy_value(a, i * k + j);
+                if (v == 1 && hot == k) hot = j;
+                else if (v != 0)
+                    return cnn_set_error(CNN_ERR_FORMAT, "%s: row %zu is not one-hot (column %zu holds %g): one-hot "
+                                         "labels are 0 and a single 1", name, i, j, v);
+            }
+            if (hot == k)
+                return cnn_set_error(CNN_ERR_FORMAT, "%s: row %zu is not one-hot (all zeros)", name, i);
+            if (out) out[i] = (int)hot;
+        }
+        classes = (int)k;
+    }
+    *num_classes = classes;
+    return CNN_OK;
+}
+
+static cnn_dataset *cnn__load_npy(const char *who, const unsigned char *images, size_t images_len,
+                                  const char *iname, const unsigned char *labels, size_t labels_len,
+                                  const char *lname) {
+    cnn__npy im, lb;
+    char sh[160];
+    if (cnn__npy_parse(images, images_len, iname, &im) || cnn__npy_parse(labels, labels_len, lname, &lb)) return NULL;
+    if (im.kind != 'u' || im.size != 1) {
+        cnn_set_error(CNN_ERR_FORMAT, "%s: descr: images must be uint8 ('|u1'), not '%s' (%s)%s", iname, im.descr,
+                      cnn__npy_type_name(im.kind, im.size),
+                      im.kind == 'f' ? ": load float arrays with cnn_load_npy_float" : "");
+        return NULL;
+    }
+    if (im.ndim < 3 || im.ndim > 4 || !im.count || im.shape[0] > INT_MAX || im.shape[1] > 65536 ||
+        im.shape[2] > 65536 || (im.ndim == 4 && im.shape[3] > 4096)) {
+        cnn_set_error(CNN_ERR_FORMAT, "%s: shape %s: images must be (n, h, w, c) or (n, h, w), none 0, h and "
+                      "w <= 65536, c <= 4096%s",
+                      iname, cnn__npy_shape_str(&im, sh, sizeof sh),
+                      im.ndim == 2 ? " (reshape flat rows to (n, h, w))" : "");
+        return NULL;
+    }
+    const int n = (int)im.shape[0], h = (int)im.shape[1], w = (int)im.shape[2], c = im.ndim == 4 ? (int)im.shape[3] : 1;
+    if (lb.ndim >= 1 && lb.shape[0] != (uint64_t)n) {
+        cnn_set_error(CNN_ERR_FORMAT, "%s: shape %s: %llu labels for %d images", lname,
+                      cnn__npy_shape_str(&lb, sh, sizeof sh), (unsigned long long)lb.shape[0], n);
+        return NULL;
+    }
+    int classes = 0;
+    if (cnn__npy_labels(&lb, lname, NULL, &classes)) return NULL;
+    if (cnn_check_memory(who, "the dataset", (unsigned long long)im.count + (unsigned long long)n * sizeof(int)))
+        return NULL;
+    cnn_dataset *d = cnn_dataset_new(n, h, w, c, classes);
+    if (!d) return NULL;
+    memcpy(d->images, im.data, (size_t)im.count);
+    cnn__npy_labels(&lb, lname, d->labels, &classes);
+    return d;
+}
+
+CNN_IMPL cnn_dataset *cnn_load_npy_memory(const unsigned char *images, size_t images_len,
+                                          const unsigned char *labels, size_t labels_len) {
+    return cnn__load_npy("cnn_load_npy_memory", images, images_len, "cnn_load_npy_memory: images", labels,
+                         labels_len, "cnn_load_npy_memory: labels");
+}
+
+/* read one or two files (b_path may be NULL); names for messages: "who: 'path'" */
+static int cnn__npy_read_pair(const char *who, const char *a_path, const char *b_path, unsigned char **a,
+                              size_t *a_len, unsigned char **b, size_t *b_len, char *a_name, char *b_name,
+                              size_t cap) {
+    *a = *b = NULL;
+    *a_len = *b_len = 0;
+    if (!a_path) return cnn_set_error(CNN_ERR_ARG, "%s: the path is NULL", who);
+    snprintf(a_name, cap, "%s: '%s'", who, a_path);
+    if (b_path) snprintf(b_name, cap, "%s: '%s'", who, b_path);
+    if (!(*a = cnn__read_file(a_path, a_len))) return cnn_set_error(CNN_ERR_IO, "%s: %s", who, cnn_last_error());
+    if (b_path && !(*b = cnn__read_file(b_path, b_len))) {
+        CNN_FREE(*a);
+        *a = NULL;
+        return cnn_set_error(CNN_ERR_IO, "%s: %s", who, cnn_last_error());
+    }
+    return CNN_OK;
+}
+
+CNN_IMPL cnn_dataset *cnn_load_npy(const char *images_path, const char *labels_path) {
+    static const char who[] = "cnn_load_npy";
+    unsigned char *ib, *lb;
+    size_t il, ll;
+    char iname[600], lname[600];
+    if (!labels_path) { cnn_set_error(CNN_ERR_ARG, "%s: labels_path is NULL", who); return NULL; }
+    if (cnn__npy_read_pair(who, images_path, labels_path, &ib, &il, &lb, &ll, iname, lname, sizeof iname))
+        return NULL;
+    cnn_dataset *d = cnn__load_npy(who, ib, il, iname, lb, ll, lname);
+    CNN_FREE(ib);
+    CNN_FREE(lb);
+    return d;
+}
+
+CNN_IMPL void cnn_float_arrays_free(cnn_float_arrays *a) {
+    if (!a) return;
+    CNN_FREE(a->x);
+    CNN_FREE(a->y);
+    CNN_FREE(a);
+}
+
+/* convert all of a's elements to floats at out */
+static void cnn__npy_to_float(const cnn__npy *a, float *out) {
+    const uint16_t one = 1;
+    if (a->kind == 'f' && a->size == 4 && a->big == (*(const unsigned char *)&one == 0)) {
+        memcpy(out, a->data, (size_t)a->count * 4);
+        return;
+    }
+    for (size_t i = 0; i < (size_t)a->count; i++) out[i] = (float)cnn__npy_value(a, i);
+}
+
+static cnn_float_arrays *cnn__load_npy_float(const char *who, const unsigned char *x, size_t x_len,
+                                             const char *xname, const unsigned char *y, size_t y_len,
+                                             const char *yname) {
+    cnn__npy xa, ya;
+    char sh[160];
+    if (cnn__npy_parse(x, x_len, xname, &xa) || (y && cnn__npy_parse(y, y_len, yname, &ya))) return NULL;
+    if (xa.kind != 'f') {
+        cnn_set_error(CNN_ERR_FORMAT, "%s: descr: x must be float32 or float64, not '%s' (%s)%s", xname, xa.descr,
+                      cnn__npy_type_name(xa.kind, xa.size),
+                      xa.kind == 'u' && xa.size == 1 ? ": load uint8 images with cnn_load_npy" : "");
+        return NULL;
+    }
+    if (xa.ndim < 2 || xa.ndim > 4 || !xa.count || xa.shape[0] > INT_MAX || xa.count / xa.shape[0] > INT_MAX ||
+        xa.shape[1] > INT_MAX || (xa.ndim >= 3 && xa.shape[2] > INT_MAX) || (xa.ndim == 4 && xa.shape[3] > INT_MAX)) {
+        cnn_set_error(CNN_ERR_FORMAT, "%s: shape %s: x must be (n, h, w, c), (n, h, w) or (n, features), none of "
+                      "them 0", xname, cnn__npy_shape_str(&xa, sh, sizeof sh));
+        return NULL;
+    }
+    const int n = (int)xa.shape[0];
+    int y_width = 0, classes = 0;
+    if (y) {
+        if (ya.ndim < 1 || ya.ndim > 2 || ya.shape[0] != (uint64_t)n || (ya.ndim == 2 && !ya.shape[1]) ||
+            ya.count / (uint64_t)n > INT_MAX) {
+            cnn_set_error(CNN_ERR_FORMAT, "%s: shape %s: y must be (%d,), (%d, 1) or (%d, width) for %d samples",
+                          yname, cnn__npy_shape_str(&ya, sh, sizeof sh), n, n, n, n);
+            return NULL;
+        }
+        y_width = ya.ndim == 2 ? (int)ya.shape[1] : 1;
+        if (ya.kind == 'f')
+            for (size_t i = 0; i < (size_t)ya.count; i++)
+                if (!isfinite(cnn__npy_value(&ya, i))) {
+                    cnn_set_error(CNN_ERR_FORMAT, "%s: element %zu is not finite", yname, i);
+                    return NULL;
+                }
+        if (cnn__npy_labels(&ya, yname, NULL, &classes)) {
+            if (y_width == 1 && ya.kind != 'f') return NULL; /* integer indices must be labels */
+            classes = 0;                                     /* dense or soft targets */
+        }
+    }
+    unsigned long long bytes = ((unsigned long long)xa.count + (y ? (unsigned long long)ya.count : 0)) * sizeof(float);
+    if (cnn_check_memory(who, "the float arrays", bytes)) return NULL;
+    cnn_float_arrays *a = (cnn_float_arrays *)cnn__alloc(1, sizeof *a, "float arrays");
+    if (!a) return NULL;
+    a->n = n;
+    a->h = xa.ndim >= 3 ? (int)xa.shape[1] : 1;
+    a->w = xa.ndim >= 3 ? (int)xa.shape[2] : 1;
+    a->c = xa.ndim == 4 ? (int)xa.shape[3] : xa.ndim == 3 ? 1 : (int)xa.shape[1];
+    a->y_width = y_width;
+    a->num_classes = classes;
+    a->x = (float *)cnn__alloc((size_t)xa.count, sizeof(float), "x");
+    if (y) a->y = (float *)cnn__alloc((size_t)ya.count, sizeof(float), "y");
+    if (!a->x || (y && !a->y)) { cnn_float_arrays_free(a); return NULL; }
+    cnn__npy_to_float(&xa, a->x);
+    if (y) cnn__npy_to_float(&ya, a->y);
+    return a;
+}
+
+CNN_IMPL cnn_float_arrays *cnn_load_npy_float_memory(const unsigned char *x, size_t x_len, const unsigned char *y,
+                                                     size_t y_len) {
+    return cnn__load_npy_float("cnn_load_npy_float_memory", x, x_len, "cnn_load_npy_float_memory: x", y, y_len,
+                               "cnn_load_npy_float_memory: y");
+}
+
+CNN_IMPL cnn_float_arrays *cnn_load_npy_float(const char *x_path, const char *y_path) {
+    static const char who[] = "cnn_load_npy_float";
+    unsigned char *xb, *yb;
+    size_t xl, yl;
+    char xname[600], yname[600];
+    if (cnn__npy_read_pair(who, x_path, y_path, &xb, &xl, &yb, &yl, xname, yname, sizeof xname)) return NULL;
+    cnn_float_arrays *a = cnn__load_npy_float(who, xb, xl, xname, yb, yl, yname);
+    CNN_FREE(xb);
+    CNN_FREE(yb);
+    return a;
+}
+
+/* ---- float arrays as a batch source ------------------------------------- */
+
+typedef struct cnn__float_source {
+    cnn_batch_source src; /* first: the pointer handed out */
+    const cnn_float_arrays *a;
+    int *order;           /* [n] sample order of the current pass */
+    int pos, shuffle;
+    uint64_t seed;
+} cnn__float_source;
+
+static int cnn__float_reset(void *ctx, int epoch) {
+    cnn__float_source *s = (cnn__float_source *)ctx;
+    const int n = s->a->n;
+    for (int i = 0; i < n; i++) s->order[i] = i;
+    if (s->shuffle) { /* a fresh permutation per pass, from the seed */
+        cnn__rng r = {cnn__mix64(s->seed ^ (0x464c4f4154ULL + (uint64_t)epoch * 0x9e3779b97f4a7c15ULL))};
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)cnn__rng_below(&r, (uint64_t)i + 1), t = s->order[i];
+            s->order[i] = s->order[j]; s->order[j] = t;
+        }
+    }
+    s->pos = 0;
+    return CNN_OK;
+}
+
+static int cnn__float_next(void *ctx, int max_count, float *x, float *y) {
+    cnn__float_source *s = (cnn__float_source *)ctx;
+    const cnn_float_arrays *a = s->a;
+    const size_t per = (size_t)a->h * a->w * a->c, yw = (size_t)a->y_width;
+    int count = a->n - s->pos < max_count ? a->n - s->pos : max_count;
+    for (int i = 0; i < count; i++) {
+        size_t k = (size_t)s->order[s->pos + i];
+        memcpy(x + (size_t)i * per, a->x + k * per, per * sizeof(float));
+        memcpy(y + (size_t)i * yw, a->y + k * yw, yw * sizeof(float));
+    }
+    s->pos += count;
+    return count;
+}
+
+CNN_IMPL cnn_batch_source *cnn_float_source(const cnn_float_arrays *a, int shuffle, uint64_t seed) {
+    static const char who[] = "cnn_float_source";
+    if (!a || !a->x) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the %s is NULL", who, a ? "x array" : "arrays pointer");
+        return NULL;
+    }
+    if (a->n <= 0 || a->h <= 0 || a->w <= 0 || a->c <= 0 ||
+        (size_t)a->h * a->w > (size_t)INT_MAX / (size_t)a->c) {
+        cnn_set_error(CNN_ERR_ARG, "%s: bad size n=%d h=%d w=%d c=%d", who, a->n, a->h, a->w, a->c);
+        return NULL;
+    }
+    if (!a->y || a->y_width <= 0) {
+        cnn_set_error(CNN_ERR_ARG, "%s: the arrays have no targets (y): training needs them", who);
+        return NULL;
+    }
+    cnn__float_source *s = (cnn__float_source *)cnn__alloc(1, sizeof *s, "a float source");
+    if (!s) return NULL;
+    s->order = (int *)cnn__alloc((size_t)a->n, sizeof(int), "a sample order");
+    if (!s->order) { CNN_FREE(s); return NULL; }
+    s->a = a;
+    s->shuffle = shuffle;
+    s->seed = seed;
+    s->src.ctx = s;
+    s->src.samples = a->n;
+    s->src.h = a->h; s->src.w = a->w; s->src.c = a->c;
+    s->src.y_width = a->y_width;
+    s->src.reset = cnn__float_reset;
+    s->src.next = cnn__float_next;
+    cnn__float_reset(s, 0);
+    return &s->src;
+}
+
+CNN_IMPL void cnn_float_source_free(cnn_batch_source *src) {
+    if (!src) return;
+    cnn__float_source *s = (cnn__float_source *)src; /* src is its first member */
+    CNN_FREE(s->order);
+    CNN_FREE(s);
 }
 
 /* ======================================================================== */

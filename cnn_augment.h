@@ -2,6 +2,7 @@
 
    The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
+     - NumPy .npz archives (np.savez, np.savez_compressed): a ZIP reader with ZIP64
      - a folder with one subfolder of images per class (png jpg bmp gif tga ppm pgm),
        decoded and resized to one size, as Keras' flow_from_directory lists them
      - one call that loads whichever of these a path holds (or CIFAR-10 binary)
@@ -293,6 +294,24 @@ CNN_DEF cnn_dataset *cnn_load_idx_gz(const char *images_path, const char *labels
    dir NULL = /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist).
    Class names are the ten Fashion-MNIST names. */
 CNN_DEF cnn_dataset *cnn_load_fashion_mnist(const char *dir, int train);
+
+/* NumPy .npz archives (np.savez, np.savez_compressed): ZIP files of .npy
+   members, stored or deflated, with the ZIP64 extra fields NumPy writes. Keys
+   are the names given to np.savez ("x_train", or "x_train.npy"); the arrays are
+   read as cnn_load_npy reads them. Every member is CRC-32 checked and every
+   size checked against the file and the memory limit. For Keras' layout:
+       cnn_dataset *train = cnn_load_npz("cifar10.npz", "x_train", "y_train");
+       cnn_dataset *test = cnn_npz_has("cifar10.npz", "x_test") == 1
+                               ? cnn_load_npz("cifar10.npz", "x_test", "y_test") : NULL; */
+CNN_DEF cnn_dataset *cnn_load_npz(const char *path, const char *x_key, const char *y_key);
+/* The same from an archive in memory. */
+CNN_DEF cnn_dataset *cnn_load_npz_memory(const unsigned char *data, size_t len, const char *x_key,
+                                         const char *y_key);
+/* Float arrays from an archive, as cnn_load_npy_float reads them (y_key NULL: none). */
+CNN_DEF cnn_float_arrays *cnn_load_npz_float(const char *path, const char *x_key, const char *y_key);
+/* 1 when the archive has a member `key`, 0 when not, < 0 (and an error) when it
+   cannot be read or is not a ZIP archive. */
+CNN_DEF int cnn_npz_has(const char *path, const char *key);
 
 /* ======================================================================== */
 /* Resizing, by PIL's rules                                                 */
@@ -1053,6 +1072,320 @@ done:
     CNN_FREE(path[0]);
     CNN_FREE(path[1]);
     return d;
+}
+
+/* ======================================================================== */
+/* NumPy .npz: a ZIP reader (stored and deflated members, ZIP64)            */
+/* ======================================================================== */
+/* What is read, all little-endian (PKWARE's APPNOTE): the end of central
+   directory record (22 bytes + a comment) at the end of the file; when one of
+   its fields is saturated (0xFFFF, 0xFFFFFFFF), the ZIP64 end record found
+   through the locator just before it; the central directory, one 46-byte
+   header + name + extra + comment per member, its sizes and local header
+   offset in a ZIP64 extra field (id 1) when saturated; then the member's local
+   header (30 bytes + name + extra) and its data. NumPy's savez writes ZIP64
+   extras in every local header and, past 4 GiB, in the central directory. */
+
+static uint64_t cnn__npz_le64(const unsigned char *p) {
+    return (uint64_t)cnn__aug_le32(p) | (uint64_t)cnn__aug_le32(p + 4) << 32;
+}
+static unsigned cnn__npz_le16(const unsigned char *p) { return (unsigned)p[0] | (unsigned)p[1] << 8; }
+
+typedef struct cnn__npz_member {
+    char name[256];
+    const unsigned char *data; /* the member's bytes in the archive */
+    uint64_t csize, usize;     /* compressed, uncompressed */
+    uint32_t crc;
+    unsigned method, flags;
+} cnn__npz_member;
+
+/* Fill the ZIP64 fields (id 1) that saturated: usize, csize, offset in this
+   order, each present only when its field is 0xFFFFFFFF. */
+static int cnn__npz_zip64(const unsigned char *x, size_t xlen, uint64_t *usize, uint64_t *csize, uint64_t *offset) {
+    size_t at = 0;
+    while (at + 4 <= xlen) {
+        unsigned id = cnn__npz_le16(x + at), sz = cnn__npz_le16(x + at + 2);
+        if (at + 4 + sz > xlen) return 0;
+        if (id == 1) {
+            const unsigned char *f = x + at + 4;
+            size_t k = 0;
+            uint64_t *fields[3] = {usize, csize, offset};
+            for (int i = 0; i < 3; i++) {
+                if (!fields[i] || *fields[i] != 0xFFFFFFFFu) continue;
+                if (k + 8 > sz) return 0;
+                *fields[i] = cnn__npz_le64(f + k);
+                k += 8;
+            }
+            return 1;
+        }
+        at += 4 + sz;
+    }
+    return 1;
+}
+
+/* Find member `name` in the archive z[0..len): 1 with m filled, 0 when absent
+   (a list of the names there in `have`), or a negative error naming `where`. */
+static int cnn__npz_find(const unsigned char *z, size_t len, const char *where, const char *name,
+                         cnn__npz_member *m, char *have, size_t have_cap) {
+    size_t eocd = 0, at;
+    int found_eocd = 0;
+    if (have_cap) have[0] = 0;
+    /* the end record: the last PK\5\6 whose comment ends the file (or fits in it) */
+    for (size_t back = 22; back <= len && back <= 22 + 65535; back++) {
+        const unsigned char *p = z + len - back;
+        if (cnn__aug_le32(p) == 0x06054b50u && back >= 22 + (size_t)cnn__npz_le16(p + 20)) {
+            eocd = len - back;
+            found_eocd = 1;
+            break;
+        }
+    }
+    if (!found_eocd)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: not a ZIP archive (no end of central directory record)", where);
+    uint64_t entries = cnn__npz_le16(z + eocd + 10), cd_size = cnn__aug_le32(z + eocd + 12),
+             cd_off = cnn__aug_le32(z + eocd + 16);
+    if (cnn__npz_le16(z + eocd + 4) || cnn__npz_le16(z + eocd + 6))
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: multi-part ZIP archives are not supported", where);
+    if (entries == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
+        if (eocd < 20 || cnn__aug_le32(z + eocd - 20) != 0x07064b50u)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: ZIP64 end of central directory locator missing", where);
+        uint64_t z64 = cnn__npz_le64(z + eocd - 20 + 8);
+        if (z64 > eocd - 20 || eocd - 20 - z64 < 56 || cnn__aug_le32(z + z64) != 0x06064b50u)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: bad ZIP64 end of central directory record (offset %llu)",
+                                 where, (unsigned long long)z64);
+        entries = cnn__npz_le64(z + z64 + 32);
+        cd_size = cnn__npz_le64(z + z64 + 40);
+        cd_off = cnn__npz_le64(z + z64 + 48);
+    }
+    if (cd_off > len || cd_size > len - cd_off)
+        return cnn_set_error(CNN_ERR_FORMAT,
+                             "%s: the central directory (offset %llu, %llu bytes) lies outside the file (%zu bytes)",
+                             where, (unsigned long long)cd_off, (unsigned long long)cd_size, len);
+    const size_t cd_end = (size_t)(cd_off + cd_size);
+    at = (size_t)cd_off;
+    for (uint64_t e = 0; e < entries; e++) {
+        const unsigned char *c = z + at;
+        if (cd_end - at < 46 || cnn__aug_le32(c) != 0x02014b50u)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: central directory entry %llu is damaged or missing", where,
+                                 (unsigned long long)e);
+        size_t nlen = cnn__npz_le16(c + 28), xlen = cnn__npz_le16(c + 30), clen = cnn__npz_le16(c + 32);
+        if (cd_end - at - 46 < nlen + xlen + clen)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: central directory entry %llu runs past the directory", where,
+                                 (unsigned long long)e);
+        const char *nm = (const char *)c + 46;
+        if (strlen(name) != nlen || memcmp(nm, name, nlen)) { /* not this one: note its name */
+            size_t used = have_cap ? strlen(have) : 0;
+            if (have_cap && used + nlen + 3 < have_cap) {
+                snprintf(have + used, have_cap - used, "%s%.*s", used ? ", " : "", (int)nlen, nm);
+            } else if (have_cap > 4 && used + 4 < have_cap && (used < 3 || strcmp(have + used - 3, "..."))) {
+                snprintf(have + used, have_cap - used, "...");
+            }
+            at += 46 + nlen + xlen + clen;
+            continue;
+        }
+        uint64_t csize = cnn__aug_le32(c + 20), usize = cnn__aug_le32(c + 24), off = cnn__aug_le32(c + 42);
+        if (!cnn__npz_zip64(c + 46 + nlen, xlen, &usize, &csize, &off))
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': damaged extra field (ZIP64 sizes)", where, name);
+        memset(m, 0, sizeof *m);
+        snprintf(m->name, sizeof m->name, "%s", name);
+        m->flags = cnn__npz_le16(c + 8);
+        m->method = cnn__npz_le16(c + 10);
+        m->crc = cnn__aug_le32(c + 16);
+        m->csize = csize;
+        m->usize = usize;
+        /* the local header: the same name; the same sizes unless they follow the data (flag 8) */
+        if (off > len || len - off < 30 || cnn__aug_le32(z + off) != 0x04034b50u)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': no local header at offset %llu", where, name,
+                                 (unsigned long long)off);
+        const unsigned char *l = z + off;
+        size_t lnlen = cnn__npz_le16(l + 26), lxlen = cnn__npz_le16(l + 28);
+        if (len - off - 30 < lnlen + lxlen || lnlen != nlen || memcmp(l + 30, name, nlen))
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': its local header is damaged", where, name);
+        if (!(m->flags & 8)) {
+            uint64_t lc = cnn__aug_le32(l + 18), lu = cnn__aug_le32(l + 22);
+            if (!cnn__npz_zip64(l + 30 + lnlen, lxlen, &lu, &lc, NULL) || lc != csize || lu != usize)
+                return cnn_set_error(CNN_ERR_FORMAT,
+                                     "%s: member '%s': the local header's sizes (%llu, %llu) differ from the central "
+                                     "directory's (%llu, %llu)", where, name, (unsigned long long)lc,
+                                     (unsigned long long)lu, (unsigned long long)csize, (unsigned long long)usize);
+        }
+        size_t data = (size_t)off + 30 + lnlen + lxlen;
+        if (csize > len - data)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': %llu bytes of data run past the end of the file "
+                                 "(truncated?)", where, name, (unsigned long long)csize);
+        m->data = z + data;
+        return 1;
+    }
+    return 0;
+}
+
+/* The member's bytes: a view into the archive (stored) or an inflated copy
+   (*owned, CNN_MALLOC'd); CRC-32 checked either way. */
+static int cnn__npz_extract(const cnn__npz_member *m, const unsigned char *z, size_t len, const char *who,
+                            const char *where, const unsigned char **out, size_t *out_len, unsigned char **owned) {
+    *owned = NULL;
+    if (m->flags & 1)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s' is encrypted", where, m->name);
+    if (m->method == 0) {
+        if (m->csize != m->usize)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: stored member '%s' has %llu bytes but claims %llu", where,
+                                 m->name, (unsigned long long)m->csize, (unsigned long long)m->usize);
+        *out = m->data;
+        *out_len = (size_t)m->usize;
+    } else if (m->method == 8) {
+        char what[320];
+        int rc, olen;
+        snprintf(what, sizeof what, "inflating %.256s", m->name);
+        if ((rc = cnn_check_memory(who, what, m->usize)) < 0) return rc;
+        if (m->usize > (uint64_t)INT_MAX || m->csize > (uint64_t)INT_MAX - 16)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': deflated members over 2 GB are not supported "
+                                 "(save with np.savez, uncompressed)", where, m->name);
+        /* deflate makes at most 1032 bytes of each byte it reads */
+        if (m->usize > 1032ull * m->csize + 1024)
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s' claims %llu bytes, more than deflate makes of "
+                                 "%llu", where, m->name, (unsigned long long)m->usize,
+                                 (unsigned long long)m->csize);
+        unsigned char *buf = (unsigned char *)CNN_MALLOC(m->usize ? (size_t)m->usize : 1);
+        if (!buf) return cnn_set_error(CNN_ERR_MEMORY, "%s: out of memory inflating '%s'", who, m->name);
+        /* a few bytes past the member go to the decoder (the central directory
+           follows it): stb_image's inflate reads ahead */
+        size_t avail = (size_t)(len - (size_t)(m->data - z)), in = (size_t)m->csize + 16;
+        olen = stbi_zlib_decode_noheader_buffer((char *)buf, (int)m->usize, (const char *)m->data,
+                                                (int)(in < avail ? in : avail));
+        if (olen < 0) {
+            CNN_FREE(buf);
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': corrupt deflate data, or more than the %llu "
+                                 "bytes its header says (%s)", where, m->name, (unsigned long long)m->usize,
+                                 stbi_failure_reason() ? stbi_failure_reason() : "inflate failed");
+        }
+        if ((uint64_t)olen != m->usize) {
+            CNN_FREE(buf);
+            return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s' inflates to %d bytes, not the %llu its header "
+                                 "says", where, m->name, olen, (unsigned long long)m->usize);
+        }
+        *out = *owned = buf;
+        *out_len = (size_t)olen;
+    } else {
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': compression method %u is not supported (0, stored, "
+                             "and 8, deflate, are)", where, m->name, m->method);
+    }
+    if (cnn__aug_crc32(*out, *out_len) != m->crc) {
+        CNN_FREE(*owned);
+        *owned = NULL;
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': CRC-32 mismatch (the archive is damaged)", where,
+                             m->name);
+    }
+    return CNN_OK;
+}
+
+/* the member name for a key: "x_train" -> "x_train.npy" (a key with .npy stays) */
+static void cnn__npz_member_name(const char *key, char *out, size_t cap) {
+    size_t n = strlen(key);
+    snprintf(out, cap, "%s%s", key, n >= 4 && !strcmp(key + n - 4, ".npy") ? "" : ".npy");
+}
+
+/* Find and extract member `key`; -1 with an error when absent. */
+static int cnn__npz_get(const unsigned char *z, size_t len, const char *who, const char *where, const char *key,
+                        const unsigned char **out, size_t *out_len, unsigned char **owned) {
+    cnn__npz_member m;
+    char name[256], have[200];
+    *owned = NULL;
+    if (strlen(key) > 200) return cnn_set_error(CNN_ERR_ARG, "%s: key '%.40s...' is too long", who, key);
+    cnn__npz_member_name(key, name, sizeof name);
+    int rc = cnn__npz_find(z, len, where, name, &m, have, sizeof have);
+    if (rc < 0) return rc;
+    if (rc == 0)
+        return cnn_set_error(CNN_ERR_FORMAT, "%s: no member '%s' (the archive holds: %s)", where, name,
+                             have[0] ? have : "nothing");
+    return cnn__npz_extract(&m, z, len, who, where, out, out_len, owned);
+}
+
+/* cnn.h's "fn: images: why" (or labels, x, y) becomes "where: member 'x.npy': why" */
+static void cnn__npz_rename_error(const char *fn, const char *where, const char *x_key, const char *y_key) {
+    static const char *const roles[4] = {"images", "labels", "x", "y"};
+    char why[400], name[256];
+    const char *e = cnn_last_error();
+    size_t fl = strlen(fn);
+    if (strncmp(e, fn, fl) || strncmp(e + fl, ": ", 2)) return;
+    for (int i = 0; i < 4; i++) {
+        size_t rl = strlen(roles[i]);
+        if (!strncmp(e + fl + 2, roles[i], rl) && !strncmp(e + fl + 2 + rl, ": ", 2)) {
+            snprintf(why, sizeof why, "%s", e + fl + 2 + rl + 2);
+            cnn__npz_member_name(i % 2 ? y_key : x_key, name, sizeof name);
+            cnn_set_error(CNN_ERR_FORMAT, "%s: member '%s': %s", where, name, why);
+            return;
+        }
+    }
+}
+
+/* the two members x_key and y_key (y_key may be NULL for float arrays) as a dataset or float arrays */
+static void *cnn__npz_load(const unsigned char *z, size_t len, const char *who, const char *where, const char *x_key,
+                           const char *y_key, int floats) {
+    const unsigned char *x = NULL, *y = NULL;
+    size_t xl = 0, yl = 0;
+    unsigned char *xo = NULL, *yo = NULL;
+    void *r = NULL;
+    if (!x_key || (!y_key && !floats)) {
+        cnn_set_error(CNN_ERR_ARG, "%s: %s is NULL", who, x_key ? "y_key" : "x_key");
+        return NULL;
+    }
+    if (cnn__npz_get(z, len, who, where, x_key, &x, &xl, &xo) < 0 ||
+        (y_key && cnn__npz_get(z, len, who, where, y_key, &y, &yl, &yo) < 0))
+        goto done;
+    if (floats) {
+        r = cnn_load_npy_float_memory(x, xl, y, yl);
+        if (!r) cnn__npz_rename_error("cnn_load_npy_float_memory", where, x_key, y_key ? y_key : "");
+    } else {
+        r = cnn_load_npy_memory(x, xl, y, yl);
+        if (!r) cnn__npz_rename_error("cnn_load_npy_memory", where, x_key, y_key);
+    }
+done:
+    CNN_FREE(xo);
+    CNN_FREE(yo);
+    return r;
+}
+
+CNN__AUG_IMPL cnn_dataset *cnn_load_npz_memory(const unsigned char *data, size_t len, const char *x_key,
+                                               const char *y_key) {
+    static const char who[] = "cnn_load_npz_memory";
+    if (!data) { cnn_set_error(CNN_ERR_ARG, "%s: data is NULL", who); return NULL; }
+    return (cnn_dataset *)cnn__npz_load(data, len, who, who, x_key, y_key, 0);
+}
+
+static void *cnn__npz_load_file(const char *who, const char *path, const char *x_key, const char *y_key, int floats) {
+    unsigned char *z;
+    size_t len;
+    char where[600];
+    if (!path) { cnn_set_error(CNN_ERR_ARG, "%s: path is NULL", who); return NULL; }
+    if (cnn__aug_read_file(path, who, &z, &len) < 0) return NULL;
+    snprintf(where, sizeof where, "%s: '%.500s'", who, path);
+    void *r = cnn__npz_load(z, len, who, where, x_key, y_key, floats);
+    CNN_FREE(z);
+    return r;
+}
+
+CNN__AUG_IMPL cnn_dataset *cnn_load_npz(const char *path, const char *x_key, const char *y_key) {
+    return (cnn_dataset *)cnn__npz_load_file("cnn_load_npz", path, x_key, y_key, 0);
+}
+
+CNN__AUG_IMPL cnn_float_arrays *cnn_load_npz_float(const char *path, const char *x_key, const char *y_key) {
+    return (cnn_float_arrays *)cnn__npz_load_file("cnn_load_npz_float", path, x_key, y_key, 1);
+}
+
+CNN__AUG_IMPL int cnn_npz_has(const char *path, const char *key) {
+    static const char who[] = "cnn_npz_has";
+    unsigned char *z;
+    size_t len;
+    char where[600], name[256];
+    cnn__npz_member m;
+    if (!path || !key) return cnn_set_error(CNN_ERR_ARG, "%s: %s is NULL", who, path ? "key" : "path");
+    if (strlen(key) > 200) return cnn_set_error(CNN_ERR_ARG, "%s: key '%.40s...' is too long", who, key);
+    int rc = cnn__aug_read_file(path, who, &z, &len);
+    if (rc < 0) return rc;
+    snprintf(where, sizeof where, "%s: '%.500s'", who, path);
+    cnn__npz_member_name(key, name, sizeof name);
+    rc = cnn__npz_find(z, len, where, name, &m, NULL, 0);
+    CNN_FREE(z);
+    return rc;
 }
 
 /* ======================================================================== */

@@ -10,6 +10,7 @@
      examples/cifar10_cnn --data /tmp/cifar10/train --plot curves.png --history log.csv
      examples/cifar10_cnn --data /tmp/cifar10/train --augment     # the tutorial's generator
      examples/cifar10_cnn --tensorboard logs && tensorboard --logdir logs   # watch it train
+     examples/cifar10_cnn --data cifar10.npz     # NumPy arrays: x_train, y_train (x_test, y_test)
 
    The lesson, top to bottom:
      1. read the options            (what a Python script gets from argparse)
@@ -39,7 +40,11 @@ static const char *usage =
     "\n"
     "  --data DIR        CIFAR-10 binary folder, or an image folder with one\n"
     "                    subfolder per class (default: Fashion-MNIST from\n"
-    "                    /usr/share/datasets/fashion-mnist)\n"
+    "                    /usr/share/datasets/fashion-mnist), or a NumPy .npz\n"
+    "                    file (np.savez) with uint8 images x_train [n][h][w][c]\n"
+    "                    and labels y_train; its x_test and y_test, when there,\n"
+    "                    are the validation data (unless --val-split is given)\n"
+    "  --x-key K, --y-key K  the .npz arrays to train on (default x_train, y_train)\n"
     "  --epochs N        passes over the training data (default 10)\n"
     "  --batch-size N    images per optimizer step (default 32)\n"
     "  --limit N         train on only N images (after shuffling)\n"
@@ -133,7 +138,7 @@ int main(int argc, char **argv) {
     prog_name = "cifar10_cnn";
 
     /* 1. options ---------------------------------------------------------- */
-    const char *data_dir = NULL, *val_dir = NULL;
+    const char *data_dir = NULL, *val_dir = NULL, *x_key = "x_train", *y_key = "y_train";
     const char *save_path = NULL, *history_path = NULL, *plot_path = NULL, *backup_dir = NULL,
                *tensorboard_dir = NULL;
     const char *device = NULL, *split = NULL;
@@ -149,6 +154,10 @@ int main(int argc, char **argv) {
             return 0;
         } else if ((v = arg_value(argc, argv, &i, "--data"))) {
             data_dir = v;
+        } else if ((v = arg_value(argc, argv, &i, "--x-key"))) {
+            x_key = v;
+        } else if ((v = arg_value(argc, argv, &i, "--y-key"))) {
+            y_key = v;
         } else if ((v = arg_value(argc, argv, &i, "--val-data"))) {
             val_dir = v;
         } else if ((v = arg_value(argc, argv, &i, "--epochs"))) {
@@ -195,8 +204,20 @@ int main(int argc, char **argv) {
 
     /* 2. data --------------------------------------------------------------
        Images stay uint8 (a quarter of the memory of floats); the model turns
-       them into floats batch by batch, with the rescale set below. */
-    cnn_dataset *all = data_dir ? cnn_load_dataset(data_dir) : cnn_load_fashion_mnist(NULL, 1);
+       them into floats batch by batch, with the rescale set below.
+       A NumPy archive holds named arrays, as Keras' cifar10.load_data() returns
+       them: np.savez("cifar10.npz", x_train=x_train, y_train=y_train,
+       x_test=x_test, y_test=y_test). Its test part becomes the validation data. */
+    cnn_dataset *all = NULL, *npz_test = NULL;
+    if (data_dir && is_npz(data_dir)) {
+        all = cnn_load_npz(data_dir, x_key, y_key);
+        if (all && !val_dir && !val_split_given && cnn_npz_has(data_dir, "x_test") == 1) {
+            npz_test = cnn_load_npz(data_dir, "x_test", "y_test");
+            if (!npz_test) fail(EXIT_FAILURE, "cannot load x_test, y_test: %s", cnn_last_error());
+        }
+    } else {
+        all = data_dir ? cnn_load_dataset(data_dir) : cnn_load_fashion_mnist(NULL, 1);
+    }
     if (!all)
         fail(EXIT_FAILURE, "cannot load %s: %s", data_dir ? data_dir : "Fashion-MNIST",
              cnn_last_error());
@@ -218,8 +239,9 @@ int main(int argc, char **argv) {
     }
 
     cnn_dataset *train = NULL, *val = NULL;
-    if (val_dir) {
-        val = cnn_load_dataset_part(val_dir, 0); /* the test part of a CIFAR-10 or IDX folder */
+    if (val_dir || npz_test) {
+        /* the test part of a CIFAR-10 or IDX folder, or the .npz file's x_test */
+        val = npz_test ? npz_test : cnn_load_dataset_part(val_dir, 0);
         if (!val) fail(EXIT_FAILURE, "cannot load %s: %s", val_dir, cnn_last_error());
         if (val->h != all->h || val->w != all->w || val->c != all->c)
             fail(EXIT_FAILURE, "validation images are %dx%dx%d but training images are %dx%dx%d",

@@ -112,4 +112,10 @@ static inline const char *class_label(const cnn_model *m, const cnn_dataset *d, 
     return name;
 }
 
+/* Is this a NumPy archive (np.savez: a .npz file of named arrays)? */
+static inline int is_npz(const char *path) {
+    size_t n = strlen(path);
+    return n >= 4 && !strcmp(path + n - 4, ".npz");
+}
+
 #endif /* EXAMPLES_COMMON_H */

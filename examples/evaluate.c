@@ -8,6 +8,7 @@
      examples/evaluate --model cifar.cnn --data cifar-10-batches-bin
      examples/evaluate --model demo.cnn --data /usr/share/datasets/fashion-mnist --batch-size 256
      examples/evaluate --model cifar.cnn --data cifar-10-batches-bin --plot confusion.png
+     examples/evaluate --model cifar.cnn --data cifar10.npz     # its x_test, y_test
 
    The lesson:
      1. load a model saved by cifar10_cnn (weights, preprocessing, class names)
@@ -36,7 +37,8 @@ static const char *usage =
     "  --model FILE      a model saved by cifar10_cnn --save\n"
     "  --data DIR        CIFAR-10 binary folder (its test_batch.bin) or .bin\n"
     "                    file, an IDX folder such as Fashion-MNIST (its t10k\n"
-    "                    part), or an image folder with one subfolder per class\n"
+    "                    part), an image folder with one subfolder per class, or\n"
+    "                    a NumPy .npz file (np.savez) with x_test and y_test\n"
     "  --batch-size N    images per forward pass (default 32)\n"
     "  --plot FILE       also draw the confusion matrix into a PNG file\n"
     "  --device D        where the model runs: cpu (default), opencl or\n"
@@ -218,7 +220,9 @@ int main(int argc, char **argv) {
     if (k < 1) fail(EXIT_FAILURE, "model %s has no outputs: %s", model_path, cnn_last_error());
 
     /* 2. the images, which must have the shape the model was trained on */
-    cnn_dataset *d = cnn_load_dataset_part(data_path, 0); /* the test part of a CIFAR-10 or IDX folder */
+    /* (the test part of a CIFAR-10 or IDX folder, or a .npz file's x_test and y_test) */
+    cnn_dataset *d = is_npz(data_path) ? cnn_load_npz(data_path, "x_test", "y_test")
+                                       : cnn_load_dataset_part(data_path, 0);
     if (!d) fail(EXIT_FAILURE, "cannot load %s: %s", data_path, cnn_last_error());
     if (d->n < 1) fail(EXIT_FAILURE, "no images in %s", data_path);
     if (d->h != h || d->w != w || d->c != c)

@@ -35,7 +35,9 @@ case "$1" in
         /usr/bin/python3 -c 'import numpy' 2>/dev/null || need="$need python3-numpy"
         /usr/bin/python3 -c 'import h5py' 2>/dev/null || need="$need python3-h5py"
         /usr/bin/python3 -c 'import onnx' 2>/dev/null || need="$need python3-onnx"
-        /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need="$need python3-venv" ;;
+        /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need="$need python3-venv"
+        # NumPy also writes the .npy / .npz files test_augment_io reads (tests/make_npy_files.py)
+        ;;
   fuzz) have_cmd clang || need="$need clang"
         # libFuzzer's runtime: Debian's libclang-rt-dev (the version paired with clang)
         printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }\n' >/tmp/cnn-fuzz-probe.c

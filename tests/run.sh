@@ -127,7 +127,7 @@ echo "== fuzz corpus replay under AddressSanitizer + UndefinedBehaviorSanitizer 
 # with leaks checked and any allocation over 1 GB an error; all targets in one program (replay.c)
 compile "build fuzz replay (asan+ubsan)" $CC -std=c99 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=all -Wall -Wextra -I. tests/fuzz/replay.c -lm -lpthread -lOpenCL -lclblast -o $B/fuzz_replay
-for t in model model_payload idx cifar image image_dir opencl_spec; do
+for t in model model_payload idx cifar image image_dir opencl_spec npy npz; do
   [ -x $B/fuzz_replay ] && ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=1024 run "fuzz replay $t" \
     $B/fuzz_replay $t tests/fuzz/corpus/$t
 done

@@ -1174,6 +1174,352 @@ static void test_pipeline_allocation_failures(void) {
            "message\n", points, stride, workers < 0 ? 0 : workers, failures, silent);
 }
 
+
+/* ---------------------------------------------------------------- NumPy .npy / .npz */
+/* The files come from NumPy itself: tests/make_npy_files.py (run with Debian's
+   /usr/bin/python3 and python3-numpy) writes them into tmp_root/npy, with values
+   from formulas computed again here. */
+
+enum { NP_N = 6, NP_H = 4, NP_W = 3, NP_C = 2 };
+static int np_pixel(int i, int y, int x, int ch) { return (i * 7 + y * 5 + x * 3 + ch * 11) % 256; }
+static int np_label(int i) { return (i * 3) % 5; }
+
+/* d holds the script's first n images with c channels and labels (classes given) */
+static int np_same(const cnn_dataset *d, int n, int c, int classes) {
+    if (!d || d->n != n || d->h != NP_H || d->w != NP_W || d->c != c || d->num_classes != classes) return 0;
+    for (int i = 0; i < n; i++) {
+        if (d->labels[i] != np_label(i)) return 0;
+        for (int y = 0; y < NP_H; y++)
+            for (int x = 0; x < NP_W; x++)
+                for (int ch = 0; ch < c; ch++)
+                    if (d->images[((i * NP_H + y) * NP_W + x) * c + ch] != np_pixel(i, y, x, ch)) return 0;
+    }
+    return 1;
+}
+
+/* a holds the float images (x / 255, exact: float32 division in NumPy and here) */
+static int np_same_float(const cnn_float_arrays *a, int h, int w, int c) {
+    if (!a || a->n != NP_N || a->h != h || a->w != w || a->c != c) return 0;
+    for (int i = 0; i < NP_N; i++)
+        for (int y = 0; y < NP_H; y++)
+            for (int x = 0; x < NP_W; x++)
+                for (int ch = 0; ch < NP_C; ch++)
+                    if (a->x[((i * NP_H + y) * NP_W + x) * NP_C + ch] != (float)np_pixel(i, y, x, ch) / 255.0f)
+                        return 0;
+    return 1;
+}
+
+static char np_dir[128];
+static double np_t0;
+static const char *NP(char *buf, size_t size, const char *name) {
+    snprintf(buf, size, "%s/%s", np_dir, name);
+    return buf;
+}
+
+/* a loader call that must fail with CNN_ERR_FORMAT-style NULL and name each of the words */
+#define NP_ERR(call, w1, w2)                                                                        \
+    do {                                                                                            \
+        cnn_set_error(0, "%s", "");                                                                 \
+        cnn_dataset *bad_ = (call);                                                                 \
+        CHECK(!bad_ && error_mentions(w1) && error_mentions(w2), "%s: want an error naming '%s' and '%s', got '%s'", \
+              #call, w1, w2, cnn_last_error());                                                     \
+        cnn_dataset_free(bad_);                                                                     \
+    } while (0)
+
+static void test_numpy(void) {
+    char a[256], b[256], cmd[512];
+    np_t0 = cnn_wall_time();
+    snprintf(np_dir, sizeof np_dir, "%s/npy", tmp_root);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/make_npy_files.py '%s'", np_dir);
+    test_begin("numpy: tests/make_npy_files.py writes the files");
+    if (system(cmd) != 0) {
+        CHECK(0, "'%s' failed (needs /usr/bin/python3 with numpy: scripts/ensure-deps.sh test)", cmd);
+        return;
+    }
+
+    test_begin("cnn_load_npy: uint8 images with int64, int32, uint8, big-endian uint16, (n, 1) and one-hot labels");
+    static const char *const ys[] = {"y_i64.npy", "y_i32.npy", "y_u8.npy", "y_u16_be.npy", "y_n1.npy",
+                                     "y_onehot_f32.npy", "y_onehot_u8.npy"};
+    for (size_t k = 0; k < sizeof ys / sizeof *ys; k++) {
+        cnn_dataset *d = cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, ys[k]));
+        CHECK(np_same(d, NP_N, NP_C, 5), "x.npy + %s: %s", ys[k], d ? "values differ" : cnn_last_error());
+        cnn_dataset_free(d);
+    }
+    test_begin("cnn_load_npy: (n, h, w) grey images, format versions 2.0 and 3.0, from memory");
+    cnn_dataset *d = cnn_load_npy(NP(a, sizeof a, "x_grey.npy"), NP(b, sizeof b, "y_u8.npy"));
+    CHECK(np_same(d, NP_N, 1, 5), "x_grey.npy: %s", d ? "values differ" : cnn_last_error());
+    cnn_dataset_free(d);
+    for (int v = 2; v <= 3; v++) {
+        char name[32];
+        snprintf(name, sizeof name, "x_v%d.npy", v);
+        d = cnn_load_npy(NP(a, sizeof a, name), NP(b, sizeof b, "y_i64.npy"));
+        CHECK(np_same(d, NP_N, NP_C, 5), "%s: %s", name, d ? "values differ" : cnn_last_error());
+        cnn_dataset_free(d);
+    }
+    size_t xl, yl;
+    unsigned char *xb = read_bytes(NP(a, sizeof a, "x.npy"), &xl), *yb = read_bytes(NP(b, sizeof b, "y_i64.npy"), &yl);
+    d = cnn_load_npy_memory(xb, xl, yb, yl);
+    CHECK(np_same(d, NP_N, NP_C, 5), "memory: %s", d ? "values differ" : cnn_last_error());
+    cnn_dataset_free(d);
+
+    test_begin("cnn_load_npy: bad files are errors naming the file and the field");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x_fortran.npy"), NP(b, sizeof b, "y_i64.npy")), "x_fortran.npy",
+           "fortran_order: True is not supported: save with np.ascontiguousarray");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, "y_bool.npy")), "y_bool.npy", "'|b1' (bool)");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, "y_complex.npy")), "y_complex.npy", "complex64");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, "y_short.npy")), "y_short.npy",
+           "5 labels for 6 images");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, "y_neg.npy")), "y_neg.npy",
+           "label -1 of sample 0 is out of range");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, "y_3d.npy")), "y_3d.npy", "shape (6, 1, 1)");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, "y_soft.npy")), "y_soft.npy",
+           "row 0 is not one-hot");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x_2d.npy"), NP(b, sizeof b, "y_i64.npy")), "x_2d.npy", "shape (6, 24)");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x_f32_as_images.npy"), NP(b, sizeof b, "y_i64.npy")), "'<f4' (float32)",
+           "cnn_load_npy_float");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x_truncated.npy"), NP(b, sizeof b, "y_i64.npy")), "x_truncated.npy",
+           "data truncated: shape (6, 4, 3, 2)");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "data.npz"), NP(b, sizeof b, "y_i64.npy")), "data.npz", "bad magic");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "missing.npy"), NP(b, sizeof b, "y_i64.npy")), "missing.npy", "cannot open");
+    NP_ERR(cnn_load_npy(NULL, NP(b, sizeof b, "y_i64.npy")), "cnn_load_npy", "NULL");
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NULL), "cnn_load_npy", "labels_path is NULL");
+    NP_ERR(cnn_load_npy_memory(xb, 9, yb, yl), "images", "bad magic");
+    NP_ERR(cnn_load_npy_memory(xb, xl, NULL, 0), "labels", "NULL");
+    /* hand-made headers: every field checked */
+    static const struct { const char *header, *want; } heads[] = {
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (2, 2, 2), }", NULL},
+        {"{'descr': '|u1', 'fortran_order': False}", "no 'shape' key"},
+        {"{'descr': '|u1', 'fortran_order': Maybe, 'shape': (2, 2, 2)}", "fortran_order is not True or False"},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (2, 2, x)}", "bad header dict"},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (2, 2, 2), 'extra': 1}", "unknown key 'extra'"},
+        {"['descr', '|u1']", "bad header dict"},
+        {"{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (2, 2, 2)}", "structured dtypes"},
+        {"{'descr': '<U5', 'fortran_order': False, 'shape': (2, 2, 2)}", "unicode string"},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296)}", "overflows"},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (99999999999999999999, 1, 1)}", "overflows"},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1, 1, 1, 1, 1, 1, 1, 1)}", "more than 8 dimensions"},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (2, 2, 2)} junk", "text after the closing"},
+    };
+    for (size_t k = 0; k < sizeof heads / sizeof *heads; k++) {
+        unsigned char f[256] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
+        size_t hl = strlen(heads[k].header);
+        f[8] = (unsigned char)hl;
+        memcpy(f + 10, heads[k].header, hl);
+        size_t fl = 10 + hl + 8; /* 8 data bytes: (2, 2, 2) of uint8 */
+        static const char yh[] = "{'descr': '|u1', 'fortran_order': False, 'shape': (2,), }\n";
+        unsigned char y2[128] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, sizeof yh - 1, 0};
+        memcpy(y2 + 10, yh, sizeof yh - 1);
+        y2[10 + sizeof yh - 1] = 1; /* labels 1, 0 */
+        d = cnn_load_npy_memory(f, fl, y2, 10 + sizeof yh - 1 + 2);
+        if (heads[k].want) CHECK(!d && error_mentions(heads[k].want) && error_mentions("images"),
+                                 "header %s: got '%s'", heads[k].header, d ? "a dataset" : cnn_last_error());
+        else CHECK(d && d->n == 2 && d->h == 2 && d->w == 2 && d->c == 1 && d->labels[0] == 1 && d->num_classes == 2,
+                   "header %s: %s", heads[k].header, d ? "wrong dataset" : cnn_last_error());
+        cnn_dataset_free(d);
+    }
+    {
+        unsigned char f[32] = {0x93, 'N', 'U', 'M', 'P', 'Y', 4, 0, 0, 0, 0, 0};
+        NP_ERR(cnn_load_npy_memory(f, sizeof f, yb, yl), "version 4.0", "not supported");
+        f[6] = 2; f[11] = 0x10; /* a 2.0 header of 256 MB in a 32-byte file */
+        NP_ERR(cnn_load_npy_memory(f, sizeof f, yb, yl), "header length", "runs past the end");
+    }
+    test_begin("cnn_load_npy: the memory limit");
+    cnn_set_memory_limit(100);
+    NP_ERR(cnn_load_npy(NP(a, sizeof a, "x.npy"), NP(b, sizeof b, "y_i64.npy")), "cnn_load_npy", "memory limit");
+    cnn_set_memory_limit(0);
+    free(xb);
+    free(yb);
+
+    test_begin("cnn_load_npy_float: float32, big-endian float64, (n, features); y one-hot, indices or none");
+    cnn_float_arrays *f = cnn_load_npy_float(NP(a, sizeof a, "xf32.npy"), NP(b, sizeof b, "y_onehot_f32.npy"));
+    CHECK(np_same_float(f, NP_H, NP_W, NP_C) && f->y_width == 5 && f->num_classes == 5, "xf32.npy: %s",
+          f ? "values differ" : cnn_last_error());
+    for (int i = 0; f && i < NP_N; i++)
+        for (int j = 0; j < 5; j++) CHECK(f->y[i * 5 + j] == (j == np_label(i)), "one-hot y[%d][%d]", i, j);
+    cnn_float_arrays_free(f);
+    f = cnn_load_npy_float(NP(a, sizeof a, "xf64_be.npy"), NP(b, sizeof b, "y_i64.npy"));
+    CHECK(np_same_float(f, NP_H, NP_W, NP_C) && f->y_width == 1 && f->num_classes == 5, "xf64_be.npy: %s",
+          f ? "values differ" : cnn_last_error());
+    for (int i = 0; f && i < NP_N; i++) CHECK(f->y[i] == np_label(i), "y[%d] = %g", i, f->y[i]);
+    cnn_float_arrays_free(f);
+    f = cnn_load_npy_float(NP(a, sizeof a, "xf_flat.npy"), NULL);
+    CHECK(f && f->n == NP_N && f->h == 1 && f->w == 1 && f->c == NP_H * NP_W * NP_C && !f->y && !f->y_width &&
+          f->x[NP_H * NP_W * NP_C + 1] == (float)np_pixel(1, 0, 0, 1) / 255.0f,
+          "xf_flat.npy: %s", f ? "wrong arrays" : cnn_last_error());
+    cnn_float_arrays_free(f);
+    f = cnn_load_npy_float(NP(a, sizeof a, "xf32.npy"), NP(b, sizeof b, "y_soft.npy"));
+    CHECK(f && f->y_width == 5 && f->num_classes == 0 && f->y[7] == 0.2f, "soft targets: %s",
+          f ? "wrong arrays" : cnn_last_error());
+    cnn_float_arrays_free(f);
+    f = cnn_load_npy_float(NP(a, sizeof a, "x.npy"), NULL);
+    CHECK(!f && error_mentions("x.npy") && error_mentions("'|u1' (uint8)") && error_mentions("cnn_load_npy"),
+          "uint8 x: '%s'", cnn_last_error());
+    f = cnn_load_npy_float(NP(a, sizeof a, "xf32.npy"), NP(b, sizeof b, "y_short.npy"));
+    CHECK(!f && error_mentions("y_short.npy") && error_mentions("for 6 samples"), "short y: '%s'", cnn_last_error());
+    f = cnn_load_npy_float(NP(a, sizeof a, "xf32.npy"), NP(b, sizeof b, "y_neg.npy"));
+    CHECK(!f && error_mentions("y_neg.npy") && error_mentions("label -1"), "negative y: '%s'", cnn_last_error());
+    f = cnn_load_npy_float_memory(NULL, 0, NULL, 0);
+    CHECK(!f && error_mentions("x: the data is NULL"), "NULL: '%s'", cnn_last_error());
+
+    test_begin("cnn_float_source: passes in order and shuffled; trains with cnn_fit_source");
+    f = cnn_load_npy_float(NP(a, sizeof a, "xf32.npy"), NP(b, sizeof b, "y_i64.npy"));
+    cnn_batch_source *src = f ? cnn_float_source(f, 0, 0) : NULL;
+    cnn_batch_source *shuf = f ? cnn_float_source(f, 1, 7) : NULL;
+    CHECK(src && shuf && src->samples == NP_N && src->h == NP_H && src->w == NP_W && src->c == NP_C &&
+          src->y_width == 1, "cnn_float_source: %s", cnn_last_error());
+    if (src && shuf) {
+        float x[NP_N * NP_H * NP_W * NP_C], y[NP_N];
+        int seen[NP_N] = {0}, got;
+        src->reset(src->ctx, 0);
+        got = src->next(src->ctx, 4, x, y);
+        CHECK(got == 4 && y[3] == np_label(3) && x[NP_H * NP_W * NP_C] == f->x[NP_H * NP_W * NP_C], "first batch");
+        got = src->next(src->ctx, 4, x, y);
+        CHECK(got == 2 && y[1] == np_label(5) && src->next(src->ctx, 4, x, y) == 0, "second batch, end of pass");
+        shuf->reset(shuf->ctx, 1);
+        got = shuf->next(shuf->ctx, NP_N, x, y);
+        for (int i = 0; i < got; i++) /* each row is some sample's, each sample once */
+            for (int k = 0; k < NP_N; k++)
+                if (!memcmp(x + i * NP_H * NP_W * NP_C, f->x + k * NP_H * NP_W * NP_C,
+                            sizeof(float) * NP_H * NP_W * NP_C) && y[i] == f->y[k]) seen[k]++;
+        for (int k = 0; k < NP_N; k++) CHECK(got == NP_N && seen[k] == 1, "shuffled pass: sample %d seen %d times", k, seen[k]);
+        /* a softmax regression on the float arrays: fit_source with the same arrays as validation */
+        cnn_model *m = cnn_model_new();
+        cnn_node *in = cnn_input(m, NP_H, NP_W, NP_C, "input");
+        cnn_node *out = cnn_dense(m, cnn_flatten(m, in), .units = 5, .activation = CNN_SOFTMAX);
+        cnn_history *h = NULL;
+        cnn_eval_result r0 = {0, 0}, r1 = {0, 0};
+        if (!cnn_model_set_output(m, out) &&
+            !cnn_compile(m, .loss = CNN_SPARSE_CATEGORICAL_CROSSENTROPY, .optimizer = cnn_adam(.learning_rate = 0.05f),
+                         .metrics = CNN_ACCURACY) &&
+            !cnn_evaluate_source(m, src, 0, 0, &r0))
+            h = cnn_fit_source(m, shuf, .epochs = 30, .batch_size = 3, .validation_source = src);
+        CHECK(h && h->epochs == 30 && !cnn_evaluate_source(m, src, 0, 0, &r1) && r1.loss < r0.loss,
+              "fit on float arrays: %s (loss %g -> %g)", h ? "no progress" : cnn_last_error(), r0.loss, r1.loss);
+        cnn_history_free(h);
+        cnn_model_free(m);
+    }
+    cnn_float_source_free(src);
+    cnn_float_source_free(shuf);
+    CHECK(!cnn_float_source(NULL, 0, 0) && error_mentions("cnn_float_source"), "NULL arrays: '%s'", cnn_last_error());
+    if (f) {
+        float *y = f->y;
+        f->y = NULL;
+        CHECK(!cnn_float_source(f, 0, 0) && error_mentions("no targets"), "no y: '%s'", cnn_last_error());
+        f->y = y;
+    }
+    cnn_float_arrays_free(f);
+}
+
+static void test_npz(void) {
+    char a[256], cmd[64];
+    (void)cmd;
+    test_begin("cnn_load_npz: np.savez, np.savez_compressed, ZIP64 extras in the central directory, x_test");
+    static const char *const zips[] = {"data.npz", "data_z.npz", "zip64_cd.npz"};
+    for (size_t k = 0; k < sizeof zips / sizeof *zips; k++) {
+        cnn_dataset *d = cnn_load_npz(NP(a, sizeof a, zips[k]), "x_train", "y_train");
+        CHECK(np_same(d, NP_N, NP_C, 5), "%s: %s", zips[k], d ? "values differ" : cnn_last_error());
+        cnn_dataset_free(d);
+    }
+    cnn_dataset *d = cnn_load_npz(NP(a, sizeof a, "data_z.npz"), "x_test.npy", "y_test");
+    CHECK(np_same(d, 2, NP_C, 4), "x_test: %s", d ? "values differ" : cnn_last_error());
+    cnn_dataset_free(d);
+    d = cnn_load_npz(NP(a, sizeof a, "train_only.npz"), "images", "labels");
+    CHECK(np_same(d, NP_N, NP_C, 5), "other keys: %s", d ? "values differ" : cnn_last_error());
+    cnn_dataset_free(d);
+    CHECK(cnn_npz_has(NP(a, sizeof a, "data.npz"), "x_test") == 1, "has x_test");
+    CHECK(cnn_npz_has(NP(a, sizeof a, "data_z.npz"), "y_test.npy") == 1, "has y_test.npy");
+    CHECK(cnn_npz_has(NP(a, sizeof a, "train_only.npz"), "x_test") == 0, "has no x_test");
+    CHECK(cnn_npz_has(NP(a, sizeof a, "x.npy"), "x") < 0 && error_mentions("not a ZIP archive"), "x.npy: '%s'",
+          cnn_last_error());
+    CHECK(cnn_npz_has(NP(a, sizeof a, "missing.npz"), "x") == CNN_ERR_IO && error_mentions("missing.npz"),
+          "missing file: '%s'", cnn_last_error());
+    cnn_float_arrays *f = cnn_load_npz_float(NP(a, sizeof a, "float.npz"), "x", "y");
+    CHECK(np_same_float(f, NP_H, NP_W, NP_C) && f->y_width == 5 && f->num_classes == 5, "float.npz: %s",
+          f ? "values differ" : cnn_last_error());
+    cnn_float_arrays_free(f);
+    size_t zl;
+    unsigned char *zb = read_bytes(NP(a, sizeof a, "data_z.npz"), &zl);
+    d = cnn_load_npz_memory(zb, zl, "x_train", "y_train");
+    CHECK(np_same(d, NP_N, NP_C, 5), "memory: %s", d ? "values differ" : cnn_last_error());
+    cnn_dataset_free(d);
+
+    test_begin("cnn_load_npz: bad archives and members are errors naming the file and the member");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "data.npz"), "x_val", "y_val"), "data.npz",
+           "no member 'x_val.npy' (the archive holds: x_train.npy, y_train.npy, x_test.npy, y_test.npy)");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "bad_member.npz"), "x_train", "y_train"), "bad_member.npz': member "
+           "'x_train.npy'", "fortran_order: True is not supported");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "data.npz"), "x_test", "x_test"), "member 'x_test.npy'",
+           "labels must be (n,), (n, 1) or one-hot");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "data.npz"), "x_test", "y_train"), "member 'y_train.npy'",
+           "6 labels for 2 images");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "truncated.npz"), "x_train", "y_train"), "truncated.npz",
+           "no end of central directory");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "corrupt.npz"), "x_train", "y_train"), "corrupt.npz': member 'x_train.npy'",
+           "inflate");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "crc.npz"), "x_train", "y_train"), "crc.npz': member 'x_train.npy'",
+           "CRC-32 mismatch");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "float.npz"), "x", "y"), "member 'x.npy'", "cnn_load_npy_float");
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "data.npz"), NULL, "y"), "cnn_load_npz", "x_key is NULL");
+    NP_ERR(cnn_load_npz(NULL, "x", "y"), "cnn_load_npz", "path is NULL");
+    NP_ERR(cnn_load_npz_memory(NULL, 0, "x", "y"), "cnn_load_npz_memory", "NULL");
+    f = cnn_load_npz_float(NP(a, sizeof a, "data.npz"), "x_train", "y_train");
+    CHECK(!f && error_mentions("data.npz': member 'x_train.npy'") && error_mentions("'|u1' (uint8)"),
+          "cnn_load_npz_float on uint8 images: '%s'", cnn_last_error());
+    f = cnn_load_npz_float(NP(a, sizeof a, "float.npz"), NULL, "y");
+    CHECK(!f && error_mentions("cnn_load_npz_float: x_key is NULL"), "NULL x_key: '%s'", cnn_last_error());
+    f = cnn_load_npz_float(NP(a, sizeof a, "float.npz"), "x", NULL); /* no targets: fine */
+    CHECK(f && !f->y && f->y_width == 0 && f->n == NP_N, "x alone: %s", f ? "wrong arrays" : cnn_last_error());
+    cnn_float_arrays_free(f);
+    CHECK(cnn_npz_has(NULL, "x") == CNN_ERR_ARG && cnn_npz_has(NP(a, sizeof a, "data.npz"), NULL) == CNN_ERR_ARG,
+          "cnn_npz_has NULL arguments");
+    cnn_set_memory_limit(100);
+    NP_ERR(cnn_load_npz(NP(a, sizeof a, "data_z.npz"), "x_train", "y_train"), "inflating x_train.npy",
+           "memory limit");
+    cnn_set_memory_limit(0);
+
+    test_begin("cnn_load_npz_memory: every truncation and every flipped byte of an archive fails cleanly");
+    unsigned char *bad = (unsigned char *)malloc(zl ? zl : 1);
+    int loaded = 0;
+    for (size_t n = 0; zb && n < zl; n++) {
+        d = cnn_load_npz_memory(zb, n, "x_train", "y_train");
+        CHECK(!d && cnn_last_error()[0], "truncated to %zu bytes: loaded", n);
+        cnn_dataset_free(d);
+    }
+    for (size_t k = 0; zb && bad && k < zl; k++) {
+        memcpy(bad, zb, zl);
+        bad[k] ^= 0xFF;
+        d = cnn_load_npz_memory(bad, zl, "x_train", "y_train");
+        /* what loads is exactly the data (a byte flipped in a field the reader does not use) */
+        if (d) { loaded++; CHECK(np_same(d, NP_N, NP_C, 5), "byte %zu flipped: wrong data loaded", k); }
+        cnn_dataset_free(d);
+    }
+    printf("#   %d of %zu flipped bytes still load (fields the reader does not use, members it does not read)\n",
+           loaded, zl);
+    free(bad);
+
+    test_begin("cnn_load_npz and cnn_load_npz_float: every allocation failing in turn");
+    for (int which = 0; which < 2; which++) {
+        long k;
+        for (k = 1; k < 200; k++) {
+            requests = 0, fail_at = k;
+            void *r = which ? (void *)cnn_load_npz_float(NP(a, sizeof a, "float.npz"), "x", "y")
+                            : (void *)cnn_load_npz(NP(a, sizeof a, "data_z.npz"), "x_train", "y_train");
+            const long made = requests;
+            fail_at = 0;
+            if (r) {
+                if (which) cnn_float_arrays_free((cnn_float_arrays *)r);
+                else cnn_dataset_free((cnn_dataset *)r);
+                CHECK(made < k, "allocation %ld failed and the load still succeeded", k);
+                break;
+            }
+            CHECK(error_mentions("memory"), "allocation %ld failing: '%s'", k, cnn_last_error());
+        }
+        CHECK(k > 2 && k < 200, "%ld allocations", k);
+    }
+    free(zb);
+    printf("#   the NumPy tests took %.2f s\n", cnn_wall_time() - np_t0);
+}
+
 int main(void) {
     (void)test_rel_err;
     snprintf(tmp_root, sizeof tmp_root, "/tmp/cnn_augment_XXXXXX");
@@ -1189,6 +1535,8 @@ int main(void) {
     test_pipeline_allocation_failures();
     test_write_png();
     test_plot();
+    test_numpy();
+    test_npz();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
     if (system(cmd) != 0) printf("# could not remove %s\n", tmp_root);

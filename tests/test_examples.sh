@@ -4,7 +4,8 @@
 # Run from the repository root after `make examples` has built
 # examples/cifar10_cnn, evaluate, predict, tiny_step and inspect.
 # Prints one "PASS name" or "FAIL name: why" line per check and exits
-# non-zero when any check failed. Needs only bash, coreutils and gzip: the
+# non-zero when any check failed. Needs only bash, coreutils and gzip (and
+# /usr/bin/python3 with NumPy for the .npz checks, skipped without it): the
 # test images are written here as PGM/PPM files (real Fashion-MNIST test
 # images when /usr/share/datasets/fashion-mnist exists, random pixels
 # otherwise). About 30 s on 2 cores. KEEP_TMP=1 keeps the files for a look.
@@ -189,6 +190,23 @@ expect_error preview_no_out "$EX/augment_preview" --data "$T/fm"
 head -c $((3073 * 10000)) /dev/zero >"$T/data_batch_1.bin"
 expect_ok train_cifar10_binary "$C" --data "$T/data_batch_1.bin" --limit 64 --epochs 1 \
     --threads 2 --verbose 0 --save "$T/rgb.cnn"
+
+# A NumPy archive (np.savez, when /usr/bin/python3 has NumPy): x_train, y_train to train on,
+# x_test, y_test the validation data; evaluate scores the model on x_test, y_test.
+if /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+    /usr/bin/python3 -c "import numpy as np; r = np.random.default_rng(0); np.savez('$T/c10.npz', \
+        x_train=r.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_train=np.arange(64).reshape(64, 1) % 10, \
+        x_test=r.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), y_test=np.arange(16).reshape(16, 1) % 10)"
+    if expect_ok train_npz "$C" --data "$T/c10.npz" --epochs 1 --threads 2 --verbose 0 --save "$T/npz.cnn"; then
+        check train_npz_validation grep -q 'train: 64 images of 32x32x3, 10 classes; validation: 16 images' \
+            "$T/out" "x_test, y_test were not the validation data"
+        if expect_ok eval_npz "$EX/evaluate" --model "$T/npz.cnn" --data "$T/c10.npz"; then
+            check eval_npz_x_test grep -Eq 'accuracy +[0-9.]+ +16$' "$T/out" "no accuracy line over 16 images"
+        fi
+    fi
+    expect_error train_npz_missing_key "$C" --data "$T/c10.npz" --x-key x_val --epochs 1
+    check train_npz_missing_key_named grep -q "no member 'x_val.npy'" "$T/err" "the error does not name x_val.npy"
+fi
 
 # ------------------------------------------------------------- evaluate
 E=$EX/evaluate
