@@ -8939,10 +8939,15 @@ static int cnn__backup_apply(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run 
         cnn__backup_cb *b = &cbs[i];
         b->kind = (int)cnn__get_u32(rd);
         b->best = cnn__get_f64(rd);
-        b->wait = (int)cnn__get_u32(rd);
-        b->cooldown_left = (int)cnn__get_u32(rd);
-        b->best_epoch = (int)cnn__get_u32(rd) - 1;
-        if (!rd->failed && b->kind != r->o->callbacks[i]->kind)
+        const uint32_t wait = cnn__get_u32(rd), cooldown = cnn__get_u32(rd), best_epoch = cnn__get_u32(rd);
+        if (rd->failed || wait > (1u << 30) || cooldown > (1u << 30) || best_epoch > (1u << 30)) {
+            rd->failed = 1; /* (the counts go on from there: they must not overflow) */
+            break;
+        }
+        b->wait = (int)wait;
+        b->cooldown_left = (int)cooldown;
+        b->best_epoch = (int)best_epoch - 1;
+        if (b->kind != r->o->callbacks[i]->kind)
             rc = cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of a run with other callbacks (number %d "
                                "differs in kind)", cb->filepath, i + 1);
         else if (cnn__get_u32(rd) && !rd->failed) {
@@ -9012,7 +9017,8 @@ static int cnn__backup_take(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run *
     const int epochs = (int)cnn__get_u32(&rd), n_keys = (int)cnn__get_u32(&rd);
     /* batches in one pass over the source (a pass may span several short epochs) */
     const long long per_pass = r->src->samples > 0 ? ((long long)r->src->samples + r->bs - 1) / r->bs : INT_MAX;
-    if (rd.failed || next < 1 || first < 0 || first >= next || pass < 0 || in_pass < 0 || in_pass > per_pass ||
+    if (rd.failed || next < 1 || first < 0 || first >= next || pass < 0 || pass > (1 << 30) || in_pass < 0 ||
+        in_pass > per_pass ||
         epochs != next - first || n_keys > CNN_HISTORY_MAX_KEYS || (size_t)epochs > rd.len / 8) {
         return cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: '%s' is damaged (its epoch counts; delete it to "
                              "start afresh)", cb->filepath);

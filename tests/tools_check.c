@@ -186,8 +186,11 @@ static cnn_model *branch(void) {
     cnn_node *g = cnn_global_avg_pool2d(m, x, .name = "gap");
     cnn_node *f = cnn_dense(m, cnn_flatten(m, x, .name = "flat"), .units = 10, .activation = CNN_SIGMOID,
                             .name = "fc_flat");
-    cnn_node *gf[2] = {g, f};
-    x = cnn_concatenate(m, gf, 2, .name = "concat_flat");
+    /* a second Flatten of the same layer: the exporter must flatten it once */
+    cnn_node *f2 = cnn_dense(m, cnn_flatten(m, x, .name = "flat_again"), .units = 3, .activation = CNN_TANH,
+                             .name = "fc_flat_again");
+    cnn_node *gf[3] = {g, f, f2};
+    x = cnn_concatenate(m, gf, 3, .name = "concat_flat");
     x = cnn_dropout(m, x, .rate = 0.5f, .name = "drop");
     x = cnn_dense(m, x, .units = 5, .activation = CNN_SOFTMAX, .name = "out");
     const float mean[3] = {0.4f, 0.5f, 0.6f}, std[3] = {0.2f, 0.25f, 0.3f};

@@ -91,15 +91,19 @@ def export(model, nchw=False, preprocess=True):
         x = node("Transpose", [x], "input_nchw", perm=[0, 3, 1, 2])
     out[model.input] = (x, "nchw")
 
+    flattened = {}  # layer -> its flat tensor, made once however many layers read it flat
+
     def flat(i):
         """layer i's output as [N][features] in NHWC order"""
         t, layout = out[i]
         if layout == "flat":
             return t
-        L = model.layers[i]
-        if L.h != 1 or L.w != 1:
-            t = node("Transpose", [t], L.name + "_nhwc", perm=[0, 2, 3, 1])
-        return node("Flatten", [t], L.name + "_flat", axis=1)
+        if i not in flattened:
+            L = model.layers[i]
+            if L.h != 1 or L.w != 1:
+                t = node("Transpose", [t], L.name + "_nhwc", perm=[0, 2, 3, 1])
+            flattened[i] = node("Flatten", [t], L.name + "_flat", axis=1)
+        return flattened[i]
 
     def activate(t, act, alpha, name):
         act = cnn_format.ACTIVATIONS[act]
@@ -227,6 +231,10 @@ def main(argv=None):
         proto = export(model, nchw=a.nchw, preprocess=not a.no_preprocess)
     except (OSError, cnn_format.FormatError) as e:
         print("onnx_export.py: %s: %s" % (a.model, e), file=sys.stderr)
+        return 1
+    except onnx.checker.ValidationError as e:  # a graph this exporter should not have made: say so
+        print("onnx_export.py: %s: the ONNX graph made from it is not valid (a bug of this exporter; please "
+              "report it): %s" % (a.model, e), file=sys.stderr)
         return 1
     onnx.save(proto, a.out)
     print("onnx_export.py: wrote %s (%d nodes, opset %d, input %s)" %

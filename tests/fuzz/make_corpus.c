@@ -10,6 +10,9 @@
 
 #include <sys/stat.h>
 
+#define FUZZ_BACKUP_FIT_ONLY /* backup.c's fit, not its entry point */
+#include "backup.c"
+
 static const char *root;
 
 static void put(const char *target, const char *name, const void *data, size_t n) {
@@ -202,6 +205,21 @@ static void images(void) {
     put_image("rgb16.ppm", pre_c, 5, p6_16, sizeof p6_16 - 1);
 }
 
+/* a backup's payload, as the fit of backup.c writes it after its first epoch */
+static void backups(void) {
+    char dir[1024], path[1100];
+    size_t n;
+    unsigned char *b;
+    snprintf(dir, sizeof dir, "%s/tmp-backup", root);
+    cnn_history_free(fuzz_backup_fit(dir, 1));
+    snprintf(path, sizeof path, "%s/backup.cnn", dir);
+    b = slurp(path, &n);
+    remove(path);
+    rmdir(dir);
+    put("backup", "after-epoch-1", b + 20, n - 24);
+    free(b);
+}
+
 static void specs(void) {
     static const char *const s[] = {"\x03" "0,2", "\x02" "gpu", "\x05" "cpu", "\x07" "all", "\x04" "4090",
                                     "\x08" "rusticl", "\x03" "3:1", "\x04" "auto", "\x02" "equal", "\x06" "1,1",
@@ -222,5 +240,6 @@ int main(int argc, char **argv) {
     cifar();
     images();
     specs();
+    backups();
     return 0;
 }

@@ -6,10 +6,10 @@
 # that target and leaves the input in build/fuzz/ (crash-*, leak-*, timeout-*, oom-*):
 # fix the bug, then copy the input into the target's corpus folder as regress-<what>, so
 # that `make test` replays it from then on. Ends with a table: runs, coverage, findings.
-#   FUZZ_SECONDS=60 (per target)  FUZZ_TARGETS="model model_payload idx cifar image image_dir opencl_spec npy npz"
+#   FUZZ_SECONDS=60 (per target)  FUZZ_TARGETS="model model_payload idx cifar image image_dir opencl_spec npy npz backup"
 cd "$(dirname "$0")/../.." || exit 2
 SECONDS_EACH=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-"model model_payload idx cifar image image_dir opencl_spec npy npz"}
+TARGETS=${FUZZ_TARGETS:-"model model_payload idx cifar image image_dir opencl_spec npy npz backup"}
 CC=${FUZZ_CC:-clang}
 B=build/fuzz
 # the targets that read files write each input to a temporary file: in memory (/dev/shm) that
