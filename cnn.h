@@ -8567,7 +8567,9 @@ static cnn_node *cnn__rebuild_node(cnn_model *m, int type, const char *name, cnn
 static int cnn__read_layers(cnn_model *m, cnn__reader *r) {
     uint32_t n_nodes = cnn__get_u32(r), input = cnn__get_u32(r), output = cnn__get_u32(r);
     if (r->failed || n_nodes == 0 || n_nodes > 100000 || input >= n_nodes || output >= n_nodes) {
-        cnn_set_error(CNN_ERR_FORMAT, "bad layer count");
+        if (r->failed) cnn_set_error(CNN_ERR_FORMAT, "truncated before the layer count");
+        else cnn_set_error(CNN_ERR_FORMAT, "bad layer count %u (1 to 100000), input %u, output %u", n_nodes, input,
+                           output);
         return CNN_ERR_FORMAT;
     }
     for (uint32_t i = 0; i < n_nodes; i++) {
@@ -8613,7 +8615,10 @@ static int cnn__read_layers(cnn_model *m, cnn__reader *r) {
         }
         n->trainable = L.trainable != 0;
     }
-    if ((int)input != m->input) { cnn_set_error(CNN_ERR_FORMAT, "bad input index"); return CNN_ERR_FORMAT; }
+    if ((int)input != m->input) {
+        cnn_set_error(CNN_ERR_FORMAT, "input index %u is not the Input layer (%d)", input, m->input);
+        return CNN_ERR_FORMAT;
+    }
     /* the weights and statistics these layers hold are stored further on: a file
        too short for them is refused before anything that size is allocated */
     const size_t room = (r->len - r->pos) / sizeof(float);
@@ -8657,21 +8662,30 @@ static int cnn__read_preprocessing(cnn_model *m, cnn__reader *r) {
     m->rescale = cnn__get_f32(r);
     uint32_t sc = cnn__get_u32(r);
     if (r->failed || !isfinite(m->rescale) || m->rescale == 0 || (sc && (int)sc != m->nodes[m->input]->c)) {
-        cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing");
+        if (r->failed) cnn_set_error(CNN_ERR_FORMAT, "truncated in the preprocessing");
+        else cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing: rescale %g, featurewise channels %u (the input has %d)",
+                           m->rescale, sc, m->nodes[m->input]->c);
         return CNN_ERR_FORMAT;
     }
     if (sc) {
         float mean[4096], stdv[4096];
-        if (sc > 4096) { cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing"); return CNN_ERR_FORMAT; }
+        if (sc > 4096) {
+            cnn_set_error(CNN_ERR_FORMAT, "bad preprocessing: featurewise channels %u (at most 4096)", sc);
+            return CNN_ERR_FORMAT;
+        }
         cnn__get_floats(r, mean, sc);
         cnn__get_floats(r, stdv, sc);
         if (r->failed || cnn_model_set_featurewise(m, mean, stdv, (int)sc)) {
-            cnn_set_error(CNN_ERR_FORMAT, "bad featurewise statistics");
+            cnn_set_error(CNN_ERR_FORMAT, "bad featurewise statistics: %s",
+                          r->failed ? "truncated" : cnn_last_error());
             return CNN_ERR_FORMAT;
         }
     }
     uint32_t nc = cnn__get_u32(r);
-    if (r->failed || nc > 100000) { cnn_set_error(CNN_ERR_FORMAT, "bad class names"); return CNN_ERR_FORMAT; }
+    if (r->failed || nc > 100000) {
+        cnn_set_error(CNN_ERR_FORMAT, "bad class name count %u (at most 100000)%s", nc, r->failed ? ", truncated" : "");
+        return CNN_ERR_FORMAT;
+    }
     if (nc) {
         m->class_names = (char **)cnn__alloc(nc, sizeof(char *), "class names");
         if (!m->class_names) return CNN_ERR_MEMORY;
@@ -8724,13 +8738,17 @@ static int cnn__deserialize(cnn_model *m, cnn__reader *r, uint32_t version) {
     if (!rc) rc = cnn__read_preprocessing(m, r);
     if (!rc) rc = cnn__read_compile(m, r, version, &compiled, &step);
     if (rc) return rc;
-    if (cnn__get_u64(r) != m->n_params) {
-        cnn_set_error(CNN_ERR_FORMAT, "parameter count does not match the layers");
+    uint64_t count = cnn__get_u64(r);
+    if (count != m->n_params) {
+        cnn_set_error(CNN_ERR_FORMAT, "parameter count %llu does not match the layers' %zu", (unsigned long long)count,
+                      m->n_params);
         return CNN_ERR_FORMAT;
     }
     cnn__get_floats(r, m->params, m->n_params);
-    if (cnn__get_u64(r) != m->n_state) {
-        cnn_set_error(CNN_ERR_FORMAT, "state count does not match the layers");
+    count = cnn__get_u64(r);
+    if (count != m->n_state) {
+        cnn_set_error(CNN_ERR_FORMAT, "state count %llu does not match the layers' %zu", (unsigned long long)count,
+                      m->n_state);
         return CNN_ERR_FORMAT;
     }
     cnn__get_floats(r, m->state, m->n_state);
