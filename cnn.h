@@ -139,7 +139,11 @@
           TerminateOnNaN names the epoch, batch and loss; ModelCheckpoint does not
           write a model whose weights are not finite; a layer's output for a batch
           (cnn_layer_output, cnn_layer_output_training; fused layers included) and
-          layers by name or index (cnn_get_layer, cnn_model_layer, cnn_node_type).
+          layers by name or index (cnn_get_layer, cnn_model_layer, cnn_node_type);
+          NumPy .npy files (cnn_load_npy, cnn_load_npy_float) and float arrays as
+          a batch source (cnn_float_source); the TensorBoard callback
+          (cnn_tensorboard); model files whose layers' outputs exceed the memory
+          limit are refused; pkg-config files (make install).
      0.9  (2026-12-05) ZeroPadding2D and UpSampling2D (nearest); the CPU kernels
           chosen at run time (cnn_set_kernels, cnn_kernels, CNN_KERNELS,
           CNN_NO_AVX512): a build without -march flags runs the AVX-512 path

@@ -1,4 +1,4 @@
-/* cnn_augment.h - v0.5 - image files, data augmentation and PNG plots for cnn.h
+/* cnn_augment.h - v0.6 - image files, data augmentation and PNG plots for cnn.h
 
    The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
@@ -250,6 +250,9 @@
        its float32 SVD makes them noise.
 
    REVISION HISTORY
+     0.6  (2026-12-05) NumPy archives: cnn_load_npz, cnn_load_npz_float, cnn_npz_has
+          (stored and deflated members, ZIP64, CRC-32 checked); cnn_draw_text
+          (the plots' 5x9 font, for labelled pictures such as evaluate --plot's).
      0.5  (2026-12-05) The resample's coordinate loops vectorise with plain
           x86-64 flags (SSE2) too: 1.5x faster there; the images are the same.
           Hostile files: images are screened before stb_image decodes them
