@@ -13,6 +13,7 @@ SAN="test_core test_grad test_parity test_api test_fit test_augment_io test_augm
 
 # run NAME CMD...: run a command, keep its PASS/FAIL lines, record a crash as FAIL
 run() {
+  [ "$MODE" = collect ] && return
   local name=$1; shift
   local out rc
   out=$("$@" 2>&1); rc=$?
@@ -23,14 +24,25 @@ run() {
   fi
 }
 
-# compile NAME CMD...: a compile that must succeed with no warnings
+# compile NAME CMD...: a compile that must succeed with no warnings. The builds are made
+# ahead, JOBS at a time (see the end of this file): in the "collect" pass compile only writes
+# its command down; in the real pass it takes the result of that build (or builds, if the
+# command was not collected).
+JOBS=${CNN_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
+P=$B/prebuild
 compile() {
   local name=$1; shift
-  local out
-  if out=$("$@" 2>&1) && [ -z "$out" ]; then echo "PASS $name" | tee -a "$log"
+  local cmd out rc n
+  cmd=$(printf '%q ' "$@")
+  if [ "$MODE" = collect ]; then printf '%s\n' "$cmd" >> "$P/list"; return; fi
+  n=$(grep -n -x -F -e "$cmd" "$P/list" 2>/dev/null | head -1 | cut -d: -f1)
+  if [ -n "$n" ] && [ -f "$P/$n.rc" ]; then out=$(cat "$P/$n.out"); rc=$(cat "$P/$n.rc")
+  else out=$("$@" 2>&1); rc=$?; fi
+  if [ "$rc" = 0 ] && [ -z "$out" ]; then echo "PASS $name" | tee -a "$log"
   else echo "FAIL $name" | tee -a "$log"; printf '%s\n' "$out" | head -20; fi
 }
 
+suite() {
 echo "== unit tests (-O2, OpenMP)"
 for t in $UNIT; do
   [ -f tests/$t.c ] || { echo "FAIL $t: tests/$t.c missing" | tee -a "$log"; continue; }
@@ -127,7 +139,7 @@ echo "== fuzz corpus replay under AddressSanitizer + UndefinedBehaviorSanitizer 
 # with leaks checked and any allocation over 1 GB an error; all targets in one program (replay.c)
 compile "build fuzz replay (asan+ubsan)" $CC -std=c99 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=all -Wall -Wextra -I. tests/fuzz/replay.c -lm -lpthread -lOpenCL -lclblast -o $B/fuzz_replay
-for t in model model_payload idx cifar image image_dir opencl_spec npy npz; do
+for t in model model_payload idx cifar image image_dir opencl_spec npy npz backup; do
   [ -x $B/fuzz_replay ] && ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=1024 run "fuzz replay $t" \
     $B/fuzz_replay $t tests/fuzz/corpus/$t
 done
@@ -203,6 +215,16 @@ run install bash tests/test_install.sh  # make install/uninstall into a temporar
 echo "== examples"
 if [ -x examples/cifar10_cnn ] && [ -f tests/test_examples.sh ]; then run examples bash tests/test_examples.sh
 else echo "FAIL examples: not built (run make examples)" | tee -a "$log"; fi
+}
+
+# 1. the builds the suite makes, written down; 2. made JOBS at a time; 3. the suite, on them
+mkdir -p "$P" && rm -f "$P"/*
+MODE=collect suite > /dev/null 2>&1
+echo "== building $(grep -c '' "$P/list") test programs, $JOBS at a time"
+seq 1 "$(grep -c '' "$P/list")" | xargs -P "$JOBS" -I{} bash -c \
+  'eval "$(sed -n "{}p" "$0/list")" > "$0/{}.out" 2>&1; echo $? > "$0/{}.rc"' "$P"
+: > "$log"
+MODE=real suite
 
 p=$(grep -c '^PASS' "$log"); f=$(grep -c '^FAIL' "$log"); s=$(grep -c '^SKIP' "$log")
 echo "$p passed, $f failed$([ "$s" -gt 0 ] && echo ", $s skipped (a driver that cannot run a case; see the SKIP lines)")"
