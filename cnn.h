@@ -2097,17 +2097,23 @@ typedef struct cnn__float_source {
     uint64_t seed;
 } cnn__float_source;
 
+/* One pass's sample order of an array source: order[0..n) = 0..n-1, shuffled
+   when asked by a permutation drawn from key (a fresh one per pass: the key
+   mixes in the pass). */
+static void cnn__pass_order(int *order, int n, int shuffle, uint64_t key) {
+    for (int i = 0; i < n; i++) order[i] = i;
+    if (!shuffle) return;
+    cnn__rng r = {cnn__mix64(key)};
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)cnn__rng_below(&r, (uint64_t)i + 1), t = order[i];
+        order[i] = order[j]; order[j] = t;
+    }
+}
+
 static int cnn__float_reset(void *ctx, int epoch) {
     cnn__float_source *s = (cnn__float_source *)ctx;
-    const int n = s->a->n;
-    for (int i = 0; i < n; i++) s->order[i] = i;
-    if (s->shuffle) { /* a fresh permutation per pass, from the seed */
-        cnn__rng r = {cnn__mix64(s->seed ^ (0x464c4f4154ULL + (uint64_t)epoch * 0x9e3779b97f4a7c15ULL))};
-        for (int i = n - 1; i > 0; i--) {
-            int j = (int)cnn__rng_below(&r, (uint64_t)i + 1), t = s->order[i];
-            s->order[i] = s->order[j]; s->order[j] = t;
-        }
-    }
+    cnn__pass_order(s->order, s->a->n, s->shuffle,
+                    s->seed ^ (0x464c4f4154ULL + (uint64_t)epoch * 0x9e3779b97f4a7c15ULL));
     s->pos = 0;
     return CNN_OK;
 }
@@ -6572,14 +6578,8 @@ typedef struct cnn__array_source {
 
 static int cnn__array_reset(void *ctx, int epoch) {
     cnn__array_source *s = (cnn__array_source *)ctx;
-    for (int i = 0; i < s->d->n; i++) s->order[i] = i;
-    if (s->shuffle) { /* a fresh permutation per epoch, from the seed */
-        cnn__rng r = {cnn__mix64(s->seed ^ (0x45504f4348ULL + (uint64_t)epoch * 0x9e3779b97f4a7c15ULL))};
-        for (int i = s->d->n - 1; i > 0; i--) {
-            int j = (int)cnn__rng_below(&r, (uint64_t)i + 1), t = s->order[i];
-            s->order[i] = s->order[j]; s->order[j] = t;
-        }
-    }
+    cnn__pass_order(s->order, s->d->n, s->shuffle,
+                    s->seed ^ (0x45504f4348ULL + (uint64_t)epoch * 0x9e3779b97f4a7c15ULL));
     s->pos = 0;
     return CNN_OK;
 }
