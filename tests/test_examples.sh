@@ -254,6 +254,10 @@ if expect_ok tiny_step_runs "$EX/tiny_step"; then
         "$T/out" "no passing gradient check line"
     check tiny_step_no_nan sh -c "! grep -qiw -e nan -e inf '$T/out'" "NaN or Inf in the output"
     check tiny_step_loss_by_hand [ "$(grep -c '^loss = ' "$T/out")" = 2 ] "no loss lines"
+    # the loss worked out by hand from the printed probabilities is the library's
+    hand=$(sed -n 's/^loss = .* = \([0-9.]*\) *(by hand)$/\1/p' "$T/out")
+    lib=$(sed -n 's/^loss = \([0-9.]*\) *(cnn_input_gradient)$/\1/p' "$T/out")
+    check tiny_step_losses_agree [ -n "$hand" -a "$hand" = "$lib" ] "by hand '$hand', library '$lib'"
 fi
 
 # -------------------------------------------------------------- predict
