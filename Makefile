@@ -61,7 +61,7 @@ fuzz:
 	@scripts/ensure-deps.sh fuzz
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
-bench/train_bench: bench/train_bench.c cnn.h
+bench/train_bench: bench/train_bench.c cnn.h tests/tutorial_net.h
 	$(CC) -std=c99 $(CFLAGS) $(OMPFLAGS) $(WARN) -I. $< -lm -o $@
 
 bench/augment_bench: bench/augment_bench.c cnn.h cnn_augment.h

@@ -10,25 +10,14 @@
    Prints "img/s: X" as its last line. */
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
+#include "tests/tutorial_net.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static cnn_model *build_network(int h, int w, int c, int classes) {
     cnn_model *m = cnn_model_new();
-    cnn_node *x = cnn_input(m, h, w, c, "input");
-    x = cnn_conv2d(m, x, .filters = 64, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_1");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_1");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_1");
-    x = cnn_conv2d(m, x, .filters = 32, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_2");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_2");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_2");
-    x = cnn_flatten(m, x, .name = "flatten");
-    x = cnn_dense(m, x, .units = 512, .activation = CNN_RELU, .name = "fc1");
-    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout1");
-    x = cnn_dense(m, x, .units = 256, .activation = CNN_RELU, .name = "fc2");
-    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout2");
-    x = cnn_dense(m, x, .units = classes, .activation = CNN_SOFTMAX, .name = "softmax");
+    cnn_node *x = tutorial_layers(m, h, w, c, classes, 0.2f);
     if (cnn_model_set_output(m, x) || cnn_compile(m, .optimizer = cnn_adam(), .loss = CNN_CATEGORICAL_CROSSENTROPY, .metrics = CNN_ACCURACY)) {
         fprintf(stderr, "train_bench: %s\n", cnn_last_error());
         exit(1);

@@ -17,6 +17,7 @@
 #include "cnn.h"
 #include "cnn_augment.h"
 #include "test_util.h"
+#include "tutorial_net.h"
 
 #define H 32
 #define W 32
@@ -40,19 +41,7 @@ static const char *layers[] = {"input", "conv_1", "batch_norm_1", "pool_1", "con
 static cnn_model *tutorial(void) {
     cnn_model *m = cnn_model_new();
     cnn_model_set_seed(m, 11);
-    cnn_node *x = cnn_input(m, H, W, C, "input");
-    x = cnn_conv2d(m, x, .filters = 64, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_1");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_1");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_1");
-    x = cnn_conv2d(m, x, .filters = 32, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_2");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_2");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_2");
-    x = cnn_flatten(m, x, .name = "flatten");
-    x = cnn_dense(m, x, .units = 512, .activation = CNN_RELU, .name = "fc1");
-    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout1");
-    x = cnn_dense(m, x, .units = 256, .activation = CNN_RELU, .name = "fc2");
-    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout2");
-    x = cnn_dense(m, x, .units = 10, .activation = CNN_SOFTMAX, .name = "softmax");
+    cnn_node *x = tutorial_layers(m, H, W, C, 10, 0.2f);
     if (cnn_model_set_output(m, x) != CNN_OK ||
         cnn_compile(m, .optimizer = cnn_adam(), .loss = CNN_SPARSE_CATEGORICAL_CROSSENTROPY) != CNN_OK) {
         printf("# building failed: %s\n", cnn_last_error());

@@ -14,6 +14,7 @@
 #define CNN_IMPLEMENTATION
 #include "../cnn.h"
 #include "test_util.h"
+#include "tutorial_net.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -545,19 +546,7 @@ static const char *const net_moving[][2] = {
 static cnn_model *build_network(float lr) {
     cnn_model *m = cnn_model_new();
     if (!m) return NULL;
-    cnn_node *x = cnn_input(m, 32, 32, 3, "input");
-    x = cnn_conv2d(m, x, .filters = 64, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_1");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_1");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_1");
-    x = cnn_conv2d(m, x, .filters = 32, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_2");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_2");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_2");
-    x = cnn_flatten(m, x, .name = "flatten");
-    x = cnn_dense(m, x, .units = 512, .activation = CNN_RELU, .name = "fc1");
-    x = cnn_dropout(m, x, .rate = 0.0f, .name = "dropout1");
-    x = cnn_dense(m, x, .units = 256, .activation = CNN_RELU, .name = "fc2");
-    x = cnn_dropout(m, x, .rate = 0.0f, .name = "dropout2");
-    x = cnn_dense(m, x, .units = 10, .activation = CNN_SOFTMAX, .name = "softmax");
+    cnn_node *x = tutorial_layers(m, 32, 32, 3, 10, 0.0f);
     if (!x || cnn_model_set_output(m, x) != CNN_OK ||
         cnn_compile(m, .optimizer = cnn_adam(.learning_rate = lr),
                     .loss = CNN_CATEGORICAL_CROSSENTROPY) != CNN_OK) {

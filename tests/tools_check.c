@@ -18,6 +18,7 @@
    .npy files: version 1, little-endian '<f4' or '|u1', C order. */
 #define CNN_IMPLEMENTATION
 #include "cnn.h"
+#include "tutorial_net.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -138,19 +139,7 @@ static void randomize(cnn_model *m) {
 
 static cnn_model *tutorial(void) {
     cnn_model *m = cnn_model_new();
-    cnn_node *x = cnn_input(m, 32, 32, 3, "input");
-    x = cnn_conv2d(m, x, .filters = 64, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_1");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_1");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_1");
-    x = cnn_conv2d(m, x, .filters = 32, .kernel_size = {3, 3}, .activation = CNN_RELU, .name = "conv_2");
-    x = cnn_batch_norm(m, x, .name = "batch_norm_2");
-    x = cnn_max_pool2d(m, x, .pool_size = {2, 2}, .name = "pool_2");
-    x = cnn_flatten(m, x, .name = "flatten");
-    x = cnn_dense(m, x, .units = 512, .activation = CNN_RELU, .name = "fc1");
-    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout1");
-    x = cnn_dense(m, x, .units = 256, .activation = CNN_RELU, .name = "fc2");
-    x = cnn_dropout(m, x, .rate = 0.2f, .name = "dropout2");
-    x = cnn_dense(m, x, .units = 10, .activation = CNN_SOFTMAX, .name = "softmax");
+    cnn_node *x = tutorial_layers(m, 32, 32, 3, 10, 0.2f);
     if (cnn_model_set_output(m, x) ||
         cnn_compile(m, .optimizer = cnn_adam(), .loss = CNN_CATEGORICAL_CROSSENTROPY, .metrics = CNN_ACCURACY)) {
         fprintf(stderr, "tools_check: tutorial: %s\n", cnn_last_error());
