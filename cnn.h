@@ -700,7 +700,7 @@ CNN_DEF cnn_callback *cnn_lambda_callback_opt(const cnn_lambda_opts *o);
    deleted, unless keep_backup; a diverged epoch (weights not finite) is not
    backed up. Backups are made at epoch ends only (Keras' save_freq="epoch"). */
 typedef struct cnn_backup_opts {
-    const char *backup_dir;   /* required: the folder, made when missing */
+    const char *backup_dir;   /* required: the folder, made (with its parents) when missing */
     int keep_backup;          /* 1 = keep it after training (Keras' delete_checkpoint=False) */
     int verbose;              /* 1 = say when it resumes */
 } cnn_backup_opts;
@@ -978,7 +978,7 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #include <arm_neon.h> /* the NEON kernels */
 #endif
 #ifdef _WIN32
-#include <direct.h> /* _mkdir, _rmdir: BackupAndRestore's folder */
+#include <direct.h> /* _mkdir, _rmdir: the folders of BackupAndRestore and TensorBoard */
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
@@ -989,7 +989,7 @@ CNN_DEF double cnn_bn_grad_coefficients(double gamma, double mean, double inv, d
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
-#include <sys/stat.h> /* mkdir: BackupAndRestore's folder */
+#include <sys/stat.h> /* mkdir: the folders of BackupAndRestore and TensorBoard */
 #include <sys/time.h>
 #include <unistd.h>
 #define CNN__POSIX 1
@@ -1451,6 +1451,24 @@ CNN_IMPL int cnn_dataset_split_off(cnn_dataset *d, float fraction, cnn_dataset *
 }
 
 /* Read a whole file; NULL and an error naming it on failure. */
+/* Make the folder `path` and its parents where missing (path is restored after
+   its separators are cut in turn). 0, or -1 with errno. */
+static int cnn__make_folders(char *path) {
+    for (char *p = path + 1;; p++) {
+        if (*p && *p != '/' && *p != '\\') continue;
+        char c = *p;
+        *p = 0;
+        int bad = 0;
+#if defined(_WIN32)
+        bad = _mkdir(path) != 0 && errno != EEXIST;
+#elif defined(CNN__POSIX)
+        bad = mkdir(path, 0777) != 0 && errno != EEXIST;
+#endif
+        *p = c;
+        if (bad || !c) return bad ? -1 : 0;
+    }
+}
+
 static unsigned char *cnn__read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) { cnn_set_error(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(errno)); return NULL; }
@@ -7474,23 +7492,6 @@ static int cnn__tb_record(cnn__tensorboard *tb, int run) {
     return CNN_OK;
 }
 
-/* make `path` and its parents, as tf.summary.create_file_writer does */
-static int cnn__tb_mkdirs(char *path) {
-    for (char *p = path + 1;; p++) {
-        if (*p && *p != '/' && *p != '\\') continue;
-        char c = *p;
-        *p = 0;
-        int bad = 0;
-#if defined(_WIN32)
-        bad = _mkdir(path) != 0 && errno != EEXIST;
-#elif defined(CNN__POSIX)
-        bad = mkdir(path, 0777) != 0 && errno != EEXIST;
-#endif
-        *p = c;
-        if (bad || !c) return bad ? -1 : 0;
-    }
-}
-
 #if defined(CNN__POSIX) && !defined(__cplusplus)
 extern int gethostname(char *, size_t); /* POSIX, hidden by glibc in strict C99 mode */
 #endif
@@ -7514,7 +7515,7 @@ static int cnn__tb_open(cnn__tensorboard *tb, int run) {
     char *path = (char *)cnn__alloc(cap, 1, "a TensorBoard file name");
     if (!path) return CNN_ERR_MEMORY;
     snprintf(path, cap, "%s/%s", tb->log_dir, sub);
-    if (cnn__tb_mkdirs(path)) {
+    if (cnn__make_folders(path)) {
         int rc = cnn_set_error(CNN_ERR_IO, "TensorBoard: cannot make the folder '%s': %s", path, strerror(errno));
         CNN_FREE(path);
         return rc;
@@ -8839,13 +8840,9 @@ CNN_IMPL cnn_model *cnn_load(const char *path) {
 static void cnn__put_f64(cnn__buf *b, double v) { uint64_t u; memcpy(&u, &v, 8); cnn__put_u64(b, u); }
 static double cnn__get_f64(cnn__reader *r) { uint64_t u = cnn__get_u64(r); double v; memcpy(&v, &u, 8); return v; }
 
-/* The backup's folder, made when missing (one level, as Keras makes it). */
+/* The backup's folder and its parents, made when missing (as Keras makes them). */
 static int cnn__backup_folder(const cnn_callback *cb) {
-#ifdef _WIN32
-    if (_mkdir(cb->filename) != 0 && errno != EEXIST)
-#else
-    if (mkdir(cb->filename, 0777) != 0 && errno != EEXIST)
-#endif
+    if (cnn__make_folders(cb->filename))
         return cnn_set_error(CNN_ERR_IO, "BackupAndRestore: cannot make the folder '%s': %s", cb->filename,
                              strerror(errno));
     return CNN_OK;
