@@ -308,6 +308,15 @@ def training_only(name, cfg, keys):
             warn("layer '%s': %s is not taken (it changes training only, not predictions)" % (name, k))
 
 
+def kernel_options(name, cfg, kw):
+    """What Conv2D and Dense share: activation, bias, kernel regularizer, and the
+    training-only options that do not change a prediction."""
+    kw["activation"], kw["alpha"] = activation(name, cfg)
+    kw["use_bias"] = 1 if cfg.get("use_bias", True) else 0
+    kw["l1"], kw["l2"] = regularizer(name, cfg)
+    training_only(name, cfg, ["bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"])
+
+
 def regularizer(name, cfg):
     r = cfg.get("kernel_regularizer")
     if not r:
@@ -389,11 +398,7 @@ def convert_layers(src, items, in_name, out_name):
             kw["kh"], kw["kw"] = pair(cfg["kernel_size"], name, "kernel_size")
             kw["sh"], kw["sw"] = pair(cfg.get("strides", 1), name, "strides")
             kw["padding"] = padding(name, cfg)
-            kw["activation"], kw["alpha"] = activation(name, cfg)
-            kw["use_bias"] = 1 if cfg.get("use_bias", True) else 0
-            kw["l1"], kw["l2"] = regularizer(name, cfg)
-            training_only(name, cfg, ["bias_regularizer", "activity_regularizer", "kernel_constraint",
-                                      "bias_constraint"])
+            kernel_options(name, cfg, kw)
         elif cls == "Dense":
             kind = "Dense"
             if x.h != 1 or x.w != 1:
@@ -401,11 +406,7 @@ def convert_layers(src, items, in_name, out_name):
                                    "each pixel, cnn.h's Dense wants a Flatten or GlobalAveragePooling2D before it"
                                    % (name, x.name, x.h, x.w, x.c))
             kw["units"] = cfg["units"]
-            kw["activation"], kw["alpha"] = activation(name, cfg)
-            kw["use_bias"] = 1 if cfg.get("use_bias", True) else 0
-            kw["l1"], kw["l2"] = regularizer(name, cfg)
-            training_only(name, cfg, ["bias_regularizer", "activity_regularizer", "kernel_constraint",
-                                      "bias_constraint"])
+            kernel_options(name, cfg, kw)
         elif cls == "BatchNormalization":
             axis = cfg.get("axis", -1)
             axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
