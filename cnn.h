@@ -3294,34 +3294,19 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_avx2(const int R, int K, const flo
 }
 
 /* The TN product's 9-row tiles (kernel rows of 9 floats: 3x3 on RGB, 3x1 on 3
-   channels, ...): 9 rows x 16 columns would need 18 accumulators and AVX2 has
-   16 registers, so the tile is made as two 9 x 8 halves, each 9 accumulators,
-   one load of b and nine broadcasts of A a step. Row r of A's step k is
-   a[k * a_ks + r * a_rs], or win[k][a_ks + r] (a_rs 1) where win is given. */
+   channels, ...) as a 6-row tile and a 3-row one: 9 rows x 16 columns would
+   need 18 accumulators and AVX2 has 16 registers. (Two 9 x 8 halves, 9
+   accumulators each, took one broadcast per multiply-add, and a step's loads
+   then outran its multiply-adds: 11% slower on conv_1's weight gradient.) Each
+   value is the same chain of multiply-adds either way. */
 static CNN__ALWAYS_INLINE void cnn__tile9_avx2(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
                                                const float *const *CNN__RESTRICT win,
                                                const float *CNN__RESTRICT b, size_t ldb,
                                                float *CNN__RESTRICT c, size_t ldc, int load,
                                                cnn__prefetch *pf) {
-    for (int h = 0; h < 2; h++, b += 8, c += 8) {
-        __m256 acc[CNN__AVX2_TN_MR];
-        CNN__UNROLL(9)
-        for (int r = 0; r < CNN__AVX2_TN_MR; r++)
-            acc[r] = load ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
-        size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
-        CNN__UNROLL(2)
-        for (int k = 0; k < K; k++) {
-            const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
-            const __m256 bk = _mm256_loadu_ps(b + (size_t)k * ldb);
-            if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
-            CNN__UNROLL(9)
-            for (int r = 0; r < CNN__AVX2_TN_MR; r++)
-                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + r * a_rs), bk, acc[r]);
-        }
-        if (pf) pf->next = pf_next;
-        CNN__UNROLL(9)
-        for (int r = 0; r < CNN__AVX2_TN_MR; r++) _mm256_storeu_ps(c + r * ldc, acc[r]);
-    }
+    cnn__tile_rows_avx2(6, K, a, a_rs, a_ks, win, b, ldb, c, ldc, load, NULL, pf);
+    if (win) cnn__tile_rows_avx2(3, K, NULL, 1, a_ks + 6, win, b, ldb, c + 6 * ldc, ldc, load, NULL, pf);
+    else cnn__tile_rows_avx2(3, K, a + 6 * a_rs, a_rs, a_ks, NULL, b, ldb, c + 6 * ldc, ldc, load, NULL, pf);
 }
 
 static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, size_t a_ks, const float *b,
@@ -3366,34 +3351,45 @@ static void cnn__copy_windows_avx2(float *dst, int ldd, const float *src, size_t
     cnn__copy_windows_c(dst, ldd, src, step, row_step, span, kh, run);
 }
 
-/* bn_dz_rows for channels [c0, c0 + 8Q), Q a constant where this is inlined, as
-   on AVX-512: the Q sums stay in registers from row to row; the constants are
-   read from memory (L1) each row, as 16 registers hold no more */
+/* bn_dz_rows for channels [c0, c0 + 8Q), Q (1 or 2) and RELU constants where
+   this is inlined: the 4Q coefficient vectors and the Q sums stay in registers
+   from row to row (16 registers hold no more), and a row tests once whether it
+   lies in a pooling window. */
 static CNN__ALWAYS_INLINE void cnn__bn_dz_block_avx2(
-    const int Q, int N, int c0, int rows, const float *CNN__RESTRICT y, const float *CNN__RESTRICT mean,
-    const float *CNN__RESTRICT k1, const float *CNN__RESTRICT k2, const float *CNN__RESTRICT k3,
-    const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g, const long long *at,
-    const int *cell, int relu, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
-    __m256 sum[4];
+    const int Q, const int RELU, int N, int c0, int rows, const float *CNN__RESTRICT y,
+    const float *CNN__RESTRICT mean, const float *CNN__RESTRICT k1, const float *CNN__RESTRICT k2,
+    const float *CNN__RESTRICT k3, const unsigned char *CNN__RESTRICT argmax, const float *CNN__RESTRICT g,
+    const long long *at, const int *cell, float *CNN__RESTRICT d, float *CNN__RESTRICT ss) {
+    __m256 sum[2], mq[2], k1q[2], k2q[2], k3q[2];
     const __m256 zero = _mm256_setzero_ps();
-    for (int q = 0; q < Q; q++) sum[q] = _mm256_loadu_ps(ss + c0 + 8 * q);
+    for (int q = 0; q < Q; q++) {
+        const int c = c0 + 8 * q;
+        sum[q] = _mm256_loadu_ps(ss + c);
+        mq[q] = _mm256_loadu_ps(mean + c);
+        k1q[q] = _mm256_loadu_ps(k1 + c);
+        k2q[q] = _mm256_loadu_ps(k2 + c);
+        k3q[q] = _mm256_loadu_ps(k3 + c);
+    }
     for (int i = 0; i < rows; i++) {
-        for (int q = 0; q < Q; q++) {
-            const int c = c0 + 8 * q;
-            const __m256 yv = _mm256_loadu_ps(y + (size_t)i * N + c);
-            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(yv, _mm256_loadu_ps(mean + c)), _mm256_loadu_ps(k3 + c),
-                                       _mm256_loadu_ps(k2 + c));
-            if (at[i] >= 0) { /* the pooled gradient where this cell held its window's maximum */
-                const __m128i cells = _mm_loadl_epi64((const __m128i *)(const void *)(argmax + at[i] + c));
-                const __m128i here = _mm_set1_epi8((char)cell[i]);
+        const float *yi = y + (size_t)i * N + c0;
+        float *di = d + (size_t)i * N + c0;
+        __m256 v[2];
+        for (int q = 0; q < Q; q++) v[q] = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(yi + 8 * q), mq[q]), k3q[q], k2q[q]);
+        if (at[i] >= 0) { /* the pooled gradient where this cell held its window's maximum */
+            const __m128i here = _mm_set1_epi8((char)cell[i]);
+            const unsigned char *am = argmax + at[i] + c0;
+            const float *gi = g + at[i] + c0;
+            for (int q = 0; q < Q; q++) {
+                const __m128i cells = _mm_loadl_epi64((const __m128i *)(const void *)(am + 8 * q));
                 const __m256 hit = _mm256_castsi256_ps(_mm256_cvtepi8_epi32(_mm_cmpeq_epi8(cells, here)));
-                v = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + c), _mm256_and_ps(hit, _mm256_loadu_ps(g + at[i] + c)),
-                                    v);
+                v[q] = _mm256_fmadd_ps(k1q[q], _mm256_and_ps(hit, _mm256_loadu_ps(gi + 8 * q)), v[q]);
             }
+        }
+        for (int q = 0; q < Q; q++) {
             /* dz is 0 where ReLU stopped the gradient */
-            if (relu) v = _mm256_and_ps(v, _mm256_cmp_ps(yv, zero, _CMP_GT_OQ));
-            _mm256_storeu_ps(d + (size_t)i * N + c, v);
-            sum[q] = _mm256_add_ps(sum[q], v);
+            if (RELU) v[q] = _mm256_and_ps(v[q], _mm256_cmp_ps(_mm256_loadu_ps(yi + 8 * q), zero, _CMP_GT_OQ));
+            _mm256_storeu_ps(di + 8 * q, v[q]);
+            sum[q] = _mm256_add_ps(sum[q], v[q]);
         }
     }
     for (int q = 0; q < Q; q++) _mm256_storeu_ps(ss + c0 + 8 * q, sum[q]);
@@ -3407,15 +3403,13 @@ static void cnn__bn_dz_rows_avx2(int N, int rows, const float *y, const float *m
         cnn__bn_dz_rows_c(N, rows, y, mean, k, argmax, g, at, cell, relu, d, ss);
         return;
     }
-    for (int c0 = 0; c0 < N; c0 += 32)
-        switch ((N - c0 < 32 ? N - c0 : 32) / 8) { /* 8-lane blocks of the next 32 channels */
-        case 1: cnn__bn_dz_block_avx2(1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        case 2: cnn__bn_dz_block_avx2(2, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        case 3: cnn__bn_dz_block_avx2(3, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss); break;
-        default:
-            cnn__bn_dz_block_avx2(4, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, relu, d, ss);
-            break;
-        }
+    for (int c0 = 0; c0 < N; c0 += 16) { /* 16 channels at a time, 8 where 8 are left */
+        const int two = N - c0 >= 16;
+        if (two && relu) cnn__bn_dz_block_avx2(2, 1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, d, ss);
+        else if (two) cnn__bn_dz_block_avx2(2, 0, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, d, ss);
+        else if (relu) cnn__bn_dz_block_avx2(1, 1, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, d, ss);
+        else cnn__bn_dz_block_avx2(1, 0, N, c0, rows, y, mean, k1, k2, k3, argmax, g, at, cell, d, ss);
+    }
 }
 
 static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const float *k, const float *shift,
@@ -4377,6 +4371,11 @@ static void cnn__pool_cells(const cnn_node *n, const cnn_node *pool, int r0, int
     }
 }
 
+/* the first row of slice s of [r0, r1) cut into `slices` of equal size (r1 past the last) */
+static int cnn__slice_start(int r0, int r1, int slices, int s) {
+    return s >= slices ? r1 : r0 + (int)((long long)(r1 - r0) * s / slices);
+}
+
 static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, int K) {
     const cnn__kernel_path *kern = cnn__kern();
     cnn_model *m = n->model;
@@ -4414,8 +4413,11 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             kp = kernel_part + (size_t)ch * K * N; /* set by the chunk's first slice */
             if (r0 == r1) memset(kp, 0, (size_t)K * N * sizeof(float));
         }
-        for (int s0 = r0; s0 < r1; s0 += step) { /* slices of the chunk */
-            const int s1 = r1 - s0 < step ? r1 : s0 + step;
+        /* slices of the chunk, of equal size: 900 rows as 15 of 60 rather than
+           14 of 64 and one of 4, whose product would cost almost a whole one */
+        const int slices = (r1 - r0 + step - 1) / step;
+        for (int sl = 0; sl < slices; sl++) {
+            const int s0 = cnn__slice_start(r0, r1, slices, sl), s1 = cnn__slice_start(r0, r1, slices, sl + 1);
             float *dz = to_dout ? n->dout + (size_t)s0 * N : buffer; /* [s1 - s0][N] */
             for (int q0 = s0; q0 < s1; q0 += CNN__DZ_ROWS) {
                 const int rows = s1 - q0 < CNN__DZ_ROWS ? s1 - q0 : CNN__DZ_ROWS;
@@ -4428,7 +4430,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
             for (int c = 0; c < N; c++) { bp[c] += ss[c]; ss[c] = 0; }
             /* the next slice's rows of y, fetched as the product runs */
             cnn__prefetch next = {(const char *)y, (size_t)s1 * N * sizeof(float),
-                                  (size_t)(r1 - s1 < step ? r1 : s1 + step) * N * sizeof(float)};
+                                  (size_t)cnn__slice_start(r0, r1, slices, sl + 2) * N * sizeof(float)};
             if (from_input) {
                 cnn__conv_weight_grad_rows(n, in, x, zeros, s0, s1 - s0, dz, kp, s0 > r0, &next);
             } else if (in_chunks) {
