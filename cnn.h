@@ -3293,20 +3293,58 @@ static CNN__ALWAYS_INLINE void cnn__tile_rows_avx2(const int R, int K, const flo
     }
 }
 
+/* 3 rows x 16 columns of the TN product, without an epilogue: 6 accumulators
+   would make one chain of multiply-adds each, too few to hide the
+   multiply-add's latency (4 cycles, 2 a cycle), so even and odd steps k add
+   into two sets, summed at the end. Rows as in cnn__tile_rows_avx2. */
+static CNN__ALWAYS_INLINE void cnn__tile3_avx2(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
+                                               const float *const *CNN__RESTRICT win,
+                                               const float *CNN__RESTRICT b, size_t ldb,
+                                               float *CNN__RESTRICT c, size_t ldc, int load,
+                                               cnn__prefetch *pf) {
+    __m256 acc[2][3][2]; /* [k % 2][row][half] */
+    CNN__UNROLL(3)
+    for (int r = 0; r < 3; r++)
+        for (int h = 0; h < 2; h++) {
+            acc[0][r][h] = load ? _mm256_loadu_ps(c + r * ldc + 8 * h) : _mm256_setzero_ps();
+            acc[1][r][h] = _mm256_setzero_ps();
+        }
+    size_t pf_next = pf ? pf->next : 0, pf_end = pf ? pf->end : 0;
+    for (int k0 = 0; k0 < K; k0 += 2)
+        CNN__UNROLL(2)
+        for (int p = 0; p < 2; p++) { /* step k0 + p, into set p */
+            const int k = k0 + p;
+            if (k == K) break;
+            const float *ak = win ? win[k] + a_ks : a + (size_t)k * a_ks;
+            const __m256 b0 = _mm256_loadu_ps(b + (size_t)k * ldb), b1 = _mm256_loadu_ps(b + (size_t)k * ldb + 8);
+            if (pf_next < pf_end) { CNN__PREFETCH_L2(pf->base + pf_next); pf_next += 64; }
+            CNN__UNROLL(3)
+            for (int r = 0; r < 3; r++) {
+                const __m256 ar = _mm256_broadcast_ss(ak + r * a_rs);
+                acc[p][r][0] = _mm256_fmadd_ps(ar, b0, acc[p][r][0]);
+                acc[p][r][1] = _mm256_fmadd_ps(ar, b1, acc[p][r][1]);
+            }
+        }
+    if (pf) pf->next = pf_next;
+    CNN__UNROLL(3)
+    for (int r = 0; r < 3; r++)
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(c + r * ldc + 8 * h, _mm256_add_ps(acc[0][r][h], acc[1][r][h]));
+}
+
 /* The TN product's 9-row tiles (kernel rows of 9 floats: 3x3 on RGB, 3x1 on 3
    channels, ...) as a 6-row tile and a 3-row one: 9 rows x 16 columns would
-   need 18 accumulators and AVX2 has 16 registers. (Two 9 x 8 halves, 9
-   accumulators each, took one broadcast per multiply-add, and a step's loads
-   then outran its multiply-adds: 11% slower on conv_1's weight gradient.) Each
-   value is the same chain of multiply-adds either way. */
+   need 18 accumulators and AVX2 has 16 registers. Two 9 x 8 halves, 9
+   accumulators each, took one broadcast per multiply-add, so that a step's
+   loads outran its multiply-adds: conv_1's weight gradient alone, one thread,
+   went from 94 to 113 GFLOP/s. */
 static CNN__ALWAYS_INLINE void cnn__tile9_avx2(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
                                                const float *const *CNN__RESTRICT win,
                                                const float *CNN__RESTRICT b, size_t ldb,
                                                float *CNN__RESTRICT c, size_t ldc, int load,
                                                cnn__prefetch *pf) {
     cnn__tile_rows_avx2(6, K, a, a_rs, a_ks, win, b, ldb, c, ldc, load, NULL, pf);
-    if (win) cnn__tile_rows_avx2(3, K, NULL, 1, a_ks + 6, win, b, ldb, c + 6 * ldc, ldc, load, NULL, pf);
-    else cnn__tile_rows_avx2(3, K, a + 6 * a_rs, a_rs, a_ks, NULL, b, ldb, c + 6 * ldc, ldc, load, NULL, pf);
+    if (win) cnn__tile3_avx2(K, NULL, 1, a_ks + 6, win, b, ldb, c + 6 * ldc, ldc, load, pf);
+    else cnn__tile3_avx2(K, a + 6 * a_rs, a_rs, a_ks, NULL, b, ldb, c + 6 * ldc, ldc, load, pf);
 }
 
 static CNN__NOINLINE void cnn__tile_avx2(int K, const float *a, size_t a_rs, size_t a_ks, const float *b,
@@ -4277,11 +4315,17 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
         const int run = n->kw * C;
         const float *win[CNN__SLICE_ROWS]; /* each window's top row; kernel row ky lies ky * W * C further */
         for (int i = 0; i < rows; i++) win[i] = x + (((size_t)sample[i] * H + iy0[i]) * W + ix0[i]) * C;
+        /* the prefetch spread over the tile calls, a share each: issued all
+           in the first calls, the fetches crowded the product's own misses */
+        const int calls = n->kh * ((N + kern->nr - 1) / kern->nr);
+        const size_t end = pf ? pf->end : 0, share = pf && end > pf->next ? (end - pf->next) / calls + 64 : 0;
         for (int ky = 0; ky < n->kh; ky++)
-            for (int j = 0; j < N; j += kern->nr)
+            for (int j = 0; j < N; j += kern->nr) {
+                if (pf) pf->end = pf->next + share < end ? pf->next + share : end;
                 kern->tile_at(run, rows, win, (size_t)ky * W * C, dz + j, (size_t)N,
                               kp + (size_t)ky * run * N + j, (size_t)N, N - j < kern->nr ? N - j : kern->nr,
                               load, pf);
+            }
         return;
     }
     for (int ky = 0; ky < n->kh; ky++)
