@@ -3375,6 +3375,54 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
         fy[ox] = (float)g * keep;                                                  \
     } while (0)
 
+/* The clamping fill modes (nearest, constant: the tutorial's) on a row that
+   stays within 2^30 pixels of the image: the coordinates in 32.32 fixed point,
+   stepped along the row by integer adds. Their whole parts are the high 32
+   bits, their fractions the low ones, so that no step rounds to a float and
+   back, and everything after the adds runs in 32-bit lanes (4 to an SSE2
+   register, where the double loops below have 2). The start and step are the
+   double ones rounded to 2^-33: across 2^16 pixels the error stays below
+   2^-17 of a pixel, and the fractions keep 24 bits, as a float does. The
+   offsets are made in float, exact below 2^24 (the caller checks the size).
+   Out as cnn__idg_coords_row. */
+static CNN__IDG_INLINE void cnn__idg_coords_row_fixed(double bx, double by, double a, double cc, int h, int w,
+                                                      int c, int mode, float keep, int *CNN__IDG_RESTRICT off,
+                                                      float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
+    enum { RUN = 64 }; /* pixels a pass: the whole parts wait on the stack */
+    const double one = 4294967296.0; /* 2^32 */
+    const long long x_start = (long long)floor(bx * one + 0.5), x_step = (long long)floor(a * one + 0.5);
+    const long long y_start = (long long)floor(by * one + 0.5), y_step = (long long)floor(cc * one + 0.5);
+    /* a segment start outside [lo, hi) reads one sample: the edge (nearest) or cval (constant) */
+    const int lo = mode == CNN_FILL_NEAREST ? 0 : -1, x_hi = mode == CNN_FILL_NEAREST ? w - 1 : w;
+    const int y_hi = mode == CNN_FILL_NEAREST ? h - 1 : h;
+    const float prow = (float)((w + 3) * c), pixel = (float)c;
+    for (int o = 0; o < w; o += RUN) {
+        const int n = w - o < RUN ? w - o : RUN;
+        int ix[RUN], iy[RUN];
+        float *CNN__IDG_RESTRICT gx = fx + o, *CNN__IDG_RESTRICT gy = fy + o;
+        int *CNN__IDG_RESTRICT go = off + o;
+        /* unsigned: the adds wrap as two's complement does, without overflow */
+        unsigned long long X = (unsigned long long)x_start + (unsigned long long)x_step * (unsigned)o;
+        unsigned long long Y = (unsigned long long)y_start + (unsigned long long)y_step * (unsigned)o;
+        for (int j = 0; j < n; j++, X += (unsigned long long)x_step, Y += (unsigned long long)y_step) {
+            ix[j] = (int)(X >> 32); /* floor: the high half, read as signed */
+            iy[j] = (int)(Y >> 32);
+            gx[j] = (float)(int)((X & 0xffffffffu) >> 8) * (1.0f / 16777216.0f);
+            gy[j] = (float)(int)((Y & 0xffffffffu) >> 8) * (1.0f / 16777216.0f);
+        }
+        for (int j = 0; j < n; j++) {
+            int x0 = ix[j], y0 = iy[j];
+            gx[j] = (x0 < lo || x0 >= x_hi) ? 0.0f : gx[j] * keep;
+            gy[j] = (y0 < lo || y0 >= y_hi) ? 0.0f : gy[j] * keep;
+            x0 = x0 < lo ? lo : x0;
+            x0 = x0 > x_hi ? x_hi : x0;
+            y0 = y0 < lo ? lo : y0;
+            y0 = y0 > y_hi ? y_hi : y0;
+            go[j] = (int)((float)(y0 + 1) * prow + (float)(x0 + 1) * pixel);
+        }
+    }
+}
+
 /* The sample coordinates of output row oy, folded by the fill mode so that the
    padded input answers exactly (every 2x2 block starts in [-1, n]):
      nearest   clamp to [0, n-1] (beyond the edge every sample is the edge);
@@ -3382,6 +3430,7 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
      wrap      floor mod n (the interpolant is n-periodic);
      reflect   floor mod 2n, mirrored (the interpolant is symmetric about -1/2).
    Out: the offset of each pixel's 2x2 block in pad, and the fractions. The
+   clamping modes go to cnn__idg_coords_row_fixed where they can; otherwise the
    coordinates are computed in double (exact enough for any image size, no drift
    along the row). The map is linear along the row, so its ends bound it: only
    a row reaching absurdly far out (huge zoom factors) takes the loop that clamps
@@ -3395,6 +3444,13 @@ static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy
     const double ex = a * (w - 1) + bx, ey = cc * (w - 1) + by, big = 1e9;
     const float keep = nearest ? 0.0f : 1.0f;
     const int prow = (w + 3) * c;
+    const double fixed_max = 1073741824.0; /* 2^30 */
+    if ((mode == CNN_FILL_NEAREST || mode == CNN_FILL_CONSTANT) && fabs(bx) < fixed_max &&
+        fabs(by) < fixed_max && fabs(ex) < fixed_max && fabs(ey) < fixed_max &&
+        (double)(h + 3) * prow < 16777216.0) {
+        cnn__idg_coords_row_fixed(bx, by, a, cc, h, w, c, mode, keep, off, fx, fy);
+        return;
+    }
     if (fabs(bx) < big && fabs(by) < big && fabs(ex) < big && fabs(ey) < big) {
         switch (mode) {
 #define CNN__IDG_ROW(M)                                                            \
@@ -4474,6 +4530,13 @@ static int cnn__idg_fill(cnn_flow *f, cnn__idg_scratch *s, int pass, int b, cnn_
         else {
             if ((rc = cnn__idg_load_image(f, f->files[j], s->img8))) break;
             img8 = s->img8;
+        }
+        if (i + 1 < count && (f->x8 || f->xf)) { /* the next image, fetched while this one is made */
+            const int next = f->shuffle ? cnn__idg_permute(pos + 1, f->n, order) : pos + 1;
+            const char *p = f->x8 ? (const char *)(f->x8 + (size_t)next * per)
+                                  : (const char *)(f->xf + (size_t)next * per);
+            const size_t bytes = per * (f->x8 ? 1 : sizeof(float));
+            for (size_t q = 0; q < bytes; q += 64) CNN__PREFETCH_L2(p + q);
         }
         if (f->random) cnn__idg_draw(&f->g, f->h, f->w, key, &t);
         else memset(&t, 0, sizeof t);

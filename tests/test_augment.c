@@ -345,6 +345,62 @@ static void test_exact_transforms(void) {
     for (int m = 0; m < 4; m++) cnn_datagen_free(g[m]);
 }
 
+/* The clamping fill modes take their coordinates in 32.32 fixed point
+   (cnn__idg_coords_row_fixed); the same rules in double, here, on small and
+   large images, where the map's start and step round furthest: each pixel's
+   block must be the same and its fractions within 2e-6 of a pixel, but where
+   the coordinate lies within 1e-6 of a whole number (either block is right). */
+static void test_fixed_coordinates(void) {
+    test_begin("fixed-point coordinates of the clamping fill modes match double");
+    static const int sizes[][3] = {{32, 32, 3}, {7, 5, 1}, {300, 200, 3}, {1500, 2000, 3}, {2400, 2400, 3}};
+    int *off = (int *)malloc(2400 * sizeof(int));
+    float *fx = (float *)malloc(2400 * sizeof(float)), *fy = (float *)malloc(2400 * sizeof(float));
+    long long checked = 0, ties = 0, bad = 0;
+    double worst = 0;
+    for (int si = 0; si < 5; si++)
+        for (int k = 0; k < 12; k++) {
+            const int h = sizes[si][0], w = sizes[si][1], c = sizes[si][2], mode = k % 2 ? CNN_FILL_CONSTANT : CNN_FILL_NEAREST;
+            const int nearest = k % 3 == 2;
+            cnn_transform t = {0};
+            t.theta = (frand() - 0.5f) * 360;
+            t.shift_x = (frand() - 0.5f) * 0.6f * (float)w;
+            t.shift_y = (frand() - 0.5f) * 0.6f * (float)h;
+            t.shear = (frand() - 0.5f) * 40;
+            t.zoom_x = 0.5f + 1.5f * frand();
+            t.zoom_y = 0.5f + 1.5f * frand();
+            cnn__idg_affine A;
+            cnn__idg_affine_of(&t, h, w, &A);
+            const int prow = (w + 3) * c;
+            const double half = nearest ? 0.5 : 0.0;
+            for (int oy = 0; oy < h; oy += h > 64 ? 37 : 1) {
+                cnn__idg_coords_row(&A, oy, h, w, c, mode, nearest, off, fx, fy);
+                for (int ox = 0; ox < w; ox++) {
+                    const double X = A.a * ox + A.b * oy + A.tx + half, Y = A.c * ox + A.d * oy + A.ty + half;
+                    double x0 = floor(X), y0 = floor(Y), f = X - x0, g = Y - y0;
+                    const double lo = mode == CNN_FILL_NEAREST ? 0 : -1, xhi = mode == CNN_FILL_NEAREST ? w - 1 : w,
+                                 yhi = mode == CNN_FILL_NEAREST ? h - 1 : h;
+                    if (x0 < lo || x0 >= xhi) f = 0;
+                    if (y0 < lo || y0 >= yhi) g = 0;
+                    x0 = x0 < lo ? lo : (x0 > xhi ? xhi : x0);
+                    y0 = y0 < lo ? lo : (y0 > yhi ? yhi : y0);
+                    if (nearest) f = g = 0;
+                    checked++;
+                    if (fabs(X - floor(X + 0.5)) < 1e-6 || fabs(Y - floor(Y + 0.5)) < 1e-6) { ties++; continue; }
+                    const double err = fmax(fabs(fx[ox] - f), fabs(fy[ox] - g));
+                    worst = fmax(worst, err);
+                    bad += off[ox] != (int)((y0 + 1) * prow + (x0 + 1) * c) || err > 2e-6;
+                }
+            }
+        }
+    CHECK(bad == 0, "%lld of %lld pixels read another block or fractions off by more than 2e-6 (largest %g)", bad,
+          checked, worst);
+    printf("# %lld pixels, %lld within 1e-6 of a whole coordinate, largest fraction difference %.2g\n", checked, ties,
+           worst);
+    free(off);
+    free(fx);
+    free(fy);
+}
+
 /* ------------------------------------------------------- scipy fixtures */
 
 static void test_scipy_fixtures(void) {
@@ -1189,6 +1245,7 @@ int main(void) {
     CHECK(load_fixtures(), "cannot read tests/fixtures/augment.bin (run from the repository root)");
     test_bad_params();
     test_exact_transforms();
+    test_fixed_coordinates();
     test_scipy_fixtures();
     test_color_and_draws();
     test_standardize();
