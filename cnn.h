@@ -2611,7 +2611,8 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
 typedef struct cnn__kernel_path {
     const char *name;  /* "avx512", "avx2", "portable": what CNN_KERNELS and cnn_set_kernels take */
     int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
-    int at_mr;         /* rows of a full tile_at tile: a window cell's channels, this many at a time */
+    int at_mr;         /* rows of a tile_at tile: a window cell's channels, this many at a time (mr at a time
+                          where the rest stays a multiple; see cnn__conv_weight_grad_rows) */
     int (*supported)(void);
     void (*tile)(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb, float *c,
                  size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep);
@@ -3378,6 +3379,8 @@ static CNN__NOINLINE void cnn__tile_at_avx2(int R, int K, const float *const *wi
                                             cnn__prefetch *pf) {
     if (cols == CNN__AVX2_NR && R == CNN__AVX2_AT_MR)
         cnn__tile_rows_avx2(CNN__AVX2_AT_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else if (cols == CNN__AVX2_NR && R == CNN__AVX2_MR)
+        cnn__tile_rows_avx2(CNN__AVX2_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
     else if (cols == CNN__AVX2_NR && R == CNN__AVX2_TN_MR)
         cnn__tile9_avx2(K, NULL, 1, off, win, b, ldb, c, ldc, load, pf);
     else
@@ -3579,6 +3582,8 @@ static CNN__NOINLINE void cnn__tile_at_neon(int R, int K, const float *const *wi
                                             cnn__prefetch *pf) {
     if (cols == CNN__NEON_NR && R == CNN__NEON_AT_MR)
         cnn__tile_rows_neon(CNN__NEON_AT_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
+    else if (cols == CNN__NEON_NR && R == CNN__NEON_MR)
+        cnn__tile_rows_neon(CNN__NEON_MR, K, NULL, 1, off, win, b, ldb, c, ldc, load, NULL, pf);
     else
         cnn__tile_at_narrow(R, K, win, off, b, ldb, c, ldc, cols, load);
 }
@@ -3779,6 +3784,14 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
    many on the stack for a shallow conv (CNN__GROUP_K), and for a deeper one a
    tile whose windows lie inside the input reads the input itself
    (cnn__conv_tile_inside), any other making its rows in a small buffer. */
+/* Rows of the next register tile where `left` rows remain: mr, but for the
+   last two tiles, which share what is left evenly. A short tile has too few
+   accumulators to hide the multiply-add's latency: a batch of 32 on 6-row
+   tiles is 6 + 6 + 6 + 6 + 4 + 4 rows, not 6 + 6 + 6 + 6 + 6 + 2. */
+static int cnn__rows_of_tile(int left, int mr) {
+    return left > mr && left < 2 * mr ? (left + 1) / 2 : (left < mr ? left : mr);
+}
+
 static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
                          const cnn__conv_input *conv) {
@@ -3795,11 +3808,12 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
             const cnn__epilogue e = cnn__epilogue_at(ep, j, NULL);
             for (int k0 = 0; k0 < K; k0 += CNN__KB) {
                 const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
-                for (int i = 0; i < M; i += kern->mr)
+                for (int i = 0, rows; i < M; i += rows) {
+                    rows = cnn__rows_of_tile(M - i, kern->mr);
                     kern->tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j,
-                               (size_t)ldb, C + (size_t)i * ldc + j, (size_t)ldc,
-                               M - i < kern->mr ? M - i : kern->mr, cols, accumulate || k0 > 0,
-                               k0 + kb == K ? &e : NULL);
+                               (size_t)ldb, C + (size_t)i * ldc + j, (size_t)ldc, rows, cols,
+                               accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
+                }
             }
         }
         return;
@@ -4328,6 +4342,11 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
             }
         return;
     }
+    /* a cell's channels in tiles of kern->mr rows (the NN tile's height, which
+       holds more accumulators) as far as the rest stays a multiple of
+       kern->at_mr, then of kern->at_mr: 64 channels as 10 x 6 + 4 on AVX2 */
+    int tall_rows = C / kern->mr * kern->mr;
+    while (tall_rows > 0 && (C - tall_rows) % kern->at_mr) tall_rows -= kern->mr;
     for (int ky = 0; ky < n->kh; ky++)
         for (int kx = 0; kx < n->kw; kx++) {
             const float *win[CNN__SLICE_ROWS];
@@ -4338,11 +4357,12 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
                              : zeros;
             }
             float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
-            for (int c = 0; c < C; c += kern->at_mr)
+            for (int c = 0, R; c < C; c += R) {
+                R = c < tall_rows ? kern->mr : kern->at_mr;
                 for (int j = 0; j < N; j += kern->nr)
-                    kern->tile_at(kern->at_mr, rows, win, (size_t)c, dz + j, (size_t)N,
-                                  kc + (size_t)c * N + j, (size_t)N, N - j < kern->nr ? N - j : kern->nr,
-                                  load, NULL);
+                    kern->tile_at(R, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
+                                  N - j < kern->nr ? N - j : kern->nr, load, NULL);
+            }
         }
 }
 
