@@ -4762,8 +4762,8 @@ static void cnn__conv_backward(cnn_node *n, int B) {
     const int P = n->h * n->w;
     CNN__PARALLEL_FOR((long long)M * N * K)
     for (int b = 0; b < B; b++)
-        for (int i = 0; i < P; i += kern->mr) {
-            const int rows = P - i < kern->mr ? P - i : kern->mr;
+        for (int i = 0, rows; i < P; i += rows) {
+            rows = cnn__rows_of_tile(P - i, kern->mr);
             for (int k0 = 0; k0 < K; k0 += KS) {
                 const int ks = K - k0 < KS ? K - k0 : KS;
                 float dcol[CNN__MR_MAX * KS]; /* [rows][ks] */
