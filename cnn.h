@@ -1060,6 +1060,7 @@ extern int kill(int, int);   /* the same (pid_t is an int where this is compiled
 /* ======================================================================== */
 
 static CNN__THREAD_LOCAL char cnn__error[512];
+static CNN__THREAD_LOCAL int cnn__error_code; /* the code cnn_set_error last returned, for callers that wrap the message */
 
 CNN_IMPL const char *cnn_last_error(void) { return cnn__error; }
 
@@ -1094,6 +1095,7 @@ CNN_IMPL int cnn_set_error(int code, const char *fmt, ...) {
 #endif
     va_end(ap);
     memcpy(cnn__error, msg, sizeof msg);
+    cnn__error_code = code;
     return code;
 }
 
@@ -8676,10 +8678,9 @@ static int cnn__read_layers(cnn_model *m, cnn__reader *r) {
             return CNN_ERR_FORMAT;
         }
         cnn_node *n = cnn__rebuild_node(m, (int)type, name, ins, (int)n_in, &L);
-        if (!n) {
-            cnn_set_error(CNN_ERR_FORMAT, "layer '%s': %s", name, cnn_last_error());
-            return CNN_ERR_FORMAT;
-        }
+        if (!n) /* the file's fault, unless memory ran out */
+            return cnn_set_error(cnn__error_code == CNN_ERR_MEMORY ? CNN_ERR_MEMORY : CNN_ERR_FORMAT,
+                                 "layer '%s': %s", name, cnn_last_error());
         if (n->h != L.h || n->w != L.w || n->c != L.c) {
             cnn_set_error(CNN_ERR_FORMAT, "layer '%s': stored shape does not match", name);
             return CNN_ERR_FORMAT;
@@ -8793,10 +8794,9 @@ static int cnn__read_compile(cnn_model *m, cnn__reader *r, uint32_t version, uin
             co.optimizer.clipnorm = clip[0]; co.optimizer.clipvalue = clip[1]; co.optimizer.global_clipnorm = clip[2];
         }
         *step = cnn__get_u64(r);
-        if (r->failed || cnn_compile_opt(m, &co)) {
-            cnn_set_error(CNN_ERR_FORMAT, "bad compile settings: %s", cnn_last_error());
-            return CNN_ERR_FORMAT;
-        }
+        const int rc = r->failed ? CNN_ERR_FORMAT : cnn_compile_opt(m, &co);
+        if (rc) return cnn_set_error(rc == CNN_ERR_MEMORY ? CNN_ERR_MEMORY : CNN_ERR_FORMAT, "bad compile settings: %s",
+                                     r->failed ? "truncated" : cnn_last_error());
     }
     return CNN_OK;
 }
@@ -8869,11 +8869,14 @@ CNN_IMPL cnn_model *cnn_load_memory(const void *data, size_t len) {
     }
     cnn__reader pr = {payload, (size_t)plen, 0, 0};
     cnn_model *m = cnn_model_new();
-    if (m && cnn__deserialize(m, &pr, version)) { cnn_model_free(m); m = NULL; }
-    /* running out of memory is not the file's fault: say which it was */
-    if (!m && strstr(cnn_last_error(), "out of memory"))
-        cnn_set_error(CNN_ERR_MEMORY, "out of memory loading a model: %s", cnn_last_error());
-    else if (!m) cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", cnn_last_error());
+    const int rc = m ? cnn__deserialize(m, &pr, version) : CNN_ERR_MEMORY;
+    if (rc) {
+        cnn_model_free(m);
+        /* running out of memory is not the file's fault: say which it was */
+        if (rc == CNN_ERR_MEMORY) cnn_set_error(CNN_ERR_MEMORY, "out of memory loading a model: %s", cnn_last_error());
+        else cnn_set_error(CNN_ERR_FORMAT, "bad model file: %s", cnn_last_error());
+        return NULL;
+    }
     return m;
 }
 
