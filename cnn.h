@@ -2497,6 +2497,7 @@ static cnn_node *cnn__push(cnn_model *m, cnn_node *n) {
     n->index = m->n_nodes;
     m->nodes[m->n_nodes++] = n;
     cnn__error[0] = 0; /* so that a later NULL input reports the failure that caused it */
+    cnn__error_code = CNN_OK;
     return n;
 }
 
@@ -3779,13 +3780,6 @@ static void cnn__conv_tile_inside(const cnn__conv_input *cv, int i, int rows, co
         }
 }
 
-/* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
-   (and M >= 64 * kern->mr), A is the conv's im2col matrix, made just before use
-   so that the product reads it from cache: CNN__IM2COL_TILES row tiles at a
-   time into conv->col when the backward pass will read it again; else as
-   many on the stack for a shallow conv (CNN__GROUP_K), and for a deeper one a
-   tile whose windows lie inside the input reads the input itself
-   (cnn__conv_tile_inside), any other making its rows in a small buffer. */
 /* Rows of the next register tile where `left` rows remain: mr, but for the
    last two tiles, which share what is left evenly. A short tile has too few
    accumulators to hide the multiply-add's latency: a batch of 32 on 6-row
@@ -3794,6 +3788,13 @@ static int cnn__rows_of_tile(int left, int mr) {
     return left > mr && left < 2 * mr ? (left + 1) / 2 : (left < mr ? left : mr);
 }
 
+/* C = A B (+ C), with the epilogue on the last slice of K. With conv != NULL
+   (and M >= 64 * kern->mr), A is the conv's im2col matrix, made just before use
+   so that the product reads it from cache: CNN__IM2COL_TILES row tiles at a
+   time into conv->col when the backward pass will read it again; else as
+   many on the stack for a shallow conv (CNN__GROUP_K), and for a deeper one a
+   tile whose windows lie inside the input reads the input itself
+   (cnn__conv_tile_inside), any other making its rows in a small buffer. */
 static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const float *CNN__RESTRICT B,
                          int ldb, float *CNN__RESTRICT C, int ldc, int accumulate, const cnn__epilogue *ep,
                          const cnn__conv_input *conv) {
@@ -4289,8 +4290,8 @@ static void cnn__linear_forward(cnn_node *n, int M, int K, const float *A, const
    or whose kernel rows are runs of kern->tn_mr floats with no padding (3x3 on
    RGB, 'valid', with AVX-512), keeps no im2col from its forward pass (but for a
    batch too small for the row path, where cnn__im2col makes it whole anyway):
-   its backward pass takes the weight gradient from the input itself, slice by
-   slice of CNN__SLICE_ROWS rows, through a table of where each row's window
+   its backward pass takes the weight gradient from the input itself, in
+   slices of at most CNN__SLICE_ROWS rows, through a table of where each row's window
    lies in the input (cnn__conv_weight_grad_rows). Storing the whole im2col
    matrix (12.5 MB for the tutorial's conv_2, 3.1 MB for its conv_1) and reading
    its rows back cost more than reading the input through the table. Also
@@ -4310,8 +4311,8 @@ static int cnn__conv_grad_from_input(const cnn_node *n) {
 /* kp [K][N] (+)= the weight gradient of rows [r0, r0+rows) (rows <= CNN__SLICE_ROWS)
    of conv n, from its input x and dz [rows][N]: for each kernel cell (ky, kx),
    a table of where that cell of each row's window lies in x (or zeros, of C
-   floats, outside the image) feeds tile_at, one tile per kern->at_mr channels;
-   or, where C is not a multiple of kern->at_mr (see cnn__conv_grad_from_input), for
+   floats, outside the image) feeds tile_at, its channels kern->mr at a time,
+   then kern->at_mr at a time; or, where C is not a multiple of kern->at_mr (see cnn__conv_grad_from_input), for
    each kernel row a table of where that row of each window starts, its kw*C =
    kern->tn_mr floats one tile of rows of kp. pf: memory to fetch meanwhile. */
 static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, const float *x,
@@ -4396,7 +4397,7 @@ static void cnn__pre_activation_grad(cnn_node *n, float *dy, size_t M) {
    when the input gradient needs it, or when the kernel partials would be too
    big (then one GEMM over all rows takes the kernel gradient). The kernel
    partials come from the kept im2col, or, where cnn__conv_grad_from_input,
-   from the input itself in slices of CNN__SLICE_ROWS rows. */
+   from the input itself in slices of at most CNN__SLICE_ROWS rows. */
 /* floats of scratch: bias partials (doubles), slice sums, kernel partials */
 static size_t cnn__through_bn_scratch(int K, int N) {
     size_t parts = (size_t)CNN__CHUNKS * K * N;
@@ -4481,7 +4482,7 @@ static void cnn__conv_backward_through_bn(cnn_node *n, int B, const float *A, in
         }
         /* slices of the chunk, of equal size: 900 rows as 15 of 60 rather than
            14 of 64 and one of 4, whose product would cost almost a whole one */
-        const int slices = (r1 - r0 + step - 1) / step;
+        const int slices = step > 0 ? (r1 - r0 + step - 1) / step : 0;
         for (int sl = 0; sl < slices; sl++) {
             const int s0 = cnn__slice_start(r0, r1, slices, sl), s1 = cnn__slice_start(r0, r1, slices, sl + 1);
             float *dz = to_dout ? n->dout + (size_t)s0 * N : buffer; /* [s1 - s0][N] */
@@ -8747,11 +8748,9 @@ static int cnn__read_preprocessing(cnn_model *m, cnn__reader *r) {
         }
         cnn__get_floats(r, mean, sc);
         cnn__get_floats(r, stdv, sc);
-        if (r->failed || cnn_model_set_featurewise(m, mean, stdv, (int)sc)) {
-            cnn_set_error(CNN_ERR_FORMAT, "bad featurewise statistics: %s",
-                          r->failed ? "truncated" : cnn_last_error());
-            return CNN_ERR_FORMAT;
-        }
+        const int rc = r->failed ? CNN_ERR_FORMAT : cnn_model_set_featurewise(m, mean, stdv, (int)sc);
+        if (rc) return cnn_set_error(rc == CNN_ERR_MEMORY ? CNN_ERR_MEMORY : CNN_ERR_FORMAT,
+                                     "bad featurewise statistics: %s", r->failed ? "truncated" : cnn_last_error());
     }
     uint32_t nc = cnn__get_u32(r);
     if (r->failed || nc > 100000) {
@@ -8763,10 +8762,9 @@ static int cnn__read_preprocessing(cnn_model *m, cnn__reader *r) {
         if (!m->class_names) return CNN_ERR_MEMORY;
         for (uint32_t i = 0; i < nc; i++) {
             char name[1024];
-            if (!cnn__get_str(r, name, sizeof name) || !(m->class_names[i] = cnn__strdup(name))) {
-                cnn_set_error(CNN_ERR_FORMAT, "bad class name %u", i);
-                return CNN_ERR_FORMAT;
-            }
+            if (!cnn__get_str(r, name, sizeof name)) return cnn_set_error(CNN_ERR_FORMAT, "bad class name %u", i);
+            if (!(m->class_names[i] = cnn__strdup(name)))
+                return cnn_set_error(CNN_ERR_MEMORY, "out of memory copying class name %u", i);
             m->n_class_names = (int)i + 1;
         }
     }
@@ -9055,9 +9053,9 @@ static int cnn__backup_apply(cnn_callback *cb, cnn__fit_state *st, cnn__fit_run 
         cnn__reader mr = {rd->p + rd->pos, (size_t)len, 0, 0};
         t = cnn_model_new();
         if (!t) rc = CNN_ERR_MEMORY;
-        else if (cnn__deserialize(t, &mr, version))
-            rc = cnn_set_error(CNN_ERR_FORMAT, "BackupAndRestore: the model in '%s' does not load: %s", cb->filepath,
-                               cnn_last_error());
+        else if ((rc = cnn__deserialize(t, &mr, version)))
+            rc = cnn_set_error(rc == CNN_ERR_MEMORY ? CNN_ERR_MEMORY : CNN_ERR_FORMAT,
+                               "BackupAndRestore: the model in '%s' does not load: %s", cb->filepath, cnn_last_error());
         else if (!cnn__same_training(t, m, why, sizeof why))
             rc = cnn_set_error(CNN_ERR_ARG, "BackupAndRestore: '%s' is of another model: %s", cb->filepath, why);
     }

@@ -3380,18 +3380,19 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
    stepped along the row by integer adds. Their whole parts are the high 32
    bits, their fractions the low ones, so that no step rounds to a float and
    back, and everything after the adds runs in 32-bit lanes (4 to an SSE2
-   register, where the double loops below have 2). The start and step are the
-   double ones rounded to 2^-33: across 2^16 pixels the error stays below
-   2^-17 of a pixel, and the fractions keep 24 bits, as a float does. The
-   offsets are made in float, exact below 2^24 (the caller checks the size).
+   register, where the double loops below have 2). Each run of 64 pixels
+   starts from the double coordinates and steps by the double step rounded to
+   2^-33: the error stays below 2^-26 of a pixel, and the fractions keep 24
+   bits, as a float does. The offsets are made in float, exact below 2^24
+   (the caller checks the size, and that the row and its step stay within
+   2^30).
    Out as cnn__idg_coords_row. */
 static CNN__IDG_INLINE void cnn__idg_coords_row_fixed(double bx, double by, double a, double cc, int h, int w,
                                                       int c, int mode, float keep, int *CNN__IDG_RESTRICT off,
                                                       float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
     enum { RUN = 64 }; /* pixels a pass: the whole parts wait on the stack */
     const double one = 4294967296.0; /* 2^32 */
-    const long long x_start = (long long)floor(bx * one + 0.5), x_step = (long long)floor(a * one + 0.5);
-    const long long y_start = (long long)floor(by * one + 0.5), y_step = (long long)floor(cc * one + 0.5);
+    const long long x_step = (long long)floor(a * one + 0.5), y_step = (long long)floor(cc * one + 0.5);
     /* a segment start outside [lo, hi) reads one sample: the edge (nearest) or cval (constant) */
     const int lo = mode == CNN_FILL_NEAREST ? 0 : -1, x_hi = mode == CNN_FILL_NEAREST ? w - 1 : w;
     const int y_hi = mode == CNN_FILL_NEAREST ? h - 1 : h;
@@ -3401,9 +3402,11 @@ static CNN__IDG_INLINE void cnn__idg_coords_row_fixed(double bx, double by, doub
         int ix[RUN], iy[RUN];
         float *CNN__IDG_RESTRICT gx = fx + o, *CNN__IDG_RESTRICT gy = fy + o;
         int *CNN__IDG_RESTRICT go = off + o;
-        /* unsigned: the adds wrap as two's complement does, without overflow */
-        unsigned long long X = (unsigned long long)x_start + (unsigned long long)x_step * (unsigned)o;
-        unsigned long long Y = (unsigned long long)y_start + (unsigned long long)y_step * (unsigned)o;
+        /* each pass starts from the double coordinates, so that the rounded
+           step's error never gathers over more than RUN pixels; unsigned: the
+           adds wrap as two's complement does, without overflow */
+        unsigned long long X = (unsigned long long)(long long)floor((a * o + bx) * one + 0.5);
+        unsigned long long Y = (unsigned long long)(long long)floor((cc * o + by) * one + 0.5);
         for (int j = 0; j < n; j++, X += (unsigned long long)x_step, Y += (unsigned long long)y_step) {
             ix[j] = (int)(X >> 32); /* floor: the high half, read as signed */
             iy[j] = (int)(Y >> 32);
@@ -3446,7 +3449,8 @@ static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy
     const int prow = (w + 3) * c;
     const double fixed_max = 1073741824.0; /* 2^30 */
     if ((mode == CNN_FILL_NEAREST || mode == CNN_FILL_CONSTANT) && fabs(bx) < fixed_max &&
-        fabs(by) < fixed_max && fabs(ex) < fixed_max && fabs(ey) < fixed_max &&
+        fabs(by) < fixed_max && fabs(ex) < fixed_max && fabs(ey) < fixed_max && fabs(a) < fixed_max &&
+        fabs(cc) < fixed_max &&
         (double)(h + 3) * prow < 16777216.0) {
         cnn__idg_coords_row_fixed(bx, by, a, cc, h, w, c, mode, keep, off, fx, fy);
         return;
@@ -4535,7 +4539,7 @@ static int cnn__idg_fill(cnn_flow *f, cnn__idg_scratch *s, int pass, int b, cnn_
             const int next = f->shuffle ? cnn__idg_permute(pos + 1, f->n, order) : pos + 1;
             const char *p = f->x8 ? (const char *)(f->x8 + (size_t)next * per)
                                   : (const char *)(f->xf + (size_t)next * per);
-            const size_t bytes = per * (f->x8 ? 1 : sizeof(float));
+            const size_t all = per * (f->x8 ? 1 : sizeof(float)), bytes = all < 65536 ? all : 65536; /* its start */
             for (size_t q = 0; q < bytes; q += 64) CNN__PREFETCH_L2(p + q);
         }
         if (f->random) cnn__idg_draw(&f->g, f->h, f->w, key, &t);

@@ -1673,6 +1673,11 @@ static void test_save_load_allocation_failures(void) {
     char path[512];
     tmp_path(path, sizeof path, "alloc.cnn");
     cnn_model *m = small_model(1);
+    /* featurewise statistics and class names too: their copies are allocation points of their own */
+    const float mean[1] = {0.5f}, stdv[1] = {0.25f};
+    const char *const names[3] = {"cat", "dog", "ship"};
+    CHECK(m && cnn_model_set_featurewise(m, mean, stdv, 1) == CNN_OK && cnn_model_set_class_names(m, names, 3) == CNN_OK,
+          "featurewise statistics, class names: %s", err());
     CHECK(m && cnn_save(m, path) == CNN_OK, "first save: %s", err());
     long k, points = 0;
     for (k = 1; k < 10000; k++) {

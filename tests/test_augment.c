@@ -346,21 +346,56 @@ static void test_exact_transforms(void) {
 }
 
 /* The clamping fill modes take their coordinates in 32.32 fixed point
-   (cnn__idg_coords_row_fixed); the same rules in double, here, on small and
-   large images, where the map's start and step round furthest: each pixel's
-   block must be the same and its fractions within 2e-6 of a pixel, but where
-   the coordinate lies within 1e-6 of a whole number (either block is right). */
+   (cnn__idg_coords_row_fixed) where the padded image has fewer than 2^24
+   floats and the row stays within 2^30; the same rules in double, here. Each
+   pixel must read the same block, with fractions within 2e-6 of a pixel, but
+   where the coordinate lies within 1e-6 of a whole number (either block is
+   right); on exact maps (whole shifts, zoom 1 or 2, quarter turns) all of it
+   exactly. The sizes reach both sides of the 2^24 limit (2360 x 2360 x 3 in
+   fixed point, 2400 x 2400 x 3 in double), a row of 400,000 pixels, single
+   pixels, and a zoom of 1e12 on a one-pixel-wide image. */
+static long long coords_against_double(int h, int w, int c, int mode, int nearest, const cnn_transform *t, int exact,
+                                       int *off, float *fx, float *fy, long long *ties, double *worst) {
+    cnn__idg_affine A;
+    cnn__idg_affine_of(t, h, w, &A);
+    const int prow = (w + 3) * c;
+    const double half = nearest ? 0.5 : 0.0, lo = mode == CNN_FILL_NEAREST ? 0 : -1;
+    const double xhi = mode == CNN_FILL_NEAREST ? w - 1 : w, yhi = mode == CNN_FILL_NEAREST ? h - 1 : h;
+    long long bad = 0;
+    for (int oy = 0; oy < h; oy += h > 64 ? 37 : 1) {
+        cnn__idg_coords_row(&A, oy, h, w, c, mode, nearest, off, fx, fy);
+        for (int ox = 0; ox < w; ox++) {
+            const double X = A.a * ox + A.b * oy + A.tx + half, Y = A.c * ox + A.d * oy + A.ty + half;
+            double x0 = floor(X), y0 = floor(Y), f = X - x0, g = Y - y0;
+            if (x0 < lo || x0 >= xhi) f = 0;
+            if (y0 < lo || y0 >= yhi) g = 0;
+            x0 = x0 < lo ? lo : (x0 > xhi ? xhi : x0);
+            y0 = y0 < lo ? lo : (y0 > yhi ? yhi : y0);
+            if (nearest) f = g = 0;
+            if (!exact && (fabs(X - floor(X + 0.5)) < 1e-6 || fabs(Y - floor(Y + 0.5)) < 1e-6)) {
+                ++*ties;
+                continue;
+            }
+            const double err = fmax(fabs(fx[ox] - f), fabs(fy[ox] - g));
+            *worst = fmax(*worst, err);
+            bad += off[ox] != (int)((y0 + 1) * prow + (x0 + 1) * c) || err > (exact ? 0 : 2e-6);
+        }
+    }
+    return bad;
+}
+
 static void test_fixed_coordinates(void) {
     test_begin("fixed-point coordinates of the clamping fill modes match double");
-    static const int sizes[][3] = {{32, 32, 3}, {7, 5, 1}, {300, 200, 3}, {1500, 2000, 3}, {2400, 2400, 3}};
-    int *off = (int *)malloc(2400 * sizeof(int));
-    float *fx = (float *)malloc(2400 * sizeof(float)), *fy = (float *)malloc(2400 * sizeof(float));
-    long long checked = 0, ties = 0, bad = 0;
-    double worst = 0;
-    for (int si = 0; si < 5; si++)
+    static const int sizes[][3] = {{32, 32, 3}, {7, 5, 1},       {1, 1, 1},       {300, 200, 3},
+                                   {1500, 2000, 3}, {2360, 2360, 3}, {2400, 2400, 3}, {2, 400000, 1}};
+    enum { WMAX = 400000 };
+    int *off = (int *)malloc(WMAX * sizeof(int));
+    float *fx = (float *)malloc(WMAX * sizeof(float)), *fy = (float *)malloc(WMAX * sizeof(float));
+    long long checked = 0, ties = 0, bad = 0, exact_bad = 0, exact_ties = 0;
+    double worst = 0, exact_worst = 0;
+    for (int si = 0; si < 8; si++)
         for (int k = 0; k < 12; k++) {
-            const int h = sizes[si][0], w = sizes[si][1], c = sizes[si][2], mode = k % 2 ? CNN_FILL_CONSTANT : CNN_FILL_NEAREST;
-            const int nearest = k % 3 == 2;
+            const int h = sizes[si][0], w = sizes[si][1], c = sizes[si][2];
             cnn_transform t = {0};
             t.theta = (frand() - 0.5f) * 360;
             t.shift_x = (frand() - 0.5f) * 0.6f * (float)w;
@@ -368,32 +403,29 @@ static void test_fixed_coordinates(void) {
             t.shear = (frand() - 0.5f) * 40;
             t.zoom_x = 0.5f + 1.5f * frand();
             t.zoom_y = 0.5f + 1.5f * frand();
-            cnn__idg_affine A;
-            cnn__idg_affine_of(&t, h, w, &A);
-            const int prow = (w + 3) * c;
-            const double half = nearest ? 0.5 : 0.0;
-            for (int oy = 0; oy < h; oy += h > 64 ? 37 : 1) {
-                cnn__idg_coords_row(&A, oy, h, w, c, mode, nearest, off, fx, fy);
-                for (int ox = 0; ox < w; ox++) {
-                    const double X = A.a * ox + A.b * oy + A.tx + half, Y = A.c * ox + A.d * oy + A.ty + half;
-                    double x0 = floor(X), y0 = floor(Y), f = X - x0, g = Y - y0;
-                    const double lo = mode == CNN_FILL_NEAREST ? 0 : -1, xhi = mode == CNN_FILL_NEAREST ? w - 1 : w,
-                                 yhi = mode == CNN_FILL_NEAREST ? h - 1 : h;
-                    if (x0 < lo || x0 >= xhi) f = 0;
-                    if (y0 < lo || y0 >= yhi) g = 0;
-                    x0 = x0 < lo ? lo : (x0 > xhi ? xhi : x0);
-                    y0 = y0 < lo ? lo : (y0 > yhi ? yhi : y0);
-                    if (nearest) f = g = 0;
-                    checked++;
-                    if (fabs(X - floor(X + 0.5)) < 1e-6 || fabs(Y - floor(Y + 0.5)) < 1e-6) { ties++; continue; }
-                    const double err = fmax(fabs(fx[ox] - f), fabs(fy[ox] - g));
-                    worst = fmax(worst, err);
-                    bad += off[ox] != (int)((y0 + 1) * prow + (x0 + 1) * c) || err > 2e-6;
-                }
-            }
+            bad += coords_against_double(h, w, c, k % 2 ? CNN_FILL_CONSTANT : CNN_FILL_NEAREST, k % 3 == 2, &t, 0,
+                                         off, fx, fy, &ties, &worst);
+            checked += (long long)(h > 64 ? (h + 36) / 37 : h) * w;
+            /* exact maps: a whole shift, a quarter turn, zoom 2 */
+            cnn_transform e = {0};
+            e.shift_x = (float)(k - 6);
+            e.shift_y = (float)(3 - k);
+            e.theta = k % 4 == 1 ? 90.0f : 0.0f;
+            e.zoom_x = e.zoom_y = k % 4 == 2 ? 2.0f : 1.0f;
+            exact_bad += coords_against_double(h, w, c, k % 2 ? CNN_FILL_CONSTANT : CNN_FILL_NEAREST, k % 3 == 2, &e,
+                                               e.theta == 0, off, fx, fy, &exact_ties, &exact_worst);
         }
+    {
+        cnn_transform t = {0};
+        t.theta = 30;
+        t.zoom_x = 1e12f; /* the step far beyond 2^30: the double loops take it */
+        for (int mode = CNN_FILL_NEAREST; mode <= CNN_FILL_CONSTANT; mode++)
+            bad += coords_against_double(3, 1, 1, mode, 0, &t, 0, off, fx, fy, &ties, &worst);
+    }
     CHECK(bad == 0, "%lld of %lld pixels read another block or fractions off by more than 2e-6 (largest %g)", bad,
           checked, worst);
+    CHECK(exact_bad == 0, "exact maps: %lld pixels differ from double (largest fraction difference %g)", exact_bad,
+          exact_worst);
     printf("# %lld pixels, %lld within 1e-6 of a whole coordinate, largest fraction difference %.2g\n", checked, ties,
            worst);
     free(off);
