@@ -603,6 +603,62 @@ static void test_thread_tuner(void) {
     cnn_set_num_threads(1);
 }
 
+/* The path's register tiles against the plain loops (cnn__tile_narrow,
+   cnn__tile_at_narrow) on every height the layers ask of them (mr, at_mr,
+   tn_mr, and the short ones a product's last rows take), odd and even step
+   counts, added to C or not: the split tiles (AVX2's 9 rows as 6 + 3, its 3
+   rows in two sets of sums) must add up every step. */
+static void test_kernel_tiles(void) {
+    test_begin("register tiles match the plain loops, every height and step count");
+    const cnn__kernel_path *kern = cnn__kern();
+    enum { KMAX = 65, LD = CNN__NR_MAX + 5, ROWS = 16 };
+    static float a[KMAX * LD], b[KMAX * LD], x[KMAX * 64], c0[ROWS * LD], c[ROWS * LD], want[ROWS * LD];
+    const float *win[KMAX];
+    unsigned s = 11;
+    for (int i = 0; i < KMAX * LD; i++) { a[i] = frand(&s); b[i] = frand(&s); }
+    for (int i = 0; i < KMAX * 64; i++) x[i] = frand(&s);
+    for (int i = 0; i < ROWS * LD; i++) c0[i] = frand(&s);
+    for (int k = 0; k < KMAX; k++) win[k] = x + (size_t)(k * 37 % KMAX) * 64; /* scattered windows */
+    const int heights[] = {1, 2, 3, 4, 5, kern->mr, kern->at_mr, kern->tn_mr};
+    static const int steps[] = {1, 2, 3, 63, 64};
+    double worst = 0;
+    int cases = 0;
+    for (int hi = 0; hi < 8; hi++)
+        for (int si = 0; si < 5; si++)
+            for (int load = 0; load < 2; load++)
+                for (int kind = 0; kind < 4; kind++) {
+                    const int R = heights[hi], K = steps[si], cols = kern->nr;
+                    memcpy(c, c0, sizeof c);
+                    memcpy(want, c0, sizeof want);
+                    if (kind == 0) { /* a TN tile: rows of A along a row of the matrix */
+                        kern->tile(K, a, 1, LD, b, LD, c, LD, R, cols, load, NULL);
+                        cnn__tile_narrow(K, a, 1, LD, b, LD, want, LD, R, cols, load, NULL);
+                    } else if (kind == 1) { /* an NN tile: rows of A are its rows */
+                        kern->tile(K, a, LD, 1, b, LD, c, LD, R, cols, load, NULL);
+                        cnn__tile_narrow(K, a, LD, 1, b, LD, want, LD, R, cols, load, NULL);
+                    } else if (kind == 2) { /* rows read through window pointers */
+                        kern->tile_at(R, K, win, 3, b, LD, c, LD, cols, load, NULL);
+                        cnn__tile_at_narrow(R, K, win, 3, b, LD, want, LD, cols, load);
+                    } else { /* full tiles that also step a prefetch */
+                        if (R != kern->mr && R != kern->tn_mr) continue;
+                        cnn__prefetch pf = {(const char *)x, 0, sizeof x};
+                        kern->tile_prefetching(R, K, a, LD, b, LD, c, LD, load, &pf);
+                        cnn__tile_narrow(K, a, 1, LD, b, LD, want, LD, R, cols, load, NULL);
+                    }
+                    double e = 0;
+                    for (int r = 0; r < ROWS; r++)
+                        for (int j = 0; j < LD; j++) {
+                            const double d = fabs((double)c[r * LD + j] - want[r * LD + j]);
+                            e = fmax(e, r < R && j < cols ? d / (1 + fabs((double)want[r * LD + j])) : d * 1e9);
+                        }
+                    CHECK(e <= 1e-5, "kind %d, %d rows, %d steps, load %d: relative error %g (or a cell outside the tile written)",
+                          kind, R, K, load, e);
+                    worst = fmax(worst, e);
+                    cases++;
+                }
+    printf("# %s: %d tiles, largest relative difference %.2g\n", kern->name, cases, worst);
+}
+
 int main(void) {
     const char *pinned = getenv("CNN_KERNELS"); /* tests/run.sh pins each kernel path in turn */
     test_begin("CNN_KERNELS pins the kernel path");
@@ -627,5 +683,6 @@ int main(void) {
     test_thread_tuner();
     test_block_fusion();
     test_predict_batch_invariance();
+    test_kernel_tiles();
     return test_finish();
 }
