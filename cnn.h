@@ -3944,6 +3944,18 @@ static void cnn__gemm_tn(int M, int N, int K, const float *CNN__RESTRICT A, int 
     }
 }
 
+/* p[0..count) = 0, in blocks the threads share: a serial memset of the
+   3 MB gradient left the other threads waiting every step */
+static void cnn__zero_floats(float *p, size_t count) {
+    enum { BLOCK = 16384 };
+    const long long blocks = (long long)((count + BLOCK - 1) / BLOCK);
+    CNN__PARALLEL_FOR((long long)count / 8)
+    for (long long b = 0; b < blocks; b++) {
+        const size_t lo = (size_t)b * BLOCK, len = count - lo < BLOCK ? count - lo : BLOCK;
+        memset(p + lo, 0, len * sizeof(float));
+    }
+}
+
 /* T[N][K] = W[K][N]^T */
 static void cnn__transpose(int K, int N, const float *W, float *T) {
     for (int k = 0; k < K; k++)
@@ -4756,18 +4768,21 @@ static void cnn__conv_backward(cnn_node *n, int B) {
         if (n->trainable) cnn__gemm_tn(M, N, K, A, K, dy, N, m->grads + n->p_off, N);
     }
     int add = 0;
-    float *dx = direct ? cnn__in_grad(n, 0, &add) : cnn__in_grad_zeroed(n, 0, B);
+    float *dx = cnn__in_grad(n, 0, &add);
     if (!dx) return;
     float *WT = m->scratch;                      /* [N][K] */
     cnn__transpose(K, N, m->params + n->p_off, WT);
     if (direct) { cnn__gemm_nn(M, K, N, dy, N, WT, K, dx, K, add, NULL, NULL); return; }
     /* d(im2col) = dy W^T, a register tile at a time, each tile added into dx
        at once (its rows lie in one sample): nothing the size of im2col is
-       written. Threads take whole samples, so every dx sum runs in one order. */
+       written. Threads take whole samples, so every dx sum runs in one order;
+       each zeroes its samples' dx first (unless dx holds another branch's). */
     enum { KS = 512 }; /* columns of d(im2col) rows made at a time: 16 KiB for 8 rows */
     const int P = n->h * n->w;
+    const size_t per_sample = cnn__node_size(in);
     CNN__PARALLEL_FOR((long long)M * N * K)
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B; b++) {
+        if (!add) memset(dx + (size_t)b * per_sample, 0, per_sample * sizeof(float));
         for (int i = 0, rows; i < P; i += rows) {
             rows = cnn__rows_of_tile(P - i, kern->mr);
             for (int k0 = 0; k0 < K; k0 += KS) {
@@ -4779,6 +4794,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
                 cnn__col2im_rows(n, in, dcol, KS, b * P + i, rows, k0, ks, dx);
             }
         }
+    }
 }
 
 /* Conv2D: y[b][oy][ox][u] = act(bias[u] + sum over ky, kx, c of
@@ -4948,6 +4964,7 @@ static void cnn__dense_backward(cnn_node *n, int B) {
     float *dyT = m->scratch, *dxT = m->scratch + (size_t)N * B;
     cnn__transpose(B, N, dy, dyT);
     cnn__gemm_nn(K, B, N, m->params + n->p_off, N, dyT, B, dxT, B, 0, NULL, NULL);
+CNN__PARALLEL_FOR((long long)B * K * 4)
     for (int b = 0; b < B; b++)
         for (int k = 0; k < K; k++)
             dx[(size_t)b * K + k] = (add ? dx[(size_t)b * K + k] : 0.0f) + dxT[(size_t)k * B + b];
@@ -6352,7 +6369,7 @@ static int cnn__compute_gradients(cnn_model *m, const float *x, const float *y, 
     if (rc) return rc;
     int fused;
     const int on_backend = m->backend.forward && !m->dx_in; /* backends give no input gradient */
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    cnn__zero_floats(m->grads, m->n_params);
     m->training = 1;
     if (on_backend) rc = m->backend.forward(m, x, B);
     else cnn__forward(m, x, B);
