@@ -2633,6 +2633,8 @@ typedef struct cnn__kernel_path {
                        int relu, float *d, float *ss);
     void (*max_2x2)(int C, const float *x0, const float *x2, const float *k, const float *shift, float *y,
                     unsigned char *am, float *xm);
+    void (*channel_sums)(const float *a, const float *b, const float *shift, const float *scale, size_t rows,
+                         int C, double *p, double *q);
     void (*adam_update)(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
                         float lr_t, float eps);
 } cnn__kernel_path;
@@ -2889,6 +2891,45 @@ static CNN__ALWAYS_INLINE void cnn__max_2x2_any(int C, const float *x0, const fl
     if (k && xm) cnn__max_2x2_c(C, x0, x2, k, shift, y, am, xm);
     else if (k) cnn__max_2x2_c(C, x0, x2, k, shift, y, am, NULL);
     else cnn__max_2x2_c(C, x0, x2, NULL, NULL, y, am, NULL);
+}
+
+/* Per-channel sums of rows [rows][C] of a (ld floats apart), in double, row
+   after row: p[c] = sum of a[r][c]; q[c] = sum of a[r][c] * t[r][c], where
+   t = (b[r][c] - shift[c]) * scale[c] (BatchNorm's gradient against its
+   normalised input) or, without b, t = a (sums of squares). A float times a
+   float is exact in double, so a fused multiply-add changes nothing and every
+   path gives the same sums. Eight channels at a time with their sums in
+   registers: summed in memory, each row's sums waited for the row before's. */
+static CNN__ALWAYS_INLINE void cnn__channel_sums_c(const float *CNN__RESTRICT a, const float *CNN__RESTRICT b,
+                                                   const float *CNN__RESTRICT shift,
+                                                   const float *CNN__RESTRICT scale, size_t rows, int C, size_t ld,
+                                                   double *CNN__RESTRICT p, double *CNN__RESTRICT q) {
+    for (int c0 = 0; c0 < C; c0 += 8) {
+        const int w = C - c0 < 8 ? C - c0 : 8;
+        double sp[8] = {0}, sq[8] = {0};
+        for (size_t r = 0; r < rows; r++) {
+            const float *CNN__RESTRICT ar = a + r * ld + c0;
+            if (b) {
+                const float *CNN__RESTRICT br = b + r * ld + c0;
+                for (int j = 0; j < w; j++) {
+                    sp[j] += ar[j];
+                    sq[j] += (double)ar[j] * ((br[j] - shift[c0 + j]) * scale[c0 + j]);
+                }
+            } else {
+                for (int j = 0; j < w; j++) {
+                    sp[j] += ar[j];
+                    sq[j] += (double)ar[j] * ar[j];
+                }
+            }
+        }
+        for (int j = 0; j < w; j++) p[c0 + j] = sp[j], q[c0 + j] = sq[j];
+    }
+}
+
+static void cnn__channel_sums_portable(const float *a, const float *b, const float *shift, const float *scale,
+                                       size_t rows, int C, double *p, double *q) {
+    if (b) cnn__channel_sums_c(a, b, shift, scale, rows, C, (size_t)C, p, q);
+    else cnn__channel_sums_c(a, NULL, NULL, NULL, rows, C, (size_t)C, p, q);
 }
 
 static void cnn__copy_windows_portable(float *dst, int ldd, const float *src, size_t step, size_t row_step,
@@ -3171,6 +3212,56 @@ static void cnn__bn_dz_rows_avx512(int N, int rows, const float *y, const float 
 static void cnn__max_2x2_avx512(int C, const float *x0, const float *x2, const float *k, const float *shift,
                                 float *y, unsigned char *am, float *xm) {
     cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
+}
+
+/* cnn__channel_sums_c on 16 * Q channels from c0 (Q = 1 or 2): the sums in
+   4 * Q registers of 8 doubles */
+static CNN__ALWAYS_INLINE void cnn__channel_sums_block_avx512(int Q, const float *a, const float *b,
+                                                              const float *shift, const float *scale,
+                                                              size_t rows, int C, int c0, double *p, double *q) {
+    __m512d sp[4], sq[4];
+    __m512 sh[2], sc[2];
+    for (int v = 0; v < 2 * Q; v++) sp[v] = sq[v] = _mm512_setzero_pd();
+    for (int v = 0; v < Q; v++) {
+        sh[v] = b ? _mm512_loadu_ps(shift + c0 + 16 * v) : _mm512_setzero_ps();
+        sc[v] = b ? _mm512_loadu_ps(scale + c0 + 16 * v) : _mm512_setzero_ps();
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const float *ar = a + r * C + c0;
+        for (int v = 0; v < Q; v++) {
+            const __m512 x = _mm512_loadu_ps(ar + 16 * v);
+            const __m512 t =
+                b ? _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(b + r * C + c0 + 16 * v), sh[v]), sc[v]) : x;
+            const __m512d x0 = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+            const __m512d x1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+            const __m512d t0 = b ? _mm512_cvtps_pd(_mm512_castps512_ps256(t)) : x0;
+            const __m512d t1 =
+                b ? _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1))) : x1;
+            sp[2 * v] = _mm512_add_pd(sp[2 * v], x0);
+            sp[2 * v + 1] = _mm512_add_pd(sp[2 * v + 1], x1);
+            sq[2 * v] = _mm512_fmadd_pd(x0, t0, sq[2 * v]);
+            sq[2 * v + 1] = _mm512_fmadd_pd(x1, t1, sq[2 * v + 1]);
+        }
+    }
+    for (int v = 0; v < 2 * Q; v++) {
+        _mm512_storeu_pd(p + c0 + 8 * v, sp[v]);
+        _mm512_storeu_pd(q + c0 + 8 * v, sq[v]);
+    }
+}
+
+static void cnn__channel_sums_avx512(const float *a, const float *b, const float *shift, const float *scale,
+                                     size_t rows, int C, double *p, double *q) {
+    int c0 = 0;
+    for (; c0 + 32 <= C; c0 += 32)
+        if (b) cnn__channel_sums_block_avx512(2, a, b, shift, scale, rows, C, c0, p, q);
+        else cnn__channel_sums_block_avx512(2, a, NULL, NULL, NULL, rows, C, c0, p, q);
+    for (; c0 + 16 <= C; c0 += 16)
+        if (b) cnn__channel_sums_block_avx512(1, a, b, shift, scale, rows, C, c0, p, q);
+        else cnn__channel_sums_block_avx512(1, a, NULL, NULL, NULL, rows, C, c0, p, q);
+    if (c0 < C && b)
+        cnn__channel_sums_c(a + c0, b + c0, shift + c0, scale + c0, rows, C - c0, (size_t)C, p + c0, q + c0);
+    else if (c0 < C)
+        cnn__channel_sums_c(a + c0, NULL, NULL, NULL, rows, C - c0, (size_t)C, p + c0, q + c0);
 }
 
 /* Adam on 16 parameters (see CNN__ADAM_BLOCKS) */
@@ -3464,6 +3555,55 @@ static void cnn__max_2x2_avx2(int C, const float *x0, const float *x2, const flo
     cnn__max_2x2_any(C, x0, x2, k, shift, y, am, xm);
 }
 
+/* cnn__channel_sums_c on 8 * Q channels from c0 (Q = 1 or 2): the sums in
+   4 * Q registers of 4 doubles */
+static CNN__ALWAYS_INLINE void cnn__channel_sums_block_avx2(int Q, const float *a, const float *b,
+                                                            const float *shift, const float *scale, size_t rows,
+                                                            int C, int c0, double *p, double *q) {
+    __m256d sp[4], sq[4];
+    __m256 sh[2], sc[2];
+    for (int v = 0; v < 2 * Q; v++) sp[v] = sq[v] = _mm256_setzero_pd();
+    for (int v = 0; v < Q; v++) {
+        sh[v] = b ? _mm256_loadu_ps(shift + c0 + 8 * v) : _mm256_setzero_ps();
+        sc[v] = b ? _mm256_loadu_ps(scale + c0 + 8 * v) : _mm256_setzero_ps();
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const float *ar = a + r * C + c0;
+        for (int v = 0; v < Q; v++) {
+            const __m256 x = _mm256_loadu_ps(ar + 8 * v);
+            const __m256 t =
+                b ? _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(b + r * C + c0 + 8 * v), sh[v]), sc[v]) : x;
+            const __m256d x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+            const __m256d x1 = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+            const __m256d t0 = b ? _mm256_cvtps_pd(_mm256_castps256_ps128(t)) : x0;
+            const __m256d t1 = b ? _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)) : x1;
+            sp[2 * v] = _mm256_add_pd(sp[2 * v], x0);
+            sp[2 * v + 1] = _mm256_add_pd(sp[2 * v + 1], x1);
+            sq[2 * v] = _mm256_fmadd_pd(x0, t0, sq[2 * v]);
+            sq[2 * v + 1] = _mm256_fmadd_pd(x1, t1, sq[2 * v + 1]);
+        }
+    }
+    for (int v = 0; v < 2 * Q; v++) {
+        _mm256_storeu_pd(p + c0 + 4 * v, sp[v]);
+        _mm256_storeu_pd(q + c0 + 4 * v, sq[v]);
+    }
+}
+
+static void cnn__channel_sums_avx2(const float *a, const float *b, const float *shift, const float *scale,
+                                   size_t rows, int C, double *p, double *q) {
+    int c0 = 0;
+    for (; c0 + 16 <= C; c0 += 16)
+        if (b) cnn__channel_sums_block_avx2(2, a, b, shift, scale, rows, C, c0, p, q);
+        else cnn__channel_sums_block_avx2(2, a, NULL, NULL, NULL, rows, C, c0, p, q);
+    for (; c0 + 8 <= C; c0 += 8)
+        if (b) cnn__channel_sums_block_avx2(1, a, b, shift, scale, rows, C, c0, p, q);
+        else cnn__channel_sums_block_avx2(1, a, NULL, NULL, NULL, rows, C, c0, p, q);
+    if (c0 < C && b)
+        cnn__channel_sums_c(a + c0, b + c0, shift + c0, scale + c0, rows, C - c0, (size_t)C, p + c0, q + c0);
+    else if (c0 < C)
+        cnn__channel_sums_c(a + c0, NULL, NULL, NULL, rows, C - c0, (size_t)C, p + c0, q + c0);
+}
+
 /* Adam on 8 parameters (see CNN__ADAM_BLOCKS) */
 static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                  float lr_t, float eps) {
@@ -3626,21 +3766,22 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
 #ifdef CNN__AVX512
     {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, CNN__AVX512_MR, cnn__supported_avx512,
      cnn__tile_avx512, cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512,
-     cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__adam_update_avx512},
+     cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__channel_sums_avx512, cnn__adam_update_avx512},
 #endif
 #ifdef CNN__AVX2
     {"avx2", CNN__AVX2_MR, CNN__AVX2_TN_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2,
      cnn__tile_avx2, cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2,
-     cnn__bn_dz_rows_avx2, cnn__max_2x2_avx2, cnn__adam_update_avx2},
+     cnn__bn_dz_rows_avx2, cnn__max_2x2_avx2, cnn__channel_sums_avx2, cnn__adam_update_avx2},
 #endif
 #ifdef CNN__NEON
     {"neon", CNN__NEON_MR, CNN__NEON_MR, CNN__NEON_NR, CNN__NEON_AT_MR, cnn__supported_neon, cnn__tile_neon,
      cnn__tile_prefetching_neon, cnn__tile_at_neon, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
-     cnn__max_2x2_portable, cnn__adam_update_neon},
+     cnn__max_2x2_portable, cnn__channel_sums_portable, cnn__adam_update_neon},
 #endif
     {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR,
      cnn__supported_portable, cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable,
-     cnn__copy_windows_portable, cnn__bn_dz_rows_portable, cnn__max_2x2_portable, cnn__adam_update_portable},
+     cnn__copy_windows_portable, cnn__bn_dz_rows_portable, cnn__max_2x2_portable, cnn__channel_sums_portable,
+     cnn__adam_update_portable},
 };
 enum { CNN__KERNEL_PATHS = (int)(sizeof cnn__kernel_paths / sizeof cnn__kernel_paths[0]) };
 
@@ -4219,37 +4360,17 @@ static void cnn__merge_chunks(const double *part, int width, double *out) {
         for (int c = 0; c < width; c++) out[c] += part[(size_t)ch * width + c];
 }
 
+/* out[2C] = the per-channel sums of a [M][C] (see cnn__channel_sums_c): sums
+   of a, then of a * t, each chunk of rows summed apart (part [CNN__CHUNKS][2C])
+   and the chunks' sums added in order, so the same whatever the threads */
 static void cnn__channel_sums(const float *a, const float *b, const float *shift, const float *scale,
                               size_t M, int C, double *part, double *out) {
+    const cnn__kernel_path *kern = cnn__kern();
     CNN__PARALLEL_FOR((long long)M * C)
     for (int ch = 0; ch < CNN__CHUNKS; ch++) {
         const size_t r0 = cnn__chunk_start(M, ch), r1 = cnn__chunk_start(M, ch + 1);
-        double *CNN__RESTRICT p = part + (size_t)ch * 2 * C, *CNN__RESTRICT q = part + (size_t)ch * 2 * C + C;
-        for (int c = 0; c < C; c++) p[c] = q[c] = 0;
-        for (size_t r = r0; r < r1; r++) {
-            const float *CNN__RESTRICT ar = a + r * C, *CNN__RESTRICT br = b ? b + r * C : NULL;
-            /* blocks of 8 channels, which compilers vectorise at -O2 too, then the channels left */
-            int c0 = 0;
-            if (br) {
-                for (; c0 + 8 <= C; c0 += 8)
-                    for (int j = 0; j < 8; j++) {
-                        const int c = c0 + j;
-                        p[c] += ar[c];
-                        q[c] += (double)ar[c] * ((br[c] - shift[c]) * scale[c]);
-                    }
-                for (int c = c0; c < C; c++) {
-                    p[c] += ar[c];
-                    q[c] += (double)ar[c] * ((br[c] - shift[c]) * scale[c]);
-                }
-            } else {
-                for (; c0 + 8 <= C; c0 += 8)
-                    for (int j = 0; j < 8; j++) {
-                        p[c0 + j] += ar[c0 + j];
-                        q[c0 + j] += (double)ar[c0 + j] * ar[c0 + j];
-                    }
-                for (int c = c0; c < C; c++) { p[c] += ar[c]; q[c] += (double)ar[c] * ar[c]; }
-            }
-        }
+        kern->channel_sums(a + r0 * C, b ? b + r0 * C : NULL, shift, scale, r1 - r0, C, part + (size_t)ch * 2 * C,
+                           part + (size_t)ch * 2 * C + C);
     }
     cnn__merge_chunks(part, 2 * C, out);
 }

@@ -659,6 +659,47 @@ static void test_kernel_tiles(void) {
     printf("# %s: %d tiles, largest relative difference %.2g\n", kern->name, cases, worst);
 }
 
+/* The path's per-channel sums (BatchNorm's, in double) against the plain
+   loops of their definition, exactly: a float times a float is exact in
+   double and each channel is summed row after row, so every path must give
+   the same bits. Channel counts on both sides of each vector width, rows from
+   none on, with b (the normalised input) and without (sums of squares); the
+   sums past C must stay untouched. */
+static void test_channel_sums(void) {
+    test_begin("per-channel sums match their definition exactly, every width");
+    const cnn__kernel_path *kern = cnn__kern();
+    enum { CMAX = 70, RMAX = 37 };
+    static float a[RMAX * CMAX], b[RMAX * CMAX], shift[CMAX], scale[CMAX];
+    unsigned s = 5;
+    for (int i = 0; i < RMAX * CMAX; i++) { a[i] = 4 * frand(&s) - 1; b[i] = 100 * frand(&s); }
+    for (int c = 0; c < CMAX; c++) { shift[c] = 50 * frand(&s); scale[c] = frand(&s) + 0.5f; }
+    static const int widths[] = {1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 48, 64, 70};
+    static const int heights[] = {0, 1, 5, 37};
+    int cases = 0;
+    for (int wi = 0; wi < 15; wi++)
+        for (int hi = 0; hi < 4; hi++)
+            for (int with_b = 0; with_b < 2; with_b++) {
+                const int C = widths[wi], rows = heights[hi];
+                double p[CMAX + 1], q[CMAX + 1], wp[CMAX] = {0}, wq[CMAX] = {0};
+                p[C] = q[C] = -7; /* must stay */
+                for (int r = 0; r < rows; r++)
+                    for (int c = 0; c < C; c++) {
+                        const float x = a[r * C + c];
+                        const float t = with_b ? (b[r * C + c] - shift[c]) * scale[c] : x;
+                        wp[c] += x;
+                        wq[c] += (double)x * t;
+                    }
+                kern->channel_sums(a, with_b ? b : NULL, with_b ? shift : NULL, with_b ? scale : NULL,
+                                   (size_t)rows, C, p, q);
+                int bad = p[C] != -7 || q[C] != -7;
+                for (int c = 0; c < C; c++) bad |= p[c] != wp[c] || q[c] != wq[c];
+                CHECK(!bad, "%d channels, %d rows, %s: sums differ from the definition (or a sum past C written)",
+                      C, rows, with_b ? "with b" : "squares");
+                cases++;
+            }
+    printf("# %s: %d cases\n", kern->name, cases);
+}
+
 int main(void) {
     const char *pinned = getenv("CNN_KERNELS"); /* tests/run.sh pins each kernel path in turn */
     test_begin("CNN_KERNELS pins the kernel path");
@@ -684,5 +725,6 @@ int main(void) {
     test_block_fusion();
     test_predict_batch_invariance();
     test_kernel_tiles();
+    test_channel_sums();
     return test_finish();
 }
