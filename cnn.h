@@ -2611,6 +2611,7 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
      bn_dz_rows        BatchNorm's fused input gradient through ReLU (see
                        cnn__conv_backward_through_bn)
      max_2x2           a 2x2 max-pooling window, BatchNorm applied as it reads
+     channel_sums      per-channel sums in double (BatchNorm's statistics and gradient)
      adam_update       Adam's update of a run of parameters
    Results are bit-identical run to run for a path and a thread count; two
    paths round differently (FMA or not, tile order) and agree to rounding. */
@@ -3949,14 +3950,32 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         /* Few rows (a Dense layer's batch): threads take column panels, so each
            panel of B is read from memory once and serves every row. The sums run
            in the same order as below. */
+        int tiles = 0; /* row tiles per block of B */
+        for (int i = 0; i < M; i += cnn__rows_of_tile(M - i, kern->mr)) tiles++;
         CNN__PARALLEL_FOR((long long)M * N * K)
         for (int ct = 0; ct < col_tiles; ct++) {
             const int j = ct * kern->nr, cols = N - j < kern->nr ? N - j : kern->nr;
             const cnn__epilogue e = cnn__epilogue_at(ep, j, NULL);
             for (int k0 = 0; k0 < K; k0 += CNN__KB) {
                 const int kb = K - k0 < CNN__KB ? K - k0 : CNN__KB;
+                /* The next block of B (the panel's next rows, else the next
+                   panel's first) is fetched into L2 a share per row tile: the
+                   first tile of a block otherwise waits on its rows of B, ldb
+                   apart, one after another (fc1's forward pass ran at a third
+                   of the peak). Both ends of each row, which may lie on two lines. */
+                const int next_j = k0 + kb < K ? j : j + kern->nr, next_k = k0 + kb < K ? k0 + kb : 0;
+                const int next_end = next_j >= N ? next_k : (K - next_k < CNN__KB ? K : next_k + CNN__KB);
+                const int per_tile = (next_end - next_k + tiles - 1) / tiles;
+                const size_t row_bytes = (size_t)(N - next_j < kern->nr ? N - next_j : kern->nr) * sizeof(float);
+                int fetch = next_k;
                 for (int i = 0, rows; i < M; i += rows) {
                     rows = cnn__rows_of_tile(M - i, kern->mr);
+                    for (const int stop = fetch + per_tile < next_end ? fetch + per_tile : next_end; fetch < stop;
+                         fetch++) {
+                        const char *row = (const char *)(B + (size_t)fetch * ldb + next_j);
+                        CNN__PREFETCH_L2(row);
+                        CNN__PREFETCH_L2(row + row_bytes - 1);
+                    }
                     kern->tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j,
                                (size_t)ldb, C + (size_t)i * ldc + j, (size_t)ldc, rows, cols,
                                accumulate || k0 > 0, k0 + kb == K ? &e : NULL);
