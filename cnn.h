@@ -2612,6 +2612,7 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
                        cnn__conv_backward_through_bn)
      max_2x2           a 2x2 max-pooling window, BatchNorm applied as it reads
      channel_sums      per-channel sums in double (BatchNorm's statistics and gradient)
+     add_into          d += g over a run of floats (the conv input gradient's scatter)
      adam_update       Adam's update of a run of parameters
    Results are bit-identical run to run for a path and a thread count; two
    paths round differently (FMA or not, tile order) and agree to rounding. */
@@ -2636,6 +2637,7 @@ typedef struct cnn__kernel_path {
                     unsigned char *am, float *xm);
     void (*channel_sums)(const float *a, const float *b, const float *shift, const float *scale, size_t rows,
                          int C, double *p, double *q);
+    void (*add_into)(float *d, const float *g, int len);
     void (*adam_update)(float *p, const float *g, float *s1, float *s2, long long count, float b1, float b2,
                         float lr_t, float eps);
 } cnn__kernel_path;
@@ -2926,6 +2928,18 @@ static CNN__ALWAYS_INLINE void cnn__channel_sums_c(const float *CNN__RESTRICT a,
         for (int j = 0; j < w; j++) p[c0 + j] = sp[j], q[c0 + j] = sq[j];
     }
 }
+
+/* d[0..len) += g[0..len), in blocks of 16 with a fixed count that compilers
+   vectorise at -O2 too (GCC's -O2 vectorises only loops whose count it knows),
+   for each path's vectors where it is inlined */
+static CNN__ALWAYS_INLINE void cnn__add_into_c(float *CNN__RESTRICT d, const float *CNN__RESTRICT g, int len) {
+    int q = 0;
+    for (; q + 16 <= len; q += 16)
+        for (int j = 0; j < 16; j++) d[q + j] += g[q + j];
+    for (; q < len; q++) d[q] += g[q];
+}
+
+static void cnn__add_into_portable(float *d, const float *g, int len) { cnn__add_into_c(d, g, len); }
 
 static void cnn__channel_sums_portable(const float *a, const float *b, const float *shift, const float *scale,
                                        size_t rows, int C, double *p, double *q) {
@@ -3264,6 +3278,8 @@ static void cnn__channel_sums_avx512(const float *a, const float *b, const float
     else if (c0 < C)
         cnn__channel_sums_c(a + c0, NULL, NULL, NULL, rows, C - c0, (size_t)C, p + c0, q + c0);
 }
+
+static void cnn__add_into_avx512(float *d, const float *g, int len) { cnn__add_into_c(d, g, len); }
 
 /* Adam on 16 parameters (see CNN__ADAM_BLOCKS) */
 static void cnn__adam_lanes_avx512(float *p, const float *g, float *s1, float *s2, float b1, float b2,
@@ -3605,6 +3621,8 @@ static void cnn__channel_sums_avx2(const float *a, const float *b, const float *
         cnn__channel_sums_c(a + c0, NULL, NULL, NULL, rows, C - c0, (size_t)C, p + c0, q + c0);
 }
 
+static void cnn__add_into_avx2(float *d, const float *g, int len) { cnn__add_into_c(d, g, len); }
+
 /* Adam on 8 parameters (see CNN__ADAM_BLOCKS) */
 static void cnn__adam_lanes_avx2(float *p, const float *g, float *s1, float *s2, float b1, float b2,
                                  float lr_t, float eps) {
@@ -3767,22 +3785,25 @@ static const cnn__kernel_path cnn__kernel_paths[] = {
 #ifdef CNN__AVX512
     {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, CNN__AVX512_MR, cnn__supported_avx512,
      cnn__tile_avx512, cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512,
-     cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__channel_sums_avx512, cnn__adam_update_avx512},
+     cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__channel_sums_avx512, cnn__add_into_avx512,
+     cnn__adam_update_avx512},
 #endif
 #ifdef CNN__AVX2
     {"avx2", CNN__AVX2_MR, CNN__AVX2_TN_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, cnn__supported_avx2,
      cnn__tile_avx2, cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2,
-     cnn__bn_dz_rows_avx2, cnn__max_2x2_avx2, cnn__channel_sums_avx2, cnn__adam_update_avx2},
+     cnn__bn_dz_rows_avx2, cnn__max_2x2_avx2, cnn__channel_sums_avx2, cnn__add_into_avx2,
+     cnn__adam_update_avx2},
 #endif
 #ifdef CNN__NEON
     {"neon", CNN__NEON_MR, CNN__NEON_MR, CNN__NEON_NR, CNN__NEON_AT_MR, cnn__supported_neon, cnn__tile_neon,
      cnn__tile_prefetching_neon, cnn__tile_at_neon, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
-     cnn__max_2x2_portable, cnn__channel_sums_portable, cnn__adam_update_neon},
+     cnn__max_2x2_portable, cnn__channel_sums_portable, cnn__add_into_portable,
+     cnn__adam_update_neon},
 #endif
     {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR,
      cnn__supported_portable, cnn__tile_portable, cnn__tile_prefetching_portable, cnn__tile_at_portable,
      cnn__copy_windows_portable, cnn__bn_dz_rows_portable, cnn__max_2x2_portable, cnn__channel_sums_portable,
-     cnn__adam_update_portable},
+     cnn__add_into_portable, cnn__adam_update_portable},
 };
 enum { CNN__KERNEL_PATHS = (int)(sizeof cnn__kernel_paths / sizeof cnn__kernel_paths[0]) };
 
@@ -4325,18 +4346,9 @@ CNN__PARALLEL_FOR((long long)M * K)
 
 /* The reverse of cnn__im2col_rows: adds src [rows][lds], rows [r0, r0+rows)
    and columns [k0, k0+kb) of an im2col-shaped gradient, into dx [B][H][W][C]
-   where those entries were read from. */
-/* d[0..len) += g[0..len), in blocks of 16 with a fixed count that compilers
-   vectorise at -O2 too (GCC's -O2 vectorises only loops whose count it knows) */
-static void cnn__add_into(float *CNN__RESTRICT d, const float *CNN__RESTRICT g, int len) {
-    int q = 0;
-    for (; q + 16 <= len; q += 16)
-        for (int j = 0; j < 16; j++) d[q + j] += g[q + j];
-    for (; q < len; q++) d[q] += g[q];
-}
-
-static void cnn__col2im_rows(const cnn_node *n, const cnn_node *in, const float *src, int lds, int r0,
-                             int rows, int k0, int kb, float *dx) {
+   where those entries were read from (a run at a time through kern->add_into). */
+static void cnn__col2im_rows(const cnn__kernel_path *kern, const cnn_node *n, const cnn_node *in,
+                             const float *src, int lds, int r0, int rows, int k0, int kb, float *dx) {
     const int H = in->h, W = in->w, C = in->c, HWo = n->h * n->w, run = n->kw * C;
     int b = r0 / HWo, oy = r0 % HWo / n->w, ox = r0 % HWo % n->w; /* of row r0, then stepped */
     for (int i = 0; i < rows; i++) {
@@ -4348,7 +4360,7 @@ static void cnn__col2im_rows(const cnn_node *n, const cnn_node *in, const float 
             const float *CNN__RESTRICT g = s + (k - k0);
             if (iy >= 0 && iy < H && inside_x) {
                 float *CNN__RESTRICT d = dx + (((size_t)b * H + iy) * W + ix0) * C + at;
-                cnn__add_into(d, g, len);
+                kern->add_into(d, g, len);
             } else if (iy >= 0 && iy < H) { /* at the left or right border: drop what lies outside */
                 for (int q = 0; q < len; q++) {
                     const int ix = ix0 + (at + q) / C;
@@ -4931,7 +4943,7 @@ static void cnn__conv_backward(cnn_node *n, int B) {
                 for (int k = k0; k < k0 + ks; k += kern->nr)
                     kern->tile(N, dy + ((size_t)b * P + i) * N, N, 1, WT + k, K, dcol + (k - k0), KS, rows,
                               k0 + ks - k < kern->nr ? k0 + ks - k : kern->nr, 0, NULL);
-                cnn__col2im_rows(n, in, dcol, KS, b * P + i, rows, k0, ks, dx);
+                cnn__col2im_rows(kern, n, in, dcol, KS, b * P + i, rows, k0, ks, dx);
             }
         }
     }
