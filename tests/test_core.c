@@ -607,7 +607,8 @@ static void test_thread_tuner(void) {
    cnn__tile_at_narrow) on every height the layers ask of them (mr, at_mr,
    tn_mr, and the short ones a product's last rows take), odd and even step
    counts, added to C or not: the split tiles (AVX2's 9 rows as 6 + 3, its 3
-   rows in two sets of sums) must add up every step. */
+   rows in two sets of sums) must add up every step, and tiles of fewer
+   columns than the path's (padded) must write only theirs. */
 static void test_kernel_tiles(void) {
     test_begin("register tiles match the plain loops, every height and step count");
     const cnn__kernel_path *kern = cnn__kern();
@@ -623,11 +624,16 @@ static void test_kernel_tiles(void) {
     static const int steps[] = {1, 2, 3, 63, 64};
     double worst = 0;
     int cases = 0;
+    /* an epilogue on narrow tiles too: bias, ReLU and BatchNorm's sums (padded, see cnn__tile_padded) */
+    float bias[CNN__NR_MAX], sums[2][3][CNN__NR_MAX];
+    for (int j = 0; j < CNN__NR_MAX; j++) bias[j] = frand(&s) - 0.5f;
     for (int hi = 0; hi < 8; hi++)
         for (int si = 0; si < 5; si++)
             for (int load = 0; load < 2; load++)
-                for (int kind = 0; kind < 4; kind++) {
-                    const int R = heights[hi], K = steps[si], cols = kern->nr;
+                for (int kind = 0; kind < 6; kind++) {
+                    const int R = heights[hi], K = steps[si];
+                    /* kinds 4 and 5: NN tiles of fewer columns than the path's, with an epilogue */
+                    const int cols = kind < 4 ? kern->nr : kind == 4 ? kern->nr - 1 : 5;
                     memcpy(c, c0, sizeof c);
                     memcpy(want, c0, sizeof want);
                     if (kind == 0) { /* a TN tile: rows of A along a row of the matrix */
@@ -636,6 +642,24 @@ static void test_kernel_tiles(void) {
                     } else if (kind == 1) { /* an NN tile: rows of A are its rows */
                         kern->tile(K, a, LD, 1, b, LD, c, LD, R, cols, load, NULL);
                         cnn__tile_narrow(K, a, LD, 1, b, LD, want, LD, R, cols, load, NULL);
+                    } else if (kind >= 4) {
+                        if (R > kern->mr) continue;
+                        for (int v = 0; v < 2; v++)
+                            for (int w = 0; w < 3; w++)
+                                for (int j = 0; j < CNN__NR_MAX; j++) sums[v][w][j] = w == 0 ? 0.25f : 1.0f;
+                        const int opens = load; /* both ways of the statistics' group */
+                        cnn__epilogue e0 = {bias, kind == 4, NULL, sums[0][0], sums[0][1], sums[0][2], opens};
+                        cnn__epilogue e1 = {bias, kind == 4, NULL, sums[1][0], sums[1][1], sums[1][2], opens};
+                        kern->tile(K, a, LD, 1, b, LD, c, LD, R, cols, load, &e0);
+                        cnn__tile_narrow(K, a, LD, 1, b, LD, want, LD, R, cols, load, &e1);
+                        double se = 0;
+                        for (int w = 0; w < 3; w++)
+                            for (int j = 0; j < CNN__NR_MAX; j++) {
+                                const double d = fabs((double)sums[0][w][j] - sums[1][w][j]);
+                                se = fmax(se, j < cols ? d / (1 + fabs((double)sums[1][w][j])) : d * 1e9);
+                            }
+                        CHECK(se <= 1e-5, "%d columns, %d rows, %d steps: statistics differ by %g (or a column past them written)",
+                              cols, R, K, se);
                     } else if (kind == 2) { /* rows read through window pointers */
                         kern->tile_at(R, K, win, 3, b, LD, c, LD, cols, load, NULL);
                         cnn__tile_at_narrow(R, K, win, 3, b, LD, want, LD, cols, load);
