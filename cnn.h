@@ -1,4 +1,4 @@
-/* cnn.h - v0.11 - convolutional neural networks in one C header, the Keras way.
+/* cnn.h - v0.12 - convolutional neural networks in one C header, the Keras way.
 
    Build, train, evaluate and save CNNs such as the Keras CIFAR-10 tutorial network:
    a functional graph of named layers, Adam / SGD / RMSprop (with Keras' gradient
@@ -132,6 +132,11 @@
 
    REVISION HISTORY (what changed for users; the speed work of each version is
    logged in bench/README.md, "Performance log")
+     0.12 (2026-12-06) faster training on every path (see bench/README.md):
+          BatchNorm's per-channel sums with their sums in registers, a Dense
+          layer's kernel fetched ahead of its first tiles, the last columns of a
+          product (a softmax of 10 units) in vector tiles, the gradient zeroed
+          by all threads.
      0.11 (2026-12-05) faster AVX2 and NEON weight gradients (see bench/README.md);
           cnn_load tells running out of memory from a bad file for every part of
           the file (featurewise statistics and class names included).
@@ -178,7 +183,7 @@
 #define __USE_MINGW_ANSI_STDIO 1 /* MinGW: C99 printf formats (%zu, %lld), where cnn.h comes first */
 #endif
 
-#define CNN_VERSION "0.11"       /* this header's version (see REVISION HISTORY) */
+#define CNN_VERSION "0.12"       /* this header's version (see REVISION HISTORY) */
 #define CNN_FORMAT_VERSION 2    /* the newest model file version (see MODEL FILE FORMAT) */
 
 #include <stddef.h>
