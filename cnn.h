@@ -2694,10 +2694,11 @@ typedef void (*cnn__tile_fn)(int K, const float *a, size_t a_rs, size_t a_ks, co
    Each output takes the same multiply-adds in the same order as in a full
    tile, so it rounds as the rest of its path does. The plain loops of
    cnn__tile_narrow had cost the tutorial's softmax layer 0.09 ms a step on
-   AVX2, several times its share of the multiply-adds. */
-static void cnn__tile_padded(cnn__tile_fn full, int nr, int K, const float *a, size_t a_rs, size_t a_ks,
-                             const float *b, size_t ldb, float *c, size_t ldc, int rows, int cols, int load,
-                             const cnn__epilogue *ep) {
+   AVX2, several times its share of the multiply-adds. Never inlined: its
+   32 KiB of buffers would come with every call of the path's tile. */
+static CNN__NOINLINE void cnn__tile_padded(cnn__tile_fn full, int nr, int K, const float *a, size_t a_rs,
+                                           size_t a_ks, const float *b, size_t ldb, float *c, size_t ldc,
+                                           int rows, int cols, int load, const cnn__epilogue *ep) {
     enum { KP = 256 }; /* steps of B padded at a time: 32 KiB at most */
     float bp[KP * CNN__NR_MAX], cp[CNN__MR_MAX * CNN__NR_MAX]; /* [kb][nr], [rows][nr] */
     float bias[CNN__NR_MAX] = {0}, shift[CNN__NR_MAX] = {0}, s[CNN__NR_MAX] = {0}, q[CNN__NR_MAX] = {0};
