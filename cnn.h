@@ -136,7 +136,8 @@
           BatchNorm's per-channel sums with their sums in registers, a Dense
           layer's kernel fetched ahead of its first tiles, the last columns of a
           product (a softmax of 10 units) in vector tiles, the gradient zeroed
-          by all threads.
+          by all threads. Those last columns now round as the rest of their
+          path does (its fused multiply-adds or not), no longer as plain loops.
      0.11 (2026-12-05) faster AVX2 and NEON weight gradients (see bench/README.md);
           cnn_load tells running out of memory from a bad file for every part of
           the file (featurewise statistics and class names included).
@@ -2650,8 +2651,10 @@ typedef struct cnn__kernel_path {
 /* The tallest register tile and the widest of any path: stack buffers are sized by them */
 enum { CNN__MR_MAX = 12, CNN__NR_MAX = 32 };
 
-/* c[r][j] (+)= sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j], then the epilogue, for
-   the last cols < nr columns of a product: plain loops, shared by every path */
+/* c[r][j] (+)= sum_k a[r*a_rs + k*a_ks] * b[k*ldb + j], then the epilogue, in
+   plain loops: the definition the tests hold the tiles to, and what a path's
+   tile falls back on for a height it has no registers for (a product's last
+   columns go through cnn__tile_padded) */
 static void cnn__tile_narrow(int K, const float *CNN__RESTRICT a, size_t a_rs, size_t a_ks,
                              const float *CNN__RESTRICT b, size_t ldb, float *CNN__RESTRICT c, size_t ldc,
                              int rows, int cols, int load, const cnn__epilogue *ep) {
@@ -2695,12 +2698,12 @@ typedef void (*cnn__tile_fn)(int K, const float *a, size_t a_rs, size_t a_ks, co
    tile, so it rounds as the rest of its path does. The plain loops of
    cnn__tile_narrow had cost the tutorial's softmax layer 0.09 ms a step on
    AVX2, several times its share of the multiply-adds. Never inlined: its
-   32 KiB of buffers would come with every call of the path's tile. */
+   16 KiB of buffers would come with every call of the path's tile. */
 static CNN__NOINLINE void cnn__tile_padded(cnn__tile_fn full, int nr, int K, const float *a, size_t a_rs,
                                            size_t a_ks, const float *b, size_t ldb, float *c, size_t ldc,
                                            int rows, int cols, int load, const cnn__epilogue *ep) {
-    enum { KP = 256 }; /* steps of B padded at a time: 32 KiB at most */
-    float bp[KP * CNN__NR_MAX], cp[CNN__MR_MAX * CNN__NR_MAX]; /* [kb][nr], [rows][nr] */
+    enum { KP = 128 }; /* steps of B padded at a time: 16 KiB at most */
+    float bp[(int)KP * (int)CNN__NR_MAX], cp[(int)CNN__MR_MAX * (int)CNN__NR_MAX]; /* [kb][nr], [rows][nr] */
     float bias[CNN__NR_MAX] = {0}, shift[CNN__NR_MAX] = {0}, s[CNN__NR_MAX] = {0}, q[CNN__NR_MAX] = {0};
     const size_t width = (size_t)cols * sizeof(float);
     if (rows > CNN__MR_MAX || nr > CNN__NR_MAX) {
@@ -2716,7 +2719,10 @@ static CNN__NOINLINE void cnn__tile_padded(cnn__tile_fn full, int nr, int K, con
             e.shift = shift, e.s = s, e.q = q;
         }
     }
-    for (int r = 0; load && r < rows; r++) memcpy(cp + r * nr, c + r * ldc, width);
+    for (int r = 0; load && r < rows; r++) { /* the padding too: no garbage through the multiply-adds */
+        memcpy(cp + r * nr, c + r * ldc, width);
+        memset(cp + r * nr + cols, 0, (size_t)(nr - cols) * sizeof(float));
+    }
     for (int k0 = 0; k0 == 0 || k0 < K; k0 += KP) {
         const int kb = K - k0 < KP ? K - k0 : KP;
         for (int k = 0; k < kb; k++) {
@@ -4034,8 +4040,9 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
         /* Few rows (a Dense layer's batch): threads take column panels, so each
            panel of B is read from memory once and serves every row. The sums run
            in the same order as below. */
-        int tiles = 0; /* row tiles per block of B */
-        for (int i = 0; i < M; i += cnn__rows_of_tile(M - i, kern->mr)) tiles++;
+        int tiles = 1; /* row tiles per block of B (1 for no rows, which then fetch nothing) */
+        for (int i = cnn__rows_of_tile(M, kern->mr); i < M; i += cnn__rows_of_tile(M - i, kern->mr))
+            tiles++;
         CNN__PARALLEL_FOR((long long)M * N * K)
         for (int ct = 0; ct < col_tiles; ct++) {
             const int j = ct * kern->nr, cols = N - j < kern->nr ? N - j : kern->nr;
@@ -4046,18 +4053,20 @@ static void cnn__gemm_nn(int M, int N, int K, const float *A, int lda, const flo
                    panel's first) is fetched into L2 a share per row tile: the
                    first tile of a block otherwise waits on its rows of B, ldb
                    apart, one after another (fc1's forward pass ran at a third
-                   of the peak). Both ends of each row, which may lie on two lines. */
+                   of the peak). Every line of each row: nr floats need not
+                   start on a line. */
                 const int next_j = k0 + kb < K ? j : j + kern->nr, next_k = k0 + kb < K ? k0 + kb : 0;
                 const int next_end = next_j >= N ? next_k : (K - next_k < CNN__KB ? K : next_k + CNN__KB);
                 const int per_tile = (next_end - next_k + tiles - 1) / tiles;
-                const size_t row_bytes = (size_t)(N - next_j < kern->nr ? N - next_j : kern->nr) * sizeof(float);
+                const int next_cols = N - next_j < kern->nr ? N - next_j : kern->nr;
+                const size_t row_bytes = (size_t)next_cols * sizeof(float);
                 int fetch = next_k;
                 for (int i = 0, rows; i < M; i += rows) {
                     rows = cnn__rows_of_tile(M - i, kern->mr);
-                    for (const int stop = fetch + per_tile < next_end ? fetch + per_tile : next_end; fetch < stop;
-                         fetch++) {
+                    const int stop = fetch + per_tile < next_end ? fetch + per_tile : next_end;
+                    for (; fetch < stop; fetch++) {
                         const char *row = (const char *)(B + (size_t)fetch * ldb + next_j);
-                        CNN__PREFETCH_L2(row);
+                        for (size_t o = 0; o < row_bytes; o += 64) CNN__PREFETCH_L2(row + o);
                         CNN__PREFETCH_L2(row + row_bytes - 1);
                     }
                     kern->tile(kb, A + (size_t)i * lda + k0, (size_t)lda, 1, B + (size_t)k0 * ldb + j,
@@ -4314,7 +4323,7 @@ static float *cnn__in_grad(cnn_node *n, int i, int *add) {
     return cnn__in_dout(n, i);
 }
 
-/* first writers of a scatter (pooling, col2im) start from zero */
+/* first writers of a scatter (pooling; the reference passes) start from zero */
 static float *cnn__in_grad_zeroed(cnn_node *n, int i, int B) {
     int add;
     float *dx = cnn__in_grad(n, i, &add);

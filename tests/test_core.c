@@ -9,6 +9,7 @@
 #include "test_util.h"
 #include "tutorial_net.h"
 
+#include <fenv.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -609,10 +610,19 @@ static void test_thread_tuner(void) {
    counts, added to C or not: the split tiles (AVX2's 9 rows as 6 + 3, its 3
    rows in two sets of sums) must add up every step, and tiles of fewer
    columns than the path's (padded) must write only theirs. */
+/* the stack below the caller filled with signalling NaNs, where the frames of
+   its next call will lie: a tile that computed on uninitialised stack would
+   raise FE_INVALID */
+static CNN__NOINLINE unsigned stack_of_nans(void) {
+    volatile unsigned int junk[16384];
+    for (int i = 0; i < 16384; i++) junk[i] = 0x7fa00000u;
+    return junk[16383];
+}
+
 static void test_kernel_tiles(void) {
     test_begin("register tiles match the plain loops, every height and step count");
     const cnn__kernel_path *kern = cnn__kern();
-    enum { KMAX = 65, LD = CNN__NR_MAX + 5, ROWS = 16 };
+    enum { KMAX = 301, LD = CNN__NR_MAX + 5, ROWS = 16 };
     static float a[KMAX * LD], b[KMAX * LD], x[KMAX * 64], c0[ROWS * LD], c[ROWS * LD], want[ROWS * LD];
     const float *win[KMAX];
     unsigned s = 11;
@@ -621,18 +631,19 @@ static void test_kernel_tiles(void) {
     for (int i = 0; i < ROWS * LD; i++) c0[i] = frand(&s);
     for (int k = 0; k < KMAX; k++) win[k] = x + (size_t)(k * 37 % KMAX) * 64; /* scattered windows */
     const int heights[] = {1, 2, 3, 4, 5, kern->mr, kern->at_mr, kern->tn_mr};
-    static const int steps[] = {1, 2, 3, 63, 64};
+    static const int steps[] = {0, 1, 2, 3, 63, 64, 257, 300}; /* 257 and 300: a narrow tile's blocks */
     double worst = 0;
     int cases = 0;
     /* an epilogue on narrow tiles too: bias, ReLU and BatchNorm's sums (padded, see cnn__tile_padded) */
     float bias[CNN__NR_MAX], sums[2][3][CNN__NR_MAX];
     for (int j = 0; j < CNN__NR_MAX; j++) bias[j] = frand(&s) - 0.5f;
     for (int hi = 0; hi < 8; hi++)
-        for (int si = 0; si < 5; si++)
+        for (int si = 0; si < 8; si++)
             for (int load = 0; load < 2; load++)
-                for (int kind = 0; kind < 6; kind++) {
+                for (int kind = 0; kind < 7; kind++) {
                     const int R = heights[hi], K = steps[si];
-                    /* kinds 4 and 5: NN tiles of fewer columns than the path's, with an epilogue */
+                    /* kinds 4 and 5: NN tiles of fewer columns than the path's, with an epilogue;
+                       kind 6: a TN tile of 5 columns (a softmax's kernel gradient) */
                     const int cols = kind < 4 ? kern->nr : kind == 4 ? kern->nr - 1 : 5;
                     memcpy(c, c0, sizeof c);
                     memcpy(want, c0, sizeof want);
@@ -642,6 +653,13 @@ static void test_kernel_tiles(void) {
                     } else if (kind == 1) { /* an NN tile: rows of A are its rows */
                         kern->tile(K, a, LD, 1, b, LD, c, LD, R, cols, load, NULL);
                         cnn__tile_narrow(K, a, LD, 1, b, LD, want, LD, R, cols, load, NULL);
+                    } else if (kind == 6) {
+                        stack_of_nans();
+                        feclearexcept(FE_INVALID);
+                        kern->tile(K, a, 1, LD, b, LD, c, LD, R, cols, load, NULL);
+                        CHECK(!fetestexcept(FE_INVALID), "%d columns, %d rows, %d steps, load %d: an invalid "
+                              "operation (uninitialised padding?)", cols, R, K, load);
+                        cnn__tile_narrow(K, a, 1, LD, b, LD, want, LD, R, cols, load, NULL);
                     } else if (kind >= 4) {
                         if (R > kern->mr) continue;
                         for (int v = 0; v < 2; v++)
@@ -650,7 +668,11 @@ static void test_kernel_tiles(void) {
                         const int opens = load; /* both ways of the statistics' group */
                         cnn__epilogue e0 = {bias, kind == 4, NULL, sums[0][0], sums[0][1], sums[0][2], opens};
                         cnn__epilogue e1 = {bias, kind == 4, NULL, sums[1][0], sums[1][1], sums[1][2], opens};
+                        stack_of_nans();
+                        feclearexcept(FE_INVALID);
                         kern->tile(K, a, LD, 1, b, LD, c, LD, R, cols, load, &e0);
+                        CHECK(!fetestexcept(FE_INVALID), "%d columns, %d rows, %d steps, load %d: an invalid "
+                              "operation (uninitialised padding?)", cols, R, K, load);
                         cnn__tile_narrow(K, a, LD, 1, b, LD, want, LD, R, cols, load, &e1);
                         double se = 0;
                         for (int w = 0; w < 3; w++)
