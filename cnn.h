@@ -135,8 +135,9 @@
      0.12 (2026-12-06) faster training on every path (see bench/README.md):
           BatchNorm's per-channel sums with their sums in registers, a Dense
           layer's kernel fetched ahead of its first tiles, the last columns of a
-          product (a softmax of 10 units) in vector tiles, the gradient zeroed
-          by all threads. Those last columns now round as the rest of their
+          product (a softmax of 10 units) in vector tiles, training's conv
+          output fetched ahead of its stores, the gradient zeroed by all
+          threads. Those last columns now round as the rest of their
           path does (its fused multiply-adds or not), no longer as plain loops.
      0.11 (2026-12-05) faster AVX2 and NEON weight gradients (see bench/README.md);
           cnn_load tells running out of memory from a bad file for every part of
