@@ -3380,51 +3380,66 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
 
 /* The clamping fill modes (nearest, constant: the tutorial's) on a row that
    stays within 2^30 pixels of the image: the coordinates in 32.32 fixed point,
-   stepped along the row by integer adds. Their whole parts are the high 32
-   bits, their fractions the low ones, so that no step rounds to a float and
-   back, and everything after the adds runs in 32-bit lanes (4 to an SSE2
-   register, where the double loops below have 2). Each run of 64 pixels
-   starts from the double coordinates and steps by the double step rounded to
-   2^-33: the error stays below 2^-26 of a pixel, and the fractions keep 24
-   bits, as a float does. The offsets are made in float, exact below 2^24
-   (the caller checks the size, and that the row and its step stay within
-   2^30).
-   Out as cnn__idg_coords_row. */
-static CNN__IDG_INLINE void cnn__idg_coords_row_fixed(double bx, double by, double a, double cc, int h, int w,
-                                                      int c, int mode, float keep, int *CNN__IDG_RESTRICT off,
-                                                      float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
-    enum { RUN = 64 }; /* pixels a pass: the whole parts wait on the stack */
+   so that no step along the row rounds to a float and back. Their whole parts
+   are the high 32 bits, their fractions the low ones. Each run of
+   CNN__IDG_RUN pixels starts from the double coordinates, and pixel j of the
+   run adds j steps, the double step rounded to 2^-33: the error stays below
+   2^-26 of a pixel, and the fractions keep 24 bits, as a float does. The
+   offsets are made in float, exact below 2^24 (the caller checks the size,
+   and that the row and its step stay within 2^30).
+   The 64-bit numbers are kept as two 32-bit halves, added with the low half's
+   carry: the same sums as 64-bit adds, but every operation in 32-bit lanes (4
+   to an SSE2 register, which has no 64-bit compare, narrowing or conversion
+   to float). The j steps are the same for every row of an image: a table. */
+enum { CNN__IDG_RUN = 64 }; /* pixels a restart from double */
+typedef struct {
+    uint32_t xl[CNN__IDG_RUN], xh[CNN__IDG_RUN]; /* j * x step: low and high halves */
+    uint32_t yl[CNN__IDG_RUN], yh[CNN__IDG_RUN]; /* j * y step */
+} cnn__idg_steps;
+
+/* the steps of the map's row direction (a, cc), j = 0 .. min(w, RUN) - 1 */
+static CNN__IDG_INLINE void cnn__idg_steps_of(double a, double cc, int w, cnn__idg_steps *st) {
     const double one = 4294967296.0; /* 2^32 */
     const long long x_step = (long long)floor(a * one + 0.5), y_step = (long long)floor(cc * one + 0.5);
-    /* a segment start outside [lo, hi) reads one sample: the edge (nearest) or cval (constant) */
-    const int lo = mode == CNN_FILL_NEAREST ? 0 : -1, x_hi = mode == CNN_FILL_NEAREST ? w - 1 : w;
-    const int y_hi = mode == CNN_FILL_NEAREST ? h - 1 : h;
+    const int n = w < CNN__IDG_RUN ? w : CNN__IDG_RUN;
+    for (int j = 0; j < n; j++) { /* unsigned: the products wrap as two's complement does */
+        const unsigned long long X = (unsigned long long)x_step * (unsigned)j;
+        const unsigned long long Y = (unsigned long long)y_step * (unsigned)j;
+        st->xl[j] = (uint32_t)X, st->xh[j] = (uint32_t)(X >> 32);
+        st->yl[j] = (uint32_t)Y, st->yh[j] = (uint32_t)(Y >> 32);
+    }
+}
+
+/* Out as cnn__idg_coords_row; st from cnn__idg_steps_of(a, cc, w). */
+static CNN__IDG_INLINE void cnn__idg_coords_row_fixed(const cnn__idg_steps *CNN__IDG_RESTRICT st, double bx,
+                                                      double by, double a, double cc, int h, int w, int c,
+                                                      int mode, float keep, int *CNN__IDG_RESTRICT off,
+                                                      float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
+    const double one = 4294967296.0; /* 2^32 */
+    /* a segment start outside [lo, top) reads one sample: the edge (nearest) or cval (constant) */
+    const float x_lo = mode == CNN_FILL_NEAREST ? 0.0f : -1.0f, y_lo = x_lo;
+    const float x_top = (float)(mode == CNN_FILL_NEAREST ? w - 1 : w);
+    const float y_top = (float)(mode == CNN_FILL_NEAREST ? h - 1 : h);
     const float prow = (float)((w + 3) * c), pixel = (float)c;
-    for (int o = 0; o < w; o += RUN) {
-        const int n = w - o < RUN ? w - o : RUN;
-        int ix[RUN], iy[RUN];
-        float *CNN__IDG_RESTRICT gx = fx + o, *CNN__IDG_RESTRICT gy = fy + o;
-        int *CNN__IDG_RESTRICT go = off + o;
-        /* each pass starts from the double coordinates, so that the rounded
-           step's error never gathers over more than RUN pixels; unsigned: the
-           adds wrap as two's complement does, without overflow */
-        unsigned long long X = (unsigned long long)(long long)floor((a * o + bx) * one + 0.5);
-        unsigned long long Y = (unsigned long long)(long long)floor((cc * o + by) * one + 0.5);
-        for (int j = 0; j < n; j++, X += (unsigned long long)x_step, Y += (unsigned long long)y_step) {
-            ix[j] = (int)(X >> 32); /* floor: the high half, read as signed */
-            iy[j] = (int)(Y >> 32);
-            gx[j] = (float)(int)((X & 0xffffffffu) >> 8) * (1.0f / 16777216.0f);
-            gy[j] = (float)(int)((Y & 0xffffffffu) >> 8) * (1.0f / 16777216.0f);
-        }
+    const float scale = keep * (1.0f / 16777216.0f); /* 24 bits of fraction, or none (nearest) */
+    for (int o = 0; o < w; o += CNN__IDG_RUN) {
+        const int n = w - o < CNN__IDG_RUN ? w - o : CNN__IDG_RUN;
+        const unsigned long long X = (unsigned long long)(long long)floor((a * o + bx) * one + 0.5);
+        const unsigned long long Y = (unsigned long long)(long long)floor((cc * o + by) * one + 0.5);
+        const uint32_t Xl = (uint32_t)X, Xh = (uint32_t)(X >> 32), Yl = (uint32_t)Y, Yh = (uint32_t)(Y >> 32);
         for (int j = 0; j < n; j++) {
-            int x0 = ix[j], y0 = iy[j];
-            gx[j] = (x0 < lo || x0 >= x_hi) ? 0.0f : gx[j] * keep;
-            gy[j] = (y0 < lo || y0 >= y_hi) ? 0.0f : gy[j] * keep;
-            x0 = x0 < lo ? lo : x0;
-            x0 = x0 > x_hi ? x_hi : x0;
-            y0 = y0 < lo ? lo : y0;
-            y0 = y0 > y_hi ? y_hi : y0;
-            go[j] = (int)((float)(y0 + 1) * prow + (float)(x0 + 1) * pixel);
+            const uint32_t xl = Xl + st->xl[j], yl = Yl + st->yl[j];
+            const uint32_t xh = Xh + st->xh[j] + (xl < Xl), yh = Yh + st->yh[j] + (yl < Yl); /* carries */
+            /* floor: the high half, read as signed, then as float, where SSE has min and max
+               (exact inside the image; rounding keeps an outside value outside). Written so
+               that GCC and Clang find them: "a < b ? b : a" is max(a, b) */
+            const float x0 = (float)(int)xh, y0 = (float)(int)yh;
+            const float xa = x0 < x_lo ? x_lo : x0, ya = y0 < y_lo ? y_lo : y0;
+            const float xc = x_top < xa ? x_top : xa, yc = y_top < ya ? y_top : ya;
+            const float f = (float)(int)(xl >> 8) * scale, g = (float)(int)(yl >> 8) * scale;
+            fx[o + j] = xc == x0 && x0 < x_top ? f : 0.0f; /* beyond the edge: one sample */
+            fy[o + j] = yc == y0 && y0 < y_top ? g : 0.0f;
+            off[o + j] = (int)((yc + 1.0f) * prow + (xc + 1.0f) * pixel);
         }
     }
 }
@@ -3442,9 +3457,10 @@ static CNN__IDG_INLINE void cnn__idg_coords_row_fixed(double bx, double by, doub
    a row reaching absurdly far out (huge zoom factors) takes the loop that clamps
    before converting to int. The mode is a constant of each loop: the compiler
    makes one vectorized loop per mode. */
-static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, int c,
-                                                int mode, int nearest, int *CNN__IDG_RESTRICT off,
-                                                float *CNN__IDG_RESTRICT fx, float *CNN__IDG_RESTRICT fy) {
+static CNN__IDG_INLINE void cnn__idg_coords_row_with(const cnn__idg_affine *A, const cnn__idg_steps *st, int oy,
+                                                     int h, int w, int c, int mode, int nearest,
+                                                     int *CNN__IDG_RESTRICT off, float *CNN__IDG_RESTRICT fx,
+                                                     float *CNN__IDG_RESTRICT fy) {
     const double half = nearest ? 0.5 : 0.0; /* order 0 rounds: floor(v + 0.5) */
     const double bx = A->b * oy + A->tx + half, by = A->d * oy + A->ty + half, a = A->a, cc = A->c;
     const double ex = a * (w - 1) + bx, ey = cc * (w - 1) + by, big = 1e9;
@@ -3455,7 +3471,7 @@ static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy
         fabs(by) < fixed_max && fabs(ex) < fixed_max && fabs(ey) < fixed_max && fabs(a) < fixed_max &&
         fabs(cc) < fixed_max &&
         (double)(h + 3) * prow < 16777216.0) {
-        cnn__idg_coords_row_fixed(bx, by, a, cc, h, w, c, mode, keep, off, fx, fy);
+        cnn__idg_coords_row_fixed(st, bx, by, a, cc, h, w, c, mode, keep, off, fx, fy);
         return;
     }
     if (fabs(bx) < big && fabs(by) < big && fabs(ex) < big && fabs(ey) < big) {
@@ -3492,12 +3508,21 @@ static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy
         CNN__IDG_FOLD(X, Y);
     }
 }
+/* one row, as above (the tests call it) */
+static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy, int h, int w, int c, int mode,
+                                                int nearest, int *off, float *fx, float *fy) {
+    cnn__idg_steps st;
+    cnn__idg_steps_of(A->a, A->c, w, &st);
+    cnn__idg_coords_row_with(A, &st, oy, h, w, c, mode, nearest, off, fx, fy);
+}
 /* every row of the image: off, fx, fy [h*w] */
 static CNN__IDG_INLINE void cnn__idg_coords(const cnn__idg_affine *A, int h, int w, int c, int mode,
                                             int nearest, int *off, float *fx, float *fy) {
+    cnn__idg_steps st;
+    if (mode == CNN_FILL_NEAREST || mode == CNN_FILL_CONSTANT) cnn__idg_steps_of(A->a, A->c, w, &st);
     for (int oy = 0; oy < h; oy++)
-        cnn__idg_coords_row(A, oy, h, w, c, mode, nearest, off + (size_t)oy * w, fx + (size_t)oy * w,
-                            fy + (size_t)oy * w);
+        cnn__idg_coords_row_with(A, &st, oy, h, w, c, mode, nearest, off + (size_t)oy * w, fx + (size_t)oy * w,
+                                 fy + (size_t)oy * w);
 }
 #undef CNN__IDG_FLOOR
 #undef CNN__IDG_CLAMP
@@ -3541,20 +3566,25 @@ static CNN__IDG_INLINE void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, 
     int ox = 0;
 #ifdef CNN__IDG_V4
     if (c == 3 || c == 4) { /* with 3 channels the 4th lane is overwritten by the next pixel */
+        /* one loop per pixel size, so that the block's offsets are constants */
+#define CNN__IDG_V4_LOOP(C)                                             \
+    for (; ox < last; ox++) {                                           \
+        const float *p = pad + off[ox];                                 \
+        const float wx = fx[ox], wy = fy[ox];                           \
+        cnn__idg_v4 a, b, d, e, t0, t1;                                 \
+        memcpy(&a, p, sizeof a);                                        \
+        memcpy(&b, p + (C), sizeof b);                                  \
+        memcpy(&d, p + R, sizeof d);                                    \
+        memcpy(&e, p + R + (C), sizeof e);                              \
+        t0 = a + (b - a) * wx;                                          \
+        t1 = d + (e - d) * wx;                                          \
+        t0 = t0 + (t1 - t0) * wy;                                       \
+        memcpy(o + (size_t)ox * (C), &t0, sizeof t0);                   \
+    }
         const int last = c == 3 ? npix - 1 : npix;
-        for (; ox < last; ox++) {
-            const float *p = pad + off[ox];
-            const float wx = fx[ox], wy = fy[ox];
-            cnn__idg_v4 a, b, d, e, t0, t1;
-            memcpy(&a, p, sizeof a);
-            memcpy(&b, p + c, sizeof b);
-            memcpy(&d, p + R, sizeof d);
-            memcpy(&e, p + R + c, sizeof e);
-            t0 = a + (b - a) * wx;
-            t1 = d + (e - d) * wx;
-            t0 = t0 + (t1 - t0) * wy;
-            memcpy(o + (size_t)ox * (size_t)c, &t0, sizeof t0);
-        }
+        if (c == 3) CNN__IDG_V4_LOOP(3)
+        else CNN__IDG_V4_LOOP(4)
+#undef CNN__IDG_V4_LOOP
     }
 #endif
     if (c == 3) {
