@@ -3515,14 +3515,14 @@ static CNN__IDG_INLINE void cnn__idg_coords_row(const cnn__idg_affine *A, int oy
     cnn__idg_steps_of(A->a, A->c, w, &st);
     cnn__idg_coords_row_with(A, &st, oy, h, w, c, mode, nearest, off, fx, fy);
 }
-/* every row of the image: off, fx, fy [h*w] */
-static CNN__IDG_INLINE void cnn__idg_coords(const cnn__idg_affine *A, int h, int w, int c, int mode,
-                                            int nearest, int *off, float *fx, float *fy) {
-    cnn__idg_steps st;
-    if (mode == CNN_FILL_NEAREST || mode == CNN_FILL_CONSTANT) cnn__idg_steps_of(A->a, A->c, w, &st);
-    for (int oy = 0; oy < h; oy++)
-        cnn__idg_coords_row_with(A, &st, oy, h, w, c, mode, nearest, off + (size_t)oy * w, fx + (size_t)oy * w,
-                                 fy + (size_t)oy * w);
+/* rows oy0 .. oy0 + rows - 1 of the image: off, fx, fy [rows*w]; st from cnn__idg_steps_of
+   where the mode clamps */
+static CNN__IDG_INLINE void cnn__idg_coords(const cnn__idg_affine *A, const cnn__idg_steps *st, int oy0, int rows,
+                                            int h, int w, int c, int mode, int nearest, int *off, float *fx,
+                                            float *fy) {
+    for (int r = 0; r < rows; r++)
+        cnn__idg_coords_row_with(A, st, oy0 + r, h, w, c, mode, nearest, off + (size_t)r * w, fx + (size_t)r * w,
+                                 fy + (size_t)r * w);
 }
 #undef CNN__IDG_FLOOR
 #undef CNN__IDG_CLAMP
@@ -3554,15 +3554,16 @@ typedef float cnn__idg_v4 __attribute__((vector_size(16)));
 #define CNN__IDG_V4 1
 #endif
 
-/* The output image o [h][w][c] from the padded input (which has 4 spare floats
-   at its end). Neighbouring pixels read scattered blocks, so the work is
-   vectorized across channels, not pixels: gathers are slow on many CPUs. */
-static CNN__IDG_INLINE void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int h, int w, int c,
+/* npix output pixels o [npix][c] from the padded input (which has 4 spare floats
+   at its end), their blocks and fractions in off, fx, fy [npix]; spill: more
+   pixels follow in o, which the last one's 4th lane may overwrite. Neighbouring
+   pixels read scattered blocks, so the work is vectorized across channels, not
+   pixels: gathers are slow on many CPUs. */
+static CNN__IDG_INLINE void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, int npix, int spill, int w, int c,
                                             const int *CNN__IDG_RESTRICT off,
                                             const float *CNN__IDG_RESTRICT fx,
                                             const float *CNN__IDG_RESTRICT fy, float *CNN__IDG_RESTRICT o) {
     const int R = (w + 3) * c;
-    const int npix = h * w; /* all pixels of the image in one pass: "ox" runs over them */
     int ox = 0;
 #ifdef CNN__IDG_V4
     if (c == 3 || c == 4) { /* with 3 channels the 4th lane is overwritten by the next pixel */
@@ -3581,7 +3582,7 @@ static CNN__IDG_INLINE void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, 
         t0 = t0 + (t1 - t0) * wy;                                       \
         memcpy(o + (size_t)ox * (C), &t0, sizeof t0);                   \
     }
-        const int last = c == 3 ? npix - 1 : npix;
+        const int last = c == 3 && !spill ? npix - 1 : npix;
         if (c == 3) CNN__IDG_V4_LOOP(3)
         else CNN__IDG_V4_LOOP(4)
 #undef CNN__IDG_V4_LOOP
@@ -3622,9 +3623,16 @@ static CNN__IDG_INLINE void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, 
         int nearest, float cval, cnn__idg_scratch *s, float *out
 #define CNN__IDG_RESAMPLE_BODY                                                                             \
     {                                                                                                      \
+        cnn__idg_steps st;                                                                                 \
+        const int rows = w < 128 ? 128 / w : 1; /* a chunk of about 128 pixels: its blocks stay in L1 */   \
         cnn__idg_pad(x8, xf, h, w, c, mode, cval, s->pad);                                                 \
-        cnn__idg_coords(A, h, w, c, mode, nearest, s->off, s->fx, s->fy);                                  \
-        cnn__idg_gather(s->pad, h, w, c, s->off, s->fx, s->fy, out);                                       \
+        if (mode == CNN_FILL_NEAREST || mode == CNN_FILL_CONSTANT) cnn__idg_steps_of(A->a, A->c, w, &st);  \
+        for (int oy = 0; oy < h; oy += rows) {                                                             \
+            const int n = h - oy < rows ? h - oy : rows;                                                   \
+            cnn__idg_coords(A, &st, oy, n, h, w, c, mode, nearest, s->off, s->fx, s->fy);                  \
+            cnn__idg_gather(s->pad, n * w, oy + n < h, w, c, s->off, s->fx, s->fy,                         \
+                            out + (size_t)oy * (size_t)w * (size_t)c);                                     \
+        }                                                                                                  \
     }
 typedef void (*cnn__idg_resample_fn)(CNN__IDG_RESAMPLE_ARGS);
 static void cnn__idg_resample_portable(CNN__IDG_RESAMPLE_ARGS) CNN__IDG_RESAMPLE_BODY
