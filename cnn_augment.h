@@ -3292,6 +3292,9 @@ static int cnn__idg_map(int i, int n, int mode) {
 static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *xf, int h, int w, int c,
                                          int mode, float cval, float *pad) {
     const size_t C = (size_t)c, prow = (size_t)(w + 3) * C, row = (size_t)w * C;
+    const int border[3] = {-1, w, w + 1}; /* the columns left and right of each row, */
+    int from[3];                          /* and where the fill rule takes them (-1: cval) */
+    for (int e = 0; e < 3; e++) from[e] = cnn__idg_map(border[e], w, mode);
     for (int r = 0; r < h; r++) { /* the inside, and the left and right borders of each row */
         float *d = pad + (size_t)(r + 1) * prow;
         if (x8) {
@@ -3300,10 +3303,10 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
         } else {
             memcpy(d + C, xf + (size_t)r * row, row * sizeof(float));
         }
-        for (int q = -1; q <= w + 1; q += (q == -1 ? w + 1 : 1)) {
-            const int m = cnn__idg_map(q, w, mode);
-            for (size_t k = 0; k < C; k++)
-                d[(size_t)(q + 1) * C + k] = m < 0 ? cval : d[(size_t)(m + 1) * C + k];
+        for (int e = 0; e < 3; e++) {
+            float *to = d + (size_t)(border[e] + 1) * C;
+            const float *src = d + (size_t)(from[e] + 1) * C;
+            for (size_t k = 0; k < C; k++) to[k] = from[e] < 0 ? cval : src[k];
         }
     }
     for (int r = -1; r <= h + 1; r += (r == -1 ? h + 1 : 1)) { /* whole rows above and below */
