@@ -4565,9 +4565,9 @@ static int cnn__idg_fill(cnn_flow *f, cnn__idg_scratch *s, int pass, int b, cnn_
     const size_t per = (size_t)f->h * (size_t)f->w * (size_t)f->c;
     const int key_pass = f->pass_free ? 0 : pass;
     const uint64_t order = cnn__idg_order_key(f->seed, key_pass);
-    int rc = CNN_OK;
+    int rc = CNN_OK, next = -1; /* the next image's index, found when it was fetched ahead */
     for (int i = 0; i < count && !rc; i++) {
-        const int pos = first + i, j = f->shuffle ? cnn__idg_permute(pos, f->n, order) : pos;
+        const int pos = first + i, j = next >= 0 ? next : f->shuffle ? cnn__idg_permute(pos, f->n, order) : pos;
         const uint64_t key = cnn__idg_sample_key(f->seed, (uint64_t)key_pass, (uint64_t)pos);
         const unsigned char *img8 = NULL;
         const float *imgf = NULL;
@@ -4580,7 +4580,7 @@ static int cnn__idg_fill(cnn_flow *f, cnn__idg_scratch *s, int pass, int b, cnn_
             img8 = s->img8;
         }
         if (i + 1 < count && (f->x8 || f->xf)) { /* the next image, fetched while this one is made */
-            const int next = f->shuffle ? cnn__idg_permute(pos + 1, f->n, order) : pos + 1;
+            next = f->shuffle ? cnn__idg_permute(pos + 1, f->n, order) : pos + 1;
             const char *p = f->x8 ? (const char *)(f->x8 + (size_t)next * per)
                                   : (const char *)(f->xf + (size_t)next * per);
             const size_t all = per * (f->x8 ? 1 : sizeof(float)), bytes = all < 65536 ? all : 65536; /* its start */
