@@ -1,4 +1,4 @@
-/* cnn_augment.h - v0.7 - image files, data augmentation and PNG plots for cnn.h
+/* cnn_augment.h - v0.8 - image files, data augmentation and PNG plots for cnn.h
 
    The file and data side of cnn.h:
      - gzip'd IDX files (MNIST, Fashion-MNIST) and Fashion-MNIST in one call
@@ -250,6 +250,13 @@
        its float32 SVD makes them noise.
 
    REVISION HISTORY
+     0.8  (2026-12-06) The resample about a fifth faster on every path, the images
+          the same bits: the clamping modes' fixed-point coordinates add a
+          per-image table of steps in 32-bit halves (no 64-bit adds along the
+          row) and clamp in float (SSE2 has min and max for floats, not for
+          32-bit ints); coordinates and pixels are made 128 pixels at a time, so
+          that they stay in L1; the border columns' fill rule is found once an
+          image. A flow permutes each image's index once, not twice.
      0.7  (2026-12-05) The nearest and constant fill modes' sample coordinates in
           32.32 fixed point (within 2^-26 of a pixel of the double ones): the
           transform a third faster with plain -O2 flags.
