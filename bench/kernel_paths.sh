@@ -70,19 +70,25 @@ echo
 echo "(medians of $PAIRS alternating runs; ratios are the -O2 build's)"
 echo
 # the augmentation transform on each path (the resample follows the kernel path) against
-# Keras' algorithm (bench/keras_augment.py: scipy's affine_transform, as Keras calls it)
-keras_a=$($PY bench/keras_augment.py --images 3000 | last_rate)
-echo "augmentation, 32x32x3 images, $THREADS threads, against Keras' algorithm ($keras_a img/s):"
+# Keras' algorithm (bench/keras_augment.py: scipy's affine_transform, as Keras calls it), run
+# once per pair between the paths' runs: the median of $PAIRS, as for the paths (one run of it
+# alone once caught a disturbed moment at half its speed)
+declare -A ao=() an=()
+ka=()
+for p in $(seq "$PAIRS"); do
+  ka+=("$($PY bench/keras_augment.py --images 3000 | last_rate)")
+  for k in $paths; do
+    ao[$k]+="$(CNN_KERNELS=$k build/bench/augment_bench_O2 --images 20000 --threads "$THREADS" | last_rate) "
+    an[$k]+="$(CNN_KERNELS=$k build/bench/augment_bench_native --images 20000 --threads "$THREADS" | last_rate) "
+  done
+done
+keras_a=$(printf '%s\n' "${ka[@]}" | median)
+echo "augmentation, 32x32x3 images, $THREADS threads, against Keras' algorithm ($keras_a img/s, the median of ${ka[*]}):"
 echo
 echo "| path | -O2 img/s | ratio | -march=native img/s | ratio |"
 echo "|---|---|---|---|---|"
 for k in $paths; do
-  declare -a ao=() an=()
-  for p in $(seq "$PAIRS"); do
-    ao+=("$(CNN_KERNELS=$k build/bench/augment_bench_O2 --images 20000 --threads "$THREADS" | last_rate)")
-    an+=("$(CNN_KERNELS=$k build/bench/augment_bench_native --images 20000 --threads "$THREADS" | last_rate)")
-  done
-  a=$(printf '%s\n' "${ao[@]}" | median); b=$(printf '%s\n' "${an[@]}" | median)
+  a=$(printf '%s\n' ${ao[$k]} | median); b=$(printf '%s\n' ${an[$k]} | median)
   awk -v k="$k" -v a="$a" -v b="$b" -v r="$keras_a" 'BEGIN { printf "| %s | %.0f | %.1fx | %.0f | %.1fx |\n", k, a, a / r, b, b / r }'
 done
 echo
