@@ -254,8 +254,8 @@
           the same bits: the clamping modes' fixed-point coordinates add a
           per-image table of steps in 32-bit halves (no 64-bit adds along the
           row) and clamp in float (SSE2 has min and max for floats, not for
-          32-bit ints); coordinates and pixels are made 128 pixels at a time, so
-          that they stay in L1; the border columns' fill rule is found once an
+          32-bit ints); coordinates and pixels are made about 128 pixels (or one
+          row) at a time, so that they stay in L1; the border columns' fill rule is found once an
           image. A flow permutes each image's index once, not twice.
      0.7  (2026-12-05) The nearest and constant fill modes' sample coordinates in
           32.32 fixed point (within 2^-26 of a pixel of the double ones): the
@@ -3175,10 +3175,18 @@ typedef struct cnn__idg_affine {
     double a, b, c, d, tx, ty;
 } cnn__idg_affine;
 
+/* Rows of an h x w image the resample makes at a time: about 128 pixels, or one
+   row, so that their blocks' offsets and fractions stay in L1 (see the resample). */
+static int cnn__idg_chunk_rows(int h, int w) {
+    const int rows = w < 128 ? 128 / w : 1;
+    return rows < h ? rows : h;
+}
+
 /* Per-thread buffers, allocated once: nothing is allocated per image. */
 typedef struct cnn__idg_scratch {
-    int *off;            /* [h*w] where each output pixel reads: its 2x2 block's offset in pad */
-    float *fx, *fy;      /* [h*w] the fractions of its sample coordinates */
+    int *off;            /* [rows*w] where each output pixel of a chunk of rows (cnn__idg_chunk_rows)
+                            reads: its 2x2 block's offset in pad */
+    float *fx, *fy;      /* [rows*w] the fractions of its sample coordinates */
     float *pad;          /* [h+3][w+3][c] (+4 spare) the input as float, extended by the fill
                             rule: one pixel above and left, two below and right */
     float *zca;          /* [h*w*c] when whitening */
@@ -3196,11 +3204,11 @@ static void cnn__idg_scratch_free(cnn__idg_scratch *s) {
 }
 
 static int cnn__idg_scratch_init(cnn__idg_scratch *s, int h, int w, int c, int zca, int bytes) {
-    const size_t n = (size_t)h * (size_t)w * (size_t)c;
+    const size_t n = (size_t)h * (size_t)w * (size_t)c, chunk = (size_t)cnn__idg_chunk_rows(h, w) * (size_t)w;
     memset(s, 0, sizeof *s);
-    s->off = (int *)CNN_MALLOC((size_t)h * (size_t)w * sizeof(int));
-    s->fx = (float *)CNN_MALLOC((size_t)h * (size_t)w * sizeof(float));
-    s->fy = (float *)CNN_MALLOC((size_t)h * (size_t)w * sizeof(float));
+    s->off = (int *)CNN_MALLOC(chunk * sizeof(int));
+    s->fx = (float *)CNN_MALLOC(chunk * sizeof(float));
+    s->fy = (float *)CNN_MALLOC(chunk * sizeof(float));
     s->pad = (float *)CNN_MALLOC(((size_t)(h + 3) * (size_t)(w + 3) * (size_t)c + 4) * sizeof(float));
     if (zca) s->zca = (float *)CNN_MALLOC(n * sizeof(float));
     if (bytes) s->img8 = (unsigned char *)CNN_MALLOC(n);
@@ -3407,9 +3415,12 @@ typedef struct {
     uint32_t yl[CNN__IDG_RUN], yh[CNN__IDG_RUN]; /* j * y step */
 } cnn__idg_steps;
 
-/* the steps of the map's row direction (a, cc), j = 0 .. min(w, RUN) - 1 */
+/* the steps of the map's row direction (a, cc), j = 0 .. min(w, RUN) - 1; only the
+   fixed-point rows read them, and only where |a| and |cc| are below 2^30 (beyond,
+   the steps would not fit a long long: the table is left unset) */
 static CNN__IDG_INLINE void cnn__idg_steps_of(double a, double cc, int w, cnn__idg_steps *st) {
     const double one = 4294967296.0; /* 2^32 */
+    if (!(fabs(a) < 1073741824.0 && fabs(cc) < 1073741824.0)) return;
     const long long x_step = (long long)floor(a * one + 0.5), y_step = (long long)floor(cc * one + 0.5);
     const int n = w < CNN__IDG_RUN ? w : CNN__IDG_RUN;
     for (int j = 0; j < n; j++) { /* unsigned: the products wrap as two's complement does */
@@ -3634,7 +3645,7 @@ static CNN__IDG_INLINE void cnn__idg_gather(const float *CNN__IDG_RESTRICT pad, 
 #define CNN__IDG_RESAMPLE_BODY                                                                             \
     {                                                                                                      \
         cnn__idg_steps st;                                                                                 \
-        const int rows = w < 128 ? 128 / w : 1; /* a chunk of about 128 pixels: its blocks stay in L1 */   \
+        const int rows = cnn__idg_chunk_rows(h, w); /* about 128 pixels: their blocks stay in L1 */         \
         cnn__idg_pad(x8, xf, h, w, c, mode, cval, s->pad);                                                 \
         if (mode == CNN_FILL_NEAREST || mode == CNN_FILL_CONSTANT) cnn__idg_steps_of(A->a, A->c, w, &st);  \
         for (int oy = 0; oy < h; oy += rows) {                                                             \

@@ -119,6 +119,11 @@ for t in $SAN; do
     -fno-sanitize-recover=undefined -Wall -Wextra -I. tests/$t.c -lm -lpthread -o $B/$t.san
   [ -x $B/$t.san ] && ASAN_OPTIONS=detect_leaks=1 run "$t (asan+ubsan)" $B/$t.san
 done
+# float-to-int conversions out of range, which GCC's -fsanitize=undefined leaves out: the
+# augmentation's coordinates (zooms of 1e12 included), with clang
+compile "build test_augment (clang, float-cast-overflow)" clang -std=c99 -O1 -g -fsanitize=float-cast-overflow \
+  -fno-sanitize-recover=all -Wall -Wextra -I. tests/test_augment.c -lm -lpthread -o $B/test_augment.fco
+[ -x $B/test_augment.fco ] && run "test_augment (clang, float-cast-overflow)" $B/test_augment.fco
 # the builds above run the best kernel path at run time (AVX-512's masked loads
 # near buffer ends, where the processor has it); every other path this processor
 # runs under the sanitizers too
