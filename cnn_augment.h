@@ -254,11 +254,11 @@
           the same bits: the clamping modes' fixed-point coordinates add a
           per-image table of steps in 32-bit halves (no 64-bit adds along the
           row) and clamp in float (SSE2 has min and max for floats, not for
-          32-bit ints); coordinates and pixels are made about 128 pixels (or one
-          row) at a time, so that they stay in L1; the border columns' fill rule is found once an
-          image. A flow permutes each image's index once, not twice. The
-          coordinates' buffers hold one chunk of rows, not a whole image
-          (2400x2400: 69 MB -> 29 KB a worker).
+          32-bit ints); coordinates and pixels are made about 128 pixels (or
+          one row) at a time, so that they stay in L1; the border columns'
+          fill rule is found once an image. A flow permutes each image's index
+          once, not twice. The coordinates' buffers hold one chunk of rows, not
+          a whole image (2400x2400: 69 MB -> 29 KB a worker).
      0.7  (2026-12-05) The nearest and constant fill modes' sample coordinates in
           32.32 fixed point (within 2^-26 of a pixel of the double ones): the
           transform a third faster with plain -O2 flags.
