@@ -3412,6 +3412,7 @@ static CNN__IDG_INLINE void cnn__idg_pad(const unsigned char *x8, const float *x
    to an SSE2 register, which has no 64-bit compare, narrowing or conversion
    to float). The j steps are the same for every row of an image: a table. */
 enum { CNN__IDG_RUN = 64 }; /* pixels a restart from double */
+#define CNN__IDG_FIXED_MAX 1073741824.0 /* 2^30: the reach of a row and its step in fixed point */
 typedef struct {
     uint32_t xl[CNN__IDG_RUN], xh[CNN__IDG_RUN]; /* j * x step: low and high halves */
     uint32_t yl[CNN__IDG_RUN], yh[CNN__IDG_RUN]; /* j * y step */
@@ -3422,7 +3423,7 @@ typedef struct {
    the steps would not fit a long long: the table is left unset) */
 static CNN__IDG_INLINE void cnn__idg_steps_of(double a, double cc, int w, cnn__idg_steps *st) {
     const double one = 4294967296.0; /* 2^32 */
-    if (!(fabs(a) < 1073741824.0 && fabs(cc) < 1073741824.0)) return;
+    if (!(fabs(a) < CNN__IDG_FIXED_MAX && fabs(cc) < CNN__IDG_FIXED_MAX)) return;
     const long long x_step = (long long)floor(a * one + 0.5), y_step = (long long)floor(cc * one + 0.5);
     const int n = w < CNN__IDG_RUN ? w : CNN__IDG_RUN;
     for (int j = 0; j < n; j++) { /* unsigned: the products wrap as two's complement does */
@@ -3489,7 +3490,7 @@ static CNN__IDG_INLINE void cnn__idg_coords_row_with(const cnn__idg_affine *A, c
     const double ex = a * (w - 1) + bx, ey = cc * (w - 1) + by, big = 1e9;
     const float keep = nearest ? 0.0f : 1.0f;
     const int prow = (w + 3) * c;
-    const double fixed_max = 1073741824.0; /* 2^30 */
+    const double fixed_max = CNN__IDG_FIXED_MAX;
     if ((mode == CNN_FILL_NEAREST || mode == CNN_FILL_CONSTANT) && fabs(bx) < fixed_max &&
         fabs(by) < fixed_max && fabs(ex) < fixed_max && fabs(ey) < fixed_max && fabs(a) < fixed_max &&
         fabs(cc) < fixed_max &&
@@ -3547,6 +3548,7 @@ static CNN__IDG_INLINE void cnn__idg_coords(const cnn__idg_affine *A, const cnn_
         cnn__idg_coords_row_with(A, st, oy0 + r, h, w, c, mode, nearest, off + (size_t)r * w, fx + (size_t)r * w,
                                  fy + (size_t)r * w);
 }
+#undef CNN__IDG_FIXED_MAX
 #undef CNN__IDG_FLOOR
 #undef CNN__IDG_CLAMP
 #undef CNN__IDG_MOD
