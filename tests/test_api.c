@@ -1814,7 +1814,9 @@ static cnn_model *big_model(void) {
    (a weight changed before each save), then ModelCheckpoint at every epoch of a
    fit. After each kill the target must load (the old model or the new), and
    the next save must remove what the dead writer left. 24 kills, more until 3
-   have landed during a write (CNN_TEST_KILLS sets the 24). */
+   have landed during a write, up to 32 times as many: a save leaves its
+   temporary file for a few percent of its loop, fewer on a loaded machine
+   (CNN_TEST_KILLS sets the 24). */
 static void test_kill_during_save(void) {
     test_begin("SIGKILL while cnn_save, ModelCheckpoint and BackupAndRestore write: the target always loads (the "
                "backup always restores), leftovers go");
@@ -1836,12 +1838,16 @@ static void test_kill_during_save(void) {
     int corrupt = 0, mid_write = 0, left_after = 0, bk_rounds = 0, bk_mid_write = 0, bk_bad = 0;
     uint64_t r = 99;
     int k;
-    for (k = 0; k < kills || (mid_write < 3 && k < 8 * kills); k++) { /* until 3 kills landed mid-write */
+    for (k = 0; k < kills || (mid_write < 3 && k < 32 * kills); k++) { /* until 3 kills landed mid-write */
         const int checkpoint = k % 3 == 1, backup = k % 3 == 2; /* ModelCheckpoint, BackupAndRestore in fit */
+        int ready[2]; /* the child says it runs: on a loaded machine it may not start within the wait */
+        CHECK(pipe(ready) == 0, "pipe failed");
         fflush(stdout);
         pid_t child = fork();
         if (child == 0) {
             cnn_set_num_threads(1); /* the child of a threaded parent stays on one thread */
+            close(ready[0]);
+            if (write(ready[1], "r", 1) != 1) _exit(1);
             if (checkpoint || backup) {
                 cnn_callback *cb[2] = {checkpoint ? cnn_model_checkpoint(.filepath = path)
                                                   : cnn_backup_and_restore(.backup_dir = bk_dir), NULL};
@@ -1857,7 +1863,11 @@ static void test_kill_during_save(void) {
             _exit(0);
         }
         CHECK(child > 0, "fork failed");
-        if (child <= 0) break;
+        close(ready[1]);
+        if (child <= 0) { close(ready[0]); break; }
+        char byte;
+        if (read(ready[0], &byte, 1) != 1) printf("#   kill %d: the child did not start\n", k);
+        close(ready[0]);
         r = r * 6364136223846793005ull + 1442695040888963407ull;
         struct timespec wait = {0, (long)(2000000 + (r >> 33) % 30000000)}; /* 2 to 32 ms: several saves */
         nanosleep(&wait, NULL);
