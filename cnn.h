@@ -69,6 +69,8 @@
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
      CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
      CNN_NO_AVX512, CNN_NO_AVX2, CNN_NO_NEON   leave those kernels out (cnn_set_kernels)
+     CNN_NO_HUGEPAGES   on Linux, buffers of 4 MB and more are not advised into 2 MiB
+                        pages (with the default allocator they are: see cnn__calloc)
      CNN_REFERENCE      models run on the reference path by default: every layer as
                         plain loops over its shapes, no fused layers (slow; to read,
                         and to check the fast path against; cnn_set_reference switches it)
