@@ -254,6 +254,48 @@ static void reference_gradients(void) {
     }
 }
 
+/* Inference through the fused Conv2D -> BatchNorm -> MaxPooling2D runs a block
+   of samples at a time where a sample's conv output is large (about 1 MiB of
+   it a thread, see cnn__forward_conv_blocks): 64x64x32 floats is 512 KiB, so
+   7 samples make blocks on any thread count. The predictions must equal the
+   reference path's, and those of one sample at a time (no blocks) exactly. */
+static cnn_node *big_blocks(cnn_model *m, cnn_node *x) {
+    x = cnn_conv2d(m, x, .filters = 32, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    x = cnn_conv2d(m, x, .filters = 16, .kernel_size = {3, 3}, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    return cnn_dense(m, cnn_flatten(m, x), .units = 5, .activation = CNN_SOFTMAX);
+}
+static void compare_inference_blocks(void) {
+    enum { B = 7, H = 64, C = 3, U = 5 };
+    cnn_model *fast = make(big_blocks, H, H, C, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, cnn_sgd());
+    cnn_model *ref = make(big_blocks, H, H, C, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, cnn_sgd());
+    static float x[B * H * H * C];
+    float p_fast[B * U], p_one[B * U], p_ref[B * U];
+    static float conv_out[2][2 * H * H * 32]; /* two samples' conv output on each path */
+    test_begin("inference in blocks of samples through the fused Conv2D/BatchNorm/MaxPool");
+    if (!fast || !ref) { CHECK(0, "%s", cnn_last_error()); cnn_model_free(fast); cnn_model_free(ref); return; }
+    stir_bn(fast);
+    stir_bn(ref);
+    cnn_set_reference(fast, 0);
+    cnn_set_reference(ref, 1);
+    fill(x, sizeof x / sizeof x[0], 29);
+    CHECK(cnn_predict(fast, x, B, B, p_fast) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_predict(fast, x, B, 1, p_one) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_predict(ref, x, B, B, p_ref) == CNN_OK, "%s", cnn_last_error());
+    const double e = test_rel_err(p_fast, p_ref, (size_t)B * U);
+    printf("#   blocks: against the reference path %.1e\n", e);
+    CHECK(e <= 1e-5, "against the reference path: rel %.2e", e);
+    CHECK(!memcmp(p_fast, p_one, sizeof p_fast), "a batch of %d in blocks differs from one sample at a time", B);
+    /* the conv's own output, asked for, is whole (cnn_layer_output runs its own passes) */
+    CHECK(cnn_layer_output(fast, fast->nodes[1]->name, x + (size_t)(B - 2) * H * H * C, 2, conv_out[0]) == CNN_OK &&
+              cnn_layer_output(ref, ref->nodes[1]->name, x + (size_t)(B - 2) * H * H * C, 2, conv_out[1]) == CNN_OK,
+          "%s", cnn_last_error());
+    CHECK(test_rel_err(conv_out[0], conv_out[1], 2 * H * H * 32) <= 1e-5, "the conv's output differs");
+    cnn_model_free(fast);
+    cnn_model_free(ref);
+}
+
 int main(void) {
     CHECK(cnn_set_reference(NULL, 1) == CNN_ERR_ARG, "cnn_set_reference(NULL)");
     compare_pass("Conv2D 3x3 same, ReLU", conv_relu, 6, 5, 3, CNN_MSE, 0);
@@ -270,6 +312,7 @@ int main(void) {
     compare_pass("ZeroPadding2D -> fused Conv2D/BatchNorm/MaxPool -> UpSampling2D", pad_fused_up, 8, 8, 3, CNN_CATEGORICAL_CROSSENTROPY, 0);
     compare_pass("ZeroPadding2D / UpSampling2D with two readers each", pad_up_two_readers, 5, 4, 2, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, 0);
     compare_training();
+    compare_inference_blocks();
     reference_gradients();
     return test_finish();
 }
