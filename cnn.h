@@ -1,4 +1,4 @@
-/* cnn.h - v0.12 - convolutional neural networks in one C header, the Keras way.
+/* cnn.h - v0.13 - convolutional neural networks in one C header, the Keras way.
 
    Build, train, evaluate and save CNNs such as the Keras CIFAR-10 tutorial network:
    a functional graph of named layers, Adam / SGD / RMSprop (with Keras' gradient
@@ -134,6 +134,12 @@
 
    REVISION HISTORY (what changed for users; the speed work of each version is
    logged in bench/README.md, "Performance log")
+     0.13 (2026-12-06) on Linux, buffers of 4 MB and more (a batch's
+          activations) are advised into 2 MiB pages (CNN_NO_HUGEPAGES leaves it
+          out; a custom CNN_MALLOC never gets it); inference through a fused
+          Conv2D -> BatchNorm -> MaxPooling2D runs a block of samples at a time,
+          so the pool reads the conv's output from cache: the conv's own buffer
+          then holds the last block only (cnn_layer_output still gives it whole).
      0.12 (2026-12-06) faster training on every path (see bench/README.md):
           BatchNorm's per-channel sums with their sums in registers, a Dense
           layer's kernel fetched ahead of its first tiles, the last columns of a
@@ -187,7 +193,7 @@
 #define __USE_MINGW_ANSI_STDIO 1 /* MinGW: C99 printf formats (%zu, %lld), where cnn.h comes first */
 #endif
 
-#define CNN_VERSION "0.12"       /* this header's version (see REVISION HISTORY) */
+#define CNN_VERSION "0.13"       /* this header's version (see REVISION HISTORY) */
 #define CNN_FORMAT_VERSION 2    /* the newest model file version (see MODEL FILE FORMAT) */
 
 #include <stddef.h>
