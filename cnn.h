@@ -69,8 +69,9 @@
      CNN_NO_SIGINT      do not catch Ctrl-C during cnn_fit
      CNN_NO_FUSION      the fast path runs every layer on its own (see cnn__fusion)
      CNN_NO_AVX512, CNN_NO_AVX2, CNN_NO_NEON   leave those kernels out (cnn_set_kernels)
-     CNN_NO_HUGEPAGES   on Linux, buffers of 4 MB and more are not advised into 2 MiB
-                        pages (with the default allocator they are: see cnn__calloc)
+     CNN_NO_HUGEPAGES   on Linux (x86-64, AArch64), buffers of 4 MiB and more are not
+                        advised into 2 MiB pages (with the default allocator they are:
+                        see cnn__calloc)
      CNN_REFERENCE      models run on the reference path by default: every layer as
                         plain loops over its shapes, no fused layers (slow; to read,
                         and to check the fast path against; cnn_set_reference switches it)
@@ -134,12 +135,12 @@
 
    REVISION HISTORY (what changed for users; the speed work of each version is
    logged in bench/README.md, "Performance log")
-     0.13 (2026-12-06) on Linux, buffers of 4 MB and more (a batch's
-          activations) are advised into 2 MiB pages (CNN_NO_HUGEPAGES leaves it
-          out; a custom CNN_MALLOC never gets it); inference through a fused
-          Conv2D -> BatchNorm -> MaxPooling2D runs a block of samples at a time,
-          so the pool reads the conv's output from cache: the conv's own buffer
-          then holds the last block only (cnn_layer_output still gives it whole).
+     0.13 (2026-12-06) on Linux (x86-64, AArch64), buffers of 4 MiB and more
+          (a batch's activations) are advised into 2 MiB pages
+          (CNN_NO_HUGEPAGES leaves it out; a custom CNN_MALLOC never gets it);
+          inference through a fused Conv2D -> BatchNorm -> MaxPooling2D runs a
+          block of samples at a time, so the pool reads the conv's output from
+          cache (see bench/README.md).
      0.12 (2026-12-06) faster training on every path (see bench/README.md):
           BatchNorm's per-channel sums with their sums in registers, a Dense
           layer's kernel fetched ahead of its first tiles, the last columns of a
@@ -1136,14 +1137,14 @@ static void *cnn__calloc(size_t count, size_t size) {
 #ifdef CNN__HUGEPAGES
     /* A batch's activations (7.4 MB for the tutorial's conv_1 at 32 images)
        are read in streams that cross a 4 KiB page every 16 rows; in 2 MiB
-       pages training ran 3-5% faster. Advised before the memset touches them,
-       on the whole 2 MiB pages inside the block (a hint: where the kernel
-       says no, nothing changes). */
-    enum { HUGE_PAGE = 2 << 20 };
-    if (p && bytes >= 2 * HUGE_PAGE) {
-        const size_t first = ((size_t)p + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-        const size_t last = ((size_t)p + bytes) & ~(size_t)(HUGE_PAGE - 1);
-        if (last > first) (void)madvise((void *)first, last - first, 14 /* MADV_HUGEPAGE */);
+       pages training ran 3-5% faster. Any buffer of 4 MiB or more is advised
+       (activations, parameters, datasets), before the memset touches it, on
+       the whole 2 MiB pages inside it: a hint, and where the kernel says no,
+       nothing changes. */
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (p && bytes >= 2 * huge) {
+        const uintptr_t first = ((uintptr_t)p + huge - 1) & ~(huge - 1), last = ((uintptr_t)p + bytes) & ~(huge - 1);
+        if (last > first) (void)madvise((void *)first, (size_t)(last - first), 14 /* MADV_HUGEPAGE */);
     }
 #endif
     if (p) memset(p, 0, bytes);
@@ -6473,8 +6474,10 @@ static void cnn__forward_node(cnn_node *n, int B) {
    of its buffer, again and again, so that the pool reads it from the caches
    rather than from memory (the tutorial's conv_1 writes 59 MB for a batch of
    256, which the pool read back at 2.7 ms of 22 on AVX2). About 1 MiB of conv
-   output a thread; each thread's rows of the pool are those its rows of the
-   product made (both split the block's rows evenly, in order). The conv's
+   output a thread; each thread's rows of the pool are roughly those its rows
+   of the product made (both split the block's rows evenly, in order). The
+   three must be adjacent in node order (another branch between them: no
+   blocks). The conv's
    buffer then holds the last block only: its one reader is the BatchNorm, whose
    one reader is the pool (cnn_layer_output runs its own passes). Returns the
    nodes it ran (3), or 0 where node i starts no such run. */

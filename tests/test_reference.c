@@ -254,46 +254,76 @@ static void reference_gradients(void) {
     }
 }
 
-/* Inference through the fused Conv2D -> BatchNorm -> MaxPooling2D runs a block
-   of samples at a time where a sample's conv output is large (about 1 MiB of
-   it a thread, see cnn__forward_conv_blocks): 64x64x32 floats is 512 KiB, so
-   7 samples make blocks on any thread count. The predictions must equal the
-   reference path's, and those of one sample at a time (no blocks) exactly. */
+/* Inference through a fused Conv2D -> BatchNorm -> MaxPooling2D runs a block of
+   samples at a time where a sample's conv output is large: about 1 MiB of it a
+   thread, so 2T samples of conv_1's 64x64x32 floats (512 KiB) and 4T of
+   conv_2's 32x32x64 on T threads (see cnn__forward_conv_blocks). On 1, 2 and
+   3 threads, 13 samples make blocks in both (conv_2 reads another layer's
+   output; its pool is 3x3, strides 2, 'same'). The predictions must equal the
+   reference path's, and exactly those of one sample at a time (no blocks);
+   conv_1's buffer must then hold its last block's first sample (the blocks
+   ran); and a training step after it must equal one on a fresh model (every
+   buffer pointer was put back). */
 static cnn_node *big_blocks(cnn_model *m, cnn_node *x) {
     x = cnn_conv2d(m, x, .filters = 32, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_RELU);
     x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
-    x = cnn_conv2d(m, x, .filters = 16, .kernel_size = {3, 3}, .activation = CNN_RELU);
-    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {2, 2});
+    x = cnn_conv2d(m, x, .filters = 64, .kernel_size = {3, 3}, .padding = CNN_SAME, .activation = CNN_RELU);
+    x = cnn_max_pool2d(m, cnn_batch_norm(m, x), .pool_size = {3, 3}, .strides = {2, 2}, .padding = CNN_SAME);
     return cnn_dense(m, cnn_flatten(m, x), .units = 5, .activation = CNN_SOFTMAX);
 }
 static void compare_inference_blocks(void) {
-    enum { B = 7, H = 64, C = 3, U = 5 };
-    cnn_model *fast = make(big_blocks, H, H, C, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, cnn_sgd());
-    cnn_model *ref = make(big_blocks, H, H, C, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, cnn_sgd());
-    static float x[B * H * H * C];
-    float p_fast[B * U], p_one[B * U], p_ref[B * U];
-    static float conv_out[2][2 * H * H * 32]; /* two samples' conv output on each path */
-    test_begin("inference in blocks of samples through the fused Conv2D/BatchNorm/MaxPool");
-    if (!fast || !ref) { CHECK(0, "%s", cnn_last_error()); cnn_model_free(fast); cnn_model_free(ref); return; }
-    stir_bn(fast);
-    stir_bn(ref);
-    cnn_set_reference(fast, 0);
-    cnn_set_reference(ref, 1);
+    enum { B = 13, H = 64, C = 3, U = 5, CONV1 = 64 * 64 * 32 };
+    static float x[B * H * H * C], last[CONV1];
+    float p_fast[B * U], p_one[B * U], p_ref[B * U], y[B];
+    for (int b = 0; b < B; b++) y[b] = (float)(b % U);
     fill(x, sizeof x / sizeof x[0], 29);
-    CHECK(cnn_predict(fast, x, B, B, p_fast) == CNN_OK, "%s", cnn_last_error());
-    CHECK(cnn_predict(fast, x, B, 1, p_one) == CNN_OK, "%s", cnn_last_error());
-    CHECK(cnn_predict(ref, x, B, B, p_ref) == CNN_OK, "%s", cnn_last_error());
-    const double e = test_rel_err(p_fast, p_ref, (size_t)B * U);
-    printf("#   blocks: against the reference path %.1e\n", e);
-    CHECK(e <= 1e-5, "against the reference path: rel %.2e", e);
-    CHECK(!memcmp(p_fast, p_one, sizeof p_fast), "a batch of %d in blocks differs from one sample at a time", B);
-    /* the conv's own output, asked for, is whole (cnn_layer_output runs its own passes) */
-    CHECK(cnn_layer_output(fast, fast->nodes[1]->name, x + (size_t)(B - 2) * H * H * C, 2, conv_out[0]) == CNN_OK &&
-              cnn_layer_output(ref, ref->nodes[1]->name, x + (size_t)(B - 2) * H * H * C, 2, conv_out[1]) == CNN_OK,
-          "%s", cnn_last_error());
-    CHECK(test_rel_err(conv_out[0], conv_out[1], 2 * H * H * 32) <= 1e-5, "the conv's output differs");
-    cnn_model_free(fast);
-    cnn_model_free(ref);
+    for (int threads = 1; threads <= 3; threads++) {
+        static char labels[3][96]; /* test_begin keeps the pointer until the group ends */
+        char *label = labels[threads - 1];
+        snprintf(label, sizeof labels[0], "inference in blocks of samples through fused Conv2D/BatchNorm/MaxPool, %d thread%s",
+                 threads, threads > 1 ? "s" : "");
+        test_begin(label);
+        cnn_set_num_threads(threads);
+        cnn_model *fast = make(big_blocks, H, H, C, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, cnn_sgd());
+        cnn_model *ref = make(big_blocks, H, H, C, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, cnn_sgd());
+        cnn_model *fresh = make(big_blocks, H, H, C, CNN_SPARSE_CATEGORICAL_CROSSENTROPY, cnn_sgd());
+        if (!fast || !ref || !fresh) {
+            CHECK(0, "%s", cnn_last_error());
+        } else {
+            stir_bn(fast);
+            stir_bn(ref);
+            stir_bn(fresh);
+            cnn_set_reference(fast, 0);
+            cnn_set_reference(fresh, 0);
+            cnn_set_reference(ref, 1);
+            const int block = 2 * cnn__team_size(), last_b0 = (B - 1) / block * block; /* conv_1's blocks */
+            CHECK(4 * cnn__team_size() < B, "%d threads make no blocks of conv_2 in %d samples", cnn__team_size(), B);
+            CHECK(cnn_predict(fast, x, B, B, p_fast) == CNN_OK, "%s", cnn_last_error());
+            memcpy(last, fast->nodes[1]->out, sizeof last);
+            CHECK(cnn_predict(fast, x, B, 1, p_one) == CNN_OK, "%s", cnn_last_error());
+            CHECK(cnn_predict(ref, x, B, B, p_ref) == CNN_OK, "%s", cnn_last_error());
+            const double e = test_rel_err(p_fast, p_ref, (size_t)B * U);
+            printf("#   %d thread%s: against the reference path %.1e\n", threads, threads > 1 ? "s" : "", e);
+            CHECK(e <= 1e-5, "against the reference path: rel %.2e", e);
+            CHECK(!memcmp(p_fast, p_one, sizeof p_fast), "a batch of %d in blocks differs from one sample at a time", B);
+            /* predicting sample last_b0 alone leaves its conv_1 output at the buffer's start */
+            CHECK(cnn_predict(fast, x + (size_t)last_b0 * H * H * C, 1, 1, p_one) == CNN_OK, "%s", cnn_last_error());
+            CHECK(!memcmp(last, fast->nodes[1]->out, sizeof last), "conv_1's buffer does not hold its last block (from sample %d)", last_b0);
+            float loss_fast = 0, loss_fresh = 0;
+            size_t np;
+            CHECK(cnn_train_on_batch(fast, x, y, B, 1, &loss_fast, NULL) == CNN_OK &&
+                      cnn_train_on_batch(fresh, x, y, B, 1, &loss_fresh, NULL) == CNN_OK,
+                  "%s", cnn_last_error());
+            const float *w_fast = cnn_model_params(fast, &np), *w_fresh = cnn_model_params(fresh, &np);
+            CHECK(loss_fast == loss_fresh && !memcmp(w_fast, w_fresh, np * sizeof(float)),
+                  "a training step after the blocked predictions differs from one on a fresh model (loss %.7g vs %.7g)",
+                  loss_fast, loss_fresh);
+        }
+        cnn_model_free(fast);
+        cnn_model_free(ref);
+        cnn_model_free(fresh);
+    }
+    cnn_set_num_threads(0); /* all of them again, as before */
 }
 
 int main(void) {
