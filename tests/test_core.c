@@ -608,8 +608,9 @@ static void test_thread_tuner(void) {
    cnn__tile_at_narrow) on every height the layers ask of them (mr, at_mr,
    tn_mr, and the short ones a product's last rows take), odd and even step
    counts, added to C or not: the split tiles (AVX2's 9 rows as 6 + 3, its 3
-   rows in two sets of sums) must add up every step, and tiles of fewer
-   columns than the path's (padded) must write only theirs. */
+   rows in two sets of sums, its 9 x 32 window tiles as three 3 x 32) must add
+   up every step, and tiles of fewer columns than the path's (padded) must
+   write only theirs. */
 /* the stack below the caller filled with signalling NaNs, where the frames of
    its next call will lie: a tile that computed on uninitialised stack would
    raise FE_INVALID */
@@ -640,11 +641,13 @@ static void test_kernel_tiles(void) {
     for (int hi = 0; hi < 8; hi++)
         for (int si = 0; si < 8; si++)
             for (int load = 0; load < 2; load++)
-                for (int kind = 0; kind < 7; kind++) {
+                for (int kind = 0; kind < 9; kind++) {
                     const int R = heights[hi], K = steps[si];
                     /* kinds 4 and 5: NN tiles of fewer columns than the path's, with an epilogue;
-                       kind 6: a TN tile of 5 columns (a softmax's kernel gradient) */
-                    const int cols = kind < 4 ? kern->nr : kind == 4 ? kern->nr - 1 : 5;
+                       kind 6: a TN tile of 5 columns (a softmax's kernel gradient); kinds 7 and 8:
+                       window tiles as wide as the path's at_nr, and 3 columns fewer */
+                    const int cols = kind < 4 ? kern->nr : kind == 4 ? kern->nr - 1 : kind < 7 ? 5
+                                     : kind == 7 ? kern->at_nr : kern->at_nr - 3;
                     memcpy(c, c0, sizeof c);
                     memcpy(want, c0, sizeof want);
                     if (kind == 0) { /* a TN tile: rows of A along a row of the matrix */
@@ -682,7 +685,7 @@ static void test_kernel_tiles(void) {
                             }
                         CHECK(se <= 1e-5, "%d columns, %d rows, %d steps: statistics differ by %g (or a column past them written)",
                               cols, R, K, se);
-                    } else if (kind == 2) { /* rows read through window pointers */
+                    } else if (kind == 2 || kind >= 7) { /* rows read through window pointers */
                         kern->tile_at(R, K, win, 3, b, LD, c, LD, cols, load, NULL);
                         cnn__tile_at_narrow(R, K, win, 3, b, LD, want, LD, cols, load);
                     } else { /* full tiles that also step a prefetch */
