@@ -2662,8 +2662,7 @@ typedef struct cnn__kernel_path {
     int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
     int at_mr;         /* rows of a tile_at tile: a window cell's channels, this many at a time (mr at a time
                           where the rest stays a multiple; see cnn__conv_weight_grad_rows) */
-    int at_nr;         /* columns of a tile_at tile of tn_mr rows (kernel rows of tn_mr floats): nr, or
-                          more where the path has a wider tile for them */
+    int at_nr;         /* columns a tile_at call takes: nr, or more where the path has wider tiles */
     int (*supported)(void);
     void (*tile)(int K, const float *a, size_t a_rs, size_t a_ks, const float *b, size_t ldb, float *c,
                  size_t ldc, int rows, int cols, int load, const cnn__epilogue *ep);
@@ -3593,8 +3592,10 @@ static CNN__NOINLINE void cnn__tile_prefetching_avx2(int R, int K, const float *
 /* 3 rows x 32 columns of a TN tile whose A rows are read through win (rows r
    at win[k] + a_ks + r): 12 accumulators, 3 broadcasts and one B vector at a
    time fill the 16 registers, for 8 loads a step against 12 multiply-adds
-   (the 6 + 3 rows of cnn__tile9_avx2 take 15 against 18). Three of them make
-   the 9 x 32 tile of 9-float kernel rows (3x3 on RGB: conv_1's weight gradient). */
+   (the 6 + 3 rows of cnn__tile9_avx2 take 15 against 18, and two 6 x 16
+   tiles 18 against 24). Three of them make the 9 x 32 tile of 9-float kernel
+   rows (3x3 on RGB: conv_1's weight gradient), two the 6 x 32 tile of a
+   window cell's channels (conv_2's). */
 static CNN__ALWAYS_INLINE void cnn__tile3x32_avx2(int K, const float *const *CNN__RESTRICT win, size_t a_ks,
                                                   const float *CNN__RESTRICT b, size_t ldb,
                                                   float *CNN__RESTRICT c, size_t ldc, int load,
@@ -3626,8 +3627,8 @@ static CNN__ALWAYS_INLINE void cnn__tile3x32_avx2(int K, const float *const *CNN
 static CNN__NOINLINE void cnn__tile_at_avx2(int R, int K, const float *const *win, size_t off, const float *b,
                                             size_t ldb, float *c, size_t ldc, int cols, int load,
                                             cnn__prefetch *pf) {
-    if (R == CNN__AVX2_TN_MR && cols == 2 * CNN__AVX2_NR) { /* at_nr: see cnn__tile3x32_avx2 */
-        for (int r = 0; r < CNN__AVX2_TN_MR; r += 3)
+    if ((R == CNN__AVX2_TN_MR || R == CNN__AVX2_MR) && cols == 2 * CNN__AVX2_NR) { /* see cnn__tile3x32_avx2 */
+        for (int r = 0; r < R; r += 3)
             cnn__tile3x32_avx2(K, win, off + (size_t)r, b, ldb, c + (size_t)r * ldc, ldc, load, pf);
         return;
     }
@@ -4696,9 +4697,9 @@ static void cnn__conv_weight_grad_rows(const cnn_node *n, const cnn_node *in, co
             float *kc = kp + (size_t)(ky * n->kw + kx) * C * N; /* this cell's rows of kp */
             for (int c = 0, R; c < C; c += R) {
                 R = c < tall_rows ? kern->mr : kern->at_mr;
-                for (int j = 0; j < N; j += kern->nr)
+                for (int j = 0; j < N; j += kern->at_nr)
                     kern->tile_at(R, rows, win, (size_t)c, dz + j, (size_t)N, kc + (size_t)c * N + j, (size_t)N,
-                                  N - j < kern->nr ? N - j : kern->nr, load, NULL);
+                                  N - j < kern->at_nr ? N - j : kern->at_nr, load, NULL);
             }
         }
 }
