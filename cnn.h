@@ -257,7 +257,7 @@ CNN_DEF int cnn_get_num_threads(void);
    best again). An unknown name, or one this processor or build cannot run, is
    CNN_ERR_ARG and changes nothing. Call it between steps. Results are
    bit-identical run to run within a path; two paths agree to rounding.
-   CNN_NO_AVX512 and CNN_NO_AVX2 leave those paths out of the build. */
+   CNN_NO_AVX512, CNN_NO_AVX2 and CNN_NO_NEON leave those paths out of the build. */
 CNN_DEF int cnn_set_kernels(const char *name);
 /* the path in use, e.g. "avx512" */
 CNN_DEF const char *cnn_kernels(void);
@@ -2658,7 +2658,7 @@ typedef struct cnn__prefetch { const char *base; size_t next, end; } cnn__prefet
    Results are bit-identical run to run for a path and a thread count; two
    paths round differently (FMA or not, tile order) and agree to rounding. */
 typedef struct cnn__kernel_path {
-    const char *name;  /* "avx512", "avx2", "portable": what CNN_KERNELS and cnn_set_kernels take */
+    const char *name;  /* "avx512", "avx2", "neon", "portable": what CNN_KERNELS and cnn_set_kernels take */
     int mr, tn_mr, nr; /* register tile: rows (NN product), rows (TN product, see tn_height), columns */
     int at_mr;         /* rows of a tile_at tile: a window cell's channels, this many at a time (mr at a time
                           where the rest stays a multiple; see cnn__conv_weight_grad_rows) */

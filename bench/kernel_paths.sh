@@ -23,11 +23,15 @@ for prog in train_bench augment_bench; do
   $CC -std=c99 -O2 -fopenmp -I. bench/$prog.c -lm -lpthread -o build/bench/${prog}_O2 || exit 1
   $CC -std=c99 -O3 -march=native -fopenmp -I. bench/$prog.c -lm -lpthread -o build/bench/${prog}_native || exit 1
 done
-# FMA peaks of the instruction sets (bench/peak picks its vectors by the compiler's target)
+# the peaks of the instruction sets (bench/peak picks its vectors by the compiler's target): FMA
+# for AVX2 and AVX-512; for the portable path, what the Makefile's plain flags give it (128-bit
+# vectors: SSE2's multiply and add on x86-64, NEON's multiply-add on AArch64, as for the NEON path)
+$CC -std=c99 -O3 -fopenmp bench/peak.c -o build/bench/peak_portable || exit 1
 case "$(uname -m)" in
   x86_64)
     $CC -std=c99 -O3 -mavx2 -mfma -fopenmp bench/peak.c -o build/bench/peak_avx2 || exit 1
     $CC -std=c99 -O3 -mavx512f -mfma -fopenmp bench/peak.c -o build/bench/peak_avx512 || exit 1 ;;
+  aarch64) cp build/bench/peak_portable build/bench/peak_neon ;;
 esac
 peak_of() { # best of 3
   local b=build/bench/peak_$1; [ -x "$b" ] || { echo 0; return; }
@@ -92,7 +96,7 @@ for k in $paths; do
   awk -v k="$k" -v a="$a" -v b="$b" -v r="$keras_a" 'BEGIN { printf "| %s | %.0f | %.1fx | %.0f | %.1fx |\n", k, a, a / r, b, b / r }'
 done
 echo
-echo "per layer, each path's fastest of $PAIRS profiled runs, as a share of that path's FMA peak (build/bench/peak_*):"
+echo "per layer, each path's fastest of $PAIRS profiled runs, as a share of that path's peak (build/bench/peak_*; the portable path's: 128-bit multiply-adds, at the Makefile's plain flags):"
 echo
 echo "| path | peak GFLOP/s | conv_1 fwd / bwd | conv_2 fwd / bwd | fc1 fwd / bwd |"
 echo "|---|---|---|---|---|"
