@@ -1137,7 +1137,7 @@ static void *cnn__calloc(size_t count, size_t size) {
 #ifdef CNN__HUGEPAGES
     /* A batch's activations (7.4 MB for the tutorial's conv_1 at 32 images)
        are read in streams that cross a 4 KiB page every 16 rows; in 2 MiB
-       pages training ran 3-5% faster. Any buffer of 4 MiB or more is advised
+       pages training ran 2-5% faster. Any buffer of 4 MiB or more is advised
        (activations, parameters, datasets), before the memset touches it, on
        the whole 2 MiB pages inside it: a hint, and where the kernel says no,
        nothing changes. */
@@ -3935,22 +3935,20 @@ static int cnn__supported_neon(void) { return 1; }
 static const cnn__kernel_path cnn__kernel_paths[] = {
 #ifdef CNN__AVX512
     {"avx512", CNN__AVX512_MR, CNN__AVX512_TN_MR, CNN__AVX512_NR, CNN__AVX512_MR, CNN__AVX512_NR,
-     cnn__supported_avx512,
-     cnn__tile_avx512, cnn__tile_prefetching_avx512, cnn__tile_at_avx512, cnn__copy_windows_avx512,
-     cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__channel_sums_avx512, cnn__add_into_avx512,
-     cnn__adam_update_avx512},
+     cnn__supported_avx512, cnn__tile_avx512, cnn__tile_prefetching_avx512, cnn__tile_at_avx512,
+     cnn__copy_windows_avx512, cnn__bn_dz_rows_avx512, cnn__max_2x2_avx512, cnn__channel_sums_avx512,
+     cnn__add_into_avx512, cnn__adam_update_avx512},
 #endif
 #ifdef CNN__AVX2
-    {"avx2", CNN__AVX2_MR, CNN__AVX2_TN_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, 2 * CNN__AVX2_NR, cnn__supported_avx2,
-     cnn__tile_avx2, cnn__tile_prefetching_avx2, cnn__tile_at_avx2, cnn__copy_windows_avx2,
-     cnn__bn_dz_rows_avx2, cnn__max_2x2_avx2, cnn__channel_sums_avx2, cnn__add_into_avx2,
-     cnn__adam_update_avx2},
+    {"avx2", CNN__AVX2_MR, CNN__AVX2_TN_MR, CNN__AVX2_NR, CNN__AVX2_AT_MR, 2 * CNN__AVX2_NR,
+     cnn__supported_avx2, cnn__tile_avx2, cnn__tile_prefetching_avx2, cnn__tile_at_avx2,
+     cnn__copy_windows_avx2, cnn__bn_dz_rows_avx2, cnn__max_2x2_avx2, cnn__channel_sums_avx2,
+     cnn__add_into_avx2, cnn__adam_update_avx2},
 #endif
 #ifdef CNN__NEON
     {"neon", CNN__NEON_MR, CNN__NEON_MR, CNN__NEON_NR, CNN__NEON_AT_MR, CNN__NEON_NR, cnn__supported_neon,
-     cnn__tile_neon,
-     cnn__tile_prefetching_neon, cnn__tile_at_neon, cnn__copy_windows_portable, cnn__bn_dz_rows_portable,
-     cnn__max_2x2_portable, cnn__channel_sums_portable, cnn__add_into_portable,
+     cnn__tile_neon, cnn__tile_prefetching_neon, cnn__tile_at_neon, cnn__copy_windows_portable,
+     cnn__bn_dz_rows_portable, cnn__max_2x2_portable, cnn__channel_sums_portable, cnn__add_into_portable,
      cnn__adam_update_neon},
 #endif
     {"portable", CNN__PORTABLE_MR, CNN__PORTABLE_MR, CNN__PORTABLE_NR, CNN__PORTABLE_MR, CNN__PORTABLE_NR,
@@ -6526,10 +6524,10 @@ static void cnn__forward_node(cnn_node *n, int B) {
    output a thread; each thread's rows of the pool are roughly those its rows
    of the product made (both split the block's rows evenly, in order). The
    three must be adjacent in node order (another branch between them: no
-   blocks). The conv's
-   buffer then holds the last block only: its one reader is the BatchNorm, whose
-   one reader is the pool (cnn_layer_output runs its own passes). Returns the
-   nodes it ran (3), or 0 where node i starts no such run. */
+   blocks). The conv's buffer then holds the last block only: its one reader
+   is the BatchNorm, whose one reader is the pool (cnn_layer_output runs its
+   own passes). Returns the nodes it ran (3), or 0 where node i starts no such
+   run. */
 static int cnn__forward_conv_blocks(cnn_model *m, int i, int B) {
     cnn_node *n = m->nodes[i], *bn = n->fuse.bn, *pool = bn ? bn->fuse.pool : NULL;
     if (m->training || m->reference || !pool || i + 2 >= m->n_nodes || m->nodes[i + 1] != bn ||
